@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing spfs-fuse needs on this host, and nothing else.
+# Debian/Ubuntu: fuse3 (fusermount3, for mounting and clearing stale mounts).
+# macOS: nothing is required to build; a FUSE backend (macFUSE or FUSE-T) is needed to mount,
+# and `spfs-fuse doctor` says which one to install.
+set -euo pipefail
+
+case "$(uname -s)" in
+Linux)
+    need=()
+    command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+    if [ "${#need[@]}" -gt 0 ]; then
+        sudo_cmd=()
+        [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+        "${sudo_cmd[@]}" apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need[@]}"
+    fi
+    ;;
+Darwin)
+    if ! [ -e /usr/local/lib/libfuse-t.dylib ] && ! [ -d /Library/Filesystems/macfuse.fs ]; then
+        echo "note: no FUSE backend is installed; 'spfs-fuse doctor' says how to get one" >&2
+    fi
+    ;;
+esac
+command -v cargo >/dev/null 2>&1 || { echo "error: cargo is missing: install Rust from https://rustup.rs" >&2; exit 1; }

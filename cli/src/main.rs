@@ -1,0 +1,61 @@
+//! `spfs-fuse`: the command-line entry point. Thin glue over the library crates: `main` turns
+//! the result of [`run`] into an exit code, and `run` is one `match` over the command.
+
+mod client;
+mod doctor;
+mod host;
+mod service;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Per-process-tree layered software environments over FUSE.
+#[derive(Debug, Parser)]
+#[command(name = "spfs-fuse", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The commands of spfs-fuse.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Diagnose the install: what is there, what is missing, and what to do about it.
+    Doctor(doctor::DoctorArgs),
+    /// Run the service in the foreground: own the FUSE mount and serve the control plane.
+    Service(service::ServiceArgs),
+    /// Register a runtime: a root process and the env spec its process tree sees.
+    Mount(client::MountArgs),
+    /// Remove a runtime.
+    Unmount(client::UnmountArgs),
+    /// Show the backend, the mount points and the registered runtimes.
+    Status(client::StatusArgs),
+    /// Run a command in a fresh runtime; `SPFS_ROOT` points at its view.
+    Run(client::RunArgs),
+    /// Ask the service to unmount and exit.
+    Shutdown(client::ShutdownArgs),
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Doctor(args) => doctor::run(args),
+        Command::Service(args) => service::run(args),
+        Command::Mount(args) => client::mount(args),
+        Command::Unmount(args) => client::unmount(args),
+        Command::Status(args) => client::status(args),
+        Command::Run(args) => client::run(args),
+        Command::Shutdown(args) => client::shutdown(args),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("spfs-fuse: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

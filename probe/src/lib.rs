@@ -1,0 +1,1 @@
+//! Host facts, backend selection and the doctor report. No FUSE, no gRPC.
