@@ -1,1 +1,52 @@
-//! Host facts, backend selection and the doctor report. No FUSE, no gRPC.
+//! Host facts, backend selection and the doctor report of spfs-fuse. No FUSE, no gRPC.
+//!
+//! The probe works in two steps. First [`Facts::collect`] reads the host: the OS and its
+//! version, macFUSE, FUSE-T, `/dev/fuse`, the mount points and stale volumes. Everything is
+//! read under a system root ([`ProbeConfig::sysroot`]) with commands found on a given `PATH`,
+//! so tests can play any host from a directory. Then pure functions decide from those facts:
+//!
+//! - [`select`] gives the usable backends in the order to try them ([`Selection`]);
+//! - [`Report::build`] gives the `doctor` checklist, as text ([`Report::to_text`]) or JSON
+//!   ([`Report::to_json`]), with its exit status ([`Report::exit_code`]);
+//! - [`hint_for_mount_error`] maps the text of a failed mount to the hint that fixes it.
+//!
+//! The service's use:
+//!
+//! ```no_run
+//! use spfs_probe::{Backend, Facts, ProbeConfig, hint_for_mount_error, select};
+//!
+//! let facts = Facts::collect(&ProbeConfig::default());
+//! let selection = select(&facts, Backend::Auto);
+//! for backend in &selection.candidates {
+//!     # let mount = |_b: &Backend| -> Result<(), String> { Ok(()) };
+//!     match mount(backend) {
+//!         Ok(()) => break,
+//!         Err(err) => {
+//!             let hint = hint_for_mount_error(*backend, &err).unwrap_or("");
+//!             eprintln!("{backend}: {err}; {hint}");
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! Whether a service answers on the control socket is not probed here (the probe does not
+//! speak gRPC): the caller sets [`Facts::service`] before building the report, usually on
+//! [`default_socket_path`].
+
+mod backend;
+mod command;
+mod facts;
+pub mod hints;
+mod report;
+mod select;
+mod socket;
+
+pub use backend::{Backend, Os, UnknownBackend};
+pub use facts::{
+    Facts, FuseTFacts, LinuxFuseFacts, MacFuseFacts, MountpointFacts, MountpointState, ProbeConfig,
+    ServiceFacts, VolumesFacts, parse_version,
+};
+pub use hints::hint_for_mount_error;
+pub use report::{Check, Report, Status};
+pub use select::{Rejection, Selection, select, usable};
+pub use socket::default_socket_path;

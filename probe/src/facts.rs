@@ -1,0 +1,451 @@
+//! Collecting host facts. Everything is read under a system root, and commands are found on a
+//! given `PATH`, so tests can stand a fake host up in a directory.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::backend::{Backend, Os};
+use crate::command;
+
+/// Where and how to probe.
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    /// A directory that stands for `/` (`--sysroot`, `SPFS_FUSE_SYSROOT`); `None` probes the
+    /// real host. Under a sysroot the OS is macOS when `System/Library/CoreServices/
+    /// SystemVersion.plist` exists there, Linux otherwise.
+    pub sysroot: Option<PathBuf>,
+    /// The `PATH` to find commands on; `None` uses the `PATH` of this process.
+    pub path: Option<OsString>,
+    /// The shared mount point of the `kext` backend, as a host path.
+    pub mountpoint: PathBuf,
+    /// Where the `fuse-t` backend puts one volume per runtime, as a host path.
+    pub volumes_dir: PathBuf,
+    /// How long a probe command may run before it is killed.
+    pub command_timeout: Duration,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            sysroot: None,
+            path: None,
+            mountpoint: PathBuf::from("/spfs"),
+            volumes_dir: PathBuf::from("/Volumes"),
+            command_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Everything the probe learned about the host. Selection and the doctor report are pure
+/// functions of these facts. Paths are host paths (as seen without the sysroot).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Facts {
+    /// The operating system.
+    pub os: Os,
+    /// The OS version as reported (`26.1`, `15.4`, `6.12.48+deb13-amd64`), when known.
+    pub os_version: Option<String>,
+    /// The machine architecture from `uname -m` (`arm64`, `x86_64`), when known.
+    pub arch: Option<String>,
+    /// macFUSE (the `kext` backend on macOS); `None` off macOS.
+    pub macfuse: Option<MacFuseFacts>,
+    /// FUSE-T (the `fuse-t` backend); `None` off macOS.
+    pub fuse_t: Option<FuseTFacts>,
+    /// The `/dev/fuse` device (the `kext` backend on Linux); `None` off Linux.
+    pub linux_fuse: Option<LinuxFuseFacts>,
+    /// The shared mount point of the `kext` backend.
+    pub mountpoint: MountpointFacts,
+    /// The per-runtime volumes directory of the `fuse-t` backend.
+    pub volumes: VolumesFacts,
+    /// Whether a service answers on the control socket. The probe does not speak gRPC: the
+    /// caller fills this in; `None` means it was not checked.
+    pub service: Option<ServiceFacts>,
+}
+
+/// What is known about macFUSE.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MacFuseFacts {
+    /// `Library/Filesystems/macfuse.fs/Contents/Info.plist` exists.
+    pub installed: bool,
+    /// `CFBundleShortVersionString` (else `CFBundleVersion`) of that plist.
+    pub version: Option<String>,
+    /// The mount helper `mount_macfuse` exists, so the kext can load on the first mount.
+    pub mount_helper: bool,
+    /// `sysctl -n vfs.generic.macfuse.version.number` succeeded: the kext is loaded.
+    pub loaded: bool,
+    /// The version the loaded kext reports.
+    pub loaded_version: Option<String>,
+}
+
+/// What is known about FUSE-T.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FuseTFacts {
+    /// `/usr/local/lib/libfuse-t.dylib` exists (as a file or a link).
+    pub installed: bool,
+    /// The version in the name of the library the link points to (`libfuse-t-<version>.dylib`).
+    pub version: Option<String>,
+    /// Where its NFS server `go-nfsv4` was found, if anywhere.
+    pub server: Option<PathBuf>,
+}
+
+/// What is known about the Linux FUSE device.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LinuxFuseFacts {
+    /// `/dev/fuse` exists.
+    pub device: bool,
+    /// `/dev/fuse` is readable and writable by this user.
+    pub device_access: bool,
+    /// The name of the mount helper found on `PATH`: `fusermount3` or `fusermount`.
+    pub fusermount: Option<String>,
+}
+
+/// The state of the shared mount point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MountpointFacts {
+    /// The mount point, as a host path (default `/spfs`).
+    pub path: PathBuf,
+    /// What is there.
+    pub state: MountpointState,
+}
+
+/// What is at the shared mount point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MountpointState {
+    /// A directory: ready to mount on (or already mounted).
+    Directory,
+    /// Missing, but listed in `/etc/synthetic.conf`: the next boot creates it.
+    Synthetic,
+    /// Missing and not listed anywhere.
+    Missing,
+    /// Something other than a directory.
+    NotADirectory,
+    /// A dead FUSE mount: `stat` answers `ENOTCONN` or `ENXIO`.
+    Stale,
+}
+
+/// The per-runtime volumes directory and what is left in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VolumesFacts {
+    /// The directory, as a host path (default `/Volumes`).
+    pub dir: PathBuf,
+    /// It exists as a directory.
+    pub exists: bool,
+    /// Names of `spfs-<pid>` entries whose pid is not alive, sorted.
+    pub stale: Vec<String>,
+}
+
+/// Whether a service answers on the control socket; filled in by the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceFacts {
+    /// The socket path that was tried.
+    pub socket: PathBuf,
+    /// Something exists at that path.
+    pub socket_exists: bool,
+    /// A service accepted a connection.
+    pub answering: bool,
+    /// The backend the service reports, when it was asked.
+    pub backend: Option<Backend>,
+}
+
+impl Facts {
+    /// Reads the host described by `config`. Never fails: what cannot be read is recorded as
+    /// absent or unknown. `service` is left `None` for the caller to fill in.
+    pub fn collect(config: &ProbeConfig) -> Facts {
+        let host = Host::new(config);
+        let os = match &config.sysroot {
+            None => Os::current(),
+            Some(_) if host.path(SYSTEM_VERSION_PLIST).is_file() => Os::Macos,
+            Some(_) => Os::Linux,
+        };
+        let arch = host
+            .output("uname", &["-m"])
+            .filter(|arch| !arch.is_empty());
+        let os_version = match os {
+            Os::Macos => host.macos_version(),
+            Os::Linux => host.linux_version(),
+            Os::Other => None,
+        };
+        let (macfuse, fuse_t, linux_fuse) = match os {
+            Os::Macos => (Some(host.macfuse()), Some(host.fuse_t()), None),
+            Os::Linux => (None, None, Some(host.linux_fuse())),
+            Os::Other => (None, None, None),
+        };
+        let facts = Facts {
+            os,
+            os_version,
+            arch,
+            macfuse,
+            fuse_t,
+            linux_fuse,
+            mountpoint: host.mountpoint(&config.mountpoint),
+            volumes: host.volumes(&config.volumes_dir),
+            service: None,
+        };
+        tracing::debug!(?facts, "probed the host");
+        facts
+    }
+
+    /// Whether the host is an Apple Silicon Mac.
+    pub fn is_apple_silicon(&self) -> bool {
+        self.os == Os::Macos && matches!(self.arch.as_deref(), Some("arm64" | "aarch64"))
+    }
+}
+
+/// Parses a version leniently: `26`, `15.4`, `1.0.44` and `6.12.48+deb13-amd64` all parse;
+/// missing minor and patch numbers are zero.
+pub fn parse_version(text: &str) -> Option<semver::Version> {
+    let text = text.trim();
+    if let Ok(version) = semver::Version::parse(text) {
+        return Some(version);
+    }
+    // Keep the leading dotted numbers, pad them to three.
+    let numeric: String = text
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let mut parts: Vec<&str> = numeric.split('.').filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() || parts.len() > 3 {
+        return None;
+    }
+    parts.resize(3, "0");
+    semver::Version::parse(&parts.join(".")).ok()
+}
+
+const SYSTEM_VERSION_PLIST: &str = "System/Library/CoreServices/SystemVersion.plist";
+const MACFUSE_PLIST: &str = "Library/Filesystems/macfuse.fs/Contents/Info.plist";
+const MACFUSE_HELPER: &str = "Library/Filesystems/macfuse.fs/Contents/Resources/mount_macfuse";
+const FUSE_T_LIB: &str = "usr/local/lib/libfuse-t.dylib";
+const FUSE_T_SERVER: &str = "usr/local/bin/go-nfsv4";
+const FUSE_T_SUPPORT_BIN: &str = "Library/Application Support/fuse-t/bin";
+const SYNTHETIC_CONF: &str = "etc/synthetic.conf";
+
+/// The host under its sysroot, with the `PATH` to find commands on.
+struct Host<'a> {
+    root: PathBuf,
+    path: OsString,
+    config: &'a ProbeConfig,
+}
+
+impl<'a> Host<'a> {
+    fn new(config: &'a ProbeConfig) -> Self {
+        Host {
+            root: config.sysroot.clone().unwrap_or_else(|| PathBuf::from("/")),
+            path: config
+                .path
+                .clone()
+                .or_else(|| std::env::var_os("PATH"))
+                .unwrap_or_default(),
+            config,
+        }
+    }
+
+    /// The real path of a host path (absolute or relative to `/`).
+    fn path(&self, host_path: impl AsRef<Path>) -> PathBuf {
+        let host_path = host_path.as_ref();
+        self.root
+            .join(host_path.strip_prefix("/").unwrap_or(host_path))
+    }
+
+    fn output(&self, name: &str, args: &[&str]) -> Option<String> {
+        command::output(name, args, &self.path, self.config.command_timeout)
+    }
+
+    fn macos_version(&self) -> Option<String> {
+        let reported = self
+            .output("sysctl", &["-n", "kern.osproductversion"])
+            .or_else(|| plist_string(&self.path(SYSTEM_VERSION_PLIST), &["ProductVersion"]))?;
+        // Keep the text as reported, but only when it is a version.
+        parse_version(&reported).map(|_| reported)
+    }
+
+    fn linux_version(&self) -> Option<String> {
+        let reported = self.output("uname", &["-r"]).or_else(|| {
+            std::fs::read_to_string(self.path("proc/sys/kernel/osrelease"))
+                .ok()
+                .map(|text| text.trim().to_owned())
+        })?;
+        parse_version(&reported).map(|_| reported)
+    }
+
+    fn macfuse(&self) -> MacFuseFacts {
+        let plist = self.path(MACFUSE_PLIST);
+        let installed = plist.is_file();
+        let loaded_version = self.output("sysctl", &["-n", "vfs.generic.macfuse.version.number"]);
+        MacFuseFacts {
+            installed,
+            version: installed
+                .then(|| plist_string(&plist, &["CFBundleShortVersionString", "CFBundleVersion"]))
+                .flatten(),
+            mount_helper: self.path(MACFUSE_HELPER).is_file(),
+            loaded: loaded_version.is_some(),
+            loaded_version: loaded_version.filter(|v| !v.is_empty()),
+        }
+    }
+
+    fn fuse_t(&self) -> FuseTFacts {
+        let lib = self.path(FUSE_T_LIB);
+        // The library is a link to `libfuse-t-<version>.dylib`; the link itself is what counts.
+        let installed = lib.symlink_metadata().is_ok();
+        let version = std::fs::read_link(&lib).ok().and_then(|target| {
+            let name = target.file_name()?.to_str()?.to_owned();
+            let version = name.strip_prefix("libfuse-t-")?.strip_suffix(".dylib")?;
+            Some(version.to_owned())
+        });
+        let server = if self.path(FUSE_T_SERVER).is_file() {
+            Some(Path::new("/").join(FUSE_T_SERVER))
+        } else {
+            self.fuse_t_support_server()
+        };
+        FuseTFacts {
+            installed,
+            version,
+            server,
+        }
+    }
+
+    /// A `go-nfsv4*` in `/Library/Application Support/fuse-t/bin`, the first by name.
+    fn fuse_t_support_server(&self) -> Option<PathBuf> {
+        let dir = self.path(FUSE_T_SUPPORT_BIN);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .ok()?
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.path().is_file())
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .filter(|name| name.starts_with("go-nfsv4"))
+            .collect();
+        names.sort();
+        let name = names.into_iter().next()?;
+        Some(Path::new("/").join(FUSE_T_SUPPORT_BIN).join(name))
+    }
+
+    fn linux_fuse(&self) -> LinuxFuseFacts {
+        let device = self.path("dev/fuse");
+        let fusermount = ["fusermount3", "fusermount"]
+            .into_iter()
+            .find(|name| command::find(name, &self.path).is_some())
+            .map(str::to_owned);
+        LinuxFuseFacts {
+            device: device.exists(),
+            device_access: device.exists() && readable_and_writable(&device),
+            fusermount,
+        }
+    }
+
+    fn mountpoint(&self, host_path: &Path) -> MountpointFacts {
+        let state = match std::fs::metadata(self.path(host_path)) {
+            Ok(meta) if meta.is_dir() => MountpointState::Directory,
+            Ok(_) => MountpointState::NotADirectory,
+            Err(err) if is_stale_mount_error(&err) => MountpointState::Stale,
+            Err(_) if self.listed_in_synthetic_conf(host_path) => MountpointState::Synthetic,
+            Err(_) => MountpointState::Missing,
+        };
+        MountpointFacts {
+            path: host_path.to_owned(),
+            state,
+        }
+    }
+
+    /// Whether `/etc/synthetic.conf` names this top-level directory. Each line is a name,
+    /// optionally followed by a tab and a link target.
+    fn listed_in_synthetic_conf(&self, host_path: &Path) -> bool {
+        let mut components = host_path
+            .strip_prefix("/")
+            .unwrap_or(host_path)
+            .components();
+        let (Some(name), None) = (components.next(), components.next()) else {
+            return false; // only top-level directories can be synthetic
+        };
+        let Ok(text) = std::fs::read_to_string(self.path(SYNTHETIC_CONF)) else {
+            return false;
+        };
+        text.lines()
+            .filter_map(|line| line.split('\t').next())
+            .any(|first| first.trim() == name.as_os_str())
+    }
+
+    fn volumes(&self, host_dir: &Path) -> VolumesFacts {
+        let dir = self.path(host_dir);
+        let mut stale: Vec<String> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|name| {
+                let pid = name
+                    .strip_prefix("spfs-")
+                    .and_then(|pid| pid.parse::<i32>().ok());
+                pid.is_some_and(|pid| pid > 0 && !process_alive(pid))
+            })
+            .collect();
+        stale.sort();
+        VolumesFacts {
+            dir: host_dir.to_owned(),
+            exists: dir.is_dir(),
+            stale,
+        }
+    }
+}
+
+/// Reads the first of `keys` that holds a string in a plist file (XML or binary).
+fn plist_string(path: &Path, keys: &[&str]) -> Option<String> {
+    let value = plist::Value::from_file(path)
+        .map_err(|err| tracing::debug!(?path, %err, "unreadable plist"))
+        .ok()?;
+    let dict = value.as_dictionary()?;
+    keys.iter()
+        .find_map(|key| dict.get(key)?.as_string())
+        .map(|s| s.trim().to_owned())
+}
+
+/// `ENOTCONN` (Linux) and `ENXIO` (macOS) are what a dead FUSE mount answers to `stat`.
+fn is_stale_mount_error(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOTCONN | libc::ENXIO))
+}
+
+fn readable_and_writable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `path` is a valid NUL-terminated string that outlives the call; access(2)
+    // only reads it.
+    unsafe { libc::access(path.as_ptr(), libc::R_OK | libc::W_OK) == 0 }
+}
+
+/// Whether a process with this pid exists (including one we may not signal).
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 sends nothing; kill(2) only checks that the pid exists and whether
+    // we may signal it.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_leniently() {
+        let v = |s| parse_version(s).map(|v| v.to_string());
+        assert_eq!(v("26").as_deref(), Some("26.0.0"));
+        assert_eq!(v("15.4").as_deref(), Some("15.4.0"));
+        assert_eq!(v("13.6.1").as_deref(), Some("13.6.1"));
+        assert_eq!(
+            v("6.12.48+deb13-amd64").as_deref(),
+            Some("6.12.48+deb13-amd64")
+        );
+        assert_eq!(v("6.1.0-18-amd64").as_deref(), Some("6.1.0-18-amd64"));
+        assert_eq!(v("5.10").as_deref(), Some("5.10.0"));
+        assert_eq!(v(""), None);
+        assert_eq!(v("banana"), None);
+    }
+
+    #[test]
+    fn this_process_is_alive_and_an_impossible_pid_is_not() {
+        assert!(process_alive(std::process::id() as i32));
+        assert!(!process_alive(99_999_999));
+    }
+}

@@ -1,0 +1,626 @@
+//! The doctor report: a checklist built from the facts and the selection, as text or JSON.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::backend::{Backend, Os};
+use crate::facts::{Facts, MountpointState};
+use crate::hints;
+use crate::select::{Selection, select};
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Fine.
+    Ok,
+    /// Worth knowing, needs nothing (an optional component that is absent, say).
+    Info,
+    /// Doubtful or degraded: spfs-fuse should work, but look at the hint.
+    Warn,
+    /// Blocks the backend that would be used.
+    Fail,
+}
+
+impl Status {
+    /// The lower-case name used in text and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Info => "info",
+            Status::Warn => "warn",
+            Status::Fail => "fail",
+        }
+    }
+}
+
+/// One line of the checklist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// A stable id, listed in the README (`macfuse.installed`).
+    pub id: String,
+    /// How it came out.
+    pub status: Status,
+    /// What was found, for a person.
+    pub message: String,
+    /// What to do about it; set on every `warn` and `fail`.
+    pub hint: Option<String>,
+}
+
+impl Check {
+    /// A check with an optional hint.
+    pub fn new(
+        id: impl Into<String>,
+        status: Status,
+        message: impl Into<String>,
+        hint: Option<&str>,
+    ) -> Check {
+        Check {
+            id: id.into(),
+            status,
+            message: message.into(),
+            hint: hint.map(str::to_owned),
+        }
+    }
+}
+
+/// The doctor report. Serialized, it is the JSON of `spfs-fuse doctor --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// The operating system.
+    pub os: Os,
+    /// The OS version, when known.
+    pub os_version: Option<String>,
+    /// The machine architecture, when known.
+    pub arch: Option<String>,
+    /// The backend asked for.
+    pub requested: Backend,
+    /// The backend that would be used; `None` when nothing is usable.
+    pub backend: Option<Backend>,
+    /// All usable backends, best first.
+    pub candidates: Vec<Backend>,
+    /// A backend is usable and no check failed.
+    pub ready: bool,
+    /// The checklist, in order.
+    pub checks: Vec<Check>,
+    /// The facts the checks were built from.
+    pub facts: Facts,
+}
+
+impl Report {
+    /// Builds the checklist for `requested` from the facts. Pure: the same facts always give
+    /// the same report.
+    pub fn build(facts: &Facts, requested: Backend) -> Report {
+        let selection = select(facts, requested);
+        let checks = Checklist::new(facts, &selection).build();
+        let mut report = Report {
+            os: facts.os,
+            os_version: facts.os_version.clone(),
+            arch: facts.arch.clone(),
+            requested,
+            backend: selection.backend(),
+            candidates: selection.candidates.clone(),
+            ready: false,
+            checks,
+            facts: facts.clone(),
+        };
+        report.update_ready();
+        report
+    }
+
+    /// Adds a check made outside the probe (such as `mount.test`) before the last one
+    /// (`backend`), and updates `ready`.
+    pub fn add_check(&mut self, check: Check) {
+        let at = match self.checks.last() {
+            Some(last) if last.id == "backend" => self.checks.len() - 1,
+            _ => self.checks.len(),
+        };
+        self.checks.insert(at, check);
+        self.update_ready();
+    }
+
+    fn update_ready(&mut self) {
+        self.ready = self.backend.is_some() && self.failures() == 0;
+    }
+
+    /// How many checks failed.
+    pub fn failures(&self) -> usize {
+        self.count(Status::Fail)
+    }
+
+    /// How many checks warn.
+    pub fn warnings(&self) -> usize {
+        self.count(Status::Warn)
+    }
+
+    fn count(&self, status: Status) -> usize {
+        self.checks.iter().filter(|c| c.status == status).count()
+    }
+
+    /// The exit status of `doctor`: 0 ready with no warnings, 2 ready with warnings,
+    /// 1 not ready.
+    pub fn exit_code(&self) -> u8 {
+        match (self.ready, self.warnings()) {
+            (false, _) => 1,
+            (true, 0) => 0,
+            (true, _) => 2,
+        }
+    }
+
+    /// The JSON of `doctor --json`, pretty-printed.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report always serializes")
+    }
+
+    /// The checklist for a person: one line per check, the hint under it, and a last line
+    /// naming the backend that would be used.
+    pub fn to_text(&self) -> String {
+        let width = self.checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for check in &self.checks {
+            let _ = writeln!(
+                out,
+                "{:<4}  {:<width$}  {}",
+                check.status.as_str(),
+                check.id,
+                check.message
+            );
+            if let Some(hint) = &check.hint {
+                let _ = writeln!(out, "{:<4}  {:<width$}  hint: {hint}", "", "");
+            }
+        }
+        let _ = writeln!(out, "{}", self.verdict());
+        out
+    }
+
+    fn verdict(&self) -> String {
+        let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        let Some(backend) = self.backend else {
+            return match self.requested {
+                Backend::Auto => "not ready: no usable backend".to_owned(),
+                requested => format!("not ready: backend {requested} is not usable"),
+            };
+        };
+        let mut line = format!("backend {backend}");
+        if self.candidates.len() > 1 {
+            let rest: Vec<&str> = self.candidates[1..].iter().map(|b| b.as_str()).collect();
+            let _ = write!(line, " (fallback: {})", rest.join(", "));
+        }
+        if !self.ready {
+            return format!(
+                "not ready: {line}, {}",
+                plural(self.failures(), "failed check")
+            );
+        }
+        match self.warnings() {
+            0 => format!("ready: {line}"),
+            n => format!("ready: {line}, {}", plural(n, "warning")),
+        }
+    }
+}
+
+/// Builds the checks from the facts and the selection.
+struct Checklist<'a> {
+    facts: &'a Facts,
+    selection: &'a Selection,
+    checks: Vec<Check>,
+}
+
+/// How bad a problem with one backend is, which depends on whether that backend matters.
+#[derive(Clone, Copy)]
+enum Problem {
+    /// The component is not installed at all: a choice, unless it is needed.
+    Absent,
+    /// The component is installed but cannot work.
+    Broken,
+    /// The component may work; only a mount will tell.
+    Doubtful,
+}
+
+impl<'a> Checklist<'a> {
+    fn new(facts: &'a Facts, selection: &'a Selection) -> Self {
+        Checklist {
+            facts,
+            selection,
+            checks: Vec::new(),
+        }
+    }
+
+    fn build(mut self) -> Vec<Check> {
+        self.host();
+        match self.facts.os {
+            Os::Macos => {
+                self.macfuse();
+                self.fuse_t();
+            }
+            Os::Linux => self.linux(),
+            Os::Other => {}
+        }
+        self.mountpoint();
+        self.volumes();
+        self.service();
+        self.backend();
+        self.checks
+    }
+
+    fn push(&mut self, id: &str, status: Status, message: impl Into<String>, hint: Option<&str>) {
+        self.checks.push(Check::new(id, status, message, hint));
+    }
+
+    /// The backend was asked for explicitly, or `auto` found nothing: its problems block.
+    fn required(&self, backend: Backend) -> bool {
+        let requested = self.selection.requested;
+        requested == backend || requested == Backend::Auto && self.selection.candidates.is_empty()
+    }
+
+    fn considered(&self, backend: Backend) -> bool {
+        matches!(self.selection.requested, Backend::Auto) || self.selection.requested == backend
+    }
+
+    fn candidate(&self, backend: Backend) -> bool {
+        self.selection.candidates.contains(&backend)
+    }
+
+    /// Whether to look at a backend's mount point: it is usable, or it was asked for.
+    fn relevant(&self, backend: Backend) -> bool {
+        self.candidate(backend) || self.selection.requested == backend
+    }
+
+    fn severity(&self, backend: Backend, problem: Problem) -> Status {
+        match problem {
+            _ if self.required(backend) && !self.candidate(backend) => Status::Fail,
+            Problem::Absent => Status::Info,
+            Problem::Broken if self.considered(backend) => Status::Warn,
+            Problem::Broken => Status::Info,
+            Problem::Doubtful if self.candidate(backend) => Status::Warn,
+            Problem::Doubtful => Status::Info,
+        }
+    }
+
+    /// A problem with a backend; the hint is shown only where it matters.
+    fn problem(
+        &mut self,
+        id: &str,
+        backend: Backend,
+        problem: Problem,
+        message: String,
+        hint: &str,
+    ) {
+        let status = self.severity(backend, problem);
+        let hint = (status != Status::Ok).then_some(hint);
+        self.push(id, status, message, hint);
+    }
+
+    fn host(&mut self) {
+        let facts = self.facts;
+        let arch = facts.arch.as_deref().unwrap_or("an unknown architecture");
+        match (facts.os, &facts.os_version) {
+            (Os::Other, _) => self.push(
+                "host.os",
+                Status::Fail,
+                format!("{} on {arch}", std::env::consts::OS),
+                Some(hints::UNSUPPORTED_OS),
+            ),
+            (os, Some(version)) => self.push(
+                "host.os",
+                Status::Ok,
+                format!("{os} {version} on {arch}"),
+                None,
+            ),
+            (os, None) => self.push(
+                "host.os",
+                Status::Info,
+                format!("{os} (version unknown) on {arch}"),
+                None,
+            ),
+        }
+    }
+
+    fn macfuse(&mut self) {
+        let macfuse = self.facts.macfuse.clone().unwrap_or_default();
+        let kext = Backend::Kext;
+        if !macfuse.installed {
+            let hint = self.install_hint(hints::INSTALL_MACFUSE);
+            self.problem(
+                "macfuse.installed",
+                kext,
+                Problem::Absent,
+                "macFUSE is not installed".into(),
+                hint,
+            );
+            return;
+        }
+        let version = macfuse.version.as_deref().unwrap_or("(version unknown)");
+        self.push(
+            "macfuse.installed",
+            Status::Ok,
+            format!("macFUSE {version} is installed"),
+            None,
+        );
+        if macfuse.mount_helper {
+            self.push(
+                "macfuse.helper",
+                Status::Ok,
+                "the mount helper mount_macfuse is present",
+                None,
+            );
+        } else {
+            self.problem(
+                "macfuse.helper",
+                kext,
+                Problem::Broken,
+                "the mount helper mount_macfuse is missing".into(),
+                hints::REINSTALL_MACFUSE,
+            );
+        }
+        if macfuse.loaded {
+            let message = match &macfuse.loaded_version {
+                Some(v) => format!("the macFUSE kext {v} is loaded"),
+                None => "the macFUSE kext is loaded".to_owned(),
+            };
+            self.push("macfuse.loaded", Status::Ok, message, None);
+        } else if macfuse.mount_helper {
+            let hint = self.approve_kext_hint();
+            self.problem(
+                "macfuse.loaded",
+                kext,
+                Problem::Doubtful,
+                "the macFUSE kext is not loaded; it loads at the first mount once approved".into(),
+                hint,
+            );
+        } else {
+            let hint = self.approve_kext_hint();
+            self.problem(
+                "macfuse.loaded",
+                kext,
+                Problem::Broken,
+                "the macFUSE kext is not loaded".into(),
+                hint,
+            );
+        }
+    }
+
+    fn approve_kext_hint(&self) -> &'static str {
+        match self.facts.arch.as_deref() {
+            Some("arm64" | "aarch64") => hints::APPROVE_KEXT_APPLE_SILICON,
+            Some("x86_64") => hints::APPROVE_KEXT_INTEL,
+            _ => hints::APPROVE_KEXT,
+        }
+    }
+
+    /// With `auto` and nothing installed, either macOS backend will do: say so.
+    fn install_hint(&self, own: &'static str) -> &'static str {
+        let fuse_t_absent = !self.facts.fuse_t.as_ref().is_some_and(|f| f.installed);
+        let macfuse_absent = !self.facts.macfuse.as_ref().is_some_and(|m| m.installed);
+        if self.selection.requested == Backend::Auto && fuse_t_absent && macfuse_absent {
+            hints::INSTALL_A_MACOS_BACKEND
+        } else {
+            own
+        }
+    }
+
+    fn fuse_t(&mut self) {
+        let fuse_t = self.facts.fuse_t.clone().unwrap_or_default();
+        let backend = Backend::FuseT;
+        if !fuse_t.installed {
+            let hint = self.install_hint(hints::INSTALL_FUSE_T);
+            self.problem(
+                "fuse-t.installed",
+                backend,
+                Problem::Absent,
+                "FUSE-T is not installed".into(),
+                hint,
+            );
+            return;
+        }
+        let version = fuse_t.version.as_deref().unwrap_or("(version unknown)");
+        self.push(
+            "fuse-t.installed",
+            Status::Ok,
+            format!("FUSE-T {version} is installed"),
+            None,
+        );
+        match &fuse_t.server {
+            Some(server) => self.push(
+                "fuse-t.server",
+                Status::Ok,
+                format!("its server is at {}", server.display()),
+                None,
+            ),
+            None => self.problem(
+                "fuse-t.server",
+                backend,
+                Problem::Broken,
+                "its server go-nfsv4 is missing".into(),
+                hints::REPAIR_FUSE_T,
+            ),
+        }
+    }
+
+    fn linux(&mut self) {
+        let linux = self.facts.linux_fuse.clone().unwrap_or_default();
+        let kext = Backend::Kext;
+        if !linux.device {
+            self.problem(
+                "linux.dev-fuse",
+                kext,
+                Problem::Broken,
+                "/dev/fuse does not exist".into(),
+                hints::LINUX_DEVICE_MISSING,
+            );
+        } else if !linux.device_access {
+            self.problem(
+                "linux.dev-fuse",
+                kext,
+                Problem::Broken,
+                "/dev/fuse exists but this user cannot open it".into(),
+                hints::LINUX_DEVICE_PERMISSIONS,
+            );
+        } else {
+            self.push(
+                "linux.dev-fuse",
+                Status::Ok,
+                "/dev/fuse exists and can be opened",
+                None,
+            );
+        }
+        match &linux.fusermount {
+            Some(name) => self.push(
+                "linux.fusermount",
+                Status::Ok,
+                format!("{name} is on PATH"),
+                None,
+            ),
+            None => self.problem(
+                "linux.fusermount",
+                kext,
+                Problem::Absent,
+                "fusermount3 is not on PATH".into(),
+                hints::INSTALL_FUSE3,
+            ),
+        }
+    }
+
+    /// The shared mount point matters to `kext` only.
+    fn mountpoint(&mut self) {
+        if !self.relevant(Backend::Kext) {
+            return;
+        }
+        let mountpoint = &self.facts.mountpoint;
+        let path = mountpoint.path.display();
+        let macos = self.facts.os == Os::Macos;
+        let (status, message, hint) = match mountpoint.state {
+            MountpointState::Directory => (Status::Ok, format!("{path} exists"), None),
+            MountpointState::Synthetic => (
+                Status::Warn,
+                format!(
+                    "{path} is listed in /etc/synthetic.conf but does not exist until a reboot"
+                ),
+                Some(hints::REBOOT_FOR_SYNTHETIC),
+            ),
+            MountpointState::Missing if macos => (
+                Status::Warn,
+                format!("{path} does not exist, and the macOS root volume is read-only"),
+                Some(hints::ADD_TO_SYNTHETIC_CONF),
+            ),
+            MountpointState::Missing => (
+                Status::Info,
+                format!("{path} does not exist yet"),
+                Some(hints::MKDIR_MOUNTPOINT),
+            ),
+            MountpointState::NotADirectory => (
+                Status::Warn,
+                format!("{path} exists but is not a directory"),
+                Some(hints::MOUNTPOINT_NOT_A_DIRECTORY),
+            ),
+            MountpointState::Stale => (
+                Status::Warn,
+                format!("a dead FUSE mount is left at {path}"),
+                Some(if macos {
+                    hints::STALE_MOUNT_MACOS
+                } else {
+                    hints::STALE_MOUNT_LINUX
+                }),
+            ),
+        };
+        self.push("mountpoint", status, message, hint);
+    }
+
+    /// The volumes directory matters to `fuse-t` only; stale volumes are reported wherever
+    /// they are found.
+    fn volumes(&mut self) {
+        let volumes = &self.facts.volumes;
+        let dir = volumes.dir.display();
+        let relevant = self.facts.os == Os::Macos && self.relevant(Backend::FuseT);
+        if relevant {
+            if volumes.exists {
+                self.push("volumes.dir", Status::Ok, format!("{dir} exists"), None);
+            } else {
+                self.push(
+                    "volumes.dir",
+                    Status::Warn,
+                    format!("{dir} does not exist"),
+                    Some(hints::VOLUMES_DIR_MISSING),
+                );
+            }
+        }
+        if !volumes.stale.is_empty() {
+            let n = volumes.stale.len();
+            let message = format!(
+                "{n} stale volume{} in {dir} whose process is gone: {}",
+                if n == 1 { "" } else { "s" },
+                volumes.stale.join(", ")
+            );
+            self.push("volumes.stale", Status::Warn, message, Some(hints::SWEEP));
+        } else if relevant && volumes.exists {
+            self.push(
+                "volumes.stale",
+                Status::Ok,
+                format!("no stale spfs volumes in {dir}"),
+                None,
+            );
+        }
+    }
+
+    fn service(&mut self) {
+        let Some(service) = &self.facts.service else {
+            return;
+        };
+        let socket = service.socket.display();
+        if service.answering {
+            let message = match service.backend {
+                Some(backend) => format!("a service answers on {socket} (backend {backend})"),
+                None => format!("a service answers on {socket}"),
+            };
+            self.push("service", Status::Ok, message, None);
+        } else if service.socket_exists {
+            self.push(
+                "service",
+                Status::Warn,
+                format!("{socket} exists but no service answers on it"),
+                Some(hints::STALE_SOCKET),
+            );
+        } else {
+            self.push(
+                "service",
+                Status::Info,
+                format!("no service is running on {socket}; commands start one when needed"),
+                None,
+            );
+        }
+    }
+
+    fn backend(&mut self) {
+        let selection = self.selection;
+        if let Some(backend) = selection.backend() {
+            let mut message = format!("{backend} will be used");
+            if selection.candidates.len() > 1 {
+                let rest: Vec<&str> = selection.candidates[1..]
+                    .iter()
+                    .map(|b| b.as_str())
+                    .collect();
+                let _ = write!(message, ", then {} if a mount fails", rest.join(", "));
+            }
+            self.push("backend", Status::Ok, message, None);
+            return;
+        }
+        let reasons: Vec<&str> = selection
+            .rejected
+            .iter()
+            .map(|r| r.reason.as_str())
+            .collect();
+        let message = match selection.requested {
+            Backend::Auto => format!("no usable backend: {}", reasons.join("; ")),
+            requested => format!(
+                "{requested} was asked for but cannot be used: {}",
+                reasons.join("; ")
+            ),
+        };
+        let hint = selection
+            .rejected
+            .first()
+            .map(|first| self.install_hint(first.hint));
+        self.push("backend", Status::Fail, message, hint);
+    }
+}

@@ -1,0 +1,61 @@
+//! Where the control socket lives by default; every command shares this.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// The default control socket: `$SPFS_FUSE_SOCKET`, else
+/// `$XDG_RUNTIME_DIR/spfs-fuse/spfs-fuse.sock`, else
+/// `${TMPDIR:-/tmp}/spfs-fuse-<uid>/spfs-fuse.sock`. Empty variables count as unset.
+pub fn default_socket_path() -> PathBuf {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    // SAFETY: getuid(2) takes no arguments, cannot fail and touches no memory of ours.
+    let uid = unsafe { libc::getuid() };
+    socket_path_from(
+        var("SPFS_FUSE_SOCKET"),
+        var("XDG_RUNTIME_DIR"),
+        var("TMPDIR"),
+        uid,
+    )
+}
+
+fn socket_path_from(
+    explicit: Option<OsString>,
+    runtime_dir: Option<OsString>,
+    tmpdir: Option<OsString>,
+    uid: u32,
+) -> PathBuf {
+    if let Some(path) = explicit {
+        return PathBuf::from(path);
+    }
+    if let Some(dir) = runtime_dir {
+        return PathBuf::from(dir).join("spfs-fuse").join("spfs-fuse.sock");
+    }
+    let tmp = tmpdir.map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    tmp.join(format!("spfs-fuse-{uid}")).join("spfs-fuse.sock")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_path_precedence() {
+        let s = |v: &str| Some(OsString::from(v));
+        assert_eq!(
+            socket_path_from(s("/x.sock"), s("/run/user/5"), s("/t"), 5),
+            PathBuf::from("/x.sock")
+        );
+        assert_eq!(
+            socket_path_from(None, s("/run/user/5"), s("/t"), 5),
+            PathBuf::from("/run/user/5/spfs-fuse/spfs-fuse.sock")
+        );
+        assert_eq!(
+            socket_path_from(None, None, s("/var/folders/xy/T/"), 501),
+            PathBuf::from("/var/folders/xy/T/spfs-fuse-501/spfs-fuse.sock")
+        );
+        assert_eq!(
+            socket_path_from(None, None, None, 0),
+            PathBuf::from("/tmp/spfs-fuse-0/spfs-fuse.sock")
+        );
+    }
+}
