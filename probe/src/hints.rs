@@ -39,7 +39,7 @@ pub const INSTALL_A_MACOS_BACKEND: &str = "install macFUSE (`brew install --cask
 
 /// FUSE-T was asked for on a host that is not macOS.
 pub const FUSE_T_NEEDS_MACOS: &str =
-    "FUSE-T exists only on macOS: use `--backend kext` (the /dev/fuse device) or `--backend auto`";
+    "on Linux use `--backend kext` (the /dev/fuse device) or `--backend auto`";
 
 /// The host is neither macOS nor Linux.
 pub const UNSUPPORTED_OS: &str = "spfs-fuse runs on macOS and Linux only";

@@ -288,7 +288,8 @@ impl<'a> Checklist<'a> {
         hint: &str,
     ) {
         let status = self.severity(backend, problem);
-        let hint = (status != Status::Ok).then_some(hint);
+        // An info line is about a backend that does not matter here: no advice needed.
+        let hint = matches!(status, Status::Warn | Status::Fail).then_some(hint);
         self.push(id, status, message, hint);
     }
 
@@ -321,13 +322,12 @@ impl<'a> Checklist<'a> {
         let macfuse = self.facts.macfuse.clone().unwrap_or_default();
         let kext = Backend::Kext;
         if !macfuse.installed {
-            let hint = self.install_hint(hints::INSTALL_MACFUSE);
             self.problem(
                 "macfuse.installed",
                 kext,
                 Problem::Absent,
                 "macFUSE is not installed".into(),
-                hint,
+                hints::INSTALL_MACFUSE,
             );
             return;
         }
@@ -389,14 +389,22 @@ impl<'a> Checklist<'a> {
         }
     }
 
-    /// With `auto` and nothing installed, either macOS backend will do: say so.
-    fn install_hint(&self, own: &'static str) -> &'static str {
-        let fuse_t_absent = !self.facts.fuse_t.as_ref().is_some_and(|f| f.installed);
-        let macfuse_absent = !self.facts.macfuse.as_ref().is_some_and(|m| m.installed);
-        if self.selection.requested == Backend::Auto && fuse_t_absent && macfuse_absent {
-            hints::INSTALL_A_MACOS_BACKEND
-        } else {
-            own
+    /// The hint of the `backend` check when nothing is usable: repair what is installed
+    /// first; with `auto` on a Mac with neither backend installed, either one will do.
+    fn no_backend_hint(&self) -> Option<&'static str> {
+        let rejected = &self.selection.rejected;
+        let installed = |backend: Backend| match backend {
+            Backend::Kext if self.facts.os == Os::Macos => {
+                self.facts.macfuse.as_ref().is_some_and(|m| m.installed)
+            }
+            Backend::FuseT => self.facts.fuse_t.as_ref().is_some_and(|f| f.installed),
+            _ => true,
+        };
+        let macos_auto = self.facts.os == Os::Macos && self.selection.requested == Backend::Auto;
+        match rejected.iter().find(|r| installed(r.backend)) {
+            Some(rejection) => Some(rejection.hint),
+            None if macos_auto => Some(hints::INSTALL_A_MACOS_BACKEND),
+            None => rejected.first().map(|r| r.hint),
         }
     }
 
@@ -404,13 +412,12 @@ impl<'a> Checklist<'a> {
         let fuse_t = self.facts.fuse_t.clone().unwrap_or_default();
         let backend = Backend::FuseT;
         if !fuse_t.installed {
-            let hint = self.install_hint(hints::INSTALL_FUSE_T);
             self.problem(
                 "fuse-t.installed",
                 backend,
                 Problem::Absent,
                 "FUSE-T is not installed".into(),
-                hint,
+                hints::INSTALL_FUSE_T,
             );
             return;
         }
@@ -617,10 +624,161 @@ impl<'a> Checklist<'a> {
                 reasons.join("; ")
             ),
         };
-        let hint = selection
-            .rejected
-            .first()
-            .map(|first| self.install_hint(first.hint));
+        let hint = self.no_backend_hint();
         self.push("backend", Status::Fail, message, hint);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::facts::{LinuxFuseFacts, MountpointFacts, ServiceFacts, VolumesFacts};
+
+    fn linux_host() -> Facts {
+        Facts {
+            os: Os::Linux,
+            os_version: Some("6.12.48".into()),
+            arch: Some("x86_64".into()),
+            macfuse: None,
+            fuse_t: None,
+            linux_fuse: Some(LinuxFuseFacts {
+                device: true,
+                device_access: true,
+                fusermount: Some("fusermount3".into()),
+            }),
+            mountpoint: MountpointFacts {
+                path: PathBuf::from("/spfs"),
+                state: MountpointState::Directory,
+            },
+            volumes: VolumesFacts {
+                dir: PathBuf::from("/Volumes"),
+                exists: false,
+                stale: Vec::new(),
+            },
+            service: None,
+        }
+    }
+
+    fn check<'r>(report: &'r Report, id: &str) -> &'r Check {
+        report
+            .checks
+            .iter()
+            .find(|c| c.id == id)
+            .unwrap_or_else(|| panic!("no check {id} in\n{}", report.to_text()))
+    }
+
+    #[test]
+    fn a_healthy_host_is_ready_without_warnings() {
+        let report = Report::build(&linux_host(), Backend::Auto);
+        assert!(report.ready);
+        assert_eq!(report.exit_code(), 0);
+        assert_eq!(report.checks.last().unwrap().id, "backend");
+    }
+
+    #[test]
+    fn dev_fuse_without_permission_fails_with_the_permissions_hint() {
+        let mut facts = linux_host();
+        facts.linux_fuse.as_mut().unwrap().device_access = false;
+        let report = Report::build(&facts, Backend::Auto);
+        let dev = check(&report, "linux.dev-fuse");
+        assert_eq!(dev.status, Status::Fail);
+        assert_eq!(dev.hint.as_deref(), Some(hints::LINUX_DEVICE_PERMISSIONS));
+        assert_eq!(report.backend, None);
+        assert_eq!(report.exit_code(), 1);
+    }
+
+    #[test]
+    fn mountpoint_problems_warn_with_their_hint() {
+        for (state, hint) in [
+            (MountpointState::Stale, hints::STALE_MOUNT_LINUX),
+            (
+                MountpointState::NotADirectory,
+                hints::MOUNTPOINT_NOT_A_DIRECTORY,
+            ),
+        ] {
+            let mut facts = linux_host();
+            facts.mountpoint.state = state;
+            let report = Report::build(&facts, Backend::Kext);
+            let mountpoint = check(&report, "mountpoint");
+            assert_eq!(mountpoint.status, Status::Warn, "{state:?}");
+            assert_eq!(mountpoint.hint.as_deref(), Some(hint));
+            assert_eq!(report.exit_code(), 2);
+        }
+        // On Linux a missing mount point is only news: the service can create it as root.
+        let mut facts = linux_host();
+        facts.mountpoint.state = MountpointState::Missing;
+        let report = Report::build(&facts, Backend::Auto);
+        assert_eq!(check(&report, "mountpoint").status, Status::Info);
+        assert_eq!(report.exit_code(), 0);
+    }
+
+    #[test]
+    fn the_service_check_never_fails() {
+        let service = |socket_exists, answering, backend| ServiceFacts {
+            socket: PathBuf::from("/run/user/0/spfs-fuse/spfs-fuse.sock"),
+            socket_exists,
+            answering,
+            backend,
+        };
+        let cases = [
+            (service(false, false, None), Status::Info, 0),
+            (service(true, false, None), Status::Warn, 2),
+            (service(true, true, None), Status::Ok, 0),
+            (service(true, true, Some(Backend::Kext)), Status::Ok, 0),
+        ];
+        for (facts_service, status, exit) in cases {
+            let mut facts = linux_host();
+            facts.service = Some(facts_service.clone());
+            let report = Report::build(&facts, Backend::Auto);
+            assert_eq!(
+                check(&report, "service").status,
+                status,
+                "{facts_service:?}"
+            );
+            assert_eq!(report.exit_code(), exit, "{facts_service:?}");
+        }
+        let mut facts = linux_host();
+        facts.service = Some(service(true, true, Some(Backend::Kext)));
+        let report = Report::build(&facts, Backend::Auto);
+        assert!(check(&report, "service").message.contains("(backend kext)"));
+    }
+
+    #[test]
+    fn added_checks_go_before_the_verdict_and_count() {
+        let mut report = Report::build(&linux_host(), Backend::Auto);
+        report.add_check(Check::new(
+            "mount.test",
+            Status::Warn,
+            "not run",
+            Some("later"),
+        ));
+        let ids: Vec<&str> = report.checks.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids[ids.len() - 2..], ["mount.test", "backend"]);
+        assert_eq!(report.exit_code(), 2);
+        report.add_check(Check::new(
+            "mount.test",
+            Status::Fail,
+            "failed",
+            Some("fix"),
+        ));
+        assert!(!report.ready);
+        assert_eq!(report.exit_code(), 1);
+        assert!(
+            report
+                .to_text()
+                .ends_with("not ready: backend kext, 1 failed check\n")
+        );
+    }
+
+    #[test]
+    fn an_unsupported_os_is_not_ready() {
+        let mut facts = linux_host();
+        facts.os = Os::Other;
+        facts.linux_fuse = None;
+        let report = Report::build(&facts, Backend::Auto);
+        assert_eq!(check(&report, "host.os").status, Status::Fail);
+        assert_eq!(report.exit_code(), 1);
     }
 }

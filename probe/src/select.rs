@@ -42,7 +42,9 @@ impl Selection {
 /// same way and never replaced by another.
 pub fn select(facts: &Facts, requested: Backend) -> Selection {
     let considered: &[Backend] = match requested {
-        Backend::Auto => &Backend::CONCRETE,
+        // FUSE-T exists only on macOS; elsewhere `auto` means the FUSE device.
+        Backend::Auto if facts.os == Os::Macos => &Backend::CONCRETE,
+        Backend::Auto => &[Backend::Kext],
         Backend::Kext => &[Backend::Kext],
         Backend::FuseT => &[Backend::FuseT],
     };
