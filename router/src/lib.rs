@@ -1,2 +1,26 @@
 //! The shared core of spfs-fuse: layered views, one node-id space for all views, and
 //! caller-to-view routing. It knows nothing of FUSE, gRPC or the command line.
+//!
+//! - [`spec`]: env specs (`LAYER+LAYER+...`, `-` for the empty view);
+//! - [`view`]: layers merged into one read-only tree;
+//! - [`node`]: node ids that carry their view;
+//! - [`process`]: process tables (Linux `/proc`, macOS libproc, a fake for tests);
+//! - [`route`]: the route table and caller resolution;
+//! - [`vfs`]: the filesystem operations a frontend serves;
+//! - [`error`]: errors and the one errno table.
+
+pub mod error;
+pub mod node;
+pub mod process;
+pub mod route;
+pub mod spec;
+pub mod vfs;
+pub mod view;
+
+pub use error::{FsError, RouteError, SpecError, ToErrno};
+pub use node::{NodeId, ROOT, ViewId};
+pub use process::{Pid, ProcessInfo, ProcessTable};
+pub use route::{Router, Runtime};
+pub use spec::{EnvSpec, LayerRef};
+pub use vfs::{DirEntry, DirectoryReplier, Routing, StatFs, Vfs};
+pub use view::{Attr, FileKind, Timestamp, View};

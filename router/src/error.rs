@@ -1,0 +1,131 @@
+//! The core's errors and the one table that maps each of them to an errno.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::node::NodeId;
+
+/// Why an env spec was rejected. Each message names the offending part.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The spec is the empty string (the empty view is spelled `-`).
+    #[error("the env spec is empty; use '-' for the empty view")]
+    Empty,
+    /// Two `+` in a row, or a leading or trailing `+`.
+    #[error("env spec {spec:?} has an empty layer at position {position}")]
+    EmptyComponent {
+        /// The whole spec.
+        spec: String,
+        /// 1-based position of the empty layer.
+        position: usize,
+    },
+    /// A layer path that is not absolute: the client resolves relative paths first.
+    #[error("layer {0:?} is a relative path; the service takes absolute paths only")]
+    RelativePath(String),
+    /// A layer path with a `..` component.
+    #[error("layer {0:?} contains a '..' component")]
+    ParentComponent(String),
+    /// A layer path that does not exist.
+    #[error("layer {0:?} does not exist")]
+    MissingPath(PathBuf),
+    /// A layer path that is not a directory.
+    #[error("layer {0:?} is not a directory")]
+    NotADirectory(PathBuf),
+    /// A layer directory that cannot be read.
+    #[error("layer {path:?} cannot be read: {source}")]
+    Unreadable {
+        /// The layer directory.
+        path: PathBuf,
+        /// What reading it said.
+        source: io::Error,
+    },
+    /// More layers than a view can stack.
+    #[error("env spec has {0} layers; at most {max} are allowed", max = crate::spec::MAX_LAYERS)]
+    TooManyLayers(usize),
+}
+
+/// Why a registration or removal in the route table failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// The env spec was rejected.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// pid 0 is the kernel's and never a root process.
+    #[error("pid 0 cannot be a root process")]
+    PidZero,
+    /// The root process is not running.
+    #[error("root process {0} is not running")]
+    NoSuchProcess(u32),
+    /// A runtime is registered for this root process already.
+    #[error("a runtime is already registered for root process {0}")]
+    AlreadyRegistered(u32),
+    /// No runtime is registered for this root process.
+    #[error("no runtime is registered for root process {0}")]
+    NotRegistered(u32),
+}
+
+/// Why a filesystem operation on a view failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// No entry of that name in the directory.
+    #[error("no entry {name:?} in node {parent}")]
+    NotFound {
+        /// The directory searched.
+        parent: NodeId,
+        /// The name looked up (lossy for display).
+        name: String,
+    },
+    /// The node id belongs to no live view: its runtime was removed, or it was never handed out.
+    #[error("node {0} belongs to no live view")]
+    StaleNode(NodeId),
+    /// A directory operation on something that is not a directory.
+    #[error("node {0} is not a directory")]
+    NotADirectory(NodeId),
+    /// A file operation on a directory.
+    #[error("node {0} is a directory")]
+    IsADirectory(NodeId),
+    /// `readlink` on something that is not a symlink.
+    #[error("node {0} is not a symlink")]
+    NotASymlink(NodeId),
+    /// A write of any kind: views are read-only.
+    #[error("views are read-only")]
+    ReadOnly,
+    /// A file handle that was never handed out or was released.
+    #[error("file handle {0} is not open")]
+    BadHandle(u64),
+    /// The layer's source failed underneath the view (deleted, truncated, unreadable).
+    #[error("reading {path:?} from its layer failed: {source}")]
+    Source {
+        /// The source path in its layer.
+        path: PathBuf,
+        /// What the layer's filesystem said.
+        source: io::Error,
+    },
+}
+
+/// Maps an error to the errno a FUSE reply carries. One arm per variant, no wildcard, so a new
+/// variant forces a decision.
+pub trait ToErrno {
+    /// The errno for this error.
+    fn to_errno(&self) -> i32;
+}
+
+impl ToErrno for FsError {
+    fn to_errno(&self) -> i32 {
+        match self {
+            FsError::NotFound { .. } => libc::ENOENT,
+            // Judgement call: ESTALE makes Linux retry the lookup once and then report ESTALE to
+            // the program, which tools print as "Stale file handle"; for a removed runtime the
+            // honest answer to the program is that the path is gone.
+            FsError::StaleNode(_) => libc::ENOENT,
+            FsError::NotADirectory(_) => libc::ENOTDIR,
+            FsError::IsADirectory(_) => libc::EISDIR,
+            FsError::NotASymlink(_) => libc::EINVAL,
+            FsError::ReadOnly => libc::EROFS,
+            FsError::BadHandle(_) => libc::EBADF,
+            // Keep the layer's own errno where there is one (ENOENT for a deleted source file);
+            // anything without one is an I/O error as far as the caller can tell.
+            FsError::Source { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Caller-to-view routing with a fake process table, and with the real `/proc` on Linux.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{list, root_attr};
+use spfs_router::process::FakeProcessTable;
+use spfs_router::{FsError, ROOT, RouteError, Router, Routing, ToErrno, Vfs};
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    processes: Arc<FakeProcessTable>,
+    router: Arc<Router>,
+    vfs: Vfs,
+    a: String,
+    b: String,
+}
+
+/// Two layers, `a` (with `only-a`) and `b` (with `only-b`), and a process tree:
+/// 1 -> 10 -> 11 -> 12 and 1 -> 20; 30 is unrelated.
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    std::fs::create_dir_all(a.join("only-a")).unwrap();
+    std::fs::create_dir_all(b.join("only-b")).unwrap();
+    let processes = Arc::new(FakeProcessTable::new());
+    processes.spawn(1, 0, 1, 0);
+    processes.spawn(10, 1, 10, 501);
+    processes.spawn(11, 10, 11, 501);
+    processes.spawn(12, 11, 12, 501);
+    processes.spawn(20, 1, 20, 502);
+    processes.spawn(30, 1, 30, 503);
+    let router = Arc::new(Router::new(processes.clone(), root_attr()));
+    let vfs = Vfs::new(Routing::Shared(router.clone()));
+    Fixture {
+        _tmp: tmp,
+        processes,
+        router,
+        vfs,
+        a: a.to_str().unwrap().into(),
+        b: b.to_str().unwrap().into(),
+    }
+}
+
+fn names(f: &Fixture, caller: u32) -> Vec<String> {
+    list(&f.vfs, caller, ROOT)
+        .into_iter()
+        .map(|(n, _)| String::from_utf8(n).unwrap())
+        .collect()
+}
+
+#[test]
+fn descendants_see_the_runtime_and_others_the_empty_view() {
+    let f = fixture();
+    f.router.register(10, &f.a, 501).unwrap();
+    for caller in [10, 11, 12] {
+        assert_eq!(names(&f, caller), ["only-a"], "caller {caller}");
+    }
+    assert!(names(&f, 20).is_empty());
+    assert!(names(&f, 30).is_empty());
+    assert!(names(&f, 0).is_empty(), "pid 0 never walks");
+    let err = f.vfs.lookup(30, ROOT, b"only-a").unwrap_err();
+    assert_eq!(err.to_errno(), libc::ENOENT);
+}
+
+#[test]
+fn a_depth_20_descendant_sees_the_runtime() {
+    let f = fixture();
+    f.router.register(10, &f.a, 501).unwrap();
+    let mut parent = 12;
+    for pid in 100..120 {
+        f.processes.spawn(pid, parent, u64::from(pid), 501);
+        parent = pid;
+    }
+    assert_eq!(names(&f, 119), ["only-a"]);
+}
+
+#[test]
+fn nested_runtimes_resolve_to_the_nearest_root() {
+    let f = fixture();
+    f.router.register(10, &f.a, 501).unwrap();
+    f.router.register(11, &f.b, 501).unwrap();
+    assert_eq!(names(&f, 10), ["only-a"]);
+    assert_eq!(names(&f, 11), ["only-b"]);
+    assert_eq!(names(&f, 12), ["only-b"]);
+}
+
+#[test]
+fn a_reused_pid_does_not_inherit_a_dead_runtime() {
+    let f = fixture();
+    f.router.register(20, &f.a, 502).unwrap();
+    assert_eq!(names(&f, 20), ["only-a"]);
+    f.processes.exit(20);
+    f.processes.spawn(20, 1, 9999, 503);
+    // The cache was filled for pid 20 above; a route change is what clears it in service, but
+    // a reused pid must not match even through a fresh walk.
+    f.router.register(30, &f.b, 503).unwrap();
+    assert!(
+        names(&f, 20).is_empty(),
+        "pid 20 was reused by another process"
+    );
+}
+
+#[test]
+fn unregister_takes_effect_at_once() {
+    let f = fixture();
+    f.router.register(10, &f.a, 501).unwrap();
+    assert_eq!(names(&f, 12), ["only-a"]);
+    let inside = f.vfs.lookup(12, ROOT, b"only-a").unwrap();
+    f.router.unregister(10).unwrap();
+    assert!(names(&f, 12).is_empty());
+    // Nodes of the removed view answer no more.
+    let err = f.vfs.getattr(12, inside.node).unwrap_err();
+    assert!(matches!(err, FsError::StaleNode(_)), "{err}");
+    assert!(matches!(
+        f.router.unregister(10),
+        Err(RouteError::NotRegistered(10))
+    ));
+}
+
+#[test]
+fn node_ids_are_unique_across_views_and_the_root_is_shared() {
+    let f = fixture();
+    f.router.register(10, &f.a, 501).unwrap();
+    f.router.register(20, &f.b, 502).unwrap();
+    let in_a = f.vfs.lookup(10, ROOT, b"only-a").unwrap();
+    let in_b = f.vfs.lookup(20, ROOT, b"only-b").unwrap();
+    assert_ne!(in_a.node, in_b.node);
+    // Below the root, the node id alone finds the view, whoever asks.
+    assert_eq!(f.vfs.getattr(30, in_a.node).unwrap(), in_a);
+    assert_eq!(f.vfs.getattr(0, in_b.node).unwrap(), in_b);
+    // The root is identical in every view.
+    let roots: Vec<_> = [10, 20, 30]
+        .iter()
+        .map(|&c| f.vfs.getattr(c, ROOT).unwrap())
+        .collect();
+    assert!(roots.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[test]
+fn view_ids_are_never_reused() {
+    let f = fixture();
+    let first = f.router.register(10, &f.a, 501).unwrap().view.id();
+    f.router.unregister(10).unwrap();
+    let second = f.router.register(10, &f.a, 501).unwrap().view.id();
+    assert!(second > first);
+}
+
+#[test]
+fn registration_errors_name_the_problem() {
+    let f = fixture();
+    assert!(matches!(
+        f.router.register(0, &f.a, 0),
+        Err(RouteError::PidZero)
+    ));
+    assert!(matches!(
+        f.router.register(4242, &f.a, 0),
+        Err(RouteError::NoSuchProcess(4242))
+    ));
+    f.router.register(10, &f.a, 501).unwrap();
+    let dup = f.router.register(10, &f.b, 501).unwrap_err();
+    assert_eq!(
+        dup.to_string(),
+        "a runtime is already registered for root process 10"
+    );
+}
+
+#[test]
+fn writes_are_refused_with_erofs() {
+    let f = fixture();
+    f.router.register(10, &f.a, 501).unwrap();
+    let err = f.vfs.access(10, ROOT, libc::W_OK as u32).unwrap_err();
+    assert_eq!(err.to_errno(), libc::EROFS);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_thread_of_a_registered_process_resolves_like_the_process() {
+    use spfs_router::process::SystemProcessTable;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("marker")).unwrap();
+    let router = Arc::new(Router::new(
+        Arc::new(SystemProcessTable::new()),
+        root_attr(),
+    ));
+    let me = std::process::id();
+    let view = router
+        .register(me, tmp.path().to_str().unwrap(), 0)
+        .unwrap()
+        .view
+        .id();
+    let live = std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: gettid has no preconditions.
+            let t = unsafe { libc::gettid() } as u32;
+            (t, router.resolve(t).id())
+        })
+        .join()
+        .unwrap()
+    });
+    assert_ne!(live.0, me, "a spawned thread has its own tid");
+    assert_eq!(live.1, view);
+    // The main thread's tid is the pid; a spawned thread's is not, and must resolve too.
+    assert_eq!(router.resolve(me).id(), view);
+}
+
+#[test]
+fn readdir_resumes_at_every_offset_it_handed_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    for i in 0..50 {
+        std::fs::write(tmp.path().join(format!("f{i:02}")), b"x").unwrap();
+    }
+    let f = fixture();
+    f.router
+        .register(10, tmp.path().to_str().unwrap(), 501)
+        .unwrap();
+    let handle = f.vfs.opendir(10, ROOT).unwrap();
+    let mut all = common::Collect::default();
+    f.vfs.readdir(10, ROOT, handle, 0, &mut all).unwrap();
+    assert_eq!(all.0.len(), 52, ". and .. and 50 files");
+    for (i, (_, _, offset)) in all.0.iter().enumerate() {
+        let mut rest = common::Collect::default();
+        f.vfs.readdir(10, ROOT, handle, *offset, &mut rest).unwrap();
+        let expected: Vec<_> = all.0[i + 1..]
+            .iter()
+            .map(|(n, _, o)| (n.clone(), *o))
+            .collect();
+        let got: Vec<_> = rest.0.iter().map(|(n, _, o)| (n.clone(), *o)).collect();
+        assert_eq!(got, expected, "resuming at offset {offset}");
+    }
+    // The root handle pins the view it was opened in, whoever continues the listing.
+    let mut other = common::Collect::default();
+    f.vfs.readdir(30, ROOT, handle, 0, &mut other).unwrap();
+    assert_eq!(other.0.len(), 52);
+}
