@@ -1,1 +1,16 @@
 //! FUSE sessions (one per transport) and the one FUSE adapter over the `spfs-router` core.
+//!
+//! - [`adapter`]: the `fuse-backend-rs` `FileSystem` over the core, and the kernel caching rules;
+//! - [`session`]: mounting and serving over the device transport (macFUSE, Linux `/dev/fuse`);
+//! - [`mountpoint`]: stale-mount detection and clearing;
+//! - [`error`]: mount errors.
+
+pub mod adapter;
+pub mod error;
+pub mod mountpoint;
+mod platform;
+pub mod session;
+
+pub use error::MountError;
+pub use platform::force_unmount;
+pub use session::{Session, SessionConfig};

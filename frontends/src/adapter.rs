@@ -1,0 +1,531 @@
+//! The one FUSE adapter: a `fuse-backend-rs` [`FileSystem`] over the core's [`Vfs`].
+//!
+//! Every handler has the same shape: log the request, call the core, shape the reply. The
+//! adapter owns the kernel caching policy of DESIGN.md §4 rule 3, because only it speaks in
+//! timeouts and open flags:
+//! - replies that create or refresh an entry directly under the root carry entry timeout 0,
+//!   "not found" under the root is a plain `ENOENT` (never a cached negative entry), and every
+//!   READDIRPLUS entry of the root has entry timeout 0;
+//! - the root's `opendir` never sets `CACHE_DIR` or `KEEP_CACHE`;
+//! - below the root everything is cached for long: views never change and node ids are never
+//!   reused, so a cached answer can only ever be right.
+
+use std::ffi::CStr;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuse_backend_rs::abi::fuse_abi::{stat64, statvfs64};
+use fuse_backend_rs::api::filesystem::{
+    Context, DirEntry as FuseDirEntry, Entry, FileSystem, FsOptions, GetxattrReply, ListxattrReply,
+    OpenOptions, ZeroCopyWriter,
+};
+use spfs_router::{Attr, DirEntry, DirectoryReplier, FileKind, FsError, ROOT, ToErrno, Vfs};
+
+/// How long the kernel may trust anything below the root: views are immutable.
+const BELOW_ROOT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How long the kernel may trust the root's attributes: identical in every view.
+const ROOT_ATTR_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+fn errno(err: FsError) -> io::Error {
+    io::Error::from_raw_os_error(err.to_errno())
+}
+
+/// Builds the `stat` the kernel gets for a node.
+pub fn stat_of(attr: &Attr) -> stat64 {
+    // SAFETY: stat64 is plain old data; all-zero bytes are a valid value.
+    let mut st: stat64 = unsafe { std::mem::zeroed() };
+    let kind = match attr.kind {
+        FileKind::Directory => libc::S_IFDIR,
+        FileKind::File => libc::S_IFREG,
+        FileKind::Symlink => libc::S_IFLNK,
+    };
+    st.st_ino = attr.node;
+    st.st_mode = (u32::from(kind) | attr.perm) as _;
+    st.st_nlink = attr.nlink as _;
+    st.st_uid = attr.uid;
+    st.st_gid = attr.gid;
+    st.st_size = attr.size as _;
+    st.st_blksize = 4096;
+    st.st_blocks = attr.size.div_ceil(512) as _;
+    st.st_atime = attr.mtime.secs as _;
+    st.st_atime_nsec = attr.mtime.nanos as _;
+    st.st_mtime = attr.mtime.secs as _;
+    st.st_mtime_nsec = attr.mtime.nanos as _;
+    st.st_ctime = attr.ctime.secs as _;
+    st.st_ctime_nsec = attr.ctime.nanos as _;
+    st
+}
+
+fn dirent_type(kind: FileKind) -> u32 {
+    u32::from(match kind {
+        FileKind::Directory => libc::DT_DIR,
+        FileKind::File => libc::DT_REG,
+        FileKind::Symlink => libc::DT_LNK,
+    })
+}
+
+/// The entry reply for `attr`, found in directory `parent`.
+fn entry_of(parent: u64, attr: &Attr) -> Entry {
+    let under_root = parent == ROOT;
+    Entry {
+        inode: attr.node,
+        generation: 0,
+        attr: stat_of(attr),
+        attr_flags: 0,
+        attr_timeout: if attr.node == ROOT {
+            ROOT_ATTR_TTL
+        } else {
+            BELOW_ROOT_TTL
+        },
+        // Rule 3: names directly under the root differ per caller, so the kernel must ask again.
+        entry_timeout: if under_root {
+            Duration::ZERO
+        } else {
+            BELOW_ROOT_TTL
+        },
+    }
+}
+
+/// The FUSE adapter over one [`Vfs`].
+#[derive(Debug, Clone)]
+pub struct Adapter {
+    vfs: Arc<Vfs>,
+}
+
+impl Adapter {
+    /// An adapter serving `vfs`.
+    pub fn new(vfs: Arc<Vfs>) -> Adapter {
+        Adapter { vfs }
+    }
+
+    /// The filesystem behind this adapter.
+    pub fn vfs(&self) -> &Arc<Vfs> {
+        &self.vfs
+    }
+}
+
+/// Feeds core directory entries into a FUSE reply buffer.
+struct Replier<'a, F: FnMut(DirEntry<'_>) -> io::Result<usize>> {
+    add: F,
+    error: Option<io::Error>,
+    _marker: std::marker::PhantomData<&'a ()>,
+}
+
+impl<F: FnMut(DirEntry<'_>) -> io::Result<usize>> DirectoryReplier for Replier<'_, F> {
+    fn add(&mut self, entry: DirEntry<'_>) -> bool {
+        match (self.add)(entry) {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(err) => {
+                self.error = Some(err);
+                false
+            }
+        }
+    }
+}
+
+impl Adapter {
+    fn list(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        offset: u64,
+        add: impl FnMut(DirEntry<'_>) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        let mut replier = Replier {
+            add,
+            error: None,
+            _marker: std::marker::PhantomData,
+        };
+        self.vfs
+            .readdir(ctx.pid as u32, inode, handle, offset, &mut replier)
+            .map_err(errno)?;
+        match replier.error {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+}
+
+fn read_only() -> io::Error {
+    io::Error::from_raw_os_error(libc::EROFS)
+}
+
+impl FileSystem for Adapter {
+    type Inode = u64;
+    type Handle = u64;
+
+    fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
+        let wanted = FsOptions::ASYNC_READ
+            | FsOptions::PARALLEL_DIROPS
+            | FsOptions::DO_READDIRPLUS
+            | FsOptions::READDIRPLUS_AUTO
+            | FsOptions::BIG_WRITES
+            | FsOptions::AUTO_INVAL_DATA;
+        #[cfg(target_os = "linux")]
+        let wanted = wanted | FsOptions::MAX_PAGES | FsOptions::CACHE_SYMLINKS;
+        let enabled = capable & wanted;
+        tracing::debug!(?enabled, "FUSE init");
+        Ok(enabled)
+    }
+
+    fn lookup(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
+        tracing::debug!(pid = ctx.pid, parent, name = ?name, "lookup");
+        match self.vfs.lookup(ctx.pid as u32, parent, name.to_bytes()) {
+            Ok(attr) => Ok(entry_of(parent, &attr)),
+            // Below the root a miss is the same for everyone: let the kernel cache it.
+            Err(FsError::NotFound { .. }) if parent != ROOT => Ok(Entry {
+                inode: 0,
+                entry_timeout: BELOW_ROOT_TTL,
+                ..Entry::default()
+            }),
+            Err(err) => Err(errno(err)),
+        }
+    }
+
+    fn forget(&self, _ctx: &Context, _inode: u64, _count: u64) {
+        // Views are immutable and hold every node for their whole life: nothing to release.
+    }
+
+    fn batch_forget(&self, _ctx: &Context, _requests: Vec<(u64, u64)>) {}
+
+    fn getattr(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        _handle: Option<u64>,
+    ) -> io::Result<(stat64, Duration)> {
+        tracing::debug!(pid = ctx.pid, inode, "getattr");
+        let attr = self.vfs.getattr(ctx.pid as u32, inode).map_err(errno)?;
+        let ttl = if inode == ROOT {
+            ROOT_ATTR_TTL
+        } else {
+            BELOW_ROOT_TTL
+        };
+        Ok((stat_of(&attr), ttl))
+    }
+
+    fn readlink(&self, ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
+        tracing::debug!(pid = ctx.pid, inode, "readlink");
+        self.vfs.readlink(inode).map_err(errno)
+    }
+
+    fn open(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        flags: u32,
+        _fuse_flags: u32,
+    ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
+        tracing::debug!(pid = ctx.pid, inode, flags, "open");
+        let access = flags as i32 & libc::O_ACCMODE;
+        let write = access != libc::O_RDONLY || flags as i32 & libc::O_TRUNC != 0;
+        let handle = self.vfs.open(ctx.pid as u32, inode, write).map_err(errno)?;
+        // Files never change under a view, so the page cache survives reopening.
+        Ok((Some(handle), OpenOptions::KEEP_CACHE, None))
+    }
+
+    fn read(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        w: &mut dyn ZeroCopyWriter,
+        size: u32,
+        offset: u64,
+        _lock_owner: Option<u64>,
+        _flags: u32,
+    ) -> io::Result<usize> {
+        tracing::debug!(pid = ctx.pid, inode, handle, size, offset, "read");
+        let file = self.vfs.file(handle).map_err(errno)?;
+        // fuse-backend-rs wants `&mut File` to read from, while the handle table shares the
+        // file between concurrent readers. A second `File` over the same descriptor, never
+        // dropped, gives that without a dup(2) per read; reads are positional (pread), so the
+        // shared descriptor's cursor is never used.
+        // SAFETY: `file` keeps the descriptor open for the whole call, and ManuallyDrop keeps
+        // the alias from closing it.
+        let mut alias = std::mem::ManuallyDrop::new(unsafe {
+            <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(std::os::fd::AsRawFd::as_raw_fd(
+                &*file,
+            ))
+        });
+        w.write_from(&mut *alias, size as usize, offset)
+    }
+
+    fn release(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        _flags: u32,
+        handle: u64,
+        _flush: bool,
+        _flock_release: bool,
+        _lock_owner: Option<u64>,
+    ) -> io::Result<()> {
+        tracing::debug!(inode, handle, "release");
+        self.vfs.release(handle);
+        Ok(())
+    }
+
+    fn statfs(&self, _ctx: &Context, _inode: u64) -> io::Result<statvfs64> {
+        let stats = self.vfs.statfs();
+        // SAFETY: statvfs64 is plain old data; all-zero bytes are a valid value.
+        let mut st: statvfs64 = unsafe { std::mem::zeroed() };
+        st.f_bsize = stats.block_size as _;
+        st.f_frsize = stats.block_size as _;
+        st.f_namemax = stats.name_max as _;
+        st.f_flag = libc::ST_RDONLY as _;
+        Ok(st)
+    }
+
+    fn getxattr(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        _name: &CStr,
+        _size: u32,
+    ) -> io::Result<GetxattrReply> {
+        self.vfs.getattr(ctx.pid as u32, inode).map_err(errno)?;
+        Err(io::Error::from_raw_os_error(no_xattr()))
+    }
+
+    fn listxattr(&self, ctx: &Context, inode: u64, size: u32) -> io::Result<ListxattrReply> {
+        self.vfs.getattr(ctx.pid as u32, inode).map_err(errno)?;
+        Ok(if size == 0 {
+            ListxattrReply::Count(0)
+        } else {
+            ListxattrReply::Names(Vec::new())
+        })
+    }
+
+    fn opendir(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        _flags: u32,
+    ) -> io::Result<(Option<u64>, OpenOptions)> {
+        tracing::debug!(pid = ctx.pid, inode, "opendir");
+        let handle = self.vfs.opendir(ctx.pid as u32, inode).map_err(errno)?;
+        // Rule 3: the root's listing is built for each caller, so it must never be cached.
+        let options = if inode == ROOT {
+            OpenOptions::empty()
+        } else {
+            cache_dir()
+        };
+        Ok((Some(handle), options))
+    }
+
+    fn readdir(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        _size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(FuseDirEntry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        tracing::debug!(pid = ctx.pid, inode, offset, "readdir");
+        self.list(ctx, inode, handle, offset, |entry| {
+            add_entry(FuseDirEntry {
+                ino: entry.attr.node,
+                offset: entry.offset,
+                type_: dirent_type(entry.attr.kind),
+                name: entry.name,
+            })
+        })
+    }
+
+    fn readdirplus(
+        &self,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        _size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(FuseDirEntry, Entry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        tracing::debug!(pid = ctx.pid, inode, offset, "readdirplus");
+        self.list(ctx, inode, handle, offset, |entry| {
+            let dirent = FuseDirEntry {
+                ino: entry.attr.node,
+                offset: entry.offset,
+                type_: dirent_type(entry.attr.kind),
+                name: entry.name,
+            };
+            add_entry(dirent, entry_of(inode, &entry.attr))
+        })
+    }
+
+    fn releasedir(&self, _ctx: &Context, _inode: u64, _flags: u32, _handle: u64) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn access(&self, ctx: &Context, inode: u64, mask: u32) -> io::Result<()> {
+        tracing::debug!(pid = ctx.pid, inode, mask, "access");
+        self.vfs.access(ctx.pid as u32, inode, mask).map_err(errno)
+    }
+
+    fn setattr(
+        &self,
+        _ctx: &Context,
+        _inode: u64,
+        _attr: stat64,
+        _handle: Option<u64>,
+        _valid: fuse_backend_rs::abi::fuse_abi::SetattrValid,
+    ) -> io::Result<(stat64, Duration)> {
+        Err(read_only())
+    }
+
+    fn symlink(
+        &self,
+        _ctx: &Context,
+        _linkname: &CStr,
+        _parent: u64,
+        _name: &CStr,
+    ) -> io::Result<Entry> {
+        Err(read_only())
+    }
+
+    fn mknod(
+        &self,
+        _ctx: &Context,
+        _inode: u64,
+        _name: &CStr,
+        _mode: u32,
+        _rdev: u32,
+        _umask: u32,
+    ) -> io::Result<Entry> {
+        Err(read_only())
+    }
+
+    fn mkdir(
+        &self,
+        _ctx: &Context,
+        _parent: u64,
+        _name: &CStr,
+        _mode: u32,
+        _umask: u32,
+    ) -> io::Result<Entry> {
+        Err(read_only())
+    }
+
+    fn unlink(&self, _ctx: &Context, _parent: u64, _name: &CStr) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn rmdir(&self, _ctx: &Context, _parent: u64, _name: &CStr) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn rename(
+        &self,
+        _ctx: &Context,
+        _olddir: u64,
+        _oldname: &CStr,
+        _newdir: u64,
+        _newname: &CStr,
+        _flags: u32,
+    ) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn link(
+        &self,
+        _ctx: &Context,
+        _inode: u64,
+        _newparent: u64,
+        _newname: &CStr,
+    ) -> io::Result<Entry> {
+        Err(read_only())
+    }
+
+    fn create(
+        &self,
+        _ctx: &Context,
+        _parent: u64,
+        _name: &CStr,
+        _args: fuse_backend_rs::abi::fuse_abi::CreateIn,
+    ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
+        Err(read_only())
+    }
+
+    fn write(
+        &self,
+        _ctx: &Context,
+        _inode: u64,
+        _handle: u64,
+        _r: &mut dyn fuse_backend_rs::api::filesystem::ZeroCopyReader,
+        _size: u32,
+        _offset: u64,
+        _lock_owner: Option<u64>,
+        _delayed_write: bool,
+        _flags: u32,
+        _fuse_flags: u32,
+    ) -> io::Result<usize> {
+        Err(read_only())
+    }
+
+    fn fallocate(
+        &self,
+        _ctx: &Context,
+        _inode: u64,
+        _handle: u64,
+        _mode: u32,
+        _offset: u64,
+        _length: u64,
+    ) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn setxattr(
+        &self,
+        _ctx: &Context,
+        _inode: u64,
+        _name: &CStr,
+        _value: &[u8],
+        _flags: u32,
+    ) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn removexattr(&self, _ctx: &Context, _inode: u64, _name: &CStr) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn flush(&self, _ctx: &Context, _inode: u64, _handle: u64, _lock_owner: u64) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn fsync(&self, _ctx: &Context, _inode: u64, _datasync: bool, _handle: u64) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn fsyncdir(
+        &self,
+        _ctx: &Context,
+        _inode: u64,
+        _datasync: bool,
+        _handle: u64,
+    ) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// "No such attribute": `ENODATA` on Linux, `ENOATTR` on macOS.
+fn no_xattr() -> i32 {
+    #[cfg(target_os = "linux")]
+    return libc::ENODATA;
+    #[cfg(not(target_os = "linux"))]
+    return libc::ENOATTR;
+}
+
+/// Directory caching below the root; `CACHE_DIR` exists only in the Linux ABI.
+fn cache_dir() -> OpenOptions {
+    #[cfg(target_os = "linux")]
+    return OpenOptions::KEEP_CACHE | OpenOptions::CACHE_DIR;
+    #[cfg(not(target_os = "linux"))]
+    return OpenOptions::KEEP_CACHE;
+}

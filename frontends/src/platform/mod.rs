@@ -1,0 +1,10 @@
+//! What differs per platform when handling mount points, swapped at compile time.
+
+#[cfg(target_os = "linux")]
+#[path = "linux.rs"]
+mod imp;
+#[cfg(target_os = "macos")]
+#[path = "macos.rs"]
+mod imp;
+
+pub use imp::{force_unmount, is_stale_error};
