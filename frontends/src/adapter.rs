@@ -42,7 +42,7 @@ pub fn stat_of(attr: &Attr) -> stat64 {
         FileKind::Symlink => libc::S_IFLNK,
     };
     st.st_ino = attr.node;
-    st.st_mode = (u32::from(kind) | attr.perm) as _;
+    st.st_mode = kind | attr.perm as libc::mode_t;
     st.st_nlink = attr.nlink as _;
     st.st_uid = attr.uid;
     st.st_gid = attr.gid;
