@@ -5,15 +5,17 @@ use std::path::PathBuf;
 
 /// The default control socket: `$SPFS_FUSE_SOCKET`, else
 /// `$XDG_RUNTIME_DIR/spfs-fuse/spfs-fuse.sock`, else
-/// `${TMPDIR:-/tmp}/spfs-fuse-<uid>/spfs-fuse.sock`. Empty variables count as unset.
+/// `${TMPDIR:-/tmp}/spfs-fuse-<uid>/spfs-fuse.sock`. Empty variables count as unset, and so
+/// do relative directories.
 pub fn default_socket_path() -> PathBuf {
     let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    let dir = |name| var(name).filter(|v| std::path::Path::new(v).is_absolute());
     // SAFETY: getuid(2) takes no arguments, cannot fail and touches no memory of ours.
     let uid = unsafe { libc::getuid() };
     socket_path_from(
         var("SPFS_FUSE_SOCKET"),
-        var("XDG_RUNTIME_DIR"),
-        var("TMPDIR"),
+        dir("XDG_RUNTIME_DIR"),
+        dir("TMPDIR"),
         uid,
     )
 }
