@@ -161,9 +161,18 @@ impl Facts {
             Some(_) if host.path(SYSTEM_VERSION_PLIST).is_file() => Os::Macos,
             Some(_) => Os::Linux,
         };
-        let arch = host
-            .output("uname", &["-m"])
-            .filter(|arch| !arch.is_empty());
+        // Under Rosetta `uname -m` says x86_64 on Apple Silicon; the hardware knows better.
+        let apple_silicon = os == Os::Macos
+            && host
+                .output("sysctl", &["-n", "hw.optional.arm64"])
+                .as_deref()
+                == Some("1");
+        let arch = if apple_silicon {
+            Some("arm64".to_owned())
+        } else {
+            host.output("uname", &["-m"])
+                .filter(|arch| !arch.is_empty())
+        };
         let os_version = match os {
             Os::Macos => host.macos_version(),
             Os::Linux => host.linux_version(),

@@ -383,7 +383,7 @@ impl<'a> Checklist<'a> {
 
     fn approve_kext_hint(&self) -> &'static str {
         match self.facts.arch.as_deref() {
-            Some("arm64" | "aarch64") => hints::APPROVE_KEXT_APPLE_SILICON,
+            _ if self.facts.is_apple_silicon() => hints::APPROVE_KEXT_APPLE_SILICON,
             Some("x86_64") => hints::APPROVE_KEXT_INTEL,
             _ => hints::APPROVE_KEXT,
         }

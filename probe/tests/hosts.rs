@@ -94,3 +94,11 @@ fn only_volumes_of_dead_processes_are_stale() {
     // spfs-1 belongs to a live process (init or launchd); "Macintosh HD" is no spfs volume.
     assert_eq!(facts.volumes.stale, ["spfs-99999998", "spfs-99999999"]);
 }
+
+#[test]
+fn apple_silicon_is_recognised_under_rosetta() {
+    // This host's `uname -m` says x86_64; `sysctl hw.optional.arm64` says 1.
+    let facts = probe("macos15-macfuse-not-loaded");
+    assert_eq!(facts.arch.as_deref(), Some("arm64"));
+    assert!(facts.is_apple_silicon());
+}
