@@ -1,0 +1,186 @@
+//! Isolation through a real mount (DESIGN.md §4 rule 3): two process trees with different
+//! views and an outsider stat, read, list and readlink the same paths at the same time,
+//! thousands of times; each must always see its own view.
+//!
+//! The probing processes are this test binary run again with `SPFS_ISOLATION_PROBE` set, so
+//! each is a real process whose pid the router routes.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use spfs_frontends::{Session, SessionConfig};
+use spfs_router::{Routing, Vfs};
+use support::{put, require_fuse, system_router};
+
+const ITERATIONS: usize = 5_000;
+
+/// What one probe expects to see at the mount, as a compact string per path.
+fn expected(view: &str) -> Vec<String> {
+    match view {
+        "a" => vec![
+            "tool=aaaa".into(),
+            "link=target-a".into(),
+            "list=bin,link,only-a,share".into(),
+            "only-a=dir".into(),
+            "deep=deep-a".into(),
+        ],
+        "b" => vec![
+            "tool=bbbbbbbb".into(),
+            "link=target-b".into(),
+            "list=bin,link,share".into(),
+            "only-a=ENOENT".into(),
+            "deep=deep-b".into(),
+        ],
+        _ => vec![
+            "tool=ENOENT".into(),
+            "link=ENOENT".into(),
+            "list=".into(),
+            "only-a=ENOENT".into(),
+            "deep=ENOENT".into(),
+        ],
+    }
+}
+
+fn observe(mount: &Path) -> Vec<String> {
+    let err = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            "ENOENT".to_string()
+        } else {
+            format!("ERR:{e}")
+        }
+    };
+    let tool = std::fs::read(mount.join("bin/tool"))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(err);
+    let link = std::fs::read_link(mount.join("link"))
+        .map(|t| t.display().to_string())
+        .unwrap_or_else(err);
+    let mut names: Vec<String> = std::fs::read_dir(mount)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    let only_a = match std::fs::symlink_metadata(mount.join("only-a")) {
+        Ok(m) if m.is_dir() => "dir".to_string(),
+        Ok(_) => "other".to_string(),
+        Err(e) => err(e),
+    };
+    let deep = std::fs::read(mount.join("share/x/y/deep"))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(err);
+    vec![
+        format!("tool={tool}"),
+        format!("link={link}"),
+        format!("list={}", names.join(",")),
+        format!("only-a={only_a}"),
+        format!("deep={deep}"),
+    ]
+}
+
+/// The probe child: waits for "go", then compares what it sees with what its view holds,
+/// `ITERATIONS` times, and prints the number of wrong answers.
+#[test]
+fn isolation_probe_child() {
+    let Ok(spec) = std::env::var("SPFS_ISOLATION_PROBE") else {
+        return;
+    };
+    let (view, mount) = spec.split_once(':').unwrap();
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+    let want = expected(view);
+    let mut wrong = 0;
+    let mut first = None;
+    for _ in 0..ITERATIONS {
+        let got = observe(Path::new(mount));
+        if got != want {
+            wrong += 1;
+            first.get_or_insert(got);
+        }
+    }
+    println!("WRONG {wrong} {first:?}");
+}
+
+#[test]
+fn two_trees_and_an_outsider_each_see_only_their_own_view() {
+    if !require_fuse() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, mount) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("mnt"),
+    );
+    put(&a, "bin/tool", b"aaaa");
+    put(&b, "bin/tool", b"bbbbbbbb");
+    put(&a, "share/x/y/deep", b"deep-a");
+    put(&b, "share/x/y/deep", b"deep-b");
+    std::fs::create_dir_all(a.join("only-a")).unwrap();
+    std::os::unix::fs::symlink("target-a", a.join("link")).unwrap();
+    std::os::unix::fs::symlink("target-b", b.join("link")).unwrap();
+
+    let router = system_router();
+    let vfs = Arc::new(Vfs::new(Routing::Shared(router.clone())));
+    let session = Session::mount(
+        vfs,
+        &SessionConfig {
+            mountpoint: mount.clone(),
+            fsname: "spfs-test".into(),
+            threads: 2,
+        },
+    )
+    .unwrap();
+
+    let exe = std::env::current_exe().unwrap();
+    let mut children = Vec::new();
+    for (view, layer) in [("a", Some(&a)), ("b", Some(&b)), ("outsider", None)] {
+        let child = Command::new(&exe)
+            .args([
+                "--exact",
+                "isolation_probe_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(
+                "SPFS_ISOLATION_PROBE",
+                format!("{view}:{}", mount.display()),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(layer) = layer {
+            router
+                .register(child.id(), layer.to_str().unwrap(), 0)
+                .unwrap();
+        }
+        children.push((view, child));
+    }
+    for (_, child) in &mut children {
+        child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    }
+    for (view, mut child) in children {
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        // The harness prints "test ... " before the probe's own line on the same line.
+        // Read to the end: the child still writes its harness summary after the report.
+        let lines: Vec<String> = stdout.lines().map_while(Result::ok).collect();
+        let report = lines
+            .iter()
+            .find_map(|l| l.find("WRONG ").map(|at| l[at..].to_string()))
+            .unwrap_or_default();
+        assert!(child.wait().unwrap().success(), "probe {view} failed");
+        assert_eq!(
+            report.split(' ').nth(1),
+            Some("0"),
+            "probe {view} saw another view: {report}"
+        );
+    }
+    session.unmount().unwrap();
+}
