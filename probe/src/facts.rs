@@ -204,6 +204,66 @@ impl Facts {
     }
 }
 
+/// One line for logs: `macOS 26.1 arm64; macFUSE 5.0.7 loaded; FUSE-T absent; /spfs directory`.
+impl std::fmt::Display for Facts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unknown = "unknown";
+        write!(
+            f,
+            "{} {} {}",
+            self.os,
+            self.os_version.as_deref().unwrap_or(unknown),
+            self.arch.as_deref().unwrap_or(unknown)
+        )?;
+        if let Some(m) = &self.macfuse {
+            match (m.installed, m.loaded, m.mount_helper) {
+                (false, _, _) => f.write_str("; macFUSE absent")?,
+                (true, loaded, helper) => write!(
+                    f,
+                    "; macFUSE {} {}{}",
+                    m.version.as_deref().unwrap_or(unknown),
+                    if loaded { "loaded" } else { "not loaded" },
+                    if helper { "" } else { ", no mount helper" }
+                )?,
+            }
+        }
+        if let Some(t) = &self.fuse_t {
+            match (t.installed, &t.server) {
+                (false, _) => f.write_str("; FUSE-T absent")?,
+                (true, server) => write!(
+                    f,
+                    "; FUSE-T {}{}",
+                    t.version.as_deref().unwrap_or(unknown),
+                    if server.is_some() {
+                        ""
+                    } else {
+                        " without go-nfsv4"
+                    }
+                )?,
+            }
+        }
+        if let Some(l) = &self.linux_fuse {
+            write!(
+                f,
+                "; /dev/fuse {}; {}",
+                match (l.device, l.device_access) {
+                    (false, _) => "absent",
+                    (true, false) => "not accessible",
+                    (true, true) => "ok",
+                },
+                l.fusermount.as_deref().unwrap_or("no fusermount3")
+            )?;
+        }
+        let state = serde_json::to_value(self.mountpoint.state).unwrap_or_default();
+        write!(
+            f,
+            "; {} {}",
+            self.mountpoint.path.display(),
+            state.as_str().unwrap_or(unknown)
+        )
+    }
+}
+
 /// Parses a version leniently: `26`, `15.4`, `1.0.44` and `6.12.48+deb13-amd64` all parse;
 /// missing minor and patch numbers are zero.
 pub fn parse_version(text: &str) -> Option<semver::Version> {
@@ -450,6 +510,38 @@ mod tests {
         assert_eq!(v("5.10").as_deref(), Some("5.10.0"));
         assert_eq!(v(""), None);
         assert_eq!(v("banana"), None);
+    }
+
+    #[test]
+    fn facts_print_on_one_line() {
+        let facts = Facts {
+            os: Os::Macos,
+            os_version: Some("26.1".into()),
+            arch: Some("arm64".into()),
+            macfuse: Some(MacFuseFacts {
+                installed: true,
+                version: Some("5.0.7".into()),
+                mount_helper: true,
+                loaded: false,
+                loaded_version: None,
+            }),
+            fuse_t: Some(FuseTFacts::default()),
+            linux_fuse: None,
+            mountpoint: MountpointFacts {
+                path: "/spfs".into(),
+                state: MountpointState::Synthetic,
+            },
+            volumes: VolumesFacts {
+                dir: "/Volumes".into(),
+                exists: true,
+                stale: Vec::new(),
+            },
+            service: None,
+        };
+        assert_eq!(
+            facts.to_string(),
+            "macOS 26.1 arm64; macFUSE 5.0.7 not loaded; FUSE-T absent; /spfs synthetic"
+        );
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //!   ([`Report::to_json`]), with its exit status ([`Report::exit_code`]);
 //! - [`hint_for_mount_error`] maps the text of a failed mount to the hint that fixes it.
 //!
+//! [`Facts`] and [`Selection`] print as one line each (`Display`) for the service's log.
+//!
 //! The service's use:
 //!
 //! ```no_run
@@ -17,6 +19,7 @@
 //!
 //! let facts = Facts::collect(&ProbeConfig::default());
 //! let selection = select(&facts, Backend::Auto);
+//! eprintln!("host: {facts}; backend {selection}");
 //! for backend in &selection.candidates {
 //!     # let mount = |_b: &Backend| -> Result<(), String> { Ok(()) };
 //!     match mount(backend) {

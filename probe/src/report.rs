@@ -262,9 +262,12 @@ impl<'a> Checklist<'a> {
         self.selection.candidates.contains(&backend)
     }
 
-    /// Whether to look at a backend's mount point: it is usable, or it was asked for.
+    /// Whether to look at a backend's mount point: it is usable, or it was asked for, or (on
+    /// Linux, where `auto` has only the device to choose from) it is the only choice.
     fn relevant(&self, backend: Backend) -> bool {
-        self.candidate(backend) || self.selection.requested == backend
+        self.candidate(backend)
+            || self.selection.requested == backend
+            || self.facts.os == Os::Linux && backend == Backend::Kext && self.considered(backend)
     }
 
     fn severity(&self, backend: Backend, problem: Problem) -> Status {

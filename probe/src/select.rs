@@ -1,5 +1,7 @@
 //! Backend selection: a pure function of the facts.
 
+use std::fmt;
+
 use serde::Serialize;
 
 use crate::backend::{Backend, Os};
@@ -33,6 +35,24 @@ impl Selection {
     /// The backend to use: the first candidate.
     pub fn backend(&self) -> Option<Backend> {
         self.candidates.first().copied()
+    }
+}
+
+/// One line for logs: `auto: kext, then fuse-t` or `kext: none usable (macFUSE is not
+/// installed)`.
+impl fmt::Display for Selection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.requested)?;
+        let candidates: Vec<&str> = self.candidates.iter().map(|b| b.as_str()).collect();
+        if candidates.is_empty() {
+            f.write_str("none usable")?;
+        } else {
+            f.write_str(&candidates.join(", then "))?;
+        }
+        for rejection in &self.rejected {
+            write!(f, " ({} rejected: {})", rejection.backend, rejection.reason)?;
+        }
+        Ok(())
     }
 }
 
@@ -124,5 +144,88 @@ pub fn usable(facts: &Facts, backend: Backend) -> Result<(), Rejection> {
         (Os::Linux, Backend::FuseT) => {
             reject("FUSE-T exists only on macOS", hints::FUSE_T_NEEDS_MACOS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::{FuseTFacts, MacFuseFacts, MountpointFacts, MountpointState, VolumesFacts};
+
+    fn mac(macfuse: MacFuseFacts, fuse_t: FuseTFacts) -> Facts {
+        Facts {
+            os: Os::Macos,
+            os_version: Some("26.1".into()),
+            arch: Some("arm64".into()),
+            macfuse: Some(macfuse),
+            fuse_t: Some(fuse_t),
+            linux_fuse: None,
+            mountpoint: MountpointFacts {
+                path: "/spfs".into(),
+                state: MountpointState::Directory,
+            },
+            volumes: VolumesFacts {
+                dir: "/Volumes".into(),
+                exists: true,
+                stale: Vec::new(),
+            },
+            service: None,
+        }
+    }
+
+    fn macfuse(loaded: bool, mount_helper: bool) -> MacFuseFacts {
+        MacFuseFacts {
+            installed: true,
+            version: Some("5.0.7".into()),
+            mount_helper,
+            loaded,
+            loaded_version: None,
+        }
+    }
+
+    fn fuse_t(server: bool) -> FuseTFacts {
+        FuseTFacts {
+            installed: true,
+            version: Some("1.0.44".into()),
+            server: server.then(|| "/usr/local/bin/go-nfsv4".into()),
+        }
+    }
+
+    #[test]
+    fn kext_is_usable_when_loaded_or_loadable() {
+        for (loaded, helper, usable) in [
+            (true, true, true),
+            (true, false, true),
+            (false, true, true),
+            (false, false, false),
+        ] {
+            let facts = mac(macfuse(loaded, helper), FuseTFacts::default());
+            let selection = select(&facts, Backend::Auto);
+            let expected = if usable { vec![Backend::Kext] } else { vec![] };
+            assert_eq!(
+                selection.candidates, expected,
+                "loaded {loaded}, helper {helper}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_explicit_backend_is_never_replaced() {
+        let facts = mac(macfuse(true, true), fuse_t(false));
+        let selection = select(&facts, Backend::FuseT);
+        assert_eq!(selection.backend(), None);
+        assert_eq!(selection.rejected[0].hint, hints::REPAIR_FUSE_T);
+        assert_eq!(
+            selection.to_string(),
+            "fuse-t: none usable (fuse-t rejected: FUSE-T is installed, but its server go-nfsv4 is missing)"
+        );
+    }
+
+    #[test]
+    fn auto_lists_every_usable_backend_best_first() {
+        let facts = mac(macfuse(false, true), fuse_t(true));
+        let selection = select(&facts, Backend::Auto);
+        assert_eq!(selection.candidates, [Backend::Kext, Backend::FuseT]);
+        assert_eq!(selection.to_string(), "auto: kext, then fuse-t");
     }
 }
