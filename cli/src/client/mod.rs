@@ -1,40 +1,389 @@
 //! The client commands: `mount`, `unmount`, `status`, `run`, `shutdown`.
+//!
+//! Each one connects to the service (over its Unix socket, or TCP with `--connect`), makes one
+//! or two calls with a deadline, and prints the result. `mount` and `run` start a service when
+//! none answers.
 
+mod connect;
+mod run;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use spfs_proto::v1 as pb;
+
+use crate::host::HostStatus;
+use crate::service::{Backend, wire};
+use connect::{CALL_DEADLINE, Client, MOUNT_DEADLINE, Target, call, request};
+
+pub use run::run;
+
+/// Where to reach the service; every client command takes these.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EndpointArgs {
+    /// The service's Unix socket [default: $XDG_RUNTIME_DIR/spfs-fuse/spfs-fuse.sock, else
+    /// /tmp/spfs-fuse-<uid>/spfs-fuse.sock].
+    #[arg(long, value_name = "PATH", env = "SPFS_FUSE_SOCKET")]
+    socket: Option<PathBuf>,
+    /// Reach a service started with `--listen` over TCP at ADDR instead (wins over --socket).
+    #[arg(long, value_name = "ADDR")]
+    connect: Option<String>,
+}
+
+/// How to start a service if none answers (`mount` and `run`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AutoStartArgs {
+    /// For an auto-started service: its mount point [default: the service's, /spfs].
+    #[arg(long, value_name = "PATH")]
+    mountpoint: Option<PathBuf>,
+    /// For an auto-started service: its backend [default: the service's, auto].
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
+}
 
 /// Arguments of `spfs-fuse mount`.
 #[derive(Debug, clap::Args)]
-pub struct MountArgs {}
+pub struct MountArgs {
+    /// The root process of the runtime [default: the parent of this command, i.e. your shell].
+    #[arg(long, value_name = "PID")]
+    root_process: Option<u32>,
+    /// The env spec: LAYER+LAYER+..., bottom first; `-` is empty. Relative paths are taken from
+    /// the current directory.
+    #[arg(value_name = "ENV_SPEC")]
+    env_spec: String,
+    #[command(flatten)]
+    endpoint: EndpointArgs,
+    #[command(flatten)]
+    auto: AutoStartArgs,
+}
+
 /// Arguments of `spfs-fuse unmount`.
 #[derive(Debug, clap::Args)]
-pub struct UnmountArgs {}
+pub struct UnmountArgs {
+    /// The root process whose runtime to remove [default: the parent of this command].
+    #[arg(long, value_name = "PID")]
+    root_process: Option<u32>,
+    #[command(flatten)]
+    endpoint: EndpointArgs,
+}
+
 /// Arguments of `spfs-fuse status`.
 #[derive(Debug, clap::Args)]
-pub struct StatusArgs {}
+pub struct StatusArgs {
+    /// Print a JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    endpoint: EndpointArgs,
+}
+
 /// Arguments of `spfs-fuse run`.
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {}
+pub struct RunArgs {
+    /// The env spec: LAYER+LAYER+..., bottom first; `-` is empty. Relative paths are taken from
+    /// the current directory.
+    #[arg(value_name = "ENV_SPEC")]
+    env_spec: String,
+    /// The command to run, after `--`.
+    #[arg(value_name = "CMD", last = true, required = true)]
+    command: Vec<OsString>,
+    #[command(flatten)]
+    endpoint: EndpointArgs,
+    #[command(flatten)]
+    auto: AutoStartArgs,
+}
+
 /// Arguments of `spfs-fuse shutdown`.
 #[derive(Debug, clap::Args)]
-pub struct ShutdownArgs {}
+pub struct ShutdownArgs {
+    #[command(flatten)]
+    endpoint: EndpointArgs,
+}
+
+/// How long `shutdown` waits for the service to be gone.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs `spfs-fuse mount`.
-pub fn mount(_args: MountArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("mount is not implemented yet")
+pub fn mount(args: MountArgs) -> anyhow::Result<ExitCode> {
+    let spec = resolve_spec(&args.env_spec, &current_dir()?)?;
+    let root_pid = args.root_process.unwrap_or_else(parent_pid);
+    let target = Target::from_args(&args.endpoint)?;
+    let mount_point = block_on(async {
+        let mut client = connect::connect_or_start(&target, &args.auto).await?;
+        register(&mut client, root_pid, spec).await
+    })?;
+    println!("{}", mount_point.display());
+    Ok(ExitCode::SUCCESS)
 }
+
 /// Runs `spfs-fuse unmount`.
-pub fn unmount(_args: UnmountArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("unmount is not implemented yet")
+pub fn unmount(args: UnmountArgs) -> anyhow::Result<ExitCode> {
+    let root_pid = args.root_process.unwrap_or_else(parent_pid);
+    let target = Target::from_args(&args.endpoint)?;
+    block_on(unregister(&target, root_pid))?;
+    Ok(ExitCode::SUCCESS)
 }
+
 /// Runs `spfs-fuse status`.
-pub fn status(_args: StatusArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("status is not implemented yet")
+pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let target = Target::from_args(&args.endpoint)?;
+    let status = block_on(async {
+        let mut client = connect::connect(&target).await?;
+        let reply = call(
+            CALL_DEADLINE,
+            client.status(request(pb::StatusRequest {}, CALL_DEADLINE)),
+        )
+        .await?;
+        Ok(wire::status_from_wire(reply))
+    })?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &status_json(&status))?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", status_text(&status))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
-/// Runs `spfs-fuse run`.
-pub fn run(_args: RunArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("run is not implemented yet")
+
+/// Runs `spfs-fuse shutdown`: asks the service to stop and waits until it is gone.
+pub fn shutdown(args: ShutdownArgs) -> anyhow::Result<ExitCode> {
+    let target = Target::from_args(&args.endpoint)?;
+    block_on(async {
+        let mut client = connect::connect(&target).await?;
+        call(
+            CALL_DEADLINE,
+            client.shutdown(request(pb::ShutdownRequest {}, CALL_DEADLINE)),
+        )
+        .await?;
+        drop(client);
+        let deadline = Instant::now() + SHUTDOWN_WAIT;
+        while !is_gone(&target) {
+            if Instant::now() >= deadline {
+                bail!(
+                    "the service at {target} accepted Shutdown but is still there after {} s",
+                    SHUTDOWN_WAIT.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
-/// Runs `spfs-fuse shutdown`.
-pub fn shutdown(_args: ShutdownArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("shutdown is not implemented yet")
+
+/// Whether the service at `target` is gone: nothing answers, and (for a socket) the service
+/// removed its socket file, which it does last.
+fn is_gone(target: &Target) -> bool {
+    match target {
+        Target::Unix(path) => !path.exists() && !target.answers(),
+        Target::Tcp(_) => !target.answers(),
+    }
+}
+
+/// Registers a runtime and returns where its view appears.
+async fn register(client: &mut Client, root_pid: u32, env_spec: String) -> anyhow::Result<PathBuf> {
+    let reply = call(
+        MOUNT_DEADLINE,
+        client.mount(request(
+            pb::MountRequest { root_pid, env_spec },
+            MOUNT_DEADLINE,
+        )),
+    )
+    .await?;
+    Ok(wire::mount_point_from_wire(reply))
+}
+
+/// Removes the runtime of `root_pid`.
+async fn unregister(target: &Target, root_pid: u32) -> anyhow::Result<()> {
+    let mut client = connect::connect(target).await?;
+    call(
+        CALL_DEADLINE,
+        client.unmount(request(pb::UnmountRequest { root_pid }, CALL_DEADLINE)),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Runs `future` to completion on a runtime for this one command.
+fn block_on<T>(future: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(future)
+}
+
+/// The pid of this command's parent: the shell that ran it.
+fn parent_pid() -> u32 {
+    nix::unistd::getppid().as_raw().unsigned_abs()
+}
+
+fn current_dir() -> anyhow::Result<PathBuf> {
+    std::env::current_dir().context("cannot read the current directory")
+}
+
+/// The env spec with every layer that names an existing path relative to `cwd` made absolute.
+/// The service only takes absolute paths. Anything else (absolute paths, `-`, items that are no
+/// path here, such as spfs tags or digests) is sent as it is, so the service's error names it.
+pub(crate) fn resolve_spec(spec: &str, cwd: &Path) -> anyhow::Result<String> {
+    if spec == "-" {
+        return Ok(spec.to_owned());
+    }
+    let layers = spec
+        .split('+')
+        .map(|layer| resolve_layer(layer, cwd))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(layers.join("+"))
+}
+
+fn resolve_layer(layer: &str, cwd: &Path) -> anyhow::Result<String> {
+    let path = Path::new(layer);
+    if layer.is_empty() || path.is_absolute() {
+        return Ok(layer.to_owned());
+    }
+    let joined = cwd.join(path);
+    if !joined.exists() {
+        return Ok(layer.to_owned());
+    }
+    // `a/./b` is just `a/b`; `..` needs the real directory tree (symlinks), so ask the kernel.
+    let absolute = if path.components().any(|c| c == Component::ParentDir) {
+        std::fs::canonicalize(&joined)
+            .with_context(|| format!("cannot resolve the layer {layer}"))?
+    } else {
+        joined
+            .components()
+            .filter(|c| *c != Component::CurDir)
+            .collect()
+    };
+    match absolute.into_os_string().into_string() {
+        Ok(text) => Ok(text),
+        Err(raw) => bail!(
+            "the layer {layer} resolves to {}, which is not valid UTF-8",
+            Path::new(&raw).display()
+        ),
+    }
+}
+
+/// `status --json`: the status as one JSON object.
+fn status_json(status: &HostStatus) -> serde_json::Value {
+    serde_json::json!({
+        "backend": status.backend,
+        "transport": status.transport,
+        "layout": status.layout,
+        "mount_points": status.mount_points,
+        "runtimes": status.runtimes.iter().map(|runtime| serde_json::json!({
+            "root_pid": runtime.root_pid,
+            "env_spec": runtime.env_spec,
+            "owner_uid": runtime.owner_uid,
+            "mount_point": runtime.mount_point,
+            "alive": runtime.alive,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `status`: the backend and mount points, then one line per runtime.
+fn status_text(status: &HostStatus) -> String {
+    let mount_points = status
+        .mount_points
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut text = format!(
+        "backend:      {}\ntransport:    {}\nlayout:       {}\nmount points: {}\n",
+        status.backend, status.transport, status.layout, mount_points
+    );
+    if status.runtimes.is_empty() {
+        text.push_str("runtimes:     none\n");
+        return text;
+    }
+    text.push_str(&format!("runtimes:     {}\n", status.runtimes.len()));
+    let rows: Vec<[String; 5]> = status
+        .runtimes
+        .iter()
+        .map(|r| {
+            [
+                r.root_pid.to_string(),
+                r.owner_uid.to_string(),
+                if r.alive { "yes" } else { "no" }.to_owned(),
+                r.mount_point.display().to_string(),
+                r.env_spec.clone(),
+            ]
+        })
+        .collect();
+    let header = ["ROOT PID", "OWNER UID", "ALIVE", "MOUNT POINT", "ENV SPEC"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        text.push_str("  ");
+        text.push_str(cells.join("  ").trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_layers_that_exist_become_absolute_and_others_stay() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let cwd = dir.path().join("work");
+        std::fs::create_dir_all(cwd.join("a/b"))?;
+        std::fs::create_dir_all(dir.path().join("sibling"))?;
+        let cwd_text = cwd.to_str().context("utf-8")?;
+        assert_eq!(resolve_spec("-", &cwd)?, "-");
+        assert_eq!(
+            resolve_spec("a+./a/b+/abs/x+org/name+missing", &cwd)?,
+            format!("{cwd_text}/a+{cwd_text}/a/b+/abs/x+org/name+missing")
+        );
+        let sibling = std::fs::canonicalize(dir.path().join("sibling"))?;
+        assert_eq!(
+            resolve_spec("../sibling", &cwd)?,
+            sibling.to_str().context("utf-8")?
+        );
+        assert_eq!(resolve_spec("a++b", &cwd)?, format!("{cwd_text}/a++b"));
+        Ok(())
+    }
+
+    #[test]
+    fn status_text_lists_each_runtime() {
+        let status = HostStatus {
+            backend: "kext".into(),
+            transport: "device".into(),
+            layout: "shared".into(),
+            mount_points: vec!["/spfs".into()],
+            runtimes: vec![crate::host::RuntimeStatus {
+                root_pid: 4242,
+                env_spec: "/layers/a+/layers/b".into(),
+                owner_uid: 501,
+                mount_point: "/spfs".into(),
+                alive: true,
+            }],
+        };
+        let text = status_text(&status);
+        assert!(text.contains("backend:      kext\n"), "{text}");
+        assert!(
+            text.contains("  4242      501        yes    /spfs        /layers/a+/layers/b\n"),
+            "{text}"
+        );
+        let json = status_json(&status);
+        assert_eq!(json["runtimes"][0]["root_pid"], 4242);
+        assert_eq!(json["mount_points"][0], "/spfs");
+    }
 }

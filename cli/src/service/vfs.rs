@@ -1,0 +1,181 @@
+//! The `spfs.fuse.v1.Vfs` gRPC service: every call finds out who is calling, runs the host call
+//! on a blocking thread, and turns the result into a reply through `wire`.
+
+use std::sync::Arc;
+
+use spfs_proto::v1 as pb;
+use spfs_proto::v1::vfs_server::Vfs;
+use tokio::sync::Notify;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use super::wire;
+use crate::host::{Host, HostError};
+
+/// How callers are identified.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Identity {
+    /// From the Unix socket's peer credentials.
+    PeerCredentials,
+    /// Over TCP (`--insecure-tcp`): there are none; every caller counts as the service's user.
+    ServiceUser,
+}
+
+/// Who made a call.
+#[derive(Debug, Clone, Copy)]
+struct Caller {
+    uid: u32,
+    pid: Option<i32>,
+}
+
+/// The service: the host, how to identify callers, and how to ask the server to stop.
+#[derive(Debug)]
+pub(crate) struct VfsService {
+    host: Arc<Host>,
+    identity: Identity,
+    stop: Arc<Notify>,
+    service_uid: u32,
+}
+
+impl VfsService {
+    /// A service over `host`; `stop` is notified when a caller asks the service to shut down.
+    pub(crate) fn new(host: Arc<Host>, identity: Identity, stop: Arc<Notify>) -> Self {
+        VfsService {
+            host,
+            identity,
+            stop,
+            service_uid: nix::unistd::geteuid().as_raw(),
+        }
+    }
+
+    /// The caller of `request`, from the peer credentials of its connection.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        match self.identity {
+            Identity::ServiceUser => Ok(Caller {
+                uid: self.service_uid,
+                pid: None,
+            }),
+            Identity::PeerCredentials => {
+                let cred = request
+                    .extensions()
+                    .get::<UdsConnectInfo>()
+                    .and_then(|info| info.peer_cred)
+                    .ok_or_else(|| {
+                        Status::permission_denied("cannot read the caller's socket credentials")
+                    })?;
+                Ok(Caller {
+                    uid: cred.uid(),
+                    pid: cred.pid(),
+                })
+            }
+        }
+    }
+
+    /// Runs a blocking host call off the async threads.
+    async fn on_host<T, F>(&self, call: F) -> Result<T, HostError>
+    where
+        F: FnOnce(&Host) -> Result<T, HostError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let host = Arc::clone(&self.host);
+        tokio::task::spawn_blocking(move || call(&host))
+            .await
+            .unwrap_or_else(|err| Err(HostError::Internal(format!("the host call failed: {err}"))))
+    }
+}
+
+/// Logs a refused call (at info: refusals are expected answers, not service faults) and turns
+/// the error into its status.
+fn refuse(err: &HostError) -> Status {
+    let status = wire::host_error_to_status(err);
+    match err {
+        HostError::Internal(_) => tracing::error!(code = ?status.code(), error = %err, "failed"),
+        _ => tracing::info!(code = ?status.code(), error = %err, "refused"),
+    }
+    status
+}
+
+#[tonic::async_trait]
+impl Vfs for VfsService {
+    async fn mount(
+        &self,
+        request: Request<pb::MountRequest>,
+    ) -> Result<Response<pb::MountResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let pb::MountRequest { root_pid, env_spec } = request.into_inner();
+        let span = tracing::info_span!("mount", caller_uid = caller.uid, caller_pid = ?caller.pid, root_pid);
+        async move {
+            let spec = env_spec.clone();
+            match self
+                .on_host(move |host| host.mount(root_pid, &spec, caller.uid))
+                .await
+            {
+                Ok(runtime) => {
+                    tracing::info!(env_spec, mount_point = %runtime.mount_point.display(), "registered");
+                    Ok(Response::new(wire::mount_response(runtime)))
+                }
+                Err(err) => Err(refuse(&err)),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn unmount(
+        &self,
+        request: Request<pb::UnmountRequest>,
+    ) -> Result<Response<pb::UnmountResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let pb::UnmountRequest { root_pid } = request.into_inner();
+        let span = tracing::info_span!("unmount", caller_uid = caller.uid, caller_pid = ?caller.pid, root_pid);
+        async move {
+            match self.on_host(move |host| host.unmount(root_pid)).await {
+                Ok(()) => {
+                    tracing::info!("removed");
+                    Ok(Response::new(pb::UnmountResponse {}))
+                }
+                Err(err) => Err(refuse(&err)),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let span =
+            tracing::debug_span!("status", caller_uid = caller.uid, caller_pid = ?caller.pid);
+        async move {
+            let status = self
+                .on_host(|host| Ok(host.status()))
+                .await
+                .map_err(|err| refuse(&err))?;
+            Ok(Response::new(wire::status_to_wire(status)))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn shutdown(
+        &self,
+        request: Request<pb::ShutdownRequest>,
+    ) -> Result<Response<pb::ShutdownResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let _span =
+            tracing::info_span!("shutdown", caller_uid = caller.uid, caller_pid = ?caller.pid)
+                .entered();
+        if caller.uid != self.service_uid && caller.uid != 0 {
+            return Err(refuse(&HostError::PermissionDenied(format!(
+                "uid {} may not stop a service run by uid {}",
+                caller.uid, self.service_uid
+            ))));
+        }
+        tracing::info!("asked to shut down");
+        self.stop.notify_one();
+        Ok(Response::new(pb::ShutdownResponse {}))
+    }
+}
