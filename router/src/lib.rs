@@ -14,6 +14,7 @@ pub mod node;
 pub mod process;
 pub mod route;
 pub mod spec;
+pub mod spfs;
 pub mod vfs;
 pub mod view;
 
