@@ -1000,3 +1000,36 @@ fn every_encoding_and_strategy_reads_back_with_the_same_digests() {
         }
     }
 }
+
+#[test]
+fn hostile_platforms_stay_cheap_and_bounded() {
+    let f = fixture("current");
+    let write = |object: &Object| -> Digest {
+        let (d, bytes) = encode::object_file(
+            object,
+            Encoding::FlatBuffers,
+            DigestStrategy::WithKindAndSalt,
+        );
+        let path = f.repo.object_path(&d);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, bytes).unwrap();
+        d
+    };
+    let platform = f.repo.resolve("dev/platform").unwrap();
+    // Each level holds the level below twice: 2^48 layers if expanded naively.
+    let mut top = platform.digest;
+    for _ in 0..48 {
+        top = write(&Object::Platform(Platform {
+            stack: vec![top, top],
+        }));
+    }
+    let layers = f.repo.layers_of_stack(&[top]).unwrap();
+    assert_eq!(layers, f.repo.layers_of(&platform).unwrap());
+    // Nesting deeper than MAX_PLATFORM_DEPTH is an error naming the platform.
+    let mut top = platform.digest;
+    for _ in 0..=spfs_router::spfs::MAX_PLATFORM_DEPTH {
+        top = write(&Object::Platform(Platform { stack: vec![top] }));
+    }
+    let err = f.repo.layers_of_stack(&[top]).unwrap_err();
+    assert!(matches!(err, SpfsError::PlatformTooDeep(_)), "{err}");
+}

@@ -428,22 +428,28 @@ pub(crate) fn decode_small(body: &[u8], kind: ObjectKind) -> Result<Object, Stri
             let mut annotations = Vec::new();
             for a in layer.annotations().into_iter().flatten() {
                 let key = a.key().ok_or_else(|| missing("Annotation.key"))?.to_owned();
+                // The verifier checks the `data` offset only for the known value types, so
+                // the type is checked before the offset is followed.
+                let data_type = a.data_type();
+                if !matches!(data_type, tag::ANNOTATION_STRING | tag::ANNOTATION_DIGEST) {
+                    return Err(format!(
+                        "annotation {key:?} has unknown value type {data_type}"
+                    ));
+                }
                 let data = a.data().ok_or_else(|| missing("Annotation.data"))?;
-                let value = match a.data_type() {
-                    tag::ANNOTATION_STRING => AnnotationValue::String(
+                let value = if data_type == tag::ANNOTATION_STRING {
+                    AnnotationValue::String(
                         FbAnnotationString { tab: data }
                             .data()
                             .ok_or_else(|| missing("AnnotationString.data"))?
                             .to_owned(),
-                    ),
-                    tag::ANNOTATION_DIGEST => AnnotationValue::Digest(
+                    )
+                } else {
+                    AnnotationValue::Digest(
                         FbAnnotationDigest { tab: data }
                             .digest()
                             .ok_or_else(|| missing("AnnotationDigest.digest"))?,
-                    ),
-                    other => {
-                        return Err(format!("annotation {key:?} has unknown value type {other}"));
-                    }
+                    )
                 };
                 annotations.push(Annotation { key, value });
             }
@@ -655,6 +661,40 @@ mod tests {
             panic!("not a layer");
         };
         assert_eq!(l, layer);
+    }
+
+    #[test]
+    fn an_unknown_annotation_type_is_an_error() {
+        let mut fbb = FlatBufferBuilder::new();
+        let key = fbb.create_string("k");
+        let start = fbb.start_table();
+        fbb.push_slot_always(field(0), FbDigest([7; DIGEST_SIZE]));
+        let bogus = fbb.end_table(start);
+        let start = fbb.start_table();
+        fbb.push_slot_always(field(0), key);
+        fbb.push_slot::<u8>(field(1), 9, 0);
+        fbb.push_slot_always(field(2), bogus);
+        let annotation = fbb.end_table(start);
+        let annotations = fbb.create_vector(&[annotation]);
+        let start = fbb.start_table();
+        fbb.push_slot_always(field(1), annotations);
+        let layer = fbb.end_table(start);
+        let body = finish(&mut fbb, ObjectKind::Layer, layer.as_union_value());
+        let err = decode_small(&body, ObjectKind::Layer).unwrap_err();
+        assert!(err.contains("unknown value type 9"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_entry_kind_is_an_error() {
+        let trees = vec![vec![EncodeEntry {
+            name: "fifo",
+            kind: 1,
+            object: Digest::NULL,
+            mode: 0o010644,
+            size: 0,
+        }]];
+        let err = decode_manifest(&encode_manifest(&trees)).unwrap_err();
+        assert!(err.contains("unknown entry kind 1"), "{err}");
     }
 
     #[test]

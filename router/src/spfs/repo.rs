@@ -422,10 +422,13 @@ fn expand_stack(src: &impl ObjectSource, items: &[Digest]) -> Result<Vec<MountLa
         stack.retain(|s| s != d);
         stack.push(*d);
     }
-    // Step 2: expand.
+    // Step 2: expand. A platform met again adds only layers already present, which step 3
+    // drops, so each platform is expanded once: hostile stacks that repeat a platform at
+    // every level would otherwise expand exponentially.
     let mut layers = Vec::new();
+    let mut expanded = HashSet::new();
     for d in &stack {
-        expand(src, d, 0, &mut layers)?;
+        expand(src, d, 0, &mut expanded, &mut layers)?;
     }
     // Step 3: drop repeated layers (same manifest), keeping the first occurrence.
     let mut seen = HashSet::new();
@@ -437,6 +440,7 @@ fn expand(
     src: &impl ObjectSource,
     digest: &Digest,
     depth: usize,
+    expanded: &mut HashSet<Digest>,
     out: &mut Vec<MountLayer>,
 ) -> Result<()> {
     match src.read_object(digest)? {
@@ -457,8 +461,11 @@ fn expand(
             if depth >= MAX_PLATFORM_DEPTH {
                 return Err(SpfsError::PlatformTooDeep(*digest));
             }
+            if !expanded.insert(*digest) {
+                return Ok(());
+            }
             for d in &p.stack {
-                expand(src, d, depth + 1, out)?;
+                expand(src, d, depth + 1, expanded, out)?;
             }
         }
         Object::Blob(_) => return Err(SpfsError::NotMountable(*digest)),
