@@ -1033,3 +1033,166 @@ fn hostile_platforms_stay_cheap_and_bounded() {
     let err = f.repo.layers_of_stack(&[top]).unwrap_err();
     assert!(matches!(err, SpfsError::PlatformTooDeep(_)), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Round trips of random trees through every encoding and strategy.
+
+mod round_trip {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A directory tree: name -> node.
+    #[derive(Clone, Debug)]
+    enum Node {
+        File {
+            mode: u32,
+            size: u64,
+            seed: u8,
+        },
+        Symlink {
+            size: u64,
+            seed: u8,
+        },
+        Mask,
+        Dir {
+            mode: u32,
+            children: BTreeMap<String, Node>,
+        },
+    }
+
+    fn node() -> impl Strategy<Value = Node> {
+        let leaf = prop_oneof![
+            (0o0u32..0o7777, 0u64..1 << 40, any::<u8>()).prop_map(|(p, size, seed)| Node::File {
+                mode: 0o100000 | p,
+                size,
+                seed
+            }),
+            (1u64..4096, any::<u8>()).prop_map(|(size, seed)| Node::Symlink { size, seed }),
+            Just(Node::Mask),
+            Just(Node::Dir {
+                mode: 0o040755,
+                children: BTreeMap::new()
+            }),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            (
+                0o0u32..0o7777,
+                proptest::collection::btree_map(name(), inner, 0..8),
+            )
+                .prop_map(|(p, children)| Node::Dir {
+                    mode: 0o040000 | p,
+                    children,
+                })
+        })
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9 ._ü-]{1,12}".prop_filter("not . or ..", |n| n != "." && n != "..")
+    }
+
+    /// Encodes the trees below `children` depth first; returns this tree's entries.
+    fn encode_tree<'a>(
+        children: &'a BTreeMap<String, Node>,
+        stored: &mut Vec<Vec<TreeEntry<'a>>>,
+    ) -> Vec<TreeEntry<'a>> {
+        let slot = stored.len();
+        stored.push(Vec::new());
+        let entries: Vec<TreeEntry<'a>> = children
+            .iter()
+            .map(|(name, n)| match n {
+                Node::File { mode, size, seed } => TreeEntry {
+                    name,
+                    kind: EntryKind::File,
+                    object: Digest::of(&[*seed]),
+                    mode: *mode,
+                    size: *size,
+                },
+                Node::Symlink { size, seed } => TreeEntry {
+                    name,
+                    kind: EntryKind::Symlink,
+                    object: Digest::of(&[*seed, 1]),
+                    mode: 0o120777,
+                    size: *size,
+                },
+                Node::Mask => TreeEntry {
+                    name,
+                    kind: EntryKind::Mask,
+                    object: Digest::NULL,
+                    mode: 0o020644,
+                    size: 0,
+                },
+                Node::Dir { mode, children } => {
+                    let sub = encode_tree(children, stored);
+                    TreeEntry {
+                        name,
+                        kind: EntryKind::Dir,
+                        object: encode::tree_digest(&sub),
+                        mode: *mode,
+                        size: 0,
+                    }
+                }
+            })
+            .collect();
+        stored[slot] = entries.clone();
+        entries
+    }
+
+    fn model(
+        prefix: &str,
+        children: &BTreeMap<String, Node>,
+        out: &mut BTreeMap<String, (EntryKind, u32, u64)>,
+    ) {
+        for (name, n) in children {
+            let path = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let v = match n {
+                Node::File { mode, size, .. } => (EntryKind::File, *mode, *size),
+                Node::Symlink { size, .. } => (EntryKind::Symlink, 0o120777, *size),
+                Node::Mask => (EntryKind::Mask, 0o020644, 0),
+                Node::Dir { mode, children } => {
+                    model(&path, children, out);
+                    (EntryKind::Dir, *mode, 0)
+                }
+            };
+            out.insert(path, v);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn random_trees_read_back_in_every_encoding(
+            root in proptest::collection::btree_map(name(), node(), 0..10)
+        ) {
+            let mut stored = Vec::new();
+            encode_tree(&root, &mut stored);
+            let mut want = BTreeMap::new();
+            model("", &root, &mut want);
+            let dir = tempfile::tempdir().unwrap();
+            fs::create_dir_all(dir.path().join("objects")).unwrap();
+            fs::create_dir_all(dir.path().join("payloads")).unwrap();
+            let repo = Repository::open(dir.path()).unwrap();
+            for encoding in [Encoding::FlatBuffers, Encoding::Legacy] {
+                for strategy in [DigestStrategy::WithKindAndSalt, DigestStrategy::Legacy] {
+                    let (d, bytes) = encode::manifest_file(&stored, encoding, strategy);
+                    let path = repo.object_path(&d);
+                    fs::create_dir_all(path.parent().unwrap()).unwrap();
+                    fs::write(&path, &bytes).unwrap();
+                    repo.verify_object(&d).unwrap();
+                    let m = repo.read_manifest(&d).unwrap();
+                    let mut got = BTreeMap::new();
+                    for (i, e) in m.entries().iter().enumerate() {
+                        let path = String::from_utf8(m.path(i)).unwrap();
+                        prop_assert_eq!(m.lookup(path.as_bytes()), Some(i));
+                        got.insert(path, (e.kind(), e.mode(), e.size()));
+                    }
+                    prop_assert_eq!(&got, &want);
+                }
+            }
+        }
+    }
+}
