@@ -107,9 +107,8 @@ macro_rules! table {
             unsafe fn follow(buf: &'a [u8], loc: usize) -> Self {
                 // SAFETY: `Follow::follow`'s contract: the caller guarantees a table at `loc`
                 // (here: the verifier checked it).
-                $name {
-                    tab: unsafe { Table::new(buf, loc) },
-                }
+                let tab = unsafe { Table::new(buf, loc) };
+                $name { tab }
             }
         }
     };
