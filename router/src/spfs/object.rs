@@ -380,3 +380,57 @@ fn small_object_digest(header: &Header, object: &Object, path: &Path) -> Result<
     }
     Ok(Digest::from_bytes(h.finalize().into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header(strategy: u8, encoding: u8, kind: u8) -> Vec<u8> {
+        let mut h = MAGIC.to_vec();
+        h.extend_from_slice(&[strategy, encoding, 0, 0, 0, 0, 0, kind]);
+        h
+    }
+
+    #[test]
+    fn header_errors_name_the_file_and_the_problem() {
+        let path = Path::new("objects/AB/CDEF");
+        let cases: [(Vec<u8>, &str); 5] = [
+            (b"--SP".to_vec(), "truncated"),
+            (b"not an object at all".to_vec(), "bad magic"),
+            (header(1, 1, 0)[..12].to_vec(), "truncated"),
+            (header(1, 2, 0), "unknown encoding format 2"),
+            (header(1, 1, 4), "unknown object kind 4"),
+        ];
+        for (bytes, words) in cases {
+            let err = Header::parse(&bytes, path).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("objects/AB/CDEF") && text.contains(words),
+                "{text}"
+            );
+        }
+        let h = Header::parse(&header(1, 0, 3), path).unwrap();
+        assert_eq!(h.kind, ObjectKind::Platform);
+        assert_eq!(h.encoding, Encoding::Legacy);
+        assert_eq!(h.strategy, DigestStrategy::WithKindAndSalt);
+        assert_eq!(Header::parse(&h.to_bytes(), path).unwrap(), h);
+    }
+
+    proptest! {
+        #[test]
+        fn random_bodies_never_panic(
+            strategy in 0u8..3,
+            encoding in 0u8..2,
+            kind in 0u8..4,
+            body in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let mut bytes = header(strategy, encoding, kind);
+            bytes.extend_from_slice(&body);
+            let path = Path::new("fuzz");
+            let _ = decode(&bytes, path, Digest::NULL, DecodeOptions::default());
+            let verify = DecodeOptions { verify: Some(Digest::NULL) };
+            let _ = decode(&bytes, path, Digest::NULL, verify);
+        }
+    }
+}
