@@ -100,6 +100,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn shared_types_cross_threads() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<Repository>();
+        send_sync::<Repositories>();
+        send_sync::<Manifest>();
+        send_sync::<SpfsError>();
+    }
+
+    #[test]
     fn storage_root_prefers_the_environment() {
         let env = |vars: &'static [(&'static str, &'static str)]| {
             move |name: &str| {
