@@ -198,7 +198,8 @@ target_args=()
 for t in $targets; do target_args+=(--target "$t"); done
 export RUSTC=$rustc_wrapper RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$target_dir
 unset RUSTC_WRAPPER RUSTC_WORKSPACE_WRAPPER
-check=(cargo check --workspace --locked -Zbuild-std=std -Zbuild-std-features=panic-unwind "${target_args[@]}")
+# std,test in both passes: the tests pass needs `test`, and the same set lets it reuse pass 1's std.
+check=(cargo check --workspace --locked -Zbuild-std=std,test -Zbuild-std-features=panic-unwind "${target_args[@]}")
 log=$target_dir/last.log
 
 explain() { # $1 = pass name; reads $log
