@@ -203,14 +203,16 @@ check=(cargo check --workspace --locked -Zbuild-std=std,test -Zbuild-std-feature
 log=$target_dir/last.log
 
 explain() { # $1 = pass name; reads $log
-    local crates
-    crates=$(sed -n 's/^error: failed to run custom build command for `\([^`]*\)`.*/\1/p' "$log" | sort -u | tr '\n' ' ')
+    local crates first
+    crates=$(sed -n 's/^error: failed to run custom build command for `\([^`]*\)`.*/\1/p' "$log" | sort -u |
+        paste -sd, - | sed 's/,/, /g')
+    first=$(echo "$crates" | cut -d' ' -f1)
     if grep -q 'cannot update the lock file' "$log"; then
         die "$1: Cargo.lock is out of date with the Cargo.toml files (the check runs with --locked): run 'cargo update -w' (or any cargo build) and commit Cargo.lock"
     elif grep -q 'error occurred in cc-rs\|unrecognized command-line option .-arch\|failed to find tool' "$log"; then
         die "$1: ${crates:-a dependency} compiles C for the Apple target, which cannot be done on Linux.
   Keep it out of macOS builds (a cfg(not(target_os = \"macos\")) dependency, or a feature that avoids the C code).
-  'cargo tree --workspace --target aarch64-apple-darwin -i <crate>' shows who pulls it in."
+  'cargo tree --workspace --target aarch64-apple-darwin -e normal,build -i ${first:-<crate>}' shows who pulls it in."
     elif grep -q 'failed to run custom build command' "$log"; then
         die "$1: the build script of ${crates} failed for the Apple target (see above)"
     elif grep -q '^error\[E\|^error:' "$log"; then
