@@ -1,0 +1,361 @@
+//! The control plane end to end: the real `spfs-fuse` binary as a service on a temporary socket
+//! and mount point, driven by the real client commands. Each test has its own directory, so
+//! they run in parallel.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_spfs-fuse");
+const READY: Duration = Duration::from_secs(15);
+
+/// A test's directory: a socket path, a mount point and a layer directory.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("mnt")).expect("mnt");
+        std::fs::create_dir(dir.path().join("layer")).expect("layer");
+        std::fs::write(dir.path().join("layer/hello"), "hi\n").expect("hello");
+        Env { dir }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn socket(&self) -> PathBuf {
+        self.path().join("run/spfs-fuse.sock")
+    }
+    fn mountpoint(&self) -> PathBuf {
+        self.path().join("mnt")
+    }
+    fn layer(&self) -> String {
+        self.path()
+            .join("layer")
+            .to_str()
+            .expect("utf-8")
+            .to_owned()
+    }
+
+    /// A client command on this test's socket.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("SPFS_FUSE_SOCKET", self.socket())
+            .env_remove("RUST_LOG")
+            .current_dir(self.path());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run spfs-fuse")
+    }
+
+    /// Starts a service in the foreground (as a child) and waits until it answers.
+    fn service(&self) -> Service {
+        let log = self.path().join("service.stderr");
+        let child = self
+            .cmd(&["service", "--threads", "2"])
+            .arg("--mountpoint")
+            .arg(self.mountpoint())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start service");
+        let mut service = Service { child, log };
+        service.wait_ready(&self.socket());
+        service
+    }
+}
+
+/// A service started by a test; SIGTERMed on drop if still running.
+struct Service {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Service {
+    fn wait_ready(&mut self, socket: &Path) {
+        let deadline = Instant::now() + READY;
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "service exited ({status}) before answering:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "service not ready:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+    fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + READY;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "service did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+#[track_caller]
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "failed: {}", stderr(out));
+    stdout(out)
+}
+
+fn status_json(env: &Env) -> serde_json::Value {
+    serde_json::from_str(&ok(&env.run(&["status", "--json"]))).expect("status --json parses")
+}
+
+/// Polls `cond` for up to [`READY`].
+fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + READY;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn mount_prints_the_mount_point_and_status_lists_the_runtime() {
+    let env = Env::new();
+    let _service = env.service();
+    let layer = env.layer();
+    let out = env.run(&["mount", &layer]);
+    assert_eq!(ok(&out).trim(), env.mountpoint().to_str().unwrap());
+
+    let status = status_json(&env);
+    let runtimes = status["runtimes"].as_array().expect("runtimes");
+    assert_eq!(runtimes.len(), 1, "{status}");
+    // The default root is the command's parent: this test process.
+    assert_eq!(runtimes[0]["root_pid"], std::process::id());
+    assert_eq!(runtimes[0]["env_spec"], layer.as_str());
+    assert_eq!(runtimes[0]["alive"], true);
+    assert_eq!(
+        status["mount_points"][0],
+        env.mountpoint().to_str().unwrap()
+    );
+
+    let text = ok(&env.run(&["status"]));
+    assert!(text.contains(&std::process::id().to_string()), "{text}");
+    assert!(text.contains(&layer), "{text}");
+    ok(&env.run(&["unmount"]));
+    assert_eq!(status_json(&env)["runtimes"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn a_relative_layer_path_is_made_absolute_by_the_client() {
+    let env = Env::new();
+    let _service = env.service();
+    let mut sleeper = Command::new("sleep").arg("60").spawn().expect("sleep");
+    let pid = sleeper.id().to_string();
+    ok(&env.run(&["mount", "--root-process", &pid, "./layer"]));
+    let status = status_json(&env);
+    assert_eq!(status["runtimes"][0]["env_spec"], env.layer().as_str());
+    ok(&env.run(&["unmount", "--root-process", &pid]));
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+}
+
+#[test]
+fn a_duplicate_registration_fails_with_already_exists() {
+    let env = Env::new();
+    let _service = env.service();
+    let layer = env.layer();
+    ok(&env.run(&["mount", &layer]));
+    let out = env.run(&["mount", &layer]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("already exists"), "{err}");
+    assert!(err.contains(&std::process::id().to_string()), "{err}");
+    ok(&env.run(&["unmount"]));
+}
+
+#[test]
+fn unmount_of_an_unknown_root_fails_naming_the_pid() {
+    let env = Env::new();
+    let _service = env.service();
+    let out = env.run(&["unmount", "--root-process", "999999"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("999999"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+}
+
+#[test]
+fn run_exits_with_the_command_code_and_leaves_no_runtime() {
+    let env = Env::new();
+    let _service = env.service();
+    let out = env.run(&["run", &env.layer(), "--", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(status_json(&env)["runtimes"].as_array().unwrap().len(), 0);
+
+    let out = env.run(&["run", &env.layer(), "--", "sh", "-c", "kill -TERM $$"]);
+    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM));
+    assert_eq!(status_json(&env)["runtimes"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn run_sets_spfs_root_to_the_mount_point() {
+    let env = Env::new();
+    let _service = env.service();
+    let out = env.run(&["run", &env.layer(), "--", "sh", "-c", "echo \"$SPFS_ROOT\""]);
+    assert_eq!(ok(&out).trim(), env.mountpoint().to_str().unwrap());
+}
+
+#[test]
+fn the_socket_is_private() {
+    let env = Env::new();
+    let _service = env.service();
+    let meta = std::fs::metadata(env.socket()).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let dir = std::fs::metadata(env.path().join("run")).unwrap();
+    assert_eq!(dir.permissions().mode() & 0o777, 0o700);
+}
+
+#[test]
+fn a_second_service_on_the_same_socket_is_refused() {
+    let env = Env::new();
+    let first = env.service();
+    let other_mnt = env.path().join("mnt2");
+    std::fs::create_dir(&other_mnt).unwrap();
+    let out = env
+        .cmd(&["service", "--mountpoint", other_mnt.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("already serving"), "{err}");
+    assert!(err.contains(&first.pid().to_string()), "{err}");
+    // The first one still serves.
+    status_json(&env);
+}
+
+#[test]
+fn shutdown_stops_the_service_with_0_and_removes_the_socket() {
+    let env = Env::new();
+    let mut service = env.service();
+    ok(&env.run(&["shutdown"]));
+    assert!(service.wait_exit().success(), "{}", service.log());
+    assert!(!env.socket().exists());
+}
+
+#[test]
+fn sigterm_stops_the_service_with_0_and_removes_the_socket() {
+    let env = Env::new();
+    let mut service = env.service();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(service.pid(), libc::SIGTERM) };
+    assert!(service.wait_exit().success(), "{}", service.log());
+    assert!(!env.socket().exists());
+}
+
+#[test]
+fn mount_starts_a_service_when_none_answers() {
+    let env = Env::new();
+    assert!(!env.socket().exists());
+    let out = env
+        .cmd(&["mount", "--mountpoint", env.mountpoint().to_str().unwrap()])
+        .arg(env.layer())
+        .output()
+        .unwrap();
+    assert_eq!(ok(&out).trim(), env.mountpoint().to_str().unwrap());
+    assert!(
+        stderr(&out).contains("started a service"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        status_json(&env)["runtimes"][0]["root_pid"],
+        std::process::id()
+    );
+    ok(&env.run(&["unmount"]));
+    ok(&env.run(&["shutdown"]));
+    assert!(!env.socket().exists());
+}
+
+#[test]
+fn an_auto_started_service_that_dies_is_reported_with_its_log() {
+    let env = Env::new();
+    let out = env
+        .cmd(&["mount", "--backend", "fuse-t", "--mountpoint"])
+        .arg(env.mountpoint())
+        .arg(env.layer())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("exited (exit status: 1)"), "{err}");
+    assert!(err.contains("fuse-t backend is not implemented"), "{err}");
+    assert!(err.contains("spfs-fuse.log"), "{err}");
+}
+
+#[test]
+fn a_stale_socket_from_a_killed_service_is_cleaned_and_a_new_service_starts() {
+    let env = Env::new();
+    let mut service = env.service();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(service.pid(), libc::SIGKILL) };
+    service.wait_exit();
+    assert!(
+        env.socket().exists(),
+        "a SIGKILLed service leaves its socket"
+    );
+    // A real mount may be left behind too; clearing it is the host's job.
+    let _next = env.service();
+    eventually("the new service to answer", || {
+        env.run(&["status", "--json"]).status.success()
+    });
+    assert_eq!(status_json(&env)["runtimes"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn clients_without_a_service_fail_fast() {
+    let env = Env::new();
+    let started = Instant::now();
+    let out = env.run(&["status"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no spfs-fuse service answers"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
