@@ -4,9 +4,13 @@
 //! The gRPC service (`service.rs`) talks to the host only through this file's API, so the
 //! control plane and the filesystem side can change independently.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use spfs_frontends::{Session, SessionConfig};
+use spfs_router::process::SystemProcessTable;
+use spfs_router::{Attr, FileKind, ROOT, RouteError, Router, Routing, Runtime, Timestamp, Vfs};
 
 /// Why a control call on the host failed. The gRPC service maps each variant to a status code.
 #[derive(Debug, thiserror::Error)]
@@ -70,20 +74,80 @@ pub struct HostStatus {
     pub runtimes: Vec<RuntimeStatus>,
 }
 
-/// The runtime host.
-// TODO(lead): replace the in-memory stand-in with the router and the FUSE session.
-#[derive(Debug)]
+/// The runtime host: the route table of the shared layout and the one FUSE session that
+/// serves it.
 pub struct Host {
     config: HostConfig,
-    runtimes: Mutex<BTreeMap<u32, RuntimeStatus>>,
+    router: Arc<Router>,
+    session: Session,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("config", &self.config)
+            .field("session", &self.session)
+            .finish()
+    }
+}
+
+impl From<RouteError> for HostError {
+    fn from(err: RouteError) -> HostError {
+        match err {
+            RouteError::Spec(_) => HostError::InvalidSpec(err.to_string()),
+            RouteError::PidZero | RouteError::NoSuchProcess(_) => {
+                HostError::InvalidRoot(err.to_string())
+            }
+            RouteError::AlreadyRegistered(pid) => HostError::AlreadyRegistered(pid),
+            RouteError::NotRegistered(pid) => HostError::NoSuchRuntime(pid),
+        }
+    }
+}
+
+/// The root's attributes, identical in every view (DESIGN.md §4 rule 3): owned by the service
+/// user, read-only, stamped with the service's start.
+fn root_attr() -> Attr {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let stamp = Timestamp {
+        secs: now.as_secs() as i64,
+        nanos: now.subsec_nanos(),
+    };
+    Attr {
+        node: ROOT,
+        kind: FileKind::Directory,
+        perm: 0o555,
+        nlink: 2,
+        // SAFETY: geteuid and getegid cannot fail and have no preconditions.
+        uid: unsafe { libc::geteuid() },
+        // SAFETY: as above.
+        gid: unsafe { libc::getegid() },
+        size: 0,
+        mtime: stamp,
+        ctime: stamp,
+    }
 }
 
 impl Host {
     /// Mounts and starts serving.
     pub fn start(config: HostConfig) -> Result<Host, HostError> {
+        let router = Arc::new(Router::new(
+            Arc::new(SystemProcessTable::new()),
+            root_attr(),
+        ));
+        let vfs = Arc::new(Vfs::new(Routing::Shared(router.clone())));
+        let session_config = SessionConfig {
+            mountpoint: config.mountpoint.clone(),
+            fsname: "spfs".into(),
+            threads: config.threads,
+        };
+        let session =
+            Session::mount(vfs, &session_config).map_err(|e| HostError::Internal(e.to_string()))?;
         Ok(Host {
             config,
-            runtimes: Mutex::new(BTreeMap::new()),
+            router,
+            session,
         })
     }
 
@@ -95,52 +159,46 @@ impl Host {
         env_spec: &str,
         owner_uid: u32,
     ) -> Result<RuntimeStatus, HostError> {
-        let mut runtimes = self
-            .runtimes
-            .lock()
-            .map_err(|_| HostError::Internal("poisoned".into()))?;
-        if runtimes.contains_key(&root_pid) {
-            return Err(HostError::AlreadyRegistered(root_pid));
-        }
-        let status = RuntimeStatus {
-            root_pid,
-            env_spec: env_spec.to_owned(),
-            owner_uid,
-            mount_point: self.config.mountpoint.clone(),
-            alive: true,
-        };
-        runtimes.insert(root_pid, status.clone());
-        Ok(status)
+        let runtime = self.router.register(root_pid, env_spec, owner_uid)?;
+        Ok(self.runtime_status(&runtime))
     }
 
     /// Removes the runtime of `root_pid`.
     pub fn unmount(&self, root_pid: u32) -> Result<(), HostError> {
-        let mut runtimes = self
-            .runtimes
-            .lock()
-            .map_err(|_| HostError::Internal("poisoned".into()))?;
-        runtimes
-            .remove(&root_pid)
-            .map(|_| ())
-            .ok_or(HostError::NoSuchRuntime(root_pid))
+        self.router.unregister(root_pid)?;
+        Ok(())
     }
 
     /// Reports the backend, mount points and runtimes.
     pub fn status(&self) -> HostStatus {
-        let runtimes = self
-            .runtimes
-            .lock()
-            .map(|r| r.values().cloned().collect())
-            .unwrap_or_default();
         HostStatus {
             backend: "kext".into(),
             transport: "device".into(),
             layout: "shared".into(),
-            mount_points: vec![self.config.mountpoint.clone()],
-            runtimes,
+            mount_points: vec![self.session.mountpoint().to_path_buf()],
+            runtimes: self
+                .router
+                .runtimes()
+                .iter()
+                .map(|r| self.runtime_status(r))
+                .collect(),
         }
     }
 
     /// Unmounts everything; called once when the service stops.
-    pub fn stop(self) {}
+    pub fn stop(self) {
+        if let Err(err) = self.session.unmount() {
+            tracing::warn!(error = %err, "unmounting at shutdown failed");
+        }
+    }
+
+    fn runtime_status(&self, runtime: &Runtime) -> RuntimeStatus {
+        RuntimeStatus {
+            root_pid: runtime.root_pid,
+            env_spec: runtime.spec.to_string(),
+            owner_uid: runtime.owner_uid,
+            mount_point: self.session.mountpoint().to_path_buf(),
+            alive: self.router.is_alive(runtime),
+        }
+    }
 }

@@ -1,0 +1,399 @@
+//! End-to-end tests through the real binary and a real mount: a service on a temporary mount
+//! point and socket, runtimes registered for real `sh` process trees, and what each process
+//! sees checked against the source layers.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_spfs-fuse");
+
+/// Whether this host can mount FUSE; see `require_fuse` in the frontends' tests.
+fn require_fuse() -> bool {
+    let reason = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+    {
+        // SAFETY: geteuid has no preconditions.
+        Ok(_) if unsafe { libc::geteuid() } == 0 => return true,
+        Ok(_) => "mounting needs root here".to_string(),
+        Err(err) => format!("/dev/fuse cannot be opened: {err}"),
+    };
+    if std::env::var("SPFS_FUSE_REQUIRE_MOUNT").as_deref() == Ok("1") {
+        panic!("FUSE is required (SPFS_FUSE_REQUIRE_MOUNT=1) but unusable: {reason}");
+    }
+    eprintln!("skipping: {reason}");
+    false
+}
+
+/// A service on its own mount point and socket, shut down (or killed) when dropped.
+struct Service {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Service {
+    fn start() -> Service {
+        let dir = tempfile::tempdir().unwrap();
+        let mut service = Service { dir, child: None };
+        service.spawn();
+        service
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("service.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["service", "--threads", "2", "--mountpoint"])
+            .arg(self.mountpoint())
+            .arg("--socket")
+            .arg(self.socket())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.cli(&["status"]).status.success() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("service exited with {status}: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("service did not answer within 20 s: {}", self.log());
+    }
+
+    fn mountpoint(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("spfs.sock")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("service.log")).unwrap_or_default()
+    }
+
+    /// Runs a client command against this service (`--socket` goes right after the command,
+    /// before any `--`).
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg(args[0])
+            .arg("--socket")
+            .arg(self.socket())
+            .args(&args[1..])
+            .output()
+            .unwrap()
+    }
+
+    fn mount(&self, root: u32, spec: &str) -> String {
+        let out = self.cli(&["mount", "--root-process", &root.to_string(), spec]);
+        assert!(
+            out.status.success(),
+            "mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn unmount(&self, root: u32) {
+        let out = self.cli(&["unmount", "--root-process", &root.to_string()]);
+        assert!(
+            out.status.success(),
+            "unmount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn kill(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = self.cli(&["shutdown"]);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Never leave a mount behind, even after a failed test.
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.mountpoint())
+            .status();
+    }
+}
+
+/// A shell that runs one line of script per line sent to it and answers with one line.
+struct Shell {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Shell {
+    /// A shell `depth` levels of `sh -c` below the process whose pid is the shell's.
+    fn nested(depth: usize) -> Shell {
+        let mut script = String::from("while read -r line; do eval \"$line\"; done");
+        for _ in 1..depth {
+            // `; exit $?` keeps each level a real parent: no shell may exec its last command.
+            script = format!("sh -c '{}'; exit $?", script.replace('\'', "'\\''"));
+        }
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Shell {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Runs `line` and returns its one-line answer.
+    fn ask(&mut self, line: &str) -> String {
+        // Errors come back as the answer (never a silent hang), and `echo` ends every answer.
+        writeln!(
+            self.stdin,
+            "{{ {line} ; }} 2>&1 | tr '\\n' ' ' | sed 's/ $//'; echo"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        self.stdout.read_line(&mut answer).unwrap();
+        answer.trim_end().to_string()
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn put(root: &Path, rel: &str, bytes: &[u8]) {
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn two_runtimes_see_their_own_bytes_and_an_outsider_sees_nothing() {
+    if !require_fuse() {
+        return;
+    }
+    let service = Service::start();
+    let layers = tempfile::tempdir().unwrap();
+    let (base, a, b) = (
+        layers.path().join("base"),
+        layers.path().join("a"),
+        layers.path().join("b"),
+    );
+    put(&base, "bin/tool", b"base tool\n");
+    put(&base, "etc/conf", b"shared conf\n");
+    put(&a, "bin/tool", b"tool from a\n");
+    put(&b, "lib/only-b", b"b's library\n");
+    std::fs::write(b.join(".wh.etc"), b"").unwrap();
+
+    let mut in_a = Shell::nested(1);
+    let mut in_b = Shell::nested(1);
+    let spec_a = format!("{}+{}", base.display(), a.display());
+    let spec_b = format!("{}+{}", base.display(), b.display());
+    let mount = service.mount(in_a.pid(), &spec_a);
+    assert_eq!(Path::new(&mount), service.mountpoint());
+    service.mount(in_b.pid(), &spec_b);
+
+    let m = service.mountpoint();
+    let m = m.display();
+    assert_eq!(
+        in_a.ask(&format!("sha256sum {m}/bin/tool | cut -d' ' -f1")),
+        sha256(&a.join("bin/tool"))
+    );
+    assert_eq!(
+        in_b.ask(&format!("sha256sum {m}/bin/tool | cut -d' ' -f1")),
+        sha256(&base.join("bin/tool"))
+    );
+    assert_eq!(in_a.ask(&format!("ls {m}")), "bin etc");
+    assert_eq!(
+        in_b.ask(&format!("ls {m}")),
+        "bin lib",
+        "the whiteout hides etc in b"
+    );
+    assert_eq!(in_b.ask(&format!("cat {m}/lib/only-b")), "b's library");
+    assert_eq!(in_a.ask(&format!("test -e {m}/lib/only-b; echo $?")), "1");
+
+    let outsider = Command::new("ls")
+        .arg("-A")
+        .arg(service.mountpoint())
+        .output()
+        .unwrap();
+    assert!(outsider.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&outsider.stdout),
+        "",
+        "an outsider sees an empty directory"
+    );
+
+    let status = service.cli(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let roots: Vec<u64> = status["runtimes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["root_pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(roots.len(), 2, "{status}");
+    assert!(roots.contains(&u64::from(in_a.pid())) && roots.contains(&u64::from(in_b.pid())));
+}
+
+#[test]
+fn a_process_six_levels_down_sees_the_view_until_unmount() {
+    if !require_fuse() {
+        return;
+    }
+    let service = Service::start();
+    let layer = tempfile::tempdir().unwrap();
+    put(layer.path(), "marker", b"here\n");
+    let mut shell = Shell::nested(6);
+    service.mount(shell.pid(), layer.path().to_str().unwrap());
+    let m = service.mountpoint();
+    // The innermost shell checks its own depth: six `sh` processes from the root down.
+    let chain = shell.ask(&format!(
+        "p=$$; n=0; while [ \"$p\" != {} ] && [ \"$p\" != 1 ]; do n=$((n+1)); p=$(awk '{{print $4}}' /proc/$p/stat); done; echo $n",
+        shell.pid()
+    ));
+    assert_eq!(
+        chain, "5",
+        "the innermost shell is 5 parents below the root (6 levels)"
+    );
+    assert_eq!(shell.ask(&format!("cat {}/marker", m.display())), "here");
+    service.unmount(shell.pid());
+    assert_eq!(
+        shell.ask(&format!("ls -A {} | wc -l", m.display())),
+        "0",
+        "after unmount the same process sees the empty view"
+    );
+}
+
+#[test]
+fn run_returns_the_exit_code_and_leaves_no_runtime() {
+    if !require_fuse() {
+        return;
+    }
+    let service = Service::start();
+    let layer = tempfile::tempdir().unwrap();
+    put(layer.path(), "bin/tool", b"x");
+    let out = service.cli(&[
+        "run",
+        layer.path().to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "test -f \"$SPFS_ROOT/bin/tool\" && exit 7; exit 1",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = service.cli(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        status["runtimes"].as_array().map(Vec::len),
+        Some(0),
+        "{status}"
+    );
+}
+
+#[test]
+fn a_256_mib_file_reads_back_intact_with_8_readers() {
+    if !require_fuse() {
+        return;
+    }
+    let service = Service::start();
+    let layer = tempfile::tempdir().unwrap();
+    let big = layer.path().join("big");
+    {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut chunk = vec![0u8; 1 << 20];
+        for _ in 0..256 {
+            for word in chunk.chunks_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                word.copy_from_slice(&state.to_le_bytes());
+            }
+            file.write_all(&chunk).unwrap();
+        }
+    }
+    let expected = sha256(&big);
+    let mut shell = Shell::nested(1);
+    service.mount(shell.pid(), layer.path().to_str().unwrap());
+    let m = service.mountpoint();
+    // The loop's subshell waits for its readers: a reader whose parent exits is reparented out
+    // of the runtime's tree and rightly sees the empty view.
+    let sums = shell.ask(&format!(
+        "{{ for i in 1 2 3 4 5 6 7 8; do sha256sum {}/big & done; wait; }} | cut -d' ' -f1 | sort | uniq -c | tr -s ' ' | tr '\\n' ';'",
+        m.display()
+    ));
+    assert_eq!(sums, format!(" 8 {expected};"));
+}
+
+#[test]
+fn a_service_killed_with_sigkill_is_replaced_on_the_same_mount_point() {
+    if !require_fuse() {
+        return;
+    }
+    let mut service = Service::start();
+    let layer = tempfile::tempdir().unwrap();
+    put(layer.path(), "marker", b"again\n");
+    let mut shell = Shell::nested(1);
+    service.mount(shell.pid(), layer.path().to_str().unwrap());
+    service.kill();
+    let stale = std::fs::metadata(service.mountpoint()).unwrap_err();
+    assert_eq!(
+        stale.raw_os_error(),
+        Some(libc::ENOTCONN),
+        "the dead service left a stale mount"
+    );
+    service.spawn();
+    service.mount(shell.pid(), layer.path().to_str().unwrap());
+    assert_eq!(
+        shell.ask(&format!("cat {}/marker", service.mountpoint().display())),
+        "again"
+    );
+}
