@@ -19,23 +19,13 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
 use nix::sys::stat::Mode;
 
-/// The socket's file name inside the default directory.
-const SOCKET_NAME: &str = "spfs-fuse.sock";
-
 /// How long a starting service waits for another one that holds the lock but does not answer
 /// (it is starting or stopping) before giving up.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
-/// The default socket: `$XDG_RUNTIME_DIR/spfs-fuse/spfs-fuse.sock`, else
-/// `/tmp/spfs-fuse-<uid>/spfs-fuse.sock`. (`SPFS_FUSE_SOCKET` is read by clap as `--socket`.)
+/// The default socket, shared with `doctor` so both look at the same place.
 pub(crate) fn default_socket_path() -> PathBuf {
-    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(runtime_dir) if Path::new(&runtime_dir).is_absolute() => {
-            PathBuf::from(runtime_dir).join("spfs-fuse")
-        }
-        _ => PathBuf::from(format!("/tmp/spfs-fuse-{}", nix::unistd::getuid())),
-    };
-    dir.join(SOCKET_NAME)
+    spfs_probe::default_socket_path()
 }
 
 /// The socket to use: the one given (`--socket` or `SPFS_FUSE_SOCKET`) made absolute, else
