@@ -11,7 +11,7 @@ pub(crate) mod wire;
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -99,6 +99,25 @@ enum Listener {
     Tcp(std::net::TcpListener),
 }
 
+/// Logs what the probe finds and which backend it would pick, through the same code as
+/// `doctor`. The kext backend is the only one built so far, so the choice is logged (with the
+/// hints of every rejected candidate) rather than acted on.
+fn log_backend_choice(requested: Backend, mountpoint: &Path) {
+    let Ok(requested) = requested.as_arg().parse::<spfs_probe::Backend>() else {
+        return;
+    };
+    let config = spfs_probe::ProbeConfig {
+        mountpoint: mountpoint.to_path_buf(),
+        ..Default::default()
+    };
+    let facts = spfs_probe::Facts::collect(&config);
+    let selection = spfs_probe::select(&facts, requested);
+    tracing::info!(%facts, %selection, "probed the host");
+    for rejected in &selection.rejected {
+        tracing::warn!(backend = %rejected.backend, reason = %rejected.reason, hint = rejected.hint, "backend not usable");
+    }
+}
+
 /// Runs the service in the foreground until SIGINT, SIGTERM or `Shutdown`.
 pub fn run(args: ServiceArgs) -> anyhow::Result<ExitCode> {
     init_logging();
@@ -106,6 +125,7 @@ pub fn run(args: ServiceArgs) -> anyhow::Result<ExitCode> {
         bail!("the fuse-t backend is not implemented yet; use --backend kext");
     }
     let mountpoint = absolute(&args.mountpoint)?;
+    log_backend_choice(args.backend, &mountpoint);
     if mountpoint.to_str().is_none() {
         bail!(
             "the mount point {} is not valid UTF-8",
@@ -169,6 +189,13 @@ async fn serve(listener: Listener, config: HostConfig, backend: Backend) -> anyh
     let host = tokio::task::spawn_blocking(move || Host::start(config))
         .await
         .context("the host start-up task failed")?
+        .map_err(|err| {
+            // The same hint `doctor` gives, for the failure as the transport worded it.
+            match spfs_probe::hint_for_mount_error(spfs_probe::Backend::Kext, &err.to_string()) {
+                Some(hint) => anyhow::anyhow!("{err}\nhint: {hint}"),
+                None => anyhow::anyhow!(err),
+            }
+        })
         .with_context(|| format!("cannot start serving {}", mountpoint.display()))?;
     let host = Arc::new(host);
 
