@@ -159,15 +159,7 @@ impl FileSystem for Adapter {
     type Handle = u64;
 
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
-        let wanted = FsOptions::ASYNC_READ
-            | FsOptions::PARALLEL_DIROPS
-            | FsOptions::DO_READDIRPLUS
-            | FsOptions::READDIRPLUS_AUTO
-            | FsOptions::BIG_WRITES
-            | FsOptions::AUTO_INVAL_DATA;
-        #[cfg(target_os = "linux")]
-        let wanted = wanted | FsOptions::MAX_PAGES | FsOptions::CACHE_SYMLINKS;
-        let enabled = capable & wanted;
+        let enabled = capable & wanted_options();
         tracing::debug!(?enabled, "FUSE init");
         Ok(enabled)
     }
@@ -520,6 +512,21 @@ fn no_xattr() -> i32 {
     return libc::ENODATA;
     #[cfg(not(target_os = "linux"))]
     return libc::ENOATTR;
+}
+
+/// The protocol options to ask the kernel for. macFUSE's ABI has only a few of Linux's.
+fn wanted_options() -> FsOptions {
+    #[cfg(target_os = "linux")]
+    return FsOptions::ASYNC_READ
+        | FsOptions::PARALLEL_DIROPS
+        | FsOptions::DO_READDIRPLUS
+        | FsOptions::READDIRPLUS_AUTO
+        | FsOptions::BIG_WRITES
+        | FsOptions::AUTO_INVAL_DATA
+        | FsOptions::MAX_PAGES
+        | FsOptions::CACHE_SYMLINKS;
+    #[cfg(not(target_os = "linux"))]
+    return FsOptions::ASYNC_READ | FsOptions::BIG_WRITES;
 }
 
 /// Directory caching below the root; `CACHE_DIR` exists only in the Linux ABI.

@@ -3,11 +3,11 @@
 //! serving loop is shared; each worker thread has a channel of its own.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
 use fuse_backend_rs::api::server::Server;
-use fuse_backend_rs::transport::FuseSession;
+use fuse_backend_rs::transport::{FuseChannel, FuseSession};
 use spfs_router::Vfs;
 
 use crate::adapter::Adapter;
@@ -26,17 +26,20 @@ pub struct SessionConfig {
 }
 
 /// A mounted, serving FUSE session. Unmounts when dropped.
+///
+/// The transport's session object lives on a thread of its own for its whole life: macOS's
+/// holds DiskArbitration pointers, which may not cross threads, while a `Session` must (the
+/// service shares it between gRPC tasks). The other threads only talk to that owner.
 pub struct Session {
     mountpoint: PathBuf,
-    session: Option<FuseSession>,
-    workers: Vec<JoinHandle<()>>,
+    stop: Option<mpsc::Sender<()>>,
+    owner: Option<JoinHandle<Result<(), MountError>>>,
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
             .field("mountpoint", &self.mountpoint)
-            .field("workers", &self.workers.len())
             .finish()
     }
 }
@@ -46,47 +49,34 @@ impl Session {
     /// `vfs` on `config.threads` threads.
     pub fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Session, MountError> {
         mountpoint::prepare(&config.mountpoint)?;
-        let failed = |message: String| MountError::Session {
-            path: config.mountpoint.clone(),
-            message,
-        };
-        let mut session = FuseSession::new(&config.mountpoint, &config.fsname, "", true)
-            .map_err(|e| failed(e.to_string()))?;
-        session.mount().map_err(|e| failed(e.to_string()))?;
-        let server = Arc::new(Server::new(Adapter::new(vfs)));
-        let mut workers = Vec::new();
-        for worker in 0..config.threads.max(1) {
-            let mut channel = session.new_channel().map_err(|e| failed(e.to_string()))?;
-            let server = server.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("spfs-fuse-{worker}"))
-                .spawn(move || {
-                    loop {
-                        match channel.get_request() {
-                            Ok(Some((reader, writer))) => {
-                                if let Err(err) = server.handle_message(reader, writer.into(), None, None) {
-                                    // An interrupted request's reply has nowhere to go; the
-                                    // session itself is fine.
-                                    tracing::debug!(worker, error = %err, "request failed");
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(err) => {
-                                tracing::error!(worker, error = %err, "FUSE channel failed; worker stops");
-                                break;
-                            }
-                        }
-                    }
+        let (mounted_tx, mounted_rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = mpsc::channel();
+        let owner_config = config.clone();
+        let owner = std::thread::Builder::new()
+            .name("spfs-fuse-session".into())
+            .spawn(move || own_session(vfs, &owner_config, &mounted_tx, &stop_rx))
+            .map_err(|e| MountError::Session {
+                path: config.mountpoint.clone(),
+                message: format!("cannot start the session thread: {e}"),
+            })?;
+        match mounted_rx.recv() {
+            Ok(Ok(())) => {
+                tracing::info!(mountpoint = %config.mountpoint.display(), threads = config.threads, "mounted");
+                Ok(Session {
+                    mountpoint: config.mountpoint.clone(),
+                    stop: Some(stop_tx),
+                    owner: Some(owner),
                 })
-                .map_err(|e| failed(format!("cannot start a worker thread: {e}")))?;
-            workers.push(handle);
+            }
+            Ok(Err(err)) => {
+                let _ = owner.join();
+                Err(err)
+            }
+            Err(_) => Err(MountError::Session {
+                path: config.mountpoint.clone(),
+                message: "the session thread ended before mounting".into(),
+            }),
         }
-        tracing::info!(mountpoint = %config.mountpoint.display(), threads = workers.len(), "mounted");
-        Ok(Session {
-            mountpoint: config.mountpoint.clone(),
-            session: Some(session),
-            workers,
-        })
     }
 
     /// Where the session is mounted.
@@ -100,20 +90,16 @@ impl Session {
     }
 
     fn stop(&mut self) -> Result<(), MountError> {
-        let Some(mut session) = self.session.take() else {
+        let (Some(stop), Some(owner)) = (self.stop.take(), self.owner.take()) else {
             return Ok(());
         };
-        let result = session.umount().map_err(|e| MountError::Unmount {
-            path: self.mountpoint.clone(),
-            message: e.to_string(),
+        let _ = stop.send(());
+        let result = owner.join().unwrap_or_else(|_| {
+            Err(MountError::Unmount {
+                path: self.mountpoint.clone(),
+                message: "the session thread panicked".into(),
+            })
         });
-        // Workers blocked on a channel whose mount is still busy (lazy unmount) wake here.
-        if let Err(err) = session.wake() {
-            tracing::warn!(error = %err, "could not wake FUSE workers");
-        }
-        for worker in self.workers.drain(..) {
-            let _ = worker.join();
-        }
         tracing::info!(mountpoint = %self.mountpoint.display(), "unmounted");
         result
     }
@@ -123,6 +109,78 @@ impl Drop for Session {
     fn drop(&mut self) {
         if let Err(err) = self.stop() {
             tracing::warn!(error = %err, "unmounting on drop failed");
+        }
+    }
+}
+
+/// The session thread: mounts, starts the workers, reports, then waits for the stop signal
+/// (or the `Session` being dropped) and unmounts.
+fn own_session(
+    vfs: Arc<Vfs>,
+    config: &SessionConfig,
+    mounted: &mpsc::Sender<Result<(), MountError>>,
+    stop: &mpsc::Receiver<()>,
+) -> Result<(), MountError> {
+    let failed = |message: String| MountError::Session {
+        path: config.mountpoint.clone(),
+        message,
+    };
+    let started: Result<(FuseSession, Vec<JoinHandle<()>>), MountError> = (|| {
+        let mut session = FuseSession::new(&config.mountpoint, &config.fsname, "", true)
+            .map_err(|e| failed(e.to_string()))?;
+        session.mount().map_err(|e| failed(e.to_string()))?;
+        let server = Arc::new(Server::new(Adapter::new(vfs)));
+        let mut workers = Vec::new();
+        for worker in 0..config.threads.max(1) {
+            let channel = session.new_channel().map_err(|e| failed(e.to_string()))?;
+            let server = server.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("spfs-fuse-{worker}"))
+                .spawn(move || serve(worker, channel, &server))
+                .map_err(|e| failed(format!("cannot start a worker thread: {e}")))?;
+            workers.push(handle);
+        }
+        Ok((session, workers))
+    })();
+    let (mut session, workers) = match started {
+        Ok(started) => started,
+        Err(err) => {
+            let _ = mounted.send(Err(err));
+            return Ok(());
+        }
+    };
+    let _ = mounted.send(Ok(()));
+    // Either a stop message or the sender dropped: both mean unmount.
+    let _ = stop.recv();
+    let result = session.umount().map_err(|e| MountError::Unmount {
+        path: config.mountpoint.clone(),
+        message: e.to_string(),
+    });
+    // Workers blocked on a channel whose mount is still busy (lazy unmount) wake here.
+    if let Err(err) = session.wake() {
+        tracing::warn!(error = %err, "could not wake FUSE workers");
+    }
+    for worker in workers {
+        let _ = worker.join();
+    }
+    result
+}
+
+/// One worker: answers requests from its channel until the session ends.
+fn serve(worker: usize, mut channel: FuseChannel, server: &Server<Adapter>) {
+    loop {
+        match channel.get_request() {
+            Ok(Some((reader, writer))) => {
+                if let Err(err) = server.handle_message(reader, writer.into(), None, None) {
+                    // An interrupted request's reply has nowhere to go; the session is fine.
+                    tracing::debug!(worker, error = %err, "request failed");
+                }
+            }
+            Ok(None) => break,
+            Err(err) => {
+                tracing::error!(worker, error = %err, "FUSE channel failed; worker stops");
+                break;
+            }
         }
     }
 }
