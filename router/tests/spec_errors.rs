@@ -1,7 +1,5 @@
 //! Every env-spec error, by its message.
 
-use std::os::unix::fs::PermissionsExt;
-
 use spfs_router::{EnvSpec, SpecError};
 
 fn check(spec: &str) -> Result<EnvSpec, SpecError> {
@@ -81,6 +79,7 @@ fn as_nobody<T>(f: impl FnOnce() -> T) -> T {
 #[cfg(target_os = "linux")]
 #[test]
 fn unreadable_directory() {
+    use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let dir = tmp.path().join("locked");
