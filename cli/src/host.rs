@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use spfs_frontends::{Session, SessionConfig};
 use spfs_router::process::SystemProcessTable;
-use spfs_router::{Attr, FileKind, ROOT, RouteError, Router, Routing, Runtime, Timestamp, Vfs};
+use spfs_router::{Attr, RouteError, Router, Routing, Runtime, Timestamp, Vfs};
 
 /// Why a control call on the host failed. The gRPC service maps each variant to a status code.
 #[derive(Debug, thiserror::Error)]
@@ -114,19 +114,9 @@ fn root_attr() -> Attr {
         secs: now.as_secs() as i64,
         nanos: now.subsec_nanos(),
     };
-    Attr {
-        node: ROOT,
-        kind: FileKind::Directory,
-        perm: 0o555,
-        nlink: 2,
-        // SAFETY: geteuid and getegid cannot fail and have no preconditions.
-        uid: unsafe { libc::geteuid() },
-        // SAFETY: as above.
-        gid: unsafe { libc::getegid() },
-        size: 0,
-        mtime: stamp,
-        ctime: stamp,
-    }
+    // SAFETY: geteuid and getegid cannot fail and have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    Attr::root(uid, gid, stamp)
 }
 
 impl Host {

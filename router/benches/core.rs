@@ -12,17 +12,7 @@ use spfs_router::{
 };
 
 fn root_attr() -> Attr {
-    Attr {
-        node: ROOT,
-        kind: FileKind::Directory,
-        perm: 0o555,
-        nlink: 2,
-        uid: 0,
-        gid: 0,
-        size: 0,
-        mtime: Timestamp::default(),
-        ctime: Timestamp::default(),
-    }
+    Attr::root(0, 0, Timestamp::default())
 }
 
 /// A tree of depth 8 below registered root 100: 100 -> 101 -> ... -> 108.

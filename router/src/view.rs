@@ -65,6 +65,24 @@ pub struct Attr {
     pub ctime: Timestamp,
 }
 
+impl Attr {
+    /// The attributes of the root of every view: a read-only directory owned by `uid`:`gid`,
+    /// stamped `time`. The root must look the same in every view (DESIGN.md §4 rule 3).
+    pub fn root(uid: u32, gid: u32, time: Timestamp) -> Attr {
+        Attr {
+            node: crate::node::ROOT,
+            kind: FileKind::Directory,
+            perm: 0o555,
+            nlink: 2,
+            uid,
+            gid,
+            size: 0,
+            mtime: time,
+            ctime: time,
+        }
+    }
+}
+
 /// One entry of a view. Kept small: a view holds one per merged path.
 #[derive(Debug, Clone)]
 struct Node {

@@ -8,23 +8,14 @@ use spfs_router::{Attr, DirEntry, DirectoryReplier, FileKind, NodeId, Pid, ROOT,
 
 /// The root attributes the tests give every router.
 pub fn root_attr() -> Attr {
-    Attr {
-        node: ROOT,
-        kind: FileKind::Directory,
-        perm: 0o555,
-        nlink: 2,
-        uid: 0,
-        gid: 0,
-        size: 0,
-        mtime: Timestamp {
+    Attr::root(
+        0,
+        0,
+        Timestamp {
             secs: 1_700_000_000,
             nanos: 0,
         },
-        ctime: Timestamp {
-            secs: 1_700_000_000,
-            nanos: 0,
-        },
-    }
+    )
 }
 
 /// Collects every entry of a listing.

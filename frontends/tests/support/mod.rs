@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use spfs_router::process::SystemProcessTable;
-use spfs_router::{Attr, FileKind, ROOT, Router, Timestamp};
+use spfs_router::{Attr, Router, Timestamp};
 
 /// Whether this host can mount FUSE. When it cannot, a test prints why and returns early,
 /// unless `SPFS_FUSE_REQUIRE_MOUNT=1`, which turns the skip into a failure (CI sets it).
@@ -29,23 +29,14 @@ pub fn require_fuse() -> bool {
 
 /// Root attributes for test routers.
 pub fn root_attr() -> Attr {
-    Attr {
-        node: ROOT,
-        kind: FileKind::Directory,
-        perm: 0o555,
-        nlink: 2,
-        uid: 0,
-        gid: 0,
-        size: 0,
-        mtime: Timestamp {
+    Attr::root(
+        0,
+        0,
+        Timestamp {
             secs: 1_700_000_000,
             nanos: 0,
         },
-        ctime: Timestamp {
-            secs: 1_700_000_000,
-            nanos: 0,
-        },
-    }
+    )
 }
 
 /// A router over the host's real processes.
