@@ -53,6 +53,17 @@ pub fn state(path: &Path) -> Result<MountpointState, MountError> {
 /// is refused: it most likely belongs to another running service.
 pub fn prepare(path: &Path) -> Result<(), MountError> {
     match state(path)? {
+        MountpointState::Live => return Err(MountError::AlreadyMounted(path.to_path_buf())),
+        MountpointState::Stale => {
+            tracing::warn!(mountpoint = %path.display(), "clearing a stale mount left by a service that is gone");
+            platform::force_unmount(path).map_err(|source| MountError::StaleMount {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        MountpointState::Ready | MountpointState::Missing => {}
+    }
+    match state(path)? {
         MountpointState::Ready => Ok(()),
         MountpointState::Missing => {
             fs::create_dir_all(path).map_err(|source| MountError::Mountpoint {
@@ -60,26 +71,9 @@ pub fn prepare(path: &Path) -> Result<(), MountError> {
                 source,
             })
         }
-        MountpointState::Live => Err(MountError::AlreadyMounted(path.to_path_buf())),
-        MountpointState::Stale => {
-            tracing::warn!(mountpoint = %path.display(), "clearing a stale mount left by a service that is gone");
-            platform::force_unmount(path).map_err(|source| MountError::StaleMount {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            match state(path)? {
-                MountpointState::Ready => Ok(()),
-                MountpointState::Missing => {
-                    fs::create_dir_all(path).map_err(|source| MountError::Mountpoint {
-                        path: path.to_path_buf(),
-                        source,
-                    })
-                }
-                other => Err(MountError::StaleMount {
-                    path: path.to_path_buf(),
-                    source: io::Error::other(format!("still {other:?} after unmounting")),
-                }),
-            }
-        }
+        other => Err(MountError::StaleMount {
+            path: path.to_path_buf(),
+            source: io::Error::other(format!("still {other:?} after unmounting")),
+        }),
     }
 }
