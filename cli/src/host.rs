@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use spfs_frontends::{Session, SessionConfig};
+use spfs_frontends::{Session, SessionConfig, Transport};
 use spfs_router::process::SystemProcessTable;
 use spfs_router::{Attr, RouteError, Router, Routing, Runtime, Timestamp, Vfs};
 
@@ -130,6 +130,8 @@ impl Host {
         let session_config = SessionConfig {
             mountpoint: config.mountpoint.clone(),
             fsname: "spfs".into(),
+            volname: "spfs".into(),
+            transport: Transport::Device,
             threads: config.threads,
         };
         let session =

@@ -43,4 +43,12 @@ pub enum MountError {
         /// The transport's own message.
         message: String,
     },
+    /// This build cannot serve the transport (FUSE-T outside macOS).
+    #[error("cannot mount {path:?}: the {transport} transport is not available on this platform")]
+    Unsupported {
+        /// The mount point.
+        path: PathBuf,
+        /// The transport asked for.
+        transport: &'static str,
+    },
 }

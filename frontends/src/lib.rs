@@ -13,4 +13,4 @@ pub mod session;
 
 pub use error::MountError;
 pub use platform::force_unmount;
-pub use session::{Session, SessionConfig};
+pub use session::{Session, SessionConfig, Transport};

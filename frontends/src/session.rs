@@ -14,6 +14,25 @@ use crate::adapter::Adapter;
 use crate::error::MountError;
 use crate::mountpoint;
 
+/// How FUSE requests reach the session (DESIGN.md §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A kernel device: macFUSE's `/dev/macfuseN` on macOS, `/dev/fuse` on Linux.
+    Device,
+    /// FUSE-T: the kernel's NFS client talks to a user-space server (macOS only).
+    Nfs,
+}
+
+impl Transport {
+    /// The name `status` and the logs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Device => "device",
+            Transport::Nfs => "nfs",
+        }
+    }
+}
+
 /// How to mount a session.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -21,6 +40,10 @@ pub struct SessionConfig {
     pub mountpoint: PathBuf,
     /// The filesystem name the mount table shows.
     pub fsname: String,
+    /// The volume name Finder shows (macOS only; ignored on Linux).
+    pub volname: String,
+    /// How requests arrive.
+    pub transport: Transport,
     /// Worker threads, each with its own channel.
     pub threads: usize,
 }
@@ -48,6 +71,12 @@ impl Session {
     /// Prepares the mount point (clearing a stale mount), mounts read-only and starts serving
     /// `vfs` on `config.threads` threads.
     pub fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Session, MountError> {
+        if config.transport != Transport::Device {
+            return Err(MountError::Unsupported {
+                path: config.mountpoint.clone(),
+                transport: config.transport.name(),
+            });
+        }
         mountpoint::prepare(&config.mountpoint)?;
         let (mounted_tx, mounted_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = mpsc::channel();

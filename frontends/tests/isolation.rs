@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use spfs_frontends::{Session, SessionConfig};
+use spfs_frontends::{Session, SessionConfig, Transport};
 use spfs_router::{Routing, Vfs};
 use support::{put, require_fuse, system_router};
 
@@ -133,6 +133,8 @@ fn two_trees_and_an_outsider_each_see_only_their_own_view() {
         &SessionConfig {
             mountpoint: mount.clone(),
             fsname: "spfs-test".into(),
+            volname: "spfs-test".into(),
+            transport: Transport::Device,
             threads: 2,
         },
     )
