@@ -106,7 +106,7 @@ impl From<RouteError> for HostError {
 
 /// The root's attributes, identical in every view (DESIGN.md §4 rule 3): owned by the service
 /// user, read-only, stamped with the service's start.
-fn root_attr() -> Attr {
+pub(crate) fn root_attr() -> Attr {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

@@ -9,6 +9,9 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+mod support;
+use support::require_fuse;
+
 fn host_dir(host: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../probe/tests/hosts")
@@ -314,20 +317,53 @@ fn a_dead_socket_warns() {
 
 #[test]
 fn mount_test_reports_before_the_verdict() {
-    let (code, json) = Doctor::on("linux-dev-fuse").args(&["--mount-test"]).json();
-    let checks = json["checks"].as_array().unwrap();
-    let ids: Vec<&str> = checks.iter().map(|c| c["id"].as_str().unwrap()).collect();
-    assert_eq!(ids[ids.len() - 2..], ["mount.test", "backend"], "{ids:?}");
-    // Until the mount machinery exists the test cannot run, which is a warning.
-    assert_eq!(check(&json, "mount.test")["status"], "warn");
-    assert_eq!(code, 2);
-
     // With no usable backend there is nothing to mount with.
     let (code, json) = Doctor::on("linux-no-dev-fuse")
         .args(&["--mount-test"])
         .json();
     assert_eq!(check(&json, "mount.test")["status"], "info");
     assert_eq!(code, 1);
+
+    // A mount that fails is a failed check with a hint, and the host is not ready. FUSE-T's
+    // transport does not exist on Linux, so this fake Mac's mount test fails for real.
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let (code, json) = Doctor::on("macos13-intel-fuse-t-only")
+        .args(&["--mount-test"])
+        .json();
+    let mount_test = check(&json, "mount.test");
+    assert_eq!(mount_test["status"], "fail", "{mount_test}");
+    assert!(
+        mount_test["message"]
+            .as_str()
+            .unwrap()
+            .contains("mounting with fuse-t failed"),
+        "{mount_test}"
+    );
+    assert!(mount_test["hint"].is_string(), "{mount_test}");
+    assert_eq!(code, 1);
+}
+
+/// The mount test mounts for real (whatever the sysroot says), lists the scratch filesystem
+/// and leaves no mount behind.
+#[test]
+fn mount_test_mounts_lists_and_unmounts() {
+    if !require_fuse() {
+        return;
+    }
+    let (code, json) = Doctor::on("linux-dev-fuse").args(&["--mount-test"]).json();
+    let checks = json["checks"].as_array().unwrap();
+    let ids: Vec<&str> = checks.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids[ids.len() - 2..], ["mount.test", "backend"], "{ids:?}");
+    let mount_test = check(&json, "mount.test");
+    assert_eq!(mount_test["status"], "ok", "{mount_test}");
+    assert_eq!(code, 0, "{json}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains("spfs-fuse-mount-test-"),
+        "the scratch mount was left behind:\n{mounts}"
+    );
 }
 
 #[test]

@@ -9,24 +9,8 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_spfs-fuse");
 
-/// Whether this host can mount FUSE; see `require_fuse` in the frontends' tests.
-fn require_fuse() -> bool {
-    let reason = match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-    {
-        // SAFETY: geteuid has no preconditions.
-        Ok(_) if unsafe { libc::geteuid() } == 0 => return true,
-        Ok(_) => "mounting needs root here".to_string(),
-        Err(err) => format!("/dev/fuse cannot be opened: {err}"),
-    };
-    if std::env::var("SPFS_FUSE_REQUIRE_MOUNT").as_deref() == Ok("1") {
-        panic!("FUSE is required (SPFS_FUSE_REQUIRE_MOUNT=1) but unusable: {reason}");
-    }
-    eprintln!("skipping: {reason}");
-    false
-}
+mod support;
+use support::require_fuse;
 
 /// A service on its own mount point and socket, shut down (or killed) when dropped.
 struct Service {
