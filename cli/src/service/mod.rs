@@ -5,6 +5,7 @@
 //! socket listen. So a client that can connect talks to a service that is ready, and a client
 //! that cannot gets "connection refused" and may start a service itself.
 
+mod auth;
 mod socket;
 mod vfs;
 pub(crate) mod wire;

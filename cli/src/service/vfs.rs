@@ -10,7 +10,9 @@ use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use super::wire;
+use spfs_router::process::{ProcessTable, SystemProcessTable};
+
+use super::{auth, wire};
 use crate::host::{Host, HostError};
 
 /// How callers are identified.
@@ -36,6 +38,7 @@ pub(crate) struct VfsService {
     identity: Identity,
     stop: Arc<Notify>,
     service_uid: u32,
+    processes: Arc<dyn ProcessTable>,
 }
 
 impl VfsService {
@@ -46,6 +49,7 @@ impl VfsService {
             identity,
             stop,
             service_uid: nix::unistd::geteuid().as_raw(),
+            processes: Arc::new(SystemProcessTable::new()),
         }
     }
 
@@ -106,6 +110,8 @@ impl Vfs for VfsService {
         let pb::MountRequest { root_pid, env_spec } = request.into_inner();
         let span = tracing::info_span!("mount", caller_uid = caller.uid, caller_pid = ?caller.pid, root_pid);
         async move {
+            auth::may_register(self.processes.as_ref(), caller.uid, root_pid)
+                .map_err(|err| refuse(&err))?;
             let spec = env_spec.clone();
             match self
                 .on_host(move |host| host.mount(root_pid, &spec, caller.uid))
@@ -130,7 +136,20 @@ impl Vfs for VfsService {
         let pb::UnmountRequest { root_pid } = request.into_inner();
         let span = tracing::info_span!("unmount", caller_uid = caller.uid, caller_pid = ?caller.pid, root_pid);
         async move {
-            match self.on_host(move |host| host.unmount(root_pid)).await {
+            let removed = self
+                .on_host(move |host| {
+                    if let Some(runtime) = host
+                        .status()
+                        .runtimes
+                        .iter()
+                        .find(|r| r.root_pid == root_pid)
+                    {
+                        auth::may_remove(caller.uid, runtime)?;
+                    }
+                    host.unmount(root_pid)
+                })
+                .await;
+            match removed {
                 Ok(()) => {
                     tracing::info!("removed");
                     Ok(Response::new(pb::UnmountResponse {}))
@@ -150,10 +169,11 @@ impl Vfs for VfsService {
         let span =
             tracing::debug_span!("status", caller_uid = caller.uid, caller_pid = ?caller.pid);
         async move {
-            let status = self
+            let mut status = self
                 .on_host(|host| Ok(host.status()))
                 .await
                 .map_err(|err| refuse(&err))?;
+            status.runtimes.retain(|r| auth::may_see(caller.uid, r));
             Ok(Response::new(wire::status_to_wire(status)))
         }
         .instrument(span)

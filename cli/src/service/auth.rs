@@ -1,0 +1,87 @@
+//! Who may act on which runtime (DESIGN.md §7): a caller registers or removes runtimes only for
+//! processes it owns, and sees only its own runtimes; root may do anything. The uids come from
+//! the socket's peer credentials, read on every call.
+
+use spfs_router::process::ProcessTable;
+
+use crate::host::{HostError, RuntimeStatus};
+
+/// The superuser, who may act on every runtime.
+const ROOT_UID: u32 = 0;
+
+/// Allows `caller_uid` to register a runtime rooted at `root_pid` when it owns that process.
+/// A process that does not exist passes: the host refuses it with the better message.
+pub(crate) fn may_register(
+    processes: &dyn ProcessTable,
+    caller_uid: u32,
+    root_pid: u32,
+) -> Result<(), HostError> {
+    if caller_uid == ROOT_UID {
+        return Ok(());
+    }
+    match processes.info(root_pid) {
+        Some(info) if info.uid != caller_uid => Err(HostError::PermissionDenied(format!(
+            "uid {caller_uid} may not register a runtime for process {root_pid}, which belongs to uid {}",
+            info.uid
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Allows `caller_uid` to remove `runtime` when it registered it.
+pub(crate) fn may_remove(caller_uid: u32, runtime: &RuntimeStatus) -> Result<(), HostError> {
+    if caller_uid == ROOT_UID || caller_uid == runtime.owner_uid {
+        return Ok(());
+    }
+    Err(HostError::PermissionDenied(format!(
+        "uid {caller_uid} may not remove the runtime of process {}, which belongs to uid {}",
+        runtime.root_pid, runtime.owner_uid
+    )))
+}
+
+/// Whether `caller_uid` may see `runtime` in `Status`.
+pub(crate) fn may_see(caller_uid: u32, runtime: &RuntimeStatus) -> bool {
+    caller_uid == ROOT_UID || caller_uid == runtime.owner_uid
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use spfs_router::process::FakeProcessTable;
+
+    use super::*;
+
+    fn runtime(root_pid: u32, owner_uid: u32) -> RuntimeStatus {
+        RuntimeStatus {
+            root_pid,
+            env_spec: "-".into(),
+            owner_uid,
+            mount_point: PathBuf::from("/spfs"),
+            alive: true,
+        }
+    }
+
+    #[test]
+    fn only_the_owner_or_root_registers_a_process() {
+        let processes = FakeProcessTable::new();
+        processes.spawn(40, 1, 7, 501);
+        assert!(may_register(&processes, 501, 40).is_ok());
+        assert!(may_register(&processes, 0, 40).is_ok());
+        let err = may_register(&processes, 502, 40).unwrap_err().to_string();
+        assert!(err.contains("uid 502") && err.contains("uid 501"), "{err}");
+        // Unknown processes are the host's to refuse.
+        assert!(may_register(&processes, 502, 41).is_ok());
+    }
+
+    #[test]
+    fn only_the_owner_or_root_removes_or_sees_a_runtime() {
+        let theirs = runtime(40, 501);
+        assert!(may_remove(501, &theirs).is_ok());
+        assert!(may_remove(0, &theirs).is_ok());
+        let err = may_remove(502, &theirs).unwrap_err().to_string();
+        assert!(err.contains("uid 502") && err.contains("uid 501"), "{err}");
+        assert!(may_see(501, &theirs) && may_see(0, &theirs));
+        assert!(!may_see(502, &theirs));
+    }
+}
