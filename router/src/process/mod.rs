@@ -8,14 +8,27 @@ mod imp;
 #[path = "macos.rs"]
 mod imp;
 
+#[cfg(target_os = "linux")]
+#[path = "watch_linux.rs"]
+mod watch;
+#[cfg(target_os = "macos")]
+#[path = "watch_macos.rs"]
+mod watch;
+
 mod fake;
 
 pub use fake::FakeProcessTable;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub use imp::SystemProcessTable;
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+pub use watch::ExitWatcher;
 
 /// A process id (on Linux, FUSE reports thread ids; see [`ProcessTable::process_of`]).
 pub type Pid = u32;
+
+/// What an [`ExitWatcher`] calls, on its own thread, with the pid of each watched process that
+/// exits.
+pub type ExitCallback = Box<dyn Fn(Pid) + Send + 'static>;
 
 /// What the router needs of one process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
