@@ -12,7 +12,10 @@ use spfs_router::process::{ExitWatcher, Pid};
 const PROMPTLY: Duration = Duration::from_secs(1);
 
 fn sleeper() -> Child {
-    Command::new("sleep").arg("60").spawn().expect("spawn sleep")
+    Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("spawn sleep")
 }
 
 fn watcher() -> (ExitWatcher, mpsc::Receiver<Pid>) {
