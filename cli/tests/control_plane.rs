@@ -534,7 +534,7 @@ fn stress_walker() {
     listing.extend((0..STRESS_DIRS).map(|d| format!("d{d}")));
     listing.sort();
     let (mut ok, mut wrong, mut errors, mut first) = (0u64, 0u64, 0u64, String::new());
-    let mut note = |problem: String, first: &mut String| {
+    let note = |problem: String, first: &mut String| {
         if first.is_empty() {
             *first = problem;
         }
