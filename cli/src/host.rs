@@ -95,7 +95,7 @@ impl From<RouteError> for HostError {
     fn from(err: RouteError) -> HostError {
         match err {
             RouteError::Spec(_) => HostError::InvalidSpec(err.to_string()),
-            RouteError::PidZero | RouteError::NoSuchProcess(_) => {
+            RouteError::PidZero | RouteError::PidOne | RouteError::NoSuchProcess(_) => {
                 HostError::InvalidRoot(err.to_string())
             }
             RouteError::AlreadyRegistered(pid) => HostError::AlreadyRegistered(pid),

@@ -53,6 +53,11 @@ pub enum RouteError {
     /// pid 0 is the kernel's and never a root process.
     #[error("pid 0 cannot be a root process")]
     PidZero,
+    /// pid 1 is every process's ancestor: its view would be everybody's.
+    #[error(
+        "pid 1 cannot be a root process: every process descends from it, so its view would be everybody's"
+    )]
+    PidOne,
     /// The root process is not running.
     #[error("root process {0} is not running")]
     NoSuchProcess(u32),

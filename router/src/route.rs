@@ -127,8 +127,10 @@ impl Router {
         spec: &str,
         owner_uid: u32,
     ) -> Result<Arc<Runtime>, RouteError> {
-        if root_pid == 0 {
-            return Err(RouteError::PidZero);
+        match root_pid {
+            0 => return Err(RouteError::PidZero),
+            1 => return Err(RouteError::PidOne),
+            _ => {}
         }
         let spec = EnvSpec::parse(spec)?;
         let info = self

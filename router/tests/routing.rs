@@ -156,6 +156,10 @@ fn registration_errors_name_the_problem() {
         Err(RouteError::PidZero)
     ));
     assert!(matches!(
+        f.router.register(1, &f.a, 0),
+        Err(RouteError::PidOne)
+    ));
+    assert!(matches!(
         f.router.register(4242, &f.a, 0),
         Err(RouteError::NoSuchProcess(4242))
     ));
