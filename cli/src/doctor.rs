@@ -73,14 +73,18 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(report.exit_code()))
 }
 
-/// Whether something answers on the control socket. Until the gRPC client exists, a
-/// service that accepts a connection counts as answering, with its backend unknown.
+/// Whether something answers on the control socket, and with which backend. A socket that
+/// accepts connections but does not speak the protocol counts as answering, backend unknown.
 fn service_facts(socket: &Path) -> ServiceFacts {
+    let answering = UnixStream::connect(socket).is_ok();
     ServiceFacts {
         socket: socket.to_owned(),
         socket_exists: socket.symlink_metadata().is_ok(),
-        answering: UnixStream::connect(socket).is_ok(),
-        backend: None,
+        answering,
+        backend: answering
+            .then(|| crate::client::backend_of(socket))
+            .flatten()
+            .and_then(|backend| backend.parse().ok()),
     }
 }
 

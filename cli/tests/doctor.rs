@@ -392,3 +392,29 @@ fn the_real_host_gets_a_verdict() {
     assert_eq!(json["ready"], code != 1);
     assert_eq!(json["os"], std::env::consts::OS);
 }
+
+/// A real service is asked for its backend.
+#[test]
+fn a_running_service_reports_its_backend() {
+    if !require_fuse() {
+        return;
+    }
+    let env = support::Env::new();
+    let _service = env.service();
+    let output = Command::new(env!("CARGO_BIN_EXE_spfs-fuse"))
+        .args(["doctor", "--json"])
+        .env("SPFS_FUSE_SOCKET", env.socket())
+        .env_remove("SPFS_FUSE_SYSROOT")
+        .output()
+        .unwrap();
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let service = check(&json, "service");
+    assert_eq!(service["status"], "ok", "{service}");
+    assert!(
+        service["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("(backend kext)"),
+        "{service}"
+    );
+}

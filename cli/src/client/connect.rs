@@ -164,6 +164,20 @@ where
     }
 }
 
+/// The backend that the service on `socket` reports, or `None` when none answers in time.
+pub(crate) fn backend_of(socket: &Path) -> Option<String> {
+    let target = Target::Unix(socket.to_owned());
+    let status = super::block_on(async {
+        let mut client = connect(&target).await?;
+        call(
+            CALL_DEADLINE,
+            client.status(request(spfs_proto::v1::StatusRequest {}, CALL_DEADLINE)),
+        )
+        .await
+    });
+    status.ok().map(|status| status.backend)
+}
+
 /// A request that carries `deadline` to the service too.
 pub(crate) fn request<T>(message: T, deadline: Duration) -> Request<T> {
     let mut request = Request::new(message);

@@ -20,6 +20,7 @@ use crate::host::HostStatus;
 use crate::service::{Backend, wire};
 use connect::{CALL_DEADLINE, Client, MOUNT_DEADLINE, Target, call, request};
 
+pub(crate) use connect::backend_of;
 pub use run::run;
 
 /// Where to reach the service; every client command takes these.
@@ -210,7 +211,7 @@ async fn unregister(target: &Target, root_pid: u32) -> anyhow::Result<()> {
 }
 
 /// Runs `future` to completion on a runtime for this one command.
-fn block_on<T>(future: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+pub(crate) fn block_on<T>(future: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
