@@ -215,3 +215,43 @@ fn clients_without_a_service_fail_fast() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// After a SIGKILL the mount is stale and the socket left behind; the next `mount` starts a
+/// service that clears both and serves the new runtime.
+#[test]
+fn mount_recovers_from_a_service_killed_with_sigkill() {
+    let env = Env::new();
+    let mut service = env.service();
+    ok(&env.run(&["mount", &env.layer()]));
+    assert_eq!(
+        std::fs::read_to_string(env.mountpoint().join("hello")).unwrap(),
+        "hi\n"
+    );
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(service.pid(), libc::SIGKILL) };
+    service.wait_exit();
+    let stale = std::fs::metadata(env.mountpoint().join("hello")).unwrap_err();
+    assert_eq!(stale.raw_os_error(), Some(libc::ENOTCONN), "{stale}");
+
+    let out = env
+        .cmd(&["mount", "--mountpoint", env.mountpoint().to_str().unwrap()])
+        .arg(env.layer())
+        .output()
+        .unwrap();
+    assert_eq!(ok(&out).trim(), env.mountpoint().to_str().unwrap());
+    assert!(
+        stderr(&out).contains("started a service"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.mountpoint().join("hello")).unwrap(),
+        "hi\n"
+    );
+    ok(&env.run(&["shutdown"]));
+    eventually("the auto-started service to unmount", || {
+        !std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(env.mountpoint().to_str().unwrap())
+    });
+}

@@ -1,7 +1,10 @@
 //! Mount points: create them, tell a live mount from a stale one, and clear stale ones.
 
+use std::ffi::CString;
 use std::fs;
 use std::io;
+use std::mem::MaybeUninit;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -44,9 +47,30 @@ pub fn state(path: &Path) -> Result<MountpointState, MountError> {
         source,
     })?;
     if meta.dev() != parent_meta.dev() {
-        return Ok(MountpointState::Live);
+        // The root's attributes can come from the kernel's cache long after the server died,
+        // so `stat` alone cannot tell; `statfs` always asks the server.
+        return match ask_server(path) {
+            Ok(()) => Ok(MountpointState::Live),
+            Err(err) if platform::is_stale_error(&err) => Ok(MountpointState::Stale),
+            Err(source) => Err(MountError::Mountpoint {
+                path: path.to_path_buf(),
+                source,
+            }),
+        };
     }
     Ok(MountpointState::Ready)
+}
+
+/// Sends the filesystem mounted at `path` a request that no kernel cache answers: `statfs`.
+fn ask_server(path: &Path) -> io::Result<()> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
+    let mut stats = MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: c_path is NUL-terminated and outlives the call; statfs fills `stats` or fails.
+    if unsafe { libc::statfs(c_path.as_ptr(), stats.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Makes `path` ready to mount on: creates it, or clears a stale mount there. A live mount
