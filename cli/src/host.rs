@@ -177,6 +177,27 @@ impl Host {
         }
     }
 
+    /// Removes every runtime whose root process has exited (or whose pid now belongs to
+    /// another process), and returns their root pids. Called when a watched root exits, and
+    /// periodically as a safety net.
+    pub fn remove_dead(&self) -> Vec<u32> {
+        let mut removed = Vec::new();
+        for runtime in self.router.runtimes() {
+            if self.router.is_alive(&runtime) {
+                continue;
+            }
+            match self.unmount(runtime.root_pid) {
+                Ok(()) => removed.push(runtime.root_pid),
+                // Removed meanwhile by its owner: nothing left to do.
+                Err(HostError::NoSuchRuntime(_)) => {}
+                Err(err) => {
+                    tracing::warn!(root_pid = runtime.root_pid, error = %err, "could not remove the runtime of an exited root")
+                }
+            }
+        }
+        removed
+    }
+
     /// Unmounts everything; called once when the service stops.
     pub fn stop(self) {
         if let Err(err) = self.session.unmount() {

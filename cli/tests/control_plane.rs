@@ -106,6 +106,21 @@ fn the_socket_is_private() {
     assert_eq!(dir.permissions().mode() & 0o777, 0o700);
 }
 
+/// A socket named explicitly may sit in a shared directory (`/tmp`, say): its mode is kept.
+/// (The service once made such a directory 0700 when `SPFS_FUSE_SOCKET` named the socket.)
+#[test]
+fn an_explicit_sockets_shared_directory_keeps_its_mode() {
+    let env = Env::new();
+    let shared = env.path().join("run");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let _service = env.service();
+    let mode = std::fs::metadata(&shared).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o1777);
+    let socket = std::fs::metadata(env.socket()).unwrap();
+    assert_eq!(socket.permissions().mode() & 0o777, 0o600);
+}
+
 #[test]
 fn a_second_service_on_the_same_socket_is_refused() {
     let env = Env::new();
@@ -254,4 +269,24 @@ fn mount_recovers_from_a_service_killed_with_sigkill() {
             .unwrap()
             .contains(env.mountpoint().to_str().unwrap())
     });
+}
+
+/// A runtime ends within a second of its root process, with no client call.
+#[test]
+fn a_runtime_ends_within_a_second_of_its_root() {
+    let env = Env::new();
+    let _service = env.service();
+    let mut root = Sleeper::as_uid(0);
+    ok(&env.run(&["mount", "--root-process", &root.pid(), &env.layer()]));
+    assert_eq!(status_json(&env)["runtimes"].as_array().unwrap().len(), 1);
+    root.0.kill().unwrap();
+    let exited = Instant::now();
+    root.0.wait().unwrap();
+    while !status_json(&env)["runtimes"].as_array().unwrap().is_empty() {
+        assert!(
+            exited.elapsed() < Duration::from_secs(1),
+            "the runtime outlived its root by a second"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -52,4 +52,4 @@ pub use facts::{
 pub use hints::hint_for_mount_error;
 pub use report::{Check, Report, Status};
 pub use select::{Rejection, Selection, select, usable};
-pub use socket::default_socket_path;
+pub use socket::{default_socket_path, private_socket_dir};

@@ -8,16 +8,35 @@ use std::path::PathBuf;
 /// `${TMPDIR:-/tmp}/spfs-fuse-<uid>/spfs-fuse.sock`. Empty variables count as unset, and so
 /// do relative directories.
 pub fn default_socket_path() -> PathBuf {
-    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
-    let dir = |name| var(name).filter(|v| std::path::Path::new(v).is_absolute());
-    // SAFETY: getuid(2) takes no arguments, cannot fail and touches no memory of ours.
-    let uid = unsafe { libc::getuid() };
     socket_path_from(
         var("SPFS_FUSE_SOCKET"),
         dir("XDG_RUNTIME_DIR"),
         dir("TMPDIR"),
-        uid,
+        uid(),
     )
+}
+
+/// The per-user directory of the built-in socket path (ignoring `$SPFS_FUSE_SOCKET`): the one
+/// directory the service creates for itself and keeps private. A socket named explicitly
+/// lives wherever its user put it, and its directory is never changed.
+pub fn private_socket_dir() -> PathBuf {
+    let socket = socket_path_from(None, dir("XDG_RUNTIME_DIR"), dir("TMPDIR"), uid());
+    socket.parent().map(PathBuf::from).unwrap_or(socket)
+}
+
+/// An environment variable; empty counts as unset.
+fn var(name: &str) -> Option<OsString> {
+    std::env::var_os(name).filter(|v| !v.is_empty())
+}
+
+/// An environment variable naming a directory; relative counts as unset.
+fn dir(name: &str) -> Option<OsString> {
+    var(name).filter(|v| std::path::Path::new(v).is_absolute())
+}
+
+fn uid() -> u32 {
+    // SAFETY: getuid(2) takes no arguments, cannot fail and touches no memory of ours.
+    unsafe { libc::getuid() }
 }
 
 fn socket_path_from(

@@ -6,6 +6,7 @@
 //! that cannot gets "connection refused" and may start a service itself.
 
 mod auth;
+mod reaper;
 mod socket;
 mod vfs;
 pub(crate) mod wire;
@@ -199,6 +200,7 @@ async fn serve(listener: Listener, config: HostConfig, backend: Backend) -> anyh
         })
         .with_context(|| format!("cannot start serving {}", mountpoint.display()))?;
     let host = Arc::new(host);
+    let watcher = reaper::start(&host).context("cannot watch root processes")?;
 
     let stop = Arc::new(Notify::new());
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -213,6 +215,7 @@ async fn serve(listener: Listener, config: HostConfig, backend: Backend) -> anyh
             Arc::clone(&host),
             identity,
             Arc::clone(&stop),
+            watcher,
         )));
 
     let stopping = Arc::new(Notify::new());

@@ -66,7 +66,9 @@ pub(crate) fn prepare_socket_dir(socket: &Path) -> anyhow::Result<()> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("cannot create the socket directory {}", dir.display()))?;
-    if Some(dir) != default_socket_path().parent() {
+    // Only the service's own per-user directory is made private: an explicit socket may sit
+    // in a shared directory such as /tmp, which must keep its mode.
+    if dir != spfs_probe::private_socket_dir() {
         return Ok(());
     }
     let meta = fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;

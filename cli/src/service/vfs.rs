@@ -10,7 +10,7 @@ use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use spfs_router::process::{ProcessTable, SystemProcessTable};
+use spfs_router::process::{ExitWatcher, ProcessTable, SystemProcessTable};
 
 use super::{auth, wire};
 use crate::host::{Host, HostError};
@@ -39,17 +39,25 @@ pub(crate) struct VfsService {
     stop: Arc<Notify>,
     service_uid: u32,
     processes: Arc<dyn ProcessTable>,
+    watcher: Arc<ExitWatcher>,
 }
 
 impl VfsService {
-    /// A service over `host`; `stop` is notified when a caller asks the service to shut down.
-    pub(crate) fn new(host: Arc<Host>, identity: Identity, stop: Arc<Notify>) -> Self {
+    /// A service over `host`; `stop` is notified when a caller asks the service to shut down,
+    /// and `watcher` learns of every root registered and removed.
+    pub(crate) fn new(
+        host: Arc<Host>,
+        identity: Identity,
+        stop: Arc<Notify>,
+        watcher: Arc<ExitWatcher>,
+    ) -> Self {
         VfsService {
             host,
             identity,
             stop,
             service_uid: nix::unistd::geteuid().as_raw(),
             processes: Arc::new(SystemProcessTable::new()),
+            watcher,
         }
     }
 
@@ -113,8 +121,18 @@ impl Vfs for VfsService {
             auth::may_register(self.processes.as_ref(), caller.uid, root_pid)
                 .map_err(|err| refuse(&err))?;
             let spec = env_spec.clone();
+            let watcher = Arc::clone(&self.watcher);
             match self
-                .on_host(move |host| host.mount(root_pid, &spec, caller.uid))
+                .on_host(move |host| {
+                    let runtime = host.mount(root_pid, &spec, caller.uid)?;
+                    if let Err(err) = watcher.watch(root_pid) {
+                        // Gone already (or unwatchable): remove it now rather than at the
+                        // next sweep.
+                        tracing::warn!(root_pid, error = %err, "cannot watch the root process");
+                        host.remove_dead();
+                    }
+                    Ok(runtime)
+                })
                 .await
             {
                 Ok(runtime) => {
@@ -135,6 +153,7 @@ impl Vfs for VfsService {
         let caller = self.caller(&request)?;
         let pb::UnmountRequest { root_pid } = request.into_inner();
         let span = tracing::info_span!("unmount", caller_uid = caller.uid, caller_pid = ?caller.pid, root_pid);
+        let watcher = Arc::clone(&self.watcher);
         async move {
             let removed = self
                 .on_host(move |host| {
@@ -146,7 +165,9 @@ impl Vfs for VfsService {
                     {
                         auth::may_remove(caller.uid, runtime)?;
                     }
-                    host.unmount(root_pid)
+                    host.unmount(root_pid)?;
+                    watcher.unwatch(root_pid);
+                    Ok(())
                 })
                 .await;
             match removed {

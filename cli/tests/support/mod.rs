@@ -177,7 +177,7 @@ pub fn eventually(what: &str, cond: impl Fn() -> bool) {
 pub const OTHER_UID: u32 = 65534;
 
 /// A sleeping process owned by `uid`, killed on drop: a root process for a runtime.
-pub struct Sleeper(Child);
+pub struct Sleeper(pub Child);
 
 impl Sleeper {
     pub fn as_uid(uid: u32) -> Sleeper {

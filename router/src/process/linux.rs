@@ -42,15 +42,19 @@ impl ProcessTable for SystemProcessTable {
     }
 }
 
-/// The parent pid (field 4) and start time (field 22) of a `/proc/<pid>/stat` line. The
-/// command name (field 2) may hold spaces and parentheses, so fields are counted from the
-/// last `)`.
+/// The parent pid (field 4) and start time (field 22) of a `/proc/<pid>/stat` line, or `None`
+/// for a process that has exited and waits to be reaped (state `Z` or `X`): it runs nothing
+/// and cannot root a runtime. The command name (field 2) may hold spaces and parentheses, so
+/// fields are counted from the last `)`.
 fn parse_stat(stat: &[u8]) -> Option<(Pid, u64)> {
     let close = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
     let mut fields = rest.split_ascii_whitespace();
     // Fields after the name start at 3 (state); ppid is 4, starttime is 22.
-    let ppid = fields.nth(1)?.parse().ok()?;
+    if matches!(fields.next()?, "Z" | "X" | "x") {
+        return None;
+    }
+    let ppid = fields.next()?.parse().ok()?;
     let start_time = fields.nth(17)?.parse().ok()?;
     Some((ppid, start_time))
 }
@@ -63,6 +67,12 @@ mod tests {
     fn parses_a_stat_line_with_an_awkward_name() {
         let line = b"4242 (a (weird) name) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100 0";
         assert_eq!(parse_stat(line), Some((17, 987654)));
+    }
+
+    #[test]
+    fn a_zombie_is_no_process() {
+        let line = b"4242 (sleep) Z 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100 0";
+        assert_eq!(parse_stat(line), None);
     }
 
     #[test]

@@ -28,6 +28,10 @@ impl ProcessTable for SystemProcessTable {
             return None;
         }
         let short = short_bsd_info(pid)?;
+        // An exited process waiting to be reaped runs nothing and cannot root a runtime.
+        if short.pbsi_status == libc::SZOMB {
+            return None;
+        }
         Some(ProcessInfo {
             ppid: short.pbsi_ppid,
             start_time: start_time(pid)?,
