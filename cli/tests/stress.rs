@@ -33,18 +33,21 @@ fn stress_paths() -> Vec<String> {
 }
 
 /// One walker of the stress test, when this binary is run again with `SPFS_STRESS_WALKER` set
-/// (to `<view> <mount point> <seconds>`): stats, lists and reads its view until the time is
-/// up, then prints `STRESS ok=N wrong=N errors=N` and the first problem. Otherwise it does nothing.
+/// (to `<view> <mount point> <seconds> <report dir>`): stats, lists and reads its view until
+/// the time is up, then writes `ok=N wrong=N errors=N first=<first problem>` to a file of its
+/// own in the report directory (a shared pipe would interleave the test harness's output with
+/// the report). Otherwise it does nothing.
 #[test]
 fn stress_walker() {
     let Ok(job) = std::env::var("SPFS_STRESS_WALKER") else {
         return;
     };
     let mut job = job.split(' ');
-    let (view, mount, seconds) = (
+    let (view, mount, seconds, reports) = (
         job.next().unwrap().to_owned(),
         PathBuf::from(job.next().unwrap()),
         job.next().unwrap().parse::<u64>().unwrap(),
+        PathBuf::from(job.next().unwrap()),
     );
     let paths = stress_paths();
     let mut listing = vec![format!("only-{view}"), "marker".to_owned()];
@@ -92,7 +95,11 @@ fn stress_walker() {
             }
         }
     }
-    println!("\nSTRESS ok={ok} wrong={wrong} errors={errors} first={first}");
+    std::fs::write(
+        reports.join(format!("{view}-{}", std::process::id())),
+        format!("ok={ok} wrong={wrong} errors={errors} first={first}"),
+    )
+    .unwrap();
 }
 
 fn rss_kib(pid: i32) -> u64 {
@@ -132,6 +139,8 @@ fn stress_walkers_see_only_their_views_while_runtimes_churn() {
 
     // Each root: a shell that waits for a line, then starts its walkers and waits for them.
     let exe = std::env::current_exe().unwrap();
+    let reports = env.path().join("reports");
+    std::fs::create_dir(&reports).unwrap();
     let mut roots = Vec::new();
     for (view, layer) in &layers {
         let script = format!(
@@ -143,10 +152,14 @@ fn stress_walkers_see_only_their_views_while_runtimes_churn() {
             .arg(&exe)
             .env(
                 "SPFS_STRESS_WALKER",
-                format!("{view} {} {seconds}", env.mountpoint().display()),
+                format!(
+                    "{view} {} {seconds} {}",
+                    env.mountpoint().display(),
+                    reports.display()
+                ),
             )
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -160,7 +173,8 @@ fn stress_walkers_see_only_their_views_while_runtimes_churn() {
     }
 
     // Churn: a runtime registered and the previous one removed every 100 ms.
-    let until = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let until = started + Duration::from_secs(seconds);
     let mut previous: Option<Sleeper> = None;
     let mut churned = 0;
     while Instant::now() < until {
@@ -171,7 +185,9 @@ fn stress_walkers_see_only_their_views_while_runtimes_churn() {
             ok(&env.run(&["unmount", "--root-process", &old.pid()]));
         }
         churned += 1;
-        std::thread::sleep(Duration::from_millis(100));
+        // Paced from start to start: the two client calls eat into the 100 ms.
+        let next = started + Duration::from_millis(100) * churned as u32;
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
     if let Some(old) = previous.take() {
         ok(&env.run(&["unmount", "--root-process", &old.pid()]));
@@ -181,18 +197,26 @@ fn stress_walkers_see_only_their_views_while_runtimes_churn() {
     for (view, stdin, root) in roots {
         drop(stdin);
         let out = root.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let reports: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("STRESS "))
-            .collect();
+        assert!(out.status.success(), "view {view}: {out:?}");
+        let mut texts = Vec::new();
+        for entry in std::fs::read_dir(&reports).unwrap() {
+            let entry = entry.unwrap();
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{view}-"))
+            {
+                texts.push(std::fs::read_to_string(entry.path()).unwrap());
+            }
+        }
         assert_eq!(
-            reports.len(),
+            texts.len(),
             WALKERS,
-            "view {view}: walkers reported {text}\nand said {}",
+            "view {view}: {} walkers reported: {texts:?}; they said {}",
+            texts.len(),
             String::from_utf8_lossy(&out.stderr)
         );
-        for report in reports {
+        for report in &texts {
             let field = |name: &str| -> u64 {
                 report
                     .split(' ')
