@@ -177,7 +177,11 @@ fn attempts(
         })
         .collect();
     if attempts.is_empty() {
-        bail!("no backend can serve this host: {selection}");
+        // Only FUSE-T is left, and the shared layout ruled it out.
+        bail!(
+            "no usable backend serves the shared layout ({selection}); drop --layout shared \
+             to serve a volume per runtime"
+        );
     }
     Ok(attempts)
 }
@@ -449,5 +453,82 @@ where
             tracing::warn!("clients still connected after {DRAIN:?}; stopping anyway");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spfs_probe::{Backend as B, Rejection, Selection};
+
+    fn selection(requested: B, candidates: &[B], rejected: &[B]) -> Selection {
+        Selection {
+            requested,
+            candidates: candidates.to_vec(),
+            rejected: rejected
+                .iter()
+                .map(|&backend| Rejection {
+                    backend,
+                    reason: "not installed".into(),
+                    hint: "install it",
+                })
+                .collect(),
+        }
+    }
+
+    fn plan(selection: &Selection, layout: Option<Layout>) -> Vec<(B, Layout)> {
+        attempts(selection, layout)
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.backend, a.layout))
+            .collect()
+    }
+
+    #[test]
+    fn auto_tries_every_candidate_each_in_its_own_layout() {
+        let both = selection(B::Auto, &[B::Kext, B::FuseT], &[]);
+        assert_eq!(
+            plan(&both, None),
+            [(B::Kext, Layout::Shared), (B::FuseT, Layout::PerRuntime)]
+        );
+        assert_eq!(
+            plan(&both, Some(Layout::PerRuntime)),
+            [
+                (B::Kext, Layout::PerRuntime),
+                (B::FuseT, Layout::PerRuntime)
+            ]
+        );
+        // FUSE-T cannot route by caller: a shared layout leaves it out.
+        assert_eq!(
+            plan(&both, Some(Layout::Shared)),
+            [(B::Kext, Layout::Shared)]
+        );
+    }
+
+    #[test]
+    fn a_probe_that_finds_nothing_does_not_stop_a_mount_from_being_tried() {
+        let none = selection(B::Auto, &[], &[B::Kext, B::FuseT]);
+        assert_eq!(
+            plan(&none, None),
+            [(B::Kext, Layout::Shared), (B::FuseT, Layout::PerRuntime)]
+        );
+        let explicit = selection(B::FuseT, &[], &[B::FuseT]);
+        assert_eq!(plan(&explicit, None), [(B::FuseT, Layout::PerRuntime)]);
+    }
+
+    #[test]
+    fn fuse_t_with_the_shared_layout_is_refused() {
+        let fuse_t = selection(B::FuseT, &[B::FuseT], &[]);
+        let err = attempts(&fuse_t, Some(Layout::Shared)).unwrap_err();
+        assert!(err.to_string().contains("per-runtime layout"), "{err}");
+        let only_fuse_t = selection(B::Auto, &[B::FuseT], &[B::Kext]);
+        let err = attempts(&only_fuse_t, Some(Layout::Shared)).unwrap_err();
+        assert!(err.to_string().contains("drop --layout shared"), "{err}");
+    }
+
+    #[test]
+    fn each_backend_has_its_transport() {
+        assert_eq!(transport(B::Kext), Transport::Device);
+        assert_eq!(transport(B::FuseT), Transport::Nfs);
     }
 }
