@@ -225,32 +225,51 @@ fn stopping_the_service_unmounts_and_removes_every_volume() {
     assert_eq!(names(&service.volumes_dir()), Vec::<String>::new());
 }
 
-/// A per-runtime service with one registered runtime, killed with SIGKILL, whose root is then
-/// killed too: its volume is a stale mount named after a dead pid. Returns the volume, with the
-/// service stopped (not restarted).
-fn stale_volume(service: &mut Service) -> PathBuf {
-    let layer = tempfile::tempdir().unwrap();
-    put(layer.path(), "marker", b"x");
-    let shell = Shell::nested(1);
-    let volume = PathBuf::from(service.mount(shell.pid(), layer.path().to_str().unwrap()));
-    service.kill();
-    drop(shell); // kills and reaps the root
-    let stale = std::fs::metadata(&volume).unwrap_err();
-    assert_eq!(stale.raw_os_error(), Some(libc::ENOTCONN), "a stale mount");
-    volume
+/// What a killed per-runtime service leaves in its volumes directory, plus entries the sweep
+/// must leave alone.
+struct Leftovers {
+    /// The stale volume: a dead mount named after a dead pid.
+    volume: PathBuf,
+    /// Other names, and a volume whose pid (this test's) is alive.
+    others: Vec<PathBuf>,
 }
 
-/// Entries the sweep must leave alone: other names, and a volume whose pid is alive.
-fn bystanders(volumes: &Path) -> Vec<PathBuf> {
-    let paths = vec![
-        volumes.join("other"),
-        volumes.join("spfs-notes"),
-        volumes.join(format!("spfs-{}", std::process::id())),
-    ];
-    for path in &paths {
-        std::fs::create_dir(path).unwrap();
+impl Leftovers {
+    /// Registers one runtime with `service`, kills the service with SIGKILL and then the
+    /// runtime's root. The service stays stopped.
+    fn of_killed(service: &mut Service) -> Leftovers {
+        let layer = tempfile::tempdir().unwrap();
+        put(layer.path(), "marker", b"x");
+        let shell = Shell::nested(1);
+        let volume = PathBuf::from(service.mount(shell.pid(), layer.path().to_str().unwrap()));
+        service.kill();
+        drop(shell); // kills and reaps the root
+        let stale = std::fs::metadata(&volume).unwrap_err();
+        assert_eq!(stale.raw_os_error(), Some(libc::ENOTCONN), "a stale mount");
+        let volumes = service.volumes_dir();
+        let others = vec![
+            volumes.join("other"),
+            volumes.join("spfs-notes"),
+            volumes.join(format!("spfs-{}", std::process::id())),
+        ];
+        for path in &others {
+            std::fs::create_dir(path).unwrap();
+        }
+        Leftovers { volume, others }
     }
-    paths
+
+    #[track_caller]
+    fn assert_swept(&self) {
+        let volumes = self.volume.parent().unwrap();
+        assert_eq!(mounts_under(volumes), Vec::<PathBuf>::new());
+        assert!(
+            std::fs::symlink_metadata(&self.volume).is_err(),
+            "its directory is gone"
+        );
+        for other in &self.others {
+            assert!(other.is_dir(), "{} is untouched", other.display());
+        }
+    }
 }
 
 fn sweep(volumes: &Path, dry_run: bool) -> String {
@@ -269,8 +288,8 @@ fn sweep_clears_a_stale_volume_of_a_killed_service_and_nothing_else() {
     }
     let mut service = Service::per_runtime();
     let volumes = service.volumes_dir();
-    let volume = stale_volume(&mut service);
-    let others = bystanders(&volumes);
+    let left = Leftovers::of_killed(&mut service);
+    let volume = &left.volume;
 
     let planned = sweep(&volumes, true);
     assert_eq!(
@@ -296,14 +315,7 @@ fn sweep_clears_a_stale_volume_of_a_killed_service_and_nothing_else() {
         done.contains(&format!("\nremoved {}", volume.display())),
         "{done}"
     );
-    assert_eq!(mounts_under(&volumes), Vec::<PathBuf>::new());
-    assert!(
-        std::fs::symlink_metadata(&volume).is_err(),
-        "its directory is gone"
-    );
-    for other in &others {
-        assert!(other.is_dir(), "{} is untouched", other.display());
-    }
+    left.assert_swept();
     assert_eq!(
         sweep(&volumes, false),
         format!("no stale volumes in {}\n", volumes.display())
@@ -316,18 +328,12 @@ fn a_service_start_sweeps_the_volumes_dir() {
         return;
     }
     let mut service = Service::per_runtime();
-    let volumes = service.volumes_dir();
-    let volume = stale_volume(&mut service);
-    let others = bystanders(&volumes);
+    let left = Leftovers::of_killed(&mut service);
     service.spawn();
-    assert_eq!(mounts_under(&volumes), Vec::<PathBuf>::new());
-    assert!(std::fs::symlink_metadata(&volume).is_err());
-    for other in &others {
-        assert!(other.is_dir(), "{} is untouched", other.display());
-    }
+    left.assert_swept();
     let log = service.log();
     assert!(
-        log.contains(&format!("sweep: unmounted {}", volume.display())),
+        log.contains(&format!("sweep: unmounted {}", left.volume.display())),
         "{log}"
     );
 }
