@@ -215,7 +215,7 @@ impl Host {
         env_spec: &str,
         owner_uid: u32,
     ) -> Result<RuntimeStatus, HostError> {
-        let _changes = lock(&self.changes);
+        let _changes = self.serialise();
         let runtime = self.router.register(root_pid, env_spec, owner_uid)?;
         self.mount_volume(&runtime)?;
         Ok(self.runtime_status(&runtime))
@@ -223,7 +223,7 @@ impl Host {
 
     /// Removes the runtime of `root_pid` (and, per runtime, unmounts and removes its volume).
     pub fn unmount(&self, root_pid: u32) -> Result<(), HostError> {
-        let _changes = lock(&self.changes);
+        let _changes = self.serialise();
         self.router.unregister(root_pid)?;
         let volume = lock(&self.volumes).remove(&root_pid);
         if let Some(volume) = volume {
@@ -259,6 +259,12 @@ impl Host {
     /// same, as a backstop.
     pub fn stop(mut self) {
         self.unmount_all();
+    }
+
+    /// Per runtime, registrations and removals take turns (a volume must never outlive the
+    /// removal of its runtime); the shared layout needs no such order, the router has its own.
+    fn serialise(&self) -> Option<MutexGuard<'_, ()>> {
+        (self.config.layout == Layout::PerRuntime).then(|| lock(&self.changes))
     }
 
     fn unmount_all(&mut self) {

@@ -106,12 +106,13 @@ fn three_runtimes_get_three_volumes_each_showing_its_own_view_to_anyone() {
     assert_eq!(status["layout"], "per-runtime", "{status}");
     assert_eq!(status["backend"], "kext", "{status}");
     assert_eq!(status["transport"], "device", "{status}");
-    let listed: Vec<PathBuf> = status["mount_points"]
+    let mut listed: Vec<PathBuf> = status["mount_points"]
         .as_array()
         .unwrap()
         .iter()
         .map(|p| PathBuf::from(p.as_str().unwrap()))
         .collect();
+    listed.sort();
     assert_eq!(listed, expected, "{status}");
     for runtime in status["runtimes"].as_array().unwrap() {
         let pid = runtime["root_pid"].as_u64().unwrap();
@@ -125,9 +126,11 @@ fn three_runtimes_get_three_volumes_each_showing_its_own_view_to_anyone() {
     assert!(text.contains("per-runtime"), "{text}");
 
     service.unmount(shells[1].pid());
+    let mut left = vec![mounts[0].clone(), mounts[2].clone()];
+    left.sort();
     assert_eq!(
         mounts_under(&volumes),
-        vec![mounts[0].clone(), mounts[2].clone()],
+        left,
         "unregistering unmounts the volume"
     );
     assert!(!mounts[1].exists(), "and removes its directory");
