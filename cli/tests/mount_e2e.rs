@@ -2,13 +2,13 @@
 //! point and socket, runtimes registered for real `sh` process trees, and what each process
 //! sees checked against the source layers.
 
-mod support;
-
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
-use support::{Service, Shell, put, require_fuse, sha256};
+mod support;
+use support::mounts::{Service, Shell, put, sha256};
+use support::require_fuse;
 
 #[test]
 fn two_runtimes_see_their_own_bytes_and_an_outsider_sees_nothing() {

@@ -2,12 +2,12 @@
 //! `--layout per-runtime`, a volume `spfs-<root pid>` per registered runtime that shows that
 //! runtime's view to any process, and the sweep of volumes a killed service left behind.
 
-mod support;
-
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use support::{BIN, Service, Shell, put, require_fuse};
+mod support;
+use support::mounts::{Service, Shell, put};
+use support::{BIN, ok, require_fuse};
 
 /// The mount points under `dir`, from this process's mount table.
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {
@@ -42,16 +42,6 @@ fn cat(path: &Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-#[track_caller]
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
 }
 
 fn status_json(service: &Service) -> serde_json::Value {

@@ -1,13 +1,15 @@
-//! Shared helpers of the end-to-end tests: whether FUSE is usable, a real service on its own
-//! temporary directory, shells that stay inside a runtime, and layer files.
+//! Test support shared by the binary's integration tests: a service on a test's own socket and
+//! mount point, client commands against it, and processes to root runtimes at; [`mounts`] has
+//! what the tests on real mounts add.
+// Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_spfs-fuse");
+pub mod mounts;
 
 /// Whether this host can mount FUSE; see `require_fuse` in the frontends' tests.
 pub fn require_fuse() -> bool {
@@ -28,220 +30,187 @@ pub fn require_fuse() -> bool {
     false
 }
 
-/// A service on its own mount point (or volumes directory) and socket, shut down (or killed)
-/// when dropped, leaving no mount behind.
+pub const BIN: &str = env!("CARGO_BIN_EXE_spfs-fuse");
+pub const READY: Duration = Duration::from_secs(15);
+
+/// A test's directory: a socket path, a mount point and a layer directory.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("mnt")).expect("mnt");
+        std::fs::create_dir(dir.path().join("layer")).expect("layer");
+        std::fs::write(dir.path().join("layer/hello"), "hi\n").expect("hello");
+        Env { dir }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.path().join("run/spfs-fuse.sock")
+    }
+    pub fn mountpoint(&self) -> PathBuf {
+        self.path().join("mnt")
+    }
+    pub fn layer(&self) -> String {
+        self.path()
+            .join("layer")
+            .to_str()
+            .expect("utf-8")
+            .to_owned()
+    }
+
+    /// A client command on this test's socket.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("SPFS_FUSE_SOCKET", self.socket())
+            .env_remove("RUST_LOG")
+            .current_dir(self.path());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run spfs-fuse")
+    }
+
+    /// Starts a service in the foreground (as a child) and waits until it answers.
+    pub fn service(&self) -> Service {
+        let log = self.path().join("service.stderr");
+        let child = self
+            .cmd(&["service", "--threads", "2"])
+            .arg("--mountpoint")
+            .arg(self.mountpoint())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start service");
+        let mut service = Service { child, log };
+        service.wait_ready(&self.socket());
+        service
+    }
+}
+
+/// A service started by a test; SIGTERMed on drop if still running.
 pub struct Service {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    layout: &'static str,
+    pub child: Child,
+    pub log: PathBuf,
 }
 
 impl Service {
-    /// A service of the shared layout on `<dir>/mnt`.
-    pub fn start() -> Service {
-        Service::with_layout("shared")
-    }
-
-    /// A service of the per-runtime layout with its volumes in `<dir>/volumes`.
-    pub fn per_runtime() -> Service {
-        Service::with_layout("per-runtime")
-    }
-
-    fn with_layout(layout: &'static str) -> Service {
-        let dir = tempfile::tempdir().unwrap();
-        let mut service = Service {
-            dir,
-            child: None,
-            layout,
-        };
-        service.spawn();
-        service
-    }
-
-    /// Starts (or restarts) the service process and waits until it answers; its log starts
-    /// afresh.
-    pub fn spawn(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("service.log")).unwrap();
-        let child = Command::new(BIN)
-            .args(["service", "--threads", "2", "--layout", self.layout])
-            .arg("--mountpoint")
-            .arg(self.mountpoint())
-            .arg("--volumes-dir")
-            .arg(self.volumes_dir())
-            .arg("--socket")
-            .arg(self.socket())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if self.cli(&["status"]).status.success() {
-                return;
+    pub fn wait_ready(&mut self, socket: &Path) {
+        let deadline = Instant::now() + READY;
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "service exited ({status}) before answering:\n{}",
+                    self.log()
+                );
             }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("service exited with {status}: {}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            assert!(
+                Instant::now() < deadline,
+                "service not ready:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("service did not answer within 20 s: {}", self.log());
     }
-
-    pub fn mountpoint(&self) -> PathBuf {
-        self.dir.path().join("mnt")
-    }
-
-    pub fn volumes_dir(&self) -> PathBuf {
-        self.dir.path().join("volumes")
-    }
-
-    /// The pid of the service process.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    pub fn socket(&self) -> PathBuf {
-        self.dir.path().join("spfs.sock")
-    }
-
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("service.log")).unwrap_or_default()
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-
-    /// Runs a client command against this service (`--socket` goes right after the command,
-    /// before any `--`).
-    pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg(args[0])
-            .arg("--socket")
-            .arg(self.socket())
-            .args(&args[1..])
-            .output()
-            .unwrap()
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
     }
-
-    pub fn mount(&self, root: u32, spec: &str) -> String {
-        let out = self.cli(&["mount", "--root-process", &root.to_string(), spec]);
-        assert!(
-            out.status.success(),
-            "mount failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-
-    pub fn unmount(&self, root: u32) {
-        let out = self.cli(&["unmount", "--root-process", &root.to_string()]);
-        assert!(
-            out.status.success(),
-            "unmount failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    pub fn kill(&mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + READY;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "service did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
 impl Drop for Service {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = self.cli(&["shutdown"]);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        // Never leave a mount behind, even after a failed test.
-        let mut mounts = vec![self.mountpoint()];
-        if let Ok(volumes) = std::fs::read_dir(self.volumes_dir()) {
-            mounts.extend(volumes.flatten().map(|entry| entry.path()));
-        }
-        for mount in mounts {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(mount)
-                .stderr(Stdio::null())
-                .status();
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+            let _ = self.child.wait();
         }
     }
 }
 
-/// A shell that runs one line of script per line sent to it and answers with one line.
-pub struct Shell {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+#[track_caller]
+pub fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "failed: {}", stderr(out));
+    stdout(out)
 }
 
-impl Shell {
-    /// A shell `depth` levels of `sh -c` below the process whose pid is the shell's.
-    pub fn nested(depth: usize) -> Shell {
-        let mut script = String::from("while read -r line; do eval \"$line\"; done");
-        for _ in 1..depth {
-            // `; exit $?` keeps each level a real parent: no shell may exec its last command.
-            script = format!("sh -c '{}'; exit $?", script.replace('\'', "'\\''"));
-        }
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
+pub fn status_json(env: &Env) -> serde_json::Value {
+    serde_json::from_str(&ok(&env.run(&["status", "--json"]))).expect("status --json parses")
+}
+
+/// Polls `cond` for up to [`READY`].
+pub fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + READY;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A second user for the tests of who may do what: `nobody`.
+pub const OTHER_UID: u32 = 65534;
+
+/// A sleeping process owned by `uid`, killed on drop: a root process for a runtime.
+pub struct Sleeper(Child);
+
+impl Sleeper {
+    pub fn as_uid(uid: u32) -> Sleeper {
+        let child = Command::new("sleep")
+            .arg("60")
+            .uid(uid)
+            .gid(uid)
             .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        Shell {
-            child,
-            stdin,
-            stdout,
-        }
+            .expect("sleep");
+        Sleeper(child)
     }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Runs `line` and returns its one-line answer.
-    pub fn ask(&mut self, line: &str) -> String {
-        // Errors come back as the answer (never a silent hang), and `echo` ends every answer.
-        writeln!(
-            self.stdin,
-            "{{ {line} ; }} 2>&1 | tr '\\n' ' ' | sed 's/ $//'; echo"
-        )
-        .unwrap();
-        let mut answer = String::new();
-        self.stdout.read_line(&mut answer).unwrap();
-        answer.trim_end().to_string()
+    pub fn pid(&self) -> String {
+        self.0.id().to_string()
     }
 }
 
-impl Drop for Shell {
+impl Drop for Sleeper {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
-pub fn put(root: &Path, rel: &str, bytes: &[u8]) {
-    let path = root.join(rel);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, bytes).unwrap();
-}
-
-pub fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
+pub fn root_pids(status: &serde_json::Value) -> Vec<String> {
+    let mut pids: Vec<String> = status["runtimes"]
+        .as_array()
+        .expect("runtimes")
+        .iter()
+        .map(|r| r["root_pid"].to_string())
+        .collect();
+    pids.sort();
+    pids
 }
