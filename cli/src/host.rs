@@ -138,7 +138,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A failed mount as the control plane reports it: the error, and the hint that fixes it when
 /// the failure is a known one (the same text `doctor` gives).
-pub fn mount_failure(backend: Backend, err: &MountError) -> String {
+fn mount_failure(backend: Backend, err: &MountError) -> String {
     match spfs_probe::hint_for_mount_error(backend, &err.to_string()) {
         Some(hint) => format!("{err}\nhint: {hint}"),
         None => err.to_string(),
