@@ -255,8 +255,8 @@ impl Host {
         }
     }
 
-    /// Unmounts everything; called once when the service stops. Dropping the host does the
-    /// same, as a backstop.
+    /// Unmounts everything; called once when the service stops.
+    /// Dropping the host does the same, as a backstop.
     pub fn stop(mut self) {
         self.unmount_all();
     }

@@ -335,7 +335,8 @@ async fn serve(
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
 
     let threads = config.threads;
-    let host = Arc::new(start_host(attempts, selection, &config).await?);
+    let host = start_host(attempts, selection, &config).await?;
+    let host = Arc::new(host);
 
     let stop = Arc::new(Notify::new());
     let (health, health_service) = tonic_health::server::health_reporter();
