@@ -1,6 +1,5 @@
 //! Test support shared by the binary's integration tests: a service on a test's own socket and
-//! mount point, client commands against it, and processes to root runtimes at; [`mounts`] has
-//! what the tests on real mounts add.
+//! mount point, client commands against it, and processes to root runtimes at.
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
@@ -180,7 +179,7 @@ pub fn eventually(what: &str, cond: impl Fn() -> bool) {
 pub const OTHER_UID: u32 = 65534;
 
 /// A sleeping process owned by `uid`, killed on drop: a root process for a runtime.
-pub struct Sleeper(Child);
+pub struct Sleeper(pub Child);
 
 impl Sleeper {
     pub fn as_uid(uid: u32) -> Sleeper {
