@@ -4,11 +4,14 @@
 //! The gRPC service (`service.rs`) talks to the host only through this file's API, so the
 //! control plane and the filesystem side can change independently.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use spfs_frontends::{Session, SessionConfig, Transport};
+use spfs_frontends::sweep::{self, volume_name};
+use spfs_frontends::{MountError, Session, SessionConfig, Transport};
+use spfs_probe::Backend;
 use spfs_router::process::SystemProcessTable;
 use spfs_router::{Attr, RouteError, Router, Routing, Runtime, Timestamp, Vfs};
 
@@ -35,12 +38,39 @@ pub enum HostError {
     Internal(String),
 }
 
+/// Where runtimes appear (DESIGN.md §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Layout {
+    /// One mount for every runtime; the root shows each caller its own runtime's view.
+    Shared,
+    /// One volume per runtime, `<volumes dir>/spfs-<root pid>`, showing that view to anyone.
+    PerRuntime,
+}
+
+impl Layout {
+    /// The name `status`, the logs and `--layout` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Shared => "shared",
+            Layout::PerRuntime => "per-runtime",
+        }
+    }
+}
+
 /// How the host was asked to serve.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
-    /// The shared mount point (kext backend, shared layout).
+    /// The concrete backend (`kext` or `fuse-t`), for status and failure hints.
+    pub backend: Backend,
+    /// Where runtimes appear.
+    pub layout: Layout,
+    /// How FUSE requests arrive.
+    pub transport: Transport,
+    /// The shared mount point (shared layout).
     pub mountpoint: PathBuf,
-    /// Worker threads serving FUSE requests.
+    /// Where the per-runtime volumes go (per-runtime layout).
+    pub volumes_dir: PathBuf,
+    /// Worker threads serving FUSE requests (per session).
     pub threads: usize,
 }
 
@@ -74,20 +104,44 @@ pub struct HostStatus {
     pub runtimes: Vec<RuntimeStatus>,
 }
 
-/// The runtime host: the route table of the shared layout and the one FUSE session that
-/// serves it.
+/// The runtime host: the route table, and the FUSE sessions serving it: one shared mount, or
+/// one volume per runtime.
+///
+/// In the per-runtime layout the route table still holds every runtime (for status, ids and
+/// the registration rules); each volume serves its runtime's view with a fixed route.
 pub struct Host {
     config: HostConfig,
     router: Arc<Router>,
-    session: Session,
+    /// The shared layout's one session; `None` in the per-runtime layout (and once stopped).
+    shared: Option<Session>,
+    /// The per-runtime volumes by root pid. Locked only briefly: mounting happens outside.
+    volumes: Mutex<BTreeMap<u32, Session>>,
+    /// Serialises registrations and removals in the per-runtime layout, so a volume is never
+    /// mounted for a runtime that a concurrent call has just removed.
+    changes: Mutex<()>,
 }
 
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Host")
             .field("config", &self.config)
-            .field("session", &self.session)
+            .field("shared", &self.shared)
+            .field("volumes", &lock(&self.volumes).keys().collect::<Vec<_>>())
             .finish()
+    }
+}
+
+/// Locks `mutex`, also after a panic elsewhere: the maps it guards stay consistent.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A failed mount as the control plane reports it: the error, and the hint that fixes it when
+/// the failure is a known one (the same text `doctor` gives).
+fn mount_failure(backend: Backend, err: &MountError) -> String {
+    match spfs_probe::hint_for_mount_error(backend, &err.to_string()) {
+        Some(hint) => format!("{err}\nhint: {hint}"),
+        None => err.to_string(),
     }
 }
 
@@ -120,26 +174,36 @@ pub(crate) fn root_attr() -> Attr {
 }
 
 impl Host {
-    /// Mounts and starts serving.
+    /// Starts serving. The shared layout mounts its one mount point. The per-runtime layout
+    /// mounts nothing to serve yet, so it proves the transport works with a scratch volume of
+    /// the empty view (mounted and unmounted at once; named after the service's pid, so a
+    /// later sweep clears it should the service die meanwhile), then sweeps stale volumes.
     pub fn start(config: HostConfig) -> Result<Host, HostError> {
         let router = Arc::new(Router::new(
             Arc::new(SystemProcessTable::new()),
             root_attr(),
         ));
-        let vfs = Arc::new(Vfs::new(Routing::Shared(router.clone())));
-        let session_config = SessionConfig {
-            mountpoint: config.mountpoint.clone(),
-            fsname: "spfs".into(),
-            volname: "spfs".into(),
-            transport: Transport::Device,
-            threads: config.threads,
+        let shared = match config.layout {
+            Layout::Shared => {
+                let vfs = Arc::new(Vfs::new(Routing::Shared(router.clone())));
+                Some(mount_session(&config, vfs, &config.mountpoint, "spfs")?)
+            }
+            Layout::PerRuntime => {
+                let name = volume_name(std::process::id());
+                let path = config.volumes_dir.join(&name);
+                let vfs = Arc::new(Vfs::new(Routing::Fixed(router.empty_view().clone())));
+                let check = mount_session(&config, vfs, &path, &name)?;
+                unmount_volume(check);
+                sweep_volumes(&config.volumes_dir);
+                None
+            }
         };
-        let session =
-            Session::mount(vfs, &session_config).map_err(|e| HostError::Internal(e.to_string()))?;
         Ok(Host {
             config,
             router,
-            session,
+            shared,
+            volumes: Mutex::new(BTreeMap::new()),
+            changes: Mutex::new(()),
         })
     }
 
@@ -151,23 +215,37 @@ impl Host {
         env_spec: &str,
         owner_uid: u32,
     ) -> Result<RuntimeStatus, HostError> {
+        let _changes = self.serialise();
         let runtime = self.router.register(root_pid, env_spec, owner_uid)?;
+        self.mount_volume(&runtime)?;
         Ok(self.runtime_status(&runtime))
     }
 
-    /// Removes the runtime of `root_pid`.
+    /// Removes the runtime of `root_pid` (and, per runtime, unmounts and removes its volume).
     pub fn unmount(&self, root_pid: u32) -> Result<(), HostError> {
+        let _changes = self.serialise();
         self.router.unregister(root_pid)?;
+        let volume = lock(&self.volumes).remove(&root_pid);
+        if let Some(volume) = volume {
+            unmount_volume(volume);
+        }
         Ok(())
     }
 
     /// Reports the backend, mount points and runtimes.
     pub fn status(&self) -> HostStatus {
+        let mount_points = match &self.shared {
+            Some(session) => vec![session.mountpoint().to_path_buf()],
+            None => lock(&self.volumes)
+                .values()
+                .map(|volume| volume.mountpoint().to_path_buf())
+                .collect(),
+        };
         HostStatus {
-            backend: "kext".into(),
-            transport: "device".into(),
-            layout: "shared".into(),
-            mount_points: vec![self.session.mountpoint().to_path_buf()],
+            backend: self.config.backend.as_str().into(),
+            transport: self.config.transport.name().into(),
+            layout: self.config.layout.name().into(),
+            mount_points,
             runtimes: self
                 .router
                 .runtimes()
@@ -199,19 +277,123 @@ impl Host {
     }
 
     /// Unmounts everything; called once when the service stops.
-    pub fn stop(self) {
-        if let Err(err) = self.session.unmount() {
+    /// Dropping the host does the same, as a backstop.
+    pub fn stop(mut self) {
+        self.unmount_all();
+    }
+
+    /// Per runtime, registrations and removals take turns (a volume must never outlive the
+    /// removal of its runtime); the shared layout needs no such order, the router has its own.
+    fn serialise(&self) -> Option<MutexGuard<'_, ()>> {
+        (self.config.layout == Layout::PerRuntime).then(|| lock(&self.changes))
+    }
+
+    fn unmount_all(&mut self) {
+        if let Some(session) = self.shared.take()
+            && let Err(err) = session.unmount()
+        {
             tracing::warn!(error = %err, "unmounting at shutdown failed");
+        }
+        let volumes = std::mem::take(&mut *lock(&self.volumes));
+        for volume in volumes.into_values() {
+            unmount_volume(volume);
+        }
+    }
+
+    /// Per runtime: mounts the volume that serves `runtime`'s view alone. If that fails, the
+    /// registration is rolled back. The shared layout has nothing to do here.
+    fn mount_volume(&self, runtime: &Runtime) -> Result<(), HostError> {
+        if self.config.layout != Layout::PerRuntime {
+            return Ok(());
+        }
+        let pid = runtime.root_pid;
+        // The router replaces a dead runtime whose pid was reused; its volume goes too.
+        let replaced = lock(&self.volumes).remove(&pid);
+        if let Some(volume) = replaced {
+            unmount_volume(volume);
+        }
+        let name = volume_name(pid);
+        let path = self.config.volumes_dir.join(&name);
+        let vfs = Arc::new(Vfs::new(Routing::Fixed(runtime.view.clone())));
+        match mount_session(&self.config, vfs, &path, &name) {
+            Ok(volume) => {
+                lock(&self.volumes).insert(pid, volume);
+                Ok(())
+            }
+            Err(err) => {
+                if let Err(undo) = self.router.unregister(pid) {
+                    tracing::warn!(root_pid = pid, error = %undo, "could not roll back a registration");
+                }
+                Err(err)
+            }
         }
     }
 
     fn runtime_status(&self, runtime: &Runtime) -> RuntimeStatus {
+        let mount_point = match &self.shared {
+            Some(session) => session.mountpoint().to_path_buf(),
+            None => self.config.volumes_dir.join(volume_name(runtime.root_pid)),
+        };
         RuntimeStatus {
             root_pid: runtime.root_pid,
             env_spec: runtime.spec.to_string(),
             owner_uid: runtime.owner_uid,
-            mount_point: self.session.mountpoint().to_path_buf(),
+            mount_point,
             alive: self.router.is_alive(runtime),
         }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.unmount_all();
+    }
+}
+
+/// Mounts a session of `vfs` at `path` with the host's transport.
+fn mount_session(
+    config: &HostConfig,
+    vfs: Arc<Vfs>,
+    path: &Path,
+    volname: &str,
+) -> Result<Session, HostError> {
+    let session_config = SessionConfig {
+        mountpoint: path.to_path_buf(),
+        fsname: "spfs".into(),
+        volname: volname.into(),
+        transport: config.transport,
+        threads: config.threads,
+    };
+    Session::mount(vfs, &session_config)
+        .map_err(|err| HostError::Internal(mount_failure(config.backend, &err)))
+}
+
+/// Unmounts a per-runtime volume and removes its directory if it is empty. Failures are
+/// logged: the runtime is gone either way, and `spfs-fuse sweep` clears what is left.
+fn unmount_volume(volume: Session) {
+    let path = volume.mountpoint().to_path_buf();
+    if let Err(err) = volume.unmount() {
+        tracing::warn!(volume = %path.display(), error = %err, "unmounting a volume failed");
+        return;
+    }
+    match std::fs::remove_dir(&path) {
+        Ok(()) => {}
+        // macOS removes a /Volumes mount point itself.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => {
+            tracing::warn!(volume = %path.display(), error = %err, "cannot remove the volume's directory");
+        }
+    }
+}
+
+/// Sweeps stale volumes left by a service that died, logging each step.
+fn sweep_volumes(volumes_dir: &Path) {
+    match sweep::sweep(volumes_dir, false) {
+        Ok(actions) => {
+            for action in actions {
+                tracing::info!(volumes_dir = %volumes_dir.display(), "sweep: {action}");
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "cannot sweep stale volumes"),
     }
 }

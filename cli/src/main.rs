@@ -5,6 +5,7 @@ mod client;
 mod doctor;
 mod host;
 mod service;
+mod sweep;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,8 @@ enum Command {
     Status(client::StatusArgs),
     /// Run a command in a fresh runtime; `SPFS_ROOT` points at its view.
     Run(client::RunArgs),
+    /// Unmount and remove stale `spfs-<pid>` volumes whose process is gone.
+    Sweep(sweep::SweepArgs),
     /// Ask the service to unmount and exit.
     Shutdown(client::ShutdownArgs),
 }
@@ -45,6 +48,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Unmount(args) => client::unmount(args),
         Command::Status(args) => client::status(args),
         Command::Run(args) => client::run(args),
+        Command::Sweep(args) => sweep::run(args),
         Command::Shutdown(args) => client::shutdown(args),
     }
 }

@@ -3,6 +3,7 @@
 //! - [`adapter`]: the `fuse-backend-rs` `FileSystem` over the core, and the kernel caching rules;
 //! - [`session`]: mounting and serving over the device transport (macFUSE, Linux `/dev/fuse`);
 //! - [`mountpoint`]: stale-mount detection and clearing;
+//! - [`sweep`]: unmounting and removing stale per-runtime volumes;
 //! - [`error`]: mount errors.
 
 pub mod adapter;
@@ -10,6 +11,7 @@ pub mod error;
 pub mod mountpoint;
 mod platform;
 pub mod session;
+pub mod sweep;
 
 pub use error::MountError;
 pub use platform::force_unmount;

@@ -4,6 +4,10 @@
 //! 0600) while the process has one thread; then the host starts (it mounts); only then does the
 //! socket listen. So a client that can connect talks to a service that is ready, and a client
 //! that cannot gets "connection refused" and may start a service itself.
+//!
+//! The backend comes from the probe (the same code as `doctor`): with `--backend auto` the host
+//! is started with each usable backend in turn until one mounts, logging the hint of every
+//! failure; an explicit backend that fails to mount stops the service with its hint.
 
 mod auth;
 mod reaper;
@@ -27,7 +31,8 @@ use tonic::transport::server::{Connected, Router};
 
 pub(crate) use socket::{absolute, answers, log_path, prepare_socket_dir, resolve_socket_path};
 
-use crate::host::{Host, HostConfig};
+use crate::host::{Host, HostConfig, Layout};
+use spfs_frontends::Transport;
 use vfs::{Identity, VfsService};
 
 /// How long the server waits for clients to finish their calls once it is stopping.
@@ -36,11 +41,12 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// The FUSE backend to serve views with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
-    /// Pick from what the host has (today: always `kext`).
+    /// Pick from what the host has: `kext` when usable, then `fuse-t`; fall back along that
+    /// list when a mount fails.
     Auto,
     /// The macFUSE kernel extension (on Linux: `/dev/fuse`), one shared mount routed by caller.
     Kext,
-    /// FUSE-T: one NFS volume per runtime (not implemented yet).
+    /// FUSE-T: one NFS volume per runtime (macOS only).
     FuseT,
 }
 
@@ -61,9 +67,18 @@ pub struct ServiceArgs {
     /// The FUSE backend.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
-    /// The shared mount point.
+    /// Where runtimes appear: one shared mount routed by caller, or a volume per runtime
+    /// [default: shared for kext, per-runtime for fuse-t].
+    #[arg(long, value_enum)]
+    layout: Option<Layout>,
+    /// The shared mount point (shared layout).
     #[arg(long, value_name = "PATH", default_value = "/spfs")]
     mountpoint: PathBuf,
+    /// Where the per-runtime layout mounts `spfs-<root pid>` volumes [default: /Volumes on
+    /// macOS; on Linux /run/spfs-fuse/volumes for root, else
+    /// $XDG_RUNTIME_DIR/spfs-fuse/volumes].
+    #[arg(long, value_name = "DIR")]
+    volumes_dir: Option<PathBuf>,
     /// The Unix socket to serve on [default: $XDG_RUNTIME_DIR/spfs-fuse/spfs-fuse.sock, else
     /// /tmp/spfs-fuse-<uid>/spfs-fuse.sock].
     #[arg(long, value_name = "PATH", env = "SPFS_FUSE_SOCKET")]
@@ -101,15 +116,16 @@ enum Listener {
     Tcp(std::net::TcpListener),
 }
 
-/// Logs what the probe finds and which backend it would pick, through the same code as
-/// `doctor`. The kext backend is the only one built so far, so the choice is logged (with the
-/// hints of every rejected candidate) rather than acted on.
-fn log_backend_choice(requested: Backend, mountpoint: &Path) {
-    let Ok(requested) = requested.as_arg().parse::<spfs_probe::Backend>() else {
-        return;
-    };
+/// Probes the host and chooses backends, through the same code as `doctor`, and logs the facts,
+/// the choice and why any backend was rejected.
+fn probe_backends(
+    requested: spfs_probe::Backend,
+    mountpoint: &Path,
+    volumes_dir: &Path,
+) -> spfs_probe::Selection {
     let config = spfs_probe::ProbeConfig {
         mountpoint: mountpoint.to_path_buf(),
+        volumes_dir: volumes_dir.to_path_buf(),
         ..Default::default()
     };
     let facts = spfs_probe::Facts::collect(&config);
@@ -118,21 +134,145 @@ fn log_backend_choice(requested: Backend, mountpoint: &Path) {
     for rejected in &selection.rejected {
         tracing::warn!(backend = %rejected.backend, reason = %rejected.reason, hint = rejected.hint, "backend not usable");
     }
+    selection
+}
+
+/// One way to start the host: a concrete backend and the layout it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Attempt {
+    backend: spfs_probe::Backend,
+    layout: Layout,
+}
+
+/// The backends to try, in order. An explicit backend is tried even when the probe rejects it
+/// (a mount is the only sure test, and its failure carries the hint); `auto` tries the usable
+/// candidates, or, when the probe finds none, every backend it considered, so a probe that is
+/// wrong never blocks a mount that would work. FUSE-T cannot route by caller, so it serves only
+/// the per-runtime layout: with `--layout shared` it is skipped (or, asked for, refused).
+fn attempts(
+    selection: &spfs_probe::Selection,
+    layout: Option<Layout>,
+) -> anyhow::Result<Vec<Attempt>> {
+    use spfs_probe::Backend as B;
+    let backends: Vec<B> = if selection.requested != B::Auto {
+        vec![selection.requested]
+    } else if selection.candidates.is_empty() {
+        selection.rejected.iter().map(|r| r.backend).collect()
+    } else {
+        selection.candidates.clone()
+    };
+    if selection.requested == B::FuseT && layout == Some(Layout::Shared) {
+        bail!(
+            "the fuse-t backend serves only the per-runtime layout (NFS requests carry no \
+             caller pid to route by); drop --layout shared or use --backend kext"
+        );
+    }
+    let attempts: Vec<Attempt> = backends
+        .into_iter()
+        .filter(|&backend| !(backend == B::FuseT && layout == Some(Layout::Shared)))
+        .map(|backend| Attempt {
+            backend,
+            layout: layout.unwrap_or(match backend {
+                B::FuseT => Layout::PerRuntime,
+                B::Kext | B::Auto => Layout::Shared,
+            }),
+        })
+        .collect();
+    if attempts.is_empty() {
+        // Only FUSE-T is left, and the shared layout ruled it out.
+        bail!(
+            "no usable backend serves the shared layout ({selection}); drop --layout shared \
+             to serve a volume per runtime"
+        );
+    }
+    Ok(attempts)
+}
+
+/// The transport a backend delivers requests over.
+fn transport(backend: spfs_probe::Backend) -> Transport {
+    match backend {
+        spfs_probe::Backend::FuseT => Transport::Nfs,
+        spfs_probe::Backend::Kext | spfs_probe::Backend::Auto => Transport::Device,
+    }
+}
+
+/// Starts the host with each attempt in turn until one mounts. A failure names the mount
+/// point and ends with the hint that fixes it: the mount error's own, else the probe's reason
+/// for rejecting that backend.
+async fn start_host(
+    attempts: Vec<Attempt>,
+    selection: &spfs_probe::Selection,
+    base: &HostConfig,
+) -> anyhow::Result<Host> {
+    let mut attempts = attempts.into_iter().peekable();
+    while let Some(attempt) = attempts.next() {
+        let config = HostConfig {
+            backend: attempt.backend,
+            layout: attempt.layout,
+            transport: transport(attempt.backend),
+            ..base.clone()
+        };
+        let place = match attempt.layout {
+            Layout::Shared => config.mountpoint.clone(),
+            Layout::PerRuntime => config.volumes_dir.clone(),
+        };
+        let started = tokio::task::spawn_blocking(move || Host::start(config))
+            .await
+            .context("the host start-up task failed")?;
+        let err = match started {
+            Ok(host) => {
+                tracing::info!(
+                    backend = %attempt.backend,
+                    layout = attempt.layout.name(),
+                    transport = transport(attempt.backend).name(),
+                    at = %place.display(),
+                    "started the host"
+                );
+                return Ok(host);
+            }
+            Err(err) => err.to_string(),
+        };
+        let probe_hint = selection
+            .rejected
+            .iter()
+            .find(|r| r.backend == attempt.backend)
+            .map(|r| r.hint);
+        let err = match probe_hint {
+            Some(hint) if !err.contains("\nhint: ") => format!("{err}\nhint: {hint}"),
+            _ => err,
+        };
+        if selection.requested == spfs_probe::Backend::Auto
+            && let Some(next) = attempts.peek()
+        {
+            tracing::warn!(backend = %attempt.backend, next = %next.backend, error = %err, "the backend failed to mount; trying the next one");
+            continue;
+        }
+        return Err(anyhow::anyhow!(err)).with_context(|| {
+            format!(
+                "cannot start serving {} with the {} backend",
+                place.display(),
+                attempt.backend
+            )
+        });
+    }
+    bail!("no backend to try")
 }
 
 /// Runs the service in the foreground until SIGINT, SIGTERM or `Shutdown`.
 pub fn run(args: ServiceArgs) -> anyhow::Result<ExitCode> {
     init_logging();
-    if args.backend == Backend::FuseT {
-        bail!("the fuse-t backend is not implemented yet; use --backend kext");
-    }
     let mountpoint = absolute(&args.mountpoint)?;
-    log_backend_choice(args.backend, &mountpoint);
-    if mountpoint.to_str().is_none() {
-        bail!(
-            "the mount point {} is not valid UTF-8",
-            mountpoint.display()
-        );
+    let volumes_dir = match &args.volumes_dir {
+        Some(dir) => absolute(dir)?,
+        None => spfs_frontends::sweep::default_volumes_dir(),
+    };
+    let requested: spfs_probe::Backend = args.backend.as_arg().parse()?;
+    let selection = probe_backends(requested, &mountpoint, &volumes_dir);
+    let attempts = attempts(&selection, args.layout)?;
+    for path in [&mountpoint, &volumes_dir] {
+        if path.to_str().is_none() {
+            bail!("{} is not valid UTF-8", path.display());
+        }
     }
     let threads = args
         .threads
@@ -167,11 +307,16 @@ pub fn run(args: ServiceArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // The backend, layout and transport are filled in per attempt.
     let config = HostConfig {
+        backend: spfs_probe::Backend::Kext,
+        layout: Layout::Shared,
+        transport: Transport::Device,
         mountpoint,
+        volumes_dir,
         threads,
     };
-    let served = runtime.block_on(serve(listener, config, args.backend));
+    let served = runtime.block_on(serve(listener, config, attempts, &selection));
     runtime.shutdown_timeout(DRAIN);
     served?;
     tracing::info!("stopped");
@@ -180,25 +325,19 @@ pub fn run(args: ServiceArgs) -> anyhow::Result<ExitCode> {
 
 /// Starts the host, serves until a signal or `Shutdown`, then stops the host and (when
 /// `listener` is dropped) removes the socket.
-async fn serve(listener: Listener, config: HostConfig, backend: Backend) -> anyhow::Result<()> {
+async fn serve(
+    listener: Listener,
+    config: HostConfig,
+    attempts: Vec<Attempt>,
+    selection: &spfs_probe::Selection,
+) -> anyhow::Result<()> {
     // Registered before the host starts: a signal that arrives during start-up is kept and
     // stops the service as soon as it serves.
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
 
-    let mountpoint = config.mountpoint.clone();
     let threads = config.threads;
-    let host = tokio::task::spawn_blocking(move || Host::start(config))
-        .await
-        .context("the host start-up task failed")?
-        .map_err(|err| {
-            // The same hint `doctor` gives, for the failure as the transport worded it.
-            match spfs_probe::hint_for_mount_error(spfs_probe::Backend::Kext, &err.to_string()) {
-                Some(hint) => anyhow::anyhow!("{err}\nhint: {hint}"),
-                None => anyhow::anyhow!(err),
-            }
-        })
-        .with_context(|| format!("cannot start serving {}", mountpoint.display()))?;
+    let host = start_host(attempts, selection, &config).await?;
     let host = Arc::new(host);
     let watcher = reaper::start(&host).context("cannot watch root processes")?;
 
@@ -240,8 +379,6 @@ async fn serve(listener: Listener, config: HostConfig, backend: Backend) -> anyh
                 .context("cannot use the socket")?;
             tracing::info!(
                 socket = %socket.path().display(),
-                mountpoint = %mountpoint.display(),
-                backend = backend.as_arg(),
                 threads,
                 "serving"
             );
@@ -263,8 +400,6 @@ async fn serve(listener: Listener, config: HostConfig, backend: Backend) -> anyh
             );
             tracing::info!(
                 %addr,
-                mountpoint = %mountpoint.display(),
-                backend = backend.as_arg(),
                 threads,
                 "serving"
             );
@@ -323,5 +458,82 @@ where
             tracing::warn!("clients still connected after {DRAIN:?}; stopping anyway");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spfs_probe::{Backend as B, Rejection, Selection};
+
+    fn selection(requested: B, candidates: &[B], rejected: &[B]) -> Selection {
+        Selection {
+            requested,
+            candidates: candidates.to_vec(),
+            rejected: rejected
+                .iter()
+                .map(|&backend| Rejection {
+                    backend,
+                    reason: "not installed".into(),
+                    hint: "install it",
+                })
+                .collect(),
+        }
+    }
+
+    fn plan(selection: &Selection, layout: Option<Layout>) -> Vec<(B, Layout)> {
+        attempts(selection, layout)
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.backend, a.layout))
+            .collect()
+    }
+
+    #[test]
+    fn auto_tries_every_candidate_each_in_its_own_layout() {
+        let both = selection(B::Auto, &[B::Kext, B::FuseT], &[]);
+        assert_eq!(
+            plan(&both, None),
+            [(B::Kext, Layout::Shared), (B::FuseT, Layout::PerRuntime)]
+        );
+        assert_eq!(
+            plan(&both, Some(Layout::PerRuntime)),
+            [
+                (B::Kext, Layout::PerRuntime),
+                (B::FuseT, Layout::PerRuntime)
+            ]
+        );
+        // FUSE-T cannot route by caller: a shared layout leaves it out.
+        assert_eq!(
+            plan(&both, Some(Layout::Shared)),
+            [(B::Kext, Layout::Shared)]
+        );
+    }
+
+    #[test]
+    fn a_probe_that_finds_nothing_does_not_stop_a_mount_from_being_tried() {
+        let none = selection(B::Auto, &[], &[B::Kext, B::FuseT]);
+        assert_eq!(
+            plan(&none, None),
+            [(B::Kext, Layout::Shared), (B::FuseT, Layout::PerRuntime)]
+        );
+        let explicit = selection(B::FuseT, &[], &[B::FuseT]);
+        assert_eq!(plan(&explicit, None), [(B::FuseT, Layout::PerRuntime)]);
+    }
+
+    #[test]
+    fn fuse_t_with_the_shared_layout_is_refused() {
+        let fuse_t = selection(B::FuseT, &[B::FuseT], &[]);
+        let err = attempts(&fuse_t, Some(Layout::Shared)).unwrap_err();
+        assert!(err.to_string().contains("per-runtime layout"), "{err}");
+        let only_fuse_t = selection(B::Auto, &[B::FuseT], &[B::Kext]);
+        let err = attempts(&only_fuse_t, Some(Layout::Shared)).unwrap_err();
+        assert!(err.to_string().contains("drop --layout shared"), "{err}");
+    }
+
+    #[test]
+    fn each_backend_has_its_transport() {
+        assert_eq!(transport(B::Kext), Transport::Device);
+        assert_eq!(transport(B::FuseT), Transport::Nfs);
     }
 }

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod mounts;
+
 /// Whether this host can mount FUSE; see `require_fuse` in the frontends' tests.
 pub fn require_fuse() -> bool {
     let reason = match std::fs::OpenOptions::new()

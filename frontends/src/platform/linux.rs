@@ -1,9 +1,10 @@
-//! Linux: stale FUSE mounts answer `ENOTCONN`; clear them with a lazy unmount.
+//! Linux: stale FUSE mounts answer `ENOTCONN`; clear them with a lazy unmount. The mount table
+//! is `/proc/self/mountinfo`.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Whether a `stat` error means a FUSE mount whose server is gone.
@@ -32,4 +33,74 @@ pub fn force_unmount(path: &Path) -> io::Result<()> {
         }
     }
     Err(direct)
+}
+
+/// Every mount point of this process's mount namespace, from `/proc/self/mountinfo`. Reading
+/// the table never touches the mounts themselves, so a dead one cannot hang it.
+pub fn mount_points() -> io::Result<Vec<PathBuf>> {
+    let table = std::fs::read("/proc/self/mountinfo")?;
+    Ok(table
+        .split(|&b| b == b'\n')
+        // Field 5 is the mount point: id, parent id, major:minor, root, mount point, ...
+        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
+        .map(|field| PathBuf::from(OsStr::from_bytes(&unescape_octal(field))))
+        .collect())
+}
+
+/// Undoes the kernel's `\NNN` escapes (space, tab, newline, backslash) in a mountinfo field.
+fn unescape_octal(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let digits = field.get(i + 1..i + 4);
+        match digits {
+            Some(d) if field[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)) => {
+                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
+                i += 4;
+            }
+            _ => {
+                out.push(field[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Where per-runtime volumes go by default: `/run/spfs-fuse/volumes` for root (the service
+/// that mounts for everyone), else `$XDG_RUNTIME_DIR/spfs-fuse/volumes`, else
+/// `${TMPDIR:-/tmp}/spfs-fuse-<uid>/volumes`, next to the default control socket.
+pub fn default_volumes_dir() -> PathBuf {
+    // SAFETY: getuid(2) takes no arguments and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let dir = |name| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if uid == 0 {
+        PathBuf::from("/run/spfs-fuse/volumes")
+    } else if let Some(runtime) = dir("XDG_RUNTIME_DIR") {
+        runtime.join("spfs-fuse/volumes")
+    } else {
+        dir("TMPDIR")
+            .unwrap_or_else(|| PathBuf::from("/tmp"))
+            .join(format!("spfs-fuse-{uid}/volumes"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape_octal(br"/a\040b\134c"), b"/a b\\c");
+        assert_eq!(unescape_octal(br"/plain\9"), br"/plain\9");
+    }
+
+    #[test]
+    fn the_root_is_a_mount_point() {
+        assert!(mount_points().unwrap().contains(&PathBuf::from("/")));
+    }
 }
