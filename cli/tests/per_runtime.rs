@@ -330,3 +330,34 @@ fn a_service_start_sweeps_the_volumes_dir() {
         "{log}"
     );
 }
+
+/// A runtime that ends with its root process takes its volume with it, within a second.
+#[test]
+fn a_volume_goes_within_a_second_of_its_root() {
+    if !require_fuse() {
+        return;
+    }
+    let service = Service::per_runtime();
+    let layer = tempfile::tempdir().unwrap();
+    put(layer.path(), "file", b"x");
+    let mut root = Command::new("sleep").arg("60").spawn().unwrap();
+    let volume = PathBuf::from(service.mount(root.id(), layer.path().to_str().unwrap()));
+    assert_eq!(mounts_under(&service.volumes_dir()), [volume.clone()]);
+    root.kill().unwrap();
+    let exited = std::time::Instant::now();
+    root.wait().unwrap();
+    while !mounts_under(&service.volumes_dir()).is_empty() || volume.exists() {
+        assert!(
+            exited.elapsed() < std::time::Duration::from_secs(1),
+            "the volume outlived its root by a second: {}",
+            service.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        status_json(&service)["runtimes"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}

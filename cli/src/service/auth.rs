@@ -4,7 +4,7 @@
 
 use spfs_router::process::ProcessTable;
 
-use crate::host::{HostError, RuntimeStatus};
+use crate::host::{HostError, HostStatus, Layout, RuntimeStatus};
 
 /// The superuser, who may act on every runtime.
 const ROOT_UID: u32 = 0;
@@ -44,6 +44,20 @@ pub(crate) fn may_see(caller_uid: u32, runtime: &RuntimeStatus) -> bool {
     caller_uid == ROOT_UID || caller_uid == runtime.owner_uid
 }
 
+/// Leaves in `status` only what `caller_uid` may see: its own runtimes, and no volume of
+/// another user's runtime (a volume's name carries its root pid).
+pub(crate) fn filter_status(caller_uid: u32, status: &mut HostStatus) {
+    let (visible, hidden): (Vec<_>, Vec<_>) = std::mem::take(&mut status.runtimes)
+        .into_iter()
+        .partition(|r| may_see(caller_uid, r));
+    status.runtimes = visible;
+    if status.layout == Layout::PerRuntime.name() {
+        status
+            .mount_points
+            .retain(|path| !hidden.iter().any(|r| &r.mount_point == path));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -60,6 +74,42 @@ mod tests {
             mount_point: PathBuf::from("/spfs"),
             alive: true,
         }
+    }
+
+    fn status(layout: &str, runtimes: Vec<RuntimeStatus>) -> HostStatus {
+        HostStatus {
+            backend: "kext".into(),
+            transport: "device".into(),
+            layout: layout.into(),
+            mount_points: runtimes.iter().map(|r| r.mount_point.clone()).collect(),
+            runtimes,
+        }
+    }
+
+    #[test]
+    fn a_user_sees_only_their_runtimes_and_volumes() {
+        let volume = |pid: u32, uid| RuntimeStatus {
+            mount_point: PathBuf::from(format!("/Volumes/spfs-{pid}")),
+            ..runtime(pid, uid)
+        };
+        let mut per_runtime = status("per-runtime", vec![volume(40, 501), volume(41, 502)]);
+        filter_status(501, &mut per_runtime);
+        assert_eq!(per_runtime.runtimes, [volume(40, 501)]);
+        assert_eq!(
+            per_runtime.mount_points,
+            [PathBuf::from("/Volumes/spfs-40")]
+        );
+
+        let mut everything = status("per-runtime", vec![volume(40, 501), volume(41, 502)]);
+        filter_status(0, &mut everything);
+        assert_eq!(everything.runtimes.len(), 2);
+        assert_eq!(everything.mount_points.len(), 2);
+
+        // The shared mount point is everybody's, runtimes or not.
+        let mut shared = status("shared", vec![runtime(41, 502)]);
+        filter_status(501, &mut shared);
+        assert!(shared.runtimes.is_empty());
+        assert_eq!(shared.mount_points, [PathBuf::from("/spfs")]);
     }
 
     #[test]

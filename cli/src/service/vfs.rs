@@ -194,7 +194,7 @@ impl Vfs for VfsService {
                 .on_host(|host| Ok(host.status()))
                 .await
                 .map_err(|err| refuse(&err))?;
-            status.runtimes.retain(|r| auth::may_see(caller.uid, r));
+            auth::filter_status(caller.uid, &mut status);
             Ok(Response::new(wire::status_to_wire(status)))
         }
         .instrument(span)
