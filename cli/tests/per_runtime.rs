@@ -342,7 +342,10 @@ fn a_volume_goes_within_a_second_of_its_root() {
     put(layer.path(), "file", b"x");
     let mut root = Command::new("sleep").arg("60").spawn().unwrap();
     let volume = PathBuf::from(service.mount(root.id(), layer.path().to_str().unwrap()));
-    assert_eq!(mounts_under(&service.volumes_dir()), [volume.clone()]);
+    assert_eq!(
+        mounts_under(&service.volumes_dir()),
+        std::slice::from_ref(&volume)
+    );
     root.kill().unwrap();
     let exited = std::time::Instant::now();
     root.wait().unwrap();
