@@ -158,10 +158,10 @@ fn sigterm_stops_the_service_with_0_and_removes_the_socket() {
     assert!(!env.socket().exists());
 }
 
-#[test]
-fn mount_starts_a_service_when_none_answers() {
-    let env = Env::new();
-    assert!(!env.socket().exists());
+/// `mount` of the test's layer when no service answers: it starts one on the test's mount
+/// point and registers the runtime there.
+#[track_caller]
+fn mount_starting_a_service(env: &Env) {
     let out = env
         .cmd(&["mount", "--mountpoint", env.mountpoint().to_str().unwrap()])
         .arg(env.layer())
@@ -173,6 +173,13 @@ fn mount_starts_a_service_when_none_answers() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn mount_starts_a_service_when_none_answers() {
+    let env = Env::new();
+    assert!(!env.socket().exists());
+    mount_starting_a_service(&env);
     assert_eq!(
         status_json(&env)["runtimes"][0]["root_pid"],
         std::process::id()
@@ -253,17 +260,7 @@ fn mount_recovers_from_a_service_killed_with_sigkill() {
     let stale = std::fs::metadata(env.mountpoint().join("hello")).unwrap_err();
     assert_eq!(stale.raw_os_error(), Some(libc::ENOTCONN), "{stale}");
 
-    let out = env
-        .cmd(&["mount", "--mountpoint", env.mountpoint().to_str().unwrap()])
-        .arg(env.layer())
-        .output()
-        .unwrap();
-    assert_eq!(ok(&out).trim(), env.mountpoint().to_str().unwrap());
-    assert!(
-        stderr(&out).contains("started a service"),
-        "{}",
-        stderr(&out)
-    );
+    mount_starting_a_service(&env);
     assert_eq!(
         std::fs::read_to_string(env.mountpoint().join("hello")).unwrap(),
         "hi\n"
