@@ -53,11 +53,33 @@ struct FuseT {
     workers: Workers,
 }
 
-/// The server to run: `FUSE_NFSSRV_PATH` if set (libfuse-t honours it too), else FUSE-T's.
+/// Where some FUSE-T packages keep the server (`go-nfsv4-<version>`); the probe accepts it.
+const SUPPORT_BIN: &str = "/Library/Application Support/fuse-t/bin";
+
+/// The server to run: `FUSE_NFSSRV_PATH` if set (libfuse-t honours it too), else FUSE-T's
+/// `/usr/local/bin/go-nfsv4`, else the first `go-nfsv4*` in its support directory.
 fn server_path() -> PathBuf {
-    std::env::var_os("FUSE_NFSSRV_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(GO_NFSV4))
+    if let Some(path) = std::env::var_os("FUSE_NFSSRV_PATH") {
+        return PathBuf::from(path);
+    }
+    let standard = PathBuf::from(GO_NFSV4);
+    if standard.exists() {
+        return standard;
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(SUPPORT_BIN)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.is_file()
+                && path
+                    .file_name()
+                    .is_some_and(|name| name.as_bytes().starts_with(b"go-nfsv4"))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().next().unwrap_or(standard)
 }
 
 /// Mounts `vfs` read-only at `config.mountpoint` as a FUSE-T volume named `config.volname`.

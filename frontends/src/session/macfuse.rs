@@ -154,7 +154,7 @@ fn helper_failure(child: &mut Child, context: &str) -> String {
 }
 
 /// Collects the helper's exit in the background, so it never lingers as a zombie.
-fn reap(mut child: Child) {
+fn reap(child: Child) {
     let _ = std::thread::Builder::new()
         .name("spfs-fuse-reap".into())
         .spawn(move || match child.wait_with_output() {
