@@ -33,3 +33,63 @@ pub fn force_unmount(path: &Path) -> io::Result<()> {
     }
     Err(direct)
 }
+
+/// Whether `path` is a mount point, read from the mount table without asking the mounted
+/// file system (whose server may be gone).
+pub fn in_mount_table(path: &Path) -> bool {
+    let Ok(table) = std::fs::read("/proc/self/mountinfo") else {
+        return false;
+    };
+    let wanted = path.as_os_str().as_bytes();
+    table.split(|&b| b == b'\n').any(|line| {
+        // Field 5 is the mount point, with space, tab, newline and backslash as octal escapes.
+        line.split(|&b| b == b' ')
+            .nth(4)
+            .is_some_and(|field| unescape_octal(field) == wanted)
+    })
+}
+
+/// Undoes the kernel's `\ooo` escapes in a mountinfo field.
+fn unescape_octal(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let escaped = field
+            .get(i + 1..i + 4)
+            .filter(|d| field[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .and_then(|d| {
+                let value = d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+                u8::try_from(value).ok()
+            });
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 4;
+            }
+            None => {
+                out.push(field[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_root_is_in_the_mount_table_and_a_plain_directory_is_not() {
+        assert!(in_mount_table(Path::new("/")));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!in_mount_table(dir.path()));
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape_octal(br"/a\040b\134c"), b"/a b\\c");
+        assert_eq!(unescape_octal(br"/plain\0"), b"/plain\\0");
+        assert_eq!(unescape_octal(br"/big\777"), br"/big\777");
+    }
+}

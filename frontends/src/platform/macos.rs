@@ -2,6 +2,7 @@
 //! `umount -f`, then `diskutil unmount force`.
 
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -32,4 +33,30 @@ pub fn force_unmount(path: &Path) -> io::Result<()> {
         }
     }
     Err(last)
+}
+
+/// Whether `path` is a mount point, read from the kernel's mount table without asking the
+/// volume: a `stat` on an NFS volume whose server is gone can block for minutes.
+pub fn in_mount_table(path: &Path) -> bool {
+    // SAFETY: a null buffer only asks for the number of mounts.
+    let count = unsafe { libc::getfsstat(std::ptr::null_mut(), 0, libc::MNT_NOWAIT) };
+    if count <= 0 {
+        return false;
+    }
+    // Room for mounts that appear between the two calls.
+    let mut mounts: Vec<libc::statfs> = Vec::with_capacity(count as usize + 16);
+    let bytes = (mounts.capacity() * std::mem::size_of::<libc::statfs>()) as libc::c_int;
+    // SAFETY: `mounts` has room for `capacity` entries, which `bytes` tells getfsstat; it
+    // fills at most that many and returns how many.
+    let filled = unsafe { libc::getfsstat(mounts.as_mut_ptr(), bytes, libc::MNT_NOWAIT) };
+    if filled <= 0 {
+        return false;
+    }
+    // SAFETY: getfsstat initialised the first `filled` entries.
+    unsafe { mounts.set_len(filled as usize) };
+    mounts.iter().any(|fs| {
+        // SAFETY: f_mntonname is a NUL-terminated path the kernel filled in.
+        let on = unsafe { std::ffi::CStr::from_ptr(fs.f_mntonname.as_ptr()) };
+        on.to_bytes() == path.as_os_str().as_bytes()
+    })
 }

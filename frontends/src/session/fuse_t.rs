@@ -84,12 +84,17 @@ fn server_path() -> PathBuf {
 
 /// Mounts `vfs` read-only at `config.mountpoint` as a FUSE-T volume named `config.volname`.
 pub(super) fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Box<dyn Mounted>, MountError> {
+    let session = mount_with(&server_path(), vfs, config)?;
+    Ok(Box::new(session))
+}
+
+/// [`mount`] with `program` as the server.
+fn mount_with(program: &Path, vfs: Arc<Vfs>, config: &SessionConfig) -> Result<FuseT, MountError> {
     let path = super::prepare_mountpoint(&config.mountpoint)?;
     let failed = |message: String| MountError::Session {
         path: config.mountpoint.clone(),
         message,
     };
-    let program = server_path();
     if !program.exists() {
         return Err(failed(format!(
             "FUSE-T is not installed ({} is missing)",
@@ -109,7 +114,7 @@ pub(super) fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Box<dyn Mou
     let daemon = std::env::current_exe().ok();
     // Its stderr goes to the service's log; stdout is of no use.
     let child = protocol::spawn_helper(
-        &program,
+        program,
         &protocol::fuse_t_args(&config.volname, &path),
         &protocol::helper_env(
             theirs.as_raw_fd(),
@@ -158,7 +163,7 @@ pub(super) fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Box<dyn Mou
         let _ = session.stop();
         return Err(failed(message));
     }
-    Ok(Box::new(session))
+    Ok(session)
 }
 
 impl FuseT {
@@ -195,7 +200,7 @@ impl FuseT {
         }
         // The server unmounts on `unmount`; had it died first (or the volume been busy), the
         // volume is left without a server.
-        if in_mount_table(&self.mountpoint) {
+        if platform::in_mount_table(&self.mountpoint) {
             platform::force_unmount(&self.mountpoint).map_err(|e| failed(e.to_string()))?;
         }
         match ended {
@@ -208,34 +213,171 @@ impl FuseT {
     }
 }
 
-/// Whether `path` is a mount point, read from the kernel's mount table without asking the
-/// volume: a `stat` on an NFS volume whose server is gone can block for minutes.
-fn in_mount_table(path: &Path) -> bool {
-    // SAFETY: a null buffer only asks for the number of mounts.
-    let count = unsafe { libc::getfsstat(std::ptr::null_mut(), 0, libc::MNT_NOWAIT) };
-    if count <= 0 {
-        return false;
-    }
-    // Room for mounts that appear between the two calls.
-    let mut mounts: Vec<libc::statfs> = Vec::with_capacity(count as usize + 16);
-    let bytes = (mounts.capacity() * std::mem::size_of::<libc::statfs>()) as libc::c_int;
-    // SAFETY: `mounts` has room for `capacity` entries, which `bytes` tells getfsstat; it
-    // fills at most that many and returns how many.
-    let filled = unsafe { libc::getfsstat(mounts.as_mut_ptr(), bytes, libc::MNT_NOWAIT) };
-    if filled <= 0 {
-        return false;
-    }
-    // SAFETY: getfsstat initialised the first `filled` entries.
-    unsafe { mounts.set_len(filled as usize) };
-    mounts.iter().any(|fs| {
-        // SAFETY: f_mntonname is a NUL-terminated path the kernel filled in.
-        let on = unsafe { std::ffi::CStr::from_ptr(fs.f_mntonname.as_ptr()) };
-        on.to_bytes() == path.as_os_str().as_bytes()
-    })
-}
-
 impl Mounted for FuseT {
     fn unmount(self: Box<Self>) -> Result<(), MountError> {
         (*self).stop()
+    }
+}
+
+/// The whole session against a stand-in for `go-nfsv4`: this test binary run again, which
+/// speaks the server's side of both sockets and "mounts" a tmpfs where the NFS volume would
+/// be (so it needs root, like the other mount tests).
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    use std::os::unix::fs::PermissionsExt;
+
+    use fuse_backend_rs::abi::fuse_abi::Opcode;
+    use spfs_router::{Attr, ROOT, Routing, Timestamp, View};
+
+    use super::super::Transport;
+    use super::super::wire::testing::{init_body, request};
+    use super::*;
+
+    /// How the stand-in behaves after mounting: `unmounts` on request, or `dies` at once.
+    const MODE: &str = "SPFS_FAKE_GO_NFSV4";
+    const MOUNTPOINT: &str = "SPFS_FAKE_GO_NFSV4_MOUNTPOINT";
+
+    /// Reads one framed reply: (error, unique).
+    fn reply(mut peer: &UnixStream) -> (i32, u64) {
+        let mut header = [0u8; 16];
+        peer.read_exact(&mut header).unwrap();
+        let len = u32::from_ne_bytes(header[0..4].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len - 16];
+        peer.read_exact(&mut body).unwrap();
+        (
+            i32::from_ne_bytes(header[4..8].try_into().unwrap()),
+            u64::from_ne_bytes(header[8..16].try_into().unwrap()),
+        )
+    }
+
+    /// The stand-in server; does nothing unless started by [`fake_server`].
+    #[test]
+    fn fake_go_nfsv4() {
+        let Ok(mode) = std::env::var(MODE) else {
+            return;
+        };
+        let mountpoint = PathBuf::from(std::env::var_os(MOUNTPOINT).unwrap());
+        let socket = |name: &str| {
+            let fd: i32 = std::env::var(name).unwrap().parse().unwrap();
+            // SAFETY: the session handed this descriptor over for us alone.
+            unsafe { UnixStream::from_raw_fd(fd) }
+        };
+        let (mut comm, mut monitor) = (socket("_FUSE_COMMFD"), socket("_FUSE_MONFD"));
+        let mut command = [0u8; 5];
+        monitor.read_exact(&mut command).unwrap();
+        assert_eq!(&command, b"mount");
+        // As the real server does while mounting: INIT, then the root's attributes.
+        comm.write_all(&request(Opcode::Init, 1, 0, &init_body()))
+            .unwrap();
+        assert_eq!(reply(&comm), (0, 1));
+        comm.write_all(&request(Opcode::Getattr, 2, ROOT, &[0u8; 16]))
+            .unwrap();
+        assert_eq!(reply(&comm), (0, 2));
+        nix::mount::mount(
+            Some("tmpfs"),
+            &mountpoint,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        monitor.write_all(&0i32.to_ne_bytes()).unwrap();
+        if mode == "dies" {
+            std::process::exit(3);
+        }
+        let mut command = Vec::new();
+        let _ = monitor.read_to_end(&mut command);
+        assert_eq!(command, b"unmount");
+        nix::mount::umount(&mountpoint).unwrap();
+        std::process::exit(0);
+    }
+
+    /// A script that runs [`fake_go_nfsv4`]: libtest would refuse go-nfsv4's arguments, so
+    /// only the mount point (the last one) is handed over.
+    fn fake_server(dir: &Path, mode: &str) -> PathBuf {
+        let script = dir.join("go-nfsv4");
+        let exe = std::env::current_exe().unwrap();
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nfor last; do :; done\n{MODE}={mode} {MOUNTPOINT}=\"$last\" exec '{}' \
+                 --exact session::fuse_t::tests::fake_go_nfsv4 --nocapture --test-threads=1 \
+                 >/dev/null\n",
+                exe.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        script
+    }
+
+    /// Mounting tmpfs needs root: skip (or fail under `SPFS_FUSE_REQUIRE_MOUNT=1`) without it.
+    fn can_mount() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            return true;
+        }
+        assert_ne!(
+            std::env::var("SPFS_FUSE_REQUIRE_MOUNT").as_deref(),
+            Ok("1"),
+            "mounting is required but needs root"
+        );
+        eprintln!("skipping: the stand-in server mounts a tmpfs, which needs root");
+        false
+    }
+
+    fn start(dir: &Path, mode: &str) -> (FuseT, PathBuf) {
+        std::fs::create_dir_all(dir.join("layer/bin")).unwrap();
+        std::fs::write(dir.join("layer/bin/tool"), b"tool").unwrap();
+        let root = Attr::root(0, 0, Timestamp { secs: 1, nanos: 0 });
+        let view = View::build(1, &[dir.join("layer")], &root);
+        let vfs = Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))));
+        let config = SessionConfig {
+            mountpoint: dir.join("spfs-1"),
+            fsname: "spfs".into(),
+            volname: "spfs-1".into(),
+            transport: Transport::Nfs,
+            threads: 2,
+        };
+        let session = mount_with(&fake_server(dir, mode), vfs, &config).unwrap();
+        let mountpoint = session.mountpoint.clone();
+        (session, mountpoint)
+    }
+
+    #[test]
+    fn mounts_serves_and_unmounts_through_the_server() {
+        if !can_mount() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let (session, mountpoint) = start(tmp.path(), "unmounts");
+        assert!(platform::in_mount_table(&mountpoint));
+        assert!(!session.workers.finished());
+        Box::new(session).unmount().unwrap();
+        assert!(!platform::in_mount_table(&mountpoint));
+    }
+
+    /// fuse-backend-rs 0.14's FUSE-T channel spins once the server's socket closes: ours
+    /// must return, and unmounting clears the volume the dead server left behind.
+    #[test]
+    fn workers_stop_when_the_server_dies_and_unmount_clears_its_volume() {
+        if !can_mount() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let (session, mountpoint) = start(tmp.path(), "dies");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !session.workers.finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            session.workers.finished(),
+            "workers still running after the server died"
+        );
+        assert!(platform::in_mount_table(&mountpoint));
+        Box::new(session).unmount().unwrap();
+        assert!(!platform::in_mount_table(&mountpoint));
     }
 }

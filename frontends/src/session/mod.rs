@@ -9,7 +9,7 @@
 //! The macOS sessions are ours, not `fuse-backend-rs`'s: its macFUSE session cannot pass mount
 //! options, and its FUSE-T session replaces the macFUSE one at compile time and spins once the
 //! server's socket closes. What they share, the helpers' protocol (`protocol.rs`) and the
-//! serving loop (`wire.rs`), compiles and is tested everywhere.
+//! serving loop (`wire.rs`), and FUSE-T's session itself compile and are tested everywhere.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,11 +31,13 @@ mod device;
 #[path = "macfuse.rs"]
 mod device;
 
+// FUSE-T's session compiles everywhere, so Linux tests run it against a stand-in server.
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+mod fuse_t;
+#[cfg(target_os = "macos")]
+use fuse_t as nfs;
 #[cfg(target_os = "linux")]
 #[path = "nfs_linux.rs"]
-mod nfs;
-#[cfg(target_os = "macos")]
-#[path = "fuse_t.rs"]
 mod nfs;
 
 /// How FUSE requests reach the session (DESIGN.md §1).

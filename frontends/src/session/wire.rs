@@ -329,6 +329,12 @@ impl Workers {
         }
     }
 
+    /// Whether every worker has returned.
+    #[cfg(test)]
+    pub(crate) fn finished(&self) -> bool {
+        self.handles.iter().all(|h| h.is_finished())
+    }
+
     /// Waits up to `timeout` for every worker to return; says whether all did. Workers still
     /// running are left to end with their connection.
     pub(crate) fn join(self, timeout: Duration) -> bool {
@@ -348,8 +354,37 @@ impl Workers {
     }
 }
 
+/// Requests as a kernel or FUSE-T's server sends them, for tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::IN_HEADER_LEN;
+    use fuse_backend_rs::abi::fuse_abi::Opcode;
+
+    /// A request: header (len, opcode, unique, nodeid, uid, gid, pid, padding), then `body`.
+    pub(crate) fn request(opcode: Opcode, unique: u64, nodeid: u64, body: &[u8]) -> Vec<u8> {
+        let mut msg = Vec::new();
+        msg.extend(((IN_HEADER_LEN + body.len()) as u32).to_ne_bytes());
+        msg.extend((opcode as u32).to_ne_bytes());
+        msg.extend(unique.to_ne_bytes());
+        msg.extend(nodeid.to_ne_bytes());
+        msg.extend([0u8; 16]); // uid, gid, pid, padding
+        assert_eq!(msg.len(), IN_HEADER_LEN);
+        msg.extend(body);
+        msg
+    }
+
+    pub(crate) fn init_body() -> Vec<u8> {
+        // major, minor, max_readahead, flags
+        [7u32, 19, 65536, 0]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::testing::{init_body, request};
     use super::*;
     use std::os::unix::net::UnixStream;
     use std::path::PathBuf;
@@ -374,27 +409,6 @@ mod tests {
         let view = View::build(1, &[PathBuf::from(layer)], &root);
         let vfs = Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))));
         Arc::new(Server::new(Adapter::new(vfs)))
-    }
-
-    /// A request: header (len, opcode, unique, nodeid, uid, gid, pid, padding), then `body`.
-    fn request(opcode: Opcode, unique: u64, nodeid: u64, body: &[u8]) -> Vec<u8> {
-        let mut msg = Vec::new();
-        msg.extend(((IN_HEADER_LEN + body.len()) as u32).to_ne_bytes());
-        msg.extend((opcode as u32).to_ne_bytes());
-        msg.extend(unique.to_ne_bytes());
-        msg.extend(nodeid.to_ne_bytes());
-        msg.extend([0u8; 16]); // uid, gid, pid, padding
-        assert_eq!(msg.len(), IN_HEADER_LEN);
-        msg.extend(body);
-        msg
-    }
-
-    fn init_body() -> Vec<u8> {
-        // major, minor, max_readahead, flags
-        [7u32, 19, 65536, 0]
-            .iter()
-            .flat_map(|v| v.to_ne_bytes())
-            .collect()
     }
 
     fn u32_at(b: &[u8], at: usize) -> u32 {
