@@ -232,25 +232,12 @@ mod tests {
     use spfs_router::{Attr, ROOT, Routing, Timestamp, View};
 
     use super::super::Transport;
-    use super::super::wire::testing::{init_body, request};
+    use super::super::wire::testing::{init_body, reply, request};
     use super::*;
 
     /// How the stand-in behaves after mounting: `unmounts` on request, or `dies` at once.
     const MODE: &str = "SPFS_FAKE_GO_NFSV4";
     const MOUNTPOINT: &str = "SPFS_FAKE_GO_NFSV4_MOUNTPOINT";
-
-    /// Reads one framed reply: (error, unique).
-    fn reply(mut peer: &UnixStream) -> (i32, u64) {
-        let mut header = [0u8; 16];
-        peer.read_exact(&mut header).unwrap();
-        let len = u32::from_ne_bytes(header[0..4].try_into().unwrap()) as usize;
-        let mut body = vec![0u8; len - 16];
-        peer.read_exact(&mut body).unwrap();
-        (
-            i32::from_ne_bytes(header[4..8].try_into().unwrap()),
-            u64::from_ne_bytes(header[8..16].try_into().unwrap()),
-        )
-    }
 
     /// The stand-in server; does nothing unless started by [`fake_server`].
     #[test]
@@ -271,10 +258,12 @@ mod tests {
         // As the real server does while mounting: INIT, then the root's attributes.
         comm.write_all(&request(Opcode::Init, 1, 0, &init_body()))
             .unwrap();
-        assert_eq!(reply(&comm), (0, 1));
+        let (error, unique, _) = reply(&comm);
+        assert_eq!((error, unique), (0, 1));
         comm.write_all(&request(Opcode::Getattr, 2, ROOT, &[0u8; 16]))
             .unwrap();
-        assert_eq!(reply(&comm), (0, 2));
+        let (error, unique, _) = reply(&comm);
+        assert_eq!((error, unique), (0, 2));
         nix::mount::mount(
             Some("tmpfs"),
             &mountpoint,

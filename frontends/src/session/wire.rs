@@ -357,8 +357,23 @@ impl Workers {
 /// Requests as a kernel or FUSE-T's server sends them, for tests.
 #[cfg(test)]
 pub(crate) mod testing {
-    use super::IN_HEADER_LEN;
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+
+    use super::{IN_HEADER_LEN, OUT_HEADER_LEN};
     use fuse_backend_rs::abi::fuse_abi::Opcode;
+
+    /// Reads one framed reply: (error, unique, body).
+    pub(crate) fn reply(mut peer: &UnixStream) -> (i32, u64, Vec<u8>) {
+        let mut header = [0u8; OUT_HEADER_LEN];
+        peer.read_exact(&mut header).unwrap();
+        let len = u32::from_ne_bytes(header[0..4].try_into().unwrap()) as usize;
+        let error = i32::from_ne_bytes(header[4..8].try_into().unwrap());
+        let unique = u64::from_ne_bytes(header[8..16].try_into().unwrap());
+        let mut body = vec![0u8; len - OUT_HEADER_LEN];
+        peer.read_exact(&mut body).unwrap();
+        (error, unique, body)
+    }
 
     /// A request: header (len, opcode, unique, nodeid, uid, gid, pid, padding), then `body`.
     pub(crate) fn request(opcode: Opcode, unique: u64, nodeid: u64, body: &[u8]) -> Vec<u8> {
@@ -384,7 +399,7 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
-    use super::testing::{init_body, request};
+    use super::testing::{init_body, reply, request};
     use super::*;
     use std::os::unix::net::UnixStream;
     use std::path::PathBuf;
@@ -416,17 +431,6 @@ mod tests {
     }
     fn u64_at(b: &[u8], at: usize) -> u64 {
         u64::from_ne_bytes(b[at..at + 8].try_into().unwrap())
-    }
-
-    /// Reads one framed reply: (error, unique, body).
-    fn reply(mut peer: &UnixStream) -> (i32, u64, Vec<u8>) {
-        let mut header = [0u8; OUT_HEADER_LEN];
-        peer.read_exact(&mut header).unwrap();
-        let len = u32_at(&header, 0) as usize;
-        let error = i32::from_ne_bytes(header[4..8].try_into().unwrap());
-        let mut body = vec![0u8; len - OUT_HEADER_LEN];
-        peer.read_exact(&mut body).unwrap();
-        (error, u64_at(&header, 8), body)
     }
 
     fn start(
