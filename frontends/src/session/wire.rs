@@ -330,7 +330,7 @@ impl Workers {
     }
 
     /// Whether every worker has returned.
-    #[cfg(test)]
+    #[cfg(all(test, target_os = "linux"))]
     pub(crate) fn finished(&self) -> bool {
         self.handles.iter().all(|h| h.is_finished())
     }
