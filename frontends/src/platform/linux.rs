@@ -34,6 +34,19 @@ pub fn force_unmount(path: &Path) -> io::Result<()> {
     Err(direct)
 }
 
+/// Unmounts `path` with a plain system call, forced (`MNT_FORCE`) if `force`; nothing lazy.
+pub fn unmount(path: &Path, force: bool) -> io::Result<()> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
+    let flags = if force { libc::MNT_FORCE } else { 0 };
+    // SAFETY: c_path is a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::umount2(c_path.as_ptr(), flags) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Whether `path` is a mount point, read from the mount table without asking the mounted
 /// file system (whose server may be gone).
 pub fn in_mount_table(path: &Path) -> bool {

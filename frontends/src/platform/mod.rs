@@ -7,4 +7,4 @@ mod imp;
 #[path = "macos.rs"]
 mod imp;
 
-pub use imp::{force_unmount, in_mount_table, is_stale_error};
+pub use imp::{force_unmount, in_mount_table, is_stale_error, unmount};

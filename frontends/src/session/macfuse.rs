@@ -13,11 +13,9 @@
 //! (`FUSEDEVIOCSETDAEMONDEAD`) wakes the one worker that sleeps in a read should the volume be
 //! gone already.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -45,8 +43,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 const BUFSIZE: usize = 1024 * 1024 + 4096;
 
 /// `FUSEDEVIOCSETDAEMONDEAD`, `_IOW('F', 3, u_int32_t)` in macFUSE's `fuse_darwin_private.h`.
-const FUSEDEVIOCSETDAEMONDEAD: libc::c_ulong =
-    0x8000_0000 | (4 << 16) | ((b'F' as libc::c_ulong) << 8) | 3;
+const FUSEDEVIOCSETDAEMONDEAD: u32 = 0x8000_0000 | (4 << 16) | ((b'F' as u32) << 8) | 3;
 
 /// A mounted macFUSE volume.
 struct MacFuse {
@@ -57,23 +54,34 @@ struct MacFuse {
 
 /// Mounts `vfs` read-only at `config.mountpoint` through macFUSE.
 pub(super) fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Box<dyn Mounted>, MountError> {
+    if !Path::new(MOUNT_MACFUSE).exists() {
+        return Err(MountError::Session {
+            path: config.mountpoint.clone(),
+            message: format!("macFUSE is not installed ({MOUNT_MACFUSE} is missing)"),
+        });
+    }
+    let session = mount_with(Path::new(MOUNT_MACFUSE), vfs, config)?;
+    Ok(Box::new(session))
+}
+
+/// [`mount`] with `program` as the mount helper.
+fn mount_with(
+    program: &Path,
+    vfs: Arc<Vfs>,
+    config: &SessionConfig,
+) -> Result<MacFuse, MountError> {
     let path = super::prepare_mountpoint(&config.mountpoint)?;
     let failed = |message: String| MountError::Session {
         path: config.mountpoint.clone(),
         message,
     };
-    if !Path::new(MOUNT_MACFUSE).exists() {
-        return Err(failed(format!(
-            "macFUSE is not installed ({MOUNT_MACFUSE} is missing)"
-        )));
-    }
     let (ours, theirs) =
         UnixStream::pair().map_err(|e| failed(format!("cannot create a socket pair: {e}")))?;
     ours.set_read_timeout(Some(MOUNT_TIMEOUT))
         .map_err(|e| failed(format!("cannot set a socket timeout: {e}")))?;
     let daemon = std::env::current_exe().ok();
     let mut child = protocol::spawn_helper(
-        Path::new(MOUNT_MACFUSE),
+        program,
         &protocol::macfuse_args(&config.fsname, &config.volname, &path),
         &protocol::helper_env(theirs.as_raw_fd(), None, daemon.as_deref()),
         &[theirs.as_raw_fd()],
@@ -81,7 +89,7 @@ pub(super) fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Box<dyn Mou
         Stdio::piped(),
         Stdio::piped(),
     )
-    .map_err(|e| failed(format!("cannot run {MOUNT_MACFUSE}: {e}")))?;
+    .map_err(|e| failed(format!("cannot run {}: {e}", program.display())))?;
     // Ours must go, or a helper that dies would never look like EOF.
     drop(theirs);
 
@@ -137,7 +145,7 @@ pub(super) fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Box<dyn Mou
         let _ = Box::new(session).unmount();
         return Err(failed(message));
     }
-    Ok(Box::new(session))
+    Ok(session)
 }
 
 /// What a failed helper said: `context`, then its stderr.
@@ -168,20 +176,17 @@ fn reap(child: Child) {
         });
 }
 
-/// `unmount(2)`, forced if the volume is busy.
+/// `unmount(2)`, forced if the volume is busy, and `diskutil unmount force` as the last resort.
 fn unmount_path(path: &Path) -> std::io::Result<()> {
-    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "path holds a NUL byte")
-    })?;
-    for flags in [0, libc::MNT_FORCE] {
-        // SAFETY: c_path is a valid NUL-terminated string that outlives the call.
-        if unsafe { libc::unmount(c_path.as_ptr(), flags) } == 0 {
-            return Ok(());
-        }
+    if platform::unmount(path, false).is_ok() {
+        return Ok(());
     }
-    let direct = std::io::Error::last_os_error();
+    let direct = match platform::unmount(path, true) {
+        Ok(()) => return Ok(()),
+        Err(err) => err,
+    };
     // Nothing mounted there any more (unmounted from outside): done.
-    if direct.raw_os_error() == Some(libc::EINVAL) {
+    if !platform::in_mount_table(path) {
         return Ok(());
     }
     platform::force_unmount(path).map_err(|_| direct)
@@ -193,7 +198,7 @@ fn set_daemon_dead(device: &File) {
     let fd = device.as_raw_fd();
     let mut arg = fd as u32;
     // SAFETY: fd is our open device; the ioctl reads one u32 from &arg, which outlives it.
-    unsafe { libc::ioctl(fd, FUSEDEVIOCSETDAEMONDEAD, &mut arg as *mut u32) };
+    unsafe { libc::ioctl(fd, FUSEDEVIOCSETDAEMONDEAD as _, &mut arg as *mut u32) };
 }
 
 impl Mounted for MacFuse {
@@ -207,5 +212,202 @@ impl Mounted for MacFuse {
             tracing::warn!(mountpoint = %self.mountpoint.display(), "FUSE workers still running after unmount");
         }
         result
+    }
+}
+
+/// The whole session against a stand-in for `mount_macfuse` and the kernel: this test binary
+/// run again, which hands over one end of a SOCK_SEQPACKET pair as the "device", plays the
+/// kernel on the other (INIT, GETATTR), and "mounts" a tmpfs (so it needs root, like the
+/// other mount tests). It closes the device once the tmpfs is unmounted, as the kernel
+/// answers ENODEV.
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::io::{IoSlice, Write};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::fs::PermissionsExt;
+
+    use fuse_backend_rs::abi::fuse_abi::Opcode;
+    use spfs_router::{Attr, ROOT, Routing, Timestamp, View};
+
+    use super::super::Transport;
+    use super::super::wire::testing::{init_body, request};
+    use super::*;
+
+    /// How the stand-in behaves: `mounts`, or `refuses` as an unapproved kext does.
+    const MODE: &str = "SPFS_FAKE_MOUNT_MACFUSE";
+    const MOUNTPOINT: &str = "SPFS_FAKE_MOUNT_MACFUSE_MOUNTPOINT";
+
+    /// Sends one message to the "device" and reads its one reply: (error, unique).
+    fn exchange(kernel: &mut File, message: &[u8]) -> (i32, u64) {
+        kernel.write_all(message).unwrap();
+        let mut reply = vec![0u8; 64 * 1024];
+        let n = kernel.read(&mut reply).unwrap();
+        assert_eq!(
+            u32::from_ne_bytes(reply[0..4].try_into().unwrap()) as usize,
+            n
+        );
+        (
+            i32::from_ne_bytes(reply[4..8].try_into().unwrap()),
+            u64::from_ne_bytes(reply[8..16].try_into().unwrap()),
+        )
+    }
+
+    /// The stand-in; does nothing unless started by [`fake_helper`].
+    #[test]
+    fn fake_mount_macfuse() {
+        let Ok(mode) = std::env::var(MODE) else {
+            return;
+        };
+        if mode == "refuses" {
+            eprintln!("mount_macfuse: the file system is not available (1)");
+            std::process::exit(1);
+        }
+        let mountpoint = PathBuf::from(std::env::var_os(MOUNTPOINT).unwrap());
+        let fd: i32 = std::env::var("_FUSE_COMMFD").unwrap().parse().unwrap();
+        // SAFETY: the session handed this descriptor over for us alone.
+        let comm = unsafe { UnixStream::from_raw_fd(fd) };
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for the two descriptors socketpair writes.
+        let rc = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0);
+        // SAFETY: both descriptors were just created and are owned by nothing else.
+        let (mut kernel, device) = unsafe {
+            (
+                File::from(OwnedFd::from_raw_fd(fds[0])),
+                OwnedFd::from_raw_fd(fds[1]),
+            )
+        };
+        nix::sys::socket::sendmsg::<()>(
+            comm.as_raw_fd(),
+            &[IoSlice::new(b"\0")],
+            &[nix::sys::socket::ControlMessage::ScmRights(&[
+                device.as_raw_fd()
+            ])],
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        drop(device);
+        assert_eq!(
+            exchange(&mut kernel, &request(Opcode::Init, 1, 0, &init_body())),
+            (0, 1)
+        );
+        assert_eq!(
+            exchange(&mut kernel, &request(Opcode::Getattr, 2, ROOT, &[0u8; 16])),
+            (0, 2)
+        );
+        nix::mount::mount(
+            Some("tmpfs"),
+            &mountpoint,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        (&comm).write_all(&0i32.to_ne_bytes()).unwrap();
+        drop(comm);
+        // The "kernel" lives on until the volume is unmounted, then the device dies.
+        while platform::in_mount_table(&mountpoint) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(kernel);
+        std::process::exit(0);
+    }
+
+    /// A script that runs [`fake_mount_macfuse`] with the mount point (the last argument).
+    fn fake_helper(dir: &Path, mode: &str) -> PathBuf {
+        let script = dir.join("mount_macfuse");
+        let exe = std::env::current_exe().unwrap();
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nfor last; do :; done\n{MODE}={mode} {MOUNTPOINT}=\"$last\" exec '{}' \
+                 --exact session::macfuse::tests::fake_mount_macfuse --nocapture \
+                 --test-threads=1 >/dev/null\n",
+                exe.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        script
+    }
+
+    /// Mounting tmpfs needs root: skip (or fail under `SPFS_FUSE_REQUIRE_MOUNT=1`) without it.
+    fn can_mount() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            return true;
+        }
+        assert_ne!(
+            std::env::var("SPFS_FUSE_REQUIRE_MOUNT").as_deref(),
+            Ok("1"),
+            "mounting is required but needs root"
+        );
+        eprintln!("skipping: the stand-in helper mounts a tmpfs, which needs root");
+        false
+    }
+
+    /// The view and configuration the tests mount.
+    fn setup(dir: &Path) -> (Arc<Vfs>, SessionConfig) {
+        std::fs::create_dir_all(dir.join("layer/bin")).unwrap();
+        let root = Attr::root(0, 0, Timestamp { secs: 1, nanos: 0 });
+        let view = View::build(1, &[dir.join("layer")], &root);
+        let vfs = Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))));
+        let config = SessionConfig {
+            mountpoint: dir.join("spfs"),
+            fsname: "spfs".into(),
+            volname: "spfs".into(),
+            transport: Transport::Device,
+            threads: 2,
+        };
+        (vfs, config)
+    }
+
+    fn mount_through(dir: &Path, mode: &str) -> Result<MacFuse, MountError> {
+        let (vfs, config) = setup(dir);
+        mount_with(&fake_helper(dir, mode), vfs, &config)
+    }
+
+    #[test]
+    fn mounts_through_the_helper_serves_and_unmounts() {
+        if !can_mount() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let session = mount_through(tmp.path(), "mounts").unwrap();
+        let mountpoint = session.mountpoint.clone();
+        assert!(platform::in_mount_table(&mountpoint));
+        assert!(!session.workers.finished());
+        let started = std::time::Instant::now();
+        Box::new(session).unmount().unwrap();
+        assert!(!platform::in_mount_table(&mountpoint));
+        assert!(
+            started.elapsed() < STOP_TIMEOUT,
+            "the workers did not stop with the device"
+        );
+    }
+
+    #[test]
+    fn a_refusing_helper_fails_the_mount_with_its_own_words() {
+        if !can_mount() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let err = mount_through(tmp.path(), "refuses")
+            .err()
+            .expect("the mount must fail");
+        let message = err.to_string();
+        assert!(
+            message.contains("the file system is not available"),
+            "{message}"
+        );
+        assert!(!platform::in_mount_table(&tmp.path().join("spfs")));
     }
 }
