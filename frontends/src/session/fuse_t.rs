@@ -226,13 +226,12 @@ impl Mounted for FuseT {
 mod tests {
     use std::io::{Read, Write};
     use std::os::fd::FromRawFd;
-    use std::os::unix::fs::PermissionsExt;
 
     use fuse_backend_rs::abi::fuse_abi::Opcode;
     use spfs_router::{Attr, ROOT, Routing, Timestamp, View};
 
     use super::super::Transport;
-    use super::super::wire::testing::{init_body, reply, request};
+    use super::super::testing::{can_mount, init_body, mount_tmpfs, reply, request, stand_in};
     use super::*;
 
     /// How the stand-in behaves after mounting: `unmounts` on request, or `dies` at once.
@@ -264,14 +263,7 @@ mod tests {
             .unwrap();
         let (error, unique, _) = reply(&comm);
         assert_eq!((error, unique), (0, 2));
-        nix::mount::mount(
-            Some("tmpfs"),
-            &mountpoint,
-            Some("tmpfs"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .unwrap();
+        mount_tmpfs(&mountpoint);
         monitor.write_all(&0i32.to_ne_bytes()).unwrap();
         if mode == "dies" {
             std::process::exit(3);
@@ -283,38 +275,15 @@ mod tests {
         std::process::exit(0);
     }
 
-    /// A script that runs [`fake_go_nfsv4`]: libtest would refuse go-nfsv4's arguments, so
-    /// only the mount point (the last one) is handed over.
+    /// go-nfsv4, played by [`fake_go_nfsv4`].
     fn fake_server(dir: &Path, mode: &str) -> PathBuf {
-        let script = dir.join("go-nfsv4");
-        let exe = std::env::current_exe().unwrap();
-        std::fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\nfor last; do :; done\n{MODE}={mode} {MOUNTPOINT}=\"$last\" exec '{}' \
-                 --exact session::fuse_t::tests::fake_go_nfsv4 --nocapture --test-threads=1 \
-                 >/dev/null\n",
-                exe.display()
-            ),
+        stand_in(
+            dir,
+            "go-nfsv4",
+            "session::fuse_t::tests::fake_go_nfsv4",
+            (MODE, mode),
+            MOUNTPOINT,
         )
-        .unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        script
-    }
-
-    /// Mounting tmpfs needs root: skip (or fail under `SPFS_FUSE_REQUIRE_MOUNT=1`) without it.
-    fn can_mount() -> bool {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            return true;
-        }
-        assert_ne!(
-            std::env::var("SPFS_FUSE_REQUIRE_MOUNT").as_deref(),
-            Ok("1"),
-            "mounting is required but needs root"
-        );
-        eprintln!("skipping: the stand-in server mounts a tmpfs, which needs root");
-        false
     }
 
     fn start(dir: &Path, mode: &str) -> (FuseT, PathBuf) {

@@ -223,14 +223,15 @@ impl Mounted for MacFuse {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use std::io::{IoSlice, Write};
-    use std::os::fd::{FromRawFd, OwnedFd};
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::fd::FromRawFd;
 
     use fuse_backend_rs::abi::fuse_abi::Opcode;
     use spfs_router::{Attr, ROOT, Routing, Timestamp, View};
 
     use super::super::Transport;
-    use super::super::wire::testing::{init_body, request};
+    use super::super::testing::{
+        can_mount, init_body, mount_tmpfs, request, seqpacket_pair, stand_in,
+    };
     use super::*;
 
     /// How the stand-in behaves: `mounts`, or `refuses` as an unapproved kext does.
@@ -266,24 +267,8 @@ mod tests {
         let fd: i32 = std::env::var("_FUSE_COMMFD").unwrap().parse().unwrap();
         // SAFETY: the session handed this descriptor over for us alone.
         let comm = unsafe { UnixStream::from_raw_fd(fd) };
-        let mut fds = [0; 2];
-        // SAFETY: fds has room for the two descriptors socketpair writes.
-        let rc = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                0,
-                fds.as_mut_ptr(),
-            )
-        };
-        assert_eq!(rc, 0);
-        // SAFETY: both descriptors were just created and are owned by nothing else.
-        let (mut kernel, device) = unsafe {
-            (
-                File::from(OwnedFd::from_raw_fd(fds[0])),
-                OwnedFd::from_raw_fd(fds[1]),
-            )
-        };
+        let (kernel, device) = seqpacket_pair();
+        let mut kernel = File::from(kernel);
         nix::sys::socket::sendmsg::<()>(
             comm.as_raw_fd(),
             &[IoSlice::new(b"\0")],
@@ -303,14 +288,7 @@ mod tests {
             exchange(&mut kernel, &request(Opcode::Getattr, 2, ROOT, &[0u8; 16])),
             (0, 2)
         );
-        nix::mount::mount(
-            Some("tmpfs"),
-            &mountpoint,
-            Some("tmpfs"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .unwrap();
+        mount_tmpfs(&mountpoint);
         (&comm).write_all(&0i32.to_ne_bytes()).unwrap();
         drop(comm);
         // The "kernel" lives on until the volume is unmounted, then the device dies.
@@ -321,37 +299,15 @@ mod tests {
         std::process::exit(0);
     }
 
-    /// A script that runs [`fake_mount_macfuse`] with the mount point (the last argument).
+    /// mount_macfuse, played by [`fake_mount_macfuse`].
     fn fake_helper(dir: &Path, mode: &str) -> PathBuf {
-        let script = dir.join("mount_macfuse");
-        let exe = std::env::current_exe().unwrap();
-        std::fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\nfor last; do :; done\n{MODE}={mode} {MOUNTPOINT}=\"$last\" exec '{}' \
-                 --exact session::macfuse::tests::fake_mount_macfuse --nocapture \
-                 --test-threads=1 >/dev/null\n",
-                exe.display()
-            ),
+        stand_in(
+            dir,
+            "mount_macfuse",
+            "session::macfuse::tests::fake_mount_macfuse",
+            (MODE, mode),
+            MOUNTPOINT,
         )
-        .unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        script
-    }
-
-    /// Mounting tmpfs needs root: skip (or fail under `SPFS_FUSE_REQUIRE_MOUNT=1`) without it.
-    fn can_mount() -> bool {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            return true;
-        }
-        assert_ne!(
-            std::env::var("SPFS_FUSE_REQUIRE_MOUNT").as_deref(),
-            Ok("1"),
-            "mounting is required but needs root"
-        );
-        eprintln!("skipping: the stand-in helper mounts a tmpfs, which needs root");
-        false
     }
 
     /// The view and configuration the tests mount.

@@ -22,6 +22,8 @@ use crate::mountpoint;
 
 #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 mod protocol;
+#[cfg(test)]
+mod testing;
 #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 mod wire;
 

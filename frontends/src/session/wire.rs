@@ -28,10 +28,10 @@ use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader, Writer};
 use crate::adapter::Adapter;
 
 /// Size of a request header.
-const IN_HEADER_LEN: usize = std::mem::size_of::<InHeader>();
+pub(super) const IN_HEADER_LEN: usize = std::mem::size_of::<InHeader>();
 
 /// Size of a reply header: `len: u32, error: i32, unique: u64`.
-const OUT_HEADER_LEN: usize = 16;
+pub(super) const OUT_HEADER_LEN: usize = 16;
 
 /// How requests are delimited on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -354,52 +354,9 @@ impl Workers {
     }
 }
 
-/// Requests as a kernel or FUSE-T's server sends them, for tests.
-#[cfg(test)]
-pub(crate) mod testing {
-    use std::io::Read;
-    use std::os::unix::net::UnixStream;
-
-    use super::{IN_HEADER_LEN, OUT_HEADER_LEN};
-    use fuse_backend_rs::abi::fuse_abi::Opcode;
-
-    /// Reads one framed reply: (error, unique, body).
-    pub(crate) fn reply(mut peer: &UnixStream) -> (i32, u64, Vec<u8>) {
-        let mut header = [0u8; OUT_HEADER_LEN];
-        peer.read_exact(&mut header).unwrap();
-        let len = u32::from_ne_bytes(header[0..4].try_into().unwrap()) as usize;
-        let error = i32::from_ne_bytes(header[4..8].try_into().unwrap());
-        let unique = u64::from_ne_bytes(header[8..16].try_into().unwrap());
-        let mut body = vec![0u8; len - OUT_HEADER_LEN];
-        peer.read_exact(&mut body).unwrap();
-        (error, unique, body)
-    }
-
-    /// A request: header (len, opcode, unique, nodeid, uid, gid, pid, padding), then `body`.
-    pub(crate) fn request(opcode: Opcode, unique: u64, nodeid: u64, body: &[u8]) -> Vec<u8> {
-        let mut msg = Vec::new();
-        msg.extend(((IN_HEADER_LEN + body.len()) as u32).to_ne_bytes());
-        msg.extend((opcode as u32).to_ne_bytes());
-        msg.extend(unique.to_ne_bytes());
-        msg.extend(nodeid.to_ne_bytes());
-        msg.extend([0u8; 16]); // uid, gid, pid, padding
-        assert_eq!(msg.len(), IN_HEADER_LEN);
-        msg.extend(body);
-        msg
-    }
-
-    pub(crate) fn init_body() -> Vec<u8> {
-        // major, minor, max_readahead, flags
-        [7u32, 19, 65536, 0]
-            .iter()
-            .flat_map(|v| v.to_ne_bytes())
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::testing::{init_body, reply, request};
+    use super::super::testing::{init_body, reply, request, seqpacket_pair};
     use super::*;
     use std::os::unix::net::UnixStream;
     use std::path::PathBuf;
@@ -582,26 +539,10 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn serves_a_message_device_and_stops_when_it_closes() {
-        use std::os::fd::{FromRawFd, OwnedFd};
         let layer = tempfile::tempdir().unwrap();
-        let mut fds = [0; 2];
-        // SAFETY: fds has room for the two descriptors socketpair writes.
-        let rc = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                0,
-                fds.as_mut_ptr(),
-            )
-        };
-        assert_eq!(rc, 0);
-        // SAFETY: both descriptors were just created and are owned by nothing else.
-        let (ours, peer) = unsafe {
-            (
-                File::from(OwnedFd::from_raw_fd(fds[0])),
-                File::from(OwnedFd::from_raw_fd(fds[1])),
-            )
-        };
+        let (ours, peer) = seqpacket_pair();
+        let ours = File::from(ours);
+        let peer = File::from(peer);
         let connection = Arc::new(Connection::new(ours, Framing::Message));
         let workers = Workers::start(connection, server(layer.path()), 2, BUF).unwrap();
         let mut peer = peer;
