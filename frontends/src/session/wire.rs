@@ -356,7 +356,7 @@ impl Workers {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{init_body, reply, request, seqpacket_pair};
+    use super::super::testing::{init_body, reply, request};
     use super::*;
     use std::os::unix::net::UnixStream;
     use std::path::PathBuf;
@@ -539,6 +539,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn serves_a_message_device_and_stops_when_it_closes() {
+        use super::super::testing::seqpacket_pair;
         let layer = tempfile::tempdir().unwrap();
         let (ours, peer) = seqpacket_pair();
         let ours = File::from(ours);
