@@ -27,7 +27,7 @@ mod testing;
 #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 mod wire;
 
-// macFUSE's session compiles everywhere too, for the same reason.
+// macFUSE's session compiles everywhere, so Linux tests run it against a stand-in helper.
 #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 mod macfuse;
 #[cfg(target_os = "macos")]
@@ -36,7 +36,7 @@ use macfuse as device;
 #[path = "device_linux.rs"]
 mod device;
 
-// FUSE-T's session compiles everywhere, so Linux tests run it against a stand-in server.
+// So does FUSE-T's, against a stand-in server.
 #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 mod fuse_t;
 #[cfg(target_os = "macos")]
