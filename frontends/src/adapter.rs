@@ -92,12 +92,24 @@ fn entry_of(parent: u64, attr: &Attr) -> Entry {
 #[derive(Debug, Clone)]
 pub struct Adapter {
     vfs: Arc<Vfs>,
+    negative_entries: bool,
 }
 
 impl Adapter {
     /// An adapter serving `vfs`.
     pub fn new(vfs: Arc<Vfs>) -> Adapter {
-        Adapter { vfs }
+        Adapter {
+            vfs,
+            negative_entries: true,
+        }
+    }
+
+    /// Answers a miss below the root with a plain `ENOENT` instead of a cacheable negative
+    /// entry (node id 0). For FUSE-T: an NFS client keeps no FUSE negative entries anyway, and
+    /// `fuse-backend-rs` itself never sends node id 0 to FUSE-T.
+    pub fn without_negative_entries(mut self) -> Adapter {
+        self.negative_entries = false;
+        self
     }
 
     /// The filesystem behind this adapter.
@@ -169,7 +181,7 @@ impl FileSystem for Adapter {
         match self.vfs.lookup(ctx.pid as u32, parent, name.to_bytes()) {
             Ok(attr) => Ok(entry_of(parent, &attr)),
             // Below the root a miss is the same for everyone: let the kernel cache it.
-            Err(FsError::NotFound { .. }) if parent != ROOT => Ok(Entry {
+            Err(FsError::NotFound { .. }) if parent != ROOT && self.negative_entries => Ok(Entry {
                 inode: 0,
                 entry_timeout: BELOW_ROOT_TTL,
                 ..Entry::default()

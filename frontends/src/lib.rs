@@ -1,7 +1,8 @@
 //! FUSE sessions (one per transport) and the one FUSE adapter over the `spfs-router` core.
 //!
 //! - [`adapter`]: the `fuse-backend-rs` `FileSystem` over the core, and the kernel caching rules;
-//! - [`session`]: mounting and serving over the device transport (macFUSE, Linux `/dev/fuse`);
+//! - [`session`]: mounting and serving, one file per transport (Linux `/dev/fuse`, macFUSE,
+//!   FUSE-T);
 //! - [`mountpoint`]: stale-mount detection and clearing;
 //! - [`sweep`]: unmounting and removing stale per-runtime volumes;
 //! - [`error`]: mount errors.

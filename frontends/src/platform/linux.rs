@@ -35,6 +35,19 @@ pub fn force_unmount(path: &Path) -> io::Result<()> {
     Err(direct)
 }
 
+/// Unmounts `path` with a plain system call, forced (`MNT_FORCE`) if `force`; nothing lazy.
+pub fn unmount(path: &Path, force: bool) -> io::Result<()> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
+    let flags = if force { libc::MNT_FORCE } else { 0 };
+    // SAFETY: c_path is a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::umount2(c_path.as_ptr(), flags) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Every mount point of this process's mount namespace, from `/proc/self/mountinfo`. Reading
 /// the table never touches the mounts themselves, so a dead one cannot hang it.
 pub fn mount_points() -> io::Result<Vec<PathBuf>> {
@@ -47,18 +60,30 @@ pub fn mount_points() -> io::Result<Vec<PathBuf>> {
         .collect())
 }
 
-/// Undoes the kernel's `\NNN` escapes (space, tab, newline, backslash) in a mountinfo field.
+/// Whether `path` is a mount point, read from the mount table without asking the mounted
+/// file system (whose server may be gone).
+pub fn in_mount_table(path: &Path) -> bool {
+    mount_points().is_ok_and(|mounts| mounts.iter().any(|m| m == path))
+}
+
+/// Undoes the kernel's `\ooo` escapes in a mountinfo field.
 fn unescape_octal(field: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
     while i < field.len() {
-        let digits = field.get(i + 1..i + 4);
-        match digits {
-            Some(d) if field[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)) => {
-                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
+        let escaped = field
+            .get(i + 1..i + 4)
+            .filter(|d| field[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .and_then(|d| {
+                let value = d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+                u8::try_from(value).ok()
+            });
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
                 i += 4;
             }
-            _ => {
+            None => {
                 out.push(field[i]);
                 i += 1;
             }
@@ -94,13 +119,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape_octal(br"/a\040b\134c"), b"/a b\\c");
-        assert_eq!(unescape_octal(br"/plain\9"), br"/plain\9");
+    fn the_root_is_in_the_mount_table_and_a_plain_directory_is_not() {
+        assert!(mount_points().unwrap().contains(&PathBuf::from("/")));
+        assert!(in_mount_table(Path::new("/")));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!in_mount_table(dir.path()));
     }
 
     #[test]
-    fn the_root_is_a_mount_point() {
-        assert!(mount_points().unwrap().contains(&PathBuf::from("/")));
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape_octal(br"/a\040b\134c"), b"/a b\\c");
+        assert_eq!(unescape_octal(br"/plain\9"), br"/plain\9");
+        assert_eq!(unescape_octal(br"/plain\0"), b"/plain\\0");
+        assert_eq!(unescape_octal(br"/big\777"), br"/big\777");
     }
 }

@@ -1,7 +1,7 @@
 //! macOS: stale FUSE mounts answer `ENXIO` ("Device not configured"); clear them with
 //! `umount -f`, then `diskutil unmount force`.
 
-use std::ffi::{CStr, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -36,26 +36,52 @@ pub fn force_unmount(path: &Path) -> io::Result<()> {
     Err(last)
 }
 
-/// Every mount point, from `getmntinfo(MNT_NOWAIT)`: the kernel's cached list, so a dead NFS
+/// Unmounts `path` with a plain system call, forced (`MNT_FORCE`) if `force`; nothing lazy.
+pub fn unmount(path: &Path, force: bool) -> io::Result<()> {
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
+    let flags = if force { libc::MNT_FORCE } else { 0 };
+    // SAFETY: c_path is a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::unmount(c_path.as_ptr(), flags) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Every mount point, from `getfsstat(MNT_NOWAIT)`: the kernel's cached list, so a dead NFS
 /// volume (FUSE-T) cannot hang the call the way `stat` on it can.
 pub fn mount_points() -> io::Result<Vec<PathBuf>> {
-    let mut table: *mut libc::statfs = std::ptr::null_mut();
-    // SAFETY: getmntinfo stores a pointer to a buffer it owns (valid until the next call on this
-    // thread) and returns how many entries it holds.
-    let count = unsafe { libc::getmntinfo(&mut table, libc::MNT_NOWAIT) };
-    if count <= 0 || table.is_null() {
+    // SAFETY: a null buffer only asks for the number of mounts.
+    let count = unsafe { libc::getfsstat(std::ptr::null_mut(), 0, libc::MNT_NOWAIT) };
+    if count < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: getmntinfo returned `count` initialised entries at `table`.
-    let entries = unsafe { std::slice::from_raw_parts(table, count as usize) };
-    Ok(entries
+    // Room for mounts that appear between the two calls.
+    let mut mounts: Vec<libc::statfs> = Vec::with_capacity(count as usize + 16);
+    let bytes = (mounts.capacity() * std::mem::size_of::<libc::statfs>()) as libc::c_int;
+    // SAFETY: `mounts` has room for `capacity` entries, which `bytes` tells getfsstat; it fills
+    // at most that many and returns how many.
+    let filled = unsafe { libc::getfsstat(mounts.as_mut_ptr(), bytes, libc::MNT_NOWAIT) };
+    if filled < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: getfsstat initialised the first `filled` entries.
+    unsafe { mounts.set_len(filled as usize) };
+    Ok(mounts
         .iter()
-        .map(|entry| {
-            // SAFETY: f_mntonname is a NUL-terminated path inside the entry.
-            let name = unsafe { CStr::from_ptr(entry.f_mntonname.as_ptr()) };
-            PathBuf::from(OsStr::from_bytes(name.to_bytes()))
+        .map(|fs| {
+            // SAFETY: f_mntonname is a NUL-terminated path the kernel filled in.
+            let on = unsafe { CStr::from_ptr(fs.f_mntonname.as_ptr()) };
+            PathBuf::from(OsStr::from_bytes(on.to_bytes()))
         })
         .collect())
+}
+
+/// Whether `path` is a mount point, read from the mount table without asking the volume: a
+/// `stat` on an NFS volume whose server is gone can block for minutes.
+pub fn in_mount_table(path: &Path) -> bool {
+    mount_points().is_ok_and(|mounts| mounts.iter().any(|m| m == path))
 }
 
 /// Where per-runtime volumes go by default: `/Volumes`, where Finder shows them.

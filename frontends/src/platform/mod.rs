@@ -7,4 +7,6 @@ mod imp;
 #[path = "macos.rs"]
 mod imp;
 
-pub use imp::{default_volumes_dir, force_unmount, is_stale_error, mount_points};
+pub use imp::{
+    default_volumes_dir, force_unmount, in_mount_table, is_stale_error, mount_points, unmount,
+};

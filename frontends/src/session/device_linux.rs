@@ -1,0 +1,138 @@
+//! Linux's device transport: `/dev/fuse` through `fuse-backend-rs`'s session, each worker
+//! with a channel of its own.
+
+use std::path::PathBuf;
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+
+use fuse_backend_rs::api::server::Server;
+use fuse_backend_rs::transport::{FuseChannel, FuseSession};
+use spfs_router::Vfs;
+
+use super::{Mounted, SessionConfig};
+use crate::adapter::Adapter;
+use crate::error::MountError;
+use crate::mountpoint;
+
+/// A mounted `/dev/fuse` session. The transport's session object lives on a thread of its
+/// own for its whole life; the other threads only talk to that owner.
+struct DeviceSession {
+    mountpoint: PathBuf,
+    stop: mpsc::Sender<()>,
+    owner: JoinHandle<Result<(), MountError>>,
+}
+
+/// Prepares the mount point (clearing a stale mount), mounts read-only and starts serving
+/// `vfs` on `config.threads` threads.
+pub(super) fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Box<dyn Mounted>, MountError> {
+    mountpoint::prepare(&config.mountpoint)?;
+    let (mounted_tx, mounted_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel();
+    let owner_config = config.clone();
+    let owner = std::thread::Builder::new()
+        .name("spfs-fuse-session".into())
+        .spawn(move || own_session(vfs, &owner_config, &mounted_tx, &stop_rx))
+        .map_err(|e| MountError::Session {
+            path: config.mountpoint.clone(),
+            message: format!("cannot start the session thread: {e}"),
+        })?;
+    match mounted_rx.recv() {
+        Ok(Ok(())) => Ok(Box::new(DeviceSession {
+            mountpoint: config.mountpoint.clone(),
+            stop: stop_tx,
+            owner,
+        })),
+        Ok(Err(err)) => {
+            let _ = owner.join();
+            Err(err)
+        }
+        Err(_) => Err(MountError::Session {
+            path: config.mountpoint.clone(),
+            message: "the session thread ended before mounting".into(),
+        }),
+    }
+}
+
+impl Mounted for DeviceSession {
+    fn unmount(self: Box<Self>) -> Result<(), MountError> {
+        let _ = self.stop.send(());
+        self.owner.join().unwrap_or_else(|_| {
+            Err(MountError::Unmount {
+                path: self.mountpoint.clone(),
+                message: "the session thread panicked".into(),
+            })
+        })
+    }
+}
+
+/// The session thread: mounts, starts the workers, reports, then waits for the stop signal
+/// (or the `Session` being dropped) and unmounts.
+fn own_session(
+    vfs: Arc<Vfs>,
+    config: &SessionConfig,
+    mounted: &mpsc::Sender<Result<(), MountError>>,
+    stop: &mpsc::Receiver<()>,
+) -> Result<(), MountError> {
+    let failed = |message: String| MountError::Session {
+        path: config.mountpoint.clone(),
+        message,
+    };
+    let started: Result<(FuseSession, Vec<JoinHandle<()>>), MountError> = (|| {
+        let mut session = FuseSession::new(&config.mountpoint, &config.fsname, "", true)
+            .map_err(|e| failed(e.to_string()))?;
+        session.mount().map_err(|e| failed(e.to_string()))?;
+        let server = Arc::new(Server::new(Adapter::new(vfs)));
+        let mut workers = Vec::new();
+        for worker in 0..config.threads.max(1) {
+            let channel = session.new_channel().map_err(|e| failed(e.to_string()))?;
+            let server = server.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("spfs-fuse-{worker}"))
+                .spawn(move || serve(worker, channel, &server))
+                .map_err(|e| failed(format!("cannot start a worker thread: {e}")))?;
+            workers.push(handle);
+        }
+        Ok((session, workers))
+    })();
+    let (mut session, workers) = match started {
+        Ok(started) => started,
+        Err(err) => {
+            let _ = mounted.send(Err(err));
+            return Ok(());
+        }
+    };
+    let _ = mounted.send(Ok(()));
+    // Either a stop message or the sender dropped: both mean unmount.
+    let _ = stop.recv();
+    let result = session.umount().map_err(|e| MountError::Unmount {
+        path: config.mountpoint.clone(),
+        message: e.to_string(),
+    });
+    // Workers blocked on a channel whose mount is still busy (lazy unmount) wake here.
+    if let Err(err) = session.wake() {
+        tracing::warn!(error = %err, "could not wake FUSE workers");
+    }
+    for worker in workers {
+        let _ = worker.join();
+    }
+    result
+}
+
+/// One worker: answers requests from its channel until the session ends.
+fn serve(worker: usize, mut channel: FuseChannel, server: &Server<Adapter>) {
+    loop {
+        match channel.get_request() {
+            Ok(Some((reader, writer))) => {
+                if let Err(err) = server.handle_message(reader, writer.into(), None, None) {
+                    // An interrupted request's reply has nowhere to go; the session is fine.
+                    tracing::debug!(worker, error = %err, "request failed");
+                }
+            }
+            Ok(None) => break,
+            Err(err) => {
+                tracing::error!(worker, error = %err, "FUSE channel failed; worker stops");
+                break;
+            }
+        }
+    }
+}

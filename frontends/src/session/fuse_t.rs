@@ -1,0 +1,341 @@
+//! macOS's NFS transport: FUSE-T. Its server, `go-nfsv4`, is an NFS server the kernel's NFS
+//! client mounts; it forwards each NFS call as FUSE requests over a stream socket. We start it
+//! the way libfuse-t does (`lib/mount_darwin.c` in github.com/macos-fuse-t/libfuse):
+//!
+//! 1. two stream socket pairs: the FUSE connection (`_FUSE_COMMFD`, 4 MiB buffers) and the
+//!    monitor (`_FUSE_MONFD`), plus `_FUSE_COMMVERS=2`, `_FUSE_CALL_BY_LIB=1` and
+//!    `_FUSE_DAEMON_PATH`; the server runs in a session of its own (`setsid`);
+//! 2. arguments `--volname NAME -r --namedattr=false --rwsize=262144 MOUNTPOINT` (the mount
+//!    options `volname=`, `ro`, `nonamedattr`, `rwsize=`);
+//! 3. the workers serve the FUSE connection, then `mount` goes over the monitor and a native
+//!    `i32` status comes back (0: mounted); we then wait until the mount point answers `stat`;
+//! 4. to unmount: `unmount` over the monitor, then the server is terminated and reaped.
+//!
+//! Requests are framed by their header's length ([`Framing::Stream`]). When the server exits
+//! or the volume goes away, the socket reaches EOF and every worker returns.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use fuse_backend_rs::api::server::Server;
+use spfs_router::Vfs;
+
+use super::protocol::{self, FUSE_T_RWSIZE, FUSE_T_SOCKET_BUFFER, GO_NFSV4};
+use super::wire::{Connection, Framing, Workers};
+use super::{Mounted, SessionConfig};
+use crate::adapter::Adapter;
+use crate::error::MountError;
+use crate::platform;
+
+/// How long mounting may take.
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the server gets to unmount and exit by itself, then after SIGTERM.
+const EXIT_GRACE: Duration = Duration::from_secs(3);
+
+/// How long unmounting waits for the workers.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Request and reply buffers: one read or write of `rwsize` plus a page of headers.
+const BUFSIZE: usize = FUSE_T_RWSIZE + 4096;
+
+/// A mounted FUSE-T volume.
+struct FuseT {
+    mountpoint: PathBuf,
+    server: Mutex<Child>,
+    monitor: UnixStream,
+    connection: Arc<Connection<UnixStream>>,
+    workers: Workers,
+}
+
+/// Where some FUSE-T packages keep the server (`go-nfsv4-<version>`); the probe accepts it.
+const SUPPORT_BIN: &str = "/Library/Application Support/fuse-t/bin";
+
+/// The server to run: `FUSE_NFSSRV_PATH` if set (libfuse-t honours it too), else FUSE-T's
+/// `/usr/local/bin/go-nfsv4`, else the first `go-nfsv4*` in its support directory.
+fn server_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("FUSE_NFSSRV_PATH") {
+        return PathBuf::from(path);
+    }
+    let standard = PathBuf::from(GO_NFSV4);
+    if standard.exists() {
+        return standard;
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(SUPPORT_BIN)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.is_file()
+                && path
+                    .file_name()
+                    .is_some_and(|name| name.as_bytes().starts_with(b"go-nfsv4"))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().next().unwrap_or(standard)
+}
+
+/// Mounts `vfs` read-only at `config.mountpoint` as a FUSE-T volume named `config.volname`.
+pub(super) fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Box<dyn Mounted>, MountError> {
+    let session = mount_with(&server_path(), vfs, config)?;
+    Ok(Box::new(session))
+}
+
+/// [`mount`] with `program` as the server.
+fn mount_with(program: &Path, vfs: Arc<Vfs>, config: &SessionConfig) -> Result<FuseT, MountError> {
+    let path = super::prepare_mountpoint(&config.mountpoint)?;
+    let failed = |message: String| MountError::Session {
+        path: config.mountpoint.clone(),
+        message,
+    };
+    if !program.exists() {
+        return Err(failed(format!(
+            "FUSE-T is not installed ({} is missing)",
+            program.display()
+        )));
+    }
+    let pair =
+        || UnixStream::pair().map_err(|e| failed(format!("cannot create a socket pair: {e}")));
+    let (ours, theirs) = pair()?;
+    let (monitor, their_monitor) = pair()?;
+    for socket in [&ours, &theirs] {
+        protocol::set_socket_buffers(socket, FUSE_T_SOCKET_BUFFER);
+    }
+    monitor
+        .set_read_timeout(Some(MOUNT_TIMEOUT))
+        .map_err(|e| failed(format!("cannot set a socket timeout: {e}")))?;
+    let daemon = std::env::current_exe().ok();
+    // Its stderr goes to the service's log; stdout is of no use.
+    let child = protocol::spawn_helper(
+        program,
+        &protocol::fuse_t_args(&config.volname, &path),
+        &protocol::helper_env(
+            theirs.as_raw_fd(),
+            Some(their_monitor.as_raw_fd()),
+            daemon.as_deref(),
+        ),
+        &[theirs.as_raw_fd(), their_monitor.as_raw_fd()],
+        true,
+        Stdio::null(),
+        Stdio::inherit(),
+    )
+    .map_err(|e| failed(format!("cannot run {}: {e}", program.display())))?;
+    // Ours must go, so the server's exit shows as EOF on both sockets.
+    drop((theirs, their_monitor));
+
+    let connection = Arc::new(Connection::new(ours, Framing::Stream));
+    let session = |workers| FuseT {
+        mountpoint: path.clone(),
+        server: Mutex::new(child),
+        monitor,
+        connection: connection.clone(),
+        workers,
+    };
+    let server = Arc::new(Server::new(Adapter::new(vfs).without_negative_entries()));
+    let session = match Workers::start(connection.clone(), server, config.threads, BUFSIZE) {
+        Ok(workers) => session(workers),
+        Err(err) => {
+            let _ = session(Workers::none()).stop();
+            return Err(failed(format!("cannot start a worker thread: {err}")));
+        }
+    };
+
+    // The server asks the file system (INIT, the root's attributes) while it mounts.
+    let mounted = match protocol::request_fuse_t_mount(&session.monitor) {
+        Ok(Some(0)) => Ok(()),
+        Ok(Some(status)) => Err(format!("go-nfsv4 could not mount (status {status})")),
+        Ok(None) => Err("go-nfsv4 exited while mounting".to_string()),
+        Err(err) => Err(format!("no mount status from go-nfsv4: {err}")),
+    };
+    let mounted = mounted.and_then(|()| {
+        protocol::wait_until_mounted(&session.mountpoint, MOUNT_TIMEOUT, || {
+            session.server_exited()
+        })
+    });
+    if let Err(message) = mounted {
+        let _ = session.stop();
+        return Err(failed(message));
+    }
+    Ok(session)
+}
+
+impl FuseT {
+    /// An error once the server has exited.
+    fn server_exited(&self) -> Result<(), String> {
+        let mut server = self.server.lock().unwrap_or_else(PoisonError::into_inner);
+        match server.try_wait() {
+            Ok(Some(status)) => Err(format!("go-nfsv4 exited ({status})")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Unmounts, ends the server and the workers.
+    fn stop(self) -> Result<(), MountError> {
+        let failed = |message: String| MountError::Unmount {
+            path: self.mountpoint.clone(),
+            message,
+        };
+        // Refused if the server is gone already: nothing to tell it then.
+        let _ = protocol::request_fuse_t_unmount(&self.monitor);
+        drop(self.monitor);
+        let mut server = self
+            .server
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        let ended = match protocol::wait_for_exit(&mut server, EXIT_GRACE) {
+            Ok(Some(status)) => Ok(status),
+            _ => protocol::terminate(&mut server, EXIT_GRACE),
+        };
+        // Workers still reading (a server that never closed its end) see EOF now.
+        let _ = self.connection.io().shutdown(std::net::Shutdown::Both);
+        if !self.workers.join(STOP_TIMEOUT) {
+            tracing::warn!(mountpoint = %self.mountpoint.display(), "FUSE workers still running after unmount");
+        }
+        // The server unmounts on `unmount`; had it died first (or the volume been busy), the
+        // volume is left without a server.
+        if platform::in_mount_table(&self.mountpoint) {
+            platform::force_unmount(&self.mountpoint).map_err(|e| failed(e.to_string()))?;
+        }
+        match ended {
+            Ok(status) => {
+                tracing::debug!(%status, "go-nfsv4 exited");
+                Ok(())
+            }
+            Err(err) => Err(failed(format!("could not end go-nfsv4: {err}"))),
+        }
+    }
+}
+
+impl Mounted for FuseT {
+    fn unmount(self: Box<Self>) -> Result<(), MountError> {
+        (*self).stop()
+    }
+}
+
+/// The whole session against a stand-in for `go-nfsv4`: this test binary run again, which
+/// speaks the server's side of both sockets and "mounts" a tmpfs where the NFS volume would
+/// be (so it needs root, like the other mount tests).
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+
+    use fuse_backend_rs::abi::fuse_abi::Opcode;
+    use spfs_router::{Attr, ROOT, Routing, Timestamp, View};
+
+    use super::super::Transport;
+    use super::super::testing::{can_mount, init_body, mount_tmpfs, reply, request, stand_in};
+    use super::*;
+
+    /// How the stand-in behaves after mounting: `unmounts` on request, or `dies` at once.
+    const MODE: &str = "SPFS_FAKE_GO_NFSV4";
+    const MOUNTPOINT: &str = "SPFS_FAKE_GO_NFSV4_MOUNTPOINT";
+
+    /// The stand-in server; does nothing unless started by [`fake_server`].
+    #[test]
+    fn fake_go_nfsv4() {
+        let Ok(mode) = std::env::var(MODE) else {
+            return;
+        };
+        let mountpoint = PathBuf::from(std::env::var_os(MOUNTPOINT).unwrap());
+        let socket = |name: &str| {
+            let fd: i32 = std::env::var(name).unwrap().parse().unwrap();
+            // SAFETY: the session handed this descriptor over for us alone.
+            unsafe { UnixStream::from_raw_fd(fd) }
+        };
+        let (mut comm, mut monitor) = (socket("_FUSE_COMMFD"), socket("_FUSE_MONFD"));
+        let mut command = [0u8; 5];
+        monitor.read_exact(&mut command).unwrap();
+        assert_eq!(&command, b"mount");
+        // As the real server does while mounting: INIT, then the root's attributes.
+        comm.write_all(&request(Opcode::Init, 1, 0, &init_body()))
+            .unwrap();
+        let (error, unique, _) = reply(&comm);
+        assert_eq!((error, unique), (0, 1));
+        comm.write_all(&request(Opcode::Getattr, 2, ROOT, &[0u8; 16]))
+            .unwrap();
+        let (error, unique, _) = reply(&comm);
+        assert_eq!((error, unique), (0, 2));
+        mount_tmpfs(&mountpoint);
+        monitor.write_all(&0i32.to_ne_bytes()).unwrap();
+        if mode == "dies" {
+            std::process::exit(3);
+        }
+        let mut command = Vec::new();
+        let _ = monitor.read_to_end(&mut command);
+        assert_eq!(command, b"unmount");
+        nix::mount::umount(&mountpoint).unwrap();
+        std::process::exit(0);
+    }
+
+    /// go-nfsv4, played by [`fake_go_nfsv4`].
+    fn fake_server(dir: &Path, mode: &str) -> PathBuf {
+        stand_in(
+            dir,
+            "go-nfsv4",
+            "session::fuse_t::tests::fake_go_nfsv4",
+            (MODE, mode),
+            MOUNTPOINT,
+        )
+    }
+
+    fn start(dir: &Path, mode: &str) -> (FuseT, PathBuf) {
+        std::fs::create_dir_all(dir.join("layer/bin")).unwrap();
+        std::fs::write(dir.join("layer/bin/tool"), b"tool").unwrap();
+        let root = Attr::root(0, 0, Timestamp { secs: 1, nanos: 0 });
+        let view = View::build(1, &[dir.join("layer")], &root);
+        let vfs = Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))));
+        let config = SessionConfig {
+            mountpoint: dir.join("spfs-1"),
+            fsname: "spfs".into(),
+            volname: "spfs-1".into(),
+            transport: Transport::Nfs,
+            threads: 2,
+        };
+        let session = mount_with(&fake_server(dir, mode), vfs, &config).unwrap();
+        let mountpoint = session.mountpoint.clone();
+        (session, mountpoint)
+    }
+
+    #[test]
+    fn mounts_serves_and_unmounts_through_the_server() {
+        if !can_mount() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let (session, mountpoint) = start(tmp.path(), "unmounts");
+        assert!(platform::in_mount_table(&mountpoint));
+        assert!(!session.workers.finished());
+        Box::new(session).unmount().unwrap();
+        assert!(!platform::in_mount_table(&mountpoint));
+    }
+
+    /// fuse-backend-rs 0.14's FUSE-T channel spins once the server's socket closes: ours
+    /// must return, and unmounting clears the volume the dead server left behind.
+    #[test]
+    fn workers_stop_when_the_server_dies_and_unmount_clears_its_volume() {
+        if !can_mount() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let (session, mountpoint) = start(tmp.path(), "dies");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !session.workers.finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            session.workers.finished(),
+            "workers still running after the server died"
+        );
+        assert!(platform::in_mount_table(&mountpoint));
+        Box::new(session).unmount().unwrap();
+        assert!(!platform::in_mount_table(&mountpoint));
+    }
+}

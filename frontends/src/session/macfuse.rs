@@ -1,0 +1,369 @@
+//! macOS's device transport: macFUSE's kernel extension, mounted by running `mount_macfuse`
+//! ourselves, as macFUSE's libfuse does (`lib/mount_darwin.c`):
+//!
+//! 1. a stream socket pair; `mount_macfuse -o OPTIONS MOUNTPOINT` gets one end, named by
+//!    `_FUSE_COMMFD`, with `_FUSE_CALL_BY_LIB=1` and `_FUSE_COMMVERS=2`;
+//! 2. it opens `/dev/macfuseN` and sends the descriptor back (one byte, `SCM_RIGHTS`);
+//! 3. its `mount(2)` completes only once the file system answers INIT, so the workers start
+//!    now; then it reports an `i32` status on the same socket (0: mounted) and exits.
+//!
+//! Each read of the device is one request, each write one reply ([`Framing::Message`]).
+//! Unmounting is `unmount(2)` (forced if busy, `diskutil unmount force` as the last resort);
+//! the device then answers reads with `ENODEV` and the workers return. Marking the daemon dead
+//! (`FUSEDEVIOCSETDAEMONDEAD`) wakes the one worker that sleeps in a read should the volume be
+//! gone already.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuse_backend_rs::api::server::Server;
+use spfs_router::Vfs;
+
+use super::protocol::{self, MOUNT_MACFUSE};
+use super::wire::{Connection, Framing, Workers};
+use super::{Mounted, SessionConfig};
+use crate::adapter::Adapter;
+use crate::error::MountError;
+use crate::platform;
+
+/// How long mounting may take: the first mount after boot loads the kernel extension.
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long unmounting waits for the workers.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Request and reply buffers: 1 MiB of data plus a page of headers, above macFUSE's default
+/// I/O size (16 pages) and its largest directory or xattr replies.
+const BUFSIZE: usize = 1024 * 1024 + 4096;
+
+/// `FUSEDEVIOCSETDAEMONDEAD`, `_IOW('F', 3, u_int32_t)` in macFUSE's `fuse_darwin_private.h`.
+const FUSEDEVIOCSETDAEMONDEAD: u32 = 0x8000_0000 | (4 << 16) | ((b'F' as u32) << 8) | 3;
+
+/// A mounted macFUSE volume.
+struct MacFuse {
+    mountpoint: PathBuf,
+    connection: Arc<Connection<File>>,
+    workers: Workers,
+}
+
+/// Mounts `vfs` read-only at `config.mountpoint` through macFUSE.
+pub(super) fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Box<dyn Mounted>, MountError> {
+    if !Path::new(MOUNT_MACFUSE).exists() {
+        return Err(MountError::Session {
+            path: config.mountpoint.clone(),
+            message: format!("macFUSE is not installed ({MOUNT_MACFUSE} is missing)"),
+        });
+    }
+    let session = mount_with(Path::new(MOUNT_MACFUSE), vfs, config)?;
+    Ok(Box::new(session))
+}
+
+/// [`mount`] with `program` as the mount helper.
+fn mount_with(
+    program: &Path,
+    vfs: Arc<Vfs>,
+    config: &SessionConfig,
+) -> Result<MacFuse, MountError> {
+    let path = super::prepare_mountpoint(&config.mountpoint)?;
+    let failed = |message: String| MountError::Session {
+        path: config.mountpoint.clone(),
+        message,
+    };
+    let (ours, theirs) =
+        UnixStream::pair().map_err(|e| failed(format!("cannot create a socket pair: {e}")))?;
+    ours.set_read_timeout(Some(MOUNT_TIMEOUT))
+        .map_err(|e| failed(format!("cannot set a socket timeout: {e}")))?;
+    let daemon = std::env::current_exe().ok();
+    let mut child = protocol::spawn_helper(
+        program,
+        &protocol::macfuse_args(&config.fsname, &config.volname, &path),
+        &protocol::helper_env(theirs.as_raw_fd(), None, daemon.as_deref()),
+        &[theirs.as_raw_fd()],
+        false,
+        Stdio::piped(),
+        Stdio::piped(),
+    )
+    .map_err(|e| failed(format!("cannot run {}: {e}", program.display())))?;
+    // Ours must go, or a helper that dies would never look like EOF.
+    drop(theirs);
+
+    let device = match protocol::receive_fd(&ours) {
+        Ok(Some(fd)) => File::from(fd),
+        Ok(None) => {
+            return Err(failed(helper_failure(
+                &mut child,
+                "mount_macfuse ended without handing over the device",
+            )));
+        }
+        Err(err) => {
+            let _ = protocol::terminate(&mut child, Duration::from_secs(1));
+            return Err(failed(format!("no device from mount_macfuse: {err}")));
+        }
+    };
+    let connection = Arc::new(Connection::new(device, Framing::Message));
+    let server = Arc::new(Server::new(Adapter::new(vfs)));
+    let workers = match Workers::start(connection.clone(), server, config.threads, BUFSIZE) {
+        Ok(workers) => workers,
+        Err(err) => {
+            let _ = protocol::terminate(&mut child, Duration::from_secs(1));
+            set_daemon_dead(connection.io());
+            return Err(failed(format!("cannot start a worker thread: {err}")));
+        }
+    };
+    let session = MacFuse {
+        mountpoint: path,
+        connection,
+        workers,
+    };
+
+    // The status, or (if this helper sends none) its exit code, says whether it mounted.
+    let mounted = match protocol::read_status(&ours) {
+        Ok(Some(0)) => Ok(()),
+        Ok(Some(status)) => Err(helper_failure(
+            &mut child,
+            &format!("mount_macfuse reported status {status}"),
+        )),
+        Ok(None) => match protocol::wait_for_exit(&mut child, MOUNT_TIMEOUT) {
+            Ok(Some(status)) if status.success() => Ok(()),
+            _ => Err(helper_failure(&mut child, "mount_macfuse failed")),
+        },
+        Err(err) => Err(helper_failure(
+            &mut child,
+            &format!("no mount status from mount_macfuse: {err}"),
+        )),
+    };
+    let mounted = mounted
+        .and_then(|()| protocol::wait_until_mounted(&session.mountpoint, MOUNT_TIMEOUT, || Ok(())));
+    reap(child);
+    if let Err(message) = mounted {
+        let _ = Box::new(session).unmount();
+        return Err(failed(message));
+    }
+    Ok(session)
+}
+
+/// What a failed helper said: `context`, then its stderr.
+fn helper_failure(child: &mut Child, context: &str) -> String {
+    let _ = protocol::terminate(child, Duration::from_secs(2));
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    match stderr.trim() {
+        "" => context.to_string(),
+        said => format!("{context}: {said}"),
+    }
+}
+
+/// Collects the helper's exit in the background, so it never lingers as a zombie.
+fn reap(child: Child) {
+    let _ = std::thread::Builder::new()
+        .name("spfs-fuse-reap".into())
+        .spawn(move || match child.wait_with_output() {
+            Ok(out) if !out.status.success() => tracing::warn!(
+                status = %out.status,
+                stderr = %String::from_utf8_lossy(&out.stderr).trim(),
+                "mount_macfuse exited with an error"
+            ),
+            Ok(_) => {}
+            Err(err) => tracing::debug!(error = %err, "could not wait for mount_macfuse"),
+        });
+}
+
+/// `unmount(2)`, forced if the volume is busy, and `diskutil unmount force` as the last resort.
+fn unmount_path(path: &Path) -> std::io::Result<()> {
+    if platform::unmount(path, false).is_ok() {
+        return Ok(());
+    }
+    let direct = match platform::unmount(path, true) {
+        Ok(()) => return Ok(()),
+        Err(err) => err,
+    };
+    // Nothing mounted there any more (unmounted from outside): done.
+    if !platform::in_mount_table(path) {
+        return Ok(());
+    }
+    platform::force_unmount(path).map_err(|_| direct)
+}
+
+/// Tells macFUSE the daemon is gone, which wakes a worker sleeping in a read with `ENODEV`
+/// (as libfuse does before closing the device). Failing, with the volume gone, is harmless.
+fn set_daemon_dead(device: &File) {
+    let fd = device.as_raw_fd();
+    let mut arg = fd as u32;
+    // SAFETY: fd is our open device; the ioctl reads one u32 from &arg, which outlives it.
+    unsafe { libc::ioctl(fd, FUSEDEVIOCSETDAEMONDEAD as _, &mut arg as *mut u32) };
+}
+
+impl Mounted for MacFuse {
+    fn unmount(self: Box<Self>) -> Result<(), MountError> {
+        let result = unmount_path(&self.mountpoint).map_err(|e| MountError::Unmount {
+            path: self.mountpoint.clone(),
+            message: e.to_string(),
+        });
+        set_daemon_dead(self.connection.io());
+        if !self.workers.join(STOP_TIMEOUT) {
+            tracing::warn!(mountpoint = %self.mountpoint.display(), "FUSE workers still running after unmount");
+        }
+        result
+    }
+}
+
+/// The whole session against a stand-in for `mount_macfuse` and the kernel: this test binary
+/// run again, which hands over one end of a SOCK_SEQPACKET pair as the "device", plays the
+/// kernel on the other (INIT, GETATTR), and "mounts" a tmpfs (so it needs root, like the
+/// other mount tests). It closes the device once the tmpfs is unmounted, as the kernel
+/// answers ENODEV.
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::io::{IoSlice, Write};
+    use std::os::fd::FromRawFd;
+
+    use fuse_backend_rs::abi::fuse_abi::Opcode;
+    use spfs_router::{Attr, ROOT, Routing, Timestamp, View};
+
+    use super::super::Transport;
+    use super::super::testing::{
+        can_mount, init_body, mount_tmpfs, request, seqpacket_pair, stand_in,
+    };
+    use super::*;
+
+    /// How the stand-in behaves: `mounts`, or `refuses` as an unapproved kext does.
+    const MODE: &str = "SPFS_FAKE_MOUNT_MACFUSE";
+    const MOUNTPOINT: &str = "SPFS_FAKE_MOUNT_MACFUSE_MOUNTPOINT";
+
+    /// Sends one message to the "device" and reads its one reply: (error, unique).
+    fn exchange(kernel: &mut File, message: &[u8]) -> (i32, u64) {
+        kernel.write_all(message).unwrap();
+        let mut reply = vec![0u8; 64 * 1024];
+        let n = kernel.read(&mut reply).unwrap();
+        assert_eq!(
+            u32::from_ne_bytes(reply[0..4].try_into().unwrap()) as usize,
+            n
+        );
+        (
+            i32::from_ne_bytes(reply[4..8].try_into().unwrap()),
+            u64::from_ne_bytes(reply[8..16].try_into().unwrap()),
+        )
+    }
+
+    /// The stand-in; does nothing unless started by [`fake_helper`].
+    #[test]
+    fn fake_mount_macfuse() {
+        let Ok(mode) = std::env::var(MODE) else {
+            return;
+        };
+        if mode == "refuses" {
+            eprintln!("mount_macfuse: the file system is not available (1)");
+            std::process::exit(1);
+        }
+        let mountpoint = PathBuf::from(std::env::var_os(MOUNTPOINT).unwrap());
+        let fd: i32 = std::env::var("_FUSE_COMMFD").unwrap().parse().unwrap();
+        // SAFETY: the session handed this descriptor over for us alone.
+        let comm = unsafe { UnixStream::from_raw_fd(fd) };
+        let (kernel, device) = seqpacket_pair();
+        let mut kernel = File::from(kernel);
+        nix::sys::socket::sendmsg::<()>(
+            comm.as_raw_fd(),
+            &[IoSlice::new(b"\0")],
+            &[nix::sys::socket::ControlMessage::ScmRights(&[
+                device.as_raw_fd()
+            ])],
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        drop(device);
+        assert_eq!(
+            exchange(&mut kernel, &request(Opcode::Init, 1, 0, &init_body())),
+            (0, 1)
+        );
+        assert_eq!(
+            exchange(&mut kernel, &request(Opcode::Getattr, 2, ROOT, &[0u8; 16])),
+            (0, 2)
+        );
+        mount_tmpfs(&mountpoint);
+        (&comm).write_all(&0i32.to_ne_bytes()).unwrap();
+        drop(comm);
+        // The "kernel" lives on until the volume is unmounted, then the device dies.
+        while platform::in_mount_table(&mountpoint) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(kernel);
+        std::process::exit(0);
+    }
+
+    /// mount_macfuse, played by [`fake_mount_macfuse`].
+    fn fake_helper(dir: &Path, mode: &str) -> PathBuf {
+        stand_in(
+            dir,
+            "mount_macfuse",
+            "session::macfuse::tests::fake_mount_macfuse",
+            (MODE, mode),
+            MOUNTPOINT,
+        )
+    }
+
+    /// The view and configuration the tests mount.
+    fn setup(dir: &Path) -> (Arc<Vfs>, SessionConfig) {
+        std::fs::create_dir_all(dir.join("layer/bin")).unwrap();
+        let root = Attr::root(0, 0, Timestamp { secs: 1, nanos: 0 });
+        let view = View::build(1, &[dir.join("layer")], &root);
+        let vfs = Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))));
+        let config = SessionConfig {
+            mountpoint: dir.join("spfs"),
+            fsname: "spfs".into(),
+            volname: "spfs".into(),
+            transport: Transport::Device,
+            threads: 2,
+        };
+        (vfs, config)
+    }
+
+    fn mount_through(dir: &Path, mode: &str) -> Result<MacFuse, MountError> {
+        let (vfs, config) = setup(dir);
+        mount_with(&fake_helper(dir, mode), vfs, &config)
+    }
+
+    #[test]
+    fn mounts_through_the_helper_serves_and_unmounts() {
+        if !can_mount() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let session = mount_through(tmp.path(), "mounts").unwrap();
+        let mountpoint = session.mountpoint.clone();
+        assert!(platform::in_mount_table(&mountpoint));
+        assert!(!session.workers.finished());
+        let started = std::time::Instant::now();
+        Box::new(session).unmount().unwrap();
+        assert!(!platform::in_mount_table(&mountpoint));
+        assert!(
+            started.elapsed() < STOP_TIMEOUT,
+            "the workers did not stop with the device"
+        );
+    }
+
+    #[test]
+    fn a_refusing_helper_fails_the_mount_with_its_own_words() {
+        if !can_mount() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let err = mount_through(tmp.path(), "refuses")
+            .err()
+            .expect("the mount must fail");
+        let message = err.to_string();
+        assert!(
+            message.contains("the file system is not available"),
+            "{message}"
+        );
+        assert!(!platform::in_mount_table(&tmp.path().join("spfs")));
+    }
+}

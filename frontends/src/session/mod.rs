@@ -1,0 +1,160 @@
+//! FUSE sessions: mounting, serving and unmounting, one file per transport, swapped at compile
+//! time (DESIGN.md §1):
+//!
+//! | platform | [`Transport::Device`] | [`Transport::Nfs`] |
+//! |---|---|---|
+//! | Linux | `/dev/fuse` through `fuse-backend-rs`'s session (`device_linux.rs`) | refused |
+//! | macOS | macFUSE: we run `mount_macfuse` (`macfuse.rs`) | FUSE-T: we run `go-nfsv4` (`fuse_t.rs`) |
+//!
+//! The macOS sessions are ours, not `fuse-backend-rs`'s: its macFUSE session cannot pass mount
+//! options, and its FUSE-T session replaces the macFUSE one at compile time and spins once the
+//! server's socket closes. What they share, the helpers' protocol (`protocol.rs`) and the
+//! serving loop (`wire.rs`), and both sessions themselves compile and are tested everywhere
+//! (against stand-in helpers on Linux).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use spfs_router::Vfs;
+
+use crate::error::MountError;
+use crate::mountpoint;
+
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+mod protocol;
+#[cfg(test)]
+mod testing;
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+mod wire;
+
+// macFUSE's session compiles everywhere, so Linux tests run it against a stand-in helper.
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+mod macfuse;
+#[cfg(target_os = "macos")]
+use macfuse as device;
+#[cfg(target_os = "linux")]
+#[path = "device_linux.rs"]
+mod device;
+
+// So does FUSE-T's, against a stand-in server.
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+mod fuse_t;
+#[cfg(target_os = "macos")]
+use fuse_t as nfs;
+#[cfg(target_os = "linux")]
+#[path = "nfs_linux.rs"]
+mod nfs;
+
+/// How FUSE requests reach the session (DESIGN.md §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A kernel device: macFUSE's `/dev/macfuseN` on macOS, `/dev/fuse` on Linux.
+    Device,
+    /// FUSE-T: the kernel's NFS client talks to a user-space server (macOS only).
+    Nfs,
+}
+
+impl Transport {
+    /// The name `status` and the logs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Device => "device",
+            Transport::Nfs => "nfs",
+        }
+    }
+}
+
+/// How to mount a session.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Where to mount.
+    pub mountpoint: PathBuf,
+    /// The filesystem name the mount table shows.
+    pub fsname: String,
+    /// The volume name Finder shows (macOS only; ignored on Linux).
+    pub volname: String,
+    /// How requests arrive.
+    pub transport: Transport,
+    /// Worker threads answering requests.
+    pub threads: usize,
+}
+
+/// Makes the mount point ready (see [`mountpoint::prepare`]) and returns its canonical path,
+/// the one mount helpers and `unmount(2)` see (`/tmp` is `/private/tmp` on macOS).
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+fn prepare_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
+    mountpoint::prepare(path)?;
+    path.canonicalize()
+        .map_err(|source| MountError::Mountpoint {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// A transport's mounted, serving session.
+trait Mounted: Send + Sync {
+    /// Unmounts and stops the workers.
+    fn unmount(self: Box<Self>) -> Result<(), MountError>;
+}
+
+/// A mounted, serving FUSE session. Unmounts when dropped.
+pub struct Session {
+    mountpoint: PathBuf,
+    mounted: Option<Box<dyn Mounted>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("mountpoint", &self.mountpoint)
+            .finish()
+    }
+}
+
+impl Session {
+    /// Prepares the mount point (clearing a stale mount), mounts read-only and starts serving
+    /// `vfs` on `config.threads` threads. Returns once the mount answers.
+    pub fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Session, MountError> {
+        let mounted = match config.transport {
+            Transport::Device => device::mount(vfs, config)?,
+            Transport::Nfs => nfs::mount(vfs, config)?,
+        };
+        tracing::info!(
+            mountpoint = %config.mountpoint.display(),
+            transport = config.transport.name(),
+            threads = config.threads,
+            "mounted"
+        );
+        Ok(Session {
+            mountpoint: config.mountpoint.clone(),
+            mounted: Some(mounted),
+        })
+    }
+
+    /// Where the session is mounted.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Unmounts and waits for every worker to stop.
+    pub fn unmount(mut self) -> Result<(), MountError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), MountError> {
+        let Some(mounted) = self.mounted.take() else {
+            return Ok(());
+        };
+        let result = mounted.unmount();
+        tracing::info!(mountpoint = %self.mountpoint.display(), "unmounted");
+        result
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Err(err) = self.stop() {
+            tracing::warn!(error = %err, "unmounting on drop failed");
+        }
+    }
+}

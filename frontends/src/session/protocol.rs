@@ -1,0 +1,478 @@
+//! What the macOS mount helpers expect from a FUSE server, as plain functions: their command
+//! lines, their environment, and the messages exchanged with them over socket pairs. Nothing
+//! here is macOS-only, so all of it is tested on Linux; `macfuse.rs` and `fuse_t.rs` only start
+//! the helpers and keep the sockets.
+//!
+//! Sources (public): macFUSE's `lib/mount_darwin.c` (the libfuse that ships with macFUSE) and
+//! FUSE-T's `lib/mount_darwin.c` (github.com/macos-fuse-t/libfuse).
+
+use std::ffi::OsString;
+use std::io::{self, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// macFUSE's mount helper: it opens `/dev/macfuseN`, mounts, and hands the device back.
+pub(crate) const MOUNT_MACFUSE: &str =
+    "/Library/Filesystems/macfuse.fs/Contents/Resources/mount_macfuse";
+
+/// FUSE-T's NFS server, which libfuse-t starts for every mount.
+pub(crate) const GO_NFSV4: &str = "/usr/local/bin/go-nfsv4";
+
+/// FUSE-T's read and write size: 256 KiB is much faster than its 32 KiB default.
+pub(crate) const FUSE_T_RWSIZE: usize = 262_144;
+
+/// What FUSE-T's server is asked over the monitor socket to mount the volume; it answers with
+/// a native-endian `i32` status, 0 for success.
+pub(crate) const FUSE_T_MOUNT: &[u8] = b"mount";
+
+/// What FUSE-T's server is told over the monitor socket to unmount the volume and exit.
+pub(crate) const FUSE_T_UNMOUNT: &[u8] = b"unmount";
+
+/// libfuse-t's socket buffers for the FUSE connection: a whole 1 MiB message fits many times.
+pub(crate) const FUSE_T_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Escapes a mount option value the way libfuse's `fuse_opt_add_opt_escaped` does, so a comma
+/// in a name cannot start another option.
+fn escape_option(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if c == ',' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The `-o` value for `mount_macfuse`: read-only, the names the mount table and Finder show,
+/// and no `._` AppleDouble files or `com.apple.*` extended attributes (macFUSE's
+/// `noappledouble` and `noapplexattr`), which a read-only view could never store anyway.
+pub(crate) fn macfuse_options(fsname: &str, volname: &str) -> String {
+    [
+        "ro".to_string(),
+        format!("fsname={}", escape_option(fsname)),
+        format!("volname={}", escape_option(volname)),
+        "noappledouble".to_string(),
+        "noapplexattr".to_string(),
+    ]
+    .join(",")
+}
+
+/// `mount_macfuse`'s arguments, as macFUSE's libfuse passes them: `-o OPTIONS MOUNTPOINT`.
+pub(crate) fn macfuse_args(fsname: &str, volname: &str, mountpoint: &Path) -> Vec<OsString> {
+    vec![
+        "-o".into(),
+        macfuse_options(fsname, volname).into(),
+        mountpoint.as_os_str().to_owned(),
+    ]
+}
+
+/// `go-nfsv4`'s arguments for a read-only volume named `volname`, spelled the way libfuse-t
+/// translates the mount options `volname=`, `ro`, `nonamedattr` and `rwsize=`.
+pub(crate) fn fuse_t_args(volname: &str, mountpoint: &Path) -> Vec<OsString> {
+    vec![
+        "--volname".into(),
+        volname.into(),
+        "-r".into(),
+        "--namedattr=false".into(),
+        format!("--rwsize={FUSE_T_RWSIZE}").into(),
+        mountpoint.as_os_str().to_owned(),
+    ]
+}
+
+/// The environment both helpers read: the socket to talk over (`_FUSE_COMMFD`), the protocol
+/// version (`_FUSE_COMMVERS=2`), that a library (not a person) started them
+/// (`_FUSE_CALL_BY_LIB`), and the daemon's executable (`_FUSE_DAEMON_PATH`, shown in alerts).
+/// FUSE-T's server also gets its monitor socket (`_FUSE_MONFD`).
+pub(crate) fn helper_env(
+    comm_fd: i32,
+    monitor_fd: Option<i32>,
+    daemon_path: Option<&Path>,
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = vec![
+        ("_FUSE_CALL_BY_LIB".into(), "1".into()),
+        ("_FUSE_COMMFD".into(), comm_fd.to_string().into()),
+        ("_FUSE_COMMVERS".into(), "2".into()),
+    ];
+    if let Some(fd) = monitor_fd {
+        env.push(("_FUSE_MONFD".into(), fd.to_string().into()));
+    }
+    if let Some(path) = daemon_path {
+        env.push(("_FUSE_DAEMON_PATH".into(), path.as_os_str().to_owned()));
+    }
+    env
+}
+
+/// Receives the FUSE device `mount_macfuse` sends back: one byte of data carrying the
+/// descriptor as `SCM_RIGHTS`. `Ok(None)` means the helper closed the socket without sending
+/// one (it failed; its stderr says why). One byte, as macFUSE's libfuse reads, so the status
+/// that follows on the same stream stays unread.
+pub(crate) fn receive_fd(socket: &UnixStream) -> io::Result<Option<OwnedFd>> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut byte = [0u8; 1];
+    let mut space = nix::cmsg_space!(std::os::fd::RawFd);
+    loop {
+        let mut iov = [IoSliceMut::new(&mut byte)];
+        let msg = match recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::empty(),
+        ) {
+            Ok(msg) => msg,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(errno) => return Err(errno.into()),
+        };
+        if msg.bytes == 0 {
+            return Ok(None);
+        }
+        let mut received = None;
+        for cmsg in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                for fd in fds {
+                    // SAFETY: the kernel just installed `fd` in this process for us; nothing
+                    // else owns it, so the OwnedFd is its only owner (extra ones get closed).
+                    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                    received.get_or_insert(owned);
+                }
+            }
+        }
+        return match received {
+            Some(fd) => Ok(Some(fd)),
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the mount helper sent a message without a file descriptor",
+            )),
+        };
+    }
+}
+
+/// Reads a helper's native-endian `i32` mount status (0: mounted). `Ok(None)` means the
+/// socket closed first.
+pub(crate) fn read_status(mut socket: &UnixStream) -> io::Result<Option<i32>> {
+    let mut status = [0u8; 4];
+    let mut got = 0;
+    while got < status.len() {
+        match socket.read(&mut status[got..]) {
+            Ok(0) => return Ok(None),
+            Ok(n) => got += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(Some(i32::from_ne_bytes(status)))
+}
+
+/// Asks FUSE-T's server to mount and waits for its status. The FUSE connection must already
+/// be served: the server asks the file system (INIT, GETATTR of the root) while mounting.
+pub(crate) fn request_fuse_t_mount(mut monitor: &UnixStream) -> io::Result<Option<i32>> {
+    monitor.write_all(FUSE_T_MOUNT)?;
+    read_status(monitor)
+}
+
+/// Tells FUSE-T's server to unmount its volume and exit.
+pub(crate) fn request_fuse_t_unmount(mut monitor: &UnixStream) -> io::Result<()> {
+    monitor.write_all(FUSE_T_UNMOUNT)
+}
+
+/// Sets a socket's send and receive buffers (best effort: the kernel may cap them).
+pub(crate) fn set_socket_buffers(socket: &UnixStream, bytes: usize) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if let Err(err) = setsockopt(socket, sockopt::SndBuf, &bytes)
+        .and_then(|()| setsockopt(socket, sockopt::RcvBuf, &bytes))
+    {
+        tracing::debug!(error = %err, bytes, "could not enlarge the FUSE socket buffers");
+    }
+}
+
+/// Starts a mount helper. The descriptors in `inherit` stay open across `exec` (their numbers
+/// are in `env`); everything else of ours is close-on-exec. With `new_session` the helper gets
+/// a session of its own (`setsid`), as libfuse-t gives its server, so a terminal's Ctrl-C aimed
+/// at the service does not kill the server before the service unmounts.
+pub(crate) fn spawn_helper(
+    program: &Path,
+    args: &[OsString],
+    env: &[(OsString, OsString)],
+    inherit: &[RawFd],
+    new_session: bool,
+    stdout: Stdio,
+    stderr: Stdio,
+) -> io::Result<Child> {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
+    let inherit = inherit.to_vec();
+    // SAFETY: the closure runs in the forked child before exec and calls only fcntl and
+    // setsid, which are async-signal-safe; it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            for &fd in &inherit {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if new_session && libc::setsid() == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn()
+}
+
+/// Stops a helper: SIGTERM, then SIGKILL if it is still there after `grace`. Returns how it
+/// ended.
+pub(crate) fn terminate(child: &mut Child, grace: Duration) -> io::Result<ExitStatus> {
+    if let Some(status) = child.try_wait()? {
+        return Ok(status);
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    if let Some(status) = wait_for_exit(child, grace)? {
+        return Ok(status);
+    }
+    child.kill()?;
+    child.wait()
+}
+
+/// Waits up to `timeout` for `child` to exit.
+pub(crate) fn wait_for_exit(
+    child: &mut Child,
+    timeout: Duration,
+) -> io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until a mount at `path` answers `stat` (a live mount, not the directory under it),
+/// for up to `timeout`. `check` is asked between attempts whether mounting can still succeed
+/// (say, the helper has not died) and ends the wait with its message if not.
+pub(crate) fn wait_until_mounted(
+    path: &Path,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<(), String>,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match crate::mountpoint::state(path) {
+            Ok(crate::mountpoint::MountpointState::Live) => return Ok(()),
+            Ok(_) | Err(_) if Instant::now() >= deadline => {
+                return Err(format!(
+                    "{} did not answer as a mount within {} s",
+                    path.display(),
+                    timeout.as_secs()
+                ));
+            }
+            Ok(_) | Err(_) => {}
+        }
+        check()?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::IoSlice;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn macfuse_gets_read_only_names_and_no_apple_metadata() {
+        assert_eq!(
+            macfuse_options("spfs", "spfs"),
+            "ro,fsname=spfs,volname=spfs,noappledouble,noapplexattr"
+        );
+        let args = macfuse_args("spfs", "spfs", Path::new("/spfs"));
+        assert_eq!(
+            args,
+            [
+                "-o",
+                "ro,fsname=spfs,volname=spfs,noappledouble,noapplexattr",
+                "/spfs"
+            ]
+            .map(OsString::from)
+        );
+    }
+
+    #[test]
+    fn commas_in_names_cannot_start_another_option() {
+        assert_eq!(
+            macfuse_options("a,b", r"c\d"),
+            r"ro,fsname=a\,b,volname=c\\d,noappledouble,noapplexattr"
+        );
+    }
+
+    #[test]
+    fn fuse_t_gets_its_volume_name_read_only_and_the_fast_rwsize() {
+        let args = fuse_t_args("spfs-42", Path::new("/Volumes/spfs-42"));
+        assert_eq!(
+            args,
+            [
+                "--volname",
+                "spfs-42",
+                "-r",
+                "--namedattr=false",
+                "--rwsize=262144",
+                "/Volumes/spfs-42"
+            ]
+            .map(OsString::from)
+        );
+    }
+
+    #[test]
+    fn helpers_learn_their_sockets_from_the_environment() {
+        let env = helper_env(7, Some(9), Some(Path::new("/usr/local/bin/spfs-fuse")));
+        let get = |k: &str| {
+            env.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(get("_FUSE_COMMFD").as_deref(), Some("7"));
+        assert_eq!(get("_FUSE_MONFD").as_deref(), Some("9"));
+        assert_eq!(get("_FUSE_COMMVERS").as_deref(), Some("2"));
+        assert_eq!(get("_FUSE_CALL_BY_LIB").as_deref(), Some("1"));
+        assert_eq!(
+            get("_FUSE_DAEMON_PATH").as_deref(),
+            Some("/usr/local/bin/spfs-fuse")
+        );
+        let macfuse = helper_env(7, None, None);
+        assert!(macfuse.iter().all(|(k, _)| k != "_FUSE_MONFD"));
+    }
+
+    /// Plays mount_macfuse: sends a descriptor with one byte, then the mount status.
+    #[test]
+    fn the_device_and_then_the_status_arrive_over_one_stream() {
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+        let (ours, helper) = UnixStream::pair().unwrap();
+        let device = tempfile::tempfile().unwrap();
+        let fds = [device.as_fd().as_raw_fd()];
+        sendmsg::<()>(
+            helper.as_raw_fd(),
+            &[IoSlice::new(b"\0")],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        (&helper).write_all(&0i32.to_ne_bytes()).unwrap();
+
+        let received = receive_fd(&ours).unwrap().expect("a descriptor");
+        let same = |fd: &OwnedFd| {
+            let st = nix::sys::stat::fstat(fd).unwrap();
+            (st.st_dev, st.st_ino)
+        };
+        let device_fd: OwnedFd = device.into();
+        assert_eq!(same(&received), same(&device_fd));
+        assert_eq!(read_status(&ours).unwrap(), Some(0));
+        drop(helper);
+        assert_eq!(read_status(&ours).unwrap(), None);
+    }
+
+    /// The helper finds its socket from the environment, inherited across exec.
+    #[test]
+    fn helpers_inherit_their_socket_and_nothing_else() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let (_unrelated, other) = UnixStream::pair().unwrap();
+        let env = helper_env(theirs.as_raw_fd(), Some(other.as_raw_fd()), None);
+        let script = r#"printf 'hello' >&"$_FUSE_COMMFD"; if printf x >&"$_FUSE_MONFD"; then echo leaked; fi"#;
+        let mut child = spawn_helper(
+            Path::new("/bin/sh"),
+            &["-c".into(), script.into()],
+            &env,
+            &[theirs.as_raw_fd()],
+            true,
+            Stdio::piped(),
+            Stdio::null(),
+        )
+        .unwrap();
+        drop(theirs);
+        let mut got = String::new();
+        (&ours).read_to_string(&mut got).unwrap();
+        assert_eq!(got, "hello");
+        let mut stdout = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        assert_eq!(stdout, "", "only the named descriptors are inherited");
+        assert!(child.wait().unwrap().success());
+    }
+
+    #[test]
+    fn a_helper_that_ignores_sigterm_is_killed() {
+        let mut child = spawn_helper(
+            Path::new("/bin/sh"),
+            &[
+                "-c".into(),
+                "trap '' TERM; while :; do sleep 0.1; done".into(),
+            ],
+            &[],
+            &[],
+            false,
+            Stdio::null(),
+            Stdio::null(),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        let status = terminate(&mut child, Duration::from_millis(300)).unwrap();
+        assert!(!status.success());
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_plain_directory_never_counts_as_mounted() {
+        let dir = tempfile::tempdir().unwrap();
+        let err =
+            wait_until_mounted(dir.path(), Duration::from_millis(200), || Ok(())).unwrap_err();
+        assert!(err.contains("did not answer"), "{err}");
+        let err = wait_until_mounted(dir.path(), Duration::from_secs(5), || {
+            Err("the helper died".to_string())
+        })
+        .unwrap_err();
+        assert_eq!(err, "the helper died");
+    }
+
+    #[test]
+    fn a_helper_that_dies_sends_no_descriptor() {
+        let (ours, helper) = UnixStream::pair().unwrap();
+        drop(helper);
+        assert!(receive_fd(&ours).unwrap().is_none());
+    }
+
+    /// Plays go-nfsv4's monitor side.
+    #[test]
+    fn fuse_t_mount_and_unmount_requests() {
+        let (ours, server) = UnixStream::pair().unwrap();
+        let fake = std::thread::spawn(move || {
+            let mut command = [0u8; 5];
+            (&server).read_exact(&mut command).unwrap();
+            assert_eq!(&command, FUSE_T_MOUNT);
+            (&server).write_all(&(-5i32).to_ne_bytes()).unwrap();
+            let mut command = [0u8; 7];
+            (&server).read_exact(&mut command).unwrap();
+            assert_eq!(&command, FUSE_T_UNMOUNT);
+        });
+        assert_eq!(request_fuse_t_mount(&ours).unwrap(), Some(-5));
+        request_fuse_t_unmount(&ours).unwrap();
+        fake.join().unwrap();
+    }
+}

@@ -1,0 +1,123 @@
+//! Test helpers shared by the session tests: requests as a kernel or FUSE-T's server sends
+//! them, socket pairs, and stand-in mount helpers (this test binary run again).
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+
+use fuse_backend_rs::abi::fuse_abi::Opcode;
+
+use super::wire::{IN_HEADER_LEN, OUT_HEADER_LEN};
+#[cfg(target_os = "linux")]
+use std::os::fd::{FromRawFd, OwnedFd};
+#[cfg(target_os = "linux")]
+use std::os::unix::fs::PermissionsExt;
+#[cfg(target_os = "linux")]
+use std::path::{Path, PathBuf};
+
+/// Reads one framed reply: (error, unique, body).
+pub(crate) fn reply(mut peer: &UnixStream) -> (i32, u64, Vec<u8>) {
+    let mut header = [0u8; OUT_HEADER_LEN];
+    peer.read_exact(&mut header).unwrap();
+    let len = u32::from_ne_bytes(header[0..4].try_into().unwrap()) as usize;
+    let error = i32::from_ne_bytes(header[4..8].try_into().unwrap());
+    let unique = u64::from_ne_bytes(header[8..16].try_into().unwrap());
+    let mut body = vec![0u8; len - OUT_HEADER_LEN];
+    peer.read_exact(&mut body).unwrap();
+    (error, unique, body)
+}
+
+/// A request: header (len, opcode, unique, nodeid, uid, gid, pid, padding), then `body`.
+pub(crate) fn request(opcode: Opcode, unique: u64, nodeid: u64, body: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::new();
+    msg.extend(((IN_HEADER_LEN + body.len()) as u32).to_ne_bytes());
+    msg.extend((opcode as u32).to_ne_bytes());
+    msg.extend(unique.to_ne_bytes());
+    msg.extend(nodeid.to_ne_bytes());
+    msg.extend([0u8; 16]); // uid, gid, pid, padding
+    assert_eq!(msg.len(), IN_HEADER_LEN);
+    msg.extend(body);
+    msg
+}
+
+/// The body of an INIT from a 7.19 kernel (macFUSE's ABI) with no flags.
+pub(crate) fn init_body() -> Vec<u8> {
+    // major, minor, max_readahead, flags
+    [7u32, 19, 65536, 0]
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+/// A SOCK_SEQPACKET pair: one read, one message, like a FUSE device.
+pub(crate) fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for the two descriptors socketpair writes.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    assert_eq!(rc, 0, "socketpair: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just created and are owned by nothing else.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+#[cfg(target_os = "linux")]
+/// Writes `dir/name`, a script that runs the test `test` of this binary as a stand-in mount
+/// helper, with `mode_env=mode` and `mountpoint_env` set to the helper's last argument (the
+/// mount point). libtest would refuse the helper's own arguments, so only that is handed on.
+pub(crate) fn stand_in(
+    dir: &Path,
+    name: &str,
+    test: &str,
+    (mode_env, mode): (&str, &str),
+    mountpoint_env: &str,
+) -> PathBuf {
+    let script = dir.join(name);
+    let exe = std::env::current_exe().unwrap();
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nfor last; do :; done\n{mode_env}={mode} {mountpoint_env}=\"$last\" exec '{}' \
+             --exact {test} --nocapture --test-threads=1 >/dev/null\n",
+            exe.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[cfg(target_os = "linux")]
+/// Stand-in helpers mount a tmpfs, which needs root: without it, skip (or fail under
+/// `SPFS_FUSE_REQUIRE_MOUNT=1`).
+pub(crate) fn can_mount() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert_ne!(
+        std::env::var("SPFS_FUSE_REQUIRE_MOUNT").as_deref(),
+        Ok("1"),
+        "mounting is required but needs root"
+    );
+    eprintln!("skipping: the stand-in helper mounts a tmpfs, which needs root");
+    false
+}
+
+#[cfg(target_os = "linux")]
+/// What a stand-in mounts where the real helper would: a tmpfs.
+pub(crate) fn mount_tmpfs(path: &Path) {
+    nix::mount::mount(
+        Some("tmpfs"),
+        path,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+}
