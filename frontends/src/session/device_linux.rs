@@ -2,6 +2,7 @@
 //! with a channel of its own.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
@@ -77,6 +78,8 @@ fn own_session(
         path: config.mountpoint.clone(),
         message,
     };
+    // Set before unmounting, so workers tell the end of the session from a failure.
+    let unmounting = Arc::new(AtomicBool::new(false));
     let started: Result<(FuseSession, Vec<JoinHandle<()>>), MountError> = (|| {
         let mut session = FuseSession::new(&config.mountpoint, &config.fsname, "", true)
             .map_err(|e| failed(e.to_string()))?;
@@ -86,9 +89,10 @@ fn own_session(
         for worker in 0..config.threads.max(1) {
             let channel = session.new_channel().map_err(|e| failed(e.to_string()))?;
             let server = server.clone();
+            let unmounting = unmounting.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("spfs-fuse-{worker}"))
-                .spawn(move || serve(worker, channel, &server))
+                .spawn(move || serve(worker, channel, &server, &unmounting))
                 .map_err(|e| failed(format!("cannot start a worker thread: {e}")))?;
             workers.push(handle);
         }
@@ -104,6 +108,7 @@ fn own_session(
     let _ = mounted.send(Ok(()));
     // Either a stop message or the sender dropped: both mean unmount.
     let _ = stop.recv();
+    unmounting.store(true, Ordering::Release);
     let result = session.umount().map_err(|e| MountError::Unmount {
         path: config.mountpoint.clone(),
         message: e.to_string(),
@@ -119,7 +124,12 @@ fn own_session(
 }
 
 /// One worker: answers requests from its channel until the session ends.
-fn serve(worker: usize, mut channel: FuseChannel, server: &Server<Adapter>) {
+fn serve(
+    worker: usize,
+    mut channel: FuseChannel,
+    server: &Server<Adapter>,
+    unmounting: &AtomicBool,
+) {
     loop {
         match channel.get_request() {
             Ok(Some((reader, writer))) => {
@@ -129,6 +139,11 @@ fn serve(worker: usize, mut channel: FuseChannel, server: &Server<Adapter>) {
                 }
             }
             Ok(None) => break,
+            // Waking the workers at unmount ends their channels with an error: expected.
+            Err(err) if unmounting.load(Ordering::Acquire) => {
+                tracing::debug!(worker, error = %err, "FUSE channel closed at unmount");
+                break;
+            }
             Err(err) => {
                 tracing::error!(worker, error = %err, "FUSE channel failed; worker stops");
                 break;
