@@ -3,7 +3,9 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::access::AccessError;
 use crate::node::NodeId;
+use crate::spfs::{Digest, SpfsError};
 
 /// Why an env spec was rejected. Each message names the offending part.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,27 @@ pub enum SpecError {
     /// More layers than a view can stack.
     #[error("env spec has {0} layers; at most {max} are allowed", max = crate::spec::MAX_LAYERS)]
     TooManyLayers(usize),
+    /// An item that is neither an absolute path nor an spfs reference.
+    #[error(
+        "layer {0:?} is neither an absolute directory path nor an spfs reference (a tag [org/]name[~N], a digest or a partial digest)"
+    )]
+    InvalidItem(String),
+    /// An spfs reference in a registration that names no repository.
+    #[error("layer {0:?} is an spfs reference, but no spfs repository was given (--repo PATH)")]
+    NoRepository(String),
+    /// A repository that cannot be opened (not an spfs repository, unsupported version, ...).
+    #[error("{0}")]
+    Repository(#[source] SpfsError),
+    /// An spfs item that cannot be resolved or read: unknown tag, ambiguous partial digest,
+    /// corrupt object (the message names its file), a blob used as a layer, ...
+    #[error("layer {item:?}: {source}")]
+    Spfs {
+        /// The item (or run of items) as written.
+        item: String,
+        /// What the reader said.
+        #[source]
+        source: SpfsError,
+    },
 }
 
 /// Why a registration or removal in the route table failed.
@@ -62,6 +85,9 @@ pub enum RouteError {
     /// No runtime is registered for this root process.
     #[error("no runtime is registered for root process {0}")]
     NotRegistered(u32),
+    /// The registering user may not read a layer or repository the spec names.
+    #[error(transparent)]
+    Access(#[from] AccessError),
 }
 
 /// Why a filesystem operation on a view failed.
@@ -93,6 +119,12 @@ pub enum FsError {
     /// A file handle that was never handed out or was released.
     #[error("file handle {0} is not open")]
     BadHandle(u64),
+    /// An spfs payload (a file's content or a symlink's target) is in no repository.
+    #[error("spfs payload {digest} is missing from every repository")]
+    MissingPayload {
+        /// The payload's digest.
+        digest: Digest,
+    },
     /// The layer's source failed underneath the view (deleted, truncated, unreadable).
     #[error("reading {path:?} from its layer failed: {source}")]
     Source {
@@ -123,6 +155,9 @@ impl ToErrno for FsError {
             FsError::NotASymlink(_) => libc::EINVAL,
             FsError::ReadOnly => libc::EROFS,
             FsError::BadHandle(_) => libc::EBADF,
+            // The view promised this entry; its content being gone is an I/O failure, not
+            // "no such file".
+            FsError::MissingPayload { .. } => libc::EIO,
             // Keep the layer's own errno where there is one (ENOENT for a deleted source file);
             // anything without one is an I/O error as far as the caller can tell.
             FsError::Source { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
