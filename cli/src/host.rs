@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use spfs_frontends::{Session, SessionConfig, Transport};
 use spfs_router::process::SystemProcessTable;
-use spfs_router::{Attr, RouteError, Router, Routing, Runtime, Timestamp, Vfs};
+use spfs_router::{Attr, Owner, RouteError, Router, Routing, Runtime, Timestamp, Vfs};
 
 /// Why a control call on the host failed. The gRPC service maps each variant to a status code.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +100,7 @@ impl From<RouteError> for HostError {
             }
             RouteError::AlreadyRegistered(pid) => HostError::AlreadyRegistered(pid),
             RouteError::NotRegistered(pid) => HostError::NoSuchRuntime(pid),
+            RouteError::Access(_) => HostError::PermissionDenied(err.to_string()),
         }
     }
 }
@@ -143,15 +144,17 @@ impl Host {
         })
     }
 
-    /// Registers a runtime for `root_pid` with `env_spec` (absolute paths only), owned by
-    /// `owner_uid`, and returns where its view appears.
+    /// Registers a runtime for `root_pid` with `env_spec` (absolute paths and spfs references
+    /// resolved against `repos`, in order), owned by `owner`, and returns where its view
+    /// appears.
     pub fn mount(
         &self,
         root_pid: u32,
         env_spec: &str,
-        owner_uid: u32,
+        owner: &Owner,
+        repos: &[PathBuf],
     ) -> Result<RuntimeStatus, HostError> {
-        let runtime = self.router.register(root_pid, env_spec, owner_uid)?;
+        let runtime = self.router.register(root_pid, env_spec, owner, repos)?;
         Ok(self.runtime_status(&runtime))
     }
 

@@ -35,6 +35,9 @@ enum Command {
     Run(client::RunArgs),
     /// Ask the service to unmount and exit.
     Shutdown(client::ShutdownArgs),
+    /// Show what an env spec resolves to: each item's kind and digest, the layers bottom
+    /// first, and their entries (no service needed).
+    Info(client::InfoArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -46,6 +49,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => client::status(args),
         Command::Run(args) => client::run(args),
         Command::Shutdown(args) => client::shutdown(args),
+        Command::Info(args) => client::info(args),
     }
 }
 

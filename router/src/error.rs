@@ -52,18 +52,21 @@ pub enum SpecError {
     /// An spfs reference in a registration that names no repository.
     #[error("layer {0:?} is an spfs reference, but no spfs repository was given (--repo PATH)")]
     NoRepository(String),
+    /// A repository path that is not absolute.
+    #[error("repository {0:?} is a relative path; the service takes absolute paths only")]
+    RelativeRepository(PathBuf),
     /// A repository that cannot be opened (not an spfs repository, unsupported version, ...).
     #[error("{0}")]
-    Repository(#[source] SpfsError),
+    Repository(SpfsError),
     /// An spfs item that cannot be resolved or read: unknown tag, ambiguous partial digest,
     /// corrupt object (the message names its file), a blob used as a layer, ...
-    #[error("layer {item:?}: {source}")]
+    #[error("layer {item:?}: {error}")]
     Spfs {
         /// The item (or run of items) as written.
         item: String,
-        /// What the reader said.
-        #[source]
-        source: SpfsError,
+        /// What the reader said (part of the message, so not a `source`: printing the chain
+        /// would say it twice).
+        error: SpfsError,
     },
 }
 

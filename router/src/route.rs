@@ -122,6 +122,9 @@ impl Router {
         owner: &Owner,
         repos: &[PathBuf],
     ) -> Result<Arc<View>, RouteError> {
+        if let Some(relative) = repos.iter().find(|r| !r.is_absolute()) {
+            return Err(SpecError::RelativeRepository(relative.clone()).into());
+        }
         // Before the service reads anything on the owner's behalf.
         for path in repos.iter().map(PathBuf::as_path).chain(spec.directories()) {
             owner.check_readable_dir(path)?;

@@ -155,9 +155,9 @@ impl EnvSpec {
                         resolved
                             .repos
                             .resolve(reference)
-                            .map_err(|source| SpecError::Spfs {
+                            .map_err(|error| SpecError::Spfs {
                                 item: reference.clone(),
-                                source,
+                                error,
                             })?;
                     resolved.items.push(ResolvedItem {
                         item: item.clone(),
@@ -192,9 +192,9 @@ impl ResolvedSpec {
             .map(|(r, _)| r.as_str())
             .collect::<Vec<_>>()
             .join("+");
-        let wrap = |source| SpecError::Spfs {
+        let wrap = |error| SpecError::Spfs {
             item: named.clone(),
-            source,
+            error,
         };
         for layer in self.repos.layers_of_stack(&items).map_err(wrap)? {
             if self.layers.len() >= MAX_LAYERS {
