@@ -105,6 +105,12 @@ struct Node {
     payload: u32,
     layer: u16,
     kind: FileKind,
+    stat: Stat,
+}
+
+/// The attributes a node shows besides its kind, links and id.
+#[derive(Debug, Clone, Copy)]
+struct Stat {
     perm: u32,
     uid: u32,
     gid: u32,
@@ -166,12 +172,7 @@ struct Candidate<'a> {
 
 /// The attributes a winning entry brings, before it becomes a node.
 struct Found {
-    perm: u32,
-    uid: u32,
-    gid: u32,
-    size: u64,
-    mtime: Timestamp,
-    ctime: Timestamp,
+    stat: Stat,
     payload: Option<Digest>,
 }
 
@@ -215,12 +216,14 @@ impl View {
             payload: 0,
             layer: 0,
             kind: FileKind::Directory,
-            perm: root.perm,
-            uid: root.uid,
-            gid: root.gid,
-            size: root.size,
-            mtime: root.mtime,
-            ctime: root.ctime,
+            stat: Stat {
+                perm: root.perm,
+                uid: root.uid,
+                gid: root.gid,
+                size: root.size,
+                mtime: root.mtime,
+                ctime: root.ctime,
+            },
         });
         let spfs_attrs = SpfsAttrs {
             uid: owner.0,
@@ -279,12 +282,7 @@ impl View {
                     payload,
                     layer: winner.layer,
                     kind: winner.kind,
-                    perm: found.perm,
-                    uid: found.uid,
-                    gid: found.gid,
-                    size: found.size,
-                    mtime: found.mtime,
-                    ctime: found.ctime,
+                    stat: found.stat,
                 });
             }
             let count = view.nodes.len() as u32 - first;
@@ -382,16 +380,17 @@ impl View {
     /// The attributes of entry `index`.
     pub fn attr(&self, index: u32) -> Attr {
         let n = &self.nodes[index as usize];
+        let s = &n.stat;
         Attr {
             node: self.node_id(index),
             kind: n.kind,
-            perm: n.perm,
+            perm: s.perm,
             nlink: n.nlink,
-            uid: n.uid,
-            gid: n.gid,
-            size: n.size,
-            mtime: n.mtime,
-            ctime: n.ctime,
+            uid: s.uid,
+            gid: s.gid,
+            size: s.size,
+            mtime: s.mtime,
+            ctime: s.ctime,
         }
     }
 
@@ -549,12 +548,14 @@ fn found(origin: &Origin<'_>, spfs: &SpfsAttrs) -> Option<Found> {
             let payload = matches!(entry.kind(), EntryKind::File | EntryKind::Symlink)
                 .then(|| entry.digest());
             Some(Found {
-                perm: entry.permissions(),
-                uid: spfs.uid,
-                gid: spfs.gid,
-                size: entry.size(),
-                mtime: spfs.time,
-                ctime: spfs.time,
+                stat: Stat {
+                    perm: entry.permissions(),
+                    uid: spfs.uid,
+                    gid: spfs.gid,
+                    size: entry.size(),
+                    mtime: spfs.time,
+                    ctime: spfs.time,
+                },
                 payload,
             })
         }
@@ -568,17 +569,19 @@ fn found(origin: &Origin<'_>, spfs: &SpfsAttrs) -> Option<Found> {
                 }
             };
             Some(Found {
-                perm: meta.mode() & 0o7777,
-                uid: meta.uid(),
-                gid: meta.gid(),
-                size: meta.size(),
-                mtime: Timestamp {
-                    secs: meta.mtime(),
-                    nanos: meta.mtime_nsec() as u32,
-                },
-                ctime: Timestamp {
-                    secs: meta.ctime(),
-                    nanos: meta.ctime_nsec() as u32,
+                stat: Stat {
+                    perm: meta.mode() & 0o7777,
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                    size: meta.size(),
+                    mtime: Timestamp {
+                        secs: meta.mtime(),
+                        nanos: meta.mtime_nsec() as u32,
+                    },
+                    ctime: Timestamp {
+                        secs: meta.ctime(),
+                        nanos: meta.ctime_nsec() as u32,
+                    },
                 },
                 payload: None,
             })

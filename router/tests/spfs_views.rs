@@ -6,10 +6,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::{Seen, root_attr, walk};
+use common::{Seen, copy_dir, fixtures_dir, root_attr, walk};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use spfs_router::process::FakeProcessTable;
@@ -17,23 +17,6 @@ use spfs_router::{FsError, Owner, ROOT, RouteError, Router, Routing, SpecError, 
 
 const ENCODINGS: [&str; 2] = ["current", "legacy"];
 const OWNER: u32 = 501;
-
-fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/spfs")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 struct Fixture {
     _dir: tempfile::TempDir,
