@@ -125,9 +125,13 @@ impl Router {
         if let Some(relative) = repos.iter().find(|r| !r.is_absolute()) {
             return Err(SpecError::RelativeRepository(relative.clone()).into());
         }
-        // Before the service reads anything on the owner's behalf.
-        for path in repos.iter().map(PathBuf::as_path).chain(spec.directories()) {
-            owner.check_readable_dir(path)?;
+        // Before the service reads anything on the owner's behalf. A repository is read
+        // through its object and payload folders too.
+        let repo_dirs = repos
+            .iter()
+            .flat_map(|r| [r.clone(), r.join("objects"), r.join("payloads")]);
+        for path in repo_dirs.chain(spec.directories().map(PathBuf::from)) {
+            owner.check_readable_dir(&path)?;
         }
         let repos = Repositories::open(repos).map_err(SpecError::Repository)?;
         let resolved = spec.resolve(Arc::new(repos))?;

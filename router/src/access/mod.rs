@@ -61,28 +61,54 @@ impl Owner {
     }
 
     /// Checks that the owner may list `dir`: every directory above it searchable, `dir` itself
-    /// readable and searchable. Always passes for a trusted owner.
+    /// readable and searchable. Always passes for a trusted owner. A `dir` that does not exist
+    /// passes when the owner may search its nearest existing ancestor (so the caller's own
+    /// "does not exist" error tells them nothing they could not see for themselves).
     pub fn check_readable_dir(&self, dir: &Path) -> Result<(), AccessError> {
         let Some(groups) = &self.checked_groups else {
             return Ok(());
         };
         // Resolve symlinks first, so the bits checked are those of the directories the
         // service will really walk.
-        let real = std::fs::canonicalize(dir).map_err(|source| AccessError::Unreadable {
-            uid: self.uid,
-            path: dir.to_path_buf(),
-            reason: source.to_string(),
-        })?;
-        let mut ancestors: Vec<&Path> = real.ancestors().collect();
-        ancestors.reverse();
-        let last = ancestors.len().saturating_sub(1);
-        for (i, step) in ancestors.into_iter().enumerate() {
+        match std::fs::canonicalize(dir) {
+            Ok(real) => self.check_path(&real, R_OK | X_OK, dir, groups),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                match dir
+                    .ancestors()
+                    .skip(1)
+                    .find_map(|a| std::fs::canonicalize(a).ok())
+                {
+                    Some(existing) => self.check_path(&existing, X_OK, dir, groups),
+                    None => Ok(()),
+                }
+            }
+            Err(source) => Err(AccessError::Unreadable {
+                uid: self.uid,
+                path: dir.to_path_buf(),
+                reason: source.to_string(),
+            }),
+        }
+    }
+
+    /// Checks search permission on every directory of `real` (absolute, no symlinks) above
+    /// its last component, and `last` on the last one; errors name `named`.
+    fn check_path(
+        &self,
+        real: &Path,
+        last: u32,
+        named: &Path,
+        groups: &[u32],
+    ) -> Result<(), AccessError> {
+        let mut steps: Vec<&Path> = real.ancestors().collect();
+        steps.reverse();
+        let final_step = steps.len().saturating_sub(1);
+        for (i, step) in steps.into_iter().enumerate() {
             let meta = std::fs::metadata(step).map_err(|source| AccessError::Unreadable {
                 uid: self.uid,
                 path: step.to_path_buf(),
                 reason: source.to_string(),
             })?;
-            let need = if i == last { R_OK | X_OK } else { X_OK };
+            let need = if i == final_step { last } else { X_OK };
             let have = allowed(
                 meta.mode(),
                 meta.uid(),
@@ -94,7 +120,7 @@ impl Owner {
             if have & need != need {
                 return Err(AccessError::Denied {
                     uid: self.uid,
-                    layer: dir.to_path_buf(),
+                    layer: named.to_path_buf(),
                     path: step.to_path_buf(),
                     need: if need == X_OK { "search" } else { "read" },
                 });
@@ -239,6 +265,14 @@ mod tests {
         Owner::trusted(stranger.uid, stranger.gid)
             .check_readable_dir(&locked.join("layer"))
             .unwrap();
+        // What does not exist is only reported where the owner could have seen that itself.
+        stranger
+            .check_readable_dir(&open.join("nope/deeper"))
+            .unwrap();
+        let err = stranger
+            .check_readable_dir(&locked.join("nope"))
+            .unwrap_err();
+        assert!(err.to_string().contains("no search permission"), "{err}");
     }
 
     #[test]
