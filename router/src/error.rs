@@ -44,6 +44,9 @@ pub enum SpecError {
     /// More layers than a view can stack.
     #[error("env spec has {0} layers; at most {max} are allowed", max = crate::spec::MAX_LAYERS)]
     TooManyLayers(usize),
+    /// spfs layers holding more entries together than one view can index.
+    #[error("the spfs layers of this env spec hold {0} entries; at most {max} are allowed", max = crate::spec::MAX_SPFS_ENTRIES)]
+    TooManyEntries(usize),
     /// An item that is neither an absolute path nor an spfs reference.
     #[error(
         "layer {0:?} is neither an absolute directory path nor an spfs reference (a tag [org/]name[~N], a digest or a partial digest)"

@@ -21,6 +21,10 @@ use crate::spfs::{Digest, Manifest, ObjectKind, Reference, Repositories};
 /// layer, so the limit only guards the service against a spec that would take minutes to build.
 pub const MAX_LAYERS: usize = 1024;
 
+/// The most spfs entries (masks included) the layers of one spec may hold together: view
+/// entries are indexed by `u32`, and a merged view holds at most this many.
+pub const MAX_SPFS_ENTRIES: usize = (u32::MAX / 2) as usize;
+
 /// One item of an env spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LayerRef {
@@ -79,6 +83,8 @@ pub struct ResolvedSpec {
     pub layers: Vec<Layer>,
     /// Where payloads are read from.
     pub repos: Arc<Repositories>,
+    /// Entries of the spfs layers' manifests so far, masks included.
+    spfs_entries: usize,
 }
 
 impl EnvSpec {
@@ -135,6 +141,7 @@ impl EnvSpec {
             items: Vec::with_capacity(self.layers.len()),
             layers: Vec::new(),
             repos,
+            spfs_entries: 0,
         };
         let mut run: Vec<(String, Digest)> = Vec::new();
         for item in &self.layers {
@@ -181,6 +188,23 @@ impl ResolvedSpec {
         ResolvedSpec::default()
     }
 
+    /// A spec of layers resolved elsewhere (no items), reading payloads from `repos`.
+    pub fn from_layers(layers: Vec<Layer>, repos: Arc<Repositories>) -> ResolvedSpec {
+        let spfs_entries = layers
+            .iter()
+            .map(|l| match l {
+                Layer::Spfs { manifest, .. } => manifest.len(),
+                Layer::Directory(_) => 0,
+            })
+            .sum();
+        ResolvedSpec {
+            items: Vec::new(),
+            layers,
+            repos,
+            spfs_entries,
+        }
+    }
+
     /// Expands a run of consecutive spfs items into layers and reads their manifests.
     fn push_spfs_run(&mut self, run: &mut Vec<(String, Digest)>) -> Result<(), SpecError> {
         if run.is_empty() {
@@ -201,6 +225,10 @@ impl ResolvedSpec {
                 return Err(SpecError::TooManyLayers(self.layers.len() + 1));
             }
             let manifest = self.repos.read_manifest(&layer.manifest).map_err(wrap)?;
+            self.spfs_entries += manifest.len();
+            if self.spfs_entries > MAX_SPFS_ENTRIES {
+                return Err(SpecError::TooManyEntries(self.spfs_entries));
+            }
             self.layers.push(Layer::Spfs {
                 digest: layer.digest,
                 manifest,

@@ -71,10 +71,8 @@ pub fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
 fn layer_info(layer: &Layer, root: &Attr) -> LayerInfo {
     match layer {
         Layer::Directory(path) => {
-            let alone = ResolvedSpec {
-                layers: vec![Layer::Directory(path.clone())],
-                ..ResolvedSpec::default()
-            };
+            let alone =
+                ResolvedSpec::from_layers(vec![Layer::Directory(path.clone())], Arc::default());
             LayerInfo {
                 kind: "directory",
                 name: path.display().to_string(),
