@@ -13,7 +13,7 @@ use spfs_frontends::sweep::{self, volume_name};
 use spfs_frontends::{MountError, Session, SessionConfig, Transport};
 use spfs_probe::Backend;
 use spfs_router::process::SystemProcessTable;
-use spfs_router::{Attr, RouteError, Router, Routing, Runtime, Timestamp, Vfs};
+use spfs_router::{Attr, Owner, RouteError, Router, Routing, Runtime, Timestamp, Vfs};
 
 /// Why a control call on the host failed. The gRPC service maps each variant to a status code.
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +154,7 @@ impl From<RouteError> for HostError {
             }
             RouteError::AlreadyRegistered(pid) => HostError::AlreadyRegistered(pid),
             RouteError::NotRegistered(pid) => HostError::NoSuchRuntime(pid),
+            RouteError::Access(_) => HostError::PermissionDenied(err.to_string()),
         }
     }
 }
@@ -207,16 +208,18 @@ impl Host {
         })
     }
 
-    /// Registers a runtime for `root_pid` with `env_spec` (absolute paths only), owned by
-    /// `owner_uid`, and returns where its view appears.
+    /// Registers a runtime for `root_pid` with `env_spec` (absolute paths and spfs references
+    /// resolved against `repos`, in order), owned by `owner`, and returns where its view
+    /// appears.
     pub fn mount(
         &self,
         root_pid: u32,
         env_spec: &str,
-        owner_uid: u32,
+        owner: &Owner,
+        repos: &[PathBuf],
     ) -> Result<RuntimeStatus, HostError> {
         let _changes = self.serialise();
-        let runtime = self.router.register(root_pid, env_spec, owner_uid)?;
+        let runtime = self.router.register(root_pid, env_spec, owner, repos)?;
         self.mount_volume(&runtime)?;
         Ok(self.runtime_status(&runtime))
     }

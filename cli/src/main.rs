@@ -38,6 +38,9 @@ enum Command {
     Sweep(sweep::SweepArgs),
     /// Ask the service to unmount and exit.
     Shutdown(client::ShutdownArgs),
+    /// Show what an env spec resolves to: each item's kind and digest, the layers bottom
+    /// first, and their entries (no service needed).
+    Info(client::InfoArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -50,6 +53,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => client::run(args),
         Command::Sweep(args) => sweep::run(args),
         Command::Shutdown(args) => client::shutdown(args),
+        Command::Info(args) => client::info(args),
     }
 }
 

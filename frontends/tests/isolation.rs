@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use spfs_frontends::{Session, SessionConfig, Transport};
-use spfs_router::{Routing, Vfs};
+use spfs_router::{Owner, Routing, Vfs};
 use support::{put, require_fuse, system_router};
 
 const ITERATIONS: usize = 5_000;
@@ -160,7 +160,12 @@ fn two_trees_and_an_outsider_each_see_only_their_own_view() {
             .unwrap();
         if let Some(layer) = layer {
             router
-                .register(child.id(), layer.to_str().unwrap(), 0)
+                .register(
+                    child.id(),
+                    layer.to_str().unwrap(),
+                    &Owner::trusted(0, 0),
+                    &[],
+                )
                 .unwrap();
         }
         children.push((view, child));

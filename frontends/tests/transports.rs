@@ -11,13 +11,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use spfs_frontends::{MountError, Session, SessionConfig, Transport};
-use spfs_router::{Routing, Vfs, View};
+use spfs_router::{ResolvedSpec, Routing, Vfs, View};
 use support::{put, root_attr};
 
 /// A per-runtime style session of one layer holding `bin/tool`.
 fn fixed_vfs(layer: &std::path::Path) -> Arc<Vfs> {
     put(layer, "bin/tool", b"tool bytes");
-    let view = View::build(1, &[PathBuf::from(layer)], &root_attr());
+    let view = View::build(
+        1,
+        &ResolvedSpec::of_directories([PathBuf::from(layer)]),
+        &root_attr(),
+        (0, 0),
+    );
     Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))))
 }
 

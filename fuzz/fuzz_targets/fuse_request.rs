@@ -12,7 +12,7 @@ use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader};
 use libfuzzer_sys::fuzz_target;
 use spfs_frontends::adapter::Adapter;
 use spfs_router::process::FakeProcessTable;
-use spfs_router::{Attr, Router, Routing, Timestamp, Vfs};
+use spfs_router::{Attr, Owner, Router, Routing, Timestamp, Vfs};
 
 /// The runtime's root process; requests may claim any pid, this one or its child 101 route to
 /// the view and all others to the empty view.
@@ -36,7 +36,12 @@ static TARGET: LazyLock<Target> = LazyLock::new(|| {
         .expect("the example layers exist");
     let examples = examples.display();
     router
-        .register(ROOT_PID, &format!("{examples}/base+{examples}/tools"), 0)
+        .register(
+            ROOT_PID,
+            &format!("{examples}/base+{examples}/tools"),
+            &Owner::trusted(0, 0),
+            &[],
+        )
         .expect("the example layers register");
     let vfs = Arc::new(Vfs::new(Routing::Shared(router)));
     Target {

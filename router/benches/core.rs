@@ -8,7 +8,7 @@ use std::sync::Arc;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use spfs_router::process::{FakeProcessTable, SystemProcessTable};
 use spfs_router::{
-    Attr, DirEntry, DirectoryReplier, FileKind, ROOT, Router, Routing, Timestamp, Vfs,
+    Attr, DirEntry, DirectoryReplier, FileKind, Owner, ROOT, Router, Routing, Timestamp, Vfs,
 };
 
 fn root_attr() -> Attr {
@@ -24,7 +24,9 @@ fn deep_router(layer: &Path) -> Arc<Router> {
         processes.spawn(pid, pid - 1, u64::from(pid), 0);
     }
     let router = Arc::new(Router::new(processes, root_attr()));
-    router.register(100, layer.to_str().unwrap(), 0).unwrap();
+    router
+        .register(100, layer.to_str().unwrap(), &Owner::trusted(0, 0), &[])
+        .unwrap();
     router
 }
 
@@ -90,7 +92,8 @@ fn benches(c: &mut Criterion) {
         .register(
             std::os::unix::process::parent_id(),
             big.to_str().unwrap(),
-            0,
+            &Owner::trusted(0, 0),
+            &[],
         )
         .unwrap();
     let me = std::process::id();
@@ -129,7 +132,9 @@ fn benches(c: &mut Criterion) {
     let processes = Arc::new(FakeProcessTable::new());
     processes.spawn(100, 1, 100, 0);
     let registrar = Router::new(processes, root_attr());
-    let runtime = registrar.register(100, &layers, 0).unwrap();
+    let runtime = registrar
+        .register(100, &layers, &Owner::trusted(0, 0), &[])
+        .unwrap();
     let entries = runtime.view.len();
     eprintln!(
         "view of 3 layers: {entries} entries, {} heap bytes, {:.1} bytes/entry",
@@ -143,7 +148,9 @@ fn benches(c: &mut Criterion) {
         b.iter_batched(
             || (),
             |_| {
-                registrar.register(100, &layers, 0).unwrap();
+                registrar
+                    .register(100, &layers, &Owner::trusted(0, 0), &[])
+                    .unwrap();
                 registrar.unregister(100).unwrap();
             },
             BatchSize::PerIteration,

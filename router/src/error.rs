@@ -3,7 +3,9 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::access::AccessError;
 use crate::node::NodeId;
+use crate::spfs::{Digest, SpfsError};
 
 /// Why an env spec was rejected. Each message names the offending part.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,53 @@ pub enum SpecError {
     /// More layers than a view can stack.
     #[error("env spec has {0} layers; at most {max} are allowed", max = crate::spec::MAX_LAYERS)]
     TooManyLayers(usize),
+    /// spfs layers holding more entries together than one view can index.
+    #[error("the spfs layers of this env spec hold {0} entries; at most {max} are allowed", max = crate::spec::MAX_SPFS_ENTRIES)]
+    TooManyEntries(usize),
+    /// An item that is neither an absolute path nor an spfs reference.
+    #[error(
+        "layer {0:?} is neither an absolute directory path nor an spfs reference (a tag [org/]name[~N], a digest or a partial digest)"
+    )]
+    InvalidItem(String),
+    /// An spfs reference in a registration that names no repository.
+    #[error("layer {0:?} is an spfs reference, but no spfs repository was given (--repo PATH)")]
+    NoRepository(String),
+    /// A repository path that is not absolute.
+    #[error("repository {0:?} is a relative path; the service takes absolute paths only")]
+    RelativeRepository(PathBuf),
+    /// A repository that cannot be opened (not an spfs repository, unsupported version, ...).
+    #[error("{}", repository_message(references, error))]
+    Repository {
+        /// The spec's spfs references (`+`-joined), which needed the repository; empty when
+        /// the spec has none.
+        references: String,
+        /// Why the repository cannot be opened.
+        error: SpfsError,
+    },
+    /// An spfs item that cannot be resolved or read: unknown tag, ambiguous partial digest,
+    /// corrupt object (the message names its file), a blob used as a layer, ...
+    #[error("layer {item:?}: {error}")]
+    Spfs {
+        /// The item (or run of items) as written.
+        item: String,
+        /// What the reader said (part of the message, so not a `source`: printing the chain
+        /// would say it twice).
+        error: SpfsError,
+    },
+}
+
+/// A repository failure, naming the spec's spfs references when there are some: a relative
+/// path that exists nowhere reads as a tag, and the message should say so.
+fn repository_message(references: &str, error: &SpfsError) -> String {
+    match references {
+        "" => error.to_string(),
+        _ if !references.contains('+') => {
+            format!(
+                "layer {references:?} is not a directory, so it names an spfs reference, but {error}"
+            )
+        }
+        _ => format!("layers {references:?} are spfs references, but {error}"),
+    }
 }
 
 /// Why a registration or removal in the route table failed.
@@ -67,6 +116,9 @@ pub enum RouteError {
     /// No runtime is registered for this root process.
     #[error("no runtime is registered for root process {0}")]
     NotRegistered(u32),
+    /// The registering user may not read a layer or repository the spec names.
+    #[error(transparent)]
+    Access(#[from] AccessError),
 }
 
 /// Why a filesystem operation on a view failed.
@@ -98,6 +150,12 @@ pub enum FsError {
     /// A file handle that was never handed out or was released.
     #[error("file handle {0} is not open")]
     BadHandle(u64),
+    /// An spfs payload (a file's content or a symlink's target) is in no repository.
+    #[error("spfs payload {digest} is missing from every repository")]
+    MissingPayload {
+        /// The payload's digest.
+        digest: Digest,
+    },
     /// The layer's source failed underneath the view (deleted, truncated, unreadable).
     #[error("reading {path:?} from its layer failed: {source}")]
     Source {
@@ -128,6 +186,9 @@ impl ToErrno for FsError {
             FsError::NotASymlink(_) => libc::EINVAL,
             FsError::ReadOnly => libc::EROFS,
             FsError::BadHandle(_) => libc::EBADF,
+            // The view promised this entry; its content being gone is an I/O failure, not
+            // "no such file".
+            FsError::MissingPayload { .. } => libc::EIO,
             // Keep the layer's own errno where there is one (ENOENT for a deleted source file);
             // anything without one is an I/O error as far as the caller can tell.
             FsError::Source { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),

@@ -1,7 +1,10 @@
 //! The shared core of spfs-fuse: layered views, one node-id space for all views, and
 //! caller-to-view routing. It knows nothing of FUSE, gRPC or the command line.
 //!
-//! - [`spec`]: env specs (`LAYER+LAYER+...`, `-` for the empty view);
+//! - [`spec`]: env specs (`LAYER+LAYER+...`, `-` for the empty view), resolved against spfs
+//!   repositories at registration;
+//! - [`spfs`]: a reader of spfs repositories;
+//! - [`access`]: what a runtime's owner may read;
 //! - [`view`]: layers merged into one read-only tree;
 //! - [`node`]: node ids that carry their view;
 //! - [`process`]: process tables (Linux `/proc`, macOS libproc, a fake for tests);
@@ -9,6 +12,7 @@
 //! - [`vfs`]: the filesystem operations a frontend serves;
 //! - [`error`]: errors and the one errno table.
 
+pub mod access;
 pub mod error;
 pub mod node;
 pub mod process;
@@ -18,10 +22,11 @@ pub mod spfs;
 pub mod vfs;
 pub mod view;
 
+pub use access::{AccessError, Owner};
 pub use error::{FsError, RouteError, SpecError, ToErrno};
 pub use node::{NodeId, ROOT, ViewId};
 pub use process::{Pid, ProcessInfo, ProcessTable};
 pub use route::{Router, Runtime};
-pub use spec::{EnvSpec, LayerRef};
+pub use spec::{EnvSpec, Layer, LayerRef, ResolvedItem, ResolvedSpec};
 pub use vfs::{DirEntry, DirectoryReplier, Routing, StatFs, Vfs};
 pub use view::{Attr, FileKind, Timestamp, View};

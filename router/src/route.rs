@@ -6,16 +6,19 @@
 //! readers only ever load the current snapshot.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::error::RouteError;
+use crate::access::Owner;
+use crate::error::{RouteError, SpecError};
 use crate::node::ViewId;
 use crate::process::{Pid, ProcessTable};
-use crate::spec::{EnvSpec, LayerRef};
+use crate::spec::{EnvSpec, ResolvedSpec};
+use crate::spfs::Repositories;
 use crate::view::{Attr, View};
 
 /// How long a resolution is trusted without walking the ancestry again. Bounded so that a
@@ -44,6 +47,8 @@ pub struct Runtime {
     pub spec: EnvSpec,
     /// Who registered it.
     pub owner_uid: u32,
+    /// The spfs repositories its spfs items were resolved against, in search order.
+    pub repos: Vec<PathBuf>,
     /// Its view.
     pub view: Arc<View>,
 }
@@ -81,8 +86,9 @@ impl Router {
         let next_view = AtomicU32::new(1);
         let empty = Arc::new(View::build(
             next_view.fetch_add(1, Ordering::Relaxed),
-            &[],
+            &ResolvedSpec::empty(),
             &root,
+            (root.uid, root.gid),
         ));
         Router {
             processes,
@@ -107,25 +113,48 @@ impl Router {
         &self.empty
     }
 
-    /// Builds a view of `layers` (bottom first) under a fresh view id, for a route or a
-    /// per-runtime volume.
-    pub fn build_view(&self, spec: &EnvSpec) -> Result<Arc<View>, RouteError> {
-        spec.check()?;
-        let layers: Vec<_> = spec
-            .layers
+    /// Resolves `spec` against the repositories at `repos` (searched in order) and builds its
+    /// view under a fresh view id, for a route or a per-runtime volume. When `owner` is
+    /// checked, every directory layer and repository must be readable by it first.
+    pub fn build_view(
+        &self,
+        spec: &EnvSpec,
+        owner: &Owner,
+        repos: &[PathBuf],
+    ) -> Result<Arc<View>, RouteError> {
+        if let Some(relative) = repos.iter().find(|r| !r.is_absolute()) {
+            return Err(SpecError::RelativeRepository(relative.clone()).into());
+        }
+        // Before the service reads anything on the owner's behalf. A repository is read
+        // through its object and payload folders too.
+        let repo_dirs = repos
             .iter()
-            .map(|LayerRef::Directory(path)| path.clone())
-            .collect();
+            .flat_map(|r| [r.clone(), r.join("objects"), r.join("payloads")]);
+        for path in repo_dirs.chain(spec.directories().map(PathBuf::from)) {
+            owner.check_readable_dir(&path)?;
+        }
+        let repos = Repositories::open(repos).map_err(|error| SpecError::Repository {
+            references: spec.references().collect::<Vec<_>>().join("+"),
+            error,
+        })?;
+        let resolved = spec.resolve(Arc::new(repos))?;
         let id = self.next_view.fetch_add(1, Ordering::Relaxed);
-        Ok(Arc::new(View::build(id, &layers, &self.root)))
+        Ok(Arc::new(View::build(
+            id,
+            &resolved,
+            &self.root,
+            (owner.uid, owner.gid),
+        )))
     }
 
-    /// Registers a runtime: the process tree under `root_pid` sees the view of `spec`.
+    /// Registers a runtime: the process tree under `root_pid` sees the view of `spec`, whose
+    /// spfs items resolve against the repositories at `repos` (searched in order).
     pub fn register(
         &self,
         root_pid: Pid,
         spec: &str,
-        owner_uid: u32,
+        owner: &Owner,
+        repos: &[PathBuf],
     ) -> Result<Arc<Runtime>, RouteError> {
         match root_pid {
             0 => return Err(RouteError::PidZero),
@@ -141,12 +170,13 @@ impl Router {
             return Err(RouteError::AlreadyRegistered(root_pid));
         }
         // Built outside the writer lock: readers and other registrations go on meanwhile.
-        let view = self.build_view(&spec)?;
+        let view = self.build_view(&spec, owner, repos)?;
         let runtime = Arc::new(Runtime {
             root_pid,
             start_time: info.start_time,
             spec,
-            owner_uid,
+            owner_uid: owner.uid,
+            repos: repos.to_vec(),
             view,
         });
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());

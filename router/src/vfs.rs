@@ -14,7 +14,8 @@ use crate::error::FsError;
 use crate::node::{self, NodeId, ViewId};
 use crate::process::Pid;
 use crate::route::Router;
-use crate::view::{Attr, FileKind, View};
+use crate::spfs::Digest;
+use crate::view::{Attr, Content, FileKind, View};
 
 /// Open-file shards: reads on different handles should not contend.
 const HANDLE_SHARDS: usize = 16;
@@ -209,16 +210,21 @@ impl Vfs {
         Ok(())
     }
 
-    /// The target of symlink `node`, read from its layer.
+    /// The target of symlink `node`, read from its layer (or its spfs payload).
     pub fn readlink(&self, node: NodeId) -> Result<Vec<u8>, FsError> {
         let (view, index) = self.locate(0, node)?;
         if view.kind(index) != FileKind::Symlink {
             return Err(FsError::NotASymlink(node));
         }
-        let path = view.source_path(index);
-        std::fs::read_link(&path)
-            .map(|target| std::os::unix::ffi::OsStringExt::into_vec(target.into_os_string()))
-            .map_err(|source| FsError::Source { path, source })
+        match content(&view, index, node)? {
+            Content::Path(path) => std::fs::read_link(&path)
+                .map(|target| std::os::unix::ffi::OsStringExt::into_vec(target.into_os_string()))
+                .map_err(|source| FsError::Source { path, source }),
+            Content::Payload(digest) => {
+                let path = payload_path(&view, &digest, node)?;
+                std::fs::read(&path).map_err(|source| payload_error(digest, node, path, source))
+            }
+        }
     }
 
     /// Opens file `node` for reading. `write` refuses with `EROFS`.
@@ -228,7 +234,7 @@ impl Vfs {
             FileKind::Directory => return Err(FsError::IsADirectory(node)),
             FileKind::Symlink => {
                 return Err(FsError::Source {
-                    path: view.source_path(index),
+                    path: view.relative_path(index),
                     source: std::io::Error::from_raw_os_error(libc::ELOOP),
                 });
             }
@@ -237,14 +243,23 @@ impl Vfs {
         if write {
             return Err(FsError::ReadOnly);
         }
-        let path = view.source_path(index);
         // O_NOFOLLOW: a layer file swapped for a symlink after registration must not lead
         // outside the layer.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|source| FsError::Source { path, source })?;
+        let open = |path: &std::path::Path| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+        };
+        let file = match content(&view, index, node)? {
+            Content::Path(path) => {
+                open(&path).map_err(|source| FsError::Source { path, source })?
+            }
+            Content::Payload(digest) => {
+                let path = payload_path(&view, &digest, node)?;
+                open(&path).map_err(|source| payload_error(digest, node, path, source))?
+            }
+        };
         let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.handle_shard(handle)
             .write()
@@ -329,5 +344,38 @@ impl Vfs {
 
     fn handle_shard(&self, handle: u64) -> &RwLock<HashMap<u64, Arc<File>>> {
         &self.handles[handle as usize % HANDLE_SHARDS]
+    }
+}
+
+/// Where the content of entry `index` is; a view always knows it for files and symlinks.
+fn content(view: &View, index: u32, node: NodeId) -> Result<Content, FsError> {
+    view.content(index).ok_or_else(|| FsError::Source {
+        path: view.relative_path(index),
+        source: std::io::Error::other(format!("node {node} has no source")),
+    })
+}
+
+/// The payload's file, or [`FsError::MissingPayload`] with a log line naming the digest.
+fn payload_path(view: &View, digest: &Digest, node: NodeId) -> Result<std::path::PathBuf, FsError> {
+    view.payload_path(digest).ok_or_else(|| {
+        tracing::error!(%digest, node, "spfs payload is missing from every repository");
+        FsError::MissingPayload { digest: *digest }
+    })
+}
+
+/// A payload that vanished between finding and opening it is missing too; other failures
+/// keep their errno.
+fn payload_error(
+    digest: Digest,
+    node: NodeId,
+    path: std::path::PathBuf,
+    source: std::io::Error,
+) -> FsError {
+    if source.kind() == std::io::ErrorKind::NotFound {
+        tracing::error!(%digest, node, path = %path.display(), "spfs payload is missing");
+        FsError::MissingPayload { digest }
+    } else {
+        tracing::error!(%digest, node, path = %path.display(), error = %source, "spfs payload cannot be read");
+        FsError::Source { path, source }
     }
 }

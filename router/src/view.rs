@@ -1,23 +1,32 @@
 //! Views: the layers of an env spec merged into one read-only tree, built once at registration
 //! and never changed afterwards, so requests read it without locks.
 //!
-//! Merge rules (the later layer wins per path):
-//! - directories merge; a file or symlink above replaces a directory below and a directory
-//!   above replaces a file or symlink below (merging stops at the first non-directory);
-//! - OCI whiteouts in a layer hide entries of the layers below it: `.wh.NAME` hides `NAME`,
-//!   `.wh..wh..opq` hides everything below in that directory; whiteout files never appear;
+//! Layers are host directories or spfs manifests. Merge rules (the later layer wins per path,
+//! SPFS-FORMAT.md §13.1, the same as the kernel's overlayfs):
+//! - directories merge and the upper directory's mode wins; a file or symlink above replaces
+//!   a directory below with its whole subtree, and a directory above replaces a file or
+//!   symlink below (merging stops at the first non-directory, so old children never return);
+//! - OCI whiteouts in a directory layer hide entries of the layers below it: `.wh.NAME` hides
+//!   `NAME`, `.wh..wh..opq` hides everything below in that directory; spfs masks hide their
+//!   path and everything under it; neither whiteouts nor masks ever appear;
+//! - spfs entries take their kind, mode and size from the manifest, their owner from the
+//!   runtime's owner and their times from the root; their content is read from payloads;
 //! - symlinks are served as symlinks and never followed while building, so nothing outside a
 //!   layer can leak in; sockets, FIFOs and device files are left out, as if absent;
 //! - a directory that cannot be read is skipped with a log line and the rest is served.
 
-use std::collections::{HashMap, HashSet};
-use std::ffi::{OsStr, OsString};
-use std::fs::{self, Metadata};
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::ffi::OsStr;
+use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::node::{self, NodeId, ViewId};
+use crate::spec::{Layer, ResolvedSpec};
+use crate::spfs::{Digest, EntryKind, Manifest, Repositories};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
@@ -92,8 +101,16 @@ struct Node {
     first_child: u32,
     child_count: u32,
     nlink: u32,
+    /// For an spfs file or symlink: its index in `View::payloads`.
+    payload: u32,
     layer: u16,
     kind: FileKind,
+    stat: Stat,
+}
+
+/// The attributes a node shows besides its kind, links and id.
+#[derive(Debug, Clone, Copy)]
+struct Stat {
     perm: u32,
     uid: u32,
     gid: u32,
@@ -102,39 +119,92 @@ struct Node {
     ctime: Timestamp,
 }
 
+/// Where the content of a file or the target of a symlink comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// A file in a directory layer.
+    Path(PathBuf),
+    /// An spfs payload, by digest.
+    Payload(Digest),
+}
+
 /// A merged, read-only tree: the view one runtime sees.
 #[derive(Debug)]
 pub struct View {
     id: ViewId,
-    layers: Vec<PathBuf>,
+    /// Per layer, bottom first: its directory, or `None` for an spfs layer.
+    dirs: Vec<Option<PathBuf>>,
+    repos: Arc<Repositories>,
     nodes: Vec<Node>,
     names: Vec<u8>,
+    payloads: Vec<Digest>,
 }
 
 /// One directory of a layer that contributes to a directory of the view.
-type DirSource = (u16, PathBuf);
+#[derive(Debug, Clone)]
+enum DirRef<'a> {
+    /// A host directory.
+    Path(PathBuf),
+    /// A directory of a manifest: `None` is its root, else the directory's entry index.
+    Manifest(&'a Manifest, Option<usize>),
+}
 
-/// An entry of a directory being merged, before it becomes a node.
-struct Pending {
-    name: OsString,
+/// A layer's directory, with the layer's index.
+type DirSource<'a> = (u16, DirRef<'a>);
+
+/// Where a candidate entry comes from.
+enum Origin<'a> {
+    Fs(fs::DirEntry),
+    Spfs(&'a Manifest, usize),
+}
+
+/// One name offered by one layer to a directory being merged.
+struct Candidate<'a> {
+    name: Cow<'a, [u8]>,
+    /// Position among the directory's sources, 0 = top.
+    rank: u32,
+    /// A whiteout or mask: hides the name in the layers below.
+    hide: bool,
     kind: FileKind,
     layer: u16,
-    meta: Metadata,
+    origin: Option<Origin<'a>>,
+}
+
+/// The attributes a winning entry brings, before it becomes a node.
+struct Found {
+    stat: Stat,
+    payload: Option<Digest>,
+}
+
+/// An entry of a merged directory, before it becomes a node.
+struct Winner<'a> {
+    name: Cow<'a, [u8]>,
+    kind: FileKind,
+    layer: u16,
+    found: Found,
     /// For a directory: its sources in the layers, top first.
-    sources: Vec<DirSource>,
-    /// For a directory: whether lower layers may still add to it.
-    open: bool,
+    sources: Vec<DirSource<'a>>,
 }
 
 impl View {
-    /// Builds the view of `layers` (bottom first) under view id `id`. The root gets `root`'s
-    /// attributes except its node id, which is always [`node::ROOT`].
-    pub fn build(id: ViewId, layers: &[PathBuf], root: &Attr) -> View {
+    /// Builds the view of `spec`'s layers (bottom first) under view id `id`. The root gets
+    /// `root`'s attributes except its node id, which is always [`node::ROOT`]; spfs entries
+    /// are owned by `owner` (uid, gid) and stamped with the root's times.
+    pub fn build(id: ViewId, spec: &ResolvedSpec, root: &Attr, owner: (u32, u32)) -> View {
         let mut view = View {
             id,
-            layers: layers.to_vec(),
+            dirs: spec
+                .layers
+                .iter()
+                .map(|l| match l {
+                    Layer::Directory(path) => Some(path.clone()),
+                    Layer::Spfs { .. } => None,
+                })
+                .collect(),
+            repos: spec.repos.clone(),
             nodes: Vec::new(),
             names: Vec::new(),
+            payloads: Vec::new(),
         };
         view.nodes.push(Node {
             name_start: 0,
@@ -143,65 +213,76 @@ impl View {
             first_child: 0,
             child_count: 0,
             nlink: root.nlink,
+            payload: 0,
             layer: 0,
             kind: FileKind::Directory,
-            perm: root.perm,
-            uid: root.uid,
-            gid: root.gid,
-            size: root.size,
-            mtime: root.mtime,
-            ctime: root.ctime,
+            stat: Stat {
+                perm: root.perm,
+                uid: root.uid,
+                gid: root.gid,
+                size: root.size,
+                mtime: root.mtime,
+                ctime: root.ctime,
+            },
         });
-        let top_first: Vec<DirSource> = layers
+        let spfs_attrs = SpfsAttrs {
+            uid: owner.0,
+            gid: owner.1,
+            time: root.mtime,
+        };
+        let top_first: Vec<DirSource<'_>> = spec
+            .layers
             .iter()
             .enumerate()
             .rev()
-            .map(|(i, p)| (i as u16, p.clone()))
+            .map(|(i, layer)| {
+                let dir = match layer {
+                    Layer::Directory(path) => DirRef::Path(path.clone()),
+                    Layer::Spfs { manifest, .. } => DirRef::Manifest(manifest, None),
+                };
+                (i as u16, dir)
+            })
             .collect();
         // Breadth first, so the children of every directory sit next to each other and a
         // directory's entries are one slice, sorted by name.
-        let mut queue = std::collections::VecDeque::new();
+        let mut queue = VecDeque::new();
         queue.push_back((0u32, top_first));
+        let mut scratch = Vec::new();
         while let Some((dir, sources)) = queue.pop_front() {
-            let mut merged = merge_directory(&sources);
-            merged.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+            let merged = merge_directory(&sources, &mut scratch, &spfs_attrs);
             let first = view.nodes.len() as u32;
             let mut subdirs = 0;
-            for pending in merged {
+            for winner in merged {
                 let index = view.nodes.len() as u32;
-                if pending.kind == FileKind::Directory {
+                if winner.kind == FileKind::Directory {
                     subdirs += 1;
-                    queue.push_back((index, pending.sources));
+                    queue.push_back((index, winner.sources));
                 }
-                let name = pending.name.as_bytes();
                 let name_start = view.names.len() as u32;
-                view.names.extend_from_slice(name);
-                let meta = &pending.meta;
+                view.names.extend_from_slice(&winner.name);
+                let found = winner.found;
+                let payload = match found.payload {
+                    Some(digest) => {
+                        view.payloads.push(digest);
+                        view.payloads.len() as u32 - 1
+                    }
+                    None => 0,
+                };
                 view.nodes.push(Node {
                     name_start,
-                    name_len: name.len() as u32,
+                    name_len: winner.name.len() as u32,
                     parent: dir,
                     first_child: 0,
                     child_count: 0,
-                    nlink: if pending.kind == FileKind::Directory {
+                    nlink: if winner.kind == FileKind::Directory {
                         2
                     } else {
                         1
                     },
-                    layer: pending.layer,
-                    kind: pending.kind,
-                    perm: meta.mode() & 0o7777,
-                    uid: meta.uid(),
-                    gid: meta.gid(),
-                    size: meta.size(),
-                    mtime: Timestamp {
-                        secs: meta.mtime(),
-                        nanos: meta.mtime_nsec() as u32,
-                    },
-                    ctime: Timestamp {
-                        secs: meta.ctime(),
-                        nanos: meta.ctime_nsec() as u32,
-                    },
+                    payload,
+                    layer: winner.layer,
+                    kind: winner.kind,
+                    stat: found.stat,
                 });
             }
             let count = view.nodes.len() as u32 - first;
@@ -215,6 +296,7 @@ impl View {
         }
         view.nodes.shrink_to_fit();
         view.names.shrink_to_fit();
+        view.payloads.shrink_to_fit();
         view
     }
 
@@ -223,9 +305,9 @@ impl View {
         self.id
     }
 
-    /// The layer directories, bottom first.
-    pub fn layers(&self) -> &[PathBuf] {
-        &self.layers
+    /// Per layer, bottom first: its directory, or `None` for an spfs layer.
+    pub fn layer_dirs(&self) -> &[Option<PathBuf>] {
+        &self.dirs
     }
 
     /// How many entries the view holds, its root included.
@@ -240,7 +322,9 @@ impl View {
 
     /// Bytes the view holds on the heap (entries and names), for memory accounting.
     pub fn heap_bytes(&self) -> usize {
-        self.nodes.capacity() * std::mem::size_of::<Node>() + self.names.capacity()
+        self.nodes.capacity() * std::mem::size_of::<Node>()
+            + self.names.capacity()
+            + self.payloads.capacity() * std::mem::size_of::<Digest>()
     }
 
     /// The entry index of `node` in this view, if the node belongs to it.
@@ -296,16 +380,17 @@ impl View {
     /// The attributes of entry `index`.
     pub fn attr(&self, index: u32) -> Attr {
         let n = &self.nodes[index as usize];
+        let s = &n.stat;
         Attr {
             node: self.node_id(index),
             kind: n.kind,
-            perm: n.perm,
+            perm: s.perm,
             nlink: n.nlink,
-            uid: n.uid,
-            gid: n.gid,
-            size: n.size,
-            mtime: n.mtime,
-            ctime: n.ctime,
+            uid: s.uid,
+            gid: s.gid,
+            size: s.size,
+            mtime: s.mtime,
+            ctime: s.ctime,
         }
     }
 
@@ -324,14 +409,28 @@ impl View {
         path
     }
 
-    /// Where entry `index` comes from: its layer's directory joined with its path. Files and
-    /// symlinks have one source; for a merged directory this is its topmost layer's directory.
-    pub fn source_path(&self, index: u32) -> PathBuf {
-        let layer = self.nodes[index as usize].layer as usize;
-        match self.layers.get(layer) {
-            Some(root) => root.join(self.relative_path(index)),
-            None => PathBuf::new(),
+    /// Where the content (file) or target (symlink) of entry `index` comes from: its directory
+    /// layer's directory joined with its path, or its spfs payload. For a merged directory this
+    /// is its topmost layer's directory. `None` for the root and spfs directories.
+    pub fn content(&self, index: u32) -> Option<Content> {
+        let node = self.nodes.get(index as usize)?;
+        if index == 0 {
+            return None;
         }
+        match self.dirs.get(node.layer as usize)? {
+            Some(root) => Some(Content::Path(root.join(self.relative_path(index)))),
+            None if node.kind != FileKind::Directory => self
+                .payloads
+                .get(node.payload as usize)
+                .copied()
+                .map(Content::Payload),
+            None => None,
+        }
+    }
+
+    /// The file holding payload `digest` in the first repository that has it.
+    pub fn payload_path(&self, digest: &Digest) -> Option<PathBuf> {
+        self.repos.payload_path(digest)
     }
 
     fn name_bytes(&self, node: &Node) -> &[u8] {
@@ -340,92 +439,227 @@ impl View {
     }
 }
 
-/// Merges one directory from its sources, top first.
-fn merge_directory(sources: &[DirSource]) -> Vec<Pending> {
-    let mut merged: Vec<Pending> = Vec::new();
-    let mut by_name: HashMap<OsString, usize> = HashMap::new();
-    let mut hidden: HashSet<OsString> = HashSet::new();
-    for (layer, dir) in sources {
-        let entries = match fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(err) => {
-                tracing::warn!(layer = *layer, path = %dir.display(), error = %err, "skipping a layer directory that cannot be read");
-                continue;
-            }
-        };
-        let mut whiteouts = Vec::new();
-        let mut opaque = false;
-        for entry in entries {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(err) => {
-                    tracing::warn!(path = %dir.display(), error = %err, "skipping an unreadable directory entry");
+/// What spfs entries get that their manifest does not store.
+struct SpfsAttrs {
+    uid: u32,
+    gid: u32,
+    time: Timestamp,
+}
+
+/// Adds the names one source offers to `out`; returns whether the source is opaque (hides
+/// everything below it).
+fn list_source<'a>(rank: u32, (layer, dir): &DirSource<'a>, out: &mut Vec<Candidate<'a>>) -> bool {
+    let layer = *layer;
+    match dir {
+        DirRef::Manifest(manifest, parent) => {
+            let range = match parent {
+                None => manifest.root_children(),
+                Some(p) => match manifest.get(*p) {
+                    Some(entry) => manifest.children(entry),
+                    None => 0..0,
+                },
+            };
+            for index in range {
+                let Some(entry) = manifest.get(index) else {
                     continue;
+                };
+                let (kind, hide) = match entry.kind() {
+                    EntryKind::Mask => (FileKind::File, true),
+                    EntryKind::Dir => (FileKind::Directory, false),
+                    EntryKind::File => (FileKind::File, false),
+                    EntryKind::Symlink => (FileKind::Symlink, false),
+                };
+                out.push(Candidate {
+                    name: Cow::Borrowed(manifest.name(entry)),
+                    rank,
+                    hide,
+                    kind,
+                    layer,
+                    origin: (!hide).then_some(Origin::Spfs(manifest, index)),
+                });
+            }
+            false
+        }
+        DirRef::Path(path) => {
+            let entries = match fs::read_dir(path) {
+                Ok(entries) => entries,
+                Err(err) => {
+                    tracing::warn!(layer, path = %path.display(), error = %err, "skipping a layer directory that cannot be read");
+                    return false;
                 }
             };
-            let name = entry.file_name();
-            let bytes = name.as_bytes();
-            if bytes == OPAQUE_MARKER {
-                opaque = true;
-                continue;
-            }
-            if let Some(hides) = bytes.strip_prefix(WHITEOUT_PREFIX) {
-                if !hides.is_empty() {
-                    whiteouts.push(OsStr::from_bytes(hides).to_owned());
-                }
-                continue;
-            }
-            if hidden.contains(&name) {
-                continue;
-            }
-            let kind = match entry.file_type() {
-                Ok(t) if t.is_dir() => FileKind::Directory,
-                Ok(t) if t.is_file() => FileKind::File,
-                Ok(t) if t.is_symlink() => FileKind::Symlink,
-                Ok(_) => continue,
-                Err(err) => {
-                    tracing::warn!(path = %entry.path().display(), error = %err, "skipping an entry whose type cannot be read");
-                    continue;
-                }
-            };
-            if let Some(&at) = by_name.get(&name) {
-                let above = &mut merged[at];
-                if above.open {
-                    if kind == FileKind::Directory {
-                        above.sources.push((*layer, entry.path()));
-                    } else {
-                        above.open = false;
+            let mut opaque = false;
+            for entry in entries {
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(err) => {
+                        tracing::warn!(path = %path.display(), error = %err, "skipping an unreadable directory entry");
+                        continue;
                     }
+                };
+                let name = entry.file_name();
+                let bytes = name.as_bytes();
+                if bytes == OPAQUE_MARKER {
+                    opaque = true;
+                    continue;
                 }
-                continue;
+                if let Some(hides) = bytes.strip_prefix(WHITEOUT_PREFIX) {
+                    if !hides.is_empty() {
+                        out.push(Candidate {
+                            name: Cow::Owned(hides.to_vec()),
+                            rank,
+                            hide: true,
+                            kind: FileKind::File,
+                            layer,
+                            origin: None,
+                        });
+                    }
+                    continue;
+                }
+                let kind = match entry.file_type() {
+                    Ok(t) if t.is_dir() => FileKind::Directory,
+                    Ok(t) if t.is_file() => FileKind::File,
+                    Ok(t) if t.is_symlink() => FileKind::Symlink,
+                    Ok(_) => continue,
+                    Err(err) => {
+                        tracing::warn!(path = %entry.path().display(), error = %err, "skipping an entry whose type cannot be read");
+                        continue;
+                    }
+                };
+                out.push(Candidate {
+                    name: Cow::Owned(bytes.to_vec()),
+                    rank,
+                    hide: false,
+                    kind,
+                    layer,
+                    origin: Some(Origin::Fs(entry)),
+                });
             }
+            opaque
+        }
+    }
+}
+
+/// The attributes of a winning candidate; `None` (logged) when they cannot be read.
+fn found(origin: &Origin<'_>, spfs: &SpfsAttrs) -> Option<Found> {
+    match origin {
+        Origin::Spfs(manifest, index) => {
+            let entry = manifest.get(*index)?;
+            let payload = matches!(entry.kind(), EntryKind::File | EntryKind::Symlink)
+                .then(|| entry.digest());
+            Some(Found {
+                stat: Stat {
+                    perm: entry.permissions(),
+                    uid: spfs.uid,
+                    gid: spfs.gid,
+                    size: entry.size(),
+                    mtime: spfs.time,
+                    ctime: spfs.time,
+                },
+                payload,
+            })
+        }
+        Origin::Fs(entry) => {
             // DirEntry::metadata does not follow symlinks: the entry itself is described.
             let meta = match entry.metadata() {
                 Ok(meta) => meta,
                 Err(err) => {
                     tracing::warn!(path = %entry.path().display(), error = %err, "skipping an entry that cannot be read");
-                    continue;
+                    return None;
                 }
             };
-            let is_dir = kind == FileKind::Directory;
-            by_name.insert(name.clone(), merged.len());
-            merged.push(Pending {
-                name,
-                kind,
-                layer: *layer,
-                meta,
-                sources: if is_dir {
-                    vec![(*layer, entry.path())]
-                } else {
-                    Vec::new()
+            Some(Found {
+                stat: Stat {
+                    perm: meta.mode() & 0o7777,
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                    size: meta.size(),
+                    mtime: Timestamp {
+                        secs: meta.mtime(),
+                        nanos: meta.mtime_nsec() as u32,
+                    },
+                    ctime: Timestamp {
+                        secs: meta.ctime(),
+                        nanos: meta.ctime_nsec() as u32,
+                    },
                 },
-                open: is_dir,
-            });
+                payload: None,
+            })
         }
-        hidden.extend(whiteouts);
-        if opaque {
+    }
+}
+
+/// The directory a candidate stands for, as a source of the merged directory below it.
+fn dir_ref<'a>(origin: &Origin<'a>) -> DirRef<'a> {
+    match origin {
+        Origin::Fs(entry) => DirRef::Path(entry.path()),
+        Origin::Spfs(manifest, index) => DirRef::Manifest(manifest, Some(*index)),
+    }
+}
+
+/// Merges one directory from its sources, top first; the result is sorted by name.
+fn merge_directory<'a>(
+    sources: &[DirSource<'a>],
+    scratch: &mut Vec<Candidate<'a>>,
+    spfs: &SpfsAttrs,
+) -> Vec<Winner<'a>> {
+    scratch.clear();
+    for (rank, source) in sources.iter().enumerate() {
+        if list_source(rank as u32, source, scratch) {
             break;
         }
+    }
+    // A manifest directory alone is sorted by name already, with unique names.
+    if !matches!(sources, [(_, DirRef::Manifest(..))]) {
+        // Per name: upper layers first; within a layer an entry before a whiteout of its own
+        // name, since a whiteout hides only what is below it.
+        scratch.sort_by(|a, b| {
+            a.name
+                .cmp(&b.name)
+                .then(a.rank.cmp(&b.rank))
+                .then(a.hide.cmp(&b.hide))
+        });
+    }
+    let mut merged = Vec::new();
+    let mut at = 0;
+    while at < scratch.len() {
+        let mut end = at + 1;
+        while end < scratch.len() && scratch[end].name == scratch[at].name {
+            end += 1;
+        }
+        let group = &mut scratch[at..end];
+        at = end;
+        let (top, below) = group.split_at_mut(1);
+        let top = &mut top[0];
+        if top.hide {
+            continue;
+        }
+        let Some(origin) = top.origin.take() else {
+            continue;
+        };
+        let Some(found) = found(&origin, spfs) else {
+            continue;
+        };
+        let mut dir_sources = Vec::new();
+        if top.kind == FileKind::Directory {
+            dir_sources.push((top.layer, dir_ref(&origin)));
+            for lower in below.iter() {
+                match (&lower.origin, lower.hide, lower.kind) {
+                    (Some(origin), false, FileKind::Directory) => {
+                        dir_sources.push((lower.layer, dir_ref(origin)));
+                    }
+                    // A whiteout, mask, file or symlink: nothing further down shows through.
+                    _ => break,
+                }
+            }
+        }
+        merged.push(Winner {
+            name: std::mem::take(&mut top.name),
+            kind: top.kind,
+            layer: top.layer,
+            found,
+            sources: dir_sources,
+        });
     }
     merged
 }

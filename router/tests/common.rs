@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use spfs_router::{Attr, DirEntry, DirectoryReplier, FileKind, NodeId, Pid, ROOT, Timestamp, Vfs};
@@ -107,6 +108,30 @@ fn walk_dir(
                 assert_eq!(target.len() as u64, attr.size);
                 seen.insert(path, Seen::Symlink(target));
             }
+        }
+    }
+}
+
+/// The spfs fixture repositories: `SPFS_FIXTURES`, else `../shared/fixtures/spfs` next to the
+/// workspace.
+pub fn fixtures_dir() -> PathBuf {
+    match std::env::var_os("SPFS_FIXTURES") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/spfs"),
+    }
+}
+
+/// Copies a directory tree (files and directories only): fixtures are copied before use, since
+/// git keeps no empty directories and error tests damage their copy.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use common::{list, root_attr};
 use spfs_router::process::FakeProcessTable;
-use spfs_router::{FsError, ROOT, RouteError, Router, Routing, ToErrno, Vfs};
+use spfs_router::{FsError, Owner, ROOT, RouteError, Router, Routing, ToErrno, Vfs};
 
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -54,7 +54,9 @@ fn names(f: &Fixture, caller: u32) -> Vec<String> {
 #[test]
 fn descendants_see_the_runtime_and_others_the_empty_view() {
     let f = fixture();
-    f.router.register(10, &f.a, 501).unwrap();
+    f.router
+        .register(10, &f.a, &Owner::trusted(501, 501), &[])
+        .unwrap();
     for caller in [10, 11, 12] {
         assert_eq!(names(&f, caller), ["only-a"], "caller {caller}");
     }
@@ -68,7 +70,9 @@ fn descendants_see_the_runtime_and_others_the_empty_view() {
 #[test]
 fn a_depth_20_descendant_sees_the_runtime() {
     let f = fixture();
-    f.router.register(10, &f.a, 501).unwrap();
+    f.router
+        .register(10, &f.a, &Owner::trusted(501, 501), &[])
+        .unwrap();
     let mut parent = 12;
     for pid in 100..120 {
         f.processes.spawn(pid, parent, u64::from(pid), 501);
@@ -80,8 +84,12 @@ fn a_depth_20_descendant_sees_the_runtime() {
 #[test]
 fn nested_runtimes_resolve_to_the_nearest_root() {
     let f = fixture();
-    f.router.register(10, &f.a, 501).unwrap();
-    f.router.register(11, &f.b, 501).unwrap();
+    f.router
+        .register(10, &f.a, &Owner::trusted(501, 501), &[])
+        .unwrap();
+    f.router
+        .register(11, &f.b, &Owner::trusted(501, 501), &[])
+        .unwrap();
     assert_eq!(names(&f, 10), ["only-a"]);
     assert_eq!(names(&f, 11), ["only-b"]);
     assert_eq!(names(&f, 12), ["only-b"]);
@@ -90,13 +98,17 @@ fn nested_runtimes_resolve_to_the_nearest_root() {
 #[test]
 fn a_reused_pid_does_not_inherit_a_dead_runtime() {
     let f = fixture();
-    f.router.register(20, &f.a, 502).unwrap();
+    f.router
+        .register(20, &f.a, &Owner::trusted(502, 502), &[])
+        .unwrap();
     assert_eq!(names(&f, 20), ["only-a"]);
     f.processes.exit(20);
     f.processes.spawn(20, 1, 9999, 503);
     // The cache was filled for pid 20 above; a route change is what clears it in service, but
     // a reused pid must not match even through a fresh walk.
-    f.router.register(30, &f.b, 503).unwrap();
+    f.router
+        .register(30, &f.b, &Owner::trusted(503, 503), &[])
+        .unwrap();
     assert!(
         names(&f, 20).is_empty(),
         "pid 20 was reused by another process"
@@ -106,7 +118,9 @@ fn a_reused_pid_does_not_inherit_a_dead_runtime() {
 #[test]
 fn unregister_takes_effect_at_once() {
     let f = fixture();
-    f.router.register(10, &f.a, 501).unwrap();
+    f.router
+        .register(10, &f.a, &Owner::trusted(501, 501), &[])
+        .unwrap();
     assert_eq!(names(&f, 12), ["only-a"]);
     let inside = f.vfs.lookup(12, ROOT, b"only-a").unwrap();
     f.router.unregister(10).unwrap();
@@ -123,8 +137,12 @@ fn unregister_takes_effect_at_once() {
 #[test]
 fn node_ids_are_unique_across_views_and_the_root_is_shared() {
     let f = fixture();
-    f.router.register(10, &f.a, 501).unwrap();
-    f.router.register(20, &f.b, 502).unwrap();
+    f.router
+        .register(10, &f.a, &Owner::trusted(501, 501), &[])
+        .unwrap();
+    f.router
+        .register(20, &f.b, &Owner::trusted(502, 502), &[])
+        .unwrap();
     let in_a = f.vfs.lookup(10, ROOT, b"only-a").unwrap();
     let in_b = f.vfs.lookup(20, ROOT, b"only-b").unwrap();
     assert_ne!(in_a.node, in_b.node);
@@ -142,9 +160,19 @@ fn node_ids_are_unique_across_views_and_the_root_is_shared() {
 #[test]
 fn view_ids_are_never_reused() {
     let f = fixture();
-    let first = f.router.register(10, &f.a, 501).unwrap().view.id();
+    let first = f
+        .router
+        .register(10, &f.a, &Owner::trusted(501, 501), &[])
+        .unwrap()
+        .view
+        .id();
     f.router.unregister(10).unwrap();
-    let second = f.router.register(10, &f.a, 501).unwrap().view.id();
+    let second = f
+        .router
+        .register(10, &f.a, &Owner::trusted(501, 501), &[])
+        .unwrap()
+        .view
+        .id();
     assert!(second > first);
 }
 
@@ -152,19 +180,24 @@ fn view_ids_are_never_reused() {
 fn registration_errors_name_the_problem() {
     let f = fixture();
     assert!(matches!(
-        f.router.register(0, &f.a, 0),
+        f.router.register(0, &f.a, &Owner::trusted(0, 0), &[]),
         Err(RouteError::PidZero)
     ));
     assert!(matches!(
-        f.router.register(1, &f.a, 0),
+        f.router.register(1, &f.a, &Owner::trusted(0, 0), &[]),
         Err(RouteError::PidOne)
     ));
     assert!(matches!(
-        f.router.register(4242, &f.a, 0),
+        f.router.register(4242, &f.a, &Owner::trusted(0, 0), &[]),
         Err(RouteError::NoSuchProcess(4242))
     ));
-    f.router.register(10, &f.a, 501).unwrap();
-    let dup = f.router.register(10, &f.b, 501).unwrap_err();
+    f.router
+        .register(10, &f.a, &Owner::trusted(501, 501), &[])
+        .unwrap();
+    let dup = f
+        .router
+        .register(10, &f.b, &Owner::trusted(501, 501), &[])
+        .unwrap_err();
     assert_eq!(
         dup.to_string(),
         "a runtime is already registered for root process 10"
@@ -174,7 +207,9 @@ fn registration_errors_name_the_problem() {
 #[test]
 fn writes_are_refused_with_erofs() {
     let f = fixture();
-    f.router.register(10, &f.a, 501).unwrap();
+    f.router
+        .register(10, &f.a, &Owner::trusted(501, 501), &[])
+        .unwrap();
     let err = f.vfs.access(10, ROOT, libc::W_OK as u32).unwrap_err();
     assert_eq!(err.to_errno(), libc::EROFS);
 }
@@ -191,7 +226,7 @@ fn a_thread_of_a_registered_process_resolves_like_the_process() {
     ));
     let me = std::process::id();
     let view = router
-        .register(me, tmp.path().to_str().unwrap(), 0)
+        .register(me, tmp.path().to_str().unwrap(), &Owner::trusted(0, 0), &[])
         .unwrap()
         .view
         .id();
@@ -218,7 +253,12 @@ fn readdir_resumes_at_every_offset_it_handed_out() {
     }
     let f = fixture();
     f.router
-        .register(10, tmp.path().to_str().unwrap(), 501)
+        .register(
+            10,
+            tmp.path().to_str().unwrap(),
+            &Owner::trusted(501, 501),
+            &[],
+        )
         .unwrap();
     let handle = f.vfs.opendir(10, ROOT).unwrap();
     let mut all = common::Collect::default();

@@ -31,8 +31,8 @@ fn empty_component() {
 #[test]
 fn relative_path() {
     assert_eq!(
-        check("/tmp+lib/x").unwrap_err().to_string(),
-        "layer \"lib/x\" is a relative path; the service takes absolute paths only"
+        check("/tmp+./lib/x").unwrap_err().to_string(),
+        "layer \"./lib/x\" is a relative path; the service takes absolute paths only"
     );
 }
 

@@ -5,10 +5,13 @@
 //! Each test copies the fixture into a temporary directory first: git keeps no empty
 //! directories, so the reader must not need them, and error tests damage their copy.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use common::{copy_dir, fixtures_dir};
 use serde_json::Value;
 use spfs_router::spfs::encode::{self, TreeEntry};
 use spfs_router::spfs::{
@@ -17,26 +20,6 @@ use spfs_router::spfs::{
 };
 
 const ENCODINGS: [&str; 2] = ["current", "legacy"];
-
-fn fixtures_dir() -> PathBuf {
-    match std::env::var_os("SPFS_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/spfs"),
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 /// A fixture repository copied into a temporary directory, with its expectations.
 struct Fixture {

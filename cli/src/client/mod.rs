@@ -1,10 +1,11 @@
-//! The client commands: `mount`, `unmount`, `status`, `run`, `shutdown`.
+//! The client commands: `mount`, `unmount`, `status`, `run`, `shutdown`, and `info`.
 //!
 //! Each one connects to the service (over its Unix socket, or TCP with `--connect`), makes one
 //! or two calls with a deadline, and prints the result. `mount` and `run` start a service when
-//! none answers.
+//! none answers. `info` needs no service: it resolves a spec right here.
 
 mod connect;
+mod info;
 mod run;
 
 use std::ffi::OsString;
@@ -21,6 +22,7 @@ use crate::service::{Backend, wire};
 use connect::{CALL_DEADLINE, Client, MOUNT_DEADLINE, Target, call, request};
 
 pub(crate) use connect::backend_of;
+pub use info::{InfoArgs, info};
 pub use run::run;
 
 /// Where to reach the service; every client command takes these.
@@ -46,16 +48,55 @@ pub struct AutoStartArgs {
     backend: Option<Backend>,
 }
 
+/// Where spfs references in an env spec resolve (`mount`, `run`, `info`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RepoArgs {
+    /// An spfs repository to resolve tags and digests in; repeat it to search several, in
+    /// order [default, only when the spec has spfs references: $SPFS_STORAGE__ROOT, else
+    /// ~/.local/share/spfs].
+    #[arg(long = "repo", value_name = "PATH")]
+    repos: Vec<PathBuf>,
+}
+
+impl RepoArgs {
+    /// The repositories to send with `spec`, as absolute paths: the ones named, else the
+    /// calling user's storage root when the spec has spfs references, else none, so plain
+    /// directory specs work with no repository present.
+    fn for_spec(&self, spec: &str, cwd: &Path) -> Vec<PathBuf> {
+        let named = if self.repos.is_empty() {
+            let has_spfs = spfs_router::EnvSpec::parse(spec).is_ok_and(|s| s.has_spfs());
+            if !has_spfs {
+                return Vec::new();
+            }
+            vec![spfs_router::spfs::default_storage_root()]
+        } else {
+            self.repos.clone()
+        };
+        named.iter().map(|repo| absolute(repo, cwd)).collect()
+    }
+}
+
+/// `path` made absolute against `cwd`, without `.` components.
+fn absolute(path: &Path, cwd: &Path) -> PathBuf {
+    cwd.join(path)
+        .components()
+        .filter(|c| *c != Component::CurDir)
+        .collect()
+}
+
 /// Arguments of `spfs-fuse mount`.
 #[derive(Debug, clap::Args)]
 pub struct MountArgs {
     /// The root process of the runtime [default: the parent of this command, i.e. your shell].
     #[arg(long, value_name = "PID")]
     root_process: Option<u32>,
-    /// The env spec: LAYER+LAYER+..., bottom first; `-` is empty. Relative paths are taken from
-    /// the current directory.
+    /// The env spec: LAYER+LAYER+..., bottom first; `-` is empty. A layer is a directory
+    /// (relative paths are taken from the current directory) or an spfs tag, digest or partial
+    /// digest.
     #[arg(value_name = "ENV_SPEC")]
     env_spec: String,
+    #[command(flatten)]
+    repo: RepoArgs,
     #[command(flatten)]
     endpoint: EndpointArgs,
     #[command(flatten)]
@@ -85,13 +126,16 @@ pub struct StatusArgs {
 /// Arguments of `spfs-fuse run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The env spec: LAYER+LAYER+..., bottom first; `-` is empty. Relative paths are taken from
-    /// the current directory.
+    /// The env spec: LAYER+LAYER+..., bottom first; `-` is empty. A layer is a directory
+    /// (relative paths are taken from the current directory) or an spfs tag, digest or partial
+    /// digest.
     #[arg(value_name = "ENV_SPEC")]
     env_spec: String,
     /// The command to run, after `--`.
     #[arg(value_name = "CMD", last = true, required = true)]
     command: Vec<OsString>,
+    #[command(flatten)]
+    repo: RepoArgs,
     #[command(flatten)]
     endpoint: EndpointArgs,
     #[command(flatten)]
@@ -110,12 +154,14 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
 /// Runs `spfs-fuse mount`.
 pub fn mount(args: MountArgs) -> anyhow::Result<ExitCode> {
-    let spec = resolve_spec(&args.env_spec, &current_dir()?)?;
+    let cwd = current_dir()?;
+    let spec = resolve_spec(&args.env_spec, &cwd)?;
+    let repos = args.repo.for_spec(&spec, &cwd);
     let root_pid = args.root_process.unwrap_or_else(parent_pid);
     let target = Target::from_args(&args.endpoint)?;
     let mount_point = block_on(async {
         let mut client = connect::connect_or_start(&target, &args.auto).await?;
-        register(&mut client, root_pid, spec).await
+        register(&mut client, root_pid, spec, &repos).await
     })?;
     println!("{}", mount_point.display());
     Ok(ExitCode::SUCCESS)
@@ -187,11 +233,28 @@ fn is_gone(target: &Target) -> bool {
 }
 
 /// Registers a runtime and returns where its view appears.
-async fn register(client: &mut Client, root_pid: u32, env_spec: String) -> anyhow::Result<PathBuf> {
+async fn register(
+    client: &mut Client,
+    root_pid: u32,
+    env_spec: String,
+    repos: &[PathBuf],
+) -> anyhow::Result<PathBuf> {
+    let repos = repos
+        .iter()
+        .map(|repo| {
+            repo.to_str().map(str::to_owned).with_context(|| {
+                format!("the repository path {} is not valid UTF-8", repo.display())
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let reply = call(
         MOUNT_DEADLINE,
         client.mount(request(
-            pb::MountRequest { root_pid, env_spec },
+            pb::MountRequest {
+                root_pid,
+                env_spec,
+                repos,
+            },
             MOUNT_DEADLINE,
         )),
     )
@@ -360,6 +423,25 @@ mod tests {
         );
         assert_eq!(resolve_spec("a++b", &cwd)?, format!("{cwd_text}/a++b"));
         Ok(())
+    }
+
+    #[test]
+    fn repositories_are_sent_only_when_named_or_needed() {
+        let cwd = Path::new("/work/dir");
+        let none = RepoArgs { repos: Vec::new() };
+        assert!(none.for_spec("/a+/b", cwd).is_empty());
+        assert!(none.for_spec("-", cwd).is_empty());
+        assert_eq!(
+            none.for_spec("/a+dev/lower", cwd),
+            vec![absolute(&spfs_router::spfs::default_storage_root(), cwd)]
+        );
+        let named = RepoArgs {
+            repos: vec!["./r1".into(), "/abs/r2".into()],
+        };
+        assert_eq!(
+            named.for_spec("/a", cwd),
+            vec![PathBuf::from("/work/dir/r1"), PathBuf::from("/abs/r2")]
+        );
     }
 
     #[test]

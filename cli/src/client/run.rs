@@ -16,12 +16,14 @@ use super::{RunArgs, block_on, current_dir, register, resolve_spec, unregister};
 
 /// Runs `spfs-fuse run`.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let spec = resolve_spec(&args.env_spec, &current_dir()?)?;
+    let cwd = current_dir()?;
+    let spec = resolve_spec(&args.env_spec, &cwd)?;
+    let repos = args.repo.for_spec(&spec, &cwd);
     let target = Target::from_args(&args.endpoint)?;
     let root_pid = std::process::id();
     block_on(async {
         let mut client = connect::connect_or_start(&target, &args.auto).await?;
-        let mount_point = register(&mut client, root_pid, spec).await?;
+        let mount_point = register(&mut client, root_pid, spec, &repos).await?;
         drop(client);
 
         let outcome = run_child(&args.command, &mount_point).await;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use spfs_proto::v1 as pb;
 use spfs_proto::v1::vfs_server::Vfs;
+use spfs_router::Owner;
 use tokio::sync::Notify;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
@@ -28,6 +29,7 @@ pub(crate) enum Identity {
 #[derive(Debug, Clone, Copy)]
 struct Caller {
     uid: u32,
+    gid: u32,
     pid: Option<i32>,
 }
 
@@ -66,6 +68,7 @@ impl VfsService {
         match self.identity {
             Identity::ServiceUser => Ok(Caller {
                 uid: self.service_uid,
+                gid: nix::unistd::getegid().as_raw(),
                 pid: None,
             }),
             Identity::PeerCredentials => {
@@ -78,6 +81,7 @@ impl VfsService {
                     })?;
                 Ok(Caller {
                     uid: cred.uid(),
+                    gid: cred.gid(),
                     pid: cred.pid(),
                 })
             }
@@ -115,16 +119,25 @@ impl Vfs for VfsService {
         request: Request<pb::MountRequest>,
     ) -> Result<Response<pb::MountResponse>, Status> {
         let caller = self.caller(&request)?;
-        let pb::MountRequest { root_pid, env_spec } = request.into_inner();
+        let pb::MountRequest {
+            root_pid,
+            env_spec,
+            repos,
+        } = request.into_inner();
         let span = tracing::info_span!("mount", caller_uid = caller.uid, caller_pid = ?caller.pid, root_pid);
         async move {
             auth::may_register(self.processes.as_ref(), caller.uid, root_pid)
                 .map_err(|err| refuse(&err))?;
             let spec = env_spec.clone();
+            let repos: Vec<std::path::PathBuf> = repos.into_iter().map(Into::into).collect();
+            let service_uid = self.service_uid;
             let watcher = Arc::clone(&self.watcher);
             match self
                 .on_host(move |host| {
-                    let runtime = host.mount(root_pid, &spec, caller.uid)?;
+                    // Looking the caller's groups up reads the user database: off the async
+                    // threads, like the registration itself.
+                    let owner = Owner::for_caller(caller.uid, caller.gid, service_uid);
+                    let runtime = host.mount(root_pid, &spec, &owner, &repos)?;
                     if let Err(err) = watcher.watch(root_pid) {
                         // Gone already (or unwatchable): remove it now rather than at the
                         // next sweep.

@@ -228,7 +228,7 @@ mod tests {
     use std::os::fd::FromRawFd;
 
     use fuse_backend_rs::abi::fuse_abi::Opcode;
-    use spfs_router::{Attr, ROOT, Routing, Timestamp, View};
+    use spfs_router::{Attr, ROOT, ResolvedSpec, Routing, Timestamp, View};
 
     use super::super::Transport;
     use super::super::testing::{can_mount, init_body, mount_tmpfs, reply, request, stand_in};
@@ -290,7 +290,12 @@ mod tests {
         std::fs::create_dir_all(dir.join("layer/bin")).unwrap();
         std::fs::write(dir.join("layer/bin/tool"), b"tool").unwrap();
         let root = Attr::root(0, 0, Timestamp { secs: 1, nanos: 0 });
-        let view = View::build(1, &[dir.join("layer")], &root);
+        let view = View::build(
+            1,
+            &ResolvedSpec::of_directories([dir.join("layer")]),
+            &root,
+            (0, 0),
+        );
         let vfs = Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))));
         let config = SessionConfig {
             mountpoint: dir.join("spfs-1"),

@@ -226,7 +226,7 @@ mod tests {
     use std::os::fd::FromRawFd;
 
     use fuse_backend_rs::abi::fuse_abi::Opcode;
-    use spfs_router::{Attr, ROOT, Routing, Timestamp, View};
+    use spfs_router::{Attr, ROOT, ResolvedSpec, Routing, Timestamp, View};
 
     use super::super::Transport;
     use super::super::testing::{
@@ -314,7 +314,12 @@ mod tests {
     fn setup(dir: &Path) -> (Arc<Vfs>, SessionConfig) {
         std::fs::create_dir_all(dir.join("layer/bin")).unwrap();
         let root = Attr::root(0, 0, Timestamp { secs: 1, nanos: 0 });
-        let view = View::build(1, &[dir.join("layer")], &root);
+        let view = View::build(
+            1,
+            &ResolvedSpec::of_directories([dir.join("layer")]),
+            &root,
+            (0, 0),
+        );
         let vfs = Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))));
         let config = SessionConfig {
             mountpoint: dir.join("spfs"),

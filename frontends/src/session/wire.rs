@@ -361,7 +361,7 @@ mod tests {
     use std::os::unix::net::UnixStream;
     use std::path::PathBuf;
 
-    use spfs_router::{Attr, ROOT, Routing, Timestamp, Vfs, View};
+    use spfs_router::{Attr, ROOT, ResolvedSpec, Routing, Timestamp, Vfs, View};
 
     const BUF: usize = 256 * 1024 + 4096;
 
@@ -378,7 +378,12 @@ mod tests {
                 nanos: 0,
             },
         );
-        let view = View::build(1, &[PathBuf::from(layer)], &root);
+        let view = View::build(
+            1,
+            &ResolvedSpec::of_directories([PathBuf::from(layer)]),
+            &root,
+            (0, 0),
+        );
         let vfs = Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))));
         Arc::new(Server::new(Adapter::new(vfs)))
     }
