@@ -9,10 +9,17 @@
 //! - the root's `opendir` never sets `CACHE_DIR` or `KEEP_CACHE`;
 //! - below the root everything is cached for long: views never change and node ids are never
 //!   reused, so a cached answer can only ever be right.
+//!
+//! Requests the kernel can do without are refused once with `ENOSYS`, which makes Linux stop
+//! sending them: FLUSH (nothing to flush in a read-only view) and, where the kernel offers
+//! no-open support, OPEN and RELEASE of files, whose reads then arrive by node id alone with
+//! `KEEP_CACHE` implied. A plain small-file read thus costs one request instead of four.
 
 use std::ffi::CStr;
+use std::fs::File;
 use std::io;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{stat64, statvfs64};
@@ -88,16 +95,61 @@ fn entry_of(parent: u64, attr: &Attr) -> Entry {
     }
 }
 
+/// Shards of the open-by-node cache: reads on different files should not contend.
+const NODE_FILE_SHARDS: usize = 32;
+
+/// Files kept open per shard. Small: it only saves reopening a file that is being read in many
+/// requests (a large file read sequentially); a small file takes one request.
+const NODE_FILES_PER_SHARD: usize = 4;
+
+/// Layer files opened for reads that come without a handle (no-open support), a few per shard,
+/// oldest out first. Node ids are never reused, so an entry can only ever be the right file.
+#[derive(Debug, Default)]
+struct NodeFiles {
+    shards: [Mutex<Vec<(u64, Arc<File>)>>; NODE_FILE_SHARDS],
+}
+
+impl NodeFiles {
+    fn shard(&self, node: u64) -> std::sync::MutexGuard<'_, Vec<(u64, Arc<File>)>> {
+        // Node ids of one view are consecutive in their low bits.
+        self.shards[node as usize % NODE_FILE_SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open layer file of `node`, opened through `vfs` on a miss.
+    fn get(&self, vfs: &Vfs, node: u64) -> Result<Arc<File>, FsError> {
+        if let Some((_, file)) = self.shard(node).iter().find(|(n, _)| *n == node) {
+            return Ok(file.clone());
+        }
+        // Opened outside the lock: open(2) of a cold layer file may wait for the disk.
+        let file = Arc::new(vfs.open_file(node)?);
+        let mut shard = self.shard(node);
+        if shard.len() >= NODE_FILES_PER_SHARD {
+            shard.remove(0);
+        }
+        shard.push((node, file.clone()));
+        Ok(file)
+    }
+}
+
 /// The FUSE adapter over one [`Vfs`].
 #[derive(Debug, Clone)]
 pub struct Adapter {
     vfs: Arc<Vfs>,
+    /// Whether the kernel agreed to go without OPEN and RELEASE for files.
+    no_open: Arc<AtomicBool>,
+    node_files: Arc<NodeFiles>,
 }
 
 impl Adapter {
     /// An adapter serving `vfs`.
     pub fn new(vfs: Arc<Vfs>) -> Adapter {
-        Adapter { vfs }
+        Adapter {
+            vfs,
+            no_open: Arc::new(AtomicBool::new(false)),
+            node_files: Arc::new(NodeFiles::default()),
+        }
     }
 
     /// The filesystem behind this adapter.
@@ -160,6 +212,8 @@ impl FileSystem for Adapter {
 
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
         let enabled = capable & wanted_options();
+        self.no_open
+            .store(enabled.contains(no_open_option()), Ordering::Relaxed);
         tracing::debug!(?enabled, "FUSE init");
         Ok(enabled)
     }
@@ -215,6 +269,11 @@ impl FileSystem for Adapter {
         tracing::debug!(pid = ctx.pid, inode, flags, "open");
         let access = flags as i32 & libc::O_ACCMODE;
         let write = access != libc::O_RDONLY || flags as i32 & libc::O_TRUNC != 0;
+        if !write && self.no_open.load(Ordering::Relaxed) {
+            // The kernel takes this as "opens need no message" and sends no OPEN or RELEASE
+            // for files from now on; reads come with handle 0 and find the file by node.
+            return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+        }
         let handle = self.vfs.open(ctx.pid as u32, inode, write).map_err(errno)?;
         // Files never change under a view, so the page cache survives reopening.
         Ok((Some(handle), OpenOptions::KEEP_CACHE, None))
@@ -232,7 +291,12 @@ impl FileSystem for Adapter {
         _flags: u32,
     ) -> io::Result<usize> {
         tracing::debug!(pid = ctx.pid, inode, handle, size, offset, "read");
-        let file = self.vfs.file(handle).map_err(errno)?;
+        let file = if handle == 0 {
+            self.node_files.get(&self.vfs, inode)
+        } else {
+            self.vfs.file(handle)
+        }
+        .map_err(errno)?;
         // fuse-backend-rs wants `&mut File` to read from, while the handle table shares the
         // file between concurrent readers. A second `File` over the same descriptor, never
         // dropped, gives that without a dup(2) per read; reads are positional (pread), so the
@@ -487,10 +551,6 @@ impl FileSystem for Adapter {
         Err(read_only())
     }
 
-    fn flush(&self, _ctx: &Context, _inode: u64, _handle: u64, _lock_owner: u64) -> io::Result<()> {
-        Ok(())
-    }
-
     fn fsync(&self, _ctx: &Context, _inode: u64, _datasync: bool, _handle: u64) -> io::Result<()> {
         Ok(())
     }
@@ -524,9 +584,18 @@ fn wanted_options() -> FsOptions {
         | FsOptions::BIG_WRITES
         | FsOptions::AUTO_INVAL_DATA
         | FsOptions::MAX_PAGES
-        | FsOptions::CACHE_SYMLINKS;
+        | FsOptions::CACHE_SYMLINKS
+        | FsOptions::ZERO_MESSAGE_OPEN;
     #[cfg(not(target_os = "linux"))]
     return FsOptions::ASYNC_READ | FsOptions::BIG_WRITES;
+}
+
+/// The option that lets the kernel skip OPEN and RELEASE of files; Linux only.
+fn no_open_option() -> FsOptions {
+    #[cfg(target_os = "linux")]
+    return FsOptions::ZERO_MESSAGE_OPEN;
+    #[cfg(not(target_os = "linux"))]
+    return FsOptions::empty();
 }
 
 /// Directory caching below the root; `CACHE_DIR` exists only in the Linux ABI.

@@ -224,33 +224,20 @@ impl Vfs {
     /// Opens file `node` for reading. `write` refuses with `EROFS`.
     pub fn open(&self, caller: Pid, node: NodeId, write: bool) -> Result<u64, FsError> {
         let (view, index) = self.locate(caller, node)?;
-        match view.kind(index) {
-            FileKind::Directory => return Err(FsError::IsADirectory(node)),
-            FileKind::Symlink => {
-                return Err(FsError::Source {
-                    path: view.source_path(index),
-                    source: std::io::Error::from_raw_os_error(libc::ELOOP),
-                });
-            }
-            FileKind::File => {}
-        }
-        if write {
-            return Err(FsError::ReadOnly);
-        }
-        let path = view.source_path(index);
-        // O_NOFOLLOW: a layer file swapped for a symlink after registration must not lead
-        // outside the layer.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|source| FsError::Source { path, source })?;
+        let file = open_source(&view, index, node, write)?;
         let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.handle_shard(handle)
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(handle, Arc::new(file));
         Ok(handle)
+    }
+
+    /// Opens the layer file behind file `node` for reading without making a handle, for a
+    /// frontend whose kernel reads by node id and never sends OPEN (Linux's no-open support).
+    pub fn open_file(&self, node: NodeId) -> Result<File, FsError> {
+        let (view, index) = self.locate(0, node)?;
+        open_source(&view, index, node, false)
     }
 
     /// The open layer file behind `handle`, for positional reads.
@@ -330,4 +317,29 @@ impl Vfs {
     fn handle_shard(&self, handle: u64) -> &RwLock<HashMap<u64, Arc<File>>> {
         &self.handles[handle as usize % HANDLE_SHARDS]
     }
+}
+
+/// Opens the layer file behind entry `index` (node id `node`) of `view` for reading.
+fn open_source(view: &View, index: u32, node: NodeId, write: bool) -> Result<File, FsError> {
+    match view.kind(index) {
+        FileKind::Directory => return Err(FsError::IsADirectory(node)),
+        FileKind::Symlink => {
+            return Err(FsError::Source {
+                path: view.source_path(index),
+                source: std::io::Error::from_raw_os_error(libc::ELOOP),
+            });
+        }
+        FileKind::File => {}
+    }
+    if write {
+        return Err(FsError::ReadOnly);
+    }
+    let path = view.source_path(index);
+    // O_NOFOLLOW: a layer file swapped for a symlink after registration must not lead
+    // outside the layer.
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|source| FsError::Source { path, source })
 }
