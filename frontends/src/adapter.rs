@@ -213,7 +213,7 @@ impl FileSystem for Adapter {
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
         let enabled = capable & wanted_options();
         self.no_open
-            .store(enabled.contains(no_open_option()), Ordering::Relaxed);
+            .store(kernel_skips_open(enabled), Ordering::Relaxed);
         tracing::debug!(?enabled, "FUSE init");
         Ok(enabled)
     }
@@ -590,12 +590,16 @@ fn wanted_options() -> FsOptions {
     return FsOptions::ASYNC_READ | FsOptions::BIG_WRITES;
 }
 
-/// The option that lets the kernel skip OPEN and RELEASE of files; Linux only.
-fn no_open_option() -> FsOptions {
+/// Whether the kernel, having agreed to `enabled`, takes an `ENOSYS` OPEN as "files need no
+/// OPEN or RELEASE". Only Linux's ABI has that option.
+fn kernel_skips_open(enabled: FsOptions) -> bool {
     #[cfg(target_os = "linux")]
-    return FsOptions::ZERO_MESSAGE_OPEN;
+    return enabled.contains(FsOptions::ZERO_MESSAGE_OPEN);
     #[cfg(not(target_os = "linux"))]
-    return FsOptions::empty();
+    return {
+        let _ = enabled;
+        false
+    };
 }
 
 /// Directory caching below the root; `CACHE_DIR` exists only in the Linux ABI.
@@ -604,4 +608,94 @@ fn cache_dir() -> OpenOptions {
     return OpenOptions::KEEP_CACHE | OpenOptions::CACHE_DIR;
     #[cfg(not(target_os = "linux"))]
     return OpenOptions::KEEP_CACHE;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use spfs_router::{Routing, Timestamp, View};
+
+    use super::*;
+
+    /// A fixed view of one layer holding `files` small files named f0, f1, ...
+    fn vfs_with_files(layer: &std::path::Path, files: usize) -> (Arc<Vfs>, Arc<View>) {
+        for i in 0..files {
+            std::fs::write(layer.join(format!("f{i}")), format!("content {i}")).unwrap();
+        }
+        let root = spfs_router::Attr::root(0, 0, Timestamp::default());
+        let view = Arc::new(View::build(7, &[layer.to_path_buf()], &root));
+        (Arc::new(Vfs::new(Routing::Fixed(view.clone()))), view)
+    }
+
+    fn node_of(view: &View, name: &str) -> u64 {
+        view.node_id(view.child(0, name.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn a_file_read_by_node_is_opened_once_and_the_oldest_is_let_go() {
+        let layer = tempfile::tempdir().unwrap();
+        let (vfs, view) = vfs_with_files(layer.path(), 200);
+        let files = NodeFiles::default();
+        let first = node_of(&view, "f0");
+        let opened = files.get(&vfs, first).unwrap();
+        let mut text = String::new();
+        (&*opened).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "content 0");
+        assert!(Arc::ptr_eq(&opened, &files.get(&vfs, first).unwrap()));
+        // Fill f0's shard past its capacity: f0 must be opened afresh afterwards.
+        let same_shard: Vec<u64> = (1..200)
+            .map(|i| node_of(&view, &format!("f{i}")))
+            .filter(|n| n % NODE_FILE_SHARDS as u64 == first % NODE_FILE_SHARDS as u64)
+            .collect();
+        let mut others = Vec::new();
+        for node in same_shard.iter().take(NODE_FILES_PER_SHARD) {
+            others.push(files.get(&vfs, *node).unwrap());
+        }
+        assert_eq!(
+            others.len(),
+            NODE_FILES_PER_SHARD,
+            "the test needs a full shard"
+        );
+        assert!(!Arc::ptr_eq(&opened, &files.get(&vfs, first).unwrap()));
+    }
+
+    #[test]
+    fn a_directory_or_unknown_node_is_refused_when_read_by_node() {
+        let layer = tempfile::tempdir().unwrap();
+        std::fs::create_dir(layer.path().join("dir")).unwrap();
+        let (vfs, view) = vfs_with_files(layer.path(), 1);
+        let files = NodeFiles::default();
+        assert!(files.get(&vfs, node_of(&view, "dir")).is_err());
+        assert!(files.get(&vfs, view.node_id(1000)).is_err());
+    }
+
+    #[test]
+    fn opens_are_skipped_only_when_the_kernel_agreed() {
+        let layer = tempfile::tempdir().unwrap();
+        let (vfs, view) = vfs_with_files(layer.path(), 1);
+        let node = node_of(&view, "f0");
+        let ctx = Context::default();
+        let flags = libc::O_RDONLY as u32;
+
+        let plain = Adapter::new(vfs.clone());
+        plain.init(FsOptions::ASYNC_READ).unwrap();
+        let (handle, options, _) = plain.open(&ctx, node, flags, 0).unwrap();
+        assert!(handle.is_some_and(|h| h != 0));
+        assert!(options.contains(OpenOptions::KEEP_CACHE));
+
+        let skipping = Adapter::new(vfs);
+        skipping.init(wanted_options()).unwrap();
+        let skipped = skipping.open(&ctx, node, flags, 0);
+        if cfg!(target_os = "linux") {
+            assert_eq!(skipped.unwrap_err().raw_os_error(), Some(libc::ENOSYS));
+        } else {
+            assert!(skipped.is_ok(), "only Linux can go without OPEN");
+        }
+        // A write open is still refused as read-only, never skipped.
+        let write = skipping
+            .open(&ctx, node, libc::O_WRONLY as u32, 0)
+            .unwrap_err();
+        assert_eq!(write.raw_os_error(), Some(libc::EROFS));
+    }
 }
