@@ -6,7 +6,7 @@
 # writes the same as JSON.
 #
 #   ci/bench.sh [--quick] [--reps N] [--files N] [--dirs N] [--big-mib N] [--runtimes N]
-#               [--threads N] [--dir DIR] [--json PATH] [--keep]
+#               [--threads N] [--dir DIR] [--json PATH]
 #
 # Linux only, as root (it mounts). Installs fuse-overlayfs (and fuse3) with apt-get if missing,
 # builds spfs-fuse with `cargo build --release --locked` and the workload driver
@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 
 reps=5 files=24000 dirs=1000 big_mib=512 many=64 threads=""
-work=${BENCH_DIR:-/tmp/spfs-fuse-bench} json="" keep=0
+work=${BENCH_DIR:-/tmp/spfs-fuse-bench} json=""
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) reps=3 files=600 dirs=40 big_mib=16 many=8 ;;
@@ -30,7 +30,6 @@ while [ $# -gt 0 ]; do
     --threads) threads=$2; shift ;;
     --dir) work=$2; shift ;;
     --json) json=$2; shift ;;
-    --keep) keep=1 ;;
     -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "ci/bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -77,39 +76,38 @@ spec=$(IFS=+; echo "${layers[*]}")
 lowerdir="$stack/layer2:$stack/layer1:$stack/layer0"
 
 mnt=$work/mnt
-mkdir -p "$mnt/spfs" "$mnt/fuse-overlayfs" "$mnt/overlay"
-export SPFS_FUSE_SOCKET=$work/spfs-fuse.sock
-service_pid="" sleepers=()
+mkdir -p "$mnt/spfs-fuse" "$mnt/spfs-fuse-many" "$mnt/fuse-overlayfs" "$mnt/overlay"
+declare -A service_pid=() sleepers=()
 
 can_drop=0
 if sync && echo 3 2>/dev/null >/proc/sys/vm/drop_caches; then can_drop=1; fi
 [ "$can_drop" = 1 ] || log "note: cannot drop the page cache here; cold means a fresh mount only"
 
-# --- the four servings -----------------------------------------------------------------------
-# up_X mounts serving X and registers runtimes (spfs-fuse); down_X undoes it; root_X is where
-# the merged tree appears.
+# --- the servings ----------------------------------------------------------------------------
+# up S mounts serving S (for spfs-fuse: starts a service and registers runtimes), down S undoes
+# it, root_of S is where the merged tree appears. spfs-fuse-many is a second spfs-fuse service
+# on a mount point of its own, with $many runtimes, so the routing cost is measured side by side.
 root_of() {
     case $1 in
-    spfs-fuse) echo "$mnt/spfs" ;;
-    fuse-overlayfs) echo "$mnt/fuse-overlayfs" ;;
-    overlay) echo "$mnt/overlay" ;;
+    spfs-fuse | spfs-fuse-many | fuse-overlayfs | overlay) echo "$mnt/$1" ;;
     plain) echo "$stack/layer0" ;;
     esac
 }
 
-# Starts the service and registers this script as a runtime root (so the driver, its child,
-# sees the view), plus $1 - 1 more runtimes rooted at idle processes.
+# up_spfs NAME RUNTIMES: starts a service on $mnt/NAME and registers this script as a runtime
+# root (so the driver, its child, sees the view), plus RUNTIMES - 1 more rooted at idle processes.
 up_spfs() {
-    local runtimes=${1:-1}
-    local args=(service --mountpoint "$mnt/spfs" --socket "$SPFS_FUSE_SOCKET")
+    local name=$1 runtimes=$2
+    local -x SPFS_FUSE_SOCKET=$work/$name.sock
+    local args=(service --mountpoint "$mnt/$name" --socket "$SPFS_FUSE_SOCKET")
     [ -z "$threads" ] || args+=(--threads "$threads")
-    "$bin" "${args[@]}" >>"$work/service.log" 2>&1 &
-    service_pid=$!
+    "$bin" "${args[@]}" >>"$work/$name.log" 2>&1 &
+    service_pid[$name]=$!
     local tries=0
     until "$bin" status >/dev/null 2>&1; do
         tries=$((tries + 1))
-        if [ $tries -gt 200 ] || ! kill -0 "$service_pid" 2>/dev/null; then
-            tail -20 "$work/service.log" >&2
+        if [ $tries -gt 200 ] || ! kill -0 "${service_pid[$name]}" 2>/dev/null; then
+            tail -20 "$work/$name.log" >&2
             log "ci/bench.sh: the spfs-fuse service did not start"
             return 1
         fi
@@ -120,29 +118,30 @@ up_spfs() {
     for ((i = 1; i < runtimes; i++)); do
         sleep 100000 &
         pid=$!
-        sleepers+=("$pid")
+        sleepers[$name]+=" $pid"
         "$bin" mount --root-process "$pid" "$spec" >/dev/null
     done
 }
 
 down_spfs() {
-    [ -n "$service_pid" ] || return 0
-    "$bin" shutdown >/dev/null 2>&1 || kill "$service_pid" 2>/dev/null || true
-    wait "$service_pid" 2>/dev/null || true
-    service_pid=""
-    local pid
-    for pid in "${sleepers[@]}"; do
+    local name=$1 pid
+    local -x SPFS_FUSE_SOCKET=$work/$name.sock
+    [ -n "${service_pid[$name]:-}" ] || return 0
+    "$bin" shutdown >/dev/null 2>&1 || kill "${service_pid[$name]}" 2>/dev/null || true
+    wait "${service_pid[$name]}" 2>/dev/null || true
+    unset "service_pid[$name]"
+    for pid in ${sleepers[$name]:-}; do
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
-    sleepers=()
-    if mountpoint -q "$mnt/spfs"; then fusermount3 -uz "$mnt/spfs"; fi
+    unset "sleepers[$name]"
+    if mountpoint -q "$mnt/$name"; then fusermount3 -uz "$mnt/$name"; fi
 }
 
 up() {
     case $1 in
-    spfs-fuse) up_spfs 1 ;;
-    spfs-fuse-many) up_spfs "$many" ;;
+    spfs-fuse) up_spfs "$1" 1 ;;
+    spfs-fuse-many) up_spfs "$1" "$many" ;;
     fuse-overlayfs) fuse-overlayfs -o "lowerdir=$lowerdir" "$mnt/fuse-overlayfs" 2>>"$work/fuse-overlayfs.log" ;;
     overlay) mount -t overlay overlay -o "ro,lowerdir=$lowerdir" "$mnt/overlay" ;;
     plain) ;;
@@ -151,7 +150,7 @@ up() {
 
 down() {
     case $1 in
-    spfs-fuse | spfs-fuse-many) down_spfs ;;
+    spfs-fuse | spfs-fuse-many) down_spfs "$1" ;;
     fuse-overlayfs) if mountpoint -q "$mnt/fuse-overlayfs"; then fusermount3 -u "$mnt/fuse-overlayfs" || fusermount3 -uz "$mnt/fuse-overlayfs"; fi ;;
     overlay) if mountpoint -q "$mnt/overlay"; then umount "$mnt/overlay" || umount -l "$mnt/overlay"; fi ;;
     plain) ;;
@@ -160,8 +159,7 @@ down() {
 
 cleanup() {
     local s
-    for s in spfs-fuse fuse-overlayfs overlay; do down "$s" || true; done
-    [ "$keep" = 1 ] || rm -f "$SPFS_FUSE_SOCKET"
+    for s in spfs-fuse spfs-fuse-many fuse-overlayfs overlay; do down "$s" || true; done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -173,10 +171,10 @@ results=$work/results.txt
 # run SERVING WORKLOAD TEMP: one timed run of the driver; appends a result line.
 run() {
     local serving=$1 workload=$2 temp=$3 root out
-    root=$(root_of "${serving%-many}")
+    root=$(root_of "$serving")
     case $workload in
     walk) out=$("$driver" walk "$root") ;;
-    lstat | lstat-many) out=$("$driver" lstat "$root" "$stack/paths.list") ;;
+    lstat | lstat-routing) out=$("$driver" lstat "$root" "$stack/paths.list") ;;
     read) out=$("$driver" read "$root" "$stack/files.list") ;;
     big) out=$("$driver" big "$root/d00/big.bin") ;;
     esac
@@ -190,31 +188,34 @@ drop_caches() {
     fi
 }
 
-# bench SERVING WORKLOAD: REPS cold runs (fresh mount each), then one untimed and REPS timed
-# warm runs on the last mount.
+# bench WORKLOAD SERVING...: REPS rounds of cold runs (each serving freshly mounted, caches
+# dropped), then one untimed and REPS timed rounds of warm runs on the last mounts. The servings
+# take turns within each round, so load from elsewhere on the machine hits them alike.
 bench() {
-    local serving=$1 workload=$2 i
-    log "  $serving: $workload"
+    local workload=$1 i s
+    shift
+    log "  $workload: $*"
     for ((i = 0; i < reps; i++)); do
-        up "$serving"
-        drop_caches
-        run "$serving" "$workload" cold
-        [ $i -eq $((reps - 1)) ] || down "$serving"
+        for s in "$@"; do
+            down "$s"
+            up "$s"
+            drop_caches
+            run "$s" "$workload" cold
+        done
     done
-    run "$serving" "$workload" warmup
-    for ((i = 0; i < reps; i++)); do run "$serving" "$workload" warm; done
-    down "$serving"
+    for s in "$@"; do run "$s" "$workload" warmup; done
+    for ((i = 0; i < reps; i++)); do
+        for s in "$@"; do run "$s" "$workload" warm; done
+    done
+    for s in "$@"; do down "$s"; done
 }
 
-workloads=(walk lstat read big)
-servings=(spfs-fuse fuse-overlayfs overlay plain)
 log "benchmarking: $reps repetitions, $files files, $dirs directories, $big_mib MiB big file"
-for w in "${workloads[@]}"; do
-    for s in "${servings[@]}"; do bench "$s" "$w"; done
+for w in walk lstat read big; do
+    bench "$w" spfs-fuse fuse-overlayfs overlay plain
 done
-# Routing cost: the same lstat workload with one runtime and with $many registered.
-bench spfs-fuse lstat-many
-bench spfs-fuse-many lstat-many
+# Routing cost: the same lstat workload through a service with one runtime and one with $many.
+bench lstat-routing spfs-fuse spfs-fuse-many
 
 # --- report ----------------------------------------------------------------------------------
 machine="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), Linux $(uname -r)"
@@ -274,8 +275,8 @@ END {
         if (big > 0 && floor_ > 0) printf "\nbig file %s: spfs-fuse %.0f MiB/s, plain dir %.0f MiB/s (%.0f%%)", tl[t], big_mib * 1e9 / big / 1, big_mib * 1e9 / floor_, 100 * floor_ / big
     }
     printf "\n\nrouting cost, lstat through spfs-fuse:\n\n| runtimes | cold | warm |\n|---:|---:|---:|\n"
-    one_c = median("spfs-fuse" SUBSEP "lstat-many" SUBSEP "cold"); one_w = median("spfs-fuse" SUBSEP "lstat-many" SUBSEP "warm")
-    n_c = median("spfs-fuse-many" SUBSEP "lstat-many" SUBSEP "cold"); n_w = median("spfs-fuse-many" SUBSEP "lstat-many" SUBSEP "warm")
+    one_c = median("spfs-fuse" SUBSEP "lstat-routing" SUBSEP "cold"); one_w = median("spfs-fuse" SUBSEP "lstat-routing" SUBSEP "warm")
+    n_c = median("spfs-fuse-many" SUBSEP "lstat-routing" SUBSEP "cold"); n_w = median("spfs-fuse-many" SUBSEP "lstat-routing" SUBSEP "warm")
     printf "| 1 | %s | %s |\n| %d | %s (%s) | %s (%s) |\n", ms(one_c), ms(one_w), many, ms(n_c), ratio(n_c, one_c), ms(n_w), ratio(n_w, one_w)
     out = out sep "\n    {\"workload\": \"lstat\", \"runtimes\": 1, \"cold\": " one_c ", \"warm\": " one_w "},"
     out = out "\n    {\"workload\": \"lstat\", \"runtimes\": " many ", \"cold\": " n_c ", \"warm\": " n_w "}\n  ]\n}\n"
