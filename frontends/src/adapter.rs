@@ -102,11 +102,14 @@ const NODE_FILE_SHARDS: usize = 32;
 /// requests (a large file read sequentially); a small file takes one request.
 const NODE_FILES_PER_SHARD: usize = 4;
 
+/// One shard of [`NodeFiles`]: (node id, its open layer file), oldest first.
+type NodeFileShard = Mutex<Vec<(u64, Arc<File>)>>;
+
 /// Layer files opened for reads that come without a handle (no-open support), a few per shard,
 /// oldest out first. Node ids are never reused, so an entry can only ever be the right file.
 #[derive(Debug, Default)]
 struct NodeFiles {
-    shards: [Mutex<Vec<(u64, Arc<File>)>>; NODE_FILE_SHARDS],
+    shards: [NodeFileShard; NODE_FILE_SHARDS],
 }
 
 impl NodeFiles {
