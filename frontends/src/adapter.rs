@@ -9,10 +9,17 @@
 //! - the root's `opendir` never sets `CACHE_DIR` or `KEEP_CACHE`;
 //! - below the root everything is cached for long: views never change and node ids are never
 //!   reused, so a cached answer can only ever be right.
+//!
+//! Requests the kernel can do without are refused once with `ENOSYS`, which makes Linux stop
+//! sending them: FLUSH (nothing to flush in a read-only view) and, where the kernel offers
+//! no-open support, OPEN and RELEASE of files, whose reads then arrive by node id alone with
+//! `KEEP_CACHE` implied. A plain small-file read thus costs one request instead of four.
 
 use std::ffi::CStr;
+use std::fs::File;
 use std::io;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{stat64, statvfs64};
@@ -88,11 +95,55 @@ fn entry_of(parent: u64, attr: &Attr) -> Entry {
     }
 }
 
+/// Shards of the open-by-node cache: reads on different files should not contend.
+const NODE_FILE_SHARDS: usize = 32;
+
+/// Files kept open per shard. Small: it only saves reopening a file that is being read in many
+/// requests (a large file read sequentially); a small file takes one request.
+const NODE_FILES_PER_SHARD: usize = 4;
+
+/// One shard of [`NodeFiles`]: (node id, its open layer file), oldest first.
+type NodeFileShard = Mutex<Vec<(u64, Arc<File>)>>;
+
+/// Layer files opened for reads that come without a handle (no-open support), a few per shard,
+/// oldest out first. Node ids are never reused, so an entry can only ever be the right file.
+#[derive(Debug, Default)]
+struct NodeFiles {
+    shards: [NodeFileShard; NODE_FILE_SHARDS],
+}
+
+impl NodeFiles {
+    fn shard(&self, node: u64) -> std::sync::MutexGuard<'_, Vec<(u64, Arc<File>)>> {
+        // Node ids of one view are consecutive in their low bits.
+        self.shards[node as usize % NODE_FILE_SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open layer file of `node`, opened through `vfs` on a miss.
+    fn get(&self, vfs: &Vfs, node: u64) -> Result<Arc<File>, FsError> {
+        if let Some((_, file)) = self.shard(node).iter().find(|(n, _)| *n == node) {
+            return Ok(file.clone());
+        }
+        // Opened outside the lock: open(2) of a cold layer file may wait for the disk.
+        let file = Arc::new(vfs.open_file(node)?);
+        let mut shard = self.shard(node);
+        if shard.len() >= NODE_FILES_PER_SHARD {
+            shard.remove(0);
+        }
+        shard.push((node, file.clone()));
+        Ok(file)
+    }
+}
+
 /// The FUSE adapter over one [`Vfs`].
 #[derive(Debug, Clone)]
 pub struct Adapter {
     vfs: Arc<Vfs>,
     negative_entries: bool,
+    /// Whether the kernel agreed to go without OPEN and RELEASE for files.
+    no_open: Arc<AtomicBool>,
+    node_files: Arc<NodeFiles>,
 }
 
 impl Adapter {
@@ -101,6 +152,8 @@ impl Adapter {
         Adapter {
             vfs,
             negative_entries: true,
+            no_open: Arc::new(AtomicBool::new(false)),
+            node_files: Arc::new(NodeFiles::default()),
         }
     }
 
@@ -172,6 +225,8 @@ impl FileSystem for Adapter {
 
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
         let enabled = capable & wanted_options();
+        self.no_open
+            .store(kernel_skips_open(enabled), Ordering::Relaxed);
         tracing::debug!(?enabled, "FUSE init");
         Ok(enabled)
     }
@@ -227,6 +282,11 @@ impl FileSystem for Adapter {
         tracing::debug!(pid = ctx.pid, inode, flags, "open");
         let access = flags as i32 & libc::O_ACCMODE;
         let write = access != libc::O_RDONLY || flags as i32 & libc::O_TRUNC != 0;
+        if !write && self.no_open.load(Ordering::Relaxed) {
+            // The kernel takes this as "opens need no message" and sends no OPEN or RELEASE
+            // for files from now on; reads come with handle 0 and find the file by node.
+            return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+        }
         let handle = self.vfs.open(ctx.pid as u32, inode, write).map_err(errno)?;
         // Files never change under a view, so the page cache survives reopening.
         Ok((Some(handle), OpenOptions::KEEP_CACHE, None))
@@ -244,7 +304,12 @@ impl FileSystem for Adapter {
         _flags: u32,
     ) -> io::Result<usize> {
         tracing::debug!(pid = ctx.pid, inode, handle, size, offset, "read");
-        let file = self.vfs.file(handle).map_err(errno)?;
+        let file = if handle == 0 {
+            self.node_files.get(&self.vfs, inode)
+        } else {
+            self.vfs.file(handle)
+        }
+        .map_err(errno)?;
         // fuse-backend-rs wants `&mut File` to read from, while the handle table shares the
         // file between concurrent readers. A second `File` over the same descriptor, never
         // dropped, gives that without a dup(2) per read; reads are positional (pread), so the
@@ -499,10 +564,6 @@ impl FileSystem for Adapter {
         Err(read_only())
     }
 
-    fn flush(&self, _ctx: &Context, _inode: u64, _handle: u64, _lock_owner: u64) -> io::Result<()> {
-        Ok(())
-    }
-
     fn fsync(&self, _ctx: &Context, _inode: u64, _datasync: bool, _handle: u64) -> io::Result<()> {
         Ok(())
     }
@@ -536,9 +597,22 @@ fn wanted_options() -> FsOptions {
         | FsOptions::BIG_WRITES
         | FsOptions::AUTO_INVAL_DATA
         | FsOptions::MAX_PAGES
-        | FsOptions::CACHE_SYMLINKS;
+        | FsOptions::CACHE_SYMLINKS
+        | FsOptions::ZERO_MESSAGE_OPEN;
     #[cfg(not(target_os = "linux"))]
     return FsOptions::ASYNC_READ | FsOptions::BIG_WRITES;
+}
+
+/// Whether the kernel, having agreed to `enabled`, takes an `ENOSYS` OPEN as "files need no
+/// OPEN or RELEASE". Only Linux's ABI has that option.
+fn kernel_skips_open(enabled: FsOptions) -> bool {
+    #[cfg(target_os = "linux")]
+    return enabled.contains(FsOptions::ZERO_MESSAGE_OPEN);
+    #[cfg(not(target_os = "linux"))]
+    return {
+        let _ = enabled;
+        false
+    };
 }
 
 /// Directory caching below the root; `CACHE_DIR` exists only in the Linux ABI.
@@ -547,4 +621,94 @@ fn cache_dir() -> OpenOptions {
     return OpenOptions::KEEP_CACHE | OpenOptions::CACHE_DIR;
     #[cfg(not(target_os = "linux"))]
     return OpenOptions::KEEP_CACHE;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use spfs_router::{Routing, Timestamp, View};
+
+    use super::*;
+
+    /// A fixed view of one layer holding `files` small files named f0, f1, ...
+    fn vfs_with_files(layer: &std::path::Path, files: usize) -> (Arc<Vfs>, Arc<View>) {
+        for i in 0..files {
+            std::fs::write(layer.join(format!("f{i}")), format!("content {i}")).unwrap();
+        }
+        let root = spfs_router::Attr::root(0, 0, Timestamp::default());
+        let view = Arc::new(View::build(7, &[layer.to_path_buf()], &root));
+        (Arc::new(Vfs::new(Routing::Fixed(view.clone()))), view)
+    }
+
+    fn node_of(view: &View, name: &str) -> u64 {
+        view.node_id(view.child(0, name.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn a_file_read_by_node_is_opened_once_and_the_oldest_is_let_go() {
+        let layer = tempfile::tempdir().unwrap();
+        let (vfs, view) = vfs_with_files(layer.path(), 200);
+        let files = NodeFiles::default();
+        let first = node_of(&view, "f0");
+        let opened = files.get(&vfs, first).unwrap();
+        let mut text = String::new();
+        (&*opened).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "content 0");
+        assert!(Arc::ptr_eq(&opened, &files.get(&vfs, first).unwrap()));
+        // Fill f0's shard past its capacity: f0 must be opened afresh afterwards.
+        let same_shard: Vec<u64> = (1..200)
+            .map(|i| node_of(&view, &format!("f{i}")))
+            .filter(|n| n % NODE_FILE_SHARDS as u64 == first % NODE_FILE_SHARDS as u64)
+            .collect();
+        let mut others = Vec::new();
+        for node in same_shard.iter().take(NODE_FILES_PER_SHARD) {
+            others.push(files.get(&vfs, *node).unwrap());
+        }
+        assert_eq!(
+            others.len(),
+            NODE_FILES_PER_SHARD,
+            "the test needs a full shard"
+        );
+        assert!(!Arc::ptr_eq(&opened, &files.get(&vfs, first).unwrap()));
+    }
+
+    #[test]
+    fn a_directory_or_unknown_node_is_refused_when_read_by_node() {
+        let layer = tempfile::tempdir().unwrap();
+        std::fs::create_dir(layer.path().join("dir")).unwrap();
+        let (vfs, view) = vfs_with_files(layer.path(), 1);
+        let files = NodeFiles::default();
+        assert!(files.get(&vfs, node_of(&view, "dir")).is_err());
+        assert!(files.get(&vfs, view.node_id(1000)).is_err());
+    }
+
+    #[test]
+    fn opens_are_skipped_only_when_the_kernel_agreed() {
+        let layer = tempfile::tempdir().unwrap();
+        let (vfs, view) = vfs_with_files(layer.path(), 1);
+        let node = node_of(&view, "f0");
+        let ctx = Context::default();
+        let flags = libc::O_RDONLY as u32;
+
+        let plain = Adapter::new(vfs.clone());
+        plain.init(FsOptions::ASYNC_READ).unwrap();
+        let (handle, options, _) = plain.open(&ctx, node, flags, 0).unwrap();
+        assert!(handle.is_some_and(|h| h != 0));
+        assert!(options.contains(OpenOptions::KEEP_CACHE));
+
+        let skipping = Adapter::new(vfs);
+        skipping.init(wanted_options()).unwrap();
+        let skipped = skipping.open(&ctx, node, flags, 0);
+        if cfg!(target_os = "linux") {
+            assert_eq!(skipped.unwrap_err().raw_os_error(), Some(libc::ENOSYS));
+        } else {
+            assert!(skipped.is_ok(), "only Linux can go without OPEN");
+        }
+        // A write open is still refused as read-only, never skipped.
+        let write = skipping
+            .open(&ctx, node, libc::O_WRONLY as u32, 0)
+            .unwrap_err();
+        assert_eq!(write.raw_os_error(), Some(libc::EROFS));
+    }
 }

@@ -230,42 +230,20 @@ impl Vfs {
     /// Opens file `node` for reading. `write` refuses with `EROFS`.
     pub fn open(&self, caller: Pid, node: NodeId, write: bool) -> Result<u64, FsError> {
         let (view, index) = self.locate(caller, node)?;
-        match view.kind(index) {
-            FileKind::Directory => return Err(FsError::IsADirectory(node)),
-            FileKind::Symlink => {
-                return Err(FsError::Source {
-                    path: view.relative_path(index),
-                    source: std::io::Error::from_raw_os_error(libc::ELOOP),
-                });
-            }
-            FileKind::File => {}
-        }
-        if write {
-            return Err(FsError::ReadOnly);
-        }
-        // O_NOFOLLOW: a layer file swapped for a symlink after registration must not lead
-        // outside the layer.
-        let open = |path: &std::path::Path| {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(path)
-        };
-        let file = match content(&view, index, node)? {
-            Content::Path(path) => {
-                open(&path).map_err(|source| FsError::Source { path, source })?
-            }
-            Content::Payload(digest) => {
-                let path = payload_path(&view, &digest, node)?;
-                open(&path).map_err(|source| payload_error(digest, node, path, source))?
-            }
-        };
+        let file = open_source(&view, index, node, write)?;
         let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.handle_shard(handle)
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(handle, Arc::new(file));
         Ok(handle)
+    }
+
+    /// Opens the layer file behind file `node` for reading without making a handle, for a
+    /// frontend whose kernel reads by node id and never sends OPEN (Linux's no-open support).
+    pub fn open_file(&self, node: NodeId) -> Result<File, FsError> {
+        let (view, index) = self.locate(0, node)?;
+        open_source(&view, index, node, false)
     }
 
     /// The open layer file behind `handle`, for positional reads.
@@ -378,4 +356,38 @@ fn payload_error(
         tracing::error!(%digest, node, path = %path.display(), error = %source, "spfs payload cannot be read");
         FsError::Source { path, source }
     }
+}
+
+/// Opens the layer file (or payload) behind entry `index` (node id `node`) of `view` for
+/// reading.
+fn open_source(view: &View, index: u32, node: NodeId, write: bool) -> Result<File, FsError> {
+    match view.kind(index) {
+        FileKind::Directory => return Err(FsError::IsADirectory(node)),
+        FileKind::Symlink => {
+            return Err(FsError::Source {
+                path: view.relative_path(index),
+                source: std::io::Error::from_raw_os_error(libc::ELOOP),
+            });
+        }
+        FileKind::File => {}
+    }
+    if write {
+        return Err(FsError::ReadOnly);
+    }
+    // O_NOFOLLOW: a layer file swapped for a symlink after registration must not lead
+    // outside the layer.
+    let open = |path: &std::path::Path| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+    };
+    let file = match content(view, index, node)? {
+        Content::Path(path) => open(&path).map_err(|source| FsError::Source { path, source })?,
+        Content::Payload(digest) => {
+            let path = payload_path(view, &digest, node)?;
+            open(&path).map_err(|source| payload_error(digest, node, path, source))?
+        }
+    };
+    Ok(file)
 }
