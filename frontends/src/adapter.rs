@@ -637,7 +637,12 @@ mod tests {
             std::fs::write(layer.join(format!("f{i}")), format!("content {i}")).unwrap();
         }
         let root = spfs_router::Attr::root(0, 0, Timestamp::default());
-        let view = Arc::new(View::build(7, &[layer.to_path_buf()], &root));
+        let view = Arc::new(View::build(
+            7,
+            &spfs_router::ResolvedSpec::of_directories([layer.to_path_buf()]),
+            &root,
+            (0, 0),
+        ));
         (Arc::new(Vfs::new(Routing::Fixed(view.clone()))), view)
     }
 
