@@ -228,10 +228,12 @@ mod tests {
     use std::os::fd::FromRawFd;
 
     use fuse_backend_rs::abi::fuse_abi::Opcode;
-    use spfs_router::{Attr, ROOT, ResolvedSpec, Routing, Timestamp, View};
+    use spfs_router::ROOT;
 
     use super::super::Transport;
-    use super::super::testing::{can_mount, init_body, mount_tmpfs, reply, request, stand_in};
+    use super::super::testing::{
+        can_mount, fixed_vfs, init_body, mount_tmpfs, reply, request, stand_in,
+    };
     use super::*;
 
     /// How the stand-in behaves after mounting: `unmounts` on request, or `dies` at once.
@@ -289,14 +291,7 @@ mod tests {
     fn start(dir: &Path, mode: &str) -> (FuseT, PathBuf) {
         std::fs::create_dir_all(dir.join("layer/bin")).unwrap();
         std::fs::write(dir.join("layer/bin/tool"), b"tool").unwrap();
-        let root = Attr::root(0, 0, Timestamp { secs: 1, nanos: 0 });
-        let view = View::build(
-            1,
-            &ResolvedSpec::of_directories([dir.join("layer")]),
-            &root,
-            (0, 0),
-        );
-        let vfs = Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))));
+        let vfs = fixed_vfs(dir.join("layer"));
         let config = SessionConfig {
             mountpoint: dir.join("spfs-1"),
             fsname: "spfs".into(),

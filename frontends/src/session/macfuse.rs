@@ -226,11 +226,11 @@ mod tests {
     use std::os::fd::FromRawFd;
 
     use fuse_backend_rs::abi::fuse_abi::Opcode;
-    use spfs_router::{Attr, ROOT, ResolvedSpec, Routing, Timestamp, View};
+    use spfs_router::ROOT;
 
     use super::super::Transport;
     use super::super::testing::{
-        can_mount, init_body, mount_tmpfs, request, seqpacket_pair, stand_in,
+        can_mount, fixed_vfs, init_body, mount_tmpfs, request, seqpacket_pair, stand_in,
     };
     use super::*;
 
@@ -313,14 +313,7 @@ mod tests {
     /// The view and configuration the tests mount.
     fn setup(dir: &Path) -> (Arc<Vfs>, SessionConfig) {
         std::fs::create_dir_all(dir.join("layer/bin")).unwrap();
-        let root = Attr::root(0, 0, Timestamp { secs: 1, nanos: 0 });
-        let view = View::build(
-            1,
-            &ResolvedSpec::of_directories([dir.join("layer")]),
-            &root,
-            (0, 0),
-        );
-        let vfs = Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))));
+        let vfs = fixed_vfs(dir.join("layer"));
         let config = SessionConfig {
             mountpoint: dir.join("spfs"),
             fsname: "spfs".into(),

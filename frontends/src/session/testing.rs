@@ -3,6 +3,9 @@
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use spfs_router::{Attr, ResolvedSpec, Routing, Timestamp, Vfs, View};
 
 use fuse_backend_rs::abi::fuse_abi::Opcode;
 
@@ -13,6 +16,20 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 #[cfg(target_os = "linux")]
 use std::path::{Path, PathBuf};
+
+/// A per-runtime style filesystem: one fixed view of the directory layer at `layer`.
+pub(crate) fn fixed_vfs(layer: std::path::PathBuf) -> Arc<Vfs> {
+    let root = Attr::root(
+        0,
+        0,
+        Timestamp {
+            secs: 1_700_000_000,
+            nanos: 0,
+        },
+    );
+    let view = View::build(1, &ResolvedSpec::of_directories([layer]), &root, (0, 0));
+    Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))))
+}
 
 /// Reads one framed reply: (error, unique, body).
 pub(crate) fn reply(mut peer: &UnixStream) -> (i32, u64, Vec<u8>) {

@@ -356,12 +356,12 @@ impl Workers {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{init_body, reply, request};
+    use super::super::testing::{fixed_vfs, init_body, reply, request};
     use super::*;
     use std::os::unix::net::UnixStream;
     use std::path::PathBuf;
 
-    use spfs_router::{Attr, ROOT, ResolvedSpec, Routing, Timestamp, Vfs, View};
+    use spfs_router::ROOT;
 
     const BUF: usize = 256 * 1024 + 4096;
 
@@ -370,21 +370,7 @@ mod tests {
         std::fs::write(layer.join("hello"), b"hello world").unwrap();
         std::fs::create_dir(layer.join("dir")).unwrap();
         std::fs::write(layer.join("dir/deep"), b"deep").unwrap();
-        let root = Attr::root(
-            0,
-            0,
-            Timestamp {
-                secs: 1_700_000_000,
-                nanos: 0,
-            },
-        );
-        let view = View::build(
-            1,
-            &ResolvedSpec::of_directories([PathBuf::from(layer)]),
-            &root,
-            (0, 0),
-        );
-        let vfs = Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))));
+        let vfs = fixed_vfs(PathBuf::from(layer));
         Arc::new(Server::new(Adapter::new(vfs)))
     }
 
