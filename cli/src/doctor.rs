@@ -10,8 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use spfs_frontends::{Session, SessionConfig, Transport};
-use spfs_router::process::SystemProcessTable;
-use spfs_router::{Router, Routing, Vfs};
+use spfs_router::{ResolvedSpec, Routing, Vfs, View};
 
 use spfs_probe::{
     Backend, Check, Facts, ProbeConfig, Report, ServiceFacts, Status, default_socket_path,
@@ -129,8 +128,9 @@ fn mount_test(backend: Backend) -> Result<(), String> {
         .prefix("spfs-fuse-mount-test-")
         .tempdir()
         .map_err(|e| format!("cannot create a scratch mount point: {e}"))?;
-    let router = Router::new(Arc::new(SystemProcessTable::new()), root_attr());
-    let vfs = Arc::new(Vfs::new(Routing::Fixed(router.empty_view().clone())));
+    let root = root_attr();
+    let empty = View::build(0, &ResolvedSpec::empty(), &root, (root.uid, root.gid));
+    let vfs = Arc::new(Vfs::new(Routing::Fixed(Arc::new(empty))));
     let config = SessionConfig {
         mountpoint: scratch.path().to_owned(),
         fsname: "spfs-mount-test".into(),
