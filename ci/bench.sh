@@ -6,18 +6,19 @@
 # writes the same as JSON.
 #
 #   ci/bench.sh [--quick] [--reps N] [--files N] [--dirs N] [--big-mib N] [--runtimes N]
-#               [--threads N] [--dir DIR] [--json PATH]
+#               [--threads N] [--dir DIR] [--json PATH] [--only "WORKLOAD..."]
 #
 # Linux only, as root (it mounts). Installs fuse-overlayfs (and fuse3) with apt-get if missing,
 # builds spfs-fuse with `cargo build --release --locked` and the workload driver
 # (ci/bench/driver.c) with cc. The stack lives in $BENCH_DIR (default /tmp/spfs-fuse-bench) and
-# is made once per size. --quick: a small stack and 3 repetitions, done in seconds.
+# is made once per size. --quick: a small stack and 3 repetitions, done in seconds. --only runs
+# some of walk, lstat, read, big and routing (the table shows "-" for the rest).
 # SPFS_FUSE_BIN=PATH benchmarks that binary instead of building one (to compare builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 
-reps=5 files=24000 dirs=1000 big_mib=512 many=64 threads=""
+reps=5 files=24000 dirs=1000 big_mib=512 many=64 threads="" only="walk lstat read big routing"
 work=${BENCH_DIR:-/tmp/spfs-fuse-bench} json=""
 while [ $# -gt 0 ]; do
     case $1 in
@@ -30,7 +31,8 @@ while [ $# -gt 0 ]; do
     --threads) threads=$2; shift ;;
     --dir) work=$2; shift ;;
     --json) json=$2; shift ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    --only) only=$2; shift ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "ci/bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -211,11 +213,14 @@ bench() {
 }
 
 log "benchmarking: $reps repetitions, $files files, $dirs directories, $big_mib MiB big file"
-for w in walk lstat read big; do
-    bench "$w" spfs-fuse fuse-overlayfs overlay plain
+for w in $only; do
+    case $w in
+    walk | lstat | read | big) bench "$w" spfs-fuse fuse-overlayfs overlay plain ;;
+    # Routing cost: the same lstat workload through a service with one runtime and one with $many.
+    routing) bench lstat-routing spfs-fuse spfs-fuse-many ;;
+    *) echo "ci/bench.sh: unknown workload $w (walk, lstat, read, big, routing)" >&2; exit 2 ;;
+    esac
 done
-# Routing cost: the same lstat workload through a service with one runtime and one with $many.
-bench lstat-routing spfs-fuse spfs-fuse-many
 
 # --- report ----------------------------------------------------------------------------------
 machine="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), Linux $(uname -r)"
