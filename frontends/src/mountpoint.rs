@@ -62,7 +62,7 @@ pub fn state(path: &Path) -> Result<MountpointState, MountError> {
 }
 
 /// Sends the filesystem mounted at `path` a request that no kernel cache answers: `statfs`.
-fn ask_server(path: &Path) -> io::Result<()> {
+pub(crate) fn ask_server(path: &Path) -> io::Result<()> {
     let c_path = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
     let mut stats = MaybeUninit::<libc::statfs>::uninit();

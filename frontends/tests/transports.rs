@@ -1,5 +1,9 @@
 //! The transports end to end, where the platform has them.
 //!
+//! - Linux: the device transport reads ahead 8 MiB on its mount (the kernel's 128 KiB default
+//!   streams a big file one round trip at a time), and unmounts a busy mount: its workers, blocked in reads the
+//!   kernel never ends while someone is inside, are interrupted and close the device, so the
+//!   one still inside gets `ENOTCONN` instead of a server that lingers for as long as it stays.
 //! - Linux: the NFS transport (FUSE-T) is refused, and nothing is created for it.
 //! - macOS with FUSE-T (`/usr/local/bin/go-nfsv4`): a view mounted over FUSE-T reads back,
 //!   and unmounting ends the server and the workers. Skips without FUSE-T, unless
@@ -12,7 +16,7 @@ use std::sync::Arc;
 
 use spfs_frontends::{MountError, Session, SessionConfig, Transport};
 use spfs_router::{ResolvedSpec, Routing, Vfs, View};
-use support::{put, root_attr};
+use support::{put, require_fuse, root_attr};
 
 /// A per-runtime style session of one layer holding `bin/tool`.
 fn fixed_vfs(layer: &std::path::Path) -> Arc<Vfs> {
@@ -57,6 +61,60 @@ fn linux_refuses_the_nfs_transport_and_creates_nothing() {
         "{err}"
     );
     assert!(!mountpoint.exists());
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn unmounting_a_busy_device_mount_ends_its_workers() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((session, mountpoint)) = mount_device(tmp.path()) else {
+        return;
+    };
+    // Opened, never read: its first read has to reach a server. Holding it keeps the mount
+    // busy, so the kernel cannot end the workers' reads itself.
+    let mut held = std::fs::File::open(mountpoint.join("bin/tool")).unwrap();
+    session.unmount().unwrap();
+    let mut bytes = Vec::new();
+    let err = held
+        .read_to_end(&mut bytes)
+        .expect_err("a read after unmount was served: the workers outlived the session");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+}
+
+/// A device session of [`fixed_vfs`] mounted at `tmp/mnt`; `None` (after saying why) where
+/// FUSE cannot mount.
+#[cfg(target_os = "linux")]
+fn mount_device(tmp: &std::path::Path) -> Option<(Session, PathBuf)> {
+    if !require_fuse() {
+        return None;
+    }
+    let mountpoint = tmp.join("mnt");
+    let session = Session::mount(
+        fixed_vfs(&tmp.join("layer")),
+        &config(mountpoint.clone(), Transport::Device),
+    )
+    .unwrap_or_else(|e: MountError| panic!("{e}"));
+    Some((session, mountpoint))
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_device_mount_reads_ahead_eight_mib() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((session, mountpoint)) = mount_device(tmp.path()) else {
+        return;
+    };
+    let dev = std::fs::metadata(&mountpoint).unwrap().dev();
+    let bdi = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    let readahead = std::fs::read_to_string(&bdi).unwrap();
+    session.unmount().unwrap();
+    assert_eq!(readahead.trim(), "8192", "{bdi}");
 }
 
 #[cfg(target_os = "macos")]

@@ -51,12 +51,38 @@ pub fn unmount(path: &Path, force: bool) -> io::Result<()> {
 /// Every mount point of this process's mount namespace, from `/proc/self/mountinfo`. Reading
 /// the table never touches the mounts themselves, so a dead one cannot hang it.
 pub fn mount_points() -> io::Result<Vec<PathBuf>> {
+    Ok(mount_table()?.into_iter().map(|(_, point)| point).collect())
+}
+
+/// The device number (major, minor) of what is mounted at `path`, from the mount table, so
+/// the mount itself is never asked. `None` if nothing is mounted there.
+pub fn mount_device(path: &Path) -> io::Result<Option<(u32, u32)>> {
+    let device = mount_table()?
+        .into_iter()
+        .rev() // The last mount on a point is the one that shows.
+        .find(|(_, point)| point == path)
+        .and_then(|(device, _)| {
+            let (major, minor) = device.split_once(':')?;
+            Some((major.parse().ok()?, minor.parse().ok()?))
+        });
+    Ok(device)
+}
+
+/// `/proc/self/mountinfo` as (major:minor, mount point) rows.
+fn mount_table() -> io::Result<Vec<(String, PathBuf)>> {
     let table = std::fs::read("/proc/self/mountinfo")?;
     Ok(table
         .split(|&b| b == b'\n')
-        // Field 5 is the mount point: id, parent id, major:minor, root, mount point, ...
-        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
-        .map(|field| PathBuf::from(OsStr::from_bytes(&unescape_octal(field))))
+        .filter_map(|line| {
+            // id, parent id, major:minor, root, mount point, ...
+            let mut fields = line.split(|&b| b == b' ');
+            let device = fields.nth(2)?;
+            let point = fields.nth(1)?;
+            Some((
+                String::from_utf8_lossy(device).into_owned(),
+                PathBuf::from(OsStr::from_bytes(&unescape_octal(point))),
+            ))
+        })
         .collect())
 }
 
@@ -112,6 +138,12 @@ pub fn default_volumes_dir() -> PathBuf {
             .unwrap_or_else(|| PathBuf::from("/tmp"))
             .join(format!("spfs-fuse-{uid}/volumes"))
     }
+}
+
+/// The signal that interrupts a FUSE worker's blocked read: the first real-time signal the C
+/// library leaves to programs, which nothing else in the service uses.
+pub fn worker_interrupt_signal() -> libc::c_int {
+    libc::SIGRTMIN()
 }
 
 #[cfg(test)]
