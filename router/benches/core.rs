@@ -15,18 +15,24 @@ fn root_attr() -> Attr {
     Attr::root(0, 0, Timestamp::default())
 }
 
-/// A tree of depth 8 below registered root 100: 100 -> 101 -> ... -> 108.
-fn deep_router(layer: &Path) -> Arc<Router> {
+/// A tree of depth 8 below registered root 100: 100 -> 101 -> ... -> 108, and `others`
+/// more runtimes rooted at children of pid 1 (200, 201, ...), all of `layer`.
+fn deep_router(layer: &Path, others: u32) -> Arc<Router> {
     let processes = Arc::new(FakeProcessTable::new());
     processes.spawn(1, 0, 1, 0);
     processes.spawn(100, 1, 100, 0);
     for pid in 101..=108 {
         processes.spawn(pid, pid - 1, u64::from(pid), 0);
     }
+    for pid in 200..200 + others {
+        processes.spawn(pid, 1, u64::from(pid), 0);
+    }
     let router = Arc::new(Router::new(processes, root_attr()));
-    router
-        .register(100, layer.to_str().unwrap(), &Owner::trusted(0, 0), &[])
-        .unwrap();
+    for root in std::iter::once(100).chain(200..200 + others) {
+        router
+            .register(root, layer.to_str().unwrap(), &Owner::trusted(0, 0), &[])
+            .unwrap();
+    }
     router
 }
 
@@ -74,7 +80,29 @@ fn benches(c: &mut Criterion) {
         std::fs::write(big.join(format!("entry-{i:05}")), b"").unwrap();
     }
 
-    let router = deep_router(&big);
+    // The routing cost of a root LOOKUP with 1 and with 64 registered runtimes, cached and
+    // uncached: what `ci/bench.sh`'s routing rows measure end to end, without the kernel.
+    let small = tmp.path().join("small");
+    std::fs::create_dir_all(small.join("bin")).unwrap();
+    let mut group = c.benchmark_group("route/root-lookup");
+    for runtimes in [1, 64] {
+        let vfs = Vfs::new(Routing::Shared(deep_router(&small, runtimes - 1)));
+        group.bench_function(format!("cached/{runtimes}-runtimes"), |b| {
+            b.iter(|| black_box(vfs.lookup(black_box(108), ROOT, b"bin").unwrap()))
+        });
+        let Routing::Shared(router) = vfs.routing() else {
+            unreachable!("built shared")
+        };
+        group.bench_function(format!("uncached/{runtimes}-runtimes"), |b| {
+            b.iter(|| {
+                router.clear_cache();
+                black_box(vfs.lookup(black_box(108), ROOT, b"bin").unwrap())
+            })
+        });
+    }
+    group.finish();
+
+    let router = deep_router(&big, 0);
     c.bench_function("resolve/cached/depth8", |b| {
         b.iter(|| black_box(router.resolve(black_box(108))))
     });
