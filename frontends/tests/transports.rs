@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use spfs_frontends::{MountError, Session, SessionConfig, Transport};
 use spfs_router::{ResolvedSpec, Routing, Vfs, View};
-use support::{put, require_fuse, root_attr};
+use support::{put, root_attr};
 
 /// A per-runtime style session of one layer holding `bin/tool`.
 fn fixed_vfs(layer: &std::path::Path) -> Arc<Vfs> {
@@ -86,7 +86,7 @@ fn unmounting_a_busy_device_mount_ends_its_workers() {
 /// FUSE cannot mount.
 #[cfg(target_os = "linux")]
 fn mount_device(tmp: &std::path::Path) -> Option<(Session, PathBuf)> {
-    if !require_fuse() {
+    if !support::require_fuse() {
         return None;
     }
     let mountpoint = tmp.join("mnt");

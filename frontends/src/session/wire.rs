@@ -82,6 +82,8 @@ where
     /// all when the file system goes, and takes a reply from any thread in one write (Linux's
     /// `/dev/fuse`). Its workers all read at once and reply directly, which saves a lock
     /// hand-over (and the thread wake-up it costs) and a system call on every request.
+    // Only Linux's device session uses it; macOS's sessions end their workers otherwise.
+    #[cfg_attr(target_os = "macos", allow(dead_code))]
     pub(crate) fn linux_device(io: S) -> Connection<S> {
         Connection {
             read_lock: None,
@@ -97,6 +99,8 @@ where
 
     /// Marks the connection ended: a worker returns at its next read, or at once if a signal
     /// interrupts the read it is blocked in (see [`Workers::join_interrupting`]).
+    // Only Linux's device session uses it; macOS's sessions end their workers otherwise.
+    #[cfg_attr(target_os = "macos", allow(dead_code))]
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
     }
@@ -351,6 +355,7 @@ fn serve<S>(
 
 /// The signal that interrupts a worker's blocked read, with a handler that does nothing,
 /// installed once without `SA_RESTART` so the read returns `EINTR` instead of resuming.
+#[cfg_attr(target_os = "macos", allow(dead_code))]
 fn interrupt_signal() -> libc::c_int {
     extern "C" fn ignore(_: libc::c_int) {}
     static INSTALLED: std::sync::OnceLock<libc::c_int> = std::sync::OnceLock::new();
@@ -429,6 +434,8 @@ impl Workers {
     /// [`interrupt_signal`], which makes its read return `EINTR`, so it sees the connection
     /// [closed](Connection::close) and returns. Repeated because a signal that lands just
     /// before a worker enters its read is lost.
+    // Only Linux's device session uses it; macOS's sessions end their workers otherwise.
+    #[cfg_attr(target_os = "macos", allow(dead_code))]
     pub(crate) fn join_interrupting(self, timeout: Duration) -> bool {
         let signal = interrupt_signal();
         self.join_with(timeout, |running| {
