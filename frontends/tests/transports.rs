@@ -1,9 +1,9 @@
 //! The transports end to end, where the platform has them.
 //!
 //! - Linux: the device transport reads ahead 8 MiB on its mount (the kernel's 128 KiB default
-//!   streams a big file one round trip at a time), and unmounts a busy mount: its workers, blocked in reads the
-//!   kernel never ends while someone is inside, are interrupted and close the device, so the
-//!   one still inside gets `ENOTCONN` instead of a server that lingers for as long as it stays.
+//!   streams a big file one round trip at a time), and unmounting a busy mount still ends its
+//!   workers, whose waits the kernel would not end while someone is inside: their devices
+//!   close, so the one still inside gets `ENOTCONN`, not a server that lingers with it.
 //! - Linux: the NFS transport (FUSE-T) is refused, and nothing is created for it.
 //! - macOS with FUSE-T (`/usr/local/bin/go-nfsv4`): a view mounted over FUSE-T reads back,
 //!   and unmounting ends the server and the workers. Skips without FUSE-T, unless
@@ -72,7 +72,7 @@ fn unmounting_a_busy_device_mount_ends_its_workers() {
         return;
     };
     // Opened, never read: its first read has to reach a server. Holding it keeps the mount
-    // busy, so the kernel cannot end the workers' reads itself.
+    // busy, so the kernel does not end the workers' waits itself.
     let mut held = std::fs::File::open(mountpoint.join("bin/tool")).unwrap();
     session.unmount().unwrap();
     let mut bytes = Vec::new();

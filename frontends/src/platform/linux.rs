@@ -140,12 +140,6 @@ pub fn default_volumes_dir() -> PathBuf {
     }
 }
 
-/// The signal that interrupts a FUSE worker's blocked read: the first real-time signal the C
-/// library leaves to programs, which nothing else in the service uses.
-pub fn worker_interrupt_signal() -> libc::c_int {
-    libc::SIGRTMIN()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

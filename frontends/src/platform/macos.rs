@@ -88,11 +88,3 @@ pub fn in_mount_table(path: &Path) -> bool {
 pub fn default_volumes_dir() -> PathBuf {
     PathBuf::from("/Volumes")
 }
-
-/// The signal that interrupts a FUSE worker's blocked read: macOS has no real-time signals,
-/// and nothing else in the service uses `SIGUSR2`.
-// What uses it is Linux's alone for now; it is here so that code type-checks on macOS.
-#[allow(dead_code)]
-pub fn worker_interrupt_signal() -> libc::c_int {
-    libc::SIGUSR2
-}

@@ -9,7 +9,6 @@ mod imp;
 
 pub use imp::{
     default_volumes_dir, force_unmount, in_mount_table, is_stale_error, mount_points, unmount,
-    worker_interrupt_signal,
 };
 // Only Linux's device session widens its mount's readahead, through the device number.
 #[cfg(target_os = "linux")]

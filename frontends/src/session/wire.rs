@@ -16,8 +16,6 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -50,13 +48,9 @@ pub(crate) enum Framing {
 pub(crate) struct Connection<S> {
     io: S,
     framing: Framing,
-    /// One reader at a time: a stream request is read in two parts, and on macFUSE's device
-    /// only one thread then sleeps in the kernel, which is the one a dying device wakes up.
-    /// `None` where the kernel itself wakes one reader per request (Linux's `/dev/fuse`).
-    read_lock: Option<Mutex<()>>,
-    /// Whether replies go straight to the device from `fuse-backend-rs`'s writer, one system
-    /// call each, instead of through our buffer and [`Connection::send`].
-    direct_replies: bool,
+    /// One reader at a time: a stream request is read in two parts, and on a device only one
+    /// thread then sleeps in the kernel, which is the one a dying device wakes up.
+    read_lock: Mutex<()>,
     /// One sender at a time on a stream, so replies never interleave.
     send_lock: Mutex<()>,
     closed: AtomicBool,
@@ -71,24 +65,9 @@ where
         Connection {
             io,
             framing,
-            read_lock: Some(Mutex::new(())),
-            direct_replies: false,
+            read_lock: Mutex::new(()),
             send_lock: Mutex::new(()),
             closed: AtomicBool::new(false),
-        }
-    }
-
-    /// A device whose kernel hands each request to exactly one sleeping reader, wakes them
-    /// all when the file system goes, and takes a reply from any thread in one write (Linux's
-    /// `/dev/fuse`). Its workers all read at once and reply directly, which saves a lock
-    /// hand-over (and the thread wake-up it costs) and a system call on every request.
-    // Only Linux's device session uses it; macOS's sessions end their workers otherwise.
-    #[cfg_attr(target_os = "macos", allow(dead_code))]
-    pub(crate) fn linux_device(io: S) -> Connection<S> {
-        Connection {
-            read_lock: None,
-            direct_replies: true,
-            ..Connection::new(io, Framing::Message)
         }
     }
 
@@ -97,38 +76,23 @@ where
         &self.io
     }
 
-    /// Marks the connection ended: a worker returns at its next read, or at once if a signal
-    /// interrupts the read it is blocked in (see [`Workers::join_interrupting`]).
-    // Only Linux's device session uses it; macOS's sessions end their workers otherwise.
-    #[cfg_attr(target_os = "macos", allow(dead_code))]
-    pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-    }
-
     /// Reads the next request into `buf`; `Ok(None)` once the connection has ended.
     fn receive(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         let _reading = self
             .read_lock
-            .as_ref()
-            .map(|lock| lock.lock().unwrap_or_else(PoisonError::into_inner));
-        loop {
-            if self.closed.load(Ordering::Acquire) {
-                return Ok(None);
-            }
-            let result = match self.framing {
-                Framing::Message => read_message(&self.io, buf),
-                Framing::Stream => read_framed(&self.io, buf),
-            };
-            match result {
-                Ok(Some(len)) => return Ok(Some(len)),
-                // A signal: read again, unless it came to say the connection was closed.
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                ended => {
-                    self.closed.store(true, Ordering::Release);
-                    return ended;
-                }
-            }
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(None);
         }
+        let result = match self.framing {
+            Framing::Message => read_message(&self.io, buf),
+            Framing::Stream => read_framed(&self.io, buf),
+        };
+        if !matches!(result, Ok(Some(_))) {
+            self.closed.store(true, Ordering::Release);
+        }
+        result
     }
 
     /// Sends one whole reply.
@@ -162,13 +126,13 @@ where
 }
 
 /// One read, one request. `ENOENT` means the kernel withdrew an interrupted request (libfuse
-/// reads again); `ENODEV` means the file system was unmounted. `EINTR` goes to the caller,
-/// which decides whether the signal meant "stop".
+/// reads again); `ENODEV` means the file system was unmounted.
 fn read_message(mut io: impl Read, buf: &mut [u8]) -> io::Result<Option<usize>> {
     loop {
         match io.read(buf) {
             Ok(0) => return Ok(None),
             Ok(n) => return Ok(Some(n)),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
             Err(err) if err.raw_os_error() == Some(libc::ENODEV) => return Ok(None),
             Err(err) => return Err(err),
@@ -249,55 +213,29 @@ fn error_reply(unique: u64, errno: i32) -> [u8; OUT_HEADER_LEN] {
     reply
 }
 
-/// Where `fuse-backend-rs`'s writer puts a reply.
-#[derive(Debug, Clone, Copy)]
-enum ReplyPath {
-    /// Composed whole in our buffer, for [`Connection::send`] to send; the writer's own sends
-    /// go to this descriptor of `/dev/null`.
-    Buffered(RawFd),
-    /// Written by the writer straight to this device, one `writev` per reply.
-    Direct(RawFd),
-}
-
-/// Answers one request in `request`; returns the length of a reply composed in `reply` that
-/// is still to be sent (0: none is due, or it went out directly).
-fn answer(
-    server: &Server<Adapter>,
-    path: ReplyPath,
-    request: &mut [u8],
-    reply: &mut [u8],
-) -> usize {
+/// Answers one request in `request`, composing the reply in `reply`; returns the reply's
+/// length (0: none is due).
+fn answer(server: &Server<Adapter>, sink: &File, request: &mut [u8], reply: &mut [u8]) -> usize {
+    use std::os::fd::AsRawFd;
     let opcode = u32::from_ne_bytes([request[4], request[5], request[6], request[7]]);
     let unique = u64::from_ne_bytes(request[8..16].try_into().unwrap_or([0; 8]));
     reply[..OUT_HEADER_LEN].fill(0);
     let handled = (|| -> Result<usize, String> {
         let reader = Reader::from_fuse_buffer(FuseBuf::new(request)).map_err(|e| e.to_string())?;
-        let writer = match path {
-            ReplyPath::Buffered(sink) => {
-                FuseDevWriter::<()>::new(sink, reply).and_then(|mut whole| whole.split_at(0))
-            }
-            ReplyPath::Direct(device) => FuseDevWriter::<()>::new(device, reply),
-        }
-        .map_err(|e| e.to_string())?;
+        let mut whole =
+            FuseDevWriter::<()>::new(sink.as_raw_fd(), reply).map_err(|e| e.to_string())?;
+        let buffered = whole.split_at(0).map_err(|e| e.to_string())?;
         server
-            .handle_message(reader, Writer::from(writer), None, None)
+            .handle_message(reader, Writer::from(buffered), None, None)
             .map_err(|e| e.to_string())
     })();
+    let len = u32::from_ne_bytes([reply[0], reply[1], reply[2], reply[3]]) as usize;
     if let Err(err) = &handled {
         // Interrupted or malformed requests land here; the kernel is fine.
         tracing::debug!(opcode, unique, error = %err, "request failed");
     }
-    match path {
-        ReplyPath::Buffered(_) => {
-            let len = u32::from_ne_bytes([reply[0], reply[1], reply[2], reply[3]]) as usize;
-            if (OUT_HEADER_LEN..=reply.len()).contains(&len) {
-                return len;
-            }
-        }
-        // Success means the reply went out (or none was due). A failure may have come after
-        // the reply, from the device refusing it; a second answer is then refused too.
-        ReplyPath::Direct(_) if handled.is_ok() => return 0,
-        ReplyPath::Direct(_) => {}
+    if (OUT_HEADER_LEN..=reply.len()).contains(&len) {
+        return len;
     }
     if !expects_reply(opcode) {
         return 0;
@@ -315,14 +253,8 @@ fn serve<S>(
     sink: &File,
     bufsize: usize,
 ) where
-    S: AsRawFd,
     for<'a> &'a S: Read + Write,
 {
-    let path = if connection.direct_replies {
-        ReplyPath::Direct(connection.io.as_raw_fd())
-    } else {
-        ReplyPath::Buffered(sink.as_raw_fd())
-    };
     let mut request = vec![0u8; bufsize];
     let mut reply = vec![0u8; bufsize];
     loop {
@@ -341,7 +273,7 @@ fn serve<S>(
             tracing::warn!(worker, len, "ignoring a request shorter than its header");
             continue;
         }
-        let reply_len = answer(server, path, &mut request[..len], &mut reply);
+        let reply_len = answer(server, sink, &mut request[..len], &mut reply);
         if reply_len == 0 {
             continue;
         }
@@ -351,26 +283,6 @@ fn serve<S>(
             tracing::debug!(worker, error = %err, "could not send a reply");
         }
     }
-}
-
-/// The signal that interrupts a worker's blocked read, with a handler that does nothing,
-/// installed once without `SA_RESTART` so the read returns `EINTR` instead of resuming.
-#[cfg_attr(target_os = "macos", allow(dead_code))]
-fn interrupt_signal() -> libc::c_int {
-    extern "C" fn ignore(_: libc::c_int) {}
-    static INSTALLED: std::sync::OnceLock<libc::c_int> = std::sync::OnceLock::new();
-    *INSTALLED.get_or_init(|| {
-        let signal = crate::platform::worker_interrupt_signal();
-        // SAFETY: a zeroed sigaction is valid; the handler is async-signal-safe (it does
-        // nothing) and lives for the whole program.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = ignore as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(signal, &action, std::ptr::null_mut());
-        }
-        signal
-    })
 }
 
 /// The worker threads of one connection.
@@ -389,7 +301,7 @@ impl Workers {
         bufsize: usize,
     ) -> io::Result<Workers>
     where
-        S: AsRawFd + Send + Sync + 'static,
+        S: Send + Sync + 'static,
         for<'a> &'a S: Read + Write,
     {
         let sink = Arc::new(File::options().write(true).open("/dev/null")?);
@@ -426,32 +338,8 @@ impl Workers {
     /// Waits up to `timeout` for every worker to return; says whether all did. Workers still
     /// running are left to end with their connection.
     pub(crate) fn join(self, timeout: Duration) -> bool {
-        self.join_with(timeout, |_| {})
-    }
-
-    /// [`Workers::join`] for workers blocked in reads that nothing else ends (a lazily
-    /// unmounted `/dev/fuse` that is still busy): every 10 ms, each worker still running gets
-    /// [`interrupt_signal`], which makes its read return `EINTR`, so it sees the connection
-    /// [closed](Connection::close) and returns. Repeated because a signal that lands just
-    /// before a worker enters its read is lost.
-    // Only Linux's device session uses it; macOS's sessions end their workers otherwise.
-    #[cfg_attr(target_os = "macos", allow(dead_code))]
-    pub(crate) fn join_interrupting(self, timeout: Duration) -> bool {
-        let signal = interrupt_signal();
-        self.join_with(timeout, |running| {
-            // SAFETY: the thread has not been joined (we hold its handle), so its pthread_t
-            // is valid; the signal's handler does nothing.
-            unsafe { libc::pthread_kill(running.as_pthread_t(), signal) };
-        })
-    }
-
-    fn join_with(self, timeout: Duration, mut poke: impl FnMut(&JoinHandle<()>)) -> bool {
         let deadline = Instant::now() + timeout;
         while self.handles.iter().any(|h| !h.is_finished()) && Instant::now() < deadline {
-            self.handles
-                .iter()
-                .filter(|h| !h.is_finished())
-                .for_each(&mut poke);
             std::thread::sleep(Duration::from_millis(10));
         }
         let mut all = true;
@@ -665,79 +553,27 @@ mod tests {
         assert!(workers.join(Duration::from_secs(5)));
     }
 
-    /// `threads` workers on a Linux-style device played by a SOCK_SEQPACKET pair; returns the
-    /// kernel's end.
-    #[cfg(target_os = "linux")]
-    fn start_linux_device(
-        layer: &std::path::Path,
-        threads: usize,
-    ) -> (File, Workers, Arc<Connection<File>>) {
-        let (ours, peer) = super::super::testing::seqpacket_pair();
-        let connection = Arc::new(Connection::linux_device(File::from(ours)));
-        let workers = Workers::start(connection.clone(), server(layer), threads, BUF).unwrap();
-        (File::from(peer), workers, connection)
-    }
-
-    /// Workers blocked in reads that never return (a busy, lazily unmounted device) end once
-    /// the connection is closed and they are interrupted; without the signal they would not.
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn closing_and_interrupting_ends_workers_blocked_in_reads() {
-        let layer = tempfile::tempdir().unwrap();
-        let (_peer, workers, connection) = start_linux_device(layer.path(), 3);
-        std::thread::sleep(Duration::from_millis(50));
-        connection.close();
-        assert!(workers.join_interrupting(Duration::from_secs(5)));
-    }
-
-    /// A Linux device's replies leave from the writer itself, once each: here the "device"
-    /// is a SOCK_SEQPACKET pair, so every reply is one message, and one that the server
-    /// cannot make (a GETATTR without its body) still gets an EIO.
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn a_linux_device_gets_each_reply_once_from_the_writer() {
-        let layer = tempfile::tempdir().unwrap();
-        let (mut peer, workers, _connection) = start_linux_device(layer.path(), 2);
-        let mut buf = vec![0u8; 4096];
-        let mut exchange = |message: Vec<u8>| {
-            peer.write_all(&message).unwrap();
-            let n = peer.read(&mut buf).unwrap();
-            assert_eq!(u32_at(&buf, 0) as usize, n, "one whole reply per message");
-            let error = i32::from_ne_bytes(buf[4..8].try_into().unwrap());
-            (error, u64_at(&buf, 8), buf[OUT_HEADER_LEN..n].to_vec())
-        };
-        assert_eq!(exchange(request(Opcode::Init, 1, 0, &init_body())).0, 0);
-        let (error, unique, entry) = exchange(request(Opcode::Lookup, 2, ROOT, b"hello\0"));
-        assert_eq!((error, unique), (0, 2));
-        assert_ne!(u64_at(&entry, 0), 0, "node id");
-        let (error, unique, _) = exchange(request(Opcode::Getattr, 3, ROOT, b""));
-        assert_eq!((error, unique), (-libc::EIO, 3));
-        drop(peer);
-        assert!(workers.join(Duration::from_secs(5)));
-    }
-
     #[test]
     fn unanswered_requests_get_eio_but_forgets_stay_silent() {
         let layer = tempfile::tempdir().unwrap();
         let server = server(layer.path());
         let sink = File::options().write(true).open("/dev/null").unwrap();
-        let sink = ReplyPath::Buffered(sink.as_raw_fd());
         let mut reply_buf = vec![0u8; BUF];
         // A GETATTR without its body: the server cannot decode it and sends nothing.
         let mut getattr = request(Opcode::Getattr, 3, ROOT, b"");
-        let len = answer(&server, sink, &mut getattr, &mut reply_buf);
+        let len = answer(&server, &sink, &mut getattr, &mut reply_buf);
         assert_eq!(len, OUT_HEADER_LEN);
         let err = i32::from_ne_bytes(reply_buf[4..8].try_into().unwrap());
         assert_eq!((err, u64_at(&reply_buf, 8)), (-libc::EIO, 3));
         // One the server answers itself keeps its own error: a LOOKUP without a name.
         let mut lookup = request(Opcode::Lookup, 5, ROOT, b"");
         assert_eq!(
-            answer(&server, sink, &mut lookup, &mut reply_buf),
+            answer(&server, &sink, &mut lookup, &mut reply_buf),
             OUT_HEADER_LEN
         );
         let err = i32::from_ne_bytes(reply_buf[4..8].try_into().unwrap());
         assert_eq!((err, u64_at(&reply_buf, 8)), (-libc::EINVAL, 5));
         let mut forget = request(Opcode::BatchForget, 4, 0, &[0u8; 8]);
-        assert_eq!(answer(&server, sink, &mut forget, &mut reply_buf), 0);
+        assert_eq!(answer(&server, &sink, &mut forget, &mut reply_buf), 0);
     }
 }
