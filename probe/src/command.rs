@@ -21,15 +21,33 @@ pub(crate) fn output(name: &str, args: &[&str], path: &OsStr, timeout: Duration)
     run(&program, args, timeout)
 }
 
+/// How often a start refused with `ETXTBSY` is tried again, 10 ms apart.
+const BUSY_RETRIES: u32 = 20;
+
 fn run(program: &Path, args: &[&str], timeout: Duration) -> Option<String> {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|err| tracing::debug!(?program, %err, "could not start probe command"))
-        .ok()?;
+    let mut attempt = 0;
+    let mut child = loop {
+        let started = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn();
+        match started {
+            Ok(child) => break child,
+            // "Text file busy": the program was just written, and another thread's child,
+            // forked before that write's descriptor closed, still holds it until it execs.
+            // It lets go within moments (seen in tests that write stand-in commands).
+            Err(err) if err.raw_os_error() == Some(libc::ETXTBSY) && attempt < BUSY_RETRIES => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(err) => {
+                tracing::debug!(?program, %err, "could not start probe command");
+                return None;
+            }
+        }
+    };
     // Read on a thread so a chatty command cannot block on a full pipe while we wait.
     let mut stdout = child.stdout.take()?;
     let reader = std::thread::spawn(move || {
@@ -85,7 +103,8 @@ mod tests {
         script(dir.path(), "hello", "echo \"  hi $1 \"");
         script(dir.path(), "nope", "exit 3");
         let path = dir.path().as_os_str();
-        let second = Duration::from_secs(1);
+        // Generous: this test is about output, not deadlines, and CI machines are busy.
+        let second = Duration::from_secs(10);
         assert_eq!(
             output("hello", &["there"], path, second).as_deref(),
             Some("hi there")
