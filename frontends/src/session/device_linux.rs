@@ -34,10 +34,13 @@ struct DeviceSession {
 /// Prepares the mount point (clearing a stale mount), mounts read-only and starts serving
 /// `vfs` on `config.threads` threads.
 pub(super) fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Box<dyn Mounted>, MountError> {
-    mountpoint::prepare(&config.mountpoint)?;
+    // Mounted at its canonical path, the one the mount table shows (see `widen_readahead`).
+    let owner_config = SessionConfig {
+        mountpoint: super::prepare_mountpoint(&config.mountpoint)?,
+        ..config.clone()
+    };
     let (mounted_tx, mounted_rx) = mpsc::channel();
     let (stop_tx, stop_rx) = mpsc::channel();
-    let owner_config = config.clone();
     let owner = std::thread::Builder::new()
         .name("spfs-fuse-session".into())
         .spawn(move || own_session(vfs, &owner_config, &mounted_tx, &stop_rx))
@@ -173,17 +176,17 @@ const READAHEAD_KIB: u32 = 8192;
 /// Sets our mount's readahead to [`READAHEAD_KIB`] through its backing device's
 /// `read_ahead_kb` in sysfs. It must come after INIT, whose reply caps readahead at what the
 /// kernel offered: a `statfs` of the mount waits for INIT (and, unlike a `stat`, leaves no
-/// cached attributes behind), and the device number comes from the mount table. Only root
-/// may write there; elsewhere the mount keeps the kernel's default, which is only slower.
+/// cached attributes behind), and the device number comes from the mount table, which lists
+/// `mountpoint` as given: canonical. Only root may write there; elsewhere the mount keeps the
+/// kernel's default, which is only slower.
 fn widen_readahead(mountpoint: &Path) {
     let result = (|| -> std::io::Result<()> {
         mountpoint::ask_server(mountpoint)?;
-        let canonical = match (mountpoint.parent(), mountpoint.file_name()) {
-            (Some(parent), Some(name)) => parent.canonicalize()?.join(name),
-            _ => mountpoint.to_path_buf(),
-        };
-        let (major, minor) = platform::mount_device(&canonical)?.ok_or_else(|| {
-            std::io::Error::other(format!("{} is not in the mount table", canonical.display()))
+        let (major, minor) = platform::mount_device(mountpoint)?.ok_or_else(|| {
+            std::io::Error::other(format!(
+                "{} is not in the mount table",
+                mountpoint.display()
+            ))
         })?;
         let path = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
         std::fs::write(path, READAHEAD_KIB.to_string())

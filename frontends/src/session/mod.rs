@@ -81,7 +81,6 @@ pub struct SessionConfig {
 
 /// Makes the mount point ready (see [`mountpoint::prepare`]) and returns its canonical path,
 /// the one mount helpers and `unmount(2)` see (`/tmp` is `/private/tmp` on macOS).
-#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 fn prepare_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
     mountpoint::prepare(path)?;
     path.canonicalize()
