@@ -6,7 +6,7 @@
 # writes the same as JSON.
 #
 #   ci/bench.sh [--quick] [--reps N] [--files N] [--dirs N] [--big-mib N] [--runtimes N]
-#               [--threads N] [--dir DIR] [--json PATH] [--only "WORKLOAD..."]
+#               [--threads N] [--no-io-uring] [--dir DIR] [--json PATH] [--only "WORKLOAD..."]
 #
 # Linux only, as root (it mounts). Installs fuse-overlayfs (and fuse3) with apt-get if missing,
 # builds spfs-fuse with `cargo build --release --locked` and the workload driver
@@ -14,11 +14,13 @@
 # is made once per size. --quick: a small stack and 3 repetitions, done in seconds. --only runs
 # some of walk, lstat, read, big and routing (the table shows "-" for the rest).
 # SPFS_FUSE_BIN=PATH benchmarks that binary instead of building one (to compare builds).
+# spfs-fuse serves through FUSE over io_uring where the kernel's switch is on (ci/setup.sh turns
+# it on as root); --no-io-uring makes it read /dev/fuse instead. The table says which was used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 
-reps=5 files=24000 dirs=1000 big_mib=512 many=64 threads="" only="walk lstat read big routing"
+reps=5 files=24000 dirs=1000 big_mib=512 many=64 threads="" no_uring="" only="walk lstat read big routing"
 work=${BENCH_DIR:-/tmp/spfs-fuse-bench} json=""
 while [ $# -gt 0 ]; do
     case $1 in
@@ -32,7 +34,8 @@ while [ $# -gt 0 ]; do
     --dir) work=$2; shift ;;
     --json) json=$2; shift ;;
     --only) only=$2; shift ;;
-    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+    --no-io-uring) no_uring=1 ;;
+    -h | --help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "ci/bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -103,6 +106,7 @@ up_spfs() {
     local -x SPFS_FUSE_SOCKET=$work/$name.sock
     local args=(service --mountpoint "$mnt/$name" --socket "$SPFS_FUSE_SOCKET")
     [ -z "$threads" ] || args+=(--threads "$threads")
+    [ -z "$no_uring" ] || args+=(--no-io-uring)
     "$bin" "${args[@]}" >>"$work/$name.log" 2>&1 &
     service_pid[$name]=$!
     local tries=0
@@ -223,7 +227,13 @@ for w in $only; do
 done
 
 # --- report ----------------------------------------------------------------------------------
-machine="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), Linux $(uname -r)"
+uring_switch=/sys/module/fuse/parameters/enable_uring
+case "$(cat "$uring_switch" 2>/dev/null || echo absent)" in
+Y) uring="FUSE over io_uring on${no_uring:+ but not used (--no-io-uring)}" ;;
+absent) uring="no FUSE over io_uring in this kernel" ;;
+*) uring="FUSE over io_uring off ($uring_switch)" ;;
+esac
+machine="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), Linux $(uname -r), $uring"
 spfs_version=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
 awk -v json="$json" -v machine="$machine" -v reps="$reps" -v files="$files" -v dirs="$dirs" \
     -v big_mib="$big_mib" -v many="$many" -v commit="$spfs_version" '

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing spfs-fuse needs on this host, and nothing else.
-# Debian/Ubuntu: fuse3 (fusermount3, for mounting and clearing stale mounts).
+# Debian/Ubuntu: fuse3 (fusermount3, for mounting and clearing stale mounts), and, as root on
+# Linux 6.14+, the kernel's switch for FUSE over io_uring, which the service then serves through.
 # macOS: nothing is required to build; a FUSE backend (macFUSE or FUSE-T) is needed to mount,
 # and `spfs-fuse doctor` says which one to install.
 set -euo pipefail
@@ -14,6 +15,13 @@ Linux)
         [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
         "${sudo_cmd[@]}" apt-get update -qq
         DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need[@]}"
+    fi
+    # Off by default in the kernel; it changes nothing for a FUSE server that does not ask
+    # for it. Without root (or on an older kernel) the service reads /dev/fuse instead.
+    uring=/sys/module/fuse/parameters/enable_uring
+    if [ -w "$uring" ] && [ "$(cat "$uring")" != Y ]; then
+        echo Y >"$uring"
+        echo "note: turned on FUSE over io_uring ($uring)" >&2
     fi
     ;;
 Darwin)

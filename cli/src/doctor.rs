@@ -137,6 +137,7 @@ fn mount_test(backend: Backend) -> Result<(), String> {
         volname: "spfs-mount-test".into(),
         transport,
         threads: 1,
+        io_uring: false,
     };
     let session = Session::mount(vfs, &config).map_err(|e| e.to_string())?;
     let listed = std::fs::read_dir(scratch.path()).map(Iterator::count);

@@ -72,6 +72,8 @@ pub struct HostConfig {
     pub volumes_dir: PathBuf,
     /// Worker threads serving FUSE requests (per session).
     pub threads: usize,
+    /// Serve through FUSE over io_uring where the kernel offers it (Linux only).
+    pub io_uring: bool,
 }
 
 /// One registered runtime as the control plane reports it.
@@ -366,6 +368,7 @@ fn mount_session(
         volname: volname.into(),
         transport: config.transport,
         threads: config.threads,
+        io_uring: config.io_uring,
     };
     Session::mount(vfs, &session_config)
         .map_err(|err| HostError::Internal(mount_failure(config.backend, &err)))

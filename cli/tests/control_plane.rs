@@ -258,7 +258,7 @@ fn mount_recovers_from_a_service_killed_with_sigkill() {
     unsafe { libc::kill(service.pid(), libc::SIGKILL) };
     service.wait_exit();
     let stale = std::fs::metadata(env.mountpoint().join("hello")).unwrap_err();
-    assert_eq!(stale.raw_os_error(), Some(libc::ENOTCONN), "{stale}");
+    assert_dead_mount(&stale, "a stale mount");
 
     mount_starting_a_service(&env);
     assert_eq!(

@@ -7,7 +7,7 @@ use std::process::Command;
 
 mod support;
 use support::mounts::{Service, Shell, put};
-use support::{BIN, ok, require_fuse};
+use support::{BIN, assert_dead_mount, ok, require_fuse};
 
 /// The mount points under `dir`, from this process's mount table.
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {
@@ -238,7 +238,7 @@ impl Leftovers {
         service.kill();
         drop(shell); // kills and reaps the root
         let stale = std::fs::metadata(&volume).unwrap_err();
-        assert_eq!(stale.raw_os_error(), Some(libc::ENOTCONN), "a stale mount");
+        assert_dead_mount(&stale, "a stale mount");
         let volumes = service.volumes_dir();
         let others = vec![
             volumes.join("other"),

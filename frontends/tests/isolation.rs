@@ -136,6 +136,7 @@ fn two_trees_and_an_outsider_each_see_only_their_own_view() {
             volname: "spfs-test".into(),
             transport: Transport::Device,
             threads: 2,
+            io_uring: true,
         },
     )
     .unwrap();

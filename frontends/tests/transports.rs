@@ -4,6 +4,9 @@
 //!   streams a big file one round trip at a time), and unmounting a busy mount still ends its
 //!   workers, whose waits the kernel would not end while someone is inside: their devices
 //!   close, so the one still inside gets `ENOTCONN`, not a server that lingers with it.
+//! - Linux: with the kernel's switch on, FUSE over io_uring answers a device mount's requests
+//!   (and a session told not to use it reads its device), and a busy mount still ends either
+//!   way. These tests set the switch and put it back, one at a time.
 //! - Linux: the NFS transport (FUSE-T) is refused, and nothing is created for it.
 //! - macOS with FUSE-T (`/usr/local/bin/go-nfsv4`): a view mounted over FUSE-T reads back,
 //!   and unmounting ends the server and the workers. Skips without FUSE-T, unless
@@ -37,6 +40,7 @@ fn config(mountpoint: PathBuf, transport: Transport) -> SessionConfig {
         volname: "spfs-test".into(),
         transport,
         threads: 2,
+        io_uring: true,
     }
 }
 
@@ -67,32 +71,141 @@ fn linux_refuses_the_nfs_transport_and_creates_nothing() {
 #[test]
 fn unmounting_a_busy_device_mount_ends_its_workers() {
     use std::io::Read;
-    let tmp = tempfile::tempdir().unwrap();
-    let Some((session, mountpoint)) = mount_device(tmp.path()) else {
-        return;
-    };
-    // Opened, never read: its first read has to reach a server. Holding it keeps the mount
-    // busy, so the kernel does not end the workers' waits itself.
-    let mut held = std::fs::File::open(mountpoint.join("bin/tool")).unwrap();
-    session.unmount().unwrap();
-    let mut bytes = Vec::new();
-    let err = held
-        .read_to_end(&mut bytes)
-        .expect_err("a read after unmount was served: the workers outlived the session");
-    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    // Both ways of serving: the workers' reads alone, and io_uring queues beside them.
+    for switch in ["N", "Y"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let Some(_switch) = uring_switch(switch) else {
+            return;
+        };
+        let Some((session, mountpoint)) = mount_device(tmp.path(), true) else {
+            return;
+        };
+        assert_eq!(session.io_uring_answers().is_some(), switch == "Y");
+        // Opened, never read: its first read has to reach a server. Holding it keeps the
+        // mount busy, so the kernel does not end the workers' waits itself.
+        let mut held = std::fs::File::open(mountpoint.join("bin/tool")).unwrap();
+        session.unmount().unwrap();
+        let mut bytes = Vec::new();
+        let err = held
+            .read_to_end(&mut bytes)
+            .expect_err("a read after unmount was served: the workers outlived the session");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{switch}: {err}");
+    }
 }
 
-/// A device session of [`fixed_vfs`] mounted at `tmp/mnt`; `None` (after saying why) where
+#[cfg(target_os = "linux")]
+#[test]
+fn fuse_over_io_uring_serves_a_device_mount_where_the_kernel_offers_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(_switch) = uring_switch("Y") else {
+        return;
+    };
+    let Some((session, mountpoint)) = mount_device(tmp.path(), true) else {
+        return;
+    };
+    let before = session
+        .io_uring_answers()
+        .expect("the queues did not start");
+    // Lookups, attributes, a listing and a read, every kind of request a view answers.
+    for _ in 0..50 {
+        assert_eq!(
+            std::fs::read(mountpoint.join("bin/tool")).unwrap(),
+            b"tool bytes"
+        );
+        assert!(std::fs::symlink_metadata(mountpoint.join("bin/none")).is_err());
+        let names: Vec<_> = std::fs::read_dir(mountpoint.join("bin"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["tool"]);
+    }
+    let answered = session.io_uring_answers().unwrap() - before;
+    // Each round asks at least for the root entry (never cached, DESIGN.md §4 rule 3).
+    assert!(
+        answered >= 50,
+        "only {answered} requests came over io_uring"
+    );
+    session.unmount().unwrap();
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_session_told_not_to_use_io_uring_reads_its_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(_switch) = uring_switch("Y") else {
+        return;
+    };
+    let Some((session, mountpoint)) = mount_device(tmp.path(), false) else {
+        return;
+    };
+    assert_eq!(
+        std::fs::read(mountpoint.join("bin/tool")).unwrap(),
+        b"tool bytes"
+    );
+    assert_eq!(session.io_uring_answers(), None);
+    session.unmount().unwrap();
+}
+
+/// Sets the kernel's FUSE over io_uring switch to `value` until the guard drops, one test at
+/// a time; `None` (after saying why) where the kernel has no such switch or it cannot be set.
+#[cfg(target_os = "linux")]
+fn uring_switch(value: &'static str) -> Option<UringSwitch> {
+    const SWITCH: &str = "/sys/module/fuse/parameters/enable_uring";
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let lock = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let set = std::fs::read_to_string(SWITCH).and_then(|before| {
+        std::fs::write(SWITCH, value)?;
+        Ok(before)
+    });
+    match set {
+        Ok(before) => Some(UringSwitch {
+            before,
+            _lock: lock,
+        }),
+        Err(err) => {
+            let reason = format!("cannot set {SWITCH} (Linux 6.14+, as root): {err}");
+            if std::env::var("SPFS_FUSE_REQUIRE_MOUNT").as_deref() == Ok("1") {
+                panic!("FUSE over io_uring is required (SPFS_FUSE_REQUIRE_MOUNT=1): {reason}");
+            }
+            eprintln!("skipping: {reason}");
+            None
+        }
+    }
+}
+
+/// Puts the switch back as it was.
+#[cfg(target_os = "linux")]
+struct UringSwitch {
+    before: String,
+    _lock: std::sync::MutexGuard<'static, ()>,
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for UringSwitch {
+    fn drop(&mut self) {
+        let _ = std::fs::write(
+            "/sys/module/fuse/parameters/enable_uring",
+            self.before.trim(),
+        );
+    }
+}
+
+/// A device session of [`fixed_vfs`] mounted at `tmp/mnt`, with or without io_uring; `None` (after saying why) where
 /// FUSE cannot mount.
 #[cfg(target_os = "linux")]
-fn mount_device(tmp: &std::path::Path) -> Option<(Session, PathBuf)> {
+fn mount_device(tmp: &std::path::Path, io_uring: bool) -> Option<(Session, PathBuf)> {
     if !support::require_fuse() {
         return None;
     }
     let mountpoint = tmp.join("mnt");
     let session = Session::mount(
         fixed_vfs(&tmp.join("layer")),
-        &config(mountpoint.clone(), Transport::Device),
+        &SessionConfig {
+            io_uring,
+            ..config(mountpoint.clone(), Transport::Device)
+        },
     )
     .unwrap_or_else(|e: MountError| panic!("{e}"));
     Some((session, mountpoint))
@@ -103,7 +216,7 @@ fn mount_device(tmp: &std::path::Path) -> Option<(Session, PathBuf)> {
 fn a_device_mount_reads_ahead_eight_mib() {
     use std::os::unix::fs::MetadataExt;
     let tmp = tempfile::tempdir().unwrap();
-    let Some((session, mountpoint)) = mount_device(tmp.path()) else {
+    let Some((session, mountpoint)) = mount_device(tmp.path(), true) else {
         return;
     };
     let dev = std::fs::metadata(&mountpoint).unwrap().dev();

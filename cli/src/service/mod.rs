@@ -94,6 +94,11 @@ pub struct ServiceArgs {
     /// Threads serving FUSE requests [default: the number of cores].
     #[arg(long, value_name = "N")]
     threads: Option<NonZeroUsize>,
+    /// Linux: serve `/dev/fuse` through read(2) alone, even where the kernel offers FUSE over
+    /// io_uring (Linux 6.14+ with /sys/module/fuse/parameters/enable_uring set to Y), whose
+    /// per-CPU queues are otherwise used.
+    #[arg(long)]
+    no_io_uring: bool,
 }
 
 /// Sets up `tracing` logs on stderr: `RUST_LOG` decides what is shown (default `info`).
@@ -315,6 +320,7 @@ pub fn run(args: ServiceArgs) -> anyhow::Result<ExitCode> {
         mountpoint,
         volumes_dir,
         threads,
+        io_uring: !args.no_io_uring,
     };
     let served = runtime.block_on(serve(listener, config, attempts, &selection));
     runtime.shutdown_timeout(DRAIN);

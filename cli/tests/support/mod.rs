@@ -29,6 +29,20 @@ pub fn require_fuse() -> bool {
     false
 }
 
+/// Asserts that `err` is what a FUSE mount whose server died answers: `ENOTCONN`, or
+/// `ECONNABORTED` where the server served through FUSE over io_uring (its connection is then
+/// aborted rather than just closed).
+#[track_caller]
+pub fn assert_dead_mount(err: &std::io::Error, what: &str) {
+    assert!(
+        matches!(
+            err.raw_os_error(),
+            Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)
+        ),
+        "{what}: {err}"
+    );
+}
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_spfs-fuse");
 pub const READY: Duration = Duration::from_secs(15);
 

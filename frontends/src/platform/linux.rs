@@ -1,4 +1,5 @@
-//! Linux: stale FUSE mounts answer `ENOTCONN`; clear them with a lazy unmount. The mount table
+//! Linux: stale FUSE mounts answer `ENOTCONN` (`ECONNABORTED` when their server used FUSE
+//! over io_uring); clear them with a lazy unmount. The mount table
 //! is `/proc/self/mountinfo`.
 
 use std::ffi::{CString, OsStr};

@@ -18,7 +18,7 @@ use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{FuseChannel, FuseSession};
 use spfs_router::Vfs;
 
-use super::{Mounted, SessionConfig};
+use super::{Mounted, SessionConfig, uring};
 use crate::adapter::Adapter;
 use crate::error::MountError;
 use crate::{mountpoint, platform};
@@ -29,6 +29,8 @@ struct DeviceSession {
     mountpoint: PathBuf,
     stop: mpsc::Sender<()>,
     owner: JoinHandle<Result<(), MountError>>,
+    /// Requests FUSE over io_uring answers, when the session serves through it.
+    io_uring: Option<uring::Answers>,
 }
 
 /// Prepares the mount point (clearing a stale mount), mounts read-only and starts serving
@@ -49,10 +51,11 @@ pub(super) fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Box<dyn Mou
             message: format!("cannot start the session thread: {e}"),
         })?;
     match mounted_rx.recv() {
-        Ok(Ok(())) => Ok(Box::new(DeviceSession {
+        Ok(Ok(io_uring)) => Ok(Box::new(DeviceSession {
             mountpoint: config.mountpoint.clone(),
             stop: stop_tx,
             owner,
+            io_uring,
         })),
         Ok(Err(err)) => {
             let _ = owner.join();
@@ -75,14 +78,19 @@ impl Mounted for DeviceSession {
             })
         })
     }
+
+    fn io_uring_answers(&self) -> Option<u64> {
+        self.io_uring.as_ref().map(uring::Answers::total)
+    }
 }
 
-/// The session thread: mounts, starts the workers, reports, then waits for the stop signal
-/// (or the `Session` being dropped) and unmounts.
+/// The session thread: mounts, starts the workers (and the io_uring queues, where the kernel
+/// offers them), reports, then waits for the stop signal (or the `Session` being dropped)
+/// and unmounts.
 fn own_session(
     vfs: Arc<Vfs>,
     config: &SessionConfig,
-    mounted: &mpsc::Sender<Result<(), MountError>>,
+    mounted: &mpsc::Sender<Result<Option<uring::Answers>, MountError>>,
     stop: &mpsc::Receiver<()>,
 ) -> Result<(), MountError> {
     let failed = |message: String| MountError::Session {
@@ -91,7 +99,8 @@ fn own_session(
     };
     // Set before unmounting, so workers tell the end of the session from a failure.
     let unmounting = Arc::new(AtomicBool::new(false));
-    let started: Result<(FuseSession, Vec<JoinHandle<()>>), MountError> = (|| {
+    type Started = (FuseSession, Arc<Server<Adapter>>, Vec<JoinHandle<()>>);
+    let started: Result<Started, MountError> = (|| {
         let mut session = FuseSession::new(&config.mountpoint, &config.fsname, "", true)
             .map_err(|e| failed(e.to_string()))?;
         session.mount().map_err(|e| failed(e.to_string()))?;
@@ -107,17 +116,31 @@ fn own_session(
                 .map_err(|e| failed(format!("cannot start a worker thread: {e}")))?;
             workers.push(handle);
         }
-        Ok((session, workers))
+        Ok((session, server, workers))
     })();
-    let (mut session, workers) = match started {
+    let (mut session, server, workers) = match started {
         Ok(started) => started,
         Err(err) => {
             let _ = mounted.send(Err(err));
             return Ok(());
         }
     };
-    widen_readahead(&config.mountpoint);
-    let _ = mounted.send(Ok(()));
+    // Both need INIT done, which a `statfs` waits for (and, unlike a `stat`, it leaves no
+    // cached attributes behind).
+    let queues = match mountpoint::ask_server(&config.mountpoint) {
+        Ok(()) => {
+            widen_readahead(&config.mountpoint);
+            config
+                .io_uring
+                .then(|| start_queues(&session, server, &config.mountpoint))
+                .flatten()
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "the new mount did not answer statfs");
+            None
+        }
+    };
+    let _ = mounted.send(Ok(queues.as_ref().map(uring::Queues::answers)));
     // Either a stop message or the sender dropped: both mean unmount.
     let _ = stop.recv();
     unmounting.store(true, Ordering::Release);
@@ -128,6 +151,9 @@ fn own_session(
     // Workers blocked on a channel whose mount is still busy (lazy unmount) wake here.
     if let Err(err) = session.wake() {
         tracing::warn!(error = %err, "could not wake FUSE workers");
+    }
+    if let Some(queues) = queues {
+        queues.stop();
     }
     for worker in workers {
         let _ = worker.join();
@@ -173,15 +199,38 @@ fn serve(
 /// random reads fetch nothing more than before.
 const READAHEAD_KIB: u32 = 8192;
 
+/// Starts FUSE over io_uring on the session's connection, after INIT, where the kernel
+/// offers it; `None` (after logging why) where it does not, and the workers serve alone.
+fn start_queues(
+    session: &FuseSession,
+    server: Arc<Server<Adapter>>,
+    mountpoint: &Path,
+) -> Option<uring::Queues> {
+    if let Err(why) = uring::kernel_allows() {
+        tracing::info!("serving through /dev/fuse reads: {why}");
+        return None;
+    }
+    let device = session.get_fuse_file()?;
+    // The largest request the INIT reply allows (1 MiB of data) plus its headers.
+    match uring::Queues::start(device, server, session.bufsize(), mountpoint) {
+        Ok(queues) => {
+            tracing::info!(queues = queues.len(), "serving through FUSE over io_uring");
+            Some(queues)
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "FUSE over io_uring failed to start; serving through /dev/fuse reads");
+            None
+        }
+    }
+}
+
 /// Sets our mount's readahead to [`READAHEAD_KIB`] through its backing device's
 /// `read_ahead_kb` in sysfs. It must come after INIT, whose reply caps readahead at what the
-/// kernel offered: a `statfs` of the mount waits for INIT (and, unlike a `stat`, leaves no
-/// cached attributes behind), and the device number comes from the mount table, which lists
-/// `mountpoint` as given: canonical. Only root may write there; elsewhere the mount keeps the
-/// kernel's default, which is only slower.
+/// kernel offered; the device number comes from the mount table, which lists `mountpoint` as
+/// given: canonical. Only root may write there; elsewhere the mount keeps the kernel's
+/// default, which is only slower.
 fn widen_readahead(mountpoint: &Path) {
     let result = (|| -> std::io::Result<()> {
-        mountpoint::ask_server(mountpoint)?;
         let (major, minor) = platform::mount_device(mountpoint)?.ok_or_else(|| {
             std::io::Error::other(format!(
                 "{} is not in the mount table",

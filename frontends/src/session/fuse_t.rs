@@ -298,6 +298,7 @@ mod tests {
             volname: "spfs-1".into(),
             transport: Transport::Nfs,
             threads: 2,
+            io_uring: true,
         };
         let session = mount_with(&fake_server(dir, mode), vfs, &config).unwrap();
         let mountpoint = session.mountpoint.clone();

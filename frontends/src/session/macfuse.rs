@@ -320,6 +320,7 @@ mod tests {
             volname: "spfs".into(),
             transport: Transport::Device,
             threads: 2,
+            io_uring: true,
         };
         (vfs, config)
     }

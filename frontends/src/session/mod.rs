@@ -35,6 +35,9 @@ use macfuse as device;
 #[cfg(target_os = "linux")]
 #[path = "device_linux.rs"]
 mod device;
+#[cfg(target_os = "linux")]
+#[path = "uring_linux.rs"]
+mod uring;
 
 // So does FUSE-T's, against a stand-in server.
 #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
@@ -77,6 +80,9 @@ pub struct SessionConfig {
     pub transport: Transport,
     /// Worker threads answering requests.
     pub threads: usize,
+    /// Serve through FUSE over io_uring where the kernel offers it (Linux 6.14+ with the
+    /// `fuse` module's `enable_uring` on), beside the workers; ignored elsewhere.
+    pub io_uring: bool,
 }
 
 /// Makes the mount point ready (see [`mountpoint::prepare`]) and returns its canonical path,
@@ -94,6 +100,11 @@ fn prepare_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
 trait Mounted: Send + Sync {
     /// Unmounts and stops the workers.
     fn unmount(self: Box<Self>) -> Result<(), MountError>;
+
+    /// Requests answered through FUSE over io_uring; `None` where the session does not use it.
+    fn io_uring_answers(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A mounted, serving FUSE session. Unmounts when dropped.
@@ -133,6 +144,12 @@ impl Session {
     /// Where the session is mounted.
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// How many requests FUSE over io_uring has answered, or `None` when the session reads
+    /// its device instead (other platforms, kernels without it, or `io_uring: false`).
+    pub fn io_uring_answers(&self) -> Option<u64> {
+        self.mounted.as_ref()?.io_uring_answers()
     }
 
     /// Unmounts and waits for every worker to stop.

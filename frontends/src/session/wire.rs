@@ -205,7 +205,7 @@ fn expects_reply(opcode: u32) -> bool {
 }
 
 /// An error reply for `unique`.
-fn error_reply(unique: u64, errno: i32) -> [u8; OUT_HEADER_LEN] {
+pub(super) fn error_reply(unique: u64, errno: i32) -> [u8; OUT_HEADER_LEN] {
     let mut reply = [0u8; OUT_HEADER_LEN];
     reply[0..4].copy_from_slice(&(OUT_HEADER_LEN as u32).to_ne_bytes());
     reply[4..8].copy_from_slice(&(-errno).to_ne_bytes());
@@ -214,8 +214,13 @@ fn error_reply(unique: u64, errno: i32) -> [u8; OUT_HEADER_LEN] {
 }
 
 /// Answers one request in `request`, composing the reply in `reply`; returns the reply's
-/// length (0: none is due).
-fn answer(server: &Server<Adapter>, sink: &File, request: &mut [u8], reply: &mut [u8]) -> usize {
+/// length (0: none is due). Also the body of FUSE over io_uring's queues on Linux.
+pub(super) fn answer(
+    server: &Server<Adapter>,
+    sink: &File,
+    request: &mut [u8],
+    reply: &mut [u8],
+) -> usize {
     use std::os::fd::AsRawFd;
     let opcode = u32::from_ne_bytes([request[4], request[5], request[6], request[7]]);
     let unique = u64::from_ne_bytes(request[8..16].try_into().unwrap_or([0; 8]));

@@ -1,0 +1,668 @@
+//! FUSE over io_uring (Linux 6.14+, with the `fuse` module's `enable_uring` switch on).
+//!
+//! Requests then reach the service through one io_uring queue per possible CPU, each served by
+//! a thread pinned to that CPU. The kernel puts a request on the queue of the CPU that made it,
+//! so it is answered there, without the cross-CPU wake-ups that dominate a round trip through
+//! `read(2)` on this project's 2-vCPU machines (README, "Performance").
+//!
+//! What the kernel expects, from `Documentation/filesystems/fuse-io-uring.rst` and libfuse's
+//! `lib/fuse_uring.c`:
+//! - after INIT, each queue registers entries with `IORING_OP_URING_CMD` on a ring of 128-byte
+//!   entries, on a descriptor of the connection's `/dev/fuse`: `FUSE_IO_URING_CMD_REGISTER`
+//!   with two iovecs, a 288-byte header and a payload buffer of at least the largest request;
+//! - once every queue holds an entry the kernel sends requests there. A request's completion
+//!   fills the header (`fuse_in_header`, then the opcode's first argument, then the commit id
+//!   and the payload's size) and the payload (the other arguments);
+//! - the reply goes back in the same buffers with `FUSE_IO_URING_CMD_COMMIT_AND_FETCH`, which
+//!   also hands the entry back for the next request;
+//! - FORGET, INTERRUPT and anything before the queues are ready still come through `read(2)`,
+//!   so the device session's workers keep running beside the queues.
+//!
+//! Ending. When the connection ends (unmount of an idle mount), the kernel completes every
+//! entry it holds with `ENOTCONN` and the queues end on their own, freeing their buffers. A
+//! busy mount's connection outlives the unmount, so the session's stop is an eventfd each ring
+//! polls: the thread then drops its ring, which cancels its entries and releases the device,
+//! but the kernel may still be writing a last request into an entry it held, so those buffers
+//! are leaked rather than freed (about 1 MiB per entry, once per busy unmount).
+//!
+//! A queue that ended any other way would hold the requests of its CPU forever, so a queue
+//! thread that fails aborts the connection through `fusectl` where that is mounted, and says so
+//! in the log: its callers get `ENOTCONN` instead of hanging.
+
+use std::fs::File;
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fuse_backend_rs::abi::fuse_abi::{
+    AccessIn, BmapIn, FlushIn, FsyncIn, GetattrIn, GetxattrIn, IoctlIn, LkIn, LseekIn, Opcode,
+    OpenIn, PollIn, ReadIn, ReleaseIn,
+};
+use fuse_backend_rs::api::server::Server;
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+use super::wire::{IN_HEADER_LEN, OUT_HEADER_LEN, answer};
+use crate::adapter::Adapter;
+
+/// The kernel's switch for FUSE over io_uring.
+const ENABLE_SWITCH: &str = "/sys/module/fuse/parameters/enable_uring";
+
+/// `fuse_uring_req_header`: `in_out` (the in or out header), `op_in` (the opcode's first
+/// argument), then `fuse_uring_ent_in_out` (flags, commit id, payload size, reserved).
+const HEADER_LEN: usize = 128 + 128 + 32;
+/// Where `op_in` starts in the header.
+const OP_IN_AT: usize = 128;
+/// The room `op_in` has.
+const OP_IN_MAX: usize = 128;
+/// Where the commit id lies in the header.
+const COMMIT_ID_AT: usize = 256 + 8;
+/// Where the payload's size lies in the header.
+const PAYLOAD_SIZE_AT: usize = 256 + 16;
+/// `FUSE_IO_URING_CMD_REGISTER`.
+const CMD_REGISTER: u32 = 1;
+/// `FUSE_IO_URING_CMD_COMMIT_AND_FETCH`.
+const CMD_COMMIT_AND_FETCH: u32 = 2;
+/// Entries per queue: one being answered while the kernel fills the other.
+const ENTRIES_PER_QUEUE: usize = 2;
+/// A queue's ring: 128-byte submissions, which URING_CMD's 80-byte commands need.
+type Ring = IoUring<squeue::Entry128, cqueue::Entry>;
+/// A completion as the loop keeps it: its user data and result.
+type Completion = (u64, i32);
+
+/// The user data of a ring's poll of the stop eventfd.
+const STOP_TOKEN: u64 = u64::MAX;
+
+/// Whether the kernel takes FUSE over io_uring; the error says why not, for the log.
+pub(super) fn kernel_allows() -> Result<(), String> {
+    match std::fs::read_to_string(ENABLE_SWITCH) {
+        Ok(value) if value.trim() == "Y" => Ok(()),
+        Ok(_) => Err(format!(
+            "the kernel has FUSE over io_uring switched off (`echo Y > {ENABLE_SWITCH}` as root \
+             turns it on)"
+        )),
+        Err(err) => Err(format!(
+            "this kernel has no FUSE over io_uring ({ENABLE_SWITCH}: {err}; it needs Linux 6.14 \
+             or later)"
+        )),
+    }
+}
+
+/// Bytes of the first argument of each opcode a read-only mount receives, which the kernel
+/// puts in `op_in`; -1 for opcodes we do not take over io_uring (answered `ENOSYS`). The other
+/// arguments (a name, say) come in the payload.
+const OP_IN_LEN: [i16; 64] = {
+    let mut table = [-1i16; 64];
+    let known: [(Opcode, usize); 24] = [
+        (Opcode::Lookup, 0),
+        (Opcode::Getattr, size_of::<GetattrIn>()),
+        (Opcode::Readlink, 0),
+        (Opcode::Open, size_of::<OpenIn>()),
+        (Opcode::Read, size_of::<ReadIn>()),
+        (Opcode::Statfs, 0),
+        (Opcode::Release, size_of::<ReleaseIn>()),
+        (Opcode::Fsync, size_of::<FsyncIn>()),
+        (Opcode::Getxattr, size_of::<GetxattrIn>()),
+        (Opcode::Listxattr, size_of::<GetxattrIn>()),
+        (Opcode::Flush, size_of::<FlushIn>()),
+        (Opcode::Opendir, size_of::<OpenIn>()),
+        (Opcode::Readdir, size_of::<ReadIn>()),
+        (Opcode::Releasedir, size_of::<ReleaseIn>()),
+        (Opcode::Fsyncdir, size_of::<FsyncIn>()),
+        (Opcode::Getlk, size_of::<LkIn>()),
+        (Opcode::Setlk, size_of::<LkIn>()),
+        (Opcode::Setlkw, size_of::<LkIn>()),
+        (Opcode::Access, size_of::<AccessIn>()),
+        (Opcode::Bmap, size_of::<BmapIn>()),
+        (Opcode::Ioctl, size_of::<IoctlIn>()),
+        (Opcode::Poll, size_of::<PollIn>()),
+        (Opcode::Readdirplus, size_of::<ReadIn>()),
+        (Opcode::Lseek, size_of::<LseekIn>()),
+    ];
+    let mut i = 0;
+    while i < known.len() {
+        table[known[i].0 as usize] = known[i].1 as i16;
+        i += 1;
+    }
+    table
+};
+
+/// The first argument's length for `opcode`, if we take it over io_uring.
+fn op_in_len(opcode: u32) -> Option<usize> {
+    let len = *OP_IN_LEN.get(opcode as usize)?;
+    usize::try_from(len).ok()
+}
+
+/// The number of CPUs the kernel makes queues for: every *possible* CPU, online or not.
+fn possible_cpus() -> usize {
+    std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|text| cpu_count(&text))
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Counts the CPUs of a kernel CPU list such as `0-3,8,10-11`.
+fn cpu_count(list: &str) -> Option<usize> {
+    list.trim()
+        .split(',')
+        .map(|range| {
+            let (first, last) = range.split_once('-').unwrap_or((range, range));
+            let (first, last): (usize, usize) = (first.parse().ok()?, last.parse().ok()?);
+            last.checked_sub(first).map(|n| n + 1)
+        })
+        .sum()
+}
+
+/// Requests one queue has answered, on a cache line of its own so queues never share one.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Answered(AtomicU64);
+
+/// The count of requests a connection's queues have answered, readable from any thread.
+#[derive(Debug, Clone)]
+pub(super) struct Answers(Arc<[Answered]>);
+
+impl Answers {
+    /// Requests answered so far, over every queue.
+    pub(super) fn total(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|count| count.0.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// The running queues of one connection.
+#[derive(Debug)]
+pub(super) struct Queues {
+    /// Written once to stop every queue.
+    stop: Arc<OwnedFd>,
+    threads: Vec<JoinHandle<()>>,
+    answered: Arc<[Answered]>,
+}
+
+/// What each queue thread reports once its entries are registered, or not.
+type Registered = Result<(), io::Error>;
+
+impl Queues {
+    /// Registers one queue per possible CPU on `device`, a descriptor of the connection, after
+    /// INIT; `payload` is the largest request or reply body. `mountpoint` names the mount
+    /// whose connection a failing queue aborts. Fails, leaving the kernel on `read(2)`, if
+    /// any queue could not register: the kernel uses the queues only once all have.
+    pub(super) fn start(
+        device: &File,
+        server: Arc<Server<Adapter>>,
+        payload: usize,
+        mountpoint: &Path,
+    ) -> io::Result<Queues> {
+        // SAFETY: eventfd takes no pointers; a descriptor it returns is ours to own.
+        let stop = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if stop < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `stop` is a fresh descriptor nothing else owns.
+        let stop = Arc::new(unsafe { OwnedFd::from_raw_fd(stop) });
+        let count = possible_cpus();
+        let answered: Arc<[Answered]> = (0..count).map(|_| Answered::default()).collect();
+        let mut queues = Queues {
+            stop,
+            threads: Vec::new(),
+            answered,
+        };
+        let (registered_tx, registered_rx) = mpsc::channel::<Registered>();
+        for qid in 0..count {
+            let queue = Queue {
+                qid: u16::try_from(qid).map_err(|_| io::Error::other("too many CPUs"))?,
+                device: device.try_clone()?,
+                server: server.clone(),
+                payload,
+                stop: queues.stop.clone(),
+                answered: queues.answered.clone(),
+                mountpoint: mountpoint.to_path_buf(),
+            };
+            let registered = registered_tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("spfs-uring-{qid}"))
+                .spawn(move || queue.run(&registered));
+            match spawned {
+                Ok(thread) => queues.threads.push(thread),
+                Err(err) => {
+                    queues.stop();
+                    return Err(err);
+                }
+            }
+        }
+        drop(registered_tx);
+        let mut failure = None;
+        for _ in 0..count {
+            match registered_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => failure = failure.or(Some(err)),
+                Err(_) => failure = failure.or(Some(io::Error::other("a queue thread ended"))),
+            }
+        }
+        match failure {
+            None => Ok(queues),
+            Some(err) => {
+                queues.stop();
+                Err(err)
+            }
+        }
+    }
+
+    /// The count of requests the queues answer.
+    pub(super) fn answers(&self) -> Answers {
+        Answers(self.answered.clone())
+    }
+
+    /// How many queues there are.
+    pub(super) fn len(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Stops every queue and waits (up to 5 s) for its thread; a thread still running then
+    /// is left to end with its ring. Queues whose connection has just ended get a moment to
+    /// see it first, since a queue that ends that way frees its buffers.
+    pub(super) fn stop(self) {
+        let deadline = Instant::now() + Duration::from_millis(100);
+        while self.threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live buffer to a descriptor we own.
+        let written = unsafe { libc::write(self.stop.as_raw_fd(), one.as_ptr().cast(), 8) };
+        if written != 8 {
+            tracing::warn!(error = %io::Error::last_os_error(), "could not stop the io_uring queues");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for thread in self.threads {
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                tracing::warn!("an io_uring queue thread did not stop within 5 s");
+            }
+        }
+    }
+}
+
+/// One queue's thread: what it needs.
+struct Queue {
+    qid: u16,
+    device: File,
+    server: Arc<Server<Adapter>>,
+    payload: usize,
+    stop: Arc<OwnedFd>,
+    answered: Arc<[Answered]>,
+    mountpoint: PathBuf,
+}
+
+/// One entry's buffers. The kernel writes into them while it holds the entry, so they stay put
+/// (boxed) and are freed only once it has given the entry back for good.
+struct Entry {
+    /// `fuse_uring_req_header`.
+    header: Box<[u8; HEADER_LEN]>,
+    /// Room for a reply header, then the payload buffer the kernel sees (iovec 1), so a reply
+    /// composed at the start is already where the kernel reads its body.
+    reply: Box<[u8]>,
+    iov: Box<[libc::iovec; 2]>,
+    /// What was last submitted for it, to submit again if the kernel asks (`EINTR`, `EAGAIN`).
+    last: (u32, u64),
+}
+
+impl Entry {
+    fn new(payload: usize) -> Entry {
+        let mut header = Box::new([0u8; HEADER_LEN]);
+        let mut reply = vec![0u8; OUT_HEADER_LEN + payload].into_boxed_slice();
+        let iov = Box::new([
+            libc::iovec {
+                iov_base: header.as_mut_ptr().cast(),
+                iov_len: HEADER_LEN,
+            },
+            libc::iovec {
+                iov_base: reply[OUT_HEADER_LEN..].as_mut_ptr().cast(),
+                iov_len: payload,
+            },
+        ]);
+        Entry {
+            header,
+            reply,
+            iov,
+            last: (CMD_REGISTER, 0),
+        }
+    }
+
+    fn u32_at(&self, at: usize) -> u32 {
+        u32::from_ne_bytes(self.header[at..at + 4].try_into().unwrap_or([0; 4]))
+    }
+
+    fn u64_at(&self, at: usize) -> u64 {
+        u64::from_ne_bytes(self.header[at..at + 8].try_into().unwrap_or([0; 8]))
+    }
+
+    /// The submission for `command` on queue `qid` of `device`, tagged with `slot`.
+    fn submission(&self, device: RawFd, qid: u16, slot: usize) -> squeue::Entry128 {
+        let (command, commit_id) = self.last;
+        // `fuse_uring_cmd_req`: flags, commit id, queue id.
+        let mut cmd = [0u8; 80];
+        cmd[8..16].copy_from_slice(&commit_id.to_ne_bytes());
+        cmd[16..18].copy_from_slice(&qid.to_ne_bytes());
+        let built = opcode::UringCmd80::new(types::Fd(device), command)
+            .cmd(cmd)
+            .addr(Some(self.iov.as_ptr() as u64))
+            .build()
+            .user_data(slot as u64);
+        // The kernel reads the iovec count from the entry's `len` (bytes 24-27), which
+        // io-uring 0.7 cannot set for a URING_CMD.
+        // SAFETY: `Entry128` is `repr(C)`, 128 bytes of plain integers and unions of them.
+        let mut raw: [u8; 128] = unsafe { std::mem::transmute(built) };
+        raw[24..28].copy_from_slice(&2u32.to_ne_bytes());
+        // SAFETY: as above; any bytes are a valid entry.
+        unsafe { std::mem::transmute::<[u8; 128], squeue::Entry128>(raw) }
+    }
+}
+
+/// Why a queue's loop ended.
+enum Ended {
+    /// The connection ended: the kernel gave every entry back.
+    Connection,
+    /// The session stopped it; the kernel may still hold entries.
+    Stopped,
+}
+
+/// What one completion asks for next.
+enum Step {
+    /// Submit this entry again: answered (commit and fetch) or interrupted (the same again).
+    Resubmit(usize),
+    /// Nothing: the kernel gave the entry back for good.
+    Retired,
+    /// The loop ends.
+    End(Ended),
+}
+
+impl Queue {
+    /// Pins the thread, registers, reports, then serves until the connection ends or the
+    /// session stops the queue.
+    fn run(self, registered: &mpsc::Sender<Registered>) {
+        pin_to_cpu(self.qid);
+        let mut entries: Vec<Entry> = (0..ENTRIES_PER_QUEUE)
+            .map(|_| Entry::new(self.payload))
+            .collect();
+        let (mut ring, early, held) = match self.register(&entries) {
+            Ok(registered) => registered,
+            Err(err) => {
+                // Nothing was left with the kernel: the entries may go.
+                let _ = registered.send(Err(err));
+                return;
+            }
+        };
+        let _ = registered.send(Ok(()));
+        match self.serve(&mut ring, &mut entries, early, held) {
+            Ok(Ended::Connection) => {
+                tracing::debug!(qid = self.qid, "io_uring queue ended with its connection");
+            }
+            Ok(Ended::Stopped) => {
+                drop(ring);
+                std::mem::forget(entries);
+            }
+            Err(err) => {
+                tracing::error!(
+                    qid = self.qid,
+                    error = %err,
+                    "an io_uring queue failed; aborting the FUSE connection so that its \
+                     callers fail instead of waiting forever"
+                );
+                abort_connection(&self.mountpoint);
+                drop(ring);
+                std::mem::forget(entries);
+            }
+        }
+    }
+
+    /// Builds the ring and registers every entry, and the stop poll. A registration the
+    /// kernel refuses completes at once, so it shows right after the submit; returns the
+    /// ring, the completions already there (requests, maybe) and how many entries the kernel
+    /// holds. Fails only if it took none: a queue with one entry still serves.
+    fn register(&self, entries: &[Entry]) -> io::Result<(Ring, Vec<Completion>, usize)> {
+        let mut ring = Ring::builder().build((ENTRIES_PER_QUEUE + 1).next_power_of_two() as u32)?;
+        let device = self.device.as_raw_fd();
+        let poll = opcode::PollAdd::new(types::Fd(self.stop.as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(STOP_TOKEN);
+        {
+            let mut submission = ring.submission();
+            for (slot, entry) in entries.iter().enumerate() {
+                // SAFETY: the entry's buffers outlive the ring's use of them (see `Entry`).
+                unsafe { submission.push(&entry.submission(device, self.qid, slot)) }
+                    .map_err(|_| io::Error::other("the ring is full"))?;
+            }
+            // SAFETY: the eventfd outlives the ring (the queue holds it).
+            unsafe { submission.push(&poll.into()) }
+                .map_err(|_| io::Error::other("the ring is full"))?;
+        }
+        ring.submit()?;
+        let mut early = Vec::new();
+        let mut refusals = Vec::new();
+        for done in ring.completion() {
+            if done.result() < 0 && done.user_data() != STOP_TOKEN {
+                refusals.push(io::Error::from_raw_os_error(-done.result()));
+            } else {
+                early.push((done.user_data(), done.result()));
+            }
+        }
+        let held = entries.len() - refusals.len();
+        match refusals.pop() {
+            Some(err) if held == 0 => Err(io::Error::other(format!(
+                "the kernel refused queue {}'s registration: {err}",
+                self.qid
+            ))),
+            Some(err) => {
+                tracing::warn!(qid = self.qid, error = %err, held, "the kernel refused an io_uring entry");
+                Ok((ring, early, held))
+            }
+            None => Ok((ring, early, held)),
+        }
+    }
+
+    /// Serves `entries`, `held` of which the kernel holds, starting with the completions
+    /// `early` that registering found.
+    fn serve(
+        &self,
+        ring: &mut Ring,
+        entries: &mut [Entry],
+        early: Vec<Completion>,
+        mut held: usize,
+    ) -> io::Result<Ended> {
+        let device = self.device.as_raw_fd();
+        let mut request = vec![0u8; IN_HEADER_LEN + OP_IN_MAX + self.payload];
+        let sink = File::options().write(true).open("/dev/null")?;
+        let (submitter, mut submission, mut completion) = ring.split();
+        let mut pending = early;
+        loop {
+            for (token, result) in pending.drain(..) {
+                match self.complete(token, result, entries, &mut request, &sink, &mut held)? {
+                    Step::Resubmit(slot) => {
+                        let next = entries[slot].submission(device, self.qid, slot);
+                        // SAFETY: the entry's buffers outlive the ring's use of them.
+                        unsafe { submission.push(&next) }
+                            .map_err(|_| io::Error::other("the ring is full"))?;
+                    }
+                    Step::Retired => {}
+                    Step::End(ended) => return Ok(ended),
+                }
+            }
+            submission.sync();
+            match submitter.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+            completion.sync();
+            pending.extend((&mut completion).map(|done| (done.user_data(), done.result())));
+        }
+    }
+
+    /// Handles one completion: `token` names the entry (or the stop poll), `result` is the
+    /// kernel's.
+    fn complete(
+        &self,
+        token: u64,
+        result: i32,
+        entries: &mut [Entry],
+        request: &mut [u8],
+        sink: &File,
+        held: &mut usize,
+    ) -> io::Result<Step> {
+        if token == STOP_TOKEN {
+            return Ok(Step::End(Ended::Stopped));
+        }
+        let slot = usize::try_from(token)
+            .ok()
+            .filter(|&slot| slot < entries.len())
+            .ok_or_else(|| io::Error::other(format!("a completion for no entry ({token})")))?;
+        let entry = &mut entries[slot];
+        match result {
+            0.. => {
+                let commit_id = self.answer(entry, request, sink)?;
+                self.answered[usize::from(self.qid)]
+                    .0
+                    .fetch_add(1, Ordering::Relaxed);
+                entry.last = (CMD_COMMIT_AND_FETCH, commit_id);
+                Ok(Step::Resubmit(slot))
+            }
+            // Interrupted before it took: the same submission again.
+            _ if result == -libc::EINTR || result == -libc::EAGAIN => Ok(Step::Resubmit(slot)),
+            _ if result == -libc::ENOTCONN => {
+                *held = held.saturating_sub(1);
+                if *held == 0 {
+                    Ok(Step::End(Ended::Connection))
+                } else {
+                    Ok(Step::Retired)
+                }
+            }
+            _ => Err(io::Error::from_raw_os_error(-result)),
+        }
+    }
+
+    /// Answers the request in `entry`, leaving the reply's header and size where the kernel
+    /// reads them; returns the request's commit id.
+    fn answer(&self, entry: &mut Entry, request: &mut [u8], sink: &File) -> io::Result<u64> {
+        let opcode = entry.u32_at(4);
+        let unique = entry.u64_at(8);
+        let commit_id = entry.u64_at(COMMIT_ID_AT);
+        if commit_id == 0 {
+            // The kernel could never match a reply to it.
+            return Err(io::Error::other(format!(
+                "request {unique} (opcode {opcode}) came without a commit id"
+            )));
+        }
+        let payload_len = entry.u32_at(PAYLOAD_SIZE_AT) as usize;
+        let reply_len = match op_in_len(opcode) {
+            Some(op_len) if payload_len <= self.payload => {
+                // fuse-backend-rs parses a request as read(2) returns it: header, first
+                // argument, the rest.
+                let total = IN_HEADER_LEN + op_len + payload_len;
+                let (header, rest) = request.split_at_mut(IN_HEADER_LEN);
+                header.copy_from_slice(&entry.header[..IN_HEADER_LEN]);
+                header[0..4].copy_from_slice(&(total as u32).to_ne_bytes());
+                rest[..op_len].copy_from_slice(&entry.header[OP_IN_AT..OP_IN_AT + op_len]);
+                rest[op_len..op_len + payload_len]
+                    .copy_from_slice(&entry.reply[OUT_HEADER_LEN..OUT_HEADER_LEN + payload_len]);
+                tracing::debug!(qid = self.qid, opcode, unique, "io_uring request");
+                std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    answer(&self.server, sink, &mut request[..total], &mut entry.reply)
+                }))
+                .unwrap_or_else(|_| {
+                    tracing::error!(opcode, unique, "answering a request panicked");
+                    0
+                })
+            }
+            _ => {
+                tracing::debug!(opcode, unique, "an opcode we do not take over io_uring");
+                error_reply(&mut entry.reply, unique, libc::ENOSYS)
+            }
+        };
+        // Every request that came this way waits for a commit: answer one without a reply.
+        let reply_len = if reply_len < OUT_HEADER_LEN {
+            error_reply(&mut entry.reply, unique, libc::EIO)
+        } else {
+            reply_len
+        };
+        entry.header[..OUT_HEADER_LEN].copy_from_slice(&entry.reply[..OUT_HEADER_LEN]);
+        let body = (reply_len - OUT_HEADER_LEN) as u32;
+        entry.header[PAYLOAD_SIZE_AT..PAYLOAD_SIZE_AT + 4].copy_from_slice(&body.to_ne_bytes());
+        Ok(commit_id)
+    }
+}
+
+/// Writes a reply header carrying `errno` at the start of `reply`; returns its length.
+fn error_reply(reply: &mut [u8], unique: u64, errno: i32) -> usize {
+    reply[..OUT_HEADER_LEN].copy_from_slice(&super::wire::error_reply(unique, errno));
+    OUT_HEADER_LEN
+}
+
+/// Keeps the calling thread on CPU `cpu`, where the kernel puts the requests of queue `cpu`.
+/// A CPU the service may not use (a cpuset) leaves the thread where it is: it still serves.
+fn pin_to_cpu(cpu: u16) {
+    let mut set = nix::sched::CpuSet::new();
+    let pinned = set
+        .set(usize::from(cpu))
+        .and_then(|()| nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set));
+    if let Err(err) = pinned {
+        tracing::debug!(cpu, error = %err, "io_uring queue thread left unpinned");
+    }
+}
+
+/// Aborts the FUSE connection of the mount at `mountpoint` through `fusectl`
+/// (`/sys/fs/fuse/connections/<device>/abort`), where that is mounted.
+fn abort_connection(mountpoint: &Path) {
+    let aborted = (|| -> io::Result<()> {
+        let (major, minor) = crate::platform::mount_device(mountpoint)?
+            .ok_or_else(|| io::Error::other("not in the mount table"))?;
+        // The directory is named after the kernel's own encoding of the device number.
+        let connection = (u64::from(major) << 20) | u64::from(minor);
+        std::fs::write(format!("/sys/fs/fuse/connections/{connection}/abort"), "1")
+    })();
+    if let Err(err) = aborted {
+        tracing::error!(
+            mountpoint = %mountpoint.display(),
+            error = %err,
+            "could not abort the FUSE connection; requests on the failed queue's CPU will wait \
+             until the service stops"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_count_every_cpu_in_them() {
+        assert_eq!(cpu_count("0-1\n"), Some(2));
+        assert_eq!(cpu_count("0"), Some(1));
+        assert_eq!(cpu_count("0-3,8,10-11"), Some(7));
+        assert_eq!(cpu_count("3-1"), None);
+        assert_eq!(cpu_count("x"), None);
+    }
+
+    #[test]
+    fn first_arguments_have_the_kernel_abi_sizes() {
+        assert_eq!(op_in_len(Opcode::Lookup as u32), Some(0));
+        assert_eq!(op_in_len(Opcode::Getattr as u32), Some(16));
+        assert_eq!(op_in_len(Opcode::Read as u32), Some(40));
+        assert_eq!(op_in_len(Opcode::Release as u32), Some(24));
+        assert_eq!(op_in_len(Opcode::Getlk as u32), Some(48));
+        // Not taken: writes never reach a read-only mount; 7 is no opcode.
+        assert_eq!(op_in_len(Opcode::Write as u32), None);
+        assert_eq!(op_in_len(7), None);
+        assert_eq!(op_in_len(u32::MAX), None);
+    }
+}
