@@ -1,9 +1,10 @@
 //! FUSE over io_uring (Linux 6.14+, with the `fuse` module's `enable_uring` switch on).
 //!
-//! Requests then reach the service through one io_uring queue per possible CPU, each served by
-//! a thread pinned to that CPU. The kernel puts a request on the queue of the CPU that made it,
-//! so it is answered there, without the cross-CPU wake-ups that dominate a round trip through
-//! `read(2)` on this project's 2-vCPU machines (README, "Performance").
+//! Requests then reach the service through one io_uring queue per possible CPU, served first
+//! by a thread pinned to that CPU (see [`THREADS_PER_QUEUE`]). The kernel puts a request on the
+//! queue of the CPU that made it, so it is answered there, without the cross-CPU wake-ups that
+//! dominate a round trip through `read(2)` on this project's 2-vCPU machines (README,
+//! "Performance").
 //!
 //! What the kernel expects, from `Documentation/filesystems/fuse-io-uring.rst` and libfuse's
 //! `lib/fuse_uring.c`:
@@ -68,8 +69,14 @@ const PAYLOAD_SIZE_AT: usize = 256 + 16;
 const CMD_REGISTER: u32 = 1;
 /// `FUSE_IO_URING_CMD_COMMIT_AND_FETCH`.
 const CMD_COMMIT_AND_FETCH: u32 = 2;
-/// Entries per queue: one being answered while the kernel fills the other.
-const ENTRIES_PER_QUEUE: usize = 2;
+/// Threads serving each queue. The kernel hands a request to the entry given back last, so
+/// one caller's requests in a row all go to the first thread, pinned to the queue's CPU; the
+/// second, pinned to the next CPU, takes what comes while the first is busy: the burst of
+/// READs that readahead sends from one CPU is then answered two at a time, as the classic
+/// workers do.
+const THREADS_PER_QUEUE: usize = 2;
+/// Entries per thread: one thread answers one request at a time.
+const ENTRIES_PER_THREAD: usize = 1;
 /// A queue's ring: 128-byte submissions, which URING_CMD's 80-byte commands need.
 type Ring = IoUring<squeue::Entry128, cqueue::Entry>;
 /// A completion as the loop keeps it: its user data and result.
@@ -182,18 +189,22 @@ impl Answers {
 pub(super) struct Queues {
     /// Written once to stop every queue.
     stop: Arc<OwnedFd>,
+    /// One per possible CPU.
+    count: usize,
     threads: Vec<JoinHandle<()>>,
     answered: Arc<[Answered]>,
 }
 
-/// What each queue thread reports once its entries are registered, or not.
-type Registered = Result<(), io::Error>;
+/// What each queue thread reports once its entries are registered, or not: its queue, and
+/// the outcome.
+type Registered = (usize, Result<(), io::Error>);
 
 impl Queues {
     /// Registers one queue per possible CPU on `device`, a descriptor of the connection, after
     /// INIT; `payload` is the largest request or reply body. `mountpoint` names the mount
     /// whose connection a failing queue aborts. Fails, leaving the kernel on `read(2)`, if
-    /// any queue could not register: the kernel uses the queues only once all have.
+    /// any queue got no entry: the kernel uses the queues only once every one has one. A
+    /// queue that got some keeps them, since the others may then already be in use.
     pub(super) fn start(
         device: &File,
         server: Arc<Server<Adapter>>,
@@ -208,51 +219,61 @@ impl Queues {
         // SAFETY: `stop` is a fresh descriptor nothing else owns.
         let stop = Arc::new(unsafe { OwnedFd::from_raw_fd(stop) });
         let count = possible_cpus();
-        let answered: Arc<[Answered]> = (0..count).map(|_| Answered::default()).collect();
+        let answered: Arc<[Answered]> = (0..count * THREADS_PER_QUEUE)
+            .map(|_| Answered::default())
+            .collect();
         let mut queues = Queues {
             stop,
+            count,
             threads: Vec::new(),
             answered,
         };
         let (registered_tx, registered_rx) = mpsc::channel::<Registered>();
         for qid in 0..count {
-            let queue = Queue {
-                qid: u16::try_from(qid).map_err(|_| io::Error::other("too many CPUs"))?,
-                device: device.try_clone()?,
-                server: server.clone(),
-                payload,
-                stop: queues.stop.clone(),
-                answered: queues.answered.clone(),
-                mountpoint: mountpoint.to_path_buf(),
-            };
-            let registered = registered_tx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("spfs-uring-{qid}"))
-                .spawn(move || queue.run(&registered));
-            match spawned {
-                Ok(thread) => queues.threads.push(thread),
-                Err(err) => {
-                    queues.stop();
-                    return Err(err);
+            for nth in 0..THREADS_PER_QUEUE {
+                let queue = Queue {
+                    qid: u16::try_from(qid).map_err(|_| io::Error::other("too many CPUs"))?,
+                    cpu: (qid + nth) % count,
+                    counter: qid * THREADS_PER_QUEUE + nth,
+                    device: device.try_clone()?,
+                    server: server.clone(),
+                    payload,
+                    stop: queues.stop.clone(),
+                    answered: queues.answered.clone(),
+                    mountpoint: mountpoint.to_path_buf(),
+                };
+                let registered = registered_tx.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("spfs-uring-{qid}.{nth}"))
+                    .spawn(move || queue.run(&registered));
+                match spawned {
+                    Ok(thread) => queues.threads.push(thread),
+                    Err(err) => {
+                        queues.stop();
+                        return Err(err);
+                    }
                 }
             }
         }
         drop(registered_tx);
+        let mut served = vec![false; count];
         let mut failure = None;
-        for _ in 0..count {
+        for _ in 0..queues.threads.len() {
             match registered_rx.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => failure = failure.or(Some(err)),
-                Err(_) => failure = failure.or(Some(io::Error::other("a queue thread ended"))),
+                Ok((qid, Ok(()))) => served[qid] = true,
+                Ok((qid, Err(err))) => {
+                    tracing::warn!(qid, error = %err, "an io_uring queue thread could not register");
+                    failure = Some(err);
+                }
+                // A thread that ended without a word registered nothing.
+                Err(_) => break,
             }
         }
-        match failure {
-            None => Ok(queues),
-            Some(err) => {
-                queues.stop();
-                Err(err)
-            }
+        if served.iter().all(|&served| served) {
+            return Ok(queues);
         }
+        queues.stop();
+        Err(failure.unwrap_or_else(|| io::Error::other("an io_uring queue thread ended")))
     }
 
     /// The count of requests the queues answer.
@@ -262,7 +283,7 @@ impl Queues {
 
     /// How many queues there are.
     pub(super) fn len(&self) -> usize {
-        self.threads.len()
+        self.count
     }
 
     /// Stops every queue and waits (up to 5 s) for its thread; a thread still running then
@@ -296,6 +317,10 @@ impl Queues {
 /// One queue's thread: what it needs.
 struct Queue {
     qid: u16,
+    /// The CPU the thread runs on.
+    cpu: usize,
+    /// Its counter in `answered`.
+    counter: usize,
     device: File,
     server: Arc<Server<Adapter>>,
     payload: usize,
@@ -391,19 +416,19 @@ impl Queue {
     /// Pins the thread, registers, reports, then serves until the connection ends or the
     /// session stops the queue.
     fn run(self, registered: &mpsc::Sender<Registered>) {
-        pin_to_cpu(self.qid);
-        let mut entries: Vec<Entry> = (0..ENTRIES_PER_QUEUE)
+        pin_to_cpu(self.cpu);
+        let mut entries: Vec<Entry> = (0..ENTRIES_PER_THREAD)
             .map(|_| Entry::new(self.payload))
             .collect();
         let (mut ring, early, held) = match self.register(&entries) {
             Ok(registered) => registered,
             Err(err) => {
                 // Nothing was left with the kernel: the entries may go.
-                let _ = registered.send(Err(err));
+                let _ = registered.send((usize::from(self.qid), Err(err)));
                 return;
             }
         };
-        let _ = registered.send(Ok(()));
+        let _ = registered.send((usize::from(self.qid), Ok(())));
         match self.serve(&mut ring, &mut entries, early, held) {
             Ok(Ended::Connection) => {
                 tracing::debug!(qid = self.qid, "io_uring queue ended with its connection");
@@ -431,7 +456,7 @@ impl Queue {
     /// ring, the completions already there (requests, maybe) and how many entries the kernel
     /// holds. Fails only if it took none: a queue with one entry still serves.
     fn register(&self, entries: &[Entry]) -> io::Result<(Ring, Vec<Completion>, usize)> {
-        let mut ring = Ring::builder().build((ENTRIES_PER_QUEUE + 1).next_power_of_two() as u32)?;
+        let mut ring = Ring::builder().build((ENTRIES_PER_THREAD + 1).next_power_of_two() as u32)?;
         let device = self.device.as_raw_fd();
         let poll = opcode::PollAdd::new(types::Fd(self.stop.as_raw_fd()), libc::POLLIN as u32)
             .build()
@@ -531,7 +556,7 @@ impl Queue {
         match result {
             0.. => {
                 let commit_id = self.answer(entry, request, sink)?;
-                self.answered[usize::from(self.qid)]
+                self.answered[self.counter]
                     .0
                     .fetch_add(1, Ordering::Relaxed);
                 entry.last = (CMD_COMMIT_AND_FETCH, commit_id);
@@ -608,12 +633,12 @@ fn error_reply(reply: &mut [u8], unique: u64, errno: i32) -> usize {
     OUT_HEADER_LEN
 }
 
-/// Keeps the calling thread on CPU `cpu`, where the kernel puts the requests of queue `cpu`.
-/// A CPU the service may not use (a cpuset) leaves the thread where it is: it still serves.
-fn pin_to_cpu(cpu: u16) {
+/// Keeps the calling thread on CPU `cpu`. A CPU the service may not use (a cpuset) leaves the
+/// thread where it is: it still serves.
+fn pin_to_cpu(cpu: usize) {
     let mut set = nix::sched::CpuSet::new();
     let pinned = set
-        .set(usize::from(cpu))
+        .set(cpu)
         .and_then(|()| nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set));
     if let Err(err) = pinned {
         tracing::debug!(cpu, error = %err, "io_uring queue thread left unpinned");
