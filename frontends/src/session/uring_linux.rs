@@ -27,8 +27,8 @@
 //! are leaked rather than freed (about 1 MiB per entry, once per busy unmount).
 //!
 //! A queue that ended any other way would hold the requests of its CPU forever, so a queue
-//! thread that fails aborts the connection through `fusectl` where that is mounted, and says so
-//! in the log: its callers get `ENOTCONN` instead of hanging.
+//! thread that fails aborts the connection through `fusectl` (which needs root, as mounting
+//! does here) and says so in the log: its callers get an error instead of hanging.
 
 use std::fs::File;
 use std::io;
@@ -443,7 +443,14 @@ impl Queue {
                     "an io_uring queue failed; aborting the FUSE connection so that its \
                      callers fail instead of waiting forever"
                 );
-                abort_connection(&self.mountpoint);
+                if let Err(err) = abort_connection(&self.mountpoint) {
+                    tracing::error!(
+                        mountpoint = %self.mountpoint.display(),
+                        error = %err,
+                        "could not abort the FUSE connection; requests on the failed queue's \
+                         CPU will wait until the service stops"
+                    );
+                }
                 drop(ring);
                 std::mem::forget(entries);
             }
@@ -644,29 +651,74 @@ fn pin_to_cpu(cpu: usize) {
     }
 }
 
+/// Where `fusectl` lists the kernel's FUSE connections.
+const CONNECTIONS: &str = "/sys/fs/fuse/connections";
+
 /// Aborts the FUSE connection of the mount at `mountpoint` through `fusectl`
-/// (`/sys/fs/fuse/connections/<device>/abort`), where that is mounted.
-fn abort_connection(mountpoint: &Path) {
-    let aborted = (|| -> io::Result<()> {
-        let (major, minor) = crate::platform::mount_device(mountpoint)?
-            .ok_or_else(|| io::Error::other("not in the mount table"))?;
-        // The directory is named after the kernel's own encoding of the device number.
-        let connection = (u64::from(major) << 20) | u64::from(minor);
-        std::fs::write(format!("/sys/fs/fuse/connections/{connection}/abort"), "1")
-    })();
-    if let Err(err) = aborted {
-        tracing::error!(
-            mountpoint = %mountpoint.display(),
-            error = %err,
-            "could not abort the FUSE connection; requests on the failed queue's CPU will wait \
-             until the service stops"
-        );
+/// (`/sys/fs/fuse/connections/<device>/abort`), mounting `fusectl` there first if nothing has
+/// (systemd mounts it at boot; a bare VM or container may not). Needs root.
+fn abort_connection(mountpoint: &Path) -> io::Result<()> {
+    let (major, minor) = crate::platform::mount_device(mountpoint)?.ok_or_else(|| {
+        io::Error::other(format!(
+            "{} is not in the mount table",
+            mountpoint.display()
+        ))
+    })?;
+    // The directory is named after the kernel's own encoding of the device number.
+    let connection = (u64::from(major) << 20) | u64::from(minor);
+    let abort = PathBuf::from(format!("{CONNECTIONS}/{connection}/abort"));
+    if !abort.exists() && !crate::platform::in_mount_table(Path::new(CONNECTIONS)) {
+        nix::mount::mount(
+            Some("fusectl"),
+            CONNECTIONS,
+            Some("fusectl"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| io::Error::other(format!("cannot mount fusectl on {CONNECTIONS}: {e}")))?;
     }
+    std::fs::write(&abort, "1")
+        .map_err(|e| io::Error::other(format!("cannot write {}: {e}", abort.display())))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::{Session, SessionConfig, Transport, testing};
+
+    /// What a failing queue does to its connection, on a real mount: afterwards a caller gets
+    /// an error at once, where it would otherwise wait for the dead queue.
+    #[test]
+    fn aborting_a_connection_fails_its_callers_instead_of_hanging() {
+        if !testing::can_mount() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("layer/bin")).unwrap();
+        std::fs::write(tmp.path().join("layer/bin/tool"), "tool").unwrap();
+        let mountpoint = tmp.path().join("mnt");
+        let session = Session::mount(
+            testing::fixed_vfs(tmp.path().join("layer")),
+            &SessionConfig {
+                mountpoint: mountpoint.clone(),
+                fsname: "spfs-test".into(),
+                volname: "spfs-test".into(),
+                transport: Transport::Device,
+                threads: 2,
+                io_uring: false,
+            },
+        )
+        .unwrap();
+        let mountpoint = mountpoint.canonicalize().unwrap();
+        assert_eq!(std::fs::read(mountpoint.join("bin/tool")).unwrap(), b"tool");
+        abort_connection(&mountpoint).unwrap();
+        let err = std::fs::read_dir(mountpoint.join("bin")).unwrap_err();
+        assert!(
+            crate::platform::is_stale_error(&err),
+            "after the abort: {err}"
+        );
+        drop(session);
+    }
 
     #[test]
     fn cpu_lists_count_every_cpu_in_them() {
