@@ -194,15 +194,26 @@ drop_caches() {
     fi
 }
 
+# rotated I SERVING...: the servings, starting at the (I mod N)th, so none always goes first.
+rotated() {
+    local i=$1
+    shift
+    local n=$# k
+    local all=("$@")
+    for ((k = 0; k < n; k++)); do echo "${all[(i + k) % n]}"; done
+}
+
 # bench WORKLOAD SERVING...: REPS rounds of cold runs (each serving freshly mounted, caches
 # dropped), then one untimed and REPS timed rounds of warm runs on the last mounts. The servings
-# take turns within each round, so load from elsewhere on the machine hits them alike.
+# take turns within each round, so load from elsewhere on the machine hits them alike, and each
+# round starts with the next one, so whatever the first run of a round pays (the previous
+# workload's leftovers, a CPU waking up) falls on each alike.
 bench() {
     local workload=$1 i s
     shift
     log "  $workload: $*"
     for ((i = 0; i < reps; i++)); do
-        for s in "$@"; do
+        for s in $(rotated "$i" "$@"); do
             down "$s"
             up "$s"
             drop_caches
@@ -211,7 +222,7 @@ bench() {
     done
     for s in "$@"; do run "$s" "$workload" warmup; done
     for ((i = 0; i < reps; i++)); do
-        for s in "$@"; do run "$s" "$workload" warm; done
+        for s in $(rotated "$i" "$@"); do run "$s" "$workload" warm; done
     done
     for s in "$@"; do down "$s"; done
 }
