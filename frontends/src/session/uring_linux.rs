@@ -6,8 +6,8 @@
 //! dominate a round trip through `read(2)` on this project's 2-vCPU machines (README,
 //! "Performance").
 //!
-//! What the kernel expects, from `Documentation/filesystems/fuse-io-uring.rst` and libfuse's
-//! `lib/fuse_uring.c`:
+//! What the kernel expects, as libfuse's `lib/fuse_uring.c` does it and as Linux 6.18 here
+//! answered:
 //! - after INIT, each queue registers entries with `IORING_OP_URING_CMD` on a ring of 128-byte
 //!   entries, on a descriptor of the connection's `/dev/fuse`: `FUSE_IO_URING_CMD_REGISTER`
 //!   with two iovecs, a 288-byte header and a payload buffer of at least the largest request;
@@ -24,7 +24,7 @@
 //! busy mount's connection outlives the unmount, so the session's stop is an eventfd each ring
 //! polls: the thread then drops its ring, which cancels its entries and releases the device,
 //! but the kernel may still be writing a last request into an entry it held, so those buffers
-//! are leaked rather than freed (about 1 MiB per entry, once per busy unmount).
+//! are leaked rather than freed (about 1 MiB per queue thread, once per busy unmount).
 //!
 //! A queue that ended any other way would hold the requests of its CPU forever, so a queue
 //! thread that fails aborts the connection through `fusectl` (which needs root, as mounting
@@ -147,7 +147,8 @@ fn op_in_len(opcode: u32) -> Option<usize> {
     usize::try_from(len).ok()
 }
 
-/// The number of CPUs the kernel makes queues for: every *possible* CPU, online or not.
+/// The number of queues the kernel makes, one per *possible* CPU, online or not (the count,
+/// as libfuse takes it: a CPU id past it is served by queue 0).
 fn possible_cpus() -> usize {
     std::fs::read_to_string("/sys/devices/system/cpu/possible")
         .ok()
@@ -167,7 +168,8 @@ fn cpu_count(list: &str) -> Option<usize> {
         .sum()
 }
 
-/// Requests one queue has answered, on a cache line of its own so queues never share one.
+/// Requests one queue thread has answered, on a cache line of its own so threads never share
+/// one.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct Answered(AtomicU64);
