@@ -3,7 +3,7 @@
 //!
 //! | platform | [`Transport::Device`] | [`Transport::Nfs`] |
 //! |---|---|---|
-//! | Linux | `/dev/fuse` through `fuse-backend-rs`'s session (`device_linux.rs`) | refused |
+//! | Linux | `/dev/fuse` through `fuse-backend-rs`'s session (`device_linux.rs`), and FUSE over io_uring where the kernel offers it (`uring_linux.rs`) | refused |
 //! | macOS | macFUSE: we run `mount_macfuse` (`macfuse.rs`) | FUSE-T: we run `go-nfsv4` (`fuse_t.rs`) |
 //!
 //! The macOS sessions are ours, not `fuse-backend-rs`'s: its macFUSE session cannot pass mount
