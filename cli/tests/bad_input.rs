@@ -268,7 +268,7 @@ impl Drop for UnmountOnDrop {
 fn a_layer_directory_the_service_cannot_read_is_skipped() {
     let service = Healthy::start();
     // A directory that even root cannot read: a FUSE mount whose server was killed answers
-    // every request with ENOTCONN (ECONNABORTED if it served through io_uring).
+    // every request with ENOTCONN (ECONNABORTED or ECANCELED if it served through io_uring).
     let layer = service.env.path().join("layer2");
     let broken = layer.join("broken");
     std::fs::create_dir_all(&broken).unwrap();

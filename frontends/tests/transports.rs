@@ -89,7 +89,15 @@ fn unmounting_a_busy_device_mount_ends_its_workers() {
         let err = held
             .read_to_end(&mut bytes)
             .expect_err("a read after unmount was served: the workers outlived the session");
-        assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{switch}: {err}");
+        // ENOTCONN once the device closes; over io_uring the read may instead meet a queue
+        // whose ring is being torn down (ECANCELED) or an aborted connection (ECONNABORTED).
+        assert!(
+            matches!(
+                err.raw_os_error(),
+                Some(libc::ENOTCONN) | Some(libc::ECANCELED) | Some(libc::ECONNABORTED)
+            ),
+            "{switch}: {err}"
+        );
     }
 }
 

@@ -123,7 +123,7 @@ pub enum MountpointState {
     Missing,
     /// Something other than a directory.
     NotADirectory,
-    /// A dead FUSE mount: `stat` answers `ENOTCONN`, `ECONNABORTED` or `ENXIO`.
+    /// A dead FUSE mount: `stat` answers `ENOTCONN`, `ECONNABORTED`, `ECANCELED` or `ENXIO`.
     Stale,
 }
 
@@ -469,12 +469,13 @@ fn plist_string(path: &Path, keys: &[&str]) -> Option<String> {
         .map(|s| s.trim().to_owned())
 }
 
-/// `ENOTCONN` (Linux) and `ENXIO` (macOS) are what a dead FUSE mount answers to `stat`;
-/// `ECONNABORTED` too on Linux, when its server served through FUSE over io_uring.
+/// `ENOTCONN` (Linux) and `ENXIO` (macOS) are what a dead FUSE mount answers to `stat`; on
+/// Linux also `ECONNABORTED`, and `ECANCELED` for a moment, when its server served through
+/// FUSE over io_uring.
 fn is_stale_mount_error(err: &io::Error) -> bool {
     matches!(
         err.raw_os_error(),
-        Some(libc::ENOTCONN | libc::ENXIO | libc::ECONNABORTED)
+        Some(libc::ENOTCONN | libc::ENXIO | libc::ECONNABORTED | libc::ECANCELED)
     )
 }
 

@@ -29,15 +29,15 @@ pub fn require_fuse() -> bool {
     false
 }
 
-/// Asserts that `err` is what a FUSE mount whose server died answers: `ENOTCONN`, or
-/// `ECONNABORTED` where the server served through FUSE over io_uring (its connection is then
-/// aborted rather than just closed).
+/// Asserts that `err` is what a FUSE mount whose server died answers: `ENOTCONN`, or where the
+/// server served through FUSE over io_uring `ECONNABORTED` (its connection is then aborted
+/// rather than just closed) or, while its rings are still being torn down, `ECANCELED`.
 #[track_caller]
 pub fn assert_dead_mount(err: &std::io::Error, what: &str) {
     assert!(
         matches!(
             err.raw_os_error(),
-            Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)
+            Some(libc::ENOTCONN) | Some(libc::ECONNABORTED) | Some(libc::ECANCELED)
         ),
         "{what}: {err}"
     );

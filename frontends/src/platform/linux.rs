@@ -1,5 +1,5 @@
-//! Linux: stale FUSE mounts answer `ENOTCONN` (`ECONNABORTED` when their server used FUSE
-//! over io_uring); clear them with a lazy unmount. The mount table
+//! Linux: stale FUSE mounts answer `ENOTCONN` (`ECONNABORTED` or `ECANCELED` when their server
+//! used FUSE over io_uring); clear them with a lazy unmount. The mount table
 //! is `/proc/self/mountinfo`.
 
 use std::ffi::{CString, OsStr};
@@ -8,11 +8,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Whether a `stat` error means a FUSE mount whose server is gone.
+/// Whether a `stat` error means a FUSE mount whose server is gone: `ENOTCONN`, or for a server
+/// that used FUSE over io_uring `ECONNABORTED` (its connection was aborted) and, while its
+/// rings are still being torn down, `ECANCELED`.
 pub fn is_stale_error(err: &io::Error) -> bool {
     matches!(
         err.raw_os_error(),
-        Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)
+        Some(libc::ENOTCONN) | Some(libc::ECONNABORTED) | Some(libc::ECANCELED)
     )
 }
 
