@@ -29,18 +29,12 @@ pub fn require_fuse() -> bool {
     false
 }
 
-/// Asserts that `err` is what a FUSE mount whose server died answers: `ENOTCONN`, or where the
-/// server served through FUSE over io_uring `ECONNABORTED` (its connection is then aborted
-/// rather than just closed) or, while its rings are still being torn down, `ECANCELED`.
+/// Asserts that `err` is what a FUSE mount whose server died answers, as the service itself
+/// judges it (`spfs_frontends::is_stale_error`: `ENOTCONN`, and on Linux `ECONNABORTED` or
+/// `ECANCELED` where the server served through FUSE over io_uring).
 #[track_caller]
 pub fn assert_dead_mount(err: &std::io::Error, what: &str) {
-    assert!(
-        matches!(
-            err.raw_os_error(),
-            Some(libc::ENOTCONN) | Some(libc::ECONNABORTED) | Some(libc::ECANCELED)
-        ),
-        "{what}: {err}"
-    );
+    assert!(spfs_frontends::is_stale_error(err), "{what}: {err}");
 }
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_spfs-fuse");

@@ -48,7 +48,7 @@ use fuse_backend_rs::abi::fuse_abi::{
 use fuse_backend_rs::api::server::Server;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
-use super::wire::{IN_HEADER_LEN, OUT_HEADER_LEN, answer};
+use super::wire::{IN_HEADER_LEN, OUT_HEADER_LEN, answer, put_error_reply};
 use crate::adapter::Adapter;
 
 /// The kernel's switch for FUSE over io_uring.
@@ -193,10 +193,9 @@ impl Answers {
 pub(super) struct Queues {
     /// Written once to stop every queue.
     stop: Arc<OwnedFd>,
-    /// One per possible CPU.
-    count: usize,
     threads: Vec<JoinHandle<()>>,
-    answered: Arc<[Answered]>,
+    /// One counter per thread, [`THREADS_PER_QUEUE`] per queue.
+    answers: Answers,
 }
 
 /// What each queue thread reports once its entries are registered, or not: its queue, and
@@ -223,14 +222,15 @@ impl Queues {
         // SAFETY: `stop` is a fresh descriptor nothing else owns.
         let stop = Arc::new(unsafe { OwnedFd::from_raw_fd(stop) });
         let count = possible_cpus();
-        let answered: Arc<[Answered]> = (0..count * THREADS_PER_QUEUE)
-            .map(|_| Answered::default())
-            .collect();
+        let answers = Answers(
+            (0..count * THREADS_PER_QUEUE)
+                .map(|_| Answered::default())
+                .collect(),
+        );
         let mut queues = Queues {
             stop,
-            count,
             threads: Vec::new(),
-            answered,
+            answers,
         };
         let (registered_tx, registered_rx) = mpsc::channel::<Registered>();
         for qid in 0..count {
@@ -242,7 +242,7 @@ impl Queues {
                     server: server.clone(),
                     payload,
                     stop: queues.stop.clone(),
-                    answered: queues.answered.clone(),
+                    answers: queues.answers.clone(),
                     mountpoint: mountpoint.to_path_buf(),
                 };
                 let registered = registered_tx.clone();
@@ -281,12 +281,12 @@ impl Queues {
 
     /// The count of requests the queues answer.
     pub(super) fn answers(&self) -> Answers {
-        Answers(self.answered.clone())
+        self.answers.clone()
     }
 
     /// How many queues there are.
     pub(super) fn len(&self) -> usize {
-        self.count
+        self.answers.0.len() / THREADS_PER_QUEUE
     }
 
     /// Stops every queue and waits (up to 5 s) for its thread; a thread still running then
@@ -320,13 +320,13 @@ impl Queues {
 /// One queue's thread: what it needs.
 struct Queue {
     qid: u16,
-    /// Its counter in `answered`.
+    /// Its counter in `answers`.
     counter: usize,
     device: File,
     server: Arc<Server<Adapter>>,
     payload: usize,
     stop: Arc<OwnedFd>,
-    answered: Arc<[Answered]>,
+    answers: Answers,
     mountpoint: PathBuf,
 }
 
@@ -564,7 +564,7 @@ impl Queue {
         match result {
             0.. => {
                 let commit_id = self.answer(entry, request, sink)?;
-                self.answered[self.counter]
+                self.answers.0[self.counter]
                     .0
                     .fetch_add(1, Ordering::Relaxed);
                 entry.last = (CMD_COMMIT_AND_FETCH, commit_id);
@@ -608,7 +608,6 @@ impl Queue {
                 rest[..op_len].copy_from_slice(&entry.header[OP_IN_AT..OP_IN_AT + op_len]);
                 rest[op_len..op_len + payload_len]
                     .copy_from_slice(&entry.reply[OUT_HEADER_LEN..OUT_HEADER_LEN + payload_len]);
-                tracing::debug!(qid = self.qid, opcode, unique, "io_uring request");
                 std::panic::catch_unwind(AssertUnwindSafe(|| {
                     answer(&self.server, sink, &mut request[..total], &mut entry.reply)
                 }))
@@ -619,12 +618,12 @@ impl Queue {
             }
             _ => {
                 tracing::debug!(opcode, unique, "an opcode we do not take over io_uring");
-                error_reply(&mut entry.reply, unique, libc::ENOSYS)
+                put_error_reply(&mut entry.reply, unique, libc::ENOSYS)
             }
         };
         // Every request that came this way waits for a commit: answer one without a reply.
         let reply_len = if reply_len < OUT_HEADER_LEN {
-            error_reply(&mut entry.reply, unique, libc::EIO)
+            put_error_reply(&mut entry.reply, unique, libc::EIO)
         } else {
             reply_len
         };
@@ -633,12 +632,6 @@ impl Queue {
         entry.header[PAYLOAD_SIZE_AT..PAYLOAD_SIZE_AT + 4].copy_from_slice(&body.to_ne_bytes());
         Ok(commit_id)
     }
-}
-
-/// Writes a reply header carrying `errno` at the start of `reply`; returns its length.
-fn error_reply(reply: &mut [u8], unique: u64, errno: i32) -> usize {
-    reply[..OUT_HEADER_LEN].copy_from_slice(&super::wire::error_reply(unique, errno));
-    OUT_HEADER_LEN
 }
 
 /// Keeps the calling thread on CPU `cpu`. A CPU the service may not use (a cpuset) leaves the

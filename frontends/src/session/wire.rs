@@ -204,13 +204,12 @@ fn expects_reply(opcode: u32) -> bool {
     .contains(&opcode)
 }
 
-/// An error reply for `unique`.
-pub(super) fn error_reply(unique: u64, errno: i32) -> [u8; OUT_HEADER_LEN] {
-    let mut reply = [0u8; OUT_HEADER_LEN];
+/// Writes an error reply for `unique` at the start of `reply`; returns its length.
+pub(super) fn put_error_reply(reply: &mut [u8], unique: u64, errno: i32) -> usize {
     reply[0..4].copy_from_slice(&(OUT_HEADER_LEN as u32).to_ne_bytes());
     reply[4..8].copy_from_slice(&(-errno).to_ne_bytes());
     reply[8..16].copy_from_slice(&unique.to_ne_bytes());
-    reply
+    OUT_HEADER_LEN
 }
 
 /// Answers one request in `request`, composing the reply in `reply`; returns the reply's
@@ -246,8 +245,7 @@ pub(super) fn answer(
         return 0;
     }
     // The server gave up without answering: answer for it, or the caller would wait forever.
-    reply[..OUT_HEADER_LEN].copy_from_slice(&error_reply(unique, libc::EIO));
-    OUT_HEADER_LEN
+    put_error_reply(reply, unique, libc::EIO)
 }
 
 /// One worker: answers requests until the connection ends.
