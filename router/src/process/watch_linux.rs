@@ -75,7 +75,8 @@ impl ExitWatcher {
         Ok(())
     }
 
-    /// Stops watching `pid`; no call back comes for it afterwards unless it is watched again.
+    /// Stops watching `pid`; no call back comes for an exit after this call unless `pid` is
+    /// watched again.
     pub fn unwatch(&self, pid: Pid) {
         self.send(Command::Unwatch(pid));
     }
@@ -106,19 +107,7 @@ impl Drop for ExitWatcher {
 /// The watching thread: applies commands, then polls the wake pipe and every pidfd.
 fn run(wake: &OwnedFd, commands: &mpsc::Receiver<Command>, on_exit: &ExitCallback) {
     let mut watched: HashMap<Pid, OwnedFd> = HashMap::new();
-    loop {
-        loop {
-            match commands.try_recv() {
-                Ok(Command::Watch(pid, fd)) => {
-                    watched.insert(pid, fd);
-                }
-                Ok(Command::Unwatch(pid)) => {
-                    watched.remove(&pid);
-                }
-                Ok(Command::Stop) | Err(mpsc::TryRecvError::Disconnected) => return,
-                Err(mpsc::TryRecvError::Empty) => break,
-            }
-        }
+    while apply(commands, &mut watched) {
         let mut pids = Vec::with_capacity(watched.len());
         let mut polled = Vec::with_capacity(watched.len() + 1);
         polled.push(libc::pollfd {
@@ -147,14 +136,47 @@ fn run(wake: &OwnedFd, commands: &mpsc::Receiver<Command>, on_exit: &ExitCallbac
         if polled[0].revents != 0 {
             drain(wake);
         }
+        // An unwatch sent before the process exited may have arrived in the same poll as the
+        // exit: apply it first, so that exit is not reported. A pid watched anew meanwhile has
+        // a new pidfd, which is asked again.
+        if !apply(commands, &mut watched) {
+            return;
+        }
         for (pid, entry) in pids.iter().zip(&polled[1..]) {
-            if entry.revents != 0 {
+            if entry.revents != 0 && watched.get(pid).is_some_and(has_exited) {
                 watched.remove(pid);
                 tracing::debug!(pid, "watched process exited");
                 on_exit(*pid);
             }
         }
     }
+}
+
+/// Applies every queued command to `watched`; false once the watcher is to stop.
+fn apply(commands: &mpsc::Receiver<Command>, watched: &mut HashMap<Pid, OwnedFd>) -> bool {
+    loop {
+        match commands.try_recv() {
+            Ok(Command::Watch(pid, fd)) => {
+                watched.insert(pid, fd);
+            }
+            Ok(Command::Unwatch(pid)) => {
+                watched.remove(&pid);
+            }
+            Ok(Command::Stop) | Err(mpsc::TryRecvError::Disconnected) => return false,
+            Err(mpsc::TryRecvError::Empty) => return true,
+        }
+    }
+}
+
+/// Whether the process behind `pidfd` has exited, without waiting.
+fn has_exited(pidfd: &OwnedFd) -> bool {
+    let mut entry = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    unsafe { libc::poll(&mut entry, 1, 0) > 0 }
 }
 
 /// Empties the wake pipe, which is non-blocking.

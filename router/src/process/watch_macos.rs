@@ -109,7 +109,8 @@ impl ExitWatcher {
         })
     }
 
-    /// Stops watching `pid`; no call back comes for it afterwards unless it is watched again.
+    /// Stops watching `pid`; no call back comes for an exit after this call unless `pid` is
+    /// watched again.
     pub fn unwatch(&self, pid: Pid) {
         // A process that already exited has no filter left to delete: nothing to do.
         let _ = change(
