@@ -132,7 +132,34 @@ fn fuse_over_io_uring_serves_a_device_mount_where_the_kernel_offers_it() {
         answered >= 50,
         "only {answered} requests came over io_uring"
     );
+    let queue_threads = uring_queue_policies();
+    assert!(!queue_threads.is_empty(), "no io_uring queue thread found");
+    for (name, policy) in queue_threads {
+        // Their wake-ups must not preempt the caller of a background request.
+        assert_eq!(policy, libc::SCHED_BATCH, "{name} is not SCHED_BATCH");
+    }
     session.unmount().unwrap();
+}
+
+/// The name and scheduling policy of each io_uring queue thread of this process.
+#[cfg(target_os = "linux")]
+fn uring_queue_policies() -> Vec<(String, i32)> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let task = task.unwrap().path();
+        let Ok(name) = std::fs::read_to_string(task.join("comm")) else {
+            continue; // the thread ended meanwhile
+        };
+        let name = name.trim_end().to_string();
+        if !name.starts_with("spfs-uring-") {
+            continue;
+        }
+        let tid: libc::pid_t = task.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        // SAFETY: sched_getscheduler takes a thread id and returns its policy or -1.
+        let policy = unsafe { libc::sched_getscheduler(tid) };
+        found.push((name, policy));
+    }
+    found
 }
 
 #[cfg(target_os = "linux")]
