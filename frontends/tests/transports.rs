@@ -75,10 +75,7 @@ fn unmounting_a_busy_device_mount_ends_its_workers() {
     // workers' reads alone; on, io_uring queues serve beside them.
     for switch in ["N", "Y"] {
         let tmp = tempfile::tempdir().unwrap();
-        let Some(_switch) = uring_switch(switch) else {
-            return;
-        };
-        let Some((session, mountpoint)) = mount_device(tmp.path(), true) else {
+        let Some((_switch, session, mountpoint)) = mount_switched(tmp.path(), switch, true) else {
             return;
         };
         let io_uring = switch == "Y";
@@ -104,10 +101,7 @@ fn unmounting_a_busy_device_mount_ends_its_workers() {
 #[test]
 fn fuse_over_io_uring_serves_a_device_mount_where_the_kernel_offers_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(_switch) = uring_switch("Y") else {
-        return;
-    };
-    let Some((session, mountpoint)) = mount_device(tmp.path(), true) else {
+    let Some((_switch, session, mountpoint)) = mount_switched(tmp.path(), "Y", true) else {
         return;
     };
     let before = session
@@ -166,10 +160,7 @@ fn uring_queue_policies() -> Vec<(String, i32)> {
 #[test]
 fn a_session_told_not_to_use_io_uring_reads_its_device() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(_switch) = uring_switch("Y") else {
-        return;
-    };
-    let Some((session, mountpoint)) = mount_device(tmp.path(), false) else {
+    let Some((_switch, session, mountpoint)) = mount_switched(tmp.path(), "Y", false) else {
         return;
     };
     assert_eq!(
@@ -235,8 +226,8 @@ impl Drop for UringSwitch {
     }
 }
 
-/// A device session of [`fixed_vfs`] mounted at `tmp/mnt`, with or without io_uring; `None` (after saying why) where
-/// FUSE cannot mount.
+/// A device session of [`fixed_vfs`] mounted at `tmp/mnt`, with or without io_uring; `None`
+/// (after saying why) where FUSE cannot mount.
 #[cfg(target_os = "linux")]
 fn mount_device(tmp: &std::path::Path, io_uring: bool) -> Option<(Session, PathBuf)> {
     if !support::require_fuse() {
@@ -252,6 +243,19 @@ fn mount_device(tmp: &std::path::Path, io_uring: bool) -> Option<(Session, PathB
     )
     .unwrap_or_else(|e: MountError| panic!("{e}"));
     Some((session, mountpoint))
+}
+
+/// [`mount_device`] with the kernel's io_uring switch set to `switch` for as long as the
+/// returned guard lives; `None` (after saying why) where either cannot be done.
+#[cfg(target_os = "linux")]
+fn mount_switched(
+    tmp: &std::path::Path,
+    switch: &'static str,
+    io_uring: bool,
+) -> Option<(UringSwitch, Session, PathBuf)> {
+    let guard = uring_switch(switch)?;
+    let (session, mountpoint) = mount_device(tmp, io_uring)?;
+    Some((guard, session, mountpoint))
 }
 
 #[cfg(target_os = "linux")]
