@@ -5,6 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 
 mod support;
+use spfs_testkit::require_fuse;
 use support::*;
 
 #[test]

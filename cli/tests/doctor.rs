@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 mod support;
-use support::require_fuse;
+use spfs_testkit::require_fuse;
 
 fn host_dir(host: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -7,8 +7,9 @@ use std::path::Path;
 use std::process::Command;
 
 mod support;
+use spfs_testkit::require_fuse;
+use support::assert_dead_mount;
 use support::mounts::{Service, Shell, put, sha256};
-use support::{assert_dead_mount, require_fuse};
 
 #[test]
 fn two_runtimes_see_their_own_bytes_and_an_outsider_sees_nothing() {

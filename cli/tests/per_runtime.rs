@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod support;
+use spfs_testkit::require_fuse;
 use support::mounts::{Service, Shell, put};
-use support::{BIN, assert_dead_mount, ok, require_fuse};
+use support::{BIN, assert_dead_mount, ok};
 
 /// The mount points under `dir`, from this process's mount table.
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {

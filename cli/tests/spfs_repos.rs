@@ -1,5 +1,5 @@
 //! spfs repositories through the real service and a real mount: every tag, every older tag
-//! version and every object digest of both fixture repositories (`../shared/fixtures/spfs`,
+//! version and every object digest of both fixture repositories (`fixtures/spfs`,
 //! copied to a temporary directory first, since git keeps no empty directories) shows exactly
 //! the view `expected.json` lists; a spec mixes a directory and a tag; each error is named
 //! through the CLI; a deleted payload reads as EIO; a caller who is not the service's user
@@ -10,30 +10,18 @@ mod support;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 
 use serde_json::Value;
-use support::{Env, OTHER_UID, Sleeper, ok, require_fuse, stderr, stdout};
+use spfs_testkit::require_fuse;
+use support::{Env, OTHER_UID, Sleeper, ok, stderr, stdout};
 
 const ENCODINGS: [&str; 2] = ["current", "legacy"];
 
 /// Lists the view at `$SPFS_ROOT`: one `path kind perm size target` line per entry, then one
 /// `sha256  ./path` line per file.
 const LIST: &str = r#"cd "$SPFS_ROOT" && find . -mindepth 1 -printf 'E\t%P\t%y\t%m\t%s\t%l\n' && find . -type f -exec sha256sum {} +"#;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 /// A copy of fixture repository `name`, and its expectations.
 struct Repo {
@@ -42,11 +30,9 @@ struct Repo {
 }
 
 fn repo(env: &Env, name: &str) -> Repo {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/spfs");
     let root = env.path().join("repos").join(name);
-    copy_dir(&source.join(name), &root);
-    let expected = serde_json::from_slice(&std::fs::read(root.join("expected.json")).unwrap())
-        .expect("expected.json");
+    let expected =
+        serde_json::from_str(&spfs_testkit::fixture_copy(name, &root)).expect("expected.json");
     Repo { root, expected }
 }
 

@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use spfs_frontends::{Session, SessionConfig, Transport};
 use spfs_router::{Owner, Routing, Vfs};
-use support::{put, require_fuse, system_router};
+use spfs_testkit::require_fuse;
+use support::{put, system_router};
 
 const ITERATIONS: usize = 5_000;
 

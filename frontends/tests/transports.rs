@@ -230,7 +230,7 @@ impl Drop for UringSwitch {
 /// (after saying why) where FUSE cannot mount.
 #[cfg(target_os = "linux")]
 fn mount_device(tmp: &std::path::Path, io_uring: bool) -> Option<(Session, PathBuf)> {
-    if !support::require_fuse() {
+    if !spfs_testkit::require_fuse() {
         return None;
     }
     let mountpoint = tmp.join("mnt");

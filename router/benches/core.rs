@@ -7,13 +7,9 @@ use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use spfs_router::process::{FakeProcessTable, SystemProcessTable};
-use spfs_router::{
-    Attr, DirEntry, DirectoryReplier, FileKind, Owner, ROOT, Router, Routing, Timestamp, Vfs,
-};
+use spfs_router::{DirEntry, DirectoryReplier, FileKind, Owner, ROOT, Router, Routing, Vfs};
 
-fn root_attr() -> Attr {
-    Attr::root(0, 0, Timestamp::default())
-}
+use spfs_testkit::root_attr;
 
 /// A tree of depth 8 below registered root 100: 100 -> 101 -> ... -> 108, and `others`
 /// more runtimes rooted at children of pid 1 (200, 201, ...), all of `layer`.

@@ -18,11 +18,11 @@ use std::time::Instant;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use spfs_router::process::FakeProcessTable;
-use spfs_router::spfs::encode::{self, TreeEntry};
-use spfs_router::spfs::{
+use spfs_router::{Attr, Owner, Router, Timestamp};
+use spfs_storage::encode::{self, TreeEntry};
+use spfs_storage::{
     Digest, DigestStrategy, Encoding, EntryKind, Layer, Object, Platform, Repository,
 };
-use spfs_router::{Attr, Owner, Router, Timestamp};
 
 const DIRS: usize = 100;
 const SUBDIRS: usize = 10;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::access::AccessError;
 use crate::node::NodeId;
-use crate::spfs::{Digest, SpfsError};
+use spfs_storage::{Digest, SpfsError};
 
 /// Why an env spec was rejected. Each message names the offending part.
 #[derive(Debug, thiserror::Error)]

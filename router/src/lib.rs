@@ -3,7 +3,6 @@
 //!
 //! - [`spec`]: env specs (`LAYER+LAYER+...`, `-` for the empty view), resolved against spfs
 //!   repositories at registration;
-//! - [`spfs`]: a reader of spfs repositories;
 //! - [`access`]: what a runtime's owner may read;
 //! - [`view`]: layers merged into one read-only tree;
 //! - [`node`]: node ids that carry their view;
@@ -18,7 +17,6 @@ pub mod node;
 pub mod process;
 pub mod route;
 pub mod spec;
-pub mod spfs;
 pub mod vfs;
 pub mod view;
 

@@ -18,8 +18,8 @@ use crate::error::{RouteError, SpecError};
 use crate::node::ViewId;
 use crate::process::{Pid, ProcessTable};
 use crate::spec::{EnvSpec, ResolvedSpec};
-use crate::spfs::Repositories;
 use crate::view::{Attr, View};
+use spfs_storage::Repositories;
 
 /// How long a resolution is trusted without walking the ancestry again. Bounded so that a
 /// process reparented out of a runtime, or a pid reused by an unrelated process, stops seeing

@@ -14,8 +14,8 @@ use crate::error::FsError;
 use crate::node::{self, NodeId, ViewId};
 use crate::process::Pid;
 use crate::route::Router;
-use crate::spfs::Digest;
 use crate::view::{Attr, Content, FileKind, View};
+use spfs_storage::Digest;
 
 /// Open-file shards: reads on different handles should not contend.
 const HANDLE_SHARDS: usize = 16;

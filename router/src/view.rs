@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use crate::node::{self, NodeId, ViewId};
 use crate::spec::{Layer, ResolvedSpec};
-use crate::spfs::{Digest, EntryKind, Manifest, Repositories};
+use spfs_storage::{Digest, EntryKind, Manifest, Repositories};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";

@@ -2,22 +2,10 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use spfs_router::{Attr, DirEntry, DirectoryReplier, FileKind, NodeId, Pid, ROOT, Timestamp, Vfs};
-
-/// The root attributes the tests give every router.
-pub fn root_attr() -> Attr {
-    Attr::root(
-        0,
-        0,
-        Timestamp {
-            secs: 1_700_000_000,
-            nanos: 0,
-        },
-    )
-}
+use spfs_router::{Attr, DirEntry, DirectoryReplier, FileKind, NodeId, Pid, ROOT, Vfs};
+pub use spfs_testkit::root_attr;
 
 /// Collects every entry of a listing.
 #[derive(Default)]
@@ -108,30 +96,6 @@ fn walk_dir(
                 assert_eq!(target.len() as u64, attr.size);
                 seen.insert(path, Seen::Symlink(target));
             }
-        }
-    }
-}
-
-/// The spfs fixture repositories: `SPFS_FIXTURES`, else `../shared/fixtures/spfs` next to the
-/// workspace.
-pub fn fixtures_dir() -> PathBuf {
-    match std::env::var_os("SPFS_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/spfs"),
-    }
-}
-
-/// Copies a directory tree (files and directories only): fixtures are copied before use, since
-/// git keeps no empty directories and error tests damage their copy.
-pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
         }
     }
 }

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::{Seen, copy_dir, fixtures_dir, root_attr, walk};
+use common::{Seen, root_attr, walk};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use spfs_router::process::FakeProcessTable;
@@ -29,8 +29,7 @@ struct Fixture {
 fn fixture(name: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join(name);
-    copy_dir(&fixtures_dir().join(name), &root);
-    let expected = serde_json::from_slice(&fs::read(root.join("expected.json")).unwrap()).unwrap();
+    let expected = serde_json::from_str(&spfs_testkit::fixture_copy(name, &root)).unwrap();
     let processes = Arc::new(FakeProcessTable::new());
     processes.spawn(1, 0, 1, 0);
     for pid in 10..20 {
@@ -258,7 +257,7 @@ fn errors_name_the_tag_the_prefix_the_repository_and_the_object() {
     // Two objects share a first byte, so their 2-character prefix is ambiguous.
     let mut by_byte: BTreeMap<u8, Vec<&str>> = BTreeMap::new();
     for d in f.expected["objects"].as_object().unwrap().keys() {
-        let first = spfs_router::spfs::Digest::parse(d).unwrap().as_bytes()[0];
+        let first = spfs_storage::Digest::parse(d).unwrap().as_bytes()[0];
         by_byte.entry(first).or_default().push(d);
     }
     let prefix = &by_byte.values().find(|g| g.len() > 1).unwrap()[0][..2];

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use spfs_router::spfs::{EntryKind, Repositories};
 use spfs_router::{Attr, EnvSpec, Layer, LayerRef, ResolvedSpec, Timestamp, View};
+use spfs_storage::{EntryKind, Repositories};
 
 use super::{RepoArgs, current_dir, resolve_spec};
 

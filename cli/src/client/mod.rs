@@ -68,7 +68,7 @@ impl RepoArgs {
             if !has_spfs {
                 return Vec::new();
             }
-            vec![spfs_router::spfs::default_storage_root()]
+            vec![spfs_storage::default_storage_root()]
         } else {
             self.repos.clone()
         };
@@ -433,7 +433,7 @@ mod tests {
         assert!(none.for_spec("-", cwd).is_empty());
         assert_eq!(
             none.for_spec("/a+dev/lower", cwd),
-            vec![absolute(&spfs_router::spfs::default_storage_root(), cwd)]
+            vec![absolute(&spfs_storage::default_storage_root(), cwd)]
         );
         let named = RepoArgs {
             repos: vec!["./r1".into(), "/abs/r2".into()],

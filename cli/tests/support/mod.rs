@@ -10,25 +10,6 @@ use std::time::{Duration, Instant};
 
 pub mod mounts;
 
-/// Whether this host can mount FUSE; see `require_fuse` in the frontends' tests.
-pub fn require_fuse() -> bool {
-    let reason = match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-    {
-        // SAFETY: geteuid has no preconditions.
-        Ok(_) if unsafe { libc::geteuid() } == 0 => return true,
-        Ok(_) => "mounting needs root here".to_string(),
-        Err(err) => format!("/dev/fuse cannot be opened: {err}"),
-    };
-    if std::env::var("SPFS_FUSE_REQUIRE_MOUNT").as_deref() == Ok("1") {
-        panic!("FUSE is required (SPFS_FUSE_REQUIRE_MOUNT=1) but unusable: {reason}");
-    }
-    eprintln!("skipping: {reason}");
-    false
-}
-
 /// Asserts that `err` is what a FUSE mount whose server died answers, as the service itself
 /// judges it (`spfs_frontends::is_stale_error`: `ENOTCONN`, and on Linux `ECONNABORTED` or
 /// `ECANCELED` where the server served through FUSE over io_uring).
