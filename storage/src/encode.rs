@@ -8,7 +8,8 @@ use super::digest::Digest;
 use super::fb::{self, EncodeEntry};
 use super::manifest::{EntryKind, RAW_BLOB, RAW_MASK, RAW_TREE};
 use super::object::{
-    AnnotationValue, DigestStrategy, Encoding, Header, Object, ObjectKind, object_hasher,
+    AnnotationValue, DigestStrategy, Encoding, HashPrefix, Header, Object, ObjectKind,
+    object_hasher,
 };
 
 /// One entry of a tree to encode.
@@ -60,13 +61,6 @@ pub fn tree_digest(entries: &[TreeEntry<'_>]) -> Digest {
     Digest::of(&buf)
 }
 
-fn salted(strategy: DigestStrategy, kind: ObjectKind) -> Option<u8> {
-    match strategy {
-        DigestStrategy::WithKindAndSalt => Some(kind.header_byte()),
-        DigestStrategy::Legacy | DigestStrategy::Unknown(_) => None,
-    }
-}
-
 fn header(kind: ObjectKind, encoding: Encoding, strategy: DigestStrategy) -> Vec<u8> {
     Header {
         strategy,
@@ -90,7 +84,7 @@ pub fn manifest_file(
             legacy.extend_from_slice(&((trees.len() - 1) as u64).to_be_bytes());
         }
     }
-    let mut h = object_hasher(salted(strategy, ObjectKind::Manifest));
+    let mut h = object_hasher(HashPrefix::of(strategy, ObjectKind::Manifest));
     h.update(&legacy);
     let digest = Digest::from_bytes(h.finalize().into());
     let mut out = header(ObjectKind::Manifest, encoding, strategy);
@@ -168,7 +162,7 @@ pub fn object_file(
     let digest = match object {
         Object::Blob(b) => b.payload,
         _ => {
-            let mut h = object_hasher(salted(strategy, kind));
+            let mut h = object_hasher(HashPrefix::of(strategy, kind));
             h.update(&hashed);
             Digest::from_bytes(h.finalize().into())
         }

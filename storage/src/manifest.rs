@@ -14,7 +14,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::digest::Digest;
 use super::error::{Result, SpfsError};
-use super::object::object_hasher;
+use super::object::{HashPrefix, object_hasher};
 
 /// The most entries a manifest may expand to. Trees are stored once and may be referenced many
 /// times, so a small hostile file could otherwise expand exponentially.
@@ -274,29 +274,30 @@ fn valid_name(name: &[u8]) -> bool {
 }
 
 impl RawManifest<'_> {
-    /// Links and flattens the manifest. `salted` is `Some(prefix)` to also recompute the
-    /// manifest's own digest (returned); errors name `path`.
+    /// Links and flattens the manifest. With `verify` (the hash prefix of the object's digest
+    /// strategy) it also recomputes the manifest's own digest and returns it; errors name
+    /// `path`.
     pub(crate) fn build(
         self,
         digest: Digest,
         path: &Path,
-        salted: Option<Option<u8>>,
+        verify: Option<HashPrefix>,
     ) -> Result<(Manifest, Option<Digest>)> {
-        self.build_with_limit(digest, path, salted, MAX_MANIFEST_ENTRIES)
+        self.build_with_limit(digest, path, verify, MAX_MANIFEST_ENTRIES)
     }
 
     fn build_with_limit(
         mut self,
         digest: Digest,
         path: &Path,
-        salted: Option<Option<u8>>,
+        verify: Option<HashPrefix>,
         max_entries: usize,
     ) -> Result<(Manifest, Option<Digest>)> {
         if self.trees.is_empty() {
             return Err(SpfsError::corrupt(path, "manifest holds no trees"));
         }
         // Digest every tree: sha256 of its legacy encoding, entries sorted by name.
-        let mut manifest_hasher = salted.map(object_hasher);
+        let mut manifest_hasher = verify.map(object_hasher);
         let mut tree_index: HashMap<Digest, usize> = HashMap::with_capacity(self.trees.len());
         let mut buf = Vec::new();
         for (i, range) in self.trees.iter().enumerate() {

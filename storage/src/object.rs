@@ -285,8 +285,11 @@ pub(crate) fn decode(
                 Encoding::FlatBuffers => fb::decode_manifest(body),
             }
             .map_err(|reason| SpfsError::corrupt(path, reason))?;
-            let salt = salt_for(&header, path, opts.verify.is_some())?;
-            let (manifest, actual) = raw.build(digest, path, salt)?;
+            let prefix = match opts.verify {
+                Some(_) => Some(hash_prefix(&header, path)?),
+                None => None,
+            };
+            let (manifest, actual) = raw.build(digest, path, prefix)?;
             if let (Some(expected), Some(actual)) = (opts.verify, actual)
                 && expected != actual
             {
@@ -313,15 +316,32 @@ pub(crate) fn decode(
     Ok((header, object))
 }
 
-/// The hash prefix of the header's digest strategy: `Some(Some(kind))` to salt,
-/// `Some(None)` for legacy, `None` when not verifying.
-fn salt_for(header: &Header, path: &Path, verify: bool) -> Result<Option<Option<u8>>> {
-    if !verify {
-        return Ok(None);
+/// What is hashed before an object's body, by digest strategy (SPFS-FORMAT.md §9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HashPrefix {
+    /// Nothing: the legacy strategy hashes the body alone.
+    Legacy,
+    /// [`DIGEST_SALT`] and then this kind byte.
+    Salted(u8),
+}
+
+impl HashPrefix {
+    /// The prefix of `strategy` for an object of `kind`; an unknown strategy hashes as legacy.
+    pub(crate) fn of(strategy: DigestStrategy, kind: ObjectKind) -> HashPrefix {
+        match strategy {
+            DigestStrategy::WithKindAndSalt => HashPrefix::Salted(kind.header_byte()),
+            DigestStrategy::Legacy | DigestStrategy::Unknown(_) => HashPrefix::Legacy,
+        }
     }
+}
+
+/// The hash prefix the object's header asks for, to recompute its digest; an unknown strategy
+/// is an error naming the file, since its digest cannot be recomputed.
+fn hash_prefix(header: &Header, path: &Path) -> Result<HashPrefix> {
     match header.strategy {
-        DigestStrategy::Legacy => Ok(Some(None)),
-        DigestStrategy::WithKindAndSalt => Ok(Some(Some(header.kind.header_byte()))),
+        DigestStrategy::Legacy | DigestStrategy::WithKindAndSalt => {
+            Ok(HashPrefix::of(header.strategy, header.kind))
+        }
         DigestStrategy::Unknown(b) => Err(SpfsError::corrupt(
             path,
             format!("unknown digest strategy {b}: the digest cannot be recomputed"),
@@ -329,10 +349,10 @@ fn salt_for(header: &Header, path: &Path, verify: bool) -> Result<Option<Option<
     }
 }
 
-/// Starts a hasher for an object of `kind` under `strategy`'s prefix.
-pub(crate) fn object_hasher(salted_kind: Option<u8>) -> Sha256 {
+/// Starts a hasher for an object body with `prefix` already hashed.
+pub(crate) fn object_hasher(prefix: HashPrefix) -> Sha256 {
     let mut h = Sha256::new();
-    if let Some(kind) = salted_kind {
+    if let HashPrefix::Salted(kind) = prefix {
         h.update(DIGEST_SALT);
         h.update([kind]);
     }
@@ -341,7 +361,7 @@ pub(crate) fn object_hasher(salted_kind: Option<u8>) -> Sha256 {
 
 /// The digest of a blob, layer or platform, from its legacy body (SPFS-FORMAT.md §9).
 fn small_object_digest(header: &Header, object: &Object, path: &Path) -> Result<Digest> {
-    let mut h = object_hasher(salt_for(header, path, true)?.flatten());
+    let mut h = object_hasher(hash_prefix(header, path)?);
     match object {
         // A blob's digest is its payload's.
         Object::Blob(blob) => return Ok(blob.payload),
