@@ -21,7 +21,7 @@ use spfs_router::process::FakeProcessTable;
 use spfs_router::{Attr, Owner, Router, Timestamp};
 use spfs_storage::encode::{self, TreeEntry};
 use spfs_storage::{
-    Digest, DigestStrategy, Encoding, EntryKind, Layer, Object, Platform, Repository,
+    Digest, DigestStrategy, Encoding, EntryKind, Layer, Object, ObjectSource, Platform, Repository,
 };
 
 const DIRS: usize = 100;

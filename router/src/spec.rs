@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::SpecError;
-use spfs_storage::{Digest, Manifest, ObjectKind, Reference, Repositories};
+use spfs_storage::{Digest, Manifest, ObjectKind, ObjectSource, Reference, Repositories};
 
 /// The most layers one view may stack. overlayfs allows 500; a view is built by walking every
 /// layer, so the limit only guards the service against a spec that would take minutes to build.

@@ -8,7 +8,7 @@
 //! # Use
 //!
 //! ```no_run
-//! use spfs_storage::{Repositories, Repository, default_storage_root};
+//! use spfs_storage::{ObjectSource, Repositories, Repository, default_storage_root};
 //!
 //! # fn main() -> Result<(), spfs_storage::SpfsError> {
 //! let repos = Repositories::new(vec![Repository::open(default_storage_root())?]);
@@ -32,10 +32,10 @@
 //!   reference: [`SpfsError::UnknownTag`], [`SpfsError::UnknownTagVersion`],
 //!   [`SpfsError::UnknownPartialDigest`], [`SpfsError::AmbiguousDigest`],
 //!   [`SpfsError::UnknownObject`], [`SpfsError::InvalidReference`].
-//! - [`Repository::layers_of`]`(&Resolved)` and [`Repository::layers_of_stack`]`(&[Digest])`
+//! - [`ObjectSource::layers_of`]`(&Resolved)` and [`ObjectSource::layers_of_stack`]`(&[Digest])`
 //!   `-> Vec<`[`MountLayer`]`>`: the layers to merge, bottom first, after spfs's expansion
 //!   and de-duplication rules (SPFS-FORMAT.md §12.3). A blob is [`SpfsError::NotMountable`].
-//! - [`Repository::read_manifest`]`(&Digest) -> `[`Manifest`]: a layer's (or a manifest's)
+//! - [`ObjectSource::read_manifest`]`(&Digest) -> `[`Manifest`]: a layer's (or a manifest's)
 //!   tree, flattened breadth first into 64-byte [`Entry`]s plus one shared name buffer.
 //!   Each directory's children are one range sorted by name bytes ([`Manifest::find`] is a
 //!   binary search); every entry knows its parent; [`Manifest::path`] rebuilds a path.
@@ -44,7 +44,8 @@
 //!   symlink's target.
 //! - [`Repository::read_object`], [`Repository::verify_object`] (recomputes digests),
 //!   [`Repository::tag_history`], [`Repository::list_tags`].
-//! - [`Repositories`]: the same over several repositories, searched in order.
+//! - [`Repositories`]: the same over several repositories, searched in order; what both
+//!   share is the [`ObjectSource`] trait.
 //! - [`default_storage_root`]: `SPFS_STORAGE__ROOT`, else spfs's default.
 //!
 //! Corrupt or truncated objects give [`SpfsError::CorruptObject`] naming the object's file;
@@ -72,7 +73,9 @@ pub use object::{
     Annotation, AnnotationValue, Blob, DIGEST_SALT, DigestStrategy, Encoding, HEADER_LEN, Header,
     Layer, MAGIC, Object, ObjectKind, Platform,
 };
-pub use repo::{MAX_PLATFORM_DEPTH, MountLayer, Reference, Repositories, Repository, Resolved};
+pub use repo::{
+    MAX_PLATFORM_DEPTH, MountLayer, ObjectSource, Reference, Repositories, Repository, Resolved,
+};
 pub use tag::{TagRecord, TagSpec, parse_tag_file};
 
 /// The environment variable naming the spfs storage root.

@@ -352,15 +352,23 @@ impl Repository {
         }
         Ok(object)
     }
+}
+
+/// Where objects come from: one [`Repository`], or several searched in order
+/// ([`Repositories`]). What is built from objects (manifests of layers, the layers of a stack)
+/// is read the same way from either.
+pub trait ObjectSource {
+    /// Reads the object named `digest`.
+    fn read_object(&self, digest: &Digest) -> Result<Object>;
 
     /// Reads the manifest of a layer, or a manifest given directly.
-    pub fn read_manifest(&self, digest: &Digest) -> Result<Manifest> {
+    fn read_manifest(&self, digest: &Digest) -> Result<Manifest> {
         read_manifest_from(self, digest)
     }
 
     /// The layers that mounting one resolved item stacks, bottom first (see
-    /// [`Repository::layers_of_stack`]).
-    pub fn layers_of(&self, item: &Resolved) -> Result<Vec<MountLayer>> {
+    /// [`ObjectSource::layers_of_stack`]).
+    fn layers_of(&self, item: &Resolved) -> Result<Vec<MountLayer>> {
         self.layers_of_stack(&[item.digest])
     }
 
@@ -369,14 +377,9 @@ impl Repository {
     /// position; platforms expand recursively; manifests stand for themselves; repeated
     /// layers (same manifest) keep their **first** position; annotation-only layers drop out.
     /// A blob is an error.
-    pub fn layers_of_stack(&self, items: &[Digest]) -> Result<Vec<MountLayer>> {
+    fn layers_of_stack(&self, items: &[Digest]) -> Result<Vec<MountLayer>> {
         expand_stack(self, items)
     }
-}
-
-/// Where objects come from: one repository, or several searched in order.
-trait ObjectSource {
-    fn read_object(&self, digest: &Digest) -> Result<Object>;
 }
 
 impl ObjectSource for Repository {
@@ -391,7 +394,7 @@ impl ObjectSource for Repositories {
     }
 }
 
-fn read_manifest_from(src: &impl ObjectSource, digest: &Digest) -> Result<Manifest> {
+fn read_manifest_from(src: &(impl ObjectSource + ?Sized), digest: &Digest) -> Result<Manifest> {
     match src.read_object(digest)? {
         Object::Manifest(m) => Ok(m),
         Object::Layer(layer) => {
@@ -415,7 +418,7 @@ fn read_manifest_from(src: &impl ObjectSource, digest: &Digest) -> Result<Manife
     }
 }
 
-fn expand_stack(src: &impl ObjectSource, items: &[Digest]) -> Result<Vec<MountLayer>> {
+fn expand_stack(src: &(impl ObjectSource + ?Sized), items: &[Digest]) -> Result<Vec<MountLayer>> {
     // Step 1: drop repeated items, keeping the last occurrence.
     let mut stack: Vec<Digest> = Vec::with_capacity(items.len());
     for d in items {
@@ -437,7 +440,7 @@ fn expand_stack(src: &impl ObjectSource, items: &[Digest]) -> Result<Vec<MountLa
 }
 
 fn expand(
-    src: &impl ObjectSource,
+    src: &(impl ObjectSource + ?Sized),
     digest: &Digest,
     depth: usize,
     expanded: &mut HashSet<Digest>,
@@ -556,21 +559,6 @@ impl Repositories {
     /// Reads an object from the first repository that holds it.
     pub fn read_object(&self, digest: &Digest) -> Result<Object> {
         self.holder(digest)?.read_object(digest)
-    }
-
-    /// Reads the manifest of a layer, or a manifest given directly.
-    pub fn read_manifest(&self, digest: &Digest) -> Result<Manifest> {
-        read_manifest_from(self, digest)
-    }
-
-    /// See [`Repository::layers_of`].
-    pub fn layers_of(&self, item: &Resolved) -> Result<Vec<MountLayer>> {
-        self.layers_of_stack(&[item.digest])
-    }
-
-    /// See [`Repository::layers_of_stack`].
-    pub fn layers_of_stack(&self, items: &[Digest]) -> Result<Vec<MountLayer>> {
-        expand_stack(self, items)
     }
 
     /// The payload's file in the first repository that has it; `None` when none has.

@@ -13,7 +13,7 @@ use serde_json::Value;
 use spfs_storage::encode::{self, TreeEntry};
 use spfs_storage::{
     Annotation, AnnotationValue, Digest, DigestStrategy, Encoding, EntryKind, Layer, Manifest,
-    MountLayer, Object, ObjectKind, Platform, Repositories, Repository, SpfsError,
+    MountLayer, Object, ObjectKind, ObjectSource, Platform, Repositories, Repository, SpfsError,
 };
 
 const ENCODINGS: [&str; 2] = ["current", "legacy"];
