@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::Output;
 
 use serde_json::Value;
+use spfs_testkit::FixtureRepo;
 use spfs_testkit::require_fuse;
 use support::{Env, OTHER_UID, Sleeper, ok, stderr, stdout};
 
@@ -23,50 +24,26 @@ const ENCODINGS: [&str; 2] = ["current", "legacy"];
 /// `sha256  ./path` line per file.
 const LIST: &str = r#"cd "$SPFS_ROOT" && find . -mindepth 1 -printf 'E\t%P\t%y\t%m\t%s\t%l\n' && find . -type f -exec sha256sum {} +"#;
 
-/// A copy of fixture repository `name`, and its expectations.
-struct Repo {
-    root: PathBuf,
-    expected: Value,
+/// A copy of a fixture repository in a test's directory.
+struct Repo(FixtureRepo);
+
+impl std::ops::Deref for Repo {
+    type Target = FixtureRepo;
+    fn deref(&self) -> &FixtureRepo {
+        &self.0
+    }
 }
 
 fn repo(env: &Env, name: &str) -> Repo {
-    let root = env.path().join("repos").join(name);
-    let expected =
-        serde_json::from_str(&spfs_testkit::fixture_copy(name, &root)).expect("expected.json");
-    Repo { root, expected }
+    Repo(FixtureRepo::copy(
+        name,
+        &env.path().join("repos").join(name),
+    ))
 }
 
 impl Repo {
     fn arg(&self) -> &str {
         self.root.to_str().unwrap()
-    }
-
-    fn tag(&self, tag: &str) -> &Value {
-        &self.expected["tags"][tag]
-    }
-
-    /// Every reference `expected.json` names, with its view (`None`: a blob, not mountable).
-    fn cases(&self) -> Vec<(String, Option<&Value>)> {
-        let tags = self.expected["tags"].as_object().unwrap();
-        let view_of = |digest: &str| {
-            tags.values().find_map(|t| {
-                let hit = t["digest"] == digest || t["manifest"] == digest;
-                (hit && t["view"].is_object()).then(|| &t["view"])
-            })
-        };
-        let mut cases = Vec::new();
-        for (tag, t) in tags {
-            cases.push((tag.clone(), t.get("view")));
-            for (i, d) in t["history"].as_array().unwrap().iter().enumerate().skip(1) {
-                cases.push((format!("{tag}~{i}"), view_of(d.as_str().unwrap())));
-            }
-        }
-        for (digest, kind) in self.expected["objects"].as_object().unwrap() {
-            let view = view_of(digest);
-            assert_eq!(view.is_none(), kind == "blob", "{digest} ({kind})");
-            cases.push((digest.clone(), view));
-        }
-        cases
     }
 
     /// The file of an object or payload.

@@ -4,9 +4,9 @@
 
 mod common;
 
+use spfs_testkit::FixtureRepo;
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use common::{Seen, root_attr, walk};
@@ -20,8 +20,7 @@ const OWNER: u32 = 501;
 
 struct Fixture {
     _dir: tempfile::TempDir,
-    root: PathBuf,
-    expected: Value,
+    repo: FixtureRepo,
     router: Arc<Router>,
     vfs: Arc<Vfs>,
 }
@@ -29,7 +28,7 @@ struct Fixture {
 fn fixture(name: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join(name);
-    let expected = serde_json::from_str(&spfs_testkit::fixture_copy(name, &root)).unwrap();
+    let repo = FixtureRepo::copy(name, &root);
     let processes = Arc::new(FakeProcessTable::new());
     processes.spawn(1, 0, 1, 0);
     for pid in 10..20 {
@@ -39,8 +38,7 @@ fn fixture(name: &str) -> Fixture {
     let vfs = Arc::new(Vfs::new(Routing::Shared(router.clone())));
     Fixture {
         _dir: dir,
-        root,
-        expected,
+        repo,
         router,
         vfs,
     }
@@ -53,38 +51,9 @@ impl Fixture {
                 pid,
                 spec,
                 &Owner::trusted(OWNER, OWNER),
-                std::slice::from_ref(&self.root),
+                std::slice::from_ref(&self.repo.root),
             )
             .map(|_| ())
-    }
-
-    /// Every reference `expected.json` names: each tag, each older version `tag~i`, each
-    /// object digest; with the view it must give, or `None` for a blob (not mountable).
-    fn cases(&self) -> Vec<(String, Option<&Value>)> {
-        let tags = self.expected["tags"].as_object().unwrap();
-        let view_of = |digest: &str| -> Option<&Value> {
-            tags.values().find_map(|t| {
-                let hit = t["digest"] == digest || t["manifest"] == digest;
-                (hit && t["view"].is_object()).then(|| &t["view"])
-            })
-        };
-        let mut cases = Vec::new();
-        for (tag, t) in tags {
-            cases.push((tag.clone(), t.get("view")));
-            for (i, d) in t["history"].as_array().unwrap().iter().enumerate().skip(1) {
-                cases.push((format!("{tag}~{i}"), view_of(d.as_str().unwrap())));
-            }
-        }
-        for (digest, kind) in self.expected["objects"].as_object().unwrap() {
-            let view = view_of(digest);
-            assert_eq!(
-                view.is_none(),
-                kind == "blob",
-                "{digest} ({kind}) has no view"
-            );
-            cases.push((digest.clone(), view));
-        }
-        cases
     }
 }
 
@@ -160,7 +129,7 @@ fn check_view(f: &Fixture, pid: u32, label: &str, view: &Value) {
 fn every_tag_version_and_digest_gives_its_expected_view() {
     for name in ENCODINGS {
         let f = fixture(name);
-        let cases = f.cases();
+        let cases = f.repo.cases();
         assert!(cases.len() > 50, "{name}: {} cases", cases.len());
         for (reference, view) in cases {
             let label = format!("{name} {reference}");
@@ -184,7 +153,7 @@ fn every_tag_version_and_digest_gives_its_expected_view() {
 fn env_specs_stack_like_spfs() {
     for name in ENCODINGS {
         let f = fixture(name);
-        let tags = &f.expected["tags"];
+        let tags = &f.repo.expected["tags"];
         let lower = tags["dev/lower"]["digest"].as_str().unwrap();
         let upper = tags["dev/upper"]["digest"].as_str().unwrap();
         for (spec, same_as) in [
@@ -240,7 +209,7 @@ fn a_directory_and_an_spfs_tag_mix_in_one_spec() {
     assert!(seen.contains_key(&b"plugins/beta/conf.ini"[..]));
     assert!(!seen.contains_key(&b"etc/obsolete.conf"[..]), "masked");
     let runtime = &f.router.runtimes()[0];
-    assert_eq!(runtime.repos, vec![f.root.clone()]);
+    assert_eq!(runtime.repos, vec![f.repo.root.clone()]);
     assert_eq!(runtime.spec.to_string(), spec);
 }
 
@@ -256,7 +225,7 @@ fn errors_name_the_tag_the_prefix_the_repository_and_the_object() {
 
     // Two objects share a first byte, so their 2-character prefix is ambiguous.
     let mut by_byte: BTreeMap<u8, Vec<&str>> = BTreeMap::new();
-    for d in f.expected["objects"].as_object().unwrap().keys() {
+    for d in f.repo.expected["objects"].as_object().unwrap().keys() {
         let first = spfs_storage::Digest::parse(d).unwrap().as_bytes()[0];
         by_byte.entry(first).or_default().push(d);
     }
@@ -301,10 +270,11 @@ fn errors_name_the_tag_the_prefix_the_repository_and_the_object() {
     );
 
     // A truncated manifest: the error names its file.
-    let manifest = f.expected["tags"]["dev/upper"]["manifest"]
+    let manifest = f.repo.expected["tags"]["dev/upper"]["manifest"]
         .as_str()
         .unwrap();
     let path = f
+        .repo
         .root
         .join("objects")
         .join(&manifest[..2])
@@ -323,11 +293,12 @@ fn errors_name_the_tag_the_prefix_the_repository_and_the_object() {
 fn a_missing_payload_is_eio_for_read_and_readlink() {
     let f = fixture("legacy");
     f.register(14, "dev/lower").unwrap();
-    let view = &f.expected["tags"]["dev/lower"]["view"];
+    let view = &f.repo.expected["tags"]["dev/lower"]["view"];
     for path in ["README.txt", "bin/hi"] {
         let payload = view[path]["payload"].as_str().unwrap();
         fs::remove_file(
-            f.root
+            f.repo
+                .root
                 .join("payloads")
                 .join(&payload[..2])
                 .join(&payload[2..]),

@@ -29,7 +29,7 @@ struct Fixture {
 fn fixture(name: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join(name);
-    let expected: Value = serde_json::from_str(&spfs_testkit::fixture_copy(name, &root)).unwrap();
+    let expected = spfs_testkit::FixtureRepo::copy(name, &root).expected;
     let repo = Repository::open(&root).unwrap();
     Fixture {
         _dir: dir,

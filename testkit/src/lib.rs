@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
 use spfs_router::{Attr, Timestamp};
 
 /// The environment variable that turns a mount test's skip into a failure (`.ci/run` sets it).
@@ -81,15 +82,64 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A copy of fixture repository `name` under `to`, and the `expected.json` that spfs wrote
-/// beside it, as text.
-pub fn fixture_copy(name: &str, to: &Path) -> String {
-    let source = fixtures_dir().join(name);
-    assert!(
-        source.is_dir(),
-        "fixture {} is missing from the repository",
-        source.display()
-    );
-    copy_dir(&source, to);
-    std::fs::read_to_string(to.join("expected.json")).expect("expected.json")
+/// A copy of one fixture repository, with the `expected.json` spfs wrote beside it.
+#[derive(Debug)]
+pub struct FixtureRepo {
+    /// Where the copy is: a repository root to hand to the reader or the service.
+    pub root: PathBuf,
+    /// `expected.json`: every tag, older tag version and object with the view it gives.
+    pub expected: Value,
+}
+
+impl FixtureRepo {
+    /// Copies fixture repository `name` (`current` or `legacy`) to `to`.
+    pub fn copy(name: &str, to: &Path) -> FixtureRepo {
+        let source = fixtures_dir().join(name);
+        assert!(
+            source.is_dir(),
+            "fixture {} is missing from the repository",
+            source.display()
+        );
+        copy_dir(&source, to);
+        let text = std::fs::read_to_string(to.join("expected.json")).expect("expected.json");
+        FixtureRepo {
+            root: to.to_path_buf(),
+            expected: serde_json::from_str(&text).expect("expected.json parses"),
+        }
+    }
+
+    /// What `expected.json` says of tag `tag`.
+    pub fn tag(&self, tag: &str) -> &Value {
+        &self.expected["tags"][tag]
+    }
+
+    /// Every reference `expected.json` names: each tag, each older version `tag~i`, each
+    /// object digest; with the view it must give, or `None` for a blob (not mountable).
+    pub fn cases(&self) -> Vec<(String, Option<&Value>)> {
+        let tags = self.expected["tags"].as_object().expect("tags");
+        let view_of = |digest: &str| -> Option<&Value> {
+            tags.values().find_map(|t| {
+                let hit = t["digest"] == digest || t["manifest"] == digest;
+                (hit && t["view"].is_object()).then(|| &t["view"])
+            })
+        };
+        let mut cases = Vec::new();
+        for (tag, t) in tags {
+            cases.push((tag.clone(), t.get("view")));
+            let history = t["history"].as_array().expect("history");
+            for (i, d) in history.iter().enumerate().skip(1) {
+                cases.push((format!("{tag}~{i}"), view_of(d.as_str().expect("digest"))));
+            }
+        }
+        for (digest, kind) in self.expected["objects"].as_object().expect("objects") {
+            let view = view_of(digest);
+            assert_eq!(
+                view.is_none(),
+                kind == "blob",
+                "{digest} ({kind}): only blobs have no view"
+            );
+            cases.push((digest.clone(), view));
+        }
+        cases
+    }
 }
