@@ -227,8 +227,9 @@ mod tests {
     use std::io::{Read, Write};
     use std::os::fd::FromRawFd;
 
-    use fuse_backend_rs::abi::fuse_abi::Opcode;
+    use fuse_backend_rs::abi::fuse_abi::{GetattrIn, Opcode};
     use spfs_router::ROOT;
+    use vm_memory::ByteValued;
 
     use super::super::Transport;
     use super::super::testing::{
@@ -261,8 +262,13 @@ mod tests {
             .unwrap();
         let (error, unique, _) = reply(&comm);
         assert_eq!((error, unique), (0, 1));
-        comm.write_all(&request(Opcode::Getattr, 2, ROOT, &[0u8; 16]))
-            .unwrap();
+        comm.write_all(&request(
+            Opcode::Getattr,
+            2,
+            ROOT,
+            GetattrIn::default().as_slice(),
+        ))
+        .unwrap();
         let (error, unique, _) = reply(&comm);
         assert_eq!((error, unique), (0, 2));
         mount_tmpfs(&mountpoint);

@@ -225,10 +225,12 @@ mod tests {
     use std::io::{IoSlice, Write};
     use std::os::fd::FromRawFd;
 
-    use fuse_backend_rs::abi::fuse_abi::Opcode;
+    use fuse_backend_rs::abi::fuse_abi::{GetattrIn, Opcode};
     use spfs_router::ROOT;
+    use vm_memory::ByteValued;
 
     use super::super::Transport;
+    use super::super::header::{AbiBytes, OutHeader};
     use super::super::testing::{
         can_mount, fixed_vfs, init_body, mount_tmpfs, request, seqpacket_pair, stand_in,
     };
@@ -243,14 +245,9 @@ mod tests {
         kernel.write_all(message).unwrap();
         let mut reply = vec![0u8; 64 * 1024];
         let n = kernel.read(&mut reply).unwrap();
-        assert_eq!(
-            u32::from_ne_bytes(reply[0..4].try_into().unwrap()) as usize,
-            n
-        );
-        (
-            i32::from_ne_bytes(reply[4..8].try_into().unwrap()),
-            u64::from_ne_bytes(reply[8..16].try_into().unwrap()),
-        )
+        let header = OutHeader::read_from(&reply[..n]).unwrap();
+        assert_eq!(header.len as usize, n);
+        (header.error, header.unique)
     }
 
     /// The stand-in; does nothing unless started by [`fake_helper`].
@@ -285,7 +282,10 @@ mod tests {
             (0, 1)
         );
         assert_eq!(
-            exchange(&mut kernel, &request(Opcode::Getattr, 2, ROOT, &[0u8; 16])),
+            exchange(
+                &mut kernel,
+                &request(Opcode::Getattr, 2, ROOT, GetattrIn::default().as_slice())
+            ),
             (0, 2)
         );
         mount_tmpfs(&mountpoint);

@@ -20,6 +20,7 @@ use spfs_router::Vfs;
 use crate::error::MountError;
 use crate::mountpoint;
 
+mod header;
 #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 mod protocol;
 #[cfg(test)]

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use spfs_router::{Attr, ResolvedSpec, Routing, Timestamp, Vfs, View};
 
-use fuse_backend_rs::abi::fuse_abi::Opcode;
+use fuse_backend_rs::abi::fuse_abi::{InitIn, Opcode};
+use vm_memory::ByteValued;
 
-use super::wire::{IN_HEADER_LEN, OUT_HEADER_LEN};
+use super::header::{AbiBytes, IN_HEADER_LEN, InHeader, OUT_HEADER_LEN, OutHeader};
 #[cfg(target_os = "linux")]
 use std::os::fd::{FromRawFd, OwnedFd};
 #[cfg(target_os = "linux")]
@@ -35,34 +36,41 @@ pub(crate) fn fixed_vfs(layer: std::path::PathBuf) -> Arc<Vfs> {
 pub(crate) fn reply(mut peer: &UnixStream) -> (i32, u64, Vec<u8>) {
     let mut header = [0u8; OUT_HEADER_LEN];
     peer.read_exact(&mut header).unwrap();
-    let len = u32::from_ne_bytes(header[0..4].try_into().unwrap()) as usize;
-    let error = i32::from_ne_bytes(header[4..8].try_into().unwrap());
-    let unique = u64::from_ne_bytes(header[8..16].try_into().unwrap());
-    let mut body = vec![0u8; len - OUT_HEADER_LEN];
+    let header = OutHeader::read_from(&header).unwrap();
+    let mut body = vec![0u8; header.len as usize - OUT_HEADER_LEN];
     peer.read_exact(&mut body).unwrap();
-    (error, unique, body)
+    (header.error, header.unique, body)
 }
 
-/// A request: header (len, opcode, unique, nodeid, uid, gid, pid, padding), then `body`.
+/// A request of `opcode` for `unique` on `nodeid` from uid, gid and pid 0, then `body`.
 pub(crate) fn request(opcode: Opcode, unique: u64, nodeid: u64, body: &[u8]) -> Vec<u8> {
-    let mut msg = Vec::new();
-    msg.extend(((IN_HEADER_LEN + body.len()) as u32).to_ne_bytes());
-    msg.extend((opcode as u32).to_ne_bytes());
-    msg.extend(unique.to_ne_bytes());
-    msg.extend(nodeid.to_ne_bytes());
-    msg.extend([0u8; 16]); // uid, gid, pid, padding
-    assert_eq!(msg.len(), IN_HEADER_LEN);
-    msg.extend(body);
-    msg
+    let header = InHeader {
+        len: (IN_HEADER_LEN + body.len()) as u32,
+        opcode: opcode as u32,
+        unique,
+        nodeid,
+        ..InHeader::default()
+    };
+    [header.as_slice(), body].concat()
+}
+
+/// A reply body as `T`. Replies to older protocol versions may be shorter than `T` (INIT's);
+/// what they lack reads as zeros.
+pub(crate) fn body<T: AbiBytes>(bytes: &[u8]) -> T {
+    let mut padded = bytes.to_vec();
+    padded.resize(bytes.len().max(std::mem::size_of::<T>()), 0);
+    T::read_from(&padded).unwrap()
 }
 
 /// The body of an INIT from a 7.19 kernel (macFUSE's ABI) with no flags.
 pub(crate) fn init_body() -> Vec<u8> {
-    // major, minor, max_readahead, flags
-    [7u32, 19, 65536, 0]
-        .iter()
-        .flat_map(|v| v.to_ne_bytes())
-        .collect()
+    let init = InitIn {
+        major: 7,
+        minor: 19,
+        max_readahead: 65536,
+        flags: 0,
+    };
+    init.as_slice().to_vec()
 }
 
 #[cfg(target_os = "linux")]

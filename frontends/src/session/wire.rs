@@ -21,17 +21,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use fuse_backend_rs::abi::fuse_abi::{InHeader, Opcode};
+use fuse_backend_rs::abi::fuse_abi::Opcode;
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader, Writer};
 
+use super::header::{
+    AbiBytes, IN_HEADER_LEN, InHeader, OUT_HEADER_LEN, OutHeader, put_error_reply,
+};
 use crate::adapter::Adapter;
-
-/// Size of a request header.
-pub(super) const IN_HEADER_LEN: usize = std::mem::size_of::<InHeader>();
-
-/// Size of a reply header: `len: u32, error: i32, unique: u64`.
-pub(super) const OUT_HEADER_LEN: usize = 16;
 
 /// How requests are delimited on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,7 +170,7 @@ fn read_framed(mut io: impl Read, buf: &mut [u8]) -> io::Result<Option<usize>> {
             ));
         }
     }
-    let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let len = InHeader::read_from(buf).map_or(0, |header| header.len as usize);
     if len < IN_HEADER_LEN || len > buf.len() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -204,16 +201,9 @@ fn expects_reply(opcode: u32) -> bool {
     .contains(&opcode)
 }
 
-/// Writes an error reply for `unique` at the start of `reply`; returns its length.
-pub(super) fn put_error_reply(reply: &mut [u8], unique: u64, errno: i32) -> usize {
-    reply[0..4].copy_from_slice(&(OUT_HEADER_LEN as u32).to_ne_bytes());
-    reply[4..8].copy_from_slice(&(-errno).to_ne_bytes());
-    reply[8..16].copy_from_slice(&unique.to_ne_bytes());
-    OUT_HEADER_LEN
-}
-
 /// Answers one request in `request`, composing the reply in `reply`; returns the reply's
-/// length (0: none is due). Also the body of FUSE over io_uring's queues on Linux.
+/// length (0: none is due, or `request` is shorter than a header). Also the body of FUSE over
+/// io_uring's queues on Linux.
 pub(super) fn answer(
     server: &Server<Adapter>,
     sink: &File,
@@ -221,9 +211,13 @@ pub(super) fn answer(
     reply: &mut [u8],
 ) -> usize {
     use std::os::fd::AsRawFd;
-    let opcode = u32::from_ne_bytes([request[4], request[5], request[6], request[7]]);
-    let unique = u64::from_ne_bytes(request[8..16].try_into().unwrap_or([0; 8]));
-    reply[..OUT_HEADER_LEN].fill(0);
+    let Some(InHeader { opcode, unique, .. }) = InHeader::read_from(request) else {
+        return 0;
+    };
+    // A reply the server never writes must not pass for one: its length stays 0.
+    if OutHeader::default().write_to(reply).is_none() {
+        return 0;
+    }
     let handled = (|| -> Result<usize, String> {
         let reader = Reader::from_fuse_buffer(FuseBuf::new(request)).map_err(|e| e.to_string())?;
         let mut whole =
@@ -233,7 +227,7 @@ pub(super) fn answer(
             .handle_message(reader, Writer::from(buffered), None, None)
             .map_err(|e| e.to_string())
     })();
-    let len = u32::from_ne_bytes([reply[0], reply[1], reply[2], reply[3]]) as usize;
+    let len = OutHeader::read_from(reply).map_or(0, |header| header.len as usize);
     if let Err(err) = &handled {
         // Interrupted or malformed requests land here; the kernel is fine.
         tracing::debug!(opcode, unique, error = %err, "request failed");
@@ -359,12 +353,16 @@ impl Workers {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{fixed_vfs, init_body, reply, request};
+    use super::super::testing::{body, fixed_vfs, init_body, reply, request};
     use super::*;
     use std::os::unix::net::UnixStream;
     use std::path::PathBuf;
 
+    use fuse_backend_rs::abi::fuse_abi::{
+        AttrOut, EntryOut, ForgetIn, GetattrIn, InitOut, OpenIn, OpenOut, ReadIn,
+    };
     use spfs_router::ROOT;
+    use vm_memory::ByteValued;
 
     const BUF: usize = 256 * 1024 + 4096;
 
@@ -375,13 +373,6 @@ mod tests {
         std::fs::write(layer.join("dir/deep"), b"deep").unwrap();
         let vfs = fixed_vfs(PathBuf::from(layer));
         Arc::new(Server::new(Adapter::new(vfs)))
-    }
-
-    fn u32_at(b: &[u8], at: usize) -> u32 {
-        u32::from_ne_bytes(b[at..at + 4].try_into().unwrap())
-    }
-    fn u64_at(b: &[u8], at: usize) -> u64 {
-        u64::from_ne_bytes(b[at..at + 8].try_into().unwrap())
     }
 
     fn start(
@@ -403,50 +394,48 @@ mod tests {
 
         peer.write_all(&request(Opcode::Init, 1, 0, &init_body()))
             .unwrap();
-        let (error, unique, body) = reply(&peer);
+        let (error, unique, init) = reply(&peer);
         assert_eq!((error, unique), (0, 1));
-        assert_eq!(
-            (u32_at(&body, 0), u32_at(&body, 4) > 0),
-            (7, true),
-            "INIT major/minor"
-        );
+        let init: InitOut = body(&init);
+        assert_eq!((init.major, init.minor > 0), (7, true), "INIT major/minor");
 
         peer.write_all(&request(Opcode::Lookup, 2, ROOT, b"hello\0"))
             .unwrap();
         let (error, unique, entry) = reply(&peer);
         assert_eq!((error, unique), (0, 2));
-        let node = u64_at(&entry, 0);
+        let entry: EntryOut = body(&entry);
+        let node = entry.nodeid;
         assert_ne!(node, 0);
-        assert_eq!(u64_at(&entry, 8), 0, "generation");
+        assert_eq!(entry.generation, 0, "generation");
         // Directly under the root: entry timeout 0 (DESIGN.md §4 rule 3).
-        assert_eq!(u64_at(&entry, 16), 0, "entry_valid");
+        assert_eq!(entry.entry_valid, 0, "entry_valid");
 
         // A FORGET has no reply: the next reply must be the GETATTR's.
-        peer.write_all(&request(Opcode::Forget, 3, node, &1u64.to_ne_bytes()))
+        let forget = ForgetIn { nlookup: 1 };
+        peer.write_all(&request(Opcode::Forget, 3, node, forget.as_slice()))
             .unwrap();
-        peer.write_all(&request(Opcode::Getattr, 4, node, &[0u8; 16]))
+        let getattr = GetattrIn::default();
+        peer.write_all(&request(Opcode::Getattr, 4, node, getattr.as_slice()))
             .unwrap();
         let (error, unique, attr) = reply(&peer);
         assert_eq!((error, unique), (0, 4));
-        // attr_valid u64, attr_valid_nsec u32, dummy u32, then attr: ino u64, size u64.
-        assert_eq!(u64_at(&attr, 16), node, "ino");
-        assert_eq!(u64_at(&attr, 24), 11, "size");
+        let attr: AttrOut = body(&attr);
+        assert_eq!((attr.attr.ino, attr.attr.size), (node, 11), "ino, size");
 
-        peer.write_all(&request(Opcode::Open, 5, node, &[0u8; 8]))
+        let open = OpenIn::default();
+        peer.write_all(&request(Opcode::Open, 5, node, open.as_slice()))
             .unwrap();
         let (error, unique, open) = reply(&peer);
         assert_eq!((error, unique), (0, 5));
-        let fh = u64_at(&open, 0);
+        let open: OpenOut = body(&open);
 
-        // fh, offset, size, read_flags, lock_owner, flags, padding
-        let mut read_in = Vec::new();
-        read_in.extend(fh.to_ne_bytes());
-        read_in.extend(6u64.to_ne_bytes());
-        read_in.extend(4096u32.to_ne_bytes());
-        read_in.extend(0u32.to_ne_bytes());
-        read_in.extend(0u64.to_ne_bytes());
-        read_in.extend([0u8; 8]);
-        peer.write_all(&request(Opcode::Read, 6, node, &read_in))
+        let read_in = ReadIn {
+            fh: open.fh,
+            offset: 6,
+            size: 4096,
+            ..ReadIn::default()
+        };
+        peer.write_all(&request(Opcode::Read, 6, node, read_in.as_slice()))
             .unwrap();
         let (error, unique, data) = reply(&peer);
         assert_eq!((error, unique, data.as_slice()), (0, 6, &b"world"[..]));
@@ -516,14 +505,16 @@ mod tests {
     fn broken_framing_ends_the_connection() {
         let layer = tempfile::tempdir().unwrap();
         let (mut peer, workers, _connection) = start(layer.path(), 1);
-        let mut bogus = request(Opcode::Getattr, 9, ROOT, &[0u8; 16]);
-        bogus[0..4].copy_from_slice(&(BUF as u32 + 1).to_ne_bytes());
+        let mut bogus = request(Opcode::Getattr, 9, ROOT, GetattrIn::default().as_slice());
+        let mut header = InHeader::read_from(&bogus).unwrap();
+        header.len = BUF as u32 + 1;
+        header.write_to(&mut bogus).unwrap();
         peer.write_all(&bogus).unwrap();
         assert!(workers.join(Duration::from_secs(5)));
 
         let layer = tempfile::tempdir().unwrap();
         let (mut peer, workers, _connection) = start(layer.path(), 1);
-        peer.write_all(&request(Opcode::Getattr, 9, ROOT, &[0u8; 16])[..30])
+        peer.write_all(&request(Opcode::Getattr, 9, ROOT, GetattrIn::default().as_slice())[..30])
             .unwrap();
         drop(peer);
         assert!(workers.join(Duration::from_secs(5)));
@@ -545,13 +536,15 @@ mod tests {
         peer.write_all(&request(Opcode::Init, 1, 0, &init_body()))
             .unwrap();
         let n = peer.read(&mut buf).unwrap();
-        assert_eq!(u32_at(&buf, 0) as usize, n, "one reply per message");
-        assert_eq!(u64_at(&buf, 8), 1);
+        let header = OutHeader::read_from(&buf).unwrap();
+        assert_eq!(header.len as usize, n, "one reply per message");
+        assert_eq!(header.unique, 1);
         peer.write_all(&request(Opcode::Lookup, 2, ROOT, b"dir\0"))
             .unwrap();
         let n = peer.read(&mut buf).unwrap();
-        assert_eq!((u32_at(&buf, 0) as usize, u64_at(&buf, 8)), (n, 2));
-        assert_eq!(i32::from_ne_bytes(buf[4..8].try_into().unwrap()), 0);
+        let header = OutHeader::read_from(&buf).unwrap();
+        assert_eq!((header.len as usize, header.unique), (n, 2));
+        assert_eq!(header.error, 0);
         drop(peer);
         assert!(workers.join(Duration::from_secs(5)));
     }
@@ -566,17 +559,20 @@ mod tests {
         let mut getattr = request(Opcode::Getattr, 3, ROOT, b"");
         let len = answer(&server, &sink, &mut getattr, &mut reply_buf);
         assert_eq!(len, OUT_HEADER_LEN);
-        let err = i32::from_ne_bytes(reply_buf[4..8].try_into().unwrap());
-        assert_eq!((err, u64_at(&reply_buf, 8)), (-libc::EIO, 3));
+        let header = OutHeader::read_from(&reply_buf).unwrap();
+        assert_eq!((header.error, header.unique), (-libc::EIO, 3));
         // One the server answers itself keeps its own error: a LOOKUP without a name.
         let mut lookup = request(Opcode::Lookup, 5, ROOT, b"");
         assert_eq!(
             answer(&server, &sink, &mut lookup, &mut reply_buf),
             OUT_HEADER_LEN
         );
-        let err = i32::from_ne_bytes(reply_buf[4..8].try_into().unwrap());
-        assert_eq!((err, u64_at(&reply_buf, 8)), (-libc::EINVAL, 5));
+        let header = OutHeader::read_from(&reply_buf).unwrap();
+        assert_eq!((header.error, header.unique), (-libc::EINVAL, 5));
         let mut forget = request(Opcode::BatchForget, 4, 0, &[0u8; 8]);
         assert_eq!(answer(&server, &sink, &mut forget, &mut reply_buf), 0);
+        // Less than a header names no request to answer.
+        let mut torn = request(Opcode::Getattr, 6, ROOT, b"")[..IN_HEADER_LEN - 1].to_vec();
+        assert_eq!(answer(&server, &sink, &mut torn, &mut reply_buf), 0);
     }
 }
