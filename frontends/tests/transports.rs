@@ -84,6 +84,10 @@ fn unmounting_a_busy_device_mount_ends_its_workers() {
         // mount busy, so the kernel does not end the workers' waits itself.
         let mut held = std::fs::File::open(mountpoint.join("bin/tool")).unwrap();
         session.unmount().unwrap();
+        assert!(
+            !spfs_frontends::in_mount_table(&mountpoint),
+            "io_uring {io_uring}: a busy mount stayed in the mount table"
+        );
         let mut bytes = Vec::new();
         let err = held
             .read_to_end(&mut bytes)
@@ -171,6 +175,18 @@ fn a_session_told_not_to_use_io_uring_reads_its_device() {
     session.unmount().unwrap();
 }
 
+#[cfg(target_os = "linux")]
+#[test]
+fn dropping_a_session_leaves_no_mount_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((session, mountpoint)) = mount_device(tmp.path(), true) else {
+        return;
+    };
+    assert!(spfs_frontends::in_mount_table(&mountpoint));
+    drop(session);
+    assert!(!spfs_frontends::in_mount_table(&mountpoint));
+}
+
 /// The kernel's FUSE over io_uring switch.
 #[cfg(target_os = "linux")]
 const SWITCH: &str = "/sys/module/fuse/parameters/enable_uring";
@@ -226,8 +242,9 @@ impl Drop for UringSwitch {
     }
 }
 
-/// A device session of [`fixed_vfs`] mounted at `tmp/mnt`, with or without io_uring; `None`
-/// (after saying why) where FUSE cannot mount.
+/// A device session of [`fixed_vfs`] mounted at `tmp/mnt`, with or without io_uring, and its
+/// canonical mount point (the one the mount table shows); `None` (after saying why) where FUSE
+/// cannot mount.
 #[cfg(target_os = "linux")]
 fn mount_device(tmp: &std::path::Path, io_uring: bool) -> Option<(Session, PathBuf)> {
     if !spfs_testkit::require_fuse() {
@@ -242,7 +259,7 @@ fn mount_device(tmp: &std::path::Path, io_uring: bool) -> Option<(Session, PathB
         },
     )
     .unwrap_or_else(|e: MountError| panic!("{e}"));
-    Some((session, mountpoint))
+    Some((session, mountpoint.canonicalize().unwrap()))
 }
 
 /// [`mount_device`] with the kernel's io_uring switch set to `switch` for as long as the

@@ -770,7 +770,12 @@ mod tests {
             crate::platform::is_stale_error(&err),
             "after the abort: {err}"
         );
+        // A dead connection's mount is still detached when its session ends.
         drop(session);
+        assert!(
+            !crate::platform::in_mount_table(&mountpoint),
+            "the aborted mount was left behind"
+        );
     }
 
     /// `<linux/fuse.h>`: `fuse_uring_req_header` is 288 bytes, its commit id at 264 and the
