@@ -25,8 +25,8 @@ use std::time::Duration;
 use fuse_backend_rs::api::server::Server;
 use spfs_router::Vfs;
 
-use super::protocol::{self, MOUNT_MACFUSE};
-use super::wire::{Connection, Framing, Workers};
+use super::framing::{Connection, Framing, Workers};
+use super::protocol;
 use super::{Mounted, SessionConfig};
 use crate::adapter::Adapter;
 use crate::error::MountError;
@@ -53,7 +53,9 @@ struct MacFuse {
 }
 
 /// Mounts `vfs` read-only at `config.mountpoint` through macFUSE.
+#[cfg(target_os = "macos")]
 pub(super) fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Box<dyn Mounted>, MountError> {
+    use protocol::MOUNT_MACFUSE;
     if !Path::new(MOUNT_MACFUSE).exists() {
         return Err(MountError::Session {
             path: config.mountpoint.clone(),
@@ -230,7 +232,7 @@ mod tests {
     use vm_memory::ByteValued;
 
     use super::super::Transport;
-    use super::super::header::{AbiBytes, OutHeader};
+    use super::super::message::{AbiBytes, OutHeader};
     use super::super::testing::{
         can_mount, fixed_vfs, init_body, mount_tmpfs, request, seqpacket_pair, stand_in,
     };

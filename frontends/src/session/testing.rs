@@ -8,9 +8,11 @@ use std::sync::Arc;
 use spfs_router::{Attr, ResolvedSpec, Routing, Timestamp, Vfs, View};
 
 use fuse_backend_rs::abi::fuse_abi::{InitIn, Opcode};
+use fuse_backend_rs::api::server::Server;
 use vm_memory::ByteValued;
 
-use super::header::{AbiBytes, IN_HEADER_LEN, InHeader, OUT_HEADER_LEN, OutHeader};
+use super::message::{AbiBytes, IN_HEADER_LEN, InHeader, OUT_HEADER_LEN, OutHeader};
+use crate::adapter::Adapter;
 #[cfg(target_os = "linux")]
 use std::os::fd::{FromRawFd, OwnedFd};
 #[cfg(target_os = "linux")]
@@ -30,6 +32,15 @@ pub(crate) fn fixed_vfs(layer: std::path::PathBuf) -> Arc<Vfs> {
     );
     let view = View::build(1, &ResolvedSpec::of_directories([layer]), &root, (0, 0));
     Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))))
+}
+
+/// A FUSE server of one fixed view of `layer`, which it fills with `hello` (11 bytes) and
+/// `dir/deep`.
+pub(crate) fn sample_server(layer: &std::path::Path) -> Arc<Server<Adapter>> {
+    std::fs::write(layer.join("hello"), b"hello world").unwrap();
+    std::fs::create_dir(layer.join("dir")).unwrap();
+    std::fs::write(layer.join("dir/deep"), b"deep").unwrap();
+    Arc::new(Server::new(Adapter::new(fixed_vfs(layer.to_path_buf()))))
 }
 
 /// Reads one framed reply: (error, unique, body).

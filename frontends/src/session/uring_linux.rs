@@ -50,10 +50,9 @@ use fuse_backend_rs::api::server::Server;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use vm_memory::ByteValued;
 
-use super::header::{
-    AbiBytes, IN_HEADER_LEN, InHeader, OUT_HEADER_LEN, OutHeader, put_error_reply,
+use super::message::{
+    AbiBytes, IN_HEADER_LEN, InHeader, OUT_HEADER_LEN, OutHeader, answer, put_error_reply,
 };
-use super::wire::answer;
 use crate::adapter::Adapter;
 
 /// The kernel's switch for FUSE over io_uring.

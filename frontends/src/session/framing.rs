@@ -1,14 +1,12 @@
-//! The serving loop of our own sessions (macFUSE's device, FUSE-T's socket), over any
-//! connection that reads and writes bytes, so Linux tests drive it through socket pairs.
+//! How our own sessions (macFUSE's device, FUSE-T's socket) move FUSE messages: a connection
+//! that reads and writes bytes, framed per message or by each header's length, and the worker
+//! threads that serve it, so Linux tests drive both through socket pairs.
 //!
-//! `fuse-backend-rs` is used only for what is generic: parsing requests (`Reader`) and
-//! composing replies (`Server::handle_message` into a `Writer`). Its writer sends to a file
-//! descriptor, in one system call per reply, with no lock: fine for a kernel device, wrong for
-//! FUSE-T's stream socket, where replies from several workers may interleave (libfuse-t
-//! serialises its sends for that reason). So every reply is composed into a buffer of ours:
-//! the writer is made buffered (`split_at(0)`), the commits it makes go to `/dev/null`, and
-//! the whole reply, which always lies at the start of our buffer with its length in its
-//! header, is then sent by [`Connection::send`].
+//! Each request is answered by [`answer`], into a buffer of ours, and the whole reply is then
+//! sent by [`Connection::send`]: `fuse-backend-rs`'s writer would send each reply to a file
+//! descriptor with no lock, fine for a kernel device, wrong for FUSE-T's stream socket, where
+//! replies from several workers may interleave (libfuse-t serialises its sends for that
+//! reason).
 //!
 //! A connection ends, and every worker returns, when the peer closes it (EOF), when the device
 //! says the file system is gone (`ENODEV`), or on any other read error: nothing ever retries a
@@ -21,13 +19,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use fuse_backend_rs::abi::fuse_abi::Opcode;
 use fuse_backend_rs::api::server::Server;
-use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader, Writer};
 
-use super::header::{
-    AbiBytes, IN_HEADER_LEN, InHeader, OUT_HEADER_LEN, OutHeader, put_error_reply,
-};
+use super::message::{AbiBytes, IN_HEADER_LEN, InHeader, answer};
 use crate::adapter::Adapter;
 
 /// How requests are delimited on a connection.
@@ -190,58 +184,6 @@ fn read_framed(mut io: impl Read, buf: &mut [u8]) -> io::Result<Option<usize>> {
     Ok(Some(len))
 }
 
-/// Requests the kernel expects no reply to.
-fn expects_reply(opcode: u32) -> bool {
-    ![
-        Opcode::Forget as u32,
-        Opcode::Interrupt as u32,
-        Opcode::NotifyReply as u32,
-        Opcode::BatchForget as u32,
-    ]
-    .contains(&opcode)
-}
-
-/// Answers one request in `request`, composing the reply in `reply`; returns the reply's
-/// length (0: none is due, or `request` is shorter than a header). Also the body of FUSE over
-/// io_uring's queues on Linux.
-pub(super) fn answer(
-    server: &Server<Adapter>,
-    sink: &File,
-    request: &mut [u8],
-    reply: &mut [u8],
-) -> usize {
-    use std::os::fd::AsRawFd;
-    let Some(InHeader { opcode, unique, .. }) = InHeader::read_from(request) else {
-        return 0;
-    };
-    // A reply the server never writes must not pass for one: its length stays 0.
-    if OutHeader::default().write_to(reply).is_none() {
-        return 0;
-    }
-    let handled = (|| -> Result<usize, String> {
-        let reader = Reader::from_fuse_buffer(FuseBuf::new(request)).map_err(|e| e.to_string())?;
-        let mut whole =
-            FuseDevWriter::<()>::new(sink.as_raw_fd(), reply).map_err(|e| e.to_string())?;
-        let buffered = whole.split_at(0).map_err(|e| e.to_string())?;
-        server
-            .handle_message(reader, Writer::from(buffered), None, None)
-            .map_err(|e| e.to_string())
-    })();
-    let len = OutHeader::read_from(reply).map_or(0, |header| header.len as usize);
-    if let Err(err) = &handled {
-        // Interrupted or malformed requests land here; the kernel is fine.
-        tracing::debug!(opcode, unique, error = %err, "request failed");
-    }
-    if (OUT_HEADER_LEN..=reply.len()).contains(&len) {
-        return len;
-    }
-    if !expects_reply(opcode) {
-        return 0;
-    }
-    // The server gave up without answering: answer for it, or the caller would wait forever.
-    put_error_reply(reply, unique, libc::EIO)
-}
-
 /// One worker: answers requests until the connection ends.
 fn serve<S>(
     worker: usize,
@@ -353,27 +295,18 @@ impl Workers {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{body, fixed_vfs, init_body, reply, request};
+    use super::super::testing::{body, init_body, reply, request, sample_server};
     use super::*;
     use std::os::unix::net::UnixStream;
-    use std::path::PathBuf;
 
+    use super::super::message::OutHeader;
     use fuse_backend_rs::abi::fuse_abi::{
-        AttrOut, EntryOut, ForgetIn, GetattrIn, InitOut, OpenIn, OpenOut, ReadIn,
+        AttrOut, EntryOut, ForgetIn, GetattrIn, InitOut, Opcode, OpenIn, OpenOut, ReadIn,
     };
     use spfs_router::ROOT;
     use vm_memory::ByteValued;
 
     const BUF: usize = 256 * 1024 + 4096;
-
-    /// A view of one directory holding `hello` (11 bytes) and `dir/deep`.
-    fn server(layer: &std::path::Path) -> Arc<Server<Adapter>> {
-        std::fs::write(layer.join("hello"), b"hello world").unwrap();
-        std::fs::create_dir(layer.join("dir")).unwrap();
-        std::fs::write(layer.join("dir/deep"), b"deep").unwrap();
-        let vfs = fixed_vfs(PathBuf::from(layer));
-        Arc::new(Server::new(Adapter::new(vfs)))
-    }
 
     fn start(
         layer: &std::path::Path,
@@ -381,7 +314,8 @@ mod tests {
     ) -> (UnixStream, Workers, Arc<Connection<UnixStream>>) {
         let (ours, peer) = UnixStream::pair().unwrap();
         let connection = Arc::new(Connection::new(ours, Framing::Stream));
-        let workers = Workers::start(connection.clone(), server(layer), threads, BUF).unwrap();
+        let workers =
+            Workers::start(connection.clone(), sample_server(layer), threads, BUF).unwrap();
         (peer, workers, connection)
     }
 
@@ -530,7 +464,7 @@ mod tests {
         let ours = File::from(ours);
         let peer = File::from(peer);
         let connection = Arc::new(Connection::new(ours, Framing::Message));
-        let workers = Workers::start(connection, server(layer.path()), 2, BUF).unwrap();
+        let workers = Workers::start(connection, sample_server(layer.path()), 2, BUF).unwrap();
         let mut peer = peer;
         let mut buf = vec![0u8; 4096];
         peer.write_all(&request(Opcode::Init, 1, 0, &init_body()))
@@ -547,32 +481,5 @@ mod tests {
         assert_eq!(header.error, 0);
         drop(peer);
         assert!(workers.join(Duration::from_secs(5)));
-    }
-
-    #[test]
-    fn unanswered_requests_get_eio_but_forgets_stay_silent() {
-        let layer = tempfile::tempdir().unwrap();
-        let server = server(layer.path());
-        let sink = File::options().write(true).open("/dev/null").unwrap();
-        let mut reply_buf = vec![0u8; BUF];
-        // A GETATTR without its body: the server cannot decode it and sends nothing.
-        let mut getattr = request(Opcode::Getattr, 3, ROOT, b"");
-        let len = answer(&server, &sink, &mut getattr, &mut reply_buf);
-        assert_eq!(len, OUT_HEADER_LEN);
-        let header = OutHeader::read_from(&reply_buf).unwrap();
-        assert_eq!((header.error, header.unique), (-libc::EIO, 3));
-        // One the server answers itself keeps its own error: a LOOKUP without a name.
-        let mut lookup = request(Opcode::Lookup, 5, ROOT, b"");
-        assert_eq!(
-            answer(&server, &sink, &mut lookup, &mut reply_buf),
-            OUT_HEADER_LEN
-        );
-        let header = OutHeader::read_from(&reply_buf).unwrap();
-        assert_eq!((header.error, header.unique), (-libc::EINVAL, 5));
-        let mut forget = request(Opcode::BatchForget, 4, 0, &[0u8; 8]);
-        assert_eq!(answer(&server, &sink, &mut forget, &mut reply_buf), 0);
-        // Less than a header names no request to answer.
-        let mut torn = request(Opcode::Getattr, 6, ROOT, b"")[..IN_HEADER_LEN - 1].to_vec();
-        assert_eq!(answer(&server, &sink, &mut torn, &mut reply_buf), 0);
     }
 }
