@@ -12,18 +12,17 @@
 //!   and unmounting ends the server and the workers. Skips without FUSE-T, unless
 //!   `SPFS_FUSE_T_REQUIRED=1` (the macOS workflow sets it after installing FUSE-T).
 
-mod support;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use spfs_frontends::{MountError, Session, SessionConfig, Transport};
 use spfs_router::{ResolvedSpec, Routing, Vfs, View};
-use support::{put, root_attr};
+use spfs_testkit::root_attr;
 
 /// A per-runtime style session of one layer holding `bin/tool`.
 fn fixed_vfs(layer: &std::path::Path) -> Arc<Vfs> {
-    put(layer, "bin/tool", b"tool bytes");
+    std::fs::create_dir_all(layer.join("bin")).unwrap();
+    std::fs::write(layer.join("bin/tool"), b"tool bytes").unwrap();
     let view = View::build(
         1,
         &ResolvedSpec::of_directories([PathBuf::from(layer)]),
@@ -216,11 +215,9 @@ fn uring_switch(value: &'static str) -> Option<UringSwitch> {
             _lock: lock,
         }),
         Err(err) => {
-            let reason = format!("cannot set {SWITCH} (Linux 6.14+, as root): {err}");
-            if std::env::var("SPFS_FUSE_REQUIRE_MOUNT").as_deref() == Ok("1") {
-                panic!("FUSE over io_uring is required (SPFS_FUSE_REQUIRE_MOUNT=1): {reason}");
-            }
-            eprintln!("skipping: {reason}");
+            spfs_testkit::skip(&format!(
+                "FUSE over io_uring needs {SWITCH} set (Linux 6.14+, as root): {err}"
+            ));
             None
         }
     }

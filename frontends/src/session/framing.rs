@@ -299,7 +299,6 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixStream;
 
-    use super::super::message::OutHeader;
     use fuse_backend_rs::abi::fuse_abi::{
         AttrOut, EntryOut, ForgetIn, GetattrIn, InitOut, Opcode, OpenIn, OpenOut, ReadIn,
     };
@@ -458,6 +457,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn serves_a_message_device_and_stops_when_it_closes() {
+        use super::super::message::OutHeader;
         use super::super::testing::seqpacket_pair;
         let layer = tempfile::tempdir().unwrap();
         let (ours, peer) = seqpacket_pair();

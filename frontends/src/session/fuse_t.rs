@@ -241,7 +241,7 @@ mod tests {
 
     use super::super::Transport;
     use super::super::testing::{
-        can_mount, fixed_vfs, init_body, mount_tmpfs, reply, request, stand_in,
+        can_mount_tmpfs, init_body, mount_tmpfs, reply, request, session_config, stand_in, tool_vfs,
     };
     use super::*;
 
@@ -303,25 +303,15 @@ mod tests {
     }
 
     fn start(dir: &Path, mode: &str) -> (FuseT, PathBuf) {
-        std::fs::create_dir_all(dir.join("layer/bin")).unwrap();
-        std::fs::write(dir.join("layer/bin/tool"), b"tool").unwrap();
-        let vfs = fixed_vfs(dir.join("layer"));
-        let config = SessionConfig {
-            mountpoint: dir.join("spfs-1"),
-            fsname: "spfs".into(),
-            volname: "spfs-1".into(),
-            transport: Transport::Nfs,
-            threads: 2,
-            io_uring: true,
-        };
-        let session = mount_with(&fake_nfs_server(dir, mode), vfs, &config).unwrap();
+        let config = session_config(dir.join("spfs-1"), Transport::Nfs);
+        let session = mount_with(&fake_nfs_server(dir, mode), tool_vfs(dir), &config).unwrap();
         let mountpoint = session.mountpoint.clone();
         (session, mountpoint)
     }
 
     #[test]
     fn mounts_serves_and_unmounts_through_the_nfs_server() {
-        if !can_mount() {
+        if !can_mount_tmpfs() {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
@@ -336,7 +326,7 @@ mod tests {
     /// must return, and unmounting clears the volume the dead NFS server left behind.
     #[test]
     fn workers_stop_when_the_nfs_server_dies_and_unmount_clears_its_volume() {
-        if !can_mount() {
+        if !can_mount_tmpfs() {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();

@@ -234,7 +234,8 @@ mod tests {
     use super::super::Transport;
     use super::super::message::{AbiBytes, OutHeader};
     use super::super::testing::{
-        can_mount, fixed_vfs, init_body, mount_tmpfs, request, seqpacket_pair, stand_in,
+        can_mount_tmpfs, init_body, mount_tmpfs, request, seqpacket_pair, session_config, stand_in,
+        tool_vfs,
     };
     use super::*;
 
@@ -312,29 +313,14 @@ mod tests {
         )
     }
 
-    /// The view and configuration the tests mount.
-    fn setup(dir: &Path) -> (Arc<Vfs>, SessionConfig) {
-        std::fs::create_dir_all(dir.join("layer/bin")).unwrap();
-        let vfs = fixed_vfs(dir.join("layer"));
-        let config = SessionConfig {
-            mountpoint: dir.join("spfs"),
-            fsname: "spfs".into(),
-            volname: "spfs".into(),
-            transport: Transport::Device,
-            threads: 2,
-            io_uring: true,
-        };
-        (vfs, config)
-    }
-
     fn mount_through(dir: &Path, mode: &str) -> Result<MacFuse, MountError> {
-        let (vfs, config) = setup(dir);
-        mount_with(&fake_helper(dir, mode), vfs, &config)
+        let config = session_config(dir.join("spfs"), Transport::Device);
+        mount_with(&fake_helper(dir, mode), tool_vfs(dir), &config)
     }
 
     #[test]
     fn mounts_through_the_helper_serves_and_unmounts() {
-        if !can_mount() {
+        if !can_mount_tmpfs() {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
@@ -353,7 +339,7 @@ mod tests {
 
     #[test]
     fn a_refusing_helper_fails_the_mount_with_its_own_words() {
-        if !can_mount() {
+        if !can_mount_tmpfs() {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();

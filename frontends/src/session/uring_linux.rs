@@ -737,27 +737,22 @@ fn abort_connection(mountpoint: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::session::{Session, SessionConfig, Transport, testing};
+    use spfs_testkit::require_fuse;
 
     /// What a failing queue does to its connection, on a real mount: afterwards a caller gets
     /// an error at once, where it would otherwise wait for the dead queue.
     #[test]
     fn aborting_a_connection_fails_its_callers_instead_of_hanging() {
-        if !testing::can_mount() {
+        if !require_fuse() {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(tmp.path().join("layer/bin")).unwrap();
-        std::fs::write(tmp.path().join("layer/bin/tool"), "tool").unwrap();
         let mountpoint = tmp.path().join("mnt");
         let session = Session::mount(
-            testing::fixed_vfs(tmp.path().join("layer")),
+            testing::tool_vfs(tmp.path()),
             &SessionConfig {
-                mountpoint: mountpoint.clone(),
-                fsname: "spfs-test".into(),
-                volname: "spfs-test".into(),
-                transport: Transport::Device,
-                threads: 2,
                 io_uring: false,
+                ..testing::session_config(mountpoint.clone(), Transport::Device)
             },
         )
         .unwrap();
