@@ -241,7 +241,8 @@ mod tests {
 
     use super::super::Transport;
     use super::super::testing::{
-        can_mount_tmpfs, init_body, mount_tmpfs, reply, request, session_config, stand_in, tool_vfs,
+        can_mount_tmpfs, init_body, mount_tmpfs, reply, request, session_config, stand_in,
+        tool_vfs, within_5s,
     };
     use super::*;
 
@@ -331,12 +332,8 @@ mod tests {
         }
         let tmp = tempfile::tempdir().unwrap();
         let (session, mountpoint) = start(tmp.path(), "dies");
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !session.workers.finished() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
         assert!(
-            session.workers.finished(),
+            within_5s(|| session.workers.finished()),
             "workers still running after the NFS server died"
         );
         assert!(platform::in_mount_table(&mountpoint));

@@ -235,11 +235,12 @@ mod tests {
     use super::super::message::{AbiBytes, OutHeader};
     use super::super::testing::{
         can_mount_tmpfs, init_body, mount_tmpfs, request, seqpacket_pair, session_config, stand_in,
-        tool_vfs,
+        tool_vfs, within_5s,
     };
     use super::*;
 
-    /// How the stand-in behaves: `mounts`, or `refuses` as an unapproved kext does.
+    /// How the stand-in behaves: `mounts`, `refuses` as an unapproved kext does, or `dies`
+    /// (the device closes under the mounted volume, as a kernel that drops the connection).
     const MODE: &str = "SPFS_FAKE_MOUNT_MACFUSE";
     const MOUNTPOINT: &str = "SPFS_FAKE_MOUNT_MACFUSE_MOUNTPOINT";
 
@@ -294,6 +295,9 @@ mod tests {
         mount_tmpfs(&mountpoint);
         (&comm).write_all(&0i32.to_ne_bytes()).unwrap();
         drop(comm);
+        if mode == "dies" {
+            std::process::exit(0);
+        }
         // The "kernel" lives on until the volume is unmounted, then the device dies.
         while platform::in_mount_table(&mountpoint) {
             std::thread::sleep(Duration::from_millis(20));
@@ -335,6 +339,25 @@ mod tests {
             started.elapsed() < STOP_TIMEOUT,
             "the workers did not stop with the device"
         );
+    }
+
+    /// A device that dies under its volume ends the workers, and the session still unmounts
+    /// the volume when it ends.
+    #[test]
+    fn a_dead_device_stops_the_workers_and_unmounting_still_clears_its_volume() {
+        if !can_mount_tmpfs() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let session = mount_through(tmp.path(), "dies").unwrap();
+        let mountpoint = session.mountpoint.clone();
+        assert!(
+            within_5s(|| session.workers.finished()),
+            "workers still running after the device died"
+        );
+        assert!(platform::in_mount_table(&mountpoint));
+        Box::new(session).unmount().unwrap();
+        assert!(!platform::in_mount_table(&mountpoint));
     }
 
     #[test]

@@ -157,6 +157,16 @@ pub(crate) fn can_mount_tmpfs() -> bool {
         || spfs_testkit::skip("the stand-in helper mounts a tmpfs, which needs root")
 }
 
+/// Whether `done` holds within 5 s, asking every 10 ms.
+#[cfg(target_os = "linux")]
+pub(crate) fn within_5s(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !done() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    done()
+}
+
 /// What a stand-in mounts where the real helper would: a tmpfs.
 #[cfg(target_os = "linux")]
 pub(crate) fn mount_tmpfs(path: &Path) {
