@@ -15,5 +15,5 @@ pub mod session;
 pub mod sweep;
 
 pub use error::MountError;
-pub use platform::{force_unmount, is_stale_error};
+pub use platform::{force_unmount, in_mount_table, is_stale_error};
 pub use session::{Session, SessionConfig, Transport};

@@ -12,18 +12,17 @@
 //!   and unmounting ends the server and the workers. Skips without FUSE-T, unless
 //!   `SPFS_FUSE_T_REQUIRED=1` (the macOS workflow sets it after installing FUSE-T).
 
-mod support;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use spfs_frontends::{MountError, Session, SessionConfig, Transport};
 use spfs_router::{ResolvedSpec, Routing, Vfs, View};
-use support::{put, root_attr};
+use spfs_testkit::root_attr;
 
 /// A per-runtime style session of one layer holding `bin/tool`.
 fn fixed_vfs(layer: &std::path::Path) -> Arc<Vfs> {
-    put(layer, "bin/tool", b"tool bytes");
+    std::fs::create_dir_all(layer.join("bin")).unwrap();
+    std::fs::write(layer.join("bin/tool"), b"tool bytes").unwrap();
     let view = View::build(
         1,
         &ResolvedSpec::of_directories([PathBuf::from(layer)]),
@@ -84,6 +83,10 @@ fn unmounting_a_busy_device_mount_ends_its_workers() {
         // mount busy, so the kernel does not end the workers' waits itself.
         let mut held = std::fs::File::open(mountpoint.join("bin/tool")).unwrap();
         session.unmount().unwrap();
+        assert!(
+            !spfs_frontends::in_mount_table(&mountpoint),
+            "io_uring {io_uring}: a busy mount stayed in the mount table"
+        );
         let mut bytes = Vec::new();
         let err = held
             .read_to_end(&mut bytes)
@@ -171,6 +174,18 @@ fn a_session_told_not_to_use_io_uring_reads_its_device() {
     session.unmount().unwrap();
 }
 
+#[cfg(target_os = "linux")]
+#[test]
+fn dropping_a_session_leaves_no_mount_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((session, mountpoint)) = mount_device(tmp.path(), true) else {
+        return;
+    };
+    assert!(spfs_frontends::in_mount_table(&mountpoint));
+    drop(session);
+    assert!(!spfs_frontends::in_mount_table(&mountpoint));
+}
+
 /// The kernel's FUSE over io_uring switch.
 #[cfg(target_os = "linux")]
 const SWITCH: &str = "/sys/module/fuse/parameters/enable_uring";
@@ -200,11 +215,9 @@ fn uring_switch(value: &'static str) -> Option<UringSwitch> {
             _lock: lock,
         }),
         Err(err) => {
-            let reason = format!("cannot set {SWITCH} (Linux 6.14+, as root): {err}");
-            if std::env::var("SPFS_FUSE_REQUIRE_MOUNT").as_deref() == Ok("1") {
-                panic!("FUSE over io_uring is required (SPFS_FUSE_REQUIRE_MOUNT=1): {reason}");
-            }
-            eprintln!("skipping: {reason}");
+            spfs_testkit::skip(&format!(
+                "FUSE over io_uring needs {SWITCH} set (Linux 6.14+, as root): {err}"
+            ));
             None
         }
     }
@@ -226,8 +239,9 @@ impl Drop for UringSwitch {
     }
 }
 
-/// A device session of [`fixed_vfs`] mounted at `tmp/mnt`, with or without io_uring; `None`
-/// (after saying why) where FUSE cannot mount.
+/// A device session of [`fixed_vfs`] mounted at `tmp/mnt`, with or without io_uring, and its
+/// canonical mount point (the one the mount table shows); `None` (after saying why) where FUSE
+/// cannot mount.
 #[cfg(target_os = "linux")]
 fn mount_device(tmp: &std::path::Path, io_uring: bool) -> Option<(Session, PathBuf)> {
     if !spfs_testkit::require_fuse() {
@@ -242,7 +256,7 @@ fn mount_device(tmp: &std::path::Path, io_uring: bool) -> Option<(Session, PathB
         },
     )
     .unwrap_or_else(|e: MountError| panic!("{e}"));
-    Some((session, mountpoint))
+    Some((session, mountpoint.canonicalize().unwrap()))
 }
 
 /// [`mount_device`] with the kernel's io_uring switch set to `switch` for as long as the

@@ -145,13 +145,19 @@ fn own_session(
         }
     };
     let _ = mounted.send(Ok(queues.as_ref().map(uring::Queues::answers)));
+    // The mount's device number, which tells our mount from anything mounted there later.
+    let device = platform::mount_device(&config.mountpoint).ok().flatten();
     // Either a stop message or the sender dropped: both mean unmount.
     let _ = stop.recv();
     unmounting.store(true, Ordering::Release);
-    let result = session.umount().map_err(|e| MountError::Unmount {
-        path: config.mountpoint.clone(),
-        message: e.to_string(),
-    });
+    let result = session
+        .umount()
+        .map_err(|e| e.to_string())
+        .and_then(|()| detach_if_dead(&config.mountpoint, device).map_err(|e| e.to_string()))
+        .map_err(|message| MountError::Unmount {
+            path: config.mountpoint.clone(),
+            message,
+        });
     // Workers blocked on a channel whose mount is still busy (lazy unmount) wake here.
     if let Err(err) = session.wake() {
         tracing::warn!(error = %err, "could not wake FUSE workers");
@@ -163,6 +169,19 @@ fn own_session(
         let _ = worker.join();
     }
     result
+}
+
+/// Detaches the mount at `mountpoint` if it is still ours (`device`) after
+/// `FuseSession::umount`, which unmounts nothing when the connection is already dead (aborted
+/// through `fusectl`, as a failing io_uring queue does): it takes the dead device for an
+/// unmounted file system, and the mount would stay behind answering `ENOTCONN`.
+fn detach_if_dead(mountpoint: &Path, device: Option<(u32, u32)>) -> std::io::Result<()> {
+    let still = platform::mount_device(mountpoint)?;
+    if device.is_none() || still != device {
+        return Ok(());
+    }
+    tracing::info!(mountpoint = %mountpoint.display(), "the FUSE connection was dead; detaching its mount");
+    platform::force_unmount(mountpoint)
 }
 
 /// One worker: answers requests from its channel until the session ends.

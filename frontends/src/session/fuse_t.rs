@@ -1,21 +1,21 @@
-//! macOS's NFS transport: FUSE-T. Its server, `go-nfsv4`, is an NFS server the kernel's NFS
-//! client mounts; it forwards each NFS call as FUSE requests over a stream socket. We start it
+//! macOS's NFS transport: FUSE-T. Its `go-nfsv4` is an NFS server the kernel's NFS client
+//! mounts (our child process, the *NFS server* here; the *FUSE server* is `fuse-backend-rs`'s
+//! `Server`, which answers the requests); it forwards each NFS call as FUSE requests over a stream socket. We start it
 //! the way libfuse-t does (`lib/mount_darwin.c` in github.com/macos-fuse-t/libfuse):
 //!
 //! 1. two stream socket pairs: the FUSE connection (`_FUSE_COMMFD`, 4 MiB buffers) and the
 //!    monitor (`_FUSE_MONFD`), plus `_FUSE_COMMVERS=2`, `_FUSE_CALL_BY_LIB=1` and
-//!    `_FUSE_DAEMON_PATH`; the server runs in a session of its own (`setsid`);
+//!    `_FUSE_DAEMON_PATH`; the NFS server runs in a session of its own (`setsid`);
 //! 2. arguments `--volname NAME -r --namedattr=false --rwsize=262144 MOUNTPOINT` (the mount
 //!    options `volname=`, `ro`, `nonamedattr`, `rwsize=`);
 //! 3. the workers serve the FUSE connection, then `mount` goes over the monitor and a native
 //!    `i32` status comes back (0: mounted); we then wait until the mount point answers `stat`;
-//! 4. to unmount: `unmount` over the monitor, then the server is terminated and reaped.
+//! 4. to unmount: `unmount` over the monitor, then the NFS server is terminated and reaped.
 //!
-//! Requests are framed by their header's length ([`Framing::Stream`]). When the server exits
-//! or the volume goes away, the socket reaches EOF and every worker returns.
+//! Requests are framed by their header's length ([`Framing::Stream`]). When the NFS server
+//! exits or the volume goes away, the socket reaches EOF and every worker returns.
 
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -25,8 +25,8 @@ use std::time::Duration;
 use fuse_backend_rs::api::server::Server;
 use spfs_router::Vfs;
 
-use super::protocol::{self, FUSE_T_RWSIZE, FUSE_T_SOCKET_BUFFER, GO_NFSV4};
-use super::wire::{Connection, Framing, Workers};
+use super::framing::{Connection, Framing, Workers};
+use super::protocol::{self, FUSE_T_RWSIZE, FUSE_T_SOCKET_BUFFER};
 use super::{Mounted, SessionConfig};
 use crate::adapter::Adapter;
 use crate::error::MountError;
@@ -35,7 +35,7 @@ use crate::platform;
 /// How long mounting may take.
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long the server gets to unmount and exit by itself, then after SIGTERM.
+/// How long the NFS server gets to unmount and exit by itself, then after SIGTERM.
 const EXIT_GRACE: Duration = Duration::from_secs(3);
 
 /// How long unmounting waits for the workers.
@@ -47,22 +47,26 @@ const BUFSIZE: usize = FUSE_T_RWSIZE + 4096;
 /// A mounted FUSE-T volume.
 struct FuseT {
     mountpoint: PathBuf,
-    server: Mutex<Child>,
+    /// `go-nfsv4`.
+    nfs_server: Mutex<Child>,
     monitor: UnixStream,
     connection: Arc<Connection<UnixStream>>,
     workers: Workers,
 }
 
-/// Where some FUSE-T packages keep the server (`go-nfsv4-<version>`); the probe accepts it.
+/// Where some FUSE-T packages keep the NFS server (`go-nfsv4-<version>`); the probe accepts it.
+#[cfg(target_os = "macos")]
 const SUPPORT_BIN: &str = "/Library/Application Support/fuse-t/bin";
 
-/// The server to run: `FUSE_NFSSRV_PATH` if set (libfuse-t honours it too), else FUSE-T's
+/// The NFS server to run: `FUSE_NFSSRV_PATH` if set (libfuse-t honours it too), else FUSE-T's
 /// `/usr/local/bin/go-nfsv4`, else the first `go-nfsv4*` in its support directory.
-fn server_path() -> PathBuf {
+#[cfg(target_os = "macos")]
+fn nfs_server_path() -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
     if let Some(path) = std::env::var_os("FUSE_NFSSRV_PATH") {
         return PathBuf::from(path);
     }
-    let standard = PathBuf::from(GO_NFSV4);
+    let standard = PathBuf::from(protocol::GO_NFSV4);
     if standard.exists() {
         return standard;
     }
@@ -83,12 +87,13 @@ fn server_path() -> PathBuf {
 }
 
 /// Mounts `vfs` read-only at `config.mountpoint` as a FUSE-T volume named `config.volname`.
+#[cfg(target_os = "macos")]
 pub(super) fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Box<dyn Mounted>, MountError> {
-    let session = mount_with(&server_path(), vfs, config)?;
+    let session = mount_with(&nfs_server_path(), vfs, config)?;
     Ok(Box::new(session))
 }
 
-/// [`mount`] with `program` as the server.
+/// [`mount`] with `program` as the NFS server.
 fn mount_with(program: &Path, vfs: Arc<Vfs>, config: &SessionConfig) -> Result<FuseT, MountError> {
     let path = super::prepare_mountpoint(&config.mountpoint)?;
     let failed = |message: String| MountError::Session {
@@ -127,19 +132,19 @@ fn mount_with(program: &Path, vfs: Arc<Vfs>, config: &SessionConfig) -> Result<F
         Stdio::inherit(),
     )
     .map_err(|e| failed(format!("cannot run {}: {e}", program.display())))?;
-    // Ours must go, so the server's exit shows as EOF on both sockets.
+    // Ours must go, so the NFS server's exit shows as EOF on both sockets.
     drop((theirs, their_monitor));
 
     let connection = Arc::new(Connection::new(ours, Framing::Stream));
     let session = |workers| FuseT {
         mountpoint: path.clone(),
-        server: Mutex::new(child),
+        nfs_server: Mutex::new(child),
         monitor,
         connection: connection.clone(),
         workers,
     };
-    let server = Arc::new(Server::new(Adapter::new(vfs).without_negative_entries()));
-    let session = match Workers::start(connection.clone(), server, config.threads, BUFSIZE) {
+    let fuse_server = Arc::new(Server::new(Adapter::new(vfs).without_negative_entries()));
+    let session = match Workers::start(connection.clone(), fuse_server, config.threads, BUFSIZE) {
         Ok(workers) => session(workers),
         Err(err) => {
             let _ = session(Workers::none()).stop();
@@ -147,7 +152,7 @@ fn mount_with(program: &Path, vfs: Arc<Vfs>, config: &SessionConfig) -> Result<F
         }
     };
 
-    // The server asks the file system (INIT, the root's attributes) while it mounts.
+    // The NFS server asks the file system (INIT, the root's attributes) while it mounts.
     let mounted = match protocol::request_fuse_t_mount(&session.monitor) {
         Ok(Some(0)) => Ok(()),
         Ok(Some(status)) => Err(format!("go-nfsv4 could not mount (status {status})")),
@@ -156,7 +161,7 @@ fn mount_with(program: &Path, vfs: Arc<Vfs>, config: &SessionConfig) -> Result<F
     };
     let mounted = mounted.and_then(|()| {
         protocol::wait_until_mounted(&session.mountpoint, MOUNT_TIMEOUT, || {
-            session.server_exited()
+            session.nfs_server_exited()
         })
     });
     if let Err(message) = mounted {
@@ -167,39 +172,42 @@ fn mount_with(program: &Path, vfs: Arc<Vfs>, config: &SessionConfig) -> Result<F
 }
 
 impl FuseT {
-    /// An error once the server has exited.
-    fn server_exited(&self) -> Result<(), String> {
-        let mut server = self.server.lock().unwrap_or_else(PoisonError::into_inner);
-        match server.try_wait() {
+    /// An error once the NFS server has exited.
+    fn nfs_server_exited(&self) -> Result<(), String> {
+        let mut nfs_server = self
+            .nfs_server
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match nfs_server.try_wait() {
             Ok(Some(status)) => Err(format!("go-nfsv4 exited ({status})")),
             _ => Ok(()),
         }
     }
 
-    /// Unmounts, ends the server and the workers.
+    /// Unmounts, ends the NFS server and the workers.
     fn stop(self) -> Result<(), MountError> {
         let failed = |message: String| MountError::Unmount {
             path: self.mountpoint.clone(),
             message,
         };
-        // Refused if the server is gone already: nothing to tell it then.
+        // Refused if the NFS server is gone already: nothing to tell it then.
         let _ = protocol::request_fuse_t_unmount(&self.monitor);
         drop(self.monitor);
-        let mut server = self
-            .server
+        let mut nfs_server = self
+            .nfs_server
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
-        let ended = match protocol::wait_for_exit(&mut server, EXIT_GRACE) {
+        let ended = match protocol::wait_for_exit(&mut nfs_server, EXIT_GRACE) {
             Ok(Some(status)) => Ok(status),
-            _ => protocol::terminate(&mut server, EXIT_GRACE),
+            _ => protocol::terminate(&mut nfs_server, EXIT_GRACE),
         };
-        // Workers still reading (a server that never closed its end) see EOF now.
+        // Workers still reading (an NFS server that never closed its end) see EOF now.
         let _ = self.connection.io().shutdown(std::net::Shutdown::Both);
         if !self.workers.join(STOP_TIMEOUT) {
             tracing::warn!(mountpoint = %self.mountpoint.display(), "FUSE workers still running after unmount");
         }
-        // The server unmounts on `unmount`; had it died first (or the volume been busy), the
-        // volume is left without a server.
+        // The NFS server unmounts on `unmount`; had it died first (or the volume been busy),
+        // the volume is left without one.
         if platform::in_mount_table(&self.mountpoint) {
             platform::force_unmount(&self.mountpoint).map_err(|e| failed(e.to_string()))?;
         }
@@ -220,19 +228,21 @@ impl Mounted for FuseT {
 }
 
 /// The whole session against a stand-in for `go-nfsv4`: this test binary run again, which
-/// speaks the server's side of both sockets and "mounts" a tmpfs where the NFS volume would
+/// speaks the NFS server's side of both sockets and "mounts" a tmpfs where the NFS volume would
 /// be (so it needs root, like the other mount tests).
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use std::io::{Read, Write};
     use std::os::fd::FromRawFd;
 
-    use fuse_backend_rs::abi::fuse_abi::Opcode;
+    use fuse_backend_rs::abi::fuse_abi::{GetattrIn, Opcode};
     use spfs_router::ROOT;
+    use vm_memory::ByteValued;
 
     use super::super::Transport;
     use super::super::testing::{
-        can_mount, fixed_vfs, init_body, mount_tmpfs, reply, request, stand_in,
+        can_mount_tmpfs, init_body, mount_tmpfs, reply, request, session_config, stand_in,
+        tool_vfs, within_5s,
     };
     use super::*;
 
@@ -240,7 +250,7 @@ mod tests {
     const MODE: &str = "SPFS_FAKE_GO_NFSV4";
     const MOUNTPOINT: &str = "SPFS_FAKE_GO_NFSV4_MOUNTPOINT";
 
-    /// The stand-in server; does nothing unless started by [`fake_server`].
+    /// The stand-in NFS server; does nothing unless started by [`fake_nfs_server`].
     #[test]
     fn fake_go_nfsv4() {
         let Ok(mode) = std::env::var(MODE) else {
@@ -256,13 +266,18 @@ mod tests {
         let mut command = [0u8; 5];
         monitor.read_exact(&mut command).unwrap();
         assert_eq!(&command, b"mount");
-        // As the real server does while mounting: INIT, then the root's attributes.
+        // As the real NFS server does while mounting: INIT, then the root's attributes.
         comm.write_all(&request(Opcode::Init, 1, 0, &init_body()))
             .unwrap();
         let (error, unique, _) = reply(&comm);
         assert_eq!((error, unique), (0, 1));
-        comm.write_all(&request(Opcode::Getattr, 2, ROOT, &[0u8; 16]))
-            .unwrap();
+        comm.write_all(&request(
+            Opcode::Getattr,
+            2,
+            ROOT,
+            GetattrIn::default().as_slice(),
+        ))
+        .unwrap();
         let (error, unique, _) = reply(&comm);
         assert_eq!((error, unique), (0, 2));
         mount_tmpfs(&mountpoint);
@@ -278,7 +293,7 @@ mod tests {
     }
 
     /// go-nfsv4, played by [`fake_go_nfsv4`].
-    fn fake_server(dir: &Path, mode: &str) -> PathBuf {
+    fn fake_nfs_server(dir: &Path, mode: &str) -> PathBuf {
         stand_in(
             dir,
             "go-nfsv4",
@@ -289,25 +304,15 @@ mod tests {
     }
 
     fn start(dir: &Path, mode: &str) -> (FuseT, PathBuf) {
-        std::fs::create_dir_all(dir.join("layer/bin")).unwrap();
-        std::fs::write(dir.join("layer/bin/tool"), b"tool").unwrap();
-        let vfs = fixed_vfs(dir.join("layer"));
-        let config = SessionConfig {
-            mountpoint: dir.join("spfs-1"),
-            fsname: "spfs".into(),
-            volname: "spfs-1".into(),
-            transport: Transport::Nfs,
-            threads: 2,
-            io_uring: true,
-        };
-        let session = mount_with(&fake_server(dir, mode), vfs, &config).unwrap();
+        let config = session_config(dir.join("spfs-1"), Transport::Nfs);
+        let session = mount_with(&fake_nfs_server(dir, mode), tool_vfs(dir), &config).unwrap();
         let mountpoint = session.mountpoint.clone();
         (session, mountpoint)
     }
 
     #[test]
-    fn mounts_serves_and_unmounts_through_the_server() {
-        if !can_mount() {
+    fn mounts_serves_and_unmounts_through_the_nfs_server() {
+        if !can_mount_tmpfs() {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
@@ -318,22 +323,18 @@ mod tests {
         assert!(!platform::in_mount_table(&mountpoint));
     }
 
-    /// fuse-backend-rs 0.14's FUSE-T channel spins once the server's socket closes: ours
-    /// must return, and unmounting clears the volume the dead server left behind.
+    /// fuse-backend-rs 0.14's FUSE-T channel spins once the NFS server's socket closes: ours
+    /// must return, and unmounting clears the volume the dead NFS server left behind.
     #[test]
-    fn workers_stop_when_the_server_dies_and_unmount_clears_its_volume() {
-        if !can_mount() {
+    fn workers_stop_when_the_nfs_server_dies_and_unmount_clears_its_volume() {
+        if !can_mount_tmpfs() {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
         let (session, mountpoint) = start(tmp.path(), "dies");
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !session.workers.finished() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
         assert!(
-            session.workers.finished(),
-            "workers still running after the server died"
+            within_5s(|| session.workers.finished()),
+            "workers still running after the NFS server died"
         );
         assert!(platform::in_mount_table(&mountpoint));
         Box::new(session).unmount().unwrap();

@@ -25,8 +25,8 @@ use std::time::Duration;
 use fuse_backend_rs::api::server::Server;
 use spfs_router::Vfs;
 
-use super::protocol::{self, MOUNT_MACFUSE};
-use super::wire::{Connection, Framing, Workers};
+use super::framing::{Connection, Framing, Workers};
+use super::protocol;
 use super::{Mounted, SessionConfig};
 use crate::adapter::Adapter;
 use crate::error::MountError;
@@ -53,7 +53,9 @@ struct MacFuse {
 }
 
 /// Mounts `vfs` read-only at `config.mountpoint` through macFUSE.
+#[cfg(target_os = "macos")]
 pub(super) fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Box<dyn Mounted>, MountError> {
+    use protocol::MOUNT_MACFUSE;
     if !Path::new(MOUNT_MACFUSE).exists() {
         return Err(MountError::Session {
             path: config.mountpoint.clone(),
@@ -225,16 +227,20 @@ mod tests {
     use std::io::{IoSlice, Write};
     use std::os::fd::FromRawFd;
 
-    use fuse_backend_rs::abi::fuse_abi::Opcode;
+    use fuse_backend_rs::abi::fuse_abi::{GetattrIn, Opcode};
     use spfs_router::ROOT;
+    use vm_memory::ByteValued;
 
     use super::super::Transport;
+    use super::super::message::{AbiBytes, OutHeader};
     use super::super::testing::{
-        can_mount, fixed_vfs, init_body, mount_tmpfs, request, seqpacket_pair, stand_in,
+        can_mount_tmpfs, init_body, mount_tmpfs, request, seqpacket_pair, session_config, stand_in,
+        tool_vfs, within_5s,
     };
     use super::*;
 
-    /// How the stand-in behaves: `mounts`, or `refuses` as an unapproved kext does.
+    /// How the stand-in behaves: `mounts`, `refuses` as an unapproved kext does, or `dies`
+    /// (the device closes under the mounted volume, as a kernel that drops the connection).
     const MODE: &str = "SPFS_FAKE_MOUNT_MACFUSE";
     const MOUNTPOINT: &str = "SPFS_FAKE_MOUNT_MACFUSE_MOUNTPOINT";
 
@@ -243,14 +249,9 @@ mod tests {
         kernel.write_all(message).unwrap();
         let mut reply = vec![0u8; 64 * 1024];
         let n = kernel.read(&mut reply).unwrap();
-        assert_eq!(
-            u32::from_ne_bytes(reply[0..4].try_into().unwrap()) as usize,
-            n
-        );
-        (
-            i32::from_ne_bytes(reply[4..8].try_into().unwrap()),
-            u64::from_ne_bytes(reply[8..16].try_into().unwrap()),
-        )
+        let header = OutHeader::read_from(&reply[..n]).unwrap();
+        assert_eq!(header.len as usize, n);
+        (header.error, header.unique)
     }
 
     /// The stand-in; does nothing unless started by [`fake_helper`].
@@ -285,12 +286,18 @@ mod tests {
             (0, 1)
         );
         assert_eq!(
-            exchange(&mut kernel, &request(Opcode::Getattr, 2, ROOT, &[0u8; 16])),
+            exchange(
+                &mut kernel,
+                &request(Opcode::Getattr, 2, ROOT, GetattrIn::default().as_slice())
+            ),
             (0, 2)
         );
         mount_tmpfs(&mountpoint);
         (&comm).write_all(&0i32.to_ne_bytes()).unwrap();
         drop(comm);
+        if mode == "dies" {
+            std::process::exit(0);
+        }
         // The "kernel" lives on until the volume is unmounted, then the device dies.
         while platform::in_mount_table(&mountpoint) {
             std::thread::sleep(Duration::from_millis(20));
@@ -310,29 +317,14 @@ mod tests {
         )
     }
 
-    /// The view and configuration the tests mount.
-    fn setup(dir: &Path) -> (Arc<Vfs>, SessionConfig) {
-        std::fs::create_dir_all(dir.join("layer/bin")).unwrap();
-        let vfs = fixed_vfs(dir.join("layer"));
-        let config = SessionConfig {
-            mountpoint: dir.join("spfs"),
-            fsname: "spfs".into(),
-            volname: "spfs".into(),
-            transport: Transport::Device,
-            threads: 2,
-            io_uring: true,
-        };
-        (vfs, config)
-    }
-
     fn mount_through(dir: &Path, mode: &str) -> Result<MacFuse, MountError> {
-        let (vfs, config) = setup(dir);
-        mount_with(&fake_helper(dir, mode), vfs, &config)
+        let config = session_config(dir.join("spfs"), Transport::Device);
+        mount_with(&fake_helper(dir, mode), tool_vfs(dir), &config)
     }
 
     #[test]
     fn mounts_through_the_helper_serves_and_unmounts() {
-        if !can_mount() {
+        if !can_mount_tmpfs() {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
@@ -349,9 +341,28 @@ mod tests {
         );
     }
 
+    /// A device that dies under its volume ends the workers, and the session still unmounts
+    /// the volume when it ends.
+    #[test]
+    fn a_dead_device_stops_the_workers_and_unmounting_still_clears_its_volume() {
+        if !can_mount_tmpfs() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let session = mount_through(tmp.path(), "dies").unwrap();
+        let mountpoint = session.mountpoint.clone();
+        assert!(
+            within_5s(|| session.workers.finished()),
+            "workers still running after the device died"
+        );
+        assert!(platform::in_mount_table(&mountpoint));
+        Box::new(session).unmount().unwrap();
+        assert!(!platform::in_mount_table(&mountpoint));
+    }
+
     #[test]
     fn a_refusing_helper_fails_the_mount_with_its_own_words() {
-        if !can_mount() {
+        if !can_mount_tmpfs() {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();

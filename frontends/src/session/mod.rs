@@ -6,11 +6,14 @@
 //! | Linux | `/dev/fuse` through `fuse-backend-rs`'s session (`device_linux.rs`), and FUSE over io_uring where the kernel offers it (`uring_linux.rs`) | refused |
 //! | macOS | macFUSE: we run `mount_macfuse` (`macfuse.rs`) | FUSE-T: we run `go-nfsv4` (`fuse_t.rs`) |
 //!
+//! Every transport answers requests through one FUSE message module (`message.rs`: the
+//! headers through `fuse-backend-rs`'s ABI types, and answering one request).
+//!
 //! The macOS sessions are ours, not `fuse-backend-rs`'s: its macFUSE session cannot pass mount
 //! options, and its FUSE-T session replaces the macFUSE one at compile time and spins once the
 //! server's socket closes. What they share, the helpers' protocol (`protocol.rs`) and the
-//! serving loop (`wire.rs`), and both sessions themselves compile and are tested everywhere
-//! (against stand-in helpers on Linux).
+//! serving loop over a framed connection (`framing.rs`), and both sessions themselves are
+//! compiled on Linux too when testing, where they run against stand-in helpers.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,16 +23,21 @@ use spfs_router::Vfs;
 use crate::error::MountError;
 use crate::mountpoint;
 
-#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
-mod protocol;
+mod message;
 #[cfg(test)]
 mod testing;
-#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
-mod wire;
 
-// macFUSE's session compiles everywhere, so Linux tests run it against a stand-in helper.
-#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+// The macOS sessions and what only they use; Linux compiles them for its tests, which run
+// them against a stand-in `mount_macfuse` and `go-nfsv4`.
+#[cfg(any(target_os = "macos", test))]
+mod framing;
+#[cfg(any(target_os = "macos", test))]
+mod fuse_t;
+#[cfg(any(target_os = "macos", test))]
 mod macfuse;
+#[cfg(any(target_os = "macos", test))]
+mod protocol;
+
 #[cfg(target_os = "macos")]
 use macfuse as device;
 #[cfg(target_os = "linux")]
@@ -39,9 +47,6 @@ mod device;
 #[path = "uring_linux.rs"]
 mod uring;
 
-// So does FUSE-T's, against a stand-in server.
-#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
-mod fuse_t;
 #[cfg(target_os = "macos")]
 use fuse_t as nfs;
 #[cfg(target_os = "linux")]

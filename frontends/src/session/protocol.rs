@@ -1,7 +1,7 @@
 //! What the macOS mount helpers expect from a FUSE server, as plain functions: their command
-//! lines, their environment, and the messages exchanged with them over socket pairs. Nothing
-//! here is macOS-only, so all of it is tested on Linux; `macfuse.rs` and `fuse_t.rs` only start
-//! the helpers and keep the sockets.
+//! lines, their environment, and the messages exchanged with them over socket pairs. Only the
+//! helpers' paths are macOS-only; the rest is tested on Linux too. `macfuse.rs` and `fuse_t.rs`
+//! only start the helpers and keep the sockets.
 //!
 //! Sources (public): macFUSE's `lib/mount_darwin.c` (the libfuse that ships with macFUSE) and
 //! FUSE-T's `lib/mount_darwin.c` (github.com/macos-fuse-t/libfuse).
@@ -16,10 +16,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// macFUSE's mount helper: it opens `/dev/macfuseN`, mounts, and hands the device back.
+#[cfg(target_os = "macos")]
 pub(crate) const MOUNT_MACFUSE: &str =
     "/Library/Filesystems/macfuse.fs/Contents/Resources/mount_macfuse";
 
 /// FUSE-T's NFS server, which libfuse-t starts for every mount.
+#[cfg(target_os = "macos")]
 pub(crate) const GO_NFSV4: &str = "/usr/local/bin/go-nfsv4";
 
 /// FUSE-T's read and write size: 256 KiB is much faster than its 32 KiB default.

@@ -1,72 +1,111 @@
-//! Test helpers shared by the session tests: requests as a kernel or FUSE-T's server sends
-//! them, socket pairs, and stand-in mount helpers (this test binary run again).
+//! Test helpers shared by the session tests: views and configurations to mount, requests as a
+//! kernel or FUSE-T's NFS server sends them, socket pairs, and stand-in mount helpers (this
+//! test binary run again). The mount gates and root attributes come from `spfs-testkit`.
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
-use spfs_router::{Attr, ResolvedSpec, Routing, Timestamp, Vfs, View};
+use spfs_router::{ResolvedSpec, Routing, Vfs, View};
 
-use fuse_backend_rs::abi::fuse_abi::Opcode;
+use fuse_backend_rs::abi::fuse_abi::{InitIn, Opcode};
+use fuse_backend_rs::api::server::Server;
+use vm_memory::ByteValued;
 
-use super::wire::{IN_HEADER_LEN, OUT_HEADER_LEN};
+use super::message::{AbiBytes, IN_HEADER_LEN, InHeader, OUT_HEADER_LEN, OutHeader};
+#[cfg(target_os = "linux")]
+use super::{SessionConfig, Transport};
+use crate::adapter::Adapter;
 #[cfg(target_os = "linux")]
 use std::os::fd::{FromRawFd, OwnedFd};
 #[cfg(target_os = "linux")]
 use std::os::unix::fs::PermissionsExt;
-#[cfg(target_os = "linux")]
 use std::path::{Path, PathBuf};
 
 /// A per-runtime style filesystem: one fixed view of the directory layer at `layer`.
-pub(crate) fn fixed_vfs(layer: std::path::PathBuf) -> Arc<Vfs> {
-    let root = Attr::root(
-        0,
-        0,
-        Timestamp {
-            secs: 1_700_000_000,
-            nanos: 0,
-        },
-    );
+pub(crate) fn fixed_vfs(layer: PathBuf) -> Arc<Vfs> {
+    let root = spfs_testkit::root_attr();
     let view = View::build(1, &ResolvedSpec::of_directories([layer]), &root, (0, 0));
     Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))))
+}
+
+/// [`fixed_vfs`] of `dir/layer`, which it fills with `bin/tool` (`tool`).
+#[cfg(target_os = "linux")]
+pub(crate) fn tool_vfs(dir: &Path) -> Arc<Vfs> {
+    std::fs::create_dir_all(dir.join("layer/bin")).unwrap();
+    std::fs::write(dir.join("layer/bin/tool"), b"tool").unwrap();
+    fixed_vfs(dir.join("layer"))
+}
+
+/// How the tests mount at `mountpoint` over `transport`: two workers, io_uring where the
+/// kernel offers it, and the mount point's name for the volume (as per-runtime volumes are).
+#[cfg(target_os = "linux")]
+pub(crate) fn session_config(mountpoint: PathBuf, transport: Transport) -> SessionConfig {
+    let volname = mountpoint
+        .file_name()
+        .map_or_else(|| "spfs".into(), |name| name.to_string_lossy().into_owned());
+    SessionConfig {
+        mountpoint,
+        fsname: "spfs".into(),
+        volname,
+        transport,
+        threads: 2,
+        io_uring: true,
+    }
+}
+
+/// A FUSE server of one fixed view of `layer`, which it fills with `hello` (11 bytes) and
+/// `dir/deep`.
+pub(crate) fn sample_server(layer: &Path) -> Arc<Server<Adapter>> {
+    std::fs::write(layer.join("hello"), b"hello world").unwrap();
+    std::fs::create_dir(layer.join("dir")).unwrap();
+    std::fs::write(layer.join("dir/deep"), b"deep").unwrap();
+    Arc::new(Server::new(Adapter::new(fixed_vfs(layer.to_path_buf()))))
 }
 
 /// Reads one framed reply: (error, unique, body).
 pub(crate) fn reply(mut peer: &UnixStream) -> (i32, u64, Vec<u8>) {
     let mut header = [0u8; OUT_HEADER_LEN];
     peer.read_exact(&mut header).unwrap();
-    let len = u32::from_ne_bytes(header[0..4].try_into().unwrap()) as usize;
-    let error = i32::from_ne_bytes(header[4..8].try_into().unwrap());
-    let unique = u64::from_ne_bytes(header[8..16].try_into().unwrap());
-    let mut body = vec![0u8; len - OUT_HEADER_LEN];
+    let header = OutHeader::read_from(&header).unwrap();
+    let mut body = vec![0u8; header.len as usize - OUT_HEADER_LEN];
     peer.read_exact(&mut body).unwrap();
-    (error, unique, body)
+    (header.error, header.unique, body)
 }
 
-/// A request: header (len, opcode, unique, nodeid, uid, gid, pid, padding), then `body`.
+/// A request of `opcode` for `unique` on `nodeid` from uid, gid and pid 0, then `body`.
 pub(crate) fn request(opcode: Opcode, unique: u64, nodeid: u64, body: &[u8]) -> Vec<u8> {
-    let mut msg = Vec::new();
-    msg.extend(((IN_HEADER_LEN + body.len()) as u32).to_ne_bytes());
-    msg.extend((opcode as u32).to_ne_bytes());
-    msg.extend(unique.to_ne_bytes());
-    msg.extend(nodeid.to_ne_bytes());
-    msg.extend([0u8; 16]); // uid, gid, pid, padding
-    assert_eq!(msg.len(), IN_HEADER_LEN);
-    msg.extend(body);
-    msg
+    let header = InHeader {
+        len: (IN_HEADER_LEN + body.len()) as u32,
+        opcode: opcode as u32,
+        unique,
+        nodeid,
+        ..InHeader::default()
+    };
+    [header.as_slice(), body].concat()
+}
+
+/// A reply body as `T`. Replies to older protocol versions may be shorter than `T` (INIT's);
+/// what they lack reads as zeros.
+pub(crate) fn body<T: AbiBytes>(bytes: &[u8]) -> T {
+    let mut padded = bytes.to_vec();
+    padded.resize(bytes.len().max(std::mem::size_of::<T>()), 0);
+    T::read_from(&padded).unwrap()
 }
 
 /// The body of an INIT from a 7.19 kernel (macFUSE's ABI) with no flags.
 pub(crate) fn init_body() -> Vec<u8> {
-    // major, minor, max_readahead, flags
-    [7u32, 19, 65536, 0]
-        .iter()
-        .flat_map(|v| v.to_ne_bytes())
-        .collect()
+    let init = InitIn {
+        major: 7,
+        minor: 19,
+        max_readahead: 65536,
+        flags: 0,
+    };
+    init.as_slice().to_vec()
 }
 
-#[cfg(target_os = "linux")]
 /// A SOCK_SEQPACKET pair: one read, one message, like a FUSE device.
+#[cfg(target_os = "linux")]
 pub(crate) fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
     // SAFETY: fds has room for the two descriptors socketpair writes.
@@ -83,10 +122,10 @@ pub(crate) fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
 
-#[cfg(target_os = "linux")]
 /// Writes `dir/name`, a script that runs the test `test` of this binary as a stand-in mount
 /// helper, with `mode_env=mode` and `mountpoint_env` set to the helper's last argument (the
 /// mount point). libtest would refuse the helper's own arguments, so only that is handed on.
+#[cfg(target_os = "linux")]
 pub(crate) fn stand_in(
     dir: &Path,
     name: &str,
@@ -109,25 +148,27 @@ pub(crate) fn stand_in(
     script
 }
 
+/// The gate of the stand-in helpers' tests: they mount a tmpfs, not FUSE, which needs root.
+/// Without it, skip (or fail where mounting is required), as [`spfs_testkit::skip`] does.
 #[cfg(target_os = "linux")]
-/// Stand-in helpers mount a tmpfs, which needs root: without it, skip (or fail under
-/// `SPFS_FUSE_REQUIRE_MOUNT=1`).
-pub(crate) fn can_mount() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert_ne!(
-        std::env::var("SPFS_FUSE_REQUIRE_MOUNT").as_deref(),
-        Ok("1"),
-        "mounting is required but needs root"
-    );
-    eprintln!("skipping: the stand-in helper mounts a tmpfs, which needs root");
-    false
+#[track_caller]
+pub(crate) fn can_mount_tmpfs() -> bool {
+    spfs_testkit::is_root()
+        || spfs_testkit::skip("the stand-in helper mounts a tmpfs, which needs root")
 }
 
+/// Whether `done` holds within 5 s, asking every 10 ms.
 #[cfg(target_os = "linux")]
+pub(crate) fn within_5s(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !done() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    done()
+}
+
 /// What a stand-in mounts where the real helper would: a tmpfs.
+#[cfg(target_os = "linux")]
 pub(crate) fn mount_tmpfs(path: &Path) {
     nix::mount::mount(
         Some("tmpfs"),

@@ -48,24 +48,25 @@ use fuse_backend_rs::abi::fuse_abi::{
 };
 use fuse_backend_rs::api::server::Server;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use vm_memory::ByteValued;
 
-use super::wire::{IN_HEADER_LEN, OUT_HEADER_LEN, answer, put_error_reply};
+use super::message::{
+    AbiBytes, IN_HEADER_LEN, InHeader, OUT_HEADER_LEN, OutHeader, answer, put_error_reply,
+};
 use crate::adapter::Adapter;
 
 /// The kernel's switch for FUSE over io_uring.
 const ENABLE_SWITCH: &str = "/sys/module/fuse/parameters/enable_uring";
 
-/// `fuse_uring_req_header`: `in_out` (the in or out header), `op_in` (the opcode's first
-/// argument), then `fuse_uring_ent_in_out` (flags, commit id, payload size, reserved).
-const HEADER_LEN: usize = 128 + 128 + 32;
+/// `fuse_uring_req_header`: `in_out` (the in or out header, in 128 bytes), `op_in` (the
+/// opcode's first argument, in 128), then [`EntInOut`].
+const HEADER_LEN: usize = ENT_IN_OUT_AT + size_of::<EntInOut>();
 /// Where `op_in` starts in the header.
 const OP_IN_AT: usize = 128;
 /// The room `op_in` has.
 const OP_IN_MAX: usize = 128;
-/// Where the commit id lies in the header.
-const COMMIT_ID_AT: usize = 256 + 8;
-/// Where the payload's size lies in the header.
-const PAYLOAD_SIZE_AT: usize = 256 + 16;
+/// Where [`EntInOut`] starts in the header.
+const ENT_IN_OUT_AT: usize = OP_IN_AT + OP_IN_MAX;
 /// `FUSE_IO_URING_CMD_REGISTER`.
 const CMD_REGISTER: u32 = 1;
 /// `FUSE_IO_URING_CMD_COMMIT_AND_FETCH`.
@@ -90,6 +91,33 @@ type Completion = (u64, i32);
 
 /// The user data of a ring's poll of the stop eventfd.
 const STOP_TOKEN: u64 = u64::MAX;
+
+/// `fuse_uring_ent_in_out`, the end of an entry's header: the request's commit id and the
+/// size of its payload, and of the reply's.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct EntInOut {
+    flags: u64,
+    commit_id: u64,
+    payload_sz: u32,
+    padding: u32,
+    reserved: u64,
+}
+// SAFETY: `repr(C)` integers with no padding between them: any bytes are a valid value.
+unsafe impl ByteValued for EntInOut {}
+
+/// `fuse_uring_cmd_req`, the command of a URING_CMD submission: which request it commits (0
+/// for none) and on which queue.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct CmdReq {
+    flags: u64,
+    commit_id: u64,
+    qid: u16,
+    padding: [u8; 6],
+}
+// SAFETY: `repr(C)` integers and bytes with no padding between them: any bytes are valid.
+unsafe impl ByteValued for CmdReq {}
 
 /// Whether the kernel takes FUSE over io_uring; the error says why not, for the log.
 pub(super) fn kernel_allows() -> Result<(), String> {
@@ -369,21 +397,26 @@ impl Entry {
         }
     }
 
-    fn u32_at(&self, at: usize) -> u32 {
-        u32::from_ne_bytes(self.header[at..at + 4].try_into().unwrap_or([0; 4]))
+    /// The request's FUSE header, where the kernel put it.
+    fn in_header(&self) -> InHeader {
+        InHeader::read_from(&self.header[..]).unwrap_or_default()
     }
 
-    fn u64_at(&self, at: usize) -> u64 {
-        u64::from_ne_bytes(self.header[at..at + 8].try_into().unwrap_or([0; 8]))
+    /// The commit id and payload size, where the kernel put them.
+    fn ent_in_out(&self) -> EntInOut {
+        EntInOut::read_from(&self.header[ENT_IN_OUT_AT..]).unwrap_or_default()
     }
 
     /// The submission for `command` on queue `qid` of `device`, tagged with `slot`.
     fn submission(&self, device: RawFd, qid: u16, slot: usize) -> squeue::Entry128 {
         let (command, commit_id) = self.last;
-        // `fuse_uring_cmd_req`: flags, commit id, queue id.
         let mut cmd = [0u8; 80];
-        cmd[8..16].copy_from_slice(&commit_id.to_ne_bytes());
-        cmd[16..18].copy_from_slice(&qid.to_ne_bytes());
+        let req = CmdReq {
+            commit_id,
+            qid,
+            ..CmdReq::default()
+        };
+        req.write_to(&mut cmd);
         let built = opcode::UringCmd80::new(types::Fd(device), command)
             .cmd(cmd)
             .addr(Some(self.iov.as_ptr() as u64))
@@ -592,24 +625,25 @@ impl Queue {
     /// Answers the request in `entry`, leaving the reply's header and size where the kernel
     /// reads them; returns the request's commit id.
     fn answer(&self, entry: &mut Entry, request: &mut [u8], sink: &File) -> io::Result<u64> {
-        let opcode = entry.u32_at(4);
-        let unique = entry.u64_at(8);
-        let commit_id = entry.u64_at(COMMIT_ID_AT);
+        let mut in_header = entry.in_header();
+        let (opcode, unique) = (in_header.opcode, in_header.unique);
+        let mut ent_in_out = entry.ent_in_out();
+        let commit_id = ent_in_out.commit_id;
         if commit_id == 0 {
             // The kernel could never match a reply to it.
             return Err(io::Error::other(format!(
                 "request {unique} (opcode {opcode}) came without a commit id"
             )));
         }
-        let payload_len = entry.u32_at(PAYLOAD_SIZE_AT) as usize;
+        let payload_len = ent_in_out.payload_sz as usize;
         let reply_len = match op_in_len(opcode) {
             Some(op_len) if payload_len <= self.payload => {
                 // fuse-backend-rs parses a request as read(2) returns it: header, first
                 // argument, the rest.
                 let total = IN_HEADER_LEN + op_len + payload_len;
-                let (header, rest) = request.split_at_mut(IN_HEADER_LEN);
-                header.copy_from_slice(&entry.header[..IN_HEADER_LEN]);
-                header[0..4].copy_from_slice(&(total as u32).to_ne_bytes());
+                in_header.len = total as u32;
+                in_header.write_to(request);
+                let rest = &mut request[IN_HEADER_LEN..];
                 rest[..op_len].copy_from_slice(&entry.header[OP_IN_AT..OP_IN_AT + op_len]);
                 rest[op_len..op_len + payload_len]
                     .copy_from_slice(&entry.reply[OUT_HEADER_LEN..OUT_HEADER_LEN + payload_len]);
@@ -632,9 +666,10 @@ impl Queue {
         } else {
             reply_len
         };
-        entry.header[..OUT_HEADER_LEN].copy_from_slice(&entry.reply[..OUT_HEADER_LEN]);
-        let body = (reply_len - OUT_HEADER_LEN) as u32;
-        entry.header[PAYLOAD_SIZE_AT..PAYLOAD_SIZE_AT + 4].copy_from_slice(&body.to_ne_bytes());
+        let out_header = OutHeader::read_from(&entry.reply).unwrap_or_default();
+        out_header.write_to(&mut entry.header[..]);
+        ent_in_out.payload_sz = (reply_len - OUT_HEADER_LEN) as u32;
+        ent_in_out.write_to(&mut entry.header[ENT_IN_OUT_AT..]);
         Ok(commit_id)
     }
 }
@@ -702,27 +737,22 @@ fn abort_connection(mountpoint: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::session::{Session, SessionConfig, Transport, testing};
+    use spfs_testkit::require_fuse;
 
     /// What a failing queue does to its connection, on a real mount: afterwards a caller gets
     /// an error at once, where it would otherwise wait for the dead queue.
     #[test]
     fn aborting_a_connection_fails_its_callers_instead_of_hanging() {
-        if !testing::can_mount() {
+        if !require_fuse() {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(tmp.path().join("layer/bin")).unwrap();
-        std::fs::write(tmp.path().join("layer/bin/tool"), "tool").unwrap();
         let mountpoint = tmp.path().join("mnt");
         let session = Session::mount(
-            testing::fixed_vfs(tmp.path().join("layer")),
+            testing::tool_vfs(tmp.path()),
             &SessionConfig {
-                mountpoint: mountpoint.clone(),
-                fsname: "spfs-test".into(),
-                volname: "spfs-test".into(),
-                transport: Transport::Device,
-                threads: 2,
                 io_uring: false,
+                ..testing::session_config(mountpoint.clone(), Transport::Device)
             },
         )
         .unwrap();
@@ -734,7 +764,34 @@ mod tests {
             crate::platform::is_stale_error(&err),
             "after the abort: {err}"
         );
+        // A dead connection's mount is still detached when its session ends.
         drop(session);
+        assert!(
+            !crate::platform::in_mount_table(&mountpoint),
+            "the aborted mount was left behind"
+        );
+    }
+
+    /// `<linux/fuse.h>`: `fuse_uring_req_header` is 288 bytes, its commit id at 264 and the
+    /// payload's size at 272; `fuse_uring_cmd_req` has the commit id at 8, the queue at 16.
+    #[test]
+    fn io_uring_headers_have_the_kernel_abi_layout() {
+        assert_eq!(HEADER_LEN, 288);
+        let mut header = [0u8; HEADER_LEN];
+        header[264..272].copy_from_slice(&9u64.to_ne_bytes());
+        header[272..276].copy_from_slice(&300u32.to_ne_bytes());
+        let ent = EntInOut::read_from(&header[ENT_IN_OUT_AT..]).unwrap();
+        assert_eq!((ent.commit_id, ent.payload_sz), (9, 300));
+
+        let mut cmd = [0u8; 80];
+        let req = CmdReq {
+            commit_id: 9,
+            qid: 3,
+            ..CmdReq::default()
+        };
+        assert_eq!(req.write_to(&mut cmd), Some(24));
+        assert_eq!(cmd[8..16], 9u64.to_ne_bytes());
+        assert_eq!(cmd[16..18], 3u16.to_ne_bytes());
     }
 
     #[test]

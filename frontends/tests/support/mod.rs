@@ -1,6 +1,5 @@
-//! Shared helpers for mount tests: whether FUSE is usable, and re-running this test binary as
-//! a child process that probes a mount.
-#![allow(dead_code)]
+//! Helpers for the isolation tests beyond `spfs-testkit`'s: a router over the host's real
+//! processes, and layer files.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,7 +7,7 @@ use std::sync::Arc;
 use spfs_router::Router;
 use spfs_router::process::SystemProcessTable;
 
-pub use spfs_testkit::root_attr;
+use spfs_testkit::root_attr;
 
 /// A router over the host's real processes.
 pub fn system_router() -> Arc<Router> {

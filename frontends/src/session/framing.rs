@@ -1,14 +1,12 @@
-//! The serving loop of our own sessions (macFUSE's device, FUSE-T's socket), over any
-//! connection that reads and writes bytes, so Linux tests drive it through socket pairs.
+//! How our own sessions (macFUSE's device, FUSE-T's socket) move FUSE messages: a connection
+//! that reads and writes bytes, framed per message or by each header's length, and the worker
+//! threads that serve it, so Linux tests drive both through socket pairs.
 //!
-//! `fuse-backend-rs` is used only for what is generic: parsing requests (`Reader`) and
-//! composing replies (`Server::handle_message` into a `Writer`). Its writer sends to a file
-//! descriptor, in one system call per reply, with no lock: fine for a kernel device, wrong for
-//! FUSE-T's stream socket, where replies from several workers may interleave (libfuse-t
-//! serialises its sends for that reason). So every reply is composed into a buffer of ours:
-//! the writer is made buffered (`split_at(0)`), the commits it makes go to `/dev/null`, and
-//! the whole reply, which always lies at the start of our buffer with its length in its
-//! header, is then sent by [`Connection::send`].
+//! Each request is answered by [`answer`], into a buffer of ours, and the whole reply is then
+//! sent by [`Connection::send`]: `fuse-backend-rs`'s writer would send each reply to a file
+//! descriptor with no lock, fine for a kernel device, wrong for FUSE-T's stream socket, where
+//! replies from several workers may interleave (libfuse-t serialises its sends for that
+//! reason).
 //!
 //! A connection ends, and every worker returns, when the peer closes it (EOF), when the device
 //! says the file system is gone (`ENODEV`), or on any other read error: nothing ever retries a
@@ -21,17 +19,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use fuse_backend_rs::abi::fuse_abi::{InHeader, Opcode};
 use fuse_backend_rs::api::server::Server;
-use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader, Writer};
 
+use super::message::{AbiBytes, IN_HEADER_LEN, InHeader, answer};
 use crate::adapter::Adapter;
-
-/// Size of a request header.
-pub(super) const IN_HEADER_LEN: usize = std::mem::size_of::<InHeader>();
-
-/// Size of a reply header: `len: u32, error: i32, unique: u64`.
-pub(super) const OUT_HEADER_LEN: usize = 16;
 
 /// How requests are delimited on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,7 +164,7 @@ fn read_framed(mut io: impl Read, buf: &mut [u8]) -> io::Result<Option<usize>> {
             ));
         }
     }
-    let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let len = InHeader::read_from(buf).map_or(0, |header| header.len as usize);
     if len < IN_HEADER_LEN || len > buf.len() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -191,61 +182,6 @@ fn read_framed(mut io: impl Read, buf: &mut [u8]) -> io::Result<Option<usize>> {
         ));
     }
     Ok(Some(len))
-}
-
-/// Requests the kernel expects no reply to.
-fn expects_reply(opcode: u32) -> bool {
-    ![
-        Opcode::Forget as u32,
-        Opcode::Interrupt as u32,
-        Opcode::NotifyReply as u32,
-        Opcode::BatchForget as u32,
-    ]
-    .contains(&opcode)
-}
-
-/// Writes an error reply for `unique` at the start of `reply`; returns its length.
-pub(super) fn put_error_reply(reply: &mut [u8], unique: u64, errno: i32) -> usize {
-    reply[0..4].copy_from_slice(&(OUT_HEADER_LEN as u32).to_ne_bytes());
-    reply[4..8].copy_from_slice(&(-errno).to_ne_bytes());
-    reply[8..16].copy_from_slice(&unique.to_ne_bytes());
-    OUT_HEADER_LEN
-}
-
-/// Answers one request in `request`, composing the reply in `reply`; returns the reply's
-/// length (0: none is due). Also the body of FUSE over io_uring's queues on Linux.
-pub(super) fn answer(
-    server: &Server<Adapter>,
-    sink: &File,
-    request: &mut [u8],
-    reply: &mut [u8],
-) -> usize {
-    use std::os::fd::AsRawFd;
-    let opcode = u32::from_ne_bytes([request[4], request[5], request[6], request[7]]);
-    let unique = u64::from_ne_bytes(request[8..16].try_into().unwrap_or([0; 8]));
-    reply[..OUT_HEADER_LEN].fill(0);
-    let handled = (|| -> Result<usize, String> {
-        let reader = Reader::from_fuse_buffer(FuseBuf::new(request)).map_err(|e| e.to_string())?;
-        let mut whole =
-            FuseDevWriter::<()>::new(sink.as_raw_fd(), reply).map_err(|e| e.to_string())?;
-        let buffered = whole.split_at(0).map_err(|e| e.to_string())?;
-        server
-            .handle_message(reader, Writer::from(buffered), None, None)
-            .map_err(|e| e.to_string())
-    })();
-    let len = u32::from_ne_bytes([reply[0], reply[1], reply[2], reply[3]]) as usize;
-    if let Err(err) = &handled {
-        // Interrupted or malformed requests land here; the kernel is fine.
-        tracing::debug!(opcode, unique, error = %err, "request failed");
-    }
-    if (OUT_HEADER_LEN..=reply.len()).contains(&len) {
-        return len;
-    }
-    if !expects_reply(opcode) {
-        return 0;
-    }
-    // The server gave up without answering: answer for it, or the caller would wait forever.
-    put_error_reply(reply, unique, libc::EIO)
 }
 
 /// One worker: answers requests until the connection ends.
@@ -359,30 +295,17 @@ impl Workers {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{fixed_vfs, init_body, reply, request};
+    use super::super::testing::{body, init_body, reply, request, sample_server};
     use super::*;
     use std::os::unix::net::UnixStream;
-    use std::path::PathBuf;
 
+    use fuse_backend_rs::abi::fuse_abi::{
+        AttrOut, EntryOut, ForgetIn, GetattrIn, InitOut, Opcode, OpenIn, OpenOut, ReadIn,
+    };
     use spfs_router::ROOT;
+    use vm_memory::ByteValued;
 
     const BUF: usize = 256 * 1024 + 4096;
-
-    /// A view of one directory holding `hello` (11 bytes) and `dir/deep`.
-    fn server(layer: &std::path::Path) -> Arc<Server<Adapter>> {
-        std::fs::write(layer.join("hello"), b"hello world").unwrap();
-        std::fs::create_dir(layer.join("dir")).unwrap();
-        std::fs::write(layer.join("dir/deep"), b"deep").unwrap();
-        let vfs = fixed_vfs(PathBuf::from(layer));
-        Arc::new(Server::new(Adapter::new(vfs)))
-    }
-
-    fn u32_at(b: &[u8], at: usize) -> u32 {
-        u32::from_ne_bytes(b[at..at + 4].try_into().unwrap())
-    }
-    fn u64_at(b: &[u8], at: usize) -> u64 {
-        u64::from_ne_bytes(b[at..at + 8].try_into().unwrap())
-    }
 
     fn start(
         layer: &std::path::Path,
@@ -390,7 +313,8 @@ mod tests {
     ) -> (UnixStream, Workers, Arc<Connection<UnixStream>>) {
         let (ours, peer) = UnixStream::pair().unwrap();
         let connection = Arc::new(Connection::new(ours, Framing::Stream));
-        let workers = Workers::start(connection.clone(), server(layer), threads, BUF).unwrap();
+        let workers =
+            Workers::start(connection.clone(), sample_server(layer), threads, BUF).unwrap();
         (peer, workers, connection)
     }
 
@@ -403,50 +327,48 @@ mod tests {
 
         peer.write_all(&request(Opcode::Init, 1, 0, &init_body()))
             .unwrap();
-        let (error, unique, body) = reply(&peer);
+        let (error, unique, init) = reply(&peer);
         assert_eq!((error, unique), (0, 1));
-        assert_eq!(
-            (u32_at(&body, 0), u32_at(&body, 4) > 0),
-            (7, true),
-            "INIT major/minor"
-        );
+        let init: InitOut = body(&init);
+        assert_eq!((init.major, init.minor > 0), (7, true), "INIT major/minor");
 
         peer.write_all(&request(Opcode::Lookup, 2, ROOT, b"hello\0"))
             .unwrap();
         let (error, unique, entry) = reply(&peer);
         assert_eq!((error, unique), (0, 2));
-        let node = u64_at(&entry, 0);
+        let entry: EntryOut = body(&entry);
+        let node = entry.nodeid;
         assert_ne!(node, 0);
-        assert_eq!(u64_at(&entry, 8), 0, "generation");
+        assert_eq!(entry.generation, 0, "generation");
         // Directly under the root: entry timeout 0 (DESIGN.md §4 rule 3).
-        assert_eq!(u64_at(&entry, 16), 0, "entry_valid");
+        assert_eq!(entry.entry_valid, 0, "entry_valid");
 
         // A FORGET has no reply: the next reply must be the GETATTR's.
-        peer.write_all(&request(Opcode::Forget, 3, node, &1u64.to_ne_bytes()))
+        let forget = ForgetIn { nlookup: 1 };
+        peer.write_all(&request(Opcode::Forget, 3, node, forget.as_slice()))
             .unwrap();
-        peer.write_all(&request(Opcode::Getattr, 4, node, &[0u8; 16]))
+        let getattr = GetattrIn::default();
+        peer.write_all(&request(Opcode::Getattr, 4, node, getattr.as_slice()))
             .unwrap();
         let (error, unique, attr) = reply(&peer);
         assert_eq!((error, unique), (0, 4));
-        // attr_valid u64, attr_valid_nsec u32, dummy u32, then attr: ino u64, size u64.
-        assert_eq!(u64_at(&attr, 16), node, "ino");
-        assert_eq!(u64_at(&attr, 24), 11, "size");
+        let attr: AttrOut = body(&attr);
+        assert_eq!((attr.attr.ino, attr.attr.size), (node, 11), "ino, size");
 
-        peer.write_all(&request(Opcode::Open, 5, node, &[0u8; 8]))
+        let open = OpenIn::default();
+        peer.write_all(&request(Opcode::Open, 5, node, open.as_slice()))
             .unwrap();
         let (error, unique, open) = reply(&peer);
         assert_eq!((error, unique), (0, 5));
-        let fh = u64_at(&open, 0);
+        let open: OpenOut = body(&open);
 
-        // fh, offset, size, read_flags, lock_owner, flags, padding
-        let mut read_in = Vec::new();
-        read_in.extend(fh.to_ne_bytes());
-        read_in.extend(6u64.to_ne_bytes());
-        read_in.extend(4096u32.to_ne_bytes());
-        read_in.extend(0u32.to_ne_bytes());
-        read_in.extend(0u64.to_ne_bytes());
-        read_in.extend([0u8; 8]);
-        peer.write_all(&request(Opcode::Read, 6, node, &read_in))
+        let read_in = ReadIn {
+            fh: open.fh,
+            offset: 6,
+            size: 4096,
+            ..ReadIn::default()
+        };
+        peer.write_all(&request(Opcode::Read, 6, node, read_in.as_slice()))
             .unwrap();
         let (error, unique, data) = reply(&peer);
         assert_eq!((error, unique, data.as_slice()), (0, 6, &b"world"[..]));
@@ -516,14 +438,16 @@ mod tests {
     fn broken_framing_ends_the_connection() {
         let layer = tempfile::tempdir().unwrap();
         let (mut peer, workers, _connection) = start(layer.path(), 1);
-        let mut bogus = request(Opcode::Getattr, 9, ROOT, &[0u8; 16]);
-        bogus[0..4].copy_from_slice(&(BUF as u32 + 1).to_ne_bytes());
+        let mut bogus = request(Opcode::Getattr, 9, ROOT, GetattrIn::default().as_slice());
+        let mut header = InHeader::read_from(&bogus).unwrap();
+        header.len = BUF as u32 + 1;
+        header.write_to(&mut bogus).unwrap();
         peer.write_all(&bogus).unwrap();
         assert!(workers.join(Duration::from_secs(5)));
 
         let layer = tempfile::tempdir().unwrap();
         let (mut peer, workers, _connection) = start(layer.path(), 1);
-        peer.write_all(&request(Opcode::Getattr, 9, ROOT, &[0u8; 16])[..30])
+        peer.write_all(&request(Opcode::Getattr, 9, ROOT, GetattrIn::default().as_slice())[..30])
             .unwrap();
         drop(peer);
         assert!(workers.join(Duration::from_secs(5)));
@@ -533,50 +457,29 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn serves_a_message_device_and_stops_when_it_closes() {
+        use super::super::message::OutHeader;
         use super::super::testing::seqpacket_pair;
         let layer = tempfile::tempdir().unwrap();
         let (ours, peer) = seqpacket_pair();
         let ours = File::from(ours);
         let peer = File::from(peer);
         let connection = Arc::new(Connection::new(ours, Framing::Message));
-        let workers = Workers::start(connection, server(layer.path()), 2, BUF).unwrap();
+        let workers = Workers::start(connection, sample_server(layer.path()), 2, BUF).unwrap();
         let mut peer = peer;
         let mut buf = vec![0u8; 4096];
         peer.write_all(&request(Opcode::Init, 1, 0, &init_body()))
             .unwrap();
         let n = peer.read(&mut buf).unwrap();
-        assert_eq!(u32_at(&buf, 0) as usize, n, "one reply per message");
-        assert_eq!(u64_at(&buf, 8), 1);
+        let header = OutHeader::read_from(&buf).unwrap();
+        assert_eq!(header.len as usize, n, "one reply per message");
+        assert_eq!(header.unique, 1);
         peer.write_all(&request(Opcode::Lookup, 2, ROOT, b"dir\0"))
             .unwrap();
         let n = peer.read(&mut buf).unwrap();
-        assert_eq!((u32_at(&buf, 0) as usize, u64_at(&buf, 8)), (n, 2));
-        assert_eq!(i32::from_ne_bytes(buf[4..8].try_into().unwrap()), 0);
+        let header = OutHeader::read_from(&buf).unwrap();
+        assert_eq!((header.len as usize, header.unique), (n, 2));
+        assert_eq!(header.error, 0);
         drop(peer);
         assert!(workers.join(Duration::from_secs(5)));
-    }
-
-    #[test]
-    fn unanswered_requests_get_eio_but_forgets_stay_silent() {
-        let layer = tempfile::tempdir().unwrap();
-        let server = server(layer.path());
-        let sink = File::options().write(true).open("/dev/null").unwrap();
-        let mut reply_buf = vec![0u8; BUF];
-        // A GETATTR without its body: the server cannot decode it and sends nothing.
-        let mut getattr = request(Opcode::Getattr, 3, ROOT, b"");
-        let len = answer(&server, &sink, &mut getattr, &mut reply_buf);
-        assert_eq!(len, OUT_HEADER_LEN);
-        let err = i32::from_ne_bytes(reply_buf[4..8].try_into().unwrap());
-        assert_eq!((err, u64_at(&reply_buf, 8)), (-libc::EIO, 3));
-        // One the server answers itself keeps its own error: a LOOKUP without a name.
-        let mut lookup = request(Opcode::Lookup, 5, ROOT, b"");
-        assert_eq!(
-            answer(&server, &sink, &mut lookup, &mut reply_buf),
-            OUT_HEADER_LEN
-        );
-        let err = i32::from_ne_bytes(reply_buf[4..8].try_into().unwrap());
-        assert_eq!((err, u64_at(&reply_buf, 8)), (-libc::EINVAL, 5));
-        let mut forget = request(Opcode::BatchForget, 4, 0, &[0u8; 8]);
-        assert_eq!(answer(&server, &sink, &mut forget, &mut reply_buf), 0);
     }
 }
