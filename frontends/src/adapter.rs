@@ -16,10 +16,9 @@
 //! `KEEP_CACHE` implied. A plain small-file read thus costs one request instead of four.
 
 use std::ffi::CStr;
-use std::fs::File;
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{stat64, statvfs64};
@@ -95,47 +94,6 @@ fn entry_of(parent: u64, attr: &Attr) -> Entry {
     }
 }
 
-/// Shards of the open-by-node cache: reads on different files should not contend.
-const NODE_FILE_SHARDS: usize = 32;
-
-/// Files kept open per shard. Small: it only saves reopening a file that is being read in many
-/// requests (a large file read sequentially); a small file takes one request.
-const NODE_FILES_PER_SHARD: usize = 4;
-
-/// One shard of [`NodeFiles`]: (node id, its open layer file), oldest first.
-type NodeFileShard = Mutex<Vec<(u64, Arc<File>)>>;
-
-/// Layer files opened for reads that come without a handle (no-open support), a few per shard,
-/// oldest out first. Node ids are never reused, so an entry can only ever be the right file.
-#[derive(Debug, Default)]
-struct NodeFiles {
-    shards: [NodeFileShard; NODE_FILE_SHARDS],
-}
-
-impl NodeFiles {
-    fn shard(&self, node: u64) -> std::sync::MutexGuard<'_, Vec<(u64, Arc<File>)>> {
-        // Node ids of one view are consecutive in their low bits.
-        self.shards[node as usize % NODE_FILE_SHARDS]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The open layer file of `node`, opened through `vfs` on a miss.
-    fn get(&self, vfs: &Vfs, node: u64) -> Result<Arc<File>, FsError> {
-        if let Some((_, file)) = self.shard(node).iter().find(|(n, _)| *n == node) {
-            return Ok(file.clone());
-        }
-        // Opened outside the lock: open(2) of a cold layer file may wait for the disk.
-        let file = Arc::new(vfs.open_file(node)?);
-        let mut shard = self.shard(node);
-        if shard.len() >= NODE_FILES_PER_SHARD {
-            shard.remove(0);
-        }
-        shard.push((node, file.clone()));
-        Ok(file)
-    }
-}
-
 /// The FUSE adapter over one [`Vfs`].
 #[derive(Debug, Clone)]
 pub struct Adapter {
@@ -143,7 +101,6 @@ pub struct Adapter {
     negative_entries: bool,
     /// Whether the kernel agreed to go without OPEN and RELEASE for files.
     no_open: Arc<AtomicBool>,
-    node_files: Arc<NodeFiles>,
 }
 
 impl Adapter {
@@ -153,7 +110,6 @@ impl Adapter {
             vfs,
             negative_entries: true,
             no_open: Arc::new(AtomicBool::new(false)),
-            node_files: Arc::new(NodeFiles::default()),
         }
     }
 
@@ -304,13 +260,9 @@ impl FileSystem for Adapter {
         _flags: u32,
     ) -> io::Result<usize> {
         tracing::debug!(pid = ctx.pid, inode, handle, size, offset, "read");
-        let file = if handle == 0 {
-            self.node_files.get(&self.vfs, inode)
-        } else {
-            self.vfs.file(handle)
-        }
-        .map_err(errno)?;
-        // fuse-backend-rs wants `&mut File` to read from, while the handle table shares the
+        // Handle 0 (the kernel skipped OPEN) reads by node id: the core's one cache serves both.
+        let file = self.vfs.file(inode, handle).map_err(errno)?;
+        // fuse-backend-rs wants `&mut File` to read from, while the core's cache shares the
         // file between concurrent readers. A second `File` over the same descriptor, never
         // dropped, gives that without a dup(2) per read; reads are positional (pread), so the
         // shared descriptor's cursor is never used.
@@ -625,8 +577,6 @@ fn cache_dir() -> OpenOptions {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
-
     use spfs_router::{Routing, Timestamp, View};
 
     use super::*;
@@ -648,44 +598,6 @@ mod tests {
 
     fn node_of(view: &View, name: &str) -> u64 {
         view.node_id(view.child(0, name.as_bytes()).unwrap())
-    }
-
-    #[test]
-    fn a_file_read_by_node_is_opened_once_and_the_oldest_is_let_go() {
-        let layer = tempfile::tempdir().unwrap();
-        let (vfs, view) = vfs_with_files(layer.path(), 200);
-        let files = NodeFiles::default();
-        let first = node_of(&view, "f0");
-        let opened = files.get(&vfs, first).unwrap();
-        let mut text = String::new();
-        (&*opened).read_to_string(&mut text).unwrap();
-        assert_eq!(text, "content 0");
-        assert!(Arc::ptr_eq(&opened, &files.get(&vfs, first).unwrap()));
-        // Fill f0's shard past its capacity: f0 must be opened afresh afterwards.
-        let same_shard: Vec<u64> = (1..200)
-            .map(|i| node_of(&view, &format!("f{i}")))
-            .filter(|n| n % NODE_FILE_SHARDS as u64 == first % NODE_FILE_SHARDS as u64)
-            .collect();
-        let mut others = Vec::new();
-        for node in same_shard.iter().take(NODE_FILES_PER_SHARD) {
-            others.push(files.get(&vfs, *node).unwrap());
-        }
-        assert_eq!(
-            others.len(),
-            NODE_FILES_PER_SHARD,
-            "the test needs a full shard"
-        );
-        assert!(!Arc::ptr_eq(&opened, &files.get(&vfs, first).unwrap()));
-    }
-
-    #[test]
-    fn a_directory_or_unknown_node_is_refused_when_read_by_node() {
-        let layer = tempfile::tempdir().unwrap();
-        std::fs::create_dir(layer.path().join("dir")).unwrap();
-        let (vfs, view) = vfs_with_files(layer.path(), 1);
-        let files = NodeFiles::default();
-        assert!(files.get(&vfs, node_of(&view, "dir")).is_err());
-        assert!(files.get(&vfs, view.node_id(1000)).is_err());
     }
 
     #[test]

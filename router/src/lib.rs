@@ -13,6 +13,7 @@
 
 pub mod access;
 pub mod error;
+mod files;
 pub mod node;
 pub mod process;
 pub mod route;
