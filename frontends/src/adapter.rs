@@ -1,19 +1,15 @@
 //! The one FUSE adapter: a `fuse-backend-rs` [`FileSystem`] over the core's [`Vfs`].
 //!
-//! Every handler has the same shape: log the request, call the core, shape the reply. The
-//! adapter owns the kernel caching policy of DESIGN.md §4 rule 3, because only it speaks in
-//! timeouts and open flags:
-//! - replies that create or refresh an entry directly under the root carry entry timeout 0,
-//!   "not found" under the root is a plain `ENOENT` (never a cached negative entry), and every
-//!   READDIRPLUS entry of the root has entry timeout 0;
-//! - the root's `opendir` never sets `CACHE_DIR` or `KEEP_CACHE`;
-//! - below the root everything is cached for long: views never change and node ids are never
-//!   reused, so a cached answer can only ever be right.
+//! Every handler has the same shape: log the request, call the core, shape the reply. Which
+//! answers are caller-dependent (DESIGN.md §4 rule 3) is decided in one place, [`scope`]; what
+//! the kernel may keep of each scope, and every flag it gets, comes from the [`KernelPolicy`]
+//! the adapter was built with.
 //!
 //! Requests the kernel can do without are refused once with `ENOSYS`, which makes Linux stop
-//! sending them: FLUSH (nothing to flush in a read-only view) and, where the kernel offers
-//! no-open support, OPEN and RELEASE of files, whose reads then arrive by node id alone with
-//! `KEEP_CACHE` implied. A plain small-file read thus costs one request instead of four.
+//! sending them: FLUSH (nothing to flush in a read-only view) and, where the policy asks for it
+//! and the kernel grants no-open support, OPEN and RELEASE of files, whose reads then arrive by
+//! node id alone with `KEEP_CACHE` implied. A plain small-file read thus costs one request
+//! instead of four.
 
 use std::ffi::CStr;
 use std::io;
@@ -28,11 +24,8 @@ use fuse_backend_rs::api::filesystem::{
 };
 use spfs_router::{Attr, DirEntry, DirectoryReplier, FileKind, FsError, ROOT, ToErrno, Vfs};
 
-/// How long the kernel may trust anything below the root: views are immutable.
-const BELOW_ROOT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// How long the kernel may trust the root's attributes: identical in every view.
-const ROOT_ATTR_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+use crate::platform;
+use crate::policy::{KernelPolicy, Scope};
 
 fn errno(err: FsError) -> io::Error {
     io::Error::from_raw_os_error(err.to_errno())
@@ -72,25 +65,15 @@ fn dirent_type(kind: FileKind) -> u32 {
     })
 }
 
-/// The entry reply for `attr`, found in directory `parent`.
-fn entry_of(parent: u64, attr: &Attr) -> Entry {
-    let under_root = parent == ROOT;
-    Entry {
-        inode: attr.node,
-        generation: 0,
-        attr: stat_of(attr),
-        attr_flags: 0,
-        attr_timeout: if attr.node == ROOT {
-            ROOT_ATTR_TTL
-        } else {
-            BELOW_ROOT_TTL
-        },
-        // Rule 3: names directly under the root differ per caller, so the kernel must ask again.
-        entry_timeout: if under_root {
-            Duration::ZERO
-        } else {
-            BELOW_ROOT_TTL
-        },
+/// Where an answer about `node` sits: the root and the names found in it are
+/// [`Scope::Root`], whose answers differ per caller in the shared layout (rule 3); the
+/// policy says what that costs in each layout. Pass the directory for a name's entry, the
+/// node itself for its attributes or listing.
+fn scope(node: u64) -> Scope {
+    if node == ROOT {
+        Scope::Root
+    } else {
+        Scope::Below
     }
 }
 
@@ -98,32 +81,31 @@ fn entry_of(parent: u64, attr: &Attr) -> Entry {
 #[derive(Debug, Clone)]
 pub struct Adapter {
     vfs: Arc<Vfs>,
-    negative_entries: bool,
+    policy: Arc<KernelPolicy>,
     /// Whether the kernel agreed to go without OPEN and RELEASE for files.
     no_open: Arc<AtomicBool>,
 }
 
 impl Adapter {
-    /// An adapter serving `vfs`.
-    pub fn new(vfs: Arc<Vfs>) -> Adapter {
+    /// An adapter serving `vfs` to a kernel under `policy`.
+    pub fn new(vfs: Arc<Vfs>, policy: KernelPolicy) -> Adapter {
         Adapter {
             vfs,
-            negative_entries: true,
+            policy: Arc::new(policy),
             no_open: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    /// Answers a miss below the root with a plain `ENOENT` instead of a cacheable negative
-    /// entry (node id 0). For FUSE-T: an NFS client keeps no FUSE negative entries anyway, and
-    /// `fuse-backend-rs` itself never sends node id 0 to FUSE-T.
-    pub fn without_negative_entries(mut self) -> Adapter {
-        self.negative_entries = false;
-        self
-    }
-
-    /// The filesystem behind this adapter.
-    pub fn vfs(&self) -> &Arc<Vfs> {
-        &self.vfs
+    /// The entry reply for `attr`, found in directory `parent`.
+    fn entry(&self, parent: u64, attr: &Attr) -> Entry {
+        Entry {
+            inode: attr.node,
+            generation: 0,
+            attr: stat_of(attr),
+            attr_flags: 0,
+            attr_timeout: self.policy.caching(scope(attr.node)).attr_ttl,
+            entry_timeout: self.policy.caching(scope(parent)).entry_ttl,
+        }
     }
 }
 
@@ -180,9 +162,9 @@ impl FileSystem for Adapter {
     type Handle = u64;
 
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
-        let enabled = capable & wanted_options();
+        let enabled = capable & self.policy.init;
         self.no_open
-            .store(kernel_skips_open(enabled), Ordering::Relaxed);
+            .store(self.policy.skips_open(enabled), Ordering::Relaxed);
         tracing::debug!(?enabled, "FUSE init");
         Ok(enabled)
     }
@@ -190,13 +172,18 @@ impl FileSystem for Adapter {
     fn lookup(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
         tracing::debug!(pid = ctx.pid, parent, name = ?name, "lookup");
         match self.vfs.lookup(ctx.pid as u32, parent, name.to_bytes()) {
-            Ok(attr) => Ok(entry_of(parent, &attr)),
-            // Below the root a miss is the same for everyone: let the kernel cache it.
-            Err(FsError::NotFound { .. }) if parent != ROOT && self.negative_entries => Ok(Entry {
-                inode: 0,
-                entry_timeout: BELOW_ROOT_TTL,
-                ..Entry::default()
-            }),
+            Ok(attr) => Ok(self.entry(parent, &attr)),
+            // A miss the kernel may keep is a negative entry (node id 0).
+            Err(FsError::NotFound { .. }) => {
+                match self.policy.caching(scope(parent)).negative_ttl {
+                    Some(ttl) => Ok(Entry {
+                        inode: 0,
+                        entry_timeout: ttl,
+                        ..Entry::default()
+                    }),
+                    None => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+                }
+            }
             Err(err) => Err(errno(err)),
         }
     }
@@ -215,12 +202,7 @@ impl FileSystem for Adapter {
     ) -> io::Result<(stat64, Duration)> {
         tracing::debug!(pid = ctx.pid, inode, "getattr");
         let attr = self.vfs.getattr(ctx.pid as u32, inode).map_err(errno)?;
-        let ttl = if inode == ROOT {
-            ROOT_ATTR_TTL
-        } else {
-            BELOW_ROOT_TTL
-        };
-        Ok((stat_of(&attr), ttl))
+        Ok((stat_of(&attr), self.policy.caching(scope(inode)).attr_ttl))
     }
 
     fn readlink(&self, ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
@@ -244,8 +226,7 @@ impl FileSystem for Adapter {
             return Err(io::Error::from_raw_os_error(libc::ENOSYS));
         }
         let handle = self.vfs.open(ctx.pid as u32, inode, write).map_err(errno)?;
-        // Files never change under a view, so the page cache survives reopening.
-        Ok((Some(handle), OpenOptions::KEEP_CACHE, None))
+        Ok((Some(handle), self.policy.file_open, None))
     }
 
     fn read(
@@ -310,7 +291,7 @@ impl FileSystem for Adapter {
         _size: u32,
     ) -> io::Result<GetxattrReply> {
         self.vfs.getattr(ctx.pid as u32, inode).map_err(errno)?;
-        Err(io::Error::from_raw_os_error(no_xattr()))
+        Err(io::Error::from_raw_os_error(platform::NO_XATTR))
     }
 
     fn listxattr(&self, ctx: &Context, inode: u64, size: u32) -> io::Result<ListxattrReply> {
@@ -330,13 +311,7 @@ impl FileSystem for Adapter {
     ) -> io::Result<(Option<u64>, OpenOptions)> {
         tracing::debug!(pid = ctx.pid, inode, "opendir");
         let handle = self.vfs.opendir(ctx.pid as u32, inode).map_err(errno)?;
-        // Rule 3: the root's listing is built for each caller, so it must never be cached.
-        let options = if inode == ROOT {
-            OpenOptions::empty()
-        } else {
-            cache_dir()
-        };
-        Ok((Some(handle), options))
+        Ok((Some(handle), self.policy.caching(scope(inode)).dir_open))
     }
 
     fn readdir(
@@ -376,7 +351,7 @@ impl FileSystem for Adapter {
                 type_: dirent_type(entry.attr.kind),
                 name: entry.name,
             };
-            add_entry(dirent, entry_of(inode, &entry.attr))
+            add_entry(dirent, self.entry(inode, &entry.attr))
         })
     }
 
@@ -531,55 +506,13 @@ impl FileSystem for Adapter {
     }
 }
 
-/// "No such attribute": `ENODATA` on Linux, `ENOATTR` on macOS.
-fn no_xattr() -> i32 {
-    #[cfg(target_os = "linux")]
-    return libc::ENODATA;
-    #[cfg(not(target_os = "linux"))]
-    return libc::ENOATTR;
-}
-
-/// The protocol options to ask the kernel for. macFUSE's ABI has only a few of Linux's.
-fn wanted_options() -> FsOptions {
-    #[cfg(target_os = "linux")]
-    return FsOptions::ASYNC_READ
-        | FsOptions::PARALLEL_DIROPS
-        | FsOptions::DO_READDIRPLUS
-        | FsOptions::READDIRPLUS_AUTO
-        | FsOptions::BIG_WRITES
-        | FsOptions::AUTO_INVAL_DATA
-        | FsOptions::MAX_PAGES
-        | FsOptions::CACHE_SYMLINKS
-        | FsOptions::ZERO_MESSAGE_OPEN;
-    #[cfg(not(target_os = "linux"))]
-    return FsOptions::ASYNC_READ | FsOptions::BIG_WRITES;
-}
-
-/// Whether the kernel, having agreed to `enabled`, takes an `ENOSYS` OPEN as "files need no
-/// OPEN or RELEASE". Only Linux's ABI has that option.
-fn kernel_skips_open(enabled: FsOptions) -> bool {
-    #[cfg(target_os = "linux")]
-    return enabled.contains(FsOptions::ZERO_MESSAGE_OPEN);
-    #[cfg(not(target_os = "linux"))]
-    return {
-        let _ = enabled;
-        false
-    };
-}
-
-/// Directory caching below the root; `CACHE_DIR` exists only in the Linux ABI.
-fn cache_dir() -> OpenOptions {
-    #[cfg(target_os = "linux")]
-    return OpenOptions::KEEP_CACHE | OpenOptions::CACHE_DIR;
-    #[cfg(not(target_os = "linux"))]
-    return OpenOptions::KEEP_CACHE;
-}
-
 #[cfg(test)]
 mod tests {
     use spfs_router::{Routing, Timestamp, View};
 
     use super::*;
+    use crate::policy::{Layout, Platform};
+    use crate::session::Transport;
 
     /// A fixed view of one layer holding `files` small files named f0, f1, ...
     fn vfs_with_files(layer: &std::path::Path, files: usize) -> (Arc<Vfs>, Arc<View>) {
@@ -600,6 +533,10 @@ mod tests {
         view.node_id(view.child(0, name.as_bytes()).unwrap())
     }
 
+    fn policy(platform: Platform, transport: Transport) -> KernelPolicy {
+        KernelPolicy::new(platform, transport, Layout::Shared)
+    }
+
     #[test]
     fn opens_are_skipped_only_when_the_kernel_agreed() {
         let layer = tempfile::tempdir().unwrap();
@@ -607,15 +544,16 @@ mod tests {
         let node = node_of(&view, "f0");
         let ctx = Context::default();
         let flags = libc::O_RDONLY as u32;
+        let linux = policy(Platform::Linux, Transport::Device);
 
-        let plain = Adapter::new(vfs.clone());
+        let plain = Adapter::new(vfs.clone(), linux.clone());
         plain.init(FsOptions::ASYNC_READ).unwrap();
         let (handle, options, _) = plain.open(&ctx, node, flags, 0).unwrap();
         assert!(handle.is_some_and(|h| h != 0));
         assert!(options.contains(OpenOptions::KEEP_CACHE));
 
-        let skipping = Adapter::new(vfs);
-        skipping.init(wanted_options()).unwrap();
+        let skipping = Adapter::new(vfs, linux.clone());
+        skipping.init(linux.init).unwrap();
         let skipped = skipping.open(&ctx, node, flags, 0);
         if cfg!(target_os = "linux") {
             assert_eq!(skipped.unwrap_err().raw_os_error(), Some(libc::ENOSYS));
@@ -627,5 +565,50 @@ mod tests {
             .open(&ctx, node, libc::O_WRONLY as u32, 0)
             .unwrap_err();
         assert_eq!(write.raw_os_error(), Some(libc::EROFS));
+    }
+
+    #[test]
+    fn the_macfuse_policy_runs_through_the_adapter_on_any_platform() {
+        let layer = tempfile::tempdir().unwrap();
+        std::fs::create_dir(layer.path().join("dir")).unwrap();
+        let (vfs, view) = vfs_with_files(layer.path(), 1);
+        let dir = node_of(&view, "dir");
+        let ctx = Context::default();
+        let mac = Adapter::new(vfs, policy(Platform::MacOs, Transport::Device));
+
+        // Offered everything, it takes only what macFUSE's ABI has, and never skips OPEN.
+        let granted = mac.init(FsOptions::all()).unwrap();
+        assert_eq!(granted, FsOptions::ASYNC_READ | FsOptions::BIG_WRITES);
+        let (handle, options, _) = mac
+            .open(&ctx, node_of(&view, "f0"), libc::O_RDONLY as u32, 0)
+            .unwrap();
+        assert!(handle.is_some());
+        assert_eq!(options, OpenOptions::KEEP_CACHE);
+
+        // Rule 3 at the root, long caching below it.
+        let entry = mac.lookup(&ctx, ROOT, c"dir").unwrap();
+        assert_eq!(entry.entry_timeout, Duration::ZERO);
+        let missing = mac.lookup(&ctx, ROOT, c"missing").unwrap_err();
+        assert_eq!(missing.raw_os_error(), Some(libc::ENOENT));
+        let negative = mac.lookup(&ctx, dir, c"missing").unwrap();
+        assert_eq!(negative.inode, 0);
+        assert!(negative.entry_timeout > Duration::ZERO);
+        assert_eq!(mac.opendir(&ctx, ROOT, 0).unwrap().1, OpenOptions::empty());
+        assert_eq!(
+            mac.opendir(&ctx, dir, 0).unwrap().1,
+            OpenOptions::KEEP_CACHE
+        );
+    }
+
+    #[test]
+    fn fuse_t_answers_a_miss_below_the_root_with_a_plain_enoent() {
+        let layer = tempfile::tempdir().unwrap();
+        std::fs::create_dir(layer.path().join("dir")).unwrap();
+        let (vfs, view) = vfs_with_files(layer.path(), 0);
+        let fuse_t = Adapter::new(vfs, policy(Platform::MacOs, Transport::Nfs));
+        let miss = fuse_t
+            .lookup(&Context::default(), node_of(&view, "dir"), c"missing")
+            .unwrap_err();
+        assert_eq!(miss.raw_os_error(), Some(libc::ENOENT));
     }
 }

@@ -1,4 +1,5 @@
-//! What differs per platform when handling mount points, swapped at compile time.
+//! What differs per platform when handling mount points, and the parts of the kernel policy
+//! only one platform's FUSE ABI can name, swapped at compile time.
 
 #[cfg(target_os = "linux")]
 #[path = "linux.rs"]
@@ -8,7 +9,8 @@ mod imp;
 mod imp;
 
 pub use imp::{
-    default_volumes_dir, force_unmount, in_mount_table, is_stale_error, mount_points, unmount,
+    CURRENT, NO_XATTR, default_volumes_dir, force_unmount, grants_no_open, in_mount_table,
+    is_stale_error, linux_dir_cache, linux_init, mount_points, unmount,
 };
 // Only Linux's device session widens its mount's readahead, through the device number.
 #[cfg(target_os = "linux")]

@@ -374,7 +374,12 @@ mod tests {
         std::fs::create_dir(layer.join("dir")).unwrap();
         std::fs::write(layer.join("dir/deep"), b"deep").unwrap();
         let vfs = fixed_vfs(PathBuf::from(layer));
-        Arc::new(Server::new(Adapter::new(vfs)))
+        let policy = crate::policy::KernelPolicy::new(
+            crate::policy::Platform::MacOs,
+            super::super::Transport::Device,
+            crate::policy::Layout::Fixed,
+        );
+        Arc::new(Server::new(Adapter::new(vfs, policy)))
     }
 
     fn u32_at(b: &[u8], at: usize) -> u32 {
