@@ -611,4 +611,118 @@ mod tests {
             .unwrap_err();
         assert_eq!(miss.raw_os_error(), Some(libc::ENOENT));
     }
+
+    /// Two runtimes under a shared root: caller 10 sees `bin/x`, caller 20 sees `bin/y`.
+    fn shared_adapter(tmp: &std::path::Path, layout: Layout) -> Adapter {
+        use spfs_router::process::FakeProcessTable;
+        use spfs_router::{Owner, Router};
+        let processes = Arc::new(FakeProcessTable::new());
+        processes.spawn(1, 0, 1, 0);
+        processes.spawn(10, 1, 10, 0);
+        processes.spawn(20, 1, 20, 0);
+        let root = spfs_router::Attr::root(0, 0, Timestamp::default());
+        let router = Arc::new(Router::new(processes, root));
+        for (pid, name) in [(10, "x"), (20, "y")] {
+            let layer = tmp.join(name);
+            std::fs::create_dir_all(layer.join("bin")).unwrap();
+            std::fs::write(layer.join("bin").join(name), name).unwrap();
+            router
+                .register(pid, layer.to_str().unwrap(), &Owner::trusted(0, 0), &[])
+                .unwrap();
+        }
+        let vfs = Arc::new(Vfs::new(Routing::Shared(router)));
+        Adapter::new(
+            vfs,
+            KernelPolicy::new(Platform::current(), Transport::Device, layout),
+        )
+    }
+
+    fn caller(pid: u32) -> Context {
+        Context {
+            pid: pid as _,
+            ..Context::default()
+        }
+    }
+
+    /// Every entry READDIRPLUS of `dir` hands caller `pid`.
+    fn listed(adapter: &Adapter, pid: u32, dir: u64) -> Vec<Entry> {
+        let ctx = caller(pid);
+        let handle = adapter.opendir(&ctx, dir, 0).unwrap().0.unwrap();
+        let mut entries = Vec::new();
+        adapter
+            .readdirplus(&ctx, dir, handle, 4096, 0, &mut |_, entry| {
+                entries.push(entry);
+                Ok(1)
+            })
+            .unwrap();
+        entries
+    }
+
+    #[test]
+    fn names_under_the_routed_root_are_never_cached_and_names_below_it_are() {
+        let tmp = tempfile::tempdir().unwrap();
+        let adapter = shared_adapter(tmp.path(), Layout::Shared);
+        let (a, b) = (caller(10), caller(20));
+        let bin_a = adapter.lookup(&a, ROOT, c"bin").unwrap();
+        let bin_b = adapter.lookup(&b, ROOT, c"bin").unwrap();
+        assert_ne!(
+            bin_a.inode, bin_b.inode,
+            "each caller gets its own view's node"
+        );
+        for entry in [&bin_a, &bin_b] {
+            assert_eq!(entry.entry_timeout, Duration::ZERO);
+            assert!(entry.attr_timeout > Duration::ZERO);
+        }
+        let missing = adapter.lookup(&a, ROOT, c"missing").unwrap_err();
+        assert_eq!(missing.raw_os_error(), Some(libc::ENOENT));
+        let root_listing = listed(&adapter, 10, ROOT);
+        assert!(root_listing.len() >= 3, "., .. and bin");
+        assert!(root_listing.iter().all(|e| e.entry_timeout.is_zero()));
+        assert_eq!(
+            adapter.opendir(&a, ROOT, 0).unwrap().1,
+            OpenOptions::empty()
+        );
+
+        // Below the root: long entries, negative entries, cached listings.
+        let x = adapter.lookup(&a, bin_a.inode, c"x").unwrap();
+        assert!(x.entry_timeout > Duration::ZERO);
+        let y_in_a = adapter.lookup(&a, bin_a.inode, c"y").unwrap();
+        assert_eq!(y_in_a.inode, 0);
+        assert!(y_in_a.entry_timeout > Duration::ZERO);
+        assert!(
+            listed(&adapter, 10, bin_a.inode)
+                .iter()
+                .all(|e| e.entry_timeout > Duration::ZERO)
+        );
+        let below = adapter.opendir(&a, bin_a.inode, 0).unwrap().1;
+        assert!(below.contains(OpenOptions::KEEP_CACHE));
+    }
+
+    #[test]
+    fn the_fixed_layout_answers_its_root_as_it_always_did() {
+        // Nothing routes there, but its root's names were never cached: kept so.
+        let layer = tempfile::tempdir().unwrap();
+        std::fs::create_dir(layer.path().join("dir")).unwrap();
+        let (vfs, _) = vfs_with_files(layer.path(), 1);
+        let fixed = Adapter::new(
+            vfs,
+            KernelPolicy::new(Platform::current(), Transport::Device, Layout::Fixed),
+        );
+        let ctx = Context::default();
+        assert_eq!(
+            fixed.lookup(&ctx, ROOT, c"dir").unwrap().entry_timeout,
+            Duration::ZERO
+        );
+        let missing = fixed.lookup(&ctx, ROOT, c"missing").unwrap_err();
+        assert_eq!(missing.raw_os_error(), Some(libc::ENOENT));
+        assert_eq!(
+            fixed.opendir(&ctx, ROOT, 0).unwrap().1,
+            OpenOptions::empty()
+        );
+        assert!(
+            listed(&fixed, 0, ROOT)
+                .iter()
+                .all(|e| e.entry_timeout.is_zero())
+        );
+    }
 }
