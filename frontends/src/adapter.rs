@@ -272,12 +272,16 @@ impl FileSystem for Adapter {
         Ok(())
     }
 
-    fn statfs(&self, _ctx: &Context, _inode: u64) -> io::Result<statvfs64> {
-        let stats = self.vfs.statfs();
+    fn statfs(&self, ctx: &Context, inode: u64) -> io::Result<statvfs64> {
+        tracing::debug!(pid = ctx.pid, inode, "statfs");
+        let stats = self.vfs.statfs(ctx.pid as u32, inode).map_err(errno)?;
         // SAFETY: statvfs64 is plain old data; all-zero bytes are a valid value.
         let mut st: statvfs64 = unsafe { std::mem::zeroed() };
         st.f_bsize = stats.block_size as _;
         st.f_frsize = stats.block_size as _;
+        // Nothing free: a view is read-only (f_bfree, f_bavail, f_ffree, f_favail stay 0).
+        st.f_blocks = stats.blocks as _;
+        st.f_files = stats.files as _;
         st.f_namemax = stats.name_max as _;
         st.f_flag = libc::ST_RDONLY as _;
         Ok(st)

@@ -13,7 +13,7 @@ use crate::files::OpenFiles;
 use crate::node::{self, NodeId, ViewId};
 use crate::process::Pid;
 use crate::route::Router;
-use crate::view::{Attr, FileKind, View};
+use crate::view::{Attr, BLOCK_SIZE, FileKind, View};
 
 /// Readdir offset of the first child; 1 and 2 are `.` and `..`.
 const FIRST_CHILD_OFFSET: u64 = 3;
@@ -44,11 +44,16 @@ pub trait DirectoryReplier {
     fn add(&mut self, entry: DirEntry<'_>) -> bool;
 }
 
-/// Filesystem statistics, the same for every view.
+/// Filesystem statistics of one view: its own size and entry count, and nothing free (it is
+/// read-only). Counted when the view was built, so a request never walks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatFs {
     /// Block size.
     pub block_size: u32,
+    /// The size of the view's files, in blocks.
+    pub blocks: u64,
+    /// The view's entries, its root included.
+    pub files: u64,
     /// Longest name.
     pub name_max: u32,
 }
@@ -281,12 +286,15 @@ impl Vfs {
         Ok(())
     }
 
-    /// Filesystem statistics.
-    pub fn statfs(&self) -> StatFs {
-        StatFs {
-            block_size: 4096,
+    /// The statistics of the view `node` belongs to; the root's are the caller's view's.
+    pub fn statfs(&self, caller: Pid, node: NodeId) -> Result<StatFs, FsError> {
+        let (view, _) = self.locate(caller, node)?;
+        Ok(StatFs {
+            block_size: BLOCK_SIZE,
+            blocks: view.blocks(),
+            files: view.len() as u64,
             name_max: 255,
-        }
+        })
     }
 
     fn empty_view(&self, caller: Pid) -> Arc<View> {

@@ -197,7 +197,12 @@ pub struct View {
     nodes: Vec<Node>,
     names: Vec<u8>,
     payloads: Vec<Digest>,
+    /// The size of its files, in [`BLOCK_SIZE`] blocks, counted once when built.
+    blocks: u64,
 }
+
+/// The block size a view counts its files' sizes in, and reports to `statfs`.
+pub const BLOCK_SIZE: u32 = 4096;
 
 /// One directory of a layer that contributes to a directory of the view.
 #[derive(Debug, Clone)]
@@ -264,6 +269,7 @@ impl View {
             nodes: Vec::new(),
             names: Vec::new(),
             payloads: Vec::new(),
+            blocks: 0,
         };
         view.nodes.push(Node {
             name_start: 0,
@@ -320,6 +326,9 @@ impl View {
                 let name_start = view.names.len() as u32;
                 view.names.extend_from_slice(&winner.name);
                 let found = winner.found;
+                if winner.kind == FileKind::File {
+                    view.blocks += found.stat.size.div_ceil(u64::from(BLOCK_SIZE));
+                }
                 let payload = match found.payload {
                     Some(digest) => {
                         view.payloads.push(digest);
@@ -367,6 +376,12 @@ impl View {
     /// How many entries the view holds, its root included.
     pub fn len(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// The size of the view's files in [`BLOCK_SIZE`] blocks (each file rounded up to whole
+    /// blocks), counted once when the view was built.
+    pub fn blocks(&self) -> u64 {
+        self.blocks
     }
 
     /// Whether the view holds nothing but its root.
