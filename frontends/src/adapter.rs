@@ -32,7 +32,7 @@ fn errno(err: FsError) -> io::Error {
 }
 
 /// Builds the `stat` the kernel gets for a node.
-pub fn stat_of(attr: &Attr) -> stat64 {
+fn stat_of(attr: &Attr) -> stat64 {
     // SAFETY: stat64 is plain old data; all-zero bytes are a valid value.
     let mut st: stat64 = unsafe { std::mem::zeroed() };
     let kind = match attr.kind {

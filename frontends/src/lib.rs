@@ -1,6 +1,7 @@
 //! FUSE sessions (one per transport) and the one FUSE adapter over the `spfs-router` core.
 //!
-//! - [`adapter`]: the `fuse-backend-rs` `FileSystem` over the core, and the kernel caching rules;
+//! - [`adapter`]: the `fuse-backend-rs` `FileSystem` over the core, and which answers are
+//!   caller-dependent;
 //! - [`policy`]: the kernel-facing policy (timeouts, open and INIT flags, mount options) as a
 //!   value chosen per platform, transport and layout;
 //! - [`session`]: mounting and serving, one file per transport (Linux `/dev/fuse`, macFUSE,

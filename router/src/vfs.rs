@@ -80,7 +80,7 @@ impl Vfs {
     }
 
     /// The view the root shows to `caller`.
-    pub fn root_view(&self, caller: Pid) -> Arc<View> {
+    fn root_view(&self, caller: Pid) -> Arc<View> {
         match &self.routing {
             Routing::Shared(router) => router.resolve(caller),
             Routing::Fixed(view) => view.clone(),
@@ -88,7 +88,7 @@ impl Vfs {
     }
 
     /// The view with id `view`, if it is still served.
-    pub fn view_by_id(&self, view: ViewId) -> Option<Arc<View>> {
+    fn view_by_id(&self, view: ViewId) -> Option<Arc<View>> {
         match &self.routing {
             Routing::Shared(router) => router.view(view),
             Routing::Fixed(fixed) => (fixed.id() == view).then(|| fixed.clone()),

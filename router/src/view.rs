@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use crate::error::FsError;
 use crate::node::{self, NodeId, ViewId};
-use crate::spec::{Layer, ResolvedSpec};
+use crate::spec::{LayerSource, ResolvedSpec};
 use spfs_storage::{Digest, EntryKind, Manifest, Repositories};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -125,7 +125,7 @@ struct Stat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     /// The entry's own file (or symlink) in a directory layer.
-    Layer(PathBuf),
+    LayerFile(PathBuf),
     /// An spfs payload: the file holding it, found in the first repository that has it.
     Payload {
         /// The payload's digest.
@@ -139,7 +139,7 @@ impl Source {
     /// The file on the host.
     pub fn path(&self) -> &Path {
         match self {
-            Source::Layer(path) | Source::Payload { path, .. } => path,
+            Source::LayerFile(path) | Source::Payload { path, .. } => path,
         }
     }
 
@@ -157,7 +157,7 @@ impl Source {
     /// its bytes.
     pub fn target(&self) -> Result<Vec<u8>, FsError> {
         match self {
-            Source::Layer(path) => fs::read_link(path)
+            Source::LayerFile(path) => fs::read_link(path)
                 .map(|target| target.into_os_string().into_vec())
                 .map_err(|err| self.failed(err)),
             Source::Payload { path, .. } => fs::read(path).map_err(|err| self.failed(err)),
@@ -179,7 +179,7 @@ impl Source {
                     source,
                 }
             }
-            Source::Layer(path) => FsError::Source {
+            Source::LayerFile(path) => FsError::Source {
                 path: path.clone(),
                 source,
             },
@@ -261,8 +261,8 @@ impl View {
                 .layers
                 .iter()
                 .map(|l| match l {
-                    Layer::Directory(path) => Some(path.clone()),
-                    Layer::Spfs { .. } => None,
+                    LayerSource::Directory(path) => Some(path.clone()),
+                    LayerSource::Spfs { .. } => None,
                 })
                 .collect(),
             repos: spec.repos.clone(),
@@ -302,8 +302,8 @@ impl View {
             .rev()
             .map(|(i, layer)| {
                 let dir = match layer {
-                    Layer::Directory(path) => DirRef::Path(path.clone()),
-                    Layer::Spfs { manifest, .. } => DirRef::Manifest(manifest, None),
+                    LayerSource::Directory(path) => DirRef::Path(path.clone()),
+                    LayerSource::Spfs { manifest, .. } => DirRef::Manifest(manifest, None),
                 };
                 (i as u16, dir)
             })
@@ -478,7 +478,7 @@ impl View {
             return Err(FsError::IsADirectory(node));
         }
         match self.dirs.get(entry.layer as usize) {
-            Some(Some(root)) => Ok(Source::Layer(root.join(self.relative_path(index)))),
+            Some(Some(root)) => Ok(Source::LayerFile(root.join(self.relative_path(index)))),
             Some(None) => {
                 let digest =
                     *self

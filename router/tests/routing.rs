@@ -313,3 +313,16 @@ fn statfs_reports_the_figures_of_the_callers_view_or_of_the_node_asked() {
         Err(FsError::StaleNode(_))
     ));
 }
+
+#[test]
+fn a_thread_id_in_the_fake_table_routes_by_its_process() {
+    // Linux FUSE reports the calling thread's id (DESIGN.md §4 rule 4).
+    let f = fixture();
+    f.processes.spawn_thread(1201, 12);
+    f.processes.spawn_thread(3001, 30);
+    f.router
+        .register(10, &f.a, &Owner::trusted(501, 501), &[])
+        .unwrap();
+    assert_eq!(names(&f, 1201), ["only-a"]);
+    assert!(names(&f, 3001).is_empty());
+}
