@@ -115,7 +115,9 @@ pub struct KernelPolicy {
     /// Whether to answer read-only OPENs with `ENOSYS` where the kernel granted no-open
     /// support, so it sends no OPEN or RELEASE for files and reads by node id.
     pub no_open: bool,
-    /// The mount options, besides the names (`fsname`, `volname`) each session passes.
+    /// The mount options, besides the names (`fsname`, `volname`) each session passes. On
+    /// Linux `fuse-backend-rs` adds `default_permissions`, `allow_other`, `nosuid`, `nodev`
+    /// and `noatime` itself.
     pub mount_options: Vec<MountOption>,
 }
 

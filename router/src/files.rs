@@ -66,7 +66,7 @@ impl OpenFiles {
         let mut shard = self.shard(node);
         // Another reader may have opened it meanwhile: keep one.
         if let Some(slot) = shard.iter_mut().find(|s| s.node == node) {
-            slot.handles += u32::from(pin);
+            slot.handles = slot.handles.saturating_add(u32::from(pin));
             return Ok(slot.file.clone());
         }
         while shard.iter().filter(|s| s.handles == 0).count() >= UNPINNED_PER_SHARD {
@@ -86,7 +86,7 @@ impl OpenFiles {
     fn hit(&self, node: NodeId, pin: bool) -> Option<Arc<File>> {
         let mut shard = self.shard(node);
         let slot = shard.iter_mut().find(|s| s.node == node)?;
-        slot.handles += u32::from(pin);
+        slot.handles = slot.handles.saturating_add(u32::from(pin));
         Some(slot.file.clone())
     }
 
