@@ -1,25 +1,20 @@
 //! The one FUSE adapter: a `fuse-backend-rs` [`FileSystem`] over the core's [`Vfs`].
 //!
-//! Every handler has the same shape: log the request, call the core, shape the reply. The
-//! adapter owns the kernel caching policy of DESIGN.md §4 rule 3, because only it speaks in
-//! timeouts and open flags:
-//! - replies that create or refresh an entry directly under the root carry entry timeout 0,
-//!   "not found" under the root is a plain `ENOENT` (never a cached negative entry), and every
-//!   READDIRPLUS entry of the root has entry timeout 0;
-//! - the root's `opendir` never sets `CACHE_DIR` or `KEEP_CACHE`;
-//! - below the root everything is cached for long: views never change and node ids are never
-//!   reused, so a cached answer can only ever be right.
+//! Every handler has the same shape: log the request, call the core, shape the reply. Which
+//! answers are caller-dependent (DESIGN.md §4 rule 3) is decided in one place, [`scope`]; what
+//! the kernel may keep of each scope, and every flag it gets, comes from the [`KernelPolicy`]
+//! the adapter was built with.
 //!
 //! Requests the kernel can do without are refused once with `ENOSYS`, which makes Linux stop
-//! sending them: FLUSH (nothing to flush in a read-only view) and, where the kernel offers
-//! no-open support, OPEN and RELEASE of files, whose reads then arrive by node id alone with
-//! `KEEP_CACHE` implied. A plain small-file read thus costs one request instead of four.
+//! sending them: FLUSH (nothing to flush in a read-only view) and, where the policy asks for it
+//! and the kernel grants no-open support, OPEN and RELEASE of files, whose reads then arrive by
+//! node id alone with `KEEP_CACHE` implied. A plain small-file read thus costs one request
+//! instead of four.
 
 use std::ffi::CStr;
-use std::fs::File;
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{stat64, statvfs64};
@@ -29,18 +24,15 @@ use fuse_backend_rs::api::filesystem::{
 };
 use spfs_router::{Attr, DirEntry, DirectoryReplier, FileKind, FsError, ROOT, ToErrno, Vfs};
 
-/// How long the kernel may trust anything below the root: views are immutable.
-const BELOW_ROOT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// How long the kernel may trust the root's attributes: identical in every view.
-const ROOT_ATTR_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+use crate::platform;
+use crate::policy::{KernelPolicy, Scope};
 
 fn errno(err: FsError) -> io::Error {
     io::Error::from_raw_os_error(err.to_errno())
 }
 
 /// Builds the `stat` the kernel gets for a node.
-pub fn stat_of(attr: &Attr) -> stat64 {
+fn stat_of(attr: &Attr) -> stat64 {
     // SAFETY: stat64 is plain old data; all-zero bytes are a valid value.
     let mut st: stat64 = unsafe { std::mem::zeroed() };
     let kind = match attr.kind {
@@ -73,66 +65,15 @@ fn dirent_type(kind: FileKind) -> u32 {
     })
 }
 
-/// The entry reply for `attr`, found in directory `parent`.
-fn entry_of(parent: u64, attr: &Attr) -> Entry {
-    let under_root = parent == ROOT;
-    Entry {
-        inode: attr.node,
-        generation: 0,
-        attr: stat_of(attr),
-        attr_flags: 0,
-        attr_timeout: if attr.node == ROOT {
-            ROOT_ATTR_TTL
-        } else {
-            BELOW_ROOT_TTL
-        },
-        // Rule 3: names directly under the root differ per caller, so the kernel must ask again.
-        entry_timeout: if under_root {
-            Duration::ZERO
-        } else {
-            BELOW_ROOT_TTL
-        },
-    }
-}
-
-/// Shards of the open-by-node cache: reads on different files should not contend.
-const NODE_FILE_SHARDS: usize = 32;
-
-/// Files kept open per shard. Small: it only saves reopening a file that is being read in many
-/// requests (a large file read sequentially); a small file takes one request.
-const NODE_FILES_PER_SHARD: usize = 4;
-
-/// One shard of [`NodeFiles`]: (node id, its open layer file), oldest first.
-type NodeFileShard = Mutex<Vec<(u64, Arc<File>)>>;
-
-/// Layer files opened for reads that come without a handle (no-open support), a few per shard,
-/// oldest out first. Node ids are never reused, so an entry can only ever be the right file.
-#[derive(Debug, Default)]
-struct NodeFiles {
-    shards: [NodeFileShard; NODE_FILE_SHARDS],
-}
-
-impl NodeFiles {
-    fn shard(&self, node: u64) -> std::sync::MutexGuard<'_, Vec<(u64, Arc<File>)>> {
-        // Node ids of one view are consecutive in their low bits.
-        self.shards[node as usize % NODE_FILE_SHARDS]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The open layer file of `node`, opened through `vfs` on a miss.
-    fn get(&self, vfs: &Vfs, node: u64) -> Result<Arc<File>, FsError> {
-        if let Some((_, file)) = self.shard(node).iter().find(|(n, _)| *n == node) {
-            return Ok(file.clone());
-        }
-        // Opened outside the lock: open(2) of a cold layer file may wait for the disk.
-        let file = Arc::new(vfs.open_file(node)?);
-        let mut shard = self.shard(node);
-        if shard.len() >= NODE_FILES_PER_SHARD {
-            shard.remove(0);
-        }
-        shard.push((node, file.clone()));
-        Ok(file)
+/// Where an answer about `node` sits: the root and the names found in it are
+/// [`Scope::Root`], whose answers differ per caller in the shared layout (rule 3); the
+/// policy says what that costs in each layout. Pass the directory for a name's entry, the
+/// node itself for its attributes or listing.
+fn scope(node: u64) -> Scope {
+    if node == ROOT {
+        Scope::Root
+    } else {
+        Scope::Below
     }
 }
 
@@ -140,34 +81,31 @@ impl NodeFiles {
 #[derive(Debug, Clone)]
 pub struct Adapter {
     vfs: Arc<Vfs>,
-    negative_entries: bool,
+    policy: Arc<KernelPolicy>,
     /// Whether the kernel agreed to go without OPEN and RELEASE for files.
     no_open: Arc<AtomicBool>,
-    node_files: Arc<NodeFiles>,
 }
 
 impl Adapter {
-    /// An adapter serving `vfs`.
-    pub fn new(vfs: Arc<Vfs>) -> Adapter {
+    /// An adapter serving `vfs` to a kernel under `policy`.
+    pub fn new(vfs: Arc<Vfs>, policy: KernelPolicy) -> Adapter {
         Adapter {
             vfs,
-            negative_entries: true,
+            policy: Arc::new(policy),
             no_open: Arc::new(AtomicBool::new(false)),
-            node_files: Arc::new(NodeFiles::default()),
         }
     }
 
-    /// Answers a miss below the root with a plain `ENOENT` instead of a cacheable negative
-    /// entry (node id 0). For FUSE-T: an NFS client keeps no FUSE negative entries anyway, and
-    /// `fuse-backend-rs` itself never sends node id 0 to FUSE-T.
-    pub fn without_negative_entries(mut self) -> Adapter {
-        self.negative_entries = false;
-        self
-    }
-
-    /// The filesystem behind this adapter.
-    pub fn vfs(&self) -> &Arc<Vfs> {
-        &self.vfs
+    /// The entry reply for `attr`, found in directory `parent`.
+    fn entry(&self, parent: u64, attr: &Attr) -> Entry {
+        Entry {
+            inode: attr.node,
+            generation: 0,
+            attr: stat_of(attr),
+            attr_flags: 0,
+            attr_timeout: self.policy.caching(scope(attr.node)).attr_ttl,
+            entry_timeout: self.policy.caching(scope(parent)).entry_ttl,
+        }
     }
 }
 
@@ -224,9 +162,9 @@ impl FileSystem for Adapter {
     type Handle = u64;
 
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
-        let enabled = capable & wanted_options();
+        let enabled = capable & self.policy.init;
         self.no_open
-            .store(kernel_skips_open(enabled), Ordering::Relaxed);
+            .store(self.policy.skips_open(enabled), Ordering::Relaxed);
         tracing::debug!(?enabled, "FUSE init");
         Ok(enabled)
     }
@@ -234,13 +172,18 @@ impl FileSystem for Adapter {
     fn lookup(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
         tracing::debug!(pid = ctx.pid, parent, name = ?name, "lookup");
         match self.vfs.lookup(ctx.pid as u32, parent, name.to_bytes()) {
-            Ok(attr) => Ok(entry_of(parent, &attr)),
-            // Below the root a miss is the same for everyone: let the kernel cache it.
-            Err(FsError::NotFound { .. }) if parent != ROOT && self.negative_entries => Ok(Entry {
-                inode: 0,
-                entry_timeout: BELOW_ROOT_TTL,
-                ..Entry::default()
-            }),
+            Ok(attr) => Ok(self.entry(parent, &attr)),
+            // A miss the kernel may keep is a negative entry (node id 0).
+            Err(FsError::NotFound { .. }) => {
+                match self.policy.caching(scope(parent)).negative_ttl {
+                    Some(ttl) => Ok(Entry {
+                        inode: 0,
+                        entry_timeout: ttl,
+                        ..Entry::default()
+                    }),
+                    None => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+                }
+            }
             Err(err) => Err(errno(err)),
         }
     }
@@ -259,12 +202,7 @@ impl FileSystem for Adapter {
     ) -> io::Result<(stat64, Duration)> {
         tracing::debug!(pid = ctx.pid, inode, "getattr");
         let attr = self.vfs.getattr(ctx.pid as u32, inode).map_err(errno)?;
-        let ttl = if inode == ROOT {
-            ROOT_ATTR_TTL
-        } else {
-            BELOW_ROOT_TTL
-        };
-        Ok((stat_of(&attr), ttl))
+        Ok((stat_of(&attr), self.policy.caching(scope(inode)).attr_ttl))
     }
 
     fn readlink(&self, ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
@@ -288,8 +226,7 @@ impl FileSystem for Adapter {
             return Err(io::Error::from_raw_os_error(libc::ENOSYS));
         }
         let handle = self.vfs.open(ctx.pid as u32, inode, write).map_err(errno)?;
-        // Files never change under a view, so the page cache survives reopening.
-        Ok((Some(handle), OpenOptions::KEEP_CACHE, None))
+        Ok((Some(handle), self.policy.file_open, None))
     }
 
     fn read(
@@ -304,13 +241,9 @@ impl FileSystem for Adapter {
         _flags: u32,
     ) -> io::Result<usize> {
         tracing::debug!(pid = ctx.pid, inode, handle, size, offset, "read");
-        let file = if handle == 0 {
-            self.node_files.get(&self.vfs, inode)
-        } else {
-            self.vfs.file(handle)
-        }
-        .map_err(errno)?;
-        // fuse-backend-rs wants `&mut File` to read from, while the handle table shares the
+        // Handle 0 (the kernel skipped OPEN) reads by node id: the core's one cache serves both.
+        let file = self.vfs.file(inode, handle).map_err(errno)?;
+        // fuse-backend-rs wants `&mut File` to read from, while the core's cache shares the
         // file between concurrent readers. A second `File` over the same descriptor, never
         // dropped, gives that without a dup(2) per read; reads are positional (pread), so the
         // shared descriptor's cursor is never used.
@@ -339,12 +272,16 @@ impl FileSystem for Adapter {
         Ok(())
     }
 
-    fn statfs(&self, _ctx: &Context, _inode: u64) -> io::Result<statvfs64> {
-        let stats = self.vfs.statfs();
+    fn statfs(&self, ctx: &Context, inode: u64) -> io::Result<statvfs64> {
+        tracing::debug!(pid = ctx.pid, inode, "statfs");
+        let stats = self.vfs.statfs(ctx.pid as u32, inode).map_err(errno)?;
         // SAFETY: statvfs64 is plain old data; all-zero bytes are a valid value.
         let mut st: statvfs64 = unsafe { std::mem::zeroed() };
         st.f_bsize = stats.block_size as _;
         st.f_frsize = stats.block_size as _;
+        // Nothing free: a view is read-only (f_bfree, f_bavail, f_ffree, f_favail stay 0).
+        st.f_blocks = stats.blocks as _;
+        st.f_files = stats.files as _;
         st.f_namemax = stats.name_max as _;
         st.f_flag = libc::ST_RDONLY as _;
         Ok(st)
@@ -358,7 +295,7 @@ impl FileSystem for Adapter {
         _size: u32,
     ) -> io::Result<GetxattrReply> {
         self.vfs.getattr(ctx.pid as u32, inode).map_err(errno)?;
-        Err(io::Error::from_raw_os_error(no_xattr()))
+        Err(io::Error::from_raw_os_error(platform::NO_XATTR))
     }
 
     fn listxattr(&self, ctx: &Context, inode: u64, size: u32) -> io::Result<ListxattrReply> {
@@ -378,13 +315,7 @@ impl FileSystem for Adapter {
     ) -> io::Result<(Option<u64>, OpenOptions)> {
         tracing::debug!(pid = ctx.pid, inode, "opendir");
         let handle = self.vfs.opendir(ctx.pid as u32, inode).map_err(errno)?;
-        // Rule 3: the root's listing is built for each caller, so it must never be cached.
-        let options = if inode == ROOT {
-            OpenOptions::empty()
-        } else {
-            cache_dir()
-        };
-        Ok((Some(handle), options))
+        Ok((Some(handle), self.policy.caching(scope(inode)).dir_open))
     }
 
     fn readdir(
@@ -424,7 +355,7 @@ impl FileSystem for Adapter {
                 type_: dirent_type(entry.attr.kind),
                 name: entry.name,
             };
-            add_entry(dirent, entry_of(inode, &entry.attr))
+            add_entry(dirent, self.entry(inode, &entry.attr))
         })
     }
 
@@ -579,57 +510,13 @@ impl FileSystem for Adapter {
     }
 }
 
-/// "No such attribute": `ENODATA` on Linux, `ENOATTR` on macOS.
-fn no_xattr() -> i32 {
-    #[cfg(target_os = "linux")]
-    return libc::ENODATA;
-    #[cfg(not(target_os = "linux"))]
-    return libc::ENOATTR;
-}
-
-/// The protocol options to ask the kernel for. macFUSE's ABI has only a few of Linux's.
-fn wanted_options() -> FsOptions {
-    #[cfg(target_os = "linux")]
-    return FsOptions::ASYNC_READ
-        | FsOptions::PARALLEL_DIROPS
-        | FsOptions::DO_READDIRPLUS
-        | FsOptions::READDIRPLUS_AUTO
-        | FsOptions::BIG_WRITES
-        | FsOptions::AUTO_INVAL_DATA
-        | FsOptions::MAX_PAGES
-        | FsOptions::CACHE_SYMLINKS
-        | FsOptions::ZERO_MESSAGE_OPEN;
-    #[cfg(not(target_os = "linux"))]
-    return FsOptions::ASYNC_READ | FsOptions::BIG_WRITES;
-}
-
-/// Whether the kernel, having agreed to `enabled`, takes an `ENOSYS` OPEN as "files need no
-/// OPEN or RELEASE". Only Linux's ABI has that option.
-fn kernel_skips_open(enabled: FsOptions) -> bool {
-    #[cfg(target_os = "linux")]
-    return enabled.contains(FsOptions::ZERO_MESSAGE_OPEN);
-    #[cfg(not(target_os = "linux"))]
-    return {
-        let _ = enabled;
-        false
-    };
-}
-
-/// Directory caching below the root; `CACHE_DIR` exists only in the Linux ABI.
-fn cache_dir() -> OpenOptions {
-    #[cfg(target_os = "linux")]
-    return OpenOptions::KEEP_CACHE | OpenOptions::CACHE_DIR;
-    #[cfg(not(target_os = "linux"))]
-    return OpenOptions::KEEP_CACHE;
-}
-
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
-
     use spfs_router::{Routing, Timestamp, View};
 
     use super::*;
+    use crate::policy::{Layout, Platform};
+    use crate::session::Transport;
 
     /// A fixed view of one layer holding `files` small files named f0, f1, ...
     fn vfs_with_files(layer: &std::path::Path, files: usize) -> (Arc<Vfs>, Arc<View>) {
@@ -650,42 +537,8 @@ mod tests {
         view.node_id(view.child(0, name.as_bytes()).unwrap())
     }
 
-    #[test]
-    fn a_file_read_by_node_is_opened_once_and_the_oldest_is_let_go() {
-        let layer = tempfile::tempdir().unwrap();
-        let (vfs, view) = vfs_with_files(layer.path(), 200);
-        let files = NodeFiles::default();
-        let first = node_of(&view, "f0");
-        let opened = files.get(&vfs, first).unwrap();
-        let mut text = String::new();
-        (&*opened).read_to_string(&mut text).unwrap();
-        assert_eq!(text, "content 0");
-        assert!(Arc::ptr_eq(&opened, &files.get(&vfs, first).unwrap()));
-        // Fill f0's shard past its capacity: f0 must be opened afresh afterwards.
-        let same_shard: Vec<u64> = (1..200)
-            .map(|i| node_of(&view, &format!("f{i}")))
-            .filter(|n| n % NODE_FILE_SHARDS as u64 == first % NODE_FILE_SHARDS as u64)
-            .collect();
-        let mut others = Vec::new();
-        for node in same_shard.iter().take(NODE_FILES_PER_SHARD) {
-            others.push(files.get(&vfs, *node).unwrap());
-        }
-        assert_eq!(
-            others.len(),
-            NODE_FILES_PER_SHARD,
-            "the test needs a full shard"
-        );
-        assert!(!Arc::ptr_eq(&opened, &files.get(&vfs, first).unwrap()));
-    }
-
-    #[test]
-    fn a_directory_or_unknown_node_is_refused_when_read_by_node() {
-        let layer = tempfile::tempdir().unwrap();
-        std::fs::create_dir(layer.path().join("dir")).unwrap();
-        let (vfs, view) = vfs_with_files(layer.path(), 1);
-        let files = NodeFiles::default();
-        assert!(files.get(&vfs, node_of(&view, "dir")).is_err());
-        assert!(files.get(&vfs, view.node_id(1000)).is_err());
+    fn policy(platform: Platform, transport: Transport) -> KernelPolicy {
+        KernelPolicy::new(platform, transport, Layout::Shared)
     }
 
     #[test]
@@ -695,15 +548,16 @@ mod tests {
         let node = node_of(&view, "f0");
         let ctx = Context::default();
         let flags = libc::O_RDONLY as u32;
+        let linux = policy(Platform::Linux, Transport::Device);
 
-        let plain = Adapter::new(vfs.clone());
+        let plain = Adapter::new(vfs.clone(), linux.clone());
         plain.init(FsOptions::ASYNC_READ).unwrap();
         let (handle, options, _) = plain.open(&ctx, node, flags, 0).unwrap();
         assert!(handle.is_some_and(|h| h != 0));
         assert!(options.contains(OpenOptions::KEEP_CACHE));
 
-        let skipping = Adapter::new(vfs);
-        skipping.init(wanted_options()).unwrap();
+        let skipping = Adapter::new(vfs, linux.clone());
+        skipping.init(linux.init).unwrap();
         let skipped = skipping.open(&ctx, node, flags, 0);
         if cfg!(target_os = "linux") {
             assert_eq!(skipped.unwrap_err().raw_os_error(), Some(libc::ENOSYS));
@@ -715,5 +569,164 @@ mod tests {
             .open(&ctx, node, libc::O_WRONLY as u32, 0)
             .unwrap_err();
         assert_eq!(write.raw_os_error(), Some(libc::EROFS));
+    }
+
+    #[test]
+    fn the_macfuse_policy_runs_through_the_adapter_on_any_platform() {
+        let layer = tempfile::tempdir().unwrap();
+        std::fs::create_dir(layer.path().join("dir")).unwrap();
+        let (vfs, view) = vfs_with_files(layer.path(), 1);
+        let dir = node_of(&view, "dir");
+        let ctx = Context::default();
+        let mac = Adapter::new(vfs, policy(Platform::MacOs, Transport::Device));
+
+        // Offered everything, it takes only what macFUSE's ABI has, and never skips OPEN.
+        let granted = mac.init(FsOptions::all()).unwrap();
+        assert_eq!(granted, FsOptions::ASYNC_READ | FsOptions::BIG_WRITES);
+        let (handle, options, _) = mac
+            .open(&ctx, node_of(&view, "f0"), libc::O_RDONLY as u32, 0)
+            .unwrap();
+        assert!(handle.is_some());
+        assert_eq!(options, OpenOptions::KEEP_CACHE);
+
+        // Rule 3 at the root, long caching below it.
+        let entry = mac.lookup(&ctx, ROOT, c"dir").unwrap();
+        assert_eq!(entry.entry_timeout, Duration::ZERO);
+        let missing = mac.lookup(&ctx, ROOT, c"missing").unwrap_err();
+        assert_eq!(missing.raw_os_error(), Some(libc::ENOENT));
+        let negative = mac.lookup(&ctx, dir, c"missing").unwrap();
+        assert_eq!(negative.inode, 0);
+        assert!(negative.entry_timeout > Duration::ZERO);
+        assert_eq!(mac.opendir(&ctx, ROOT, 0).unwrap().1, OpenOptions::empty());
+        assert_eq!(
+            mac.opendir(&ctx, dir, 0).unwrap().1,
+            OpenOptions::KEEP_CACHE
+        );
+    }
+
+    #[test]
+    fn fuse_t_answers_a_miss_below_the_root_with_a_plain_enoent() {
+        let layer = tempfile::tempdir().unwrap();
+        std::fs::create_dir(layer.path().join("dir")).unwrap();
+        let (vfs, view) = vfs_with_files(layer.path(), 0);
+        let fuse_t = Adapter::new(vfs, policy(Platform::MacOs, Transport::Nfs));
+        let miss = fuse_t
+            .lookup(&Context::default(), node_of(&view, "dir"), c"missing")
+            .unwrap_err();
+        assert_eq!(miss.raw_os_error(), Some(libc::ENOENT));
+    }
+
+    /// Two runtimes under a shared root: caller 10 sees `bin/x`, caller 20 sees `bin/y`.
+    fn shared_adapter(tmp: &std::path::Path, layout: Layout) -> Adapter {
+        use spfs_router::process::FakeProcessTable;
+        use spfs_router::{Owner, Router};
+        let processes = Arc::new(FakeProcessTable::new());
+        processes.spawn(1, 0, 1, 0);
+        processes.spawn(10, 1, 10, 0);
+        processes.spawn(20, 1, 20, 0);
+        let root = spfs_router::Attr::root(0, 0, Timestamp::default());
+        let router = Arc::new(Router::new(processes, root));
+        for (pid, name) in [(10, "x"), (20, "y")] {
+            let layer = tmp.join(name);
+            std::fs::create_dir_all(layer.join("bin")).unwrap();
+            std::fs::write(layer.join("bin").join(name), name).unwrap();
+            router
+                .register(pid, layer.to_str().unwrap(), &Owner::trusted(0, 0), &[])
+                .unwrap();
+        }
+        let vfs = Arc::new(Vfs::new(Routing::Shared(router)));
+        Adapter::new(
+            vfs,
+            KernelPolicy::new(Platform::current(), Transport::Device, layout),
+        )
+    }
+
+    fn caller(pid: u32) -> Context {
+        Context {
+            pid: pid as _,
+            ..Context::default()
+        }
+    }
+
+    /// Every entry READDIRPLUS of `dir` hands caller `pid`.
+    fn listed(adapter: &Adapter, pid: u32, dir: u64) -> Vec<Entry> {
+        let ctx = caller(pid);
+        let handle = adapter.opendir(&ctx, dir, 0).unwrap().0.unwrap();
+        let mut entries = Vec::new();
+        adapter
+            .readdirplus(&ctx, dir, handle, 4096, 0, &mut |_, entry| {
+                entries.push(entry);
+                Ok(1)
+            })
+            .unwrap();
+        entries
+    }
+
+    #[test]
+    fn names_under_the_routed_root_are_never_cached_and_names_below_it_are() {
+        let tmp = tempfile::tempdir().unwrap();
+        let adapter = shared_adapter(tmp.path(), Layout::Shared);
+        let (a, b) = (caller(10), caller(20));
+        let bin_a = adapter.lookup(&a, ROOT, c"bin").unwrap();
+        let bin_b = adapter.lookup(&b, ROOT, c"bin").unwrap();
+        assert_ne!(
+            bin_a.inode, bin_b.inode,
+            "each caller gets its own view's node"
+        );
+        for entry in [&bin_a, &bin_b] {
+            assert_eq!(entry.entry_timeout, Duration::ZERO);
+            assert!(entry.attr_timeout > Duration::ZERO);
+        }
+        let missing = adapter.lookup(&a, ROOT, c"missing").unwrap_err();
+        assert_eq!(missing.raw_os_error(), Some(libc::ENOENT));
+        let root_listing = listed(&adapter, 10, ROOT);
+        assert!(root_listing.len() >= 3, "., .. and bin");
+        assert!(root_listing.iter().all(|e| e.entry_timeout.is_zero()));
+        assert_eq!(
+            adapter.opendir(&a, ROOT, 0).unwrap().1,
+            OpenOptions::empty()
+        );
+
+        // Below the root: long entries, negative entries, cached listings.
+        let x = adapter.lookup(&a, bin_a.inode, c"x").unwrap();
+        assert!(x.entry_timeout > Duration::ZERO);
+        let y_in_a = adapter.lookup(&a, bin_a.inode, c"y").unwrap();
+        assert_eq!(y_in_a.inode, 0);
+        assert!(y_in_a.entry_timeout > Duration::ZERO);
+        assert!(
+            listed(&adapter, 10, bin_a.inode)
+                .iter()
+                .all(|e| e.entry_timeout > Duration::ZERO)
+        );
+        let below = adapter.opendir(&a, bin_a.inode, 0).unwrap().1;
+        assert!(below.contains(OpenOptions::KEEP_CACHE));
+    }
+
+    #[test]
+    fn the_fixed_layout_answers_its_root_as_it_always_did() {
+        // Nothing routes there, but its root's names were never cached: kept so.
+        let layer = tempfile::tempdir().unwrap();
+        std::fs::create_dir(layer.path().join("dir")).unwrap();
+        let (vfs, _) = vfs_with_files(layer.path(), 1);
+        let fixed = Adapter::new(
+            vfs,
+            KernelPolicy::new(Platform::current(), Transport::Device, Layout::Fixed),
+        );
+        let ctx = Context::default();
+        assert_eq!(
+            fixed.lookup(&ctx, ROOT, c"dir").unwrap().entry_timeout,
+            Duration::ZERO
+        );
+        let missing = fixed.lookup(&ctx, ROOT, c"missing").unwrap_err();
+        assert_eq!(missing.raw_os_error(), Some(libc::ENOENT));
+        assert_eq!(
+            fixed.opendir(&ctx, ROOT, 0).unwrap().1,
+            OpenOptions::empty()
+        );
+        assert!(
+            listed(&fixed, 0, ROOT)
+                .iter()
+                .all(|e| e.entry_timeout.is_zero())
+        );
     }
 }

@@ -1,6 +1,9 @@
 //! FUSE sessions (one per transport) and the one FUSE adapter over the `spfs-router` core.
 //!
-//! - [`adapter`]: the `fuse-backend-rs` `FileSystem` over the core, and the kernel caching rules;
+//! - [`adapter`]: the `fuse-backend-rs` `FileSystem` over the core, and which answers are
+//!   caller-dependent;
+//! - [`policy`]: the kernel-facing policy (timeouts, open and INIT flags, mount options) as a
+//!   value chosen per platform, transport and layout;
 //! - [`session`]: mounting and serving, one file per transport (Linux `/dev/fuse`, macFUSE,
 //!   FUSE-T);
 //! - [`mountpoint`]: stale-mount detection and clearing;
@@ -11,9 +14,11 @@ pub mod adapter;
 pub mod error;
 pub mod mountpoint;
 mod platform;
+pub mod policy;
 pub mod session;
 pub mod sweep;
 
 pub use error::MountError;
 pub use platform::{force_unmount, in_mount_table, is_stale_error};
+pub use policy::{KernelPolicy, Layout, Platform};
 pub use session::{Session, SessionConfig, Transport};

@@ -10,11 +10,11 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use spfs_frontends::{Session, SessionConfig, Transport};
-use spfs_router::{Owner, Routing, Vfs};
+use spfs_router::{Owner, Router, Routing, Vfs};
 use spfs_testkit::require_fuse;
 use support::{put, system_router};
 
@@ -121,6 +121,35 @@ fn the_same_holds_over_fuse_over_io_uring() {
     each_sees_only_its_own_view(true);
 }
 
+/// Mounts the shared layout of `router` at `mount` through the device, two workers.
+fn mount_shared(router: &Arc<Router>, mount: &Path, io_uring: bool) -> Session {
+    let vfs = Arc::new(Vfs::new(Routing::Shared(router.clone())));
+    Session::mount(
+        vfs,
+        &SessionConfig {
+            mountpoint: mount.to_path_buf(),
+            fsname: "spfs-test".into(),
+            volname: "spfs-test".into(),
+            transport: Transport::Device,
+            threads: 2,
+            io_uring,
+        },
+    )
+    .unwrap()
+}
+
+/// Makes `child` the root of a runtime whose view is the directory `layer`.
+fn register(router: &Router, child: &Child, layer: &Path) {
+    router
+        .register(
+            child.id(),
+            layer.to_str().unwrap(),
+            &Owner::trusted(0, 0),
+            &[],
+        )
+        .unwrap();
+}
+
 /// Runs the three probes against one session, through io_uring or not, and checks that none
 /// ever saw another's view.
 fn each_sees_only_its_own_view(io_uring: bool) {
@@ -142,19 +171,7 @@ fn each_sees_only_its_own_view(io_uring: bool) {
     std::os::unix::fs::symlink("target-b", b.join("link")).unwrap();
 
     let router = system_router();
-    let vfs = Arc::new(Vfs::new(Routing::Shared(router.clone())));
-    let session = Session::mount(
-        vfs,
-        &SessionConfig {
-            mountpoint: mount.clone(),
-            fsname: "spfs-test".into(),
-            volname: "spfs-test".into(),
-            transport: Transport::Device,
-            threads: 2,
-            io_uring,
-        },
-    )
-    .unwrap();
+    let session = mount_shared(&router, &mount, io_uring);
     let switch = std::fs::read_to_string("/sys/module/fuse/parameters/enable_uring");
     let offered = cfg!(target_os = "linux") && switch.is_ok_and(|on| on.trim() == "Y");
     if io_uring && !offered && cfg!(target_os = "linux") {
@@ -187,14 +204,7 @@ fn each_sees_only_its_own_view(io_uring: bool) {
             .spawn()
             .unwrap();
         if let Some(layer) = layer {
-            router
-                .register(
-                    child.id(),
-                    layer.to_str().unwrap(),
-                    &Owner::trusted(0, 0),
-                    &[],
-                )
-                .unwrap();
+            register(&router, &child, layer);
         }
         children.push((view, child));
     }
@@ -225,5 +235,50 @@ fn each_sees_only_its_own_view(io_uring: bool) {
             "{answered} over io_uring"
         );
     }
+    session.unmount().unwrap();
+}
+
+/// `df` and `statvfs` on a mounted view show the view's own figures (the size of its files in
+/// blocks and its entry count), and an outsider's empty view shows its own, through the kernel.
+#[test]
+fn df_on_a_mounted_view_shows_its_size_and_entries() {
+    if !require_fuse() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (layer, mount) = (tmp.path().join("a"), tmp.path().join("mnt"));
+    // Two files of one block each, in 7 entries with the root.
+    put(&layer, "bin/tool", b"aaaa");
+    put(&layer, "share/x/y/deep", &[7; 4096]);
+    let router = system_router();
+    let session = mount_shared(&router, &mount, false);
+    // The runtime's root waits for its registration, then asks for its view's figures: blocks
+    // and files at the root and below it, then df's total in 1024-byte blocks.
+    let script =
+        r#"read go; stat -f -c '%b %c %a %f' "$1" "$1/share"; df -P "$1" | awk 'NR==2 {print $2}'"#;
+    let mut child = Command::new("sh")
+        .args(["-c", script, "sh"])
+        .arg(&mount)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    register(&router, &child, &layer);
+    child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "2 7 0 0\n2 7 0 0\n8\n"
+    );
+
+    // This test process is in no runtime: its root is the empty view.
+    let outsider = nix::sys::statvfs::statvfs(&mount).unwrap();
+    assert_eq!((outsider.blocks(), outsider.files()), (0, 1));
+    assert!(
+        outsider
+            .flags()
+            .contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
+    );
     session.unmount().unwrap();
 }

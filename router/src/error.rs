@@ -147,8 +147,8 @@ pub enum FsError {
     /// A write of any kind: views are read-only.
     #[error("views are read-only")]
     ReadOnly,
-    /// A file handle that was never handed out or was released.
-    #[error("file handle {0} is not open")]
+    /// A read through a file handle that belongs to another node.
+    #[error("file handle {0} belongs to another node")]
     BadHandle(u64),
     /// An spfs payload (a file's content or a symlink's target) is in no repository.
     #[error("spfs payload {digest} is missing from every repository")]

@@ -13,6 +13,7 @@
 
 pub mod access;
 pub mod error;
+mod files;
 pub mod node;
 pub mod process;
 pub mod route;
@@ -25,6 +26,6 @@ pub use error::{FsError, RouteError, SpecError, ToErrno};
 pub use node::{NodeId, ROOT, ViewId};
 pub use process::{Pid, ProcessInfo, ProcessTable};
 pub use route::{Router, Runtime};
-pub use spec::{EnvSpec, Layer, LayerRef, ResolvedItem, ResolvedSpec};
+pub use spec::{EnvSpec, LayerRef, LayerSource, ResolvedItem, ResolvedSpec};
 pub use vfs::{DirEntry, DirectoryReplier, Routing, StatFs, Vfs};
 pub use view::{Attr, FileKind, Timestamp, View};

@@ -228,10 +228,7 @@ impl Router {
 
     /// The live view with id `view`, if any.
     pub fn view(&self, view: ViewId) -> Option<Arc<View>> {
-        if view == self.empty.id() {
-            return Some(self.empty.clone());
-        }
-        self.table.load().views.get(&view).cloned()
+        self.view_in(&self.table.load(), view)
     }
 
     /// The view a caller (a task id as FUSE reports it) sees: that of the nearest ancestor that

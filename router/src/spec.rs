@@ -51,9 +51,10 @@ pub struct EnvSpec {
     pub layers: Vec<LayerRef>,
 }
 
-/// One layer ready to build a view from.
+/// Where one layer's entries come from, read and ready to build a view from (a [`LayerRef`]
+/// after resolution).
 #[derive(Debug)]
-pub enum Layer {
+pub enum LayerSource {
     /// A host directory (OCI whiteouts).
     Directory(PathBuf),
     /// An spfs layer (or a manifest used as one) with its manifest read (masks).
@@ -80,7 +81,7 @@ pub struct ResolvedSpec {
     /// The items as written, each with what it resolved to.
     pub items: Vec<ResolvedItem>,
     /// The layers, bottom first, platforms expanded.
-    pub layers: Vec<Layer>,
+    pub layers: Vec<LayerSource>,
     /// Where payloads are read from.
     pub repos: Arc<Repositories>,
     /// Entries of the spfs layers' manifests so far, masks included.
@@ -160,7 +161,7 @@ impl EnvSpec {
                         item: item.clone(),
                         object: None,
                     });
-                    resolved.layers.push(Layer::Directory(path.clone()));
+                    resolved.layers.push(LayerSource::Directory(path.clone()));
                 }
                 LayerRef::Spfs(reference) => {
                     if resolved.repos.repositories().is_empty() {
@@ -200,18 +201,21 @@ impl ResolvedSpec {
     /// repository build views from.
     pub fn of_directories(directories: impl IntoIterator<Item = PathBuf>) -> ResolvedSpec {
         ResolvedSpec::from_layers(
-            directories.into_iter().map(Layer::Directory).collect(),
+            directories
+                .into_iter()
+                .map(LayerSource::Directory)
+                .collect(),
             Arc::new(Repositories::default()),
         )
     }
 
     /// A spec of layers resolved elsewhere (no items), reading payloads from `repos`.
-    pub fn from_layers(layers: Vec<Layer>, repos: Arc<Repositories>) -> ResolvedSpec {
+    pub fn from_layers(layers: Vec<LayerSource>, repos: Arc<Repositories>) -> ResolvedSpec {
         let spfs_entries = layers
             .iter()
             .map(|l| match l {
-                Layer::Spfs { manifest, .. } => manifest.len(),
-                Layer::Directory(_) => 0,
+                LayerSource::Spfs { manifest, .. } => manifest.len(),
+                LayerSource::Directory(_) => 0,
             })
             .sum();
         ResolvedSpec {
@@ -246,7 +250,7 @@ impl ResolvedSpec {
             if self.spfs_entries > MAX_SPFS_ENTRIES {
                 return Err(SpecError::TooManyEntries(self.spfs_entries));
             }
-            self.layers.push(Layer::Spfs {
+            self.layers.push(LayerSource::Spfs {
                 digest: layer.digest,
                 manifest,
             });

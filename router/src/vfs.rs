@@ -4,21 +4,16 @@
 //! its view from its id alone. A [`Vfs`] serves either the shared layout (one mount, routed by
 //! caller through a [`Router`]) or one fixed view (a per-runtime volume).
 
-use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use crate::error::FsError;
+use crate::files::OpenFiles;
 use crate::node::{self, NodeId, ViewId};
 use crate::process::Pid;
 use crate::route::Router;
-use crate::view::{Attr, Content, FileKind, View};
-use spfs_storage::Digest;
-
-/// Open-file shards: reads on different handles should not contend.
-const HANDLE_SHARDS: usize = 16;
+use crate::view::{Attr, BLOCK_SIZE, FileKind, View};
 
 /// Readdir offset of the first child; 1 and 2 are `.` and `..`.
 const FIRST_CHILD_OFFSET: u64 = 3;
@@ -49,11 +44,16 @@ pub trait DirectoryReplier {
     fn add(&mut self, entry: DirEntry<'_>) -> bool;
 }
 
-/// Filesystem statistics, the same for every view.
+/// Filesystem statistics of one view: its own size and entry count, and nothing free (it is
+/// read-only). Counted when the view was built, so a request never walks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatFs {
     /// Block size.
     pub block_size: u32,
+    /// The size of the view's files, in blocks.
+    pub blocks: u64,
+    /// The view's entries, its root included.
+    pub files: u64,
     /// Longest name.
     pub name_max: u32,
 }
@@ -62,8 +62,7 @@ pub struct StatFs {
 #[derive(Debug)]
 pub struct Vfs {
     routing: Routing,
-    handles: Vec<RwLock<HashMap<u64, Arc<File>>>>,
-    next_handle: AtomicU64,
+    files: OpenFiles,
 }
 
 impl Vfs {
@@ -71,10 +70,7 @@ impl Vfs {
     pub fn new(routing: Routing) -> Vfs {
         Vfs {
             routing,
-            handles: (0..HANDLE_SHARDS)
-                .map(|_| RwLock::new(HashMap::new()))
-                .collect(),
-            next_handle: AtomicU64::new(1),
+            files: OpenFiles::default(),
         }
     }
 
@@ -84,7 +80,7 @@ impl Vfs {
     }
 
     /// The view the root shows to `caller`.
-    pub fn root_view(&self, caller: Pid) -> Arc<View> {
+    fn root_view(&self, caller: Pid) -> Arc<View> {
         match &self.routing {
             Routing::Shared(router) => router.resolve(caller),
             Routing::Fixed(view) => view.clone(),
@@ -92,7 +88,7 @@ impl Vfs {
     }
 
     /// The view with id `view`, if it is still served.
-    pub fn view_by_id(&self, view: ViewId) -> Option<Arc<View>> {
+    fn view_by_id(&self, view: ViewId) -> Option<Arc<View>> {
         match &self.routing {
             Routing::Shared(router) => router.view(view),
             Routing::Fixed(fixed) => (fixed.id() == view).then(|| fixed.clone()),
@@ -216,50 +212,43 @@ impl Vfs {
         if view.kind(index) != FileKind::Symlink {
             return Err(FsError::NotASymlink(node));
         }
-        match content(&view, index, node)? {
-            Content::Path(path) => std::fs::read_link(&path)
-                .map(|target| std::os::unix::ffi::OsStringExt::into_vec(target.into_os_string()))
-                .map_err(|source| FsError::Source { path, source }),
-            Content::Payload(digest) => {
-                let path = payload_path(&view, &digest, node)?;
-                std::fs::read(&path).map_err(|source| payload_error(digest, node, path, source))
-            }
-        }
+        view.source(index)?.target()
     }
 
-    /// Opens file `node` for reading. `write` refuses with `EROFS`.
+    /// Opens file `node` for reading and returns its handle, which pins the open source file
+    /// until [`Vfs::release`]. `write` refuses with `EROFS`.
     pub fn open(&self, caller: Pid, node: NodeId, write: bool) -> Result<u64, FsError> {
         let (view, index) = self.locate(caller, node)?;
-        let file = open_source(&view, index, node, write)?;
-        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.handle_shard(handle)
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(handle, Arc::new(file));
-        Ok(handle)
+        check_readable(&view, index, node, write)?;
+        self.files.get(node, true, || view.source(index)?.open())?;
+        // A node's file is the same for every opener, so the handle names the node.
+        Ok(node)
     }
 
-    /// Opens the layer file behind file `node` for reading without making a handle, for a
-    /// frontend whose kernel reads by node id and never sends OPEN (Linux's no-open support).
-    pub fn open_file(&self, node: NodeId) -> Result<File, FsError> {
-        let (view, index) = self.locate(0, node)?;
-        open_source(&view, index, node, false)
+    /// The open source file of file `node`, for positional reads: through `handle` from
+    /// [`Vfs::open`], or with handle 0 by node id alone, for a kernel that skips OPEN
+    /// (Linux's no-open support). Both go through the one open-file cache.
+    pub fn file(&self, node: NodeId, handle: u64) -> Result<Arc<File>, FsError> {
+        if handle != 0 && handle != node {
+            return Err(FsError::BadHandle(handle));
+        }
+        self.files.get(node, false, || {
+            let (view, index) = self.locate(0, node)?;
+            check_readable(&view, index, node, false)?;
+            view.source(index)?.open()
+        })
     }
 
-    /// The open layer file behind `handle`, for positional reads.
-    pub fn file(&self, handle: u64) -> Result<Arc<File>, FsError> {
-        self.handle_shard(handle)
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&handle)
-            .cloned()
-            .ok_or(FsError::BadHandle(handle))
-    }
-
-    /// Reads up to `len` bytes at `offset` from `handle`. Positional: readers never share a
-    /// cursor.
-    pub fn read(&self, handle: u64, offset: u64, len: usize) -> Result<Vec<u8>, FsError> {
-        let file = self.file(handle)?;
+    /// Reads up to `len` bytes at `offset` from file `node` (see [`Vfs::file`] for `handle`).
+    /// Positional: readers never share a cursor.
+    pub fn read(
+        &self,
+        node: NodeId,
+        handle: u64,
+        offset: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, FsError> {
+        let file = self.file(node, handle)?;
         let mut buf = vec![0; len];
         let mut filled = 0;
         while filled < len {
@@ -269,7 +258,7 @@ impl Vfs {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(source) => {
                     return Err(FsError::Source {
-                        path: format!("handle {handle}").into(),
+                        path: format!("node {node}").into(),
                         source,
                     });
                 }
@@ -279,12 +268,12 @@ impl Vfs {
         Ok(buf)
     }
 
-    /// Closes `handle`.
+    /// Closes `handle`; its file stays cached for reads by node id until newer ones push it
+    /// out.
     pub fn release(&self, handle: u64) {
-        self.handle_shard(handle)
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&handle);
+        if handle != 0 && !self.files.unpin(handle) {
+            tracing::debug!(handle, "release of a handle that is not open");
+        }
     }
 
     /// Checks access to `node`: any write access is refused with `EROFS`; permission bits are
@@ -297,20 +286,15 @@ impl Vfs {
         Ok(())
     }
 
-    /// Filesystem statistics.
-    pub fn statfs(&self) -> StatFs {
-        StatFs {
-            block_size: 4096,
+    /// The statistics of the view `node` belongs to; the root's are the caller's view's.
+    pub fn statfs(&self, caller: Pid, node: NodeId) -> Result<StatFs, FsError> {
+        let (view, _) = self.locate(caller, node)?;
+        Ok(StatFs {
+            block_size: BLOCK_SIZE,
+            blocks: view.blocks(),
+            files: view.len() as u64,
             name_max: 255,
-        }
-    }
-
-    /// How many files are open.
-    pub fn open_files(&self) -> usize {
-        self.handles
-            .iter()
-            .map(|s| s.read().map(|m| m.len()).unwrap_or(0))
-            .sum()
+        })
     }
 
     fn empty_view(&self, caller: Pid) -> Arc<View> {
@@ -319,75 +303,141 @@ impl Vfs {
             Routing::Fixed(_) => self.root_view(caller),
         }
     }
-
-    fn handle_shard(&self, handle: u64) -> &RwLock<HashMap<u64, Arc<File>>> {
-        &self.handles[handle as usize % HANDLE_SHARDS]
-    }
 }
 
-/// Where the content of entry `index` is; a view always knows it for files and symlinks.
-fn content(view: &View, index: u32, node: NodeId) -> Result<Content, FsError> {
-    view.content(index).ok_or_else(|| FsError::Source {
-        path: view.relative_path(index),
-        source: std::io::Error::other(format!("node {node} has no source")),
-    })
-}
-
-/// The payload's file, or [`FsError::MissingPayload`] with a log line naming the digest.
-fn payload_path(view: &View, digest: &Digest, node: NodeId) -> Result<std::path::PathBuf, FsError> {
-    view.payload_path(digest).ok_or_else(|| {
-        tracing::error!(%digest, node, "spfs payload is missing from every repository");
-        FsError::MissingPayload { digest: *digest }
-    })
-}
-
-/// A payload that vanished between finding and opening it is missing too; other failures
-/// keep their errno.
-fn payload_error(
-    digest: Digest,
-    node: NodeId,
-    path: std::path::PathBuf,
-    source: std::io::Error,
-) -> FsError {
-    if source.kind() == std::io::ErrorKind::NotFound {
-        tracing::error!(%digest, node, path = %path.display(), "spfs payload is missing");
-        FsError::MissingPayload { digest }
-    } else {
-        tracing::error!(%digest, node, path = %path.display(), error = %source, "spfs payload cannot be read");
-        FsError::Source { path, source }
-    }
-}
-
-/// Opens the layer file (or payload) behind entry `index` (node id `node`) of `view` for
-/// reading.
-fn open_source(view: &View, index: u32, node: NodeId, write: bool) -> Result<File, FsError> {
+/// Refuses what cannot be opened for reading: directories, symlinks (`ELOOP`, as
+/// `O_NOFOLLOW` would) and any write (`EROFS`).
+fn check_readable(view: &View, index: u32, node: NodeId, write: bool) -> Result<(), FsError> {
     match view.kind(index) {
-        FileKind::Directory => return Err(FsError::IsADirectory(node)),
-        FileKind::Symlink => {
-            return Err(FsError::Source {
-                path: view.relative_path(index),
-                source: std::io::Error::from_raw_os_error(libc::ELOOP),
-            });
-        }
-        FileKind::File => {}
+        FileKind::Directory => Err(FsError::IsADirectory(node)),
+        FileKind::Symlink => Err(FsError::Source {
+            path: view.relative_path(index),
+            source: std::io::Error::from_raw_os_error(libc::ELOOP),
+        }),
+        FileKind::File if write => Err(FsError::ReadOnly),
+        FileKind::File => Ok(()),
     }
-    if write {
-        return Err(FsError::ReadOnly);
-    }
-    // O_NOFOLLOW: a layer file swapped for a symlink after registration must not lead
-    // outside the layer.
-    let open = |path: &std::path::Path| {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-    };
-    let file = match content(view, index, node)? {
-        Content::Path(path) => open(&path).map_err(|source| FsError::Source { path, source })?,
-        Content::Payload(digest) => {
-            let path = payload_path(view, &digest, node)?;
-            open(&path).map_err(|source| payload_error(digest, node, path, source))?
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+    use crate::files::{SHARDS, UNPINNED_PER_SHARD};
+    use crate::spec::ResolvedSpec;
+    use crate::view::Timestamp;
+
+    /// A fixed view of one layer holding `files` small files named f0, f1, ...
+    fn vfs_with_files(layer: &std::path::Path, files: usize) -> (Vfs, Arc<View>) {
+        for i in 0..files {
+            std::fs::write(layer.join(format!("f{i}")), format!("content {i}")).unwrap();
         }
-    };
-    Ok(file)
+        let root = Attr::root(0, 0, Timestamp::default());
+        let view = Arc::new(View::build(
+            7,
+            &ResolvedSpec::of_directories([layer.to_path_buf()]),
+            &root,
+            (0, 0),
+        ));
+        (Vfs::new(Routing::Fixed(view.clone())), view)
+    }
+
+    fn node_of(view: &View, name: &str) -> NodeId {
+        view.node_id(view.child(0, name.as_bytes()).unwrap())
+    }
+
+    /// Nodes of files f1.. that share `first`'s shard of the open-file cache.
+    fn same_shard(view: &View, first: NodeId, files: usize) -> Vec<NodeId> {
+        (1..files)
+            .map(|i| node_of(view, &format!("f{i}")))
+            .filter(|n| n % SHARDS as u64 == first % SHARDS as u64)
+            .collect()
+    }
+
+    #[test]
+    fn a_file_read_by_node_is_opened_once_and_the_oldest_is_let_go() {
+        let layer = tempfile::tempdir().unwrap();
+        let (vfs, view) = vfs_with_files(layer.path(), 200);
+        let first = node_of(&view, "f0");
+        let opened = vfs.file(first, 0).unwrap();
+        let mut text = String::new();
+        (&*opened).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "content 0");
+        assert!(Arc::ptr_eq(&opened, &vfs.file(first, 0).unwrap()));
+        // Fill f0's shard past its capacity: f0 must be opened afresh afterwards.
+        let others = same_shard(&view, first, 200);
+        assert!(
+            others.len() >= UNPINNED_PER_SHARD,
+            "the test needs a full shard"
+        );
+        for node in others.iter().take(UNPINNED_PER_SHARD) {
+            vfs.file(*node, 0).unwrap();
+        }
+        assert!(!Arc::ptr_eq(&opened, &vfs.file(first, 0).unwrap()));
+    }
+
+    #[test]
+    fn a_directory_or_unknown_node_is_refused_when_read_by_node() {
+        let layer = tempfile::tempdir().unwrap();
+        std::fs::create_dir(layer.path().join("dir")).unwrap();
+        let (vfs, view) = vfs_with_files(layer.path(), 1);
+        assert!(matches!(
+            vfs.file(node_of(&view, "dir"), 0),
+            Err(FsError::IsADirectory(_))
+        ));
+        assert!(matches!(
+            vfs.file(view.node_id(1000), 0),
+            Err(FsError::StaleNode(_))
+        ));
+        assert!(matches!(
+            vfs.read(ROOT_OF_TESTS, 0, 0, 1),
+            Err(FsError::IsADirectory(_))
+        ));
+    }
+
+    /// The root, which no read may open.
+    const ROOT_OF_TESTS: NodeId = node::ROOT;
+
+    #[test]
+    fn an_open_handle_keeps_its_file_while_reads_by_node_come_and_go() {
+        let layer = tempfile::tempdir().unwrap();
+        let (vfs, view) = vfs_with_files(layer.path(), 600);
+        let first = node_of(&view, "f0");
+        assert!(same_shard(&view, first, 600).len() >= 3 * UNPINNED_PER_SHARD);
+        let handle = vfs.open(0, first, false).unwrap();
+        let pinned = vfs.file(first, handle).unwrap();
+        // A read by node id alone finds the file the handle opened: one cache for both.
+        assert!(Arc::ptr_eq(&pinned, &vfs.file(first, 0).unwrap()));
+        for node in same_shard(&view, first, 600)
+            .iter()
+            .take(2 * UNPINNED_PER_SHARD)
+        {
+            vfs.file(*node, 0).unwrap();
+        }
+        assert!(vfs.files.is_pinned(first));
+        assert!(Arc::ptr_eq(&pinned, &vfs.file(first, handle).unwrap()));
+        assert_eq!(vfs.read(first, handle, 8, 100).unwrap(), b"0");
+        vfs.release(handle);
+        assert!(!vfs.files.is_pinned(first));
+        // Released, it is an ordinary cached file again and goes with the next newcomers.
+        for node in same_shard(&view, first, 600)
+            .iter()
+            .skip(2 * UNPINNED_PER_SHARD)
+            .take(UNPINNED_PER_SHARD)
+        {
+            vfs.file(*node, 0).unwrap();
+        }
+        assert!(!Arc::ptr_eq(&pinned, &vfs.file(first, 0).unwrap()));
+    }
+
+    #[test]
+    fn a_handle_of_another_node_or_a_write_open_is_refused() {
+        let layer = tempfile::tempdir().unwrap();
+        let (vfs, view) = vfs_with_files(layer.path(), 2);
+        let (f0, f1) = (node_of(&view, "f0"), node_of(&view, "f1"));
+        let handle = vfs.open(0, f0, false).unwrap();
+        assert!(matches!(vfs.file(f1, handle), Err(FsError::BadHandle(h)) if h == handle));
+        assert!(matches!(vfs.open(0, f1, true), Err(FsError::ReadOnly)));
+    }
 }

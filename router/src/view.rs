@@ -18,14 +18,16 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::ffi::OsStr;
-use std::fs;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::error::FsError;
 use crate::node::{self, NodeId, ViewId};
-use crate::spec::{Layer, ResolvedSpec};
+use crate::spec::{LayerSource, ResolvedSpec};
 use spfs_storage::{Digest, EntryKind, Manifest, Repositories};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -119,13 +121,70 @@ struct Stat {
     ctime: Timestamp,
 }
 
-/// Where the content of a file or the target of a symlink comes from.
+/// The file behind a view's file or symlink: where its content or target is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Content {
-    /// A file in a directory layer.
-    Path(PathBuf),
-    /// An spfs payload, by digest.
-    Payload(Digest),
+pub enum Source {
+    /// The entry's own file (or symlink) in a directory layer.
+    LayerFile(PathBuf),
+    /// An spfs payload: the file holding it, found in the first repository that has it.
+    Payload {
+        /// The payload's digest.
+        digest: Digest,
+        /// The file holding it.
+        path: PathBuf,
+    },
+}
+
+impl Source {
+    /// The file on the host.
+    pub fn path(&self) -> &Path {
+        match self {
+            Source::LayerFile(path) | Source::Payload { path, .. } => path,
+        }
+    }
+
+    /// Opens the file for reading. `O_NOFOLLOW`: a layer file swapped for a symlink after
+    /// registration must not lead outside the layer.
+    pub fn open(&self) -> Result<File, FsError> {
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.path())
+            .map_err(|err| self.failed(err))
+    }
+
+    /// A symlink's target: a layer's symlink is read as a link, a payload holds the target as
+    /// its bytes.
+    pub fn target(&self) -> Result<Vec<u8>, FsError> {
+        match self {
+            Source::LayerFile(path) => fs::read_link(path)
+                .map(|target| target.into_os_string().into_vec())
+                .map_err(|err| self.failed(err)),
+            Source::Payload { path, .. } => fs::read(path).map_err(|err| self.failed(err)),
+        }
+    }
+
+    /// The error for a failed open or read: a payload that vanished after it was found is
+    /// missing (logged with its digest); anything else keeps its errno.
+    fn failed(&self, source: io::Error) -> FsError {
+        match self {
+            Source::Payload { digest, path } if source.kind() == io::ErrorKind::NotFound => {
+                tracing::error!(%digest, path = %path.display(), "spfs payload is missing");
+                FsError::MissingPayload { digest: *digest }
+            }
+            Source::Payload { digest, path } => {
+                tracing::error!(%digest, path = %path.display(), error = %source, "spfs payload cannot be read");
+                FsError::Source {
+                    path: path.clone(),
+                    source,
+                }
+            }
+            Source::LayerFile(path) => FsError::Source {
+                path: path.clone(),
+                source,
+            },
+        }
+    }
 }
 
 /// A merged, read-only tree: the view one runtime sees.
@@ -138,7 +197,12 @@ pub struct View {
     nodes: Vec<Node>,
     names: Vec<u8>,
     payloads: Vec<Digest>,
+    /// The size of its files, in [`BLOCK_SIZE`] blocks, counted once when built.
+    blocks: u64,
 }
+
+/// The block size a view counts its files' sizes in, and reports to `statfs`.
+pub const BLOCK_SIZE: u32 = 4096;
 
 /// One directory of a layer that contributes to a directory of the view.
 #[derive(Debug, Clone)]
@@ -197,14 +261,15 @@ impl View {
                 .layers
                 .iter()
                 .map(|l| match l {
-                    Layer::Directory(path) => Some(path.clone()),
-                    Layer::Spfs { .. } => None,
+                    LayerSource::Directory(path) => Some(path.clone()),
+                    LayerSource::Spfs { .. } => None,
                 })
                 .collect(),
             repos: spec.repos.clone(),
             nodes: Vec::new(),
             names: Vec::new(),
             payloads: Vec::new(),
+            blocks: 0,
         };
         view.nodes.push(Node {
             name_start: 0,
@@ -237,8 +302,8 @@ impl View {
             .rev()
             .map(|(i, layer)| {
                 let dir = match layer {
-                    Layer::Directory(path) => DirRef::Path(path.clone()),
-                    Layer::Spfs { manifest, .. } => DirRef::Manifest(manifest, None),
+                    LayerSource::Directory(path) => DirRef::Path(path.clone()),
+                    LayerSource::Spfs { manifest, .. } => DirRef::Manifest(manifest, None),
                 };
                 (i as u16, dir)
             })
@@ -261,6 +326,9 @@ impl View {
                 let name_start = view.names.len() as u32;
                 view.names.extend_from_slice(&winner.name);
                 let found = winner.found;
+                if winner.kind == FileKind::File {
+                    view.blocks += found.stat.size.div_ceil(u64::from(BLOCK_SIZE));
+                }
                 let payload = match found.payload {
                     Some(digest) => {
                         view.payloads.push(digest);
@@ -305,14 +373,15 @@ impl View {
         self.id
     }
 
-    /// Per layer, bottom first: its directory, or `None` for an spfs layer.
-    pub fn layer_dirs(&self) -> &[Option<PathBuf>] {
-        &self.dirs
-    }
-
     /// How many entries the view holds, its root included.
     pub fn len(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// The size of the view's files in [`BLOCK_SIZE`] blocks (each file rounded up to whole
+    /// blocks), counted once when the view was built.
+    pub fn blocks(&self) -> u64 {
+        self.blocks
     }
 
     /// Whether the view holds nothing but its root.
@@ -325,19 +394,6 @@ impl View {
         self.nodes.capacity() * std::mem::size_of::<Node>()
             + self.names.capacity()
             + self.payloads.capacity() * std::mem::size_of::<Digest>()
-    }
-
-    /// The entry index of `node` in this view, if the node belongs to it.
-    pub fn index_of(&self, node: NodeId) -> Option<u32> {
-        if node == node::ROOT {
-            return Some(0);
-        }
-        match node::decode(node) {
-            Some((view, index)) if view == self.id && (index as usize) < self.nodes.len() => {
-                Some(index)
-            }
-            _ => None,
-        }
     }
 
     /// The node id of entry `index`.
@@ -409,28 +465,40 @@ impl View {
         path
     }
 
-    /// Where the content (file) or target (symlink) of entry `index` comes from: its directory
-    /// layer's directory joined with its path, or its spfs payload. For a merged directory this
-    /// is its topmost layer's directory. `None` for the root and spfs directories.
-    pub fn content(&self, index: u32) -> Option<Content> {
-        let node = self.nodes.get(index as usize)?;
-        if index == 0 {
-            return None;
+    /// The file behind file or symlink `index` (node id `node`, for errors): its directory
+    /// layer's file, or the file of its spfs payload. A directory, or an spfs payload in no
+    /// repository (logged with its digest), has none.
+    pub fn source(&self, index: u32) -> Result<Source, FsError> {
+        let node = self.node_id(index);
+        let entry = self
+            .nodes
+            .get(index as usize)
+            .ok_or(FsError::StaleNode(node))?;
+        if entry.kind == FileKind::Directory {
+            return Err(FsError::IsADirectory(node));
         }
-        match self.dirs.get(node.layer as usize)? {
-            Some(root) => Some(Content::Path(root.join(self.relative_path(index)))),
-            None if node.kind != FileKind::Directory => self
-                .payloads
-                .get(node.payload as usize)
-                .copied()
-                .map(Content::Payload),
-            None => None,
+        match self.dirs.get(entry.layer as usize) {
+            Some(Some(root)) => Ok(Source::LayerFile(root.join(self.relative_path(index)))),
+            Some(None) => {
+                let digest =
+                    *self
+                        .payloads
+                        .get(entry.payload as usize)
+                        .ok_or_else(|| FsError::Source {
+                            path: self.relative_path(index),
+                            source: io::Error::other(format!("node {node} has no payload")),
+                        })?;
+                let path = self.repos.payload_path(&digest).ok_or_else(|| {
+                    tracing::error!(%digest, node, "spfs payload is missing from every repository");
+                    FsError::MissingPayload { digest }
+                })?;
+                Ok(Source::Payload { digest, path })
+            }
+            None => Err(FsError::Source {
+                path: self.relative_path(index),
+                source: io::Error::other(format!("node {node} has no layer")),
+            }),
         }
-    }
-
-    /// The file holding payload `digest` in the first repository that has it.
-    pub fn payload_path(&self, digest: &Digest) -> Option<PathBuf> {
-        self.repos.payload_path(digest)
     }
 
     fn name_bytes(&self, node: &Node) -> &[u8] {

@@ -85,10 +85,14 @@ fn walk_dir(
                 walk_dir(vfs, caller, attr.node, path, seen);
             }
             FileKind::File => {
+                let len = attr.size as usize + 16;
                 let handle = vfs.open(caller, attr.node, false).expect("open");
-                let bytes = vfs.read(handle, 0, attr.size as usize + 16).expect("read");
+                let bytes = vfs.read(attr.node, handle, 0, len).expect("read");
                 vfs.release(handle);
                 assert_eq!(bytes.len() as u64, attr.size);
+                // As a kernel that skips OPEN reads: by node id alone, the same bytes.
+                let by_node = vfs.read(attr.node, 0, 0, len).expect("read by node");
+                assert_eq!(by_node, bytes, "reads with a handle and by node agree");
                 seen.insert(path, Seen::File(attr.perm, bytes));
             }
             FileKind::Symlink => {

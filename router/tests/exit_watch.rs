@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use spfs_router::process::{ExitWatcher, Pid};
 
-/// DESIGN.md and the reliability issue allow a runtime one second to end after its root.
+/// docs/SEMANTICS.md allows a runtime one second to end after its root.
 const PROMPTLY: Duration = Duration::from_secs(1);
 
 fn sleeper() -> Child {

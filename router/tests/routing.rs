@@ -279,3 +279,50 @@ fn readdir_resumes_at_every_offset_it_handed_out() {
     f.vfs.readdir(30, ROOT, handle, 0, &mut other).unwrap();
     assert_eq!(other.0.len(), 52);
 }
+
+#[test]
+fn statfs_reports_the_figures_of_the_callers_view_or_of_the_node_asked() {
+    let f = fixture();
+    // `a` holds only-a/ plus two files: 5000 bytes (2 blocks) and an empty one (0 blocks).
+    let a = std::path::Path::new(&f.a);
+    std::fs::write(a.join("only-a/big"), vec![1u8; 5000]).unwrap();
+    std::fs::write(a.join("empty"), b"").unwrap();
+    for (root, spec, uid) in [(10, &f.a, 501), (20, &f.b, 502)] {
+        f.router
+            .register(root, spec, &Owner::trusted(uid, uid), &[])
+            .unwrap();
+    }
+    let in_a = f.vfs.statfs(11, ROOT).unwrap();
+    assert_eq!(
+        (in_a.blocks, in_a.files),
+        (2, 4),
+        "root, only-a, big, empty"
+    );
+    assert_eq!((in_a.block_size, in_a.name_max), (4096, 255));
+    let in_b = f.vfs.statfs(20, ROOT).unwrap();
+    assert_eq!((in_b.blocks, in_b.files), (0, 2), "root, only-b");
+    let outsider = f.vfs.statfs(30, ROOT).unwrap();
+    assert_eq!((outsider.blocks, outsider.files), (0, 1));
+    // Below the root the node alone decides, whoever asks.
+    let only_a = f.vfs.lookup(10, ROOT, b"only-a").unwrap().node;
+    assert_eq!(f.vfs.statfs(30, only_a).unwrap(), in_a);
+    // A removed runtime's nodes are stale.
+    f.router.unregister(10).unwrap();
+    assert!(matches!(
+        f.vfs.statfs(0, only_a),
+        Err(FsError::StaleNode(_))
+    ));
+}
+
+#[test]
+fn a_thread_id_in_the_fake_table_routes_by_its_process() {
+    // Linux FUSE reports the calling thread's id (DESIGN.md §4 rule 4).
+    let f = fixture();
+    f.processes.spawn_thread(1201, 12);
+    f.processes.spawn_thread(3001, 30);
+    f.router
+        .register(10, &f.a, &Owner::trusted(501, 501), &[])
+        .unwrap();
+    assert_eq!(names(&f, 1201), ["only-a"]);
+    assert!(names(&f, 3001).is_empty());
+}

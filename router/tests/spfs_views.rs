@@ -319,9 +319,13 @@ fn a_missing_payload_is_eio_for_read_and_readlink() {
         err.to_string()
             .contains(view["README.txt"]["payload"].as_str().unwrap())
     );
+    // A read by node id alone (a kernel that skipped OPEN) fails the same way.
+    let err = f.vfs.read(lookup("README.txt"), 0, 0, 100).unwrap_err();
+    assert!(matches!(err, FsError::MissingPayload { .. }), "{err}");
     let err = f.vfs.readlink(lookup("bin/hi")).unwrap_err();
     assert_eq!(err.to_errno(), libc::EIO, "{err}");
     // Everything else still reads.
-    let handle = f.vfs.open(14, lookup("bin/hello"), false).unwrap();
-    assert_eq!(f.vfs.read(handle, 0, 100).unwrap().len(), 31);
+    let hello = lookup("bin/hello");
+    let handle = f.vfs.open(14, hello, false).unwrap();
+    assert_eq!(f.vfs.read(hello, handle, 0, 100).unwrap().len(), 31);
 }

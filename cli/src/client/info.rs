@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use spfs_router::{Attr, EnvSpec, Layer, LayerRef, ResolvedSpec, Timestamp, View};
+use spfs_router::{Attr, EnvSpec, LayerRef, LayerSource, ResolvedSpec, Timestamp, View};
 use spfs_storage::{EntryKind, Repositories};
 
 use super::{RepoArgs, current_dir, resolve_spec};
@@ -68,11 +68,13 @@ pub fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn layer_info(layer: &Layer, root: &Attr) -> LayerInfo {
+fn layer_info(layer: &LayerSource, root: &Attr) -> LayerInfo {
     match layer {
-        Layer::Directory(path) => {
-            let alone =
-                ResolvedSpec::from_layers(vec![Layer::Directory(path.clone())], Arc::default());
+        LayerSource::Directory(path) => {
+            let alone = ResolvedSpec::from_layers(
+                vec![LayerSource::Directory(path.clone())],
+                Arc::default(),
+            );
             LayerInfo {
                 kind: "directory",
                 name: path.display().to_string(),
@@ -80,7 +82,7 @@ fn layer_info(layer: &Layer, root: &Attr) -> LayerInfo {
                 entries: View::build(1, &alone, root, (root.uid, root.gid)).len() - 1,
             }
         }
-        Layer::Spfs { digest, manifest } => LayerInfo {
+        LayerSource::Spfs { digest, manifest } => LayerInfo {
             kind: if *digest == manifest.digest() {
                 "manifest"
             } else {

@@ -8,6 +8,40 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use fuse_backend_rs::api::filesystem::{FsOptions, OpenOptions};
+
+use crate::policy::Platform;
+
+/// The platform a Linux build serves.
+pub const CURRENT: Platform = Platform::Linux;
+
+/// The INIT flags the Linux policy asks for beyond the ones both ABIs have: parallel lookups,
+/// READDIRPLUS, the kernel's data-cache invalidation, large requests, cached symlinks, and
+/// no-open support.
+pub fn linux_init() -> FsOptions {
+    FsOptions::PARALLEL_DIROPS
+        | FsOptions::DO_READDIRPLUS
+        | FsOptions::READDIRPLUS_AUTO
+        | FsOptions::AUTO_INVAL_DATA
+        | FsOptions::MAX_PAGES
+        | FsOptions::CACHE_SYMLINKS
+        | FsOptions::ZERO_MESSAGE_OPEN
+}
+
+/// The directory caching only Linux's ABI has: the kernel keeps listings (`CACHE_DIR`).
+pub fn linux_dir_cache() -> OpenOptions {
+    OpenOptions::CACHE_DIR
+}
+
+/// Whether the kernel, having granted `enabled` at INIT, takes an `ENOSYS` OPEN as "files
+/// need no OPEN or RELEASE".
+pub fn grants_no_open(enabled: FsOptions) -> bool {
+    enabled.contains(FsOptions::ZERO_MESSAGE_OPEN)
+}
+
+/// "No such attribute".
+pub const NO_XATTR: i32 = libc::ENODATA;
+
 /// Whether a `stat` error means a FUSE mount whose server is gone: `ENOTCONN`, or for a server
 /// that used FUSE over io_uring `ECONNABORTED` (its connection was aborted) and, while its
 /// rings are still being torn down, `ECANCELED`.

@@ -7,6 +7,32 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use fuse_backend_rs::api::filesystem::{FsOptions, OpenOptions};
+
+use crate::policy::Platform;
+
+/// The platform a macOS build serves.
+pub const CURRENT: Platform = Platform::MacOs;
+
+/// The Linux policy's INIT flags beyond the common ones: none exist in macOS's ABI, and a
+/// macOS build serves no Linux kernel.
+pub fn linux_init() -> FsOptions {
+    FsOptions::empty()
+}
+
+/// Linux's directory caching (`CACHE_DIR`) has no counterpart in macOS's ABI.
+pub fn linux_dir_cache() -> OpenOptions {
+    OpenOptions::empty()
+}
+
+/// macOS's kernels have no no-open support.
+pub fn grants_no_open(_enabled: FsOptions) -> bool {
+    false
+}
+
+/// "No such attribute".
+pub const NO_XATTR: i32 = libc::ENOATTR;
+
 /// Whether a `stat` error means a FUSE mount whose server is gone.
 pub fn is_stale_error(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::ENXIO) | Some(libc::ENOTCONN))

@@ -1,4 +1,5 @@
-//! What differs per platform when handling mount points, swapped at compile time.
+//! What differs per platform when handling mount points, and the parts of the kernel policy
+//! only one platform's FUSE ABI can name, swapped at compile time.
 
 #[cfg(target_os = "linux")]
 #[path = "linux.rs"]
@@ -7,7 +8,10 @@ mod imp;
 #[path = "macos.rs"]
 mod imp;
 
-pub use imp::{default_volumes_dir, force_unmount, in_mount_table, is_stale_error, mount_points};
+pub use imp::{
+    CURRENT, NO_XATTR, default_volumes_dir, force_unmount, grants_no_open, in_mount_table,
+    is_stale_error, linux_dir_cache, linux_init, mount_points,
+};
 // Only macFUSE's session unmounts with a plain system call (compiled on Linux for its tests).
 #[cfg(any(target_os = "macos", test))]
 pub use imp::unmount;

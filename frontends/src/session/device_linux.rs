@@ -22,9 +22,10 @@ use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{FuseChannel, FuseSession};
 use spfs_router::Vfs;
 
-use super::{Mounted, SessionConfig, uring};
+use super::{Mounted, SessionConfig, Transport, uring};
 use crate::adapter::Adapter;
 use crate::error::MountError;
+use crate::policy::{KernelPolicy, Layout, Platform};
 use crate::{mountpoint, platform};
 
 /// A mounted `/dev/fuse` session. The transport's session object lives on a thread of its
@@ -105,10 +106,16 @@ fn own_session(
     let unmounting = Arc::new(AtomicBool::new(false));
     type Started = (FuseSession, Arc<Server<Adapter>>, Vec<JoinHandle<()>>);
     let started: Result<Started, MountError> = (|| {
-        let mut session = FuseSession::new(&config.mountpoint, &config.fsname, "", true)
-            .map_err(|e| failed(e.to_string()))?;
+        let policy = KernelPolicy::new(
+            Platform::Linux,
+            Transport::Device,
+            Layout::of(vfs.routing()),
+        );
+        let mut session =
+            FuseSession::new(&config.mountpoint, &config.fsname, "", policy.read_only())
+                .map_err(|e| failed(e.to_string()))?;
         session.mount().map_err(|e| failed(e.to_string()))?;
-        let server = Arc::new(Server::new(Adapter::new(vfs)));
+        let server = Arc::new(Server::new(Adapter::new(vfs, policy)));
         let mut workers = Vec::new();
         for worker in 0..config.threads.max(1) {
             let channel = session.new_channel().map_err(|e| failed(e.to_string()))?;

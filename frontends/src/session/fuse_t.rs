@@ -27,10 +27,11 @@ use spfs_router::Vfs;
 
 use super::framing::{Connection, Framing, Workers};
 use super::protocol::{self, FUSE_T_RWSIZE, FUSE_T_SOCKET_BUFFER};
-use super::{Mounted, SessionConfig};
+use super::{Mounted, SessionConfig, Transport};
 use crate::adapter::Adapter;
 use crate::error::MountError;
 use crate::platform;
+use crate::policy::{KernelPolicy, Layout, Platform};
 
 /// How long mounting may take.
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -116,11 +117,12 @@ fn mount_with(program: &Path, vfs: Arc<Vfs>, config: &SessionConfig) -> Result<F
     monitor
         .set_read_timeout(Some(MOUNT_TIMEOUT))
         .map_err(|e| failed(format!("cannot set a socket timeout: {e}")))?;
+    let policy = KernelPolicy::new(Platform::MacOs, Transport::Nfs, Layout::of(vfs.routing()));
     let daemon = std::env::current_exe().ok();
     // Its stderr goes to the service's log; stdout is of no use.
     let child = protocol::spawn_helper(
         program,
-        &protocol::fuse_t_args(&config.volname, &path),
+        &protocol::fuse_t_args(&config.volname, &policy.mount_options, &path),
         &protocol::helper_env(
             theirs.as_raw_fd(),
             Some(their_monitor.as_raw_fd()),
@@ -143,7 +145,7 @@ fn mount_with(program: &Path, vfs: Arc<Vfs>, config: &SessionConfig) -> Result<F
         connection: connection.clone(),
         workers,
     };
-    let fuse_server = Arc::new(Server::new(Adapter::new(vfs).without_negative_entries()));
+    let fuse_server = Arc::new(Server::new(Adapter::new(vfs, policy)));
     let session = match Workers::start(connection.clone(), fuse_server, config.threads, BUFSIZE) {
         Ok(workers) => session(workers),
         Err(err) => {

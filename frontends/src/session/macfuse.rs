@@ -27,10 +27,11 @@ use spfs_router::Vfs;
 
 use super::framing::{Connection, Framing, Workers};
 use super::protocol;
-use super::{Mounted, SessionConfig};
+use super::{Mounted, SessionConfig, Transport};
 use crate::adapter::Adapter;
 use crate::error::MountError;
 use crate::platform;
+use crate::policy::{KernelPolicy, Layout, Platform};
 
 /// How long mounting may take: the first mount after boot loads the kernel extension.
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -81,10 +82,20 @@ fn mount_with(
         UnixStream::pair().map_err(|e| failed(format!("cannot create a socket pair: {e}")))?;
     ours.set_read_timeout(Some(MOUNT_TIMEOUT))
         .map_err(|e| failed(format!("cannot set a socket timeout: {e}")))?;
+    let policy = KernelPolicy::new(
+        Platform::MacOs,
+        Transport::Device,
+        Layout::of(vfs.routing()),
+    );
     let daemon = std::env::current_exe().ok();
     let mut child = protocol::spawn_helper(
         program,
-        &protocol::macfuse_args(&config.fsname, &config.volname, &path),
+        &protocol::macfuse_args(
+            &config.fsname,
+            &config.volname,
+            &policy.mount_options,
+            &path,
+        ),
         &protocol::helper_env(theirs.as_raw_fd(), None, daemon.as_deref()),
         &[theirs.as_raw_fd()],
         false,
@@ -109,7 +120,7 @@ fn mount_with(
         }
     };
     let connection = Arc::new(Connection::new(device, Framing::Message));
-    let server = Arc::new(Server::new(Adapter::new(vfs)));
+    let server = Arc::new(Server::new(Adapter::new(vfs, policy)));
     let workers = match Workers::start(connection.clone(), server, config.threads, BUFSIZE) {
         Ok(workers) => workers,
         Err(err) => {

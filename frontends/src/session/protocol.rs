@@ -15,6 +15,8 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::policy::MountOption;
+
 /// macFUSE's mount helper: it opens `/dev/macfuseN`, mounts, and hands the device back.
 #[cfg(target_os = "macos")]
 pub(crate) const MOUNT_MACFUSE: &str =
@@ -24,8 +26,7 @@ pub(crate) const MOUNT_MACFUSE: &str =
 #[cfg(target_os = "macos")]
 pub(crate) const GO_NFSV4: &str = "/usr/local/bin/go-nfsv4";
 
-/// FUSE-T's read and write size: 256 KiB is much faster than its 32 KiB default.
-pub(crate) const FUSE_T_RWSIZE: usize = 262_144;
+pub(crate) use crate::policy::FUSE_T_RWSIZE;
 
 /// What FUSE-T's server is asked over the monitor socket to mount the volume; it answers with
 /// a native-endian `i32` status, 0 for success.
@@ -50,40 +51,62 @@ fn escape_option(value: &str) -> String {
     out
 }
 
-/// The `-o` value for `mount_macfuse`: read-only, the names the mount table and Finder show,
-/// and no `._` AppleDouble files or `com.apple.*` extended attributes (macFUSE's
-/// `noappledouble` and `noapplexattr`), which a read-only view could never store anyway.
-pub(crate) fn macfuse_options(fsname: &str, volname: &str) -> String {
-    [
-        "ro".to_string(),
+/// The `-o` value for `mount_macfuse`: `options` (see [`MountOption`]) with the names the
+/// mount table and Finder show after the read-only flag.
+pub(crate) fn macfuse_options(fsname: &str, volname: &str, options: &[MountOption]) -> String {
+    let names = [
         format!("fsname={}", escape_option(fsname)),
         format!("volname={}", escape_option(volname)),
-        "noappledouble".to_string(),
-        "noapplexattr".to_string(),
-    ]
-    .join(",")
+    ];
+    let spelled = |option: &MountOption| match option {
+        MountOption::ReadOnly => Some("ro".to_string()),
+        MountOption::NoAppleDouble => Some("noappledouble".to_string()),
+        MountOption::NoAppleXattr => Some("noapplexattr".to_string()),
+        // FUSE-T's alone.
+        MountOption::NoNamedAttr | MountOption::RwSize(_) => None,
+    };
+    let (read_only, rest): (Vec<_>, Vec<_>) =
+        options.iter().partition(|o| **o == MountOption::ReadOnly);
+    read_only
+        .into_iter()
+        .filter_map(spelled)
+        .chain(names)
+        .chain(rest.into_iter().filter_map(spelled))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `mount_macfuse`'s arguments, as macFUSE's libfuse passes them: `-o OPTIONS MOUNTPOINT`.
-pub(crate) fn macfuse_args(fsname: &str, volname: &str, mountpoint: &Path) -> Vec<OsString> {
+pub(crate) fn macfuse_args(
+    fsname: &str,
+    volname: &str,
+    options: &[MountOption],
+    mountpoint: &Path,
+) -> Vec<OsString> {
     vec![
         "-o".into(),
-        macfuse_options(fsname, volname).into(),
+        macfuse_options(fsname, volname, options).into(),
         mountpoint.as_os_str().to_owned(),
     ]
 }
 
-/// `go-nfsv4`'s arguments for a read-only volume named `volname`, spelled the way libfuse-t
-/// translates the mount options `volname=`, `ro`, `nonamedattr` and `rwsize=`.
-pub(crate) fn fuse_t_args(volname: &str, mountpoint: &Path) -> Vec<OsString> {
-    vec![
-        "--volname".into(),
-        volname.into(),
-        "-r".into(),
-        "--namedattr=false".into(),
-        format!("--rwsize={FUSE_T_RWSIZE}").into(),
-        mountpoint.as_os_str().to_owned(),
-    ]
+/// `go-nfsv4`'s arguments for a volume named `volname`, with `options` spelled the way
+/// libfuse-t translates the mount options `ro`, `nonamedattr` and `rwsize=`.
+pub(crate) fn fuse_t_args(
+    volname: &str,
+    options: &[MountOption],
+    mountpoint: &Path,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["--volname".into(), volname.into()];
+    args.extend(options.iter().filter_map(|option| match option {
+        MountOption::ReadOnly => Some("-r".into()),
+        MountOption::NoNamedAttr => Some("--namedattr=false".into()),
+        MountOption::RwSize(size) => Some(format!("--rwsize={size}").into()),
+        // macFUSE's alone.
+        MountOption::NoAppleDouble | MountOption::NoAppleXattr => None,
+    }));
+    args.push(mountpoint.as_os_str().to_owned());
+    args
 }
 
 /// The environment both helpers read: the socket to talk over (`_FUSE_COMMFD`), the protocol
@@ -291,16 +314,23 @@ pub(crate) fn wait_until_mounted(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::{KernelPolicy, Layout, Platform};
+    use crate::session::Transport;
     use std::io::IoSlice;
     use std::os::fd::AsFd;
+
+    /// The mount options of the macFUSE policy.
+    fn macfuse() -> Vec<MountOption> {
+        KernelPolicy::new(Platform::MacOs, Transport::Device, Layout::Shared).mount_options
+    }
 
     #[test]
     fn macfuse_gets_read_only_names_and_no_apple_metadata() {
         assert_eq!(
-            macfuse_options("spfs", "spfs"),
+            macfuse_options("spfs", "spfs", &macfuse()),
             "ro,fsname=spfs,volname=spfs,noappledouble,noapplexattr"
         );
-        let args = macfuse_args("spfs", "spfs", Path::new("/spfs"));
+        let args = macfuse_args("spfs", "spfs", &macfuse(), Path::new("/spfs"));
         assert_eq!(
             args,
             [
@@ -315,14 +345,16 @@ mod tests {
     #[test]
     fn commas_in_names_cannot_start_another_option() {
         assert_eq!(
-            macfuse_options("a,b", r"c\d"),
+            macfuse_options("a,b", r"c\d", &macfuse()),
             r"ro,fsname=a\,b,volname=c\\d,noappledouble,noapplexattr"
         );
     }
 
     #[test]
     fn fuse_t_gets_its_volume_name_read_only_and_the_fast_rwsize() {
-        let args = fuse_t_args("spfs-42", Path::new("/Volumes/spfs-42"));
+        let options =
+            KernelPolicy::new(Platform::MacOs, Transport::Nfs, Layout::Fixed).mount_options;
+        let args = fuse_t_args("spfs-42", &options, Path::new("/Volumes/spfs-42"));
         assert_eq!(
             args,
             [

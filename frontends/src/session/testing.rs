@@ -16,6 +16,7 @@ use super::message::{AbiBytes, IN_HEADER_LEN, InHeader, OUT_HEADER_LEN, OutHeade
 #[cfg(target_os = "linux")]
 use super::{SessionConfig, Transport};
 use crate::adapter::Adapter;
+use crate::policy::{KernelPolicy, Layout, Platform};
 #[cfg(target_os = "linux")]
 use std::os::fd::{FromRawFd, OwnedFd};
 #[cfg(target_os = "linux")]
@@ -55,12 +56,16 @@ pub(crate) fn session_config(mountpoint: PathBuf, transport: Transport) -> Sessi
 }
 
 /// A FUSE server of one fixed view of `layer`, which it fills with `hello` (11 bytes) and
-/// `dir/deep`.
+/// `dir/deep`, answering as the macFUSE session's adapter does.
 pub(crate) fn sample_server(layer: &Path) -> Arc<Server<Adapter>> {
     std::fs::write(layer.join("hello"), b"hello world").unwrap();
     std::fs::create_dir(layer.join("dir")).unwrap();
     std::fs::write(layer.join("dir/deep"), b"deep").unwrap();
-    Arc::new(Server::new(Adapter::new(fixed_vfs(layer.to_path_buf()))))
+    let policy = KernelPolicy::new(Platform::MacOs, Transport::Device, Layout::Fixed);
+    Arc::new(Server::new(Adapter::new(
+        fixed_vfs(layer.to_path_buf()),
+        policy,
+    )))
 }
 
 /// Reads one framed reply: (error, unique, body).

@@ -1,4 +1,4 @@
-//! Owner-read checks: a runtime serves only what its owner may read (issue 8 item 5).
+//! Owner-read checks: a runtime serves only what its owner may read.
 //!
 //! When the service runs as another user (root, say), it reads layers and repositories with
 //! its own rights, so it first checks the registering user's rights from the permission bits

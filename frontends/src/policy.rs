@@ -1,0 +1,301 @@
+//! The kernel-facing policy as one value: how long the kernel may keep each kind of answer,
+//! which open and INIT flags it gets, whether it may skip OPEN, and the mount options. It is
+//! chosen at run time from the kernel's platform, the transport and the layout, so a Linux
+//! test can build the macFUSE policy and run it through the real [`Adapter`].
+//!
+//! DESIGN.md §4 rule 3 becomes numbers here: names directly under the root differ per caller
+//! in the shared layout, so their entries are never cached ([`Scope::Root`]); below the root
+//! views never change and node ids are never reused, so a cached answer can only ever be right
+//! ([`Scope::Below`]). The adapter decides which scope an answer has, in one function; this
+//! module says what each scope costs.
+//!
+//! Flags that exist only in the Linux ABI of `fuse-backend-rs` (`CACHE_DIR`,
+//! `ZERO_MESSAGE_OPEN`, ...) are named only in `platform/linux.rs`.
+//!
+//! [`Adapter`]: crate::adapter::Adapter
+
+use std::time::Duration;
+
+use fuse_backend_rs::api::filesystem::{FsOptions, OpenOptions};
+use spfs_router::Routing;
+
+use crate::platform;
+use crate::session::Transport;
+
+/// How long the kernel may keep an answer that can only ever be right: views are immutable.
+const LONG: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The kernel a session talks to, as far as the policy cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    /// Linux FUSE (`/dev/fuse`, FUSE over io_uring).
+    Linux,
+    /// macOS: the macFUSE kernel extension, or FUSE-T's NFS server.
+    MacOs,
+}
+
+impl Platform {
+    /// The platform this binary was built for.
+    pub fn current() -> Platform {
+        platform::CURRENT
+    }
+}
+
+/// Whether the mount routes its root by caller (DESIGN.md §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One mount whose root shows each caller its own view.
+    Shared,
+    /// A mount showing one view to everyone (per-runtime volumes).
+    Fixed,
+}
+
+impl Layout {
+    /// The layout a filesystem serving `routing` has.
+    pub fn of(routing: &Routing) -> Layout {
+        match routing {
+            Routing::Shared(_) => Layout::Shared,
+            Routing::Fixed(_) => Layout::Fixed,
+        }
+    }
+}
+
+/// Where an answer sits, which is what decides whether the kernel may keep it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The root itself, or a name directly under it.
+    Root,
+    /// Anything deeper.
+    Below,
+}
+
+/// What the kernel may keep of the answers of one [`Scope`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caching {
+    /// How long a name's entry (name to node id) may be kept.
+    pub entry_ttl: Duration,
+    /// How long a node's attributes may be kept.
+    pub attr_ttl: Duration,
+    /// How long "no such name" may be kept as a negative entry; `None` answers a plain
+    /// `ENOENT`, which the kernel never caches.
+    pub negative_ttl: Option<Duration>,
+    /// The open flags of a directory's OPENDIR reply.
+    pub dir_open: OpenOptions,
+}
+
+/// A mount option, spelled by each session the way its mount helper wants it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountOption {
+    /// Read-only (`ro`; FUSE-T's `-r`; `MS_RDONLY` on Linux).
+    ReadOnly,
+    /// macFUSE: no `._` AppleDouble files, which a read-only view could never store.
+    NoAppleDouble,
+    /// macFUSE: no `com.apple.*` extended attributes, likewise.
+    NoAppleXattr,
+    /// FUSE-T: no NFS named attributes (`--namedattr=false`).
+    NoNamedAttr,
+    /// FUSE-T: the NFS read and write size in bytes (`--rwsize=`).
+    RwSize(usize),
+}
+
+/// FUSE-T's read and write size: 256 KiB is much faster than its 32 KiB default.
+pub const FUSE_T_RWSIZE: usize = 262_144;
+
+/// The kernel-facing policy of one mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelPolicy {
+    /// The root and the names directly under it.
+    pub root: Caching,
+    /// Everything below.
+    pub below: Caching,
+    /// The open flags of a file's OPEN reply.
+    pub file_open: OpenOptions,
+    /// The INIT flags to ask for (the kernel grants what it has of them).
+    pub init: FsOptions,
+    /// Whether to answer read-only OPENs with `ENOSYS` where the kernel granted no-open
+    /// support, so it sends no OPEN or RELEASE for files and reads by node id.
+    pub no_open: bool,
+    /// The mount options, besides the names (`fsname`, `volname`) each session passes. On
+    /// Linux `fuse-backend-rs` adds `default_permissions`, `allow_other`, `nosuid`, `nodev`
+    /// and `noatime` itself.
+    pub mount_options: Vec<MountOption>,
+}
+
+impl KernelPolicy {
+    /// The policy for `transport` on `platform` in `layout`. [`Transport::Nfs`] is FUSE-T
+    /// whatever the platform (a Linux build runs its session against a stand-in server).
+    pub fn new(platform: Platform, transport: Transport, layout: Layout) -> KernelPolicy {
+        let fuse_t = transport == Transport::Nfs;
+        let linux = platform == Platform::Linux && !fuse_t;
+        // Rule 3 for the shared layout. The fixed layout routes nothing, so caching its root's
+        // names would be safe, but its root has always been answered like the shared one;
+        // that is kept until a change measures the relaxation.
+        let root = match layout {
+            Layout::Shared | Layout::Fixed => Caching {
+                entry_ttl: Duration::ZERO,
+                // A root child's node id belongs to one view, and the root's own attributes
+                // are identical in every view: both may be kept.
+                attr_ttl: LONG,
+                negative_ttl: None,
+                dir_open: OpenOptions::empty(),
+            },
+        };
+        let below = Caching {
+            entry_ttl: LONG,
+            attr_ttl: LONG,
+            // An NFS client keeps no FUSE negative entries, and `fuse-backend-rs` itself never
+            // sends node id 0 to FUSE-T.
+            negative_ttl: (!fuse_t).then_some(LONG),
+            dir_open: OpenOptions::KEEP_CACHE
+                | if linux {
+                    platform::linux_dir_cache()
+                } else {
+                    OpenOptions::empty()
+                },
+        };
+        // Both ABIs have these; macFUSE's has few of Linux's others.
+        let common = FsOptions::ASYNC_READ | FsOptions::BIG_WRITES;
+        let mount_options = if fuse_t {
+            vec![
+                MountOption::ReadOnly,
+                MountOption::NoNamedAttr,
+                MountOption::RwSize(FUSE_T_RWSIZE),
+            ]
+        } else if linux {
+            vec![MountOption::ReadOnly]
+        } else {
+            vec![
+                MountOption::ReadOnly,
+                MountOption::NoAppleDouble,
+                MountOption::NoAppleXattr,
+            ]
+        };
+        KernelPolicy {
+            root,
+            below,
+            // Files never change under a view, so the page cache survives reopening.
+            file_open: OpenOptions::KEEP_CACHE,
+            init: if linux {
+                common | platform::linux_init()
+            } else {
+                common
+            },
+            no_open: linux,
+            mount_options,
+        }
+    }
+
+    /// What the kernel may keep of answers in `scope`.
+    pub fn caching(&self, scope: Scope) -> &Caching {
+        match scope {
+            Scope::Root => &self.root,
+            Scope::Below => &self.below,
+        }
+    }
+
+    /// Whether the mount is read-only.
+    pub fn read_only(&self) -> bool {
+        self.mount_options.contains(&MountOption::ReadOnly)
+    }
+
+    /// Whether the kernel, having granted `enabled` at INIT, goes without OPEN and RELEASE
+    /// for files when this policy asks it to.
+    pub fn skips_open(&self, enabled: FsOptions) -> bool {
+        self.no_open && platform::grants_no_open(enabled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LAYOUTS: [Layout; 2] = [Layout::Shared, Layout::Fixed];
+
+    fn every_policy() -> Vec<KernelPolicy> {
+        let mut all = Vec::new();
+        for platform in [Platform::Linux, Platform::MacOs] {
+            for transport in [Transport::Device, Transport::Nfs] {
+                for layout in LAYOUTS {
+                    all.push(KernelPolicy::new(platform, transport, layout));
+                }
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn the_root_names_are_never_cached_under_any_policy() {
+        for policy in every_policy() {
+            assert_eq!(policy.root.entry_ttl, Duration::ZERO, "{policy:?}");
+            assert_eq!(policy.root.negative_ttl, None, "{policy:?}");
+            assert_eq!(policy.root.dir_open, OpenOptions::empty(), "{policy:?}");
+            assert!(policy.read_only(), "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn below_the_root_every_layout_may_cache() {
+        for policy in every_policy() {
+            assert_eq!(policy.below.entry_ttl, LONG);
+            assert_eq!(policy.below.attr_ttl, LONG);
+            assert!(policy.below.dir_open.contains(OpenOptions::KEEP_CACHE));
+            assert!(policy.file_open.contains(OpenOptions::KEEP_CACHE));
+        }
+        let linux = KernelPolicy::new(Platform::Linux, Transport::Device, Layout::Fixed);
+        assert_eq!(linux.below.negative_ttl, Some(LONG));
+    }
+
+    #[test]
+    fn the_macfuse_policy_asks_for_no_linux_only_flag() {
+        for layout in LAYOUTS {
+            for transport in [Transport::Device, Transport::Nfs] {
+                let mac = KernelPolicy::new(Platform::MacOs, transport, layout);
+                assert_eq!(mac.init, FsOptions::ASYNC_READ | FsOptions::BIG_WRITES);
+                assert_eq!(mac.below.dir_open, OpenOptions::KEEP_CACHE);
+                assert!(!mac.no_open);
+                assert!(!mac.skips_open(FsOptions::all()));
+            }
+        }
+    }
+
+    #[test]
+    fn linux_asks_for_no_open_and_directory_caching() {
+        let linux = KernelPolicy::new(Platform::Linux, Transport::Device, Layout::Shared);
+        assert!(linux.no_open);
+        assert!(
+            linux
+                .init
+                .contains(FsOptions::ASYNC_READ | FsOptions::BIG_WRITES)
+        );
+        assert!(!linux.skips_open(FsOptions::ASYNC_READ));
+        if cfg!(target_os = "linux") {
+            assert!(linux.skips_open(linux.init));
+            assert_ne!(linux.below.dir_open, OpenOptions::KEEP_CACHE);
+        }
+    }
+
+    #[test]
+    fn fuse_t_sends_no_negative_entries() {
+        for platform in [Platform::Linux, Platform::MacOs] {
+            let fuse_t = KernelPolicy::new(platform, Transport::Nfs, Layout::Fixed);
+            assert_eq!(fuse_t.below.negative_ttl, None);
+        }
+    }
+
+    #[test]
+    fn each_helper_gets_its_own_mount_options() {
+        use MountOption::*;
+        let of = |platform, transport| {
+            KernelPolicy::new(platform, transport, Layout::Shared).mount_options
+        };
+        assert_eq!(of(Platform::Linux, Transport::Device), [ReadOnly]);
+        assert_eq!(
+            of(Platform::MacOs, Transport::Device),
+            [ReadOnly, NoAppleDouble, NoAppleXattr]
+        );
+        assert_eq!(
+            of(Platform::MacOs, Transport::Nfs),
+            [ReadOnly, NoNamedAttr, RwSize(FUSE_T_RWSIZE)]
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! The one cache of open source files, by node id, that every read goes through: reads on a
+//! handle from OPEN and reads by node id alone (a kernel that skips OPEN) alike.
+//!
+//! Views never change and node ids are never reused, so an open file cached under a node id
+//! can only ever be that node's file, and a handle needs to name nothing but its node. An open
+//! handle pins its file; files read by node id alone stay only while they are among the last
+//! few of their shard, which saves reopening a large file read in many requests (a small file
+//! takes one request anyway).
+
+use std::fs::File;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::FsError;
+use crate::node::NodeId;
+
+/// Shards of the cache: reads of different files should not contend.
+pub(crate) const SHARDS: usize = 32;
+
+/// Unpinned files kept per shard, oldest out first.
+pub(crate) const UNPINNED_PER_SHARD: usize = 4;
+
+/// One cached file.
+#[derive(Debug)]
+struct Slot {
+    node: NodeId,
+    file: Arc<File>,
+    /// Open handles on it; a pinned slot is never let go.
+    handles: u32,
+}
+
+/// Open source files by node id, oldest first in each shard.
+#[derive(Debug)]
+pub(crate) struct OpenFiles {
+    shards: Vec<Mutex<Vec<Slot>>>,
+}
+
+impl Default for OpenFiles {
+    fn default() -> OpenFiles {
+        OpenFiles {
+            shards: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
+        }
+    }
+}
+
+impl OpenFiles {
+    fn shard(&self, node: NodeId) -> MutexGuard<'_, Vec<Slot>> {
+        // Node ids of one view are consecutive in their low bits.
+        self.shards[node as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open file of `node`, opened with `open` on a miss; `pin` counts one more handle on
+    /// it, which keeps it until [`OpenFiles::unpin`].
+    pub(crate) fn get(
+        &self,
+        node: NodeId,
+        pin: bool,
+        open: impl FnOnce() -> Result<File, FsError>,
+    ) -> Result<Arc<File>, FsError> {
+        if let Some(file) = self.hit(node, pin) {
+            return Ok(file);
+        }
+        // Opened outside the lock: open(2) of a cold layer file may wait for the disk.
+        let file = Arc::new(open()?);
+        let mut shard = self.shard(node);
+        // Another reader may have opened it meanwhile: keep one.
+        if let Some(slot) = shard.iter_mut().find(|s| s.node == node) {
+            slot.handles = slot.handles.saturating_add(u32::from(pin));
+            return Ok(slot.file.clone());
+        }
+        while shard.iter().filter(|s| s.handles == 0).count() >= UNPINNED_PER_SHARD {
+            let Some(oldest) = shard.iter().position(|s| s.handles == 0) else {
+                break;
+            };
+            shard.remove(oldest);
+        }
+        shard.push(Slot {
+            node,
+            file: file.clone(),
+            handles: u32::from(pin),
+        });
+        Ok(file)
+    }
+
+    fn hit(&self, node: NodeId, pin: bool) -> Option<Arc<File>> {
+        let mut shard = self.shard(node);
+        let slot = shard.iter_mut().find(|s| s.node == node)?;
+        slot.handles = slot.handles.saturating_add(u32::from(pin));
+        Some(slot.file.clone())
+    }
+
+    /// Drops one handle on `node`'s file; the file stays cached as an unpinned one. Returns
+    /// whether a handle was open.
+    pub(crate) fn unpin(&self, node: NodeId) -> bool {
+        let mut shard = self.shard(node);
+        match shard.iter_mut().find(|s| s.node == node && s.handles > 0) {
+            Some(slot) => {
+                slot.handles -= 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `node` has an open handle.
+    #[cfg(test)]
+    pub(crate) fn is_pinned(&self, node: NodeId) -> bool {
+        self.shard(node)
+            .iter()
+            .any(|s| s.node == node && s.handles > 0)
+    }
+}
