@@ -4,20 +4,19 @@
 //! the outside world (whether a service answers on the socket, the optional mount test) and
 //! prints the result.
 
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use spfs_frontends::{Session, SessionConfig, Transport};
-use spfs_router::{ResolvedSpec, Routing, Vfs, View};
-
+use spfs_frontends::{Session, SessionConfig};
 use spfs_probe::{
-    Backend, Check, Facts, ProbeConfig, Report, ServiceFacts, Status, default_socket_path,
+    Backend, Check, Facts, ProbeConfig, Report, ServiceFacts, Status, defaults,
     hint_for_mount_error,
 };
+use spfs_router::{ResolvedSpec, Routing, Vfs, View};
+use spfs_service::root_attr;
 
-use crate::host::root_attr;
+use crate::endpoint::SocketArgs;
 
 /// Arguments of `spfs-fuse doctor`.
 #[derive(Debug, clap::Args)]
@@ -35,16 +34,16 @@ pub struct DoctorArgs {
     /// Probe this directory as if it were `/` (for tests).
     #[arg(long, env = "SPFS_FUSE_SYSROOT", value_name = "DIR")]
     sysroot: Option<PathBuf>,
-    /// The control socket of the service [default: $XDG_RUNTIME_DIR/spfs-fuse/spfs-fuse.sock,
-    /// else ${TMPDIR:-/tmp}/spfs-fuse-<uid>/spfs-fuse.sock].
-    #[arg(long, env = "SPFS_FUSE_SOCKET", value_name = "S")]
-    socket: Option<PathBuf>,
+    #[command(flatten)]
+    socket: SocketArgs,
     /// The shared mount point the service would use.
-    #[arg(long, value_name = "P", default_value = "/spfs")]
+    #[arg(long, value_name = "P", default_value = defaults::MOUNTPOINT)]
     mountpoint: PathBuf,
-    /// Where the service would put per-runtime volumes.
-    #[arg(long, value_name = "D", default_value = "/Volumes")]
-    volumes_dir: PathBuf,
+    /// Where the service would put per-runtime volumes [default: the service's for the probed
+    /// host: /Volumes on macOS; on Linux /run/spfs-fuse/volumes for root, else
+    /// $XDG_RUNTIME_DIR/spfs-fuse/volumes].
+    #[arg(long, value_name = "D")]
+    volumes_dir: Option<PathBuf>,
 }
 
 /// Runs `spfs-fuse doctor`: exit status 0 ready, 2 ready with warnings, 1 not ready.
@@ -56,7 +55,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         ..ProbeConfig::default()
     };
     let mut facts = Facts::collect(&config);
-    let socket = args.socket.unwrap_or_else(default_socket_path);
+    let socket = args.socket.path()?;
     facts.service = Some(service_facts(&socket));
 
     let mut report = Report::build(&facts, args.backend);
@@ -75,15 +74,14 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
 /// Whether something answers on the control socket, and with which backend. A socket that
 /// accepts connections but does not speak the protocol counts as answering, backend unknown.
 fn service_facts(socket: &Path) -> ServiceFacts {
-    let answering = UnixStream::connect(socket).is_ok();
+    let answering = spfs_probe::socket::answers(socket);
     ServiceFacts {
         socket: socket.to_owned(),
         socket_exists: socket.symlink_metadata().is_ok(),
         answering,
         backend: answering
             .then(|| crate::client::backend_of(socket))
-            .flatten()
-            .and_then(|backend| backend.parse().ok()),
+            .flatten(),
     }
 }
 
@@ -120,10 +118,7 @@ fn mount_test_check(backend: Option<Backend>) -> Check {
 /// it and unmounts it again. The error is the failure's own text, for [`hint_for_mount_error`].
 /// The mount is real whatever `--sysroot` says: only the kernel can tell whether it works.
 fn mount_test(backend: Backend) -> Result<(), String> {
-    let transport = match backend {
-        Backend::FuseT => Transport::Nfs,
-        Backend::Auto | Backend::Kext => Transport::Device,
-    };
+    let transport = spfs_service::transport(backend);
     let scratch = tempfile::Builder::new()
         .prefix("spfs-fuse-mount-test-")
         .tempdir()

@@ -34,15 +34,16 @@
 //!
 //! Whether a service answers on the control socket is not probed here (the probe does not
 //! speak gRPC): the caller sets [`Facts::service`] before building the report, usually on
-//! [`default_socket_path`].
+//! [`defaults::socket_path`].
 
 mod backend;
 mod command;
+pub mod defaults;
 mod facts;
 pub mod hints;
 mod report;
 mod select;
-mod socket;
+pub mod socket;
 
 pub use backend::{Backend, Os, UnknownBackend};
 pub use facts::{
@@ -52,4 +53,4 @@ pub use facts::{
 pub use hints::hint_for_mount_error;
 pub use report::{Check, Report, Status};
 pub use select::{Rejection, Selection, select, usable};
-pub use socket::{default_socket_path, private_socket_dir};
+pub use socket::SocketDirError;

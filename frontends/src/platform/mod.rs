@@ -7,9 +7,7 @@ mod imp;
 #[path = "macos.rs"]
 mod imp;
 
-pub use imp::{
-    default_volumes_dir, force_unmount, in_mount_table, is_stale_error, mount_points, unmount,
-};
+pub use imp::{force_unmount, in_mount_table, is_stale_error, mount_points, unmount};
 // Only Linux's device session widens its mount's readahead, through the device number.
 #[cfg(target_os = "linux")]
 pub use imp::mount_device;
