@@ -46,15 +46,21 @@ pub struct DoctorArgs {
     volumes_dir: Option<PathBuf>,
 }
 
+impl DoctorArgs {
+    /// What to probe: the places the service would use, unless named.
+    fn probe_config(&self) -> ProbeConfig {
+        ProbeConfig {
+            sysroot: self.sysroot.clone(),
+            mountpoint: self.mountpoint.clone(),
+            volumes_dir: self.volumes_dir.clone(),
+            ..ProbeConfig::default()
+        }
+    }
+}
+
 /// Runs `spfs-fuse doctor`: exit status 0 ready, 2 ready with warnings, 1 not ready.
 pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
-    let config = ProbeConfig {
-        sysroot: args.sysroot,
-        mountpoint: args.mountpoint,
-        volumes_dir: args.volumes_dir,
-        ..ProbeConfig::default()
-    };
-    let mut facts = Facts::collect(&config);
+    let mut facts = Facts::collect(&args.probe_config());
     let socket = args.socket.path()?;
     facts.service = Some(service_facts(&socket));
 
@@ -143,5 +149,29 @@ fn mount_test(backend: Backend) -> Result<(), String> {
             "the scratch mount listed {n} entries instead of none"
         )),
         Err(err) => Err(format!("the scratch mount did not answer: {err}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    #[test]
+    fn doctor_checks_the_places_the_service_uses_by_default() -> anyhow::Result<()> {
+        let Command::Doctor(doctor) = Cli::try_parse_from(["spfs-fuse", "doctor"])?.command else {
+            anyhow::bail!("not doctor");
+        };
+        let Command::Service(service) = Cli::try_parse_from(["spfs-fuse", "service"])?.command
+        else {
+            anyhow::bail!("not service");
+        };
+        let service = service.config()?;
+        let facts = Facts::collect(&doctor.probe_config());
+        assert_eq!(facts.volumes.dir, service.volumes_dir);
+        assert_eq!(facts.mountpoint.path, service.mountpoint);
+        Ok(())
     }
 }

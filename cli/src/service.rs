@@ -52,7 +52,7 @@ pub struct ServiceArgs {
 
 impl ServiceArgs {
     /// The service's configuration: paths made absolute, defaults filled in.
-    fn config(self) -> anyhow::Result<ServiceConfig> {
+    pub(crate) fn config(self) -> anyhow::Result<ServiceConfig> {
         let endpoint = match self.listen {
             Some(addr) if self.insecure_tcp => Endpoint::InsecureTcp(addr),
             Some(_) => bail!(
