@@ -8,13 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use spfs_frontends::{Session, SessionConfig};
-use spfs_probe::{
-    Backend, Check, Facts, ProbeConfig, Report, ServiceFacts, Status, defaults,
-    hint_for_mount_error,
-};
+use spfs_frontends::{MountError, Session, SessionConfig};
+use spfs_probe::{Backend, Check, Facts, ProbeConfig, Report, ServiceFacts, Status, defaults};
 use spfs_router::{ResolvedSpec, Routing, Vfs, View};
-use spfs_service::root_attr;
+use spfs_service::{mount_hint, root_attr};
 
 use crate::endpoint::SocketArgs;
 
@@ -109,26 +106,51 @@ fn mount_test_check(backend: Option<Backend>) -> Check {
             format!("mounted, listed and unmounted a scratch filesystem with {backend}"),
             None,
         ),
-        Err(err) => Check::new(
-            ID,
-            Status::Fail,
-            format!("mounting with {backend} failed: {err}"),
-            Some(hint_for_mount_error(backend, &err).unwrap_or(
-                "read the error above; `spfs-fuse doctor` without --mount-test lists what is missing",
-            )),
-        ),
+        Err(err) => {
+            let hint = match &err {
+                MountTestError::Mount(err) => mount_hint(backend, err.kind()),
+                MountTestError::Scratch(_)
+                | MountTestError::Listed(_)
+                | MountTestError::Unanswered(_) => None,
+            };
+            Check::new(
+                ID,
+                Status::Fail,
+                format!("mounting with {backend} failed: {err}"),
+                Some(hint.unwrap_or(
+                    "read the error above; `spfs-fuse doctor` without --mount-test lists what is missing",
+                )),
+            )
+        }
     }
 }
 
+/// Why the mount test failed.
+#[derive(Debug, thiserror::Error)]
+enum MountTestError {
+    /// No scratch directory to mount on.
+    #[error("cannot create a scratch mount point: {0}")]
+    Scratch(std::io::Error),
+    /// Mounting or unmounting failed.
+    #[error("{0}")]
+    Mount(#[from] MountError),
+    /// The empty view showed entries.
+    #[error("the scratch mount listed {0} entries instead of none")]
+    Listed(usize),
+    /// Listing the mount failed.
+    #[error("the scratch mount did not answer: {0}")]
+    Unanswered(std::io::Error),
+}
+
 /// Mounts a scratch filesystem (the empty view) with `backend` in a temporary directory, lists
-/// it and unmounts it again. The error is the failure's own text, for [`hint_for_mount_error`].
-/// The mount is real whatever `--sysroot` says: only the kernel can tell whether it works.
-fn mount_test(backend: Backend) -> Result<(), String> {
+/// it and unmounts it again. The mount is real whatever `--sysroot` says: only the kernel can
+/// tell whether it works.
+fn mount_test(backend: Backend) -> Result<(), MountTestError> {
     let transport = spfs_service::transport(backend);
     let scratch = tempfile::Builder::new()
         .prefix("spfs-fuse-mount-test-")
         .tempdir()
-        .map_err(|e| format!("cannot create a scratch mount point: {e}"))?;
+        .map_err(MountTestError::Scratch)?;
     let root = root_attr();
     let empty = View::build(0, &ResolvedSpec::empty(), &root, (root.uid, root.gid));
     let vfs = Arc::new(Vfs::new(Routing::Fixed(Arc::new(empty))));
@@ -140,15 +162,13 @@ fn mount_test(backend: Backend) -> Result<(), String> {
         threads: 1,
         io_uring: false,
     };
-    let session = Session::mount(vfs, &config).map_err(|e| e.to_string())?;
+    let session = Session::mount(vfs, &config)?;
     let listed = std::fs::read_dir(scratch.path()).map(Iterator::count);
-    let unmounted = session.unmount().map_err(|e| e.to_string());
+    let unmounted = session.unmount();
     match listed {
-        Ok(0) => unmounted,
-        Ok(n) => Err(format!(
-            "the scratch mount listed {n} entries instead of none"
-        )),
-        Err(err) => Err(format!("the scratch mount did not answer: {err}")),
+        Ok(0) => Ok(unmounted?),
+        Ok(n) => Err(MountTestError::Listed(n)),
+        Err(err) => Err(MountTestError::Unanswered(err)),
     }
 }
 

@@ -14,6 +14,6 @@ mod platform;
 pub mod session;
 pub mod sweep;
 
-pub use error::MountError;
+pub use error::{MountError, MountFailure};
 pub use platform::{force_unmount, is_stale_error};
 pub use session::{Session, SessionConfig, Transport};

@@ -160,7 +160,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// the failure is a known one (the same text `doctor` gives).
 fn mount_failure(backend: Backend, err: MountError) -> HostError {
     HostError::Mount {
-        hint: spfs_probe::hint_for_mount_error(backend, &err.to_string()),
+        hint: crate::hints::mount_hint(backend, err.kind()),
         source: err,
     }
 }
@@ -464,7 +464,13 @@ mod tests {
             _name: &str,
         ) -> Result<Box<dyn Mount>, MountError> {
             let mut mounts = lock(&self.0);
-            if mounts.refuse.contains(path) || !mounts.live.insert(path.to_owned()) {
+            if mounts.refuse.contains(path) {
+                return Err(MountError::Unsupported {
+                    path: path.to_owned(),
+                    transport: "fake",
+                });
+            }
+            if !mounts.live.insert(path.to_owned()) {
                 return Err(MountError::AlreadyMounted(path.to_owned()));
             }
             mounts.history.push(path.to_owned());
@@ -603,11 +609,11 @@ mod tests {
     }
 
     #[test]
-    fn a_shared_mount_that_fails_stops_the_start() {
+    fn a_mount_that_fails_stops_the_start_with_the_hint_for_its_kind() {
         let mounter = FakeMounter::default();
         mounter.refuse(PathBuf::from("/spfs"));
         let config = HostConfig {
-            backend: Backend::Kext,
+            backend: Backend::FuseT,
             layout: Layout::Shared,
             transport: Transport::Device,
             mountpoint: PathBuf::from("/spfs"),
@@ -615,7 +621,11 @@ mod tests {
         };
         let started =
             Host::start_with(config, Box::new(mounter), Arc::new(FakeProcessTable::new()));
-        assert!(matches!(started, Err(HostError::Mount { .. })));
+        let err = started.unwrap_err();
+        assert!(matches!(err, HostError::Mount { .. }), "{err}");
+        // The hint is a field, chosen by the failure's kind; the text is the mount error's.
+        assert_eq!(err.hint(), Some(spfs_probe::hints::FUSE_T_NEEDS_MACOS));
+        assert!(!err.to_string().contains("hint"), "{err}");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 mod auth;
 mod control;
 mod convert;
+pub mod hints;
 pub mod host;
 mod reaper;
 mod socket;
@@ -33,6 +34,7 @@ use tonic::transport::Server;
 use tonic::transport::server::Connected;
 
 use control::{Identity, VfsService};
+pub use hints::mount_hint;
 pub use host::{Host, HostConfig, HostError, Mount, Mounter, SessionMounter, root_attr};
 pub use socket::ClaimError;
 

@@ -24,7 +24,7 @@ use spfs_router::Vfs;
 
 use super::{Mounted, SessionConfig, uring};
 use crate::adapter::Adapter;
-use crate::error::MountError;
+use crate::error::{MountError, MountFailure};
 use crate::{mountpoint, platform};
 
 /// A mounted `/dev/fuse` session. The transport's session object lives on a thread of its
@@ -50,9 +50,13 @@ pub(super) fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Box<dyn Mou
     let owner = std::thread::Builder::new()
         .name("spfs-fuse-session".into())
         .spawn(move || own_session(vfs, &owner_config, &mounted_tx, &stop_rx))
-        .map_err(|e| MountError::Session {
-            path: config.mountpoint.clone(),
-            message: format!("cannot start the session thread: {e}"),
+        .map_err(|e| {
+            MountError::session_io(
+                &config.mountpoint,
+                MountFailure::Other,
+                "cannot start the session thread",
+                e,
+            )
         })?;
     match mounted_rx.recv() {
         Ok(Ok(io_uring)) => Ok(Box::new(DeviceSession {
@@ -65,10 +69,11 @@ pub(super) fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Box<dyn Mou
             let _ = owner.join();
             Err(err)
         }
-        Err(_) => Err(MountError::Session {
-            path: config.mountpoint.clone(),
-            message: "the session thread ended before mounting".into(),
-        }),
+        Err(_) => Err(MountError::session(
+            &config.mountpoint,
+            MountFailure::Other,
+            "the session thread ended before mounting",
+        )),
     }
 }
 
@@ -76,10 +81,11 @@ impl Mounted for DeviceSession {
     fn unmount(self: Box<Self>) -> Result<(), MountError> {
         let _ = self.stop.send(());
         self.owner.join().unwrap_or_else(|_| {
-            Err(MountError::Unmount {
-                path: self.mountpoint.clone(),
-                message: "the session thread panicked".into(),
-            })
+            Err(MountError::unmount(
+                &self.mountpoint,
+                "the session thread panicked",
+                None,
+            ))
         })
     }
 
@@ -97,17 +103,17 @@ fn own_session(
     mounted: &mpsc::Sender<Result<Option<uring::Answers>, MountError>>,
     stop: &mpsc::Receiver<()>,
 ) -> Result<(), MountError> {
-    let failed = |message: String| MountError::Session {
-        path: config.mountpoint.clone(),
-        message,
-    };
+    let failed =
+        |message: String| MountError::session(&config.mountpoint, MountFailure::Other, message);
+    let device_failed =
+        |message: String| MountError::device(&config.mountpoint, Path::new("/dev/fuse"), message);
     // Set before unmounting, so workers tell the end of the session from a failure.
     let unmounting = Arc::new(AtomicBool::new(false));
     type Started = (FuseSession, Arc<Server<Adapter>>, Vec<JoinHandle<()>>);
     let started: Result<Started, MountError> = (|| {
         let mut session = FuseSession::new(&config.mountpoint, &config.fsname, "", true)
             .map_err(|e| failed(e.to_string()))?;
-        session.mount().map_err(|e| failed(e.to_string()))?;
+        session.mount().map_err(|e| device_failed(e.to_string()))?;
         let server = Arc::new(Server::new(Adapter::new(vfs)));
         let mut workers = Vec::new();
         for worker in 0..config.threads.max(1) {
@@ -117,7 +123,14 @@ fn own_session(
             let handle = std::thread::Builder::new()
                 .name(format!("spfs-fuse-{worker}"))
                 .spawn(move || serve(worker, channel, &server, &unmounting))
-                .map_err(|e| failed(format!("cannot start a worker thread: {e}")))?;
+                .map_err(|e| {
+                    MountError::session_io(
+                        &config.mountpoint,
+                        MountFailure::Other,
+                        "cannot start a worker thread",
+                        e,
+                    )
+                })?;
             workers.push(handle);
         }
         Ok((session, server, workers))
@@ -148,10 +161,9 @@ fn own_session(
     // Either a stop message or the sender dropped: both mean unmount.
     let _ = stop.recv();
     unmounting.store(true, Ordering::Release);
-    let result = session.umount().map_err(|e| MountError::Unmount {
-        path: config.mountpoint.clone(),
-        message: e.to_string(),
-    });
+    let result = session
+        .umount()
+        .map_err(|e| MountError::unmount(&config.mountpoint, e.to_string(), None));
     // Workers blocked on a channel whose mount is still busy (lazy unmount) wake here.
     if let Err(err) = session.wake() {
         tracing::warn!(error = %err, "could not wake FUSE workers");
