@@ -18,7 +18,7 @@ pub mod host;
 mod reaper;
 mod socket;
 
-use std::io;
+use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -138,14 +138,16 @@ fn setup(action: impl Into<String>) -> impl FnOnce(io::Error) -> ServiceError {
 }
 
 /// Sets up `tracing` logs on stderr: `RUST_LOG` decides what is shown (default `info`).
-/// Calling it twice is harmless.
+/// Colours only on a terminal: an auto-started service logs to a file, where escape codes are
+/// noise. Calling it twice is harmless.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Err only if a subscriber is already set, which is what we want then.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
         .try_init();
 }
 
