@@ -4,20 +4,16 @@
 //! the outside world (whether a service answers on the socket, the optional mount test) and
 //! prints the result.
 
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use spfs_frontends::{Session, SessionConfig, Transport};
+use spfs_frontends::{MountError, Session, SessionConfig};
+use spfs_probe::{Backend, Check, Facts, ProbeConfig, Report, ServiceFacts, Status, defaults};
 use spfs_router::{ResolvedSpec, Routing, Vfs, View};
+use spfs_service::{mount_hint, root_attr};
 
-use spfs_probe::{
-    Backend, Check, Facts, ProbeConfig, Report, ServiceFacts, Status, default_socket_path,
-    hint_for_mount_error,
-};
-
-use crate::host::root_attr;
+use crate::endpoint::SocketArgs;
 
 /// Arguments of `spfs-fuse doctor`.
 #[derive(Debug, clap::Args)]
@@ -35,28 +31,34 @@ pub struct DoctorArgs {
     /// Probe this directory as if it were `/` (for tests).
     #[arg(long, env = "SPFS_FUSE_SYSROOT", value_name = "DIR")]
     sysroot: Option<PathBuf>,
-    /// The control socket of the service [default: $XDG_RUNTIME_DIR/spfs-fuse/spfs-fuse.sock,
-    /// else ${TMPDIR:-/tmp}/spfs-fuse-<uid>/spfs-fuse.sock].
-    #[arg(long, env = "SPFS_FUSE_SOCKET", value_name = "S")]
-    socket: Option<PathBuf>,
+    #[command(flatten)]
+    socket: SocketArgs,
     /// The shared mount point the service would use.
-    #[arg(long, value_name = "P", default_value = "/spfs")]
+    #[arg(long, value_name = "P", default_value = defaults::MOUNTPOINT)]
     mountpoint: PathBuf,
-    /// Where the service would put per-runtime volumes.
-    #[arg(long, value_name = "D", default_value = "/Volumes")]
-    volumes_dir: PathBuf,
+    /// Where the service would put per-runtime volumes [default: the service's for the probed
+    /// host: /Volumes on macOS; on Linux /run/spfs-fuse/volumes for root, else
+    /// $XDG_RUNTIME_DIR/spfs-fuse/volumes].
+    #[arg(long, value_name = "D")]
+    volumes_dir: Option<PathBuf>,
+}
+
+impl DoctorArgs {
+    /// What to probe: the places the service would use, unless named.
+    fn probe_config(&self) -> ProbeConfig {
+        ProbeConfig {
+            sysroot: self.sysroot.clone(),
+            mountpoint: self.mountpoint.clone(),
+            volumes_dir: self.volumes_dir.clone(),
+            ..ProbeConfig::default()
+        }
+    }
 }
 
 /// Runs `spfs-fuse doctor`: exit status 0 ready, 2 ready with warnings, 1 not ready.
 pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
-    let config = ProbeConfig {
-        sysroot: args.sysroot,
-        mountpoint: args.mountpoint,
-        volumes_dir: args.volumes_dir,
-        ..ProbeConfig::default()
-    };
-    let mut facts = Facts::collect(&config);
-    let socket = args.socket.unwrap_or_else(default_socket_path);
+    let mut facts = Facts::collect(&args.probe_config());
+    let socket = args.socket.path()?;
     facts.service = Some(service_facts(&socket));
 
     let mut report = Report::build(&facts, args.backend);
@@ -75,15 +77,14 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
 /// Whether something answers on the control socket, and with which backend. A socket that
 /// accepts connections but does not speak the protocol counts as answering, backend unknown.
 fn service_facts(socket: &Path) -> ServiceFacts {
-    let answering = UnixStream::connect(socket).is_ok();
+    let answering = spfs_probe::socket::answers(socket);
     ServiceFacts {
         socket: socket.to_owned(),
         socket_exists: socket.symlink_metadata().is_ok(),
         answering,
         backend: answering
             .then(|| crate::client::backend_of(socket))
-            .flatten()
-            .and_then(|backend| backend.parse().ok()),
+            .flatten(),
     }
 }
 
@@ -105,29 +106,51 @@ fn mount_test_check(backend: Option<Backend>) -> Check {
             format!("mounted, listed and unmounted a scratch filesystem with {backend}"),
             None,
         ),
-        Err(err) => Check::new(
-            ID,
-            Status::Fail,
-            format!("mounting with {backend} failed: {err}"),
-            Some(hint_for_mount_error(backend, &err).unwrap_or(
-                "read the error above; `spfs-fuse doctor` without --mount-test lists what is missing",
-            )),
-        ),
+        Err(err) => {
+            let hint = match &err {
+                MountTestError::Mount(err) => mount_hint(backend, err.kind()),
+                MountTestError::Scratch(_)
+                | MountTestError::Listed(_)
+                | MountTestError::Unanswered(_) => None,
+            };
+            Check::new(
+                ID,
+                Status::Fail,
+                format!("mounting with {backend} failed: {err}"),
+                Some(hint.unwrap_or(
+                    "read the error above; `spfs-fuse doctor` without --mount-test lists what is missing",
+                )),
+            )
+        }
     }
 }
 
+/// Why the mount test failed.
+#[derive(Debug, thiserror::Error)]
+enum MountTestError {
+    /// No scratch directory to mount on.
+    #[error("cannot create a scratch mount point: {0}")]
+    Scratch(std::io::Error),
+    /// Mounting or unmounting failed.
+    #[error("{0}")]
+    Mount(#[from] MountError),
+    /// The empty view showed entries.
+    #[error("the scratch mount listed {0} entries instead of none")]
+    Listed(usize),
+    /// Listing the mount failed.
+    #[error("the scratch mount did not answer: {0}")]
+    Unanswered(std::io::Error),
+}
+
 /// Mounts a scratch filesystem (the empty view) with `backend` in a temporary directory, lists
-/// it and unmounts it again. The error is the failure's own text, for [`hint_for_mount_error`].
-/// The mount is real whatever `--sysroot` says: only the kernel can tell whether it works.
-fn mount_test(backend: Backend) -> Result<(), String> {
-    let transport = match backend {
-        Backend::FuseT => Transport::Nfs,
-        Backend::Auto | Backend::Kext => Transport::Device,
-    };
+/// it and unmounts it again. The mount is real whatever `--sysroot` says: only the kernel can
+/// tell whether it works.
+fn mount_test(backend: Backend) -> Result<(), MountTestError> {
+    let transport = spfs_service::transport(backend);
     let scratch = tempfile::Builder::new()
         .prefix("spfs-fuse-mount-test-")
         .tempdir()
-        .map_err(|e| format!("cannot create a scratch mount point: {e}"))?;
+        .map_err(MountTestError::Scratch)?;
     let root = root_attr();
     let empty = View::build(0, &ResolvedSpec::empty(), &root, (root.uid, root.gid));
     let vfs = Arc::new(Vfs::new(Routing::Fixed(Arc::new(empty))));
@@ -139,14 +162,36 @@ fn mount_test(backend: Backend) -> Result<(), String> {
         threads: 1,
         io_uring: false,
     };
-    let session = Session::mount(vfs, &config).map_err(|e| e.to_string())?;
+    let session = Session::mount(vfs, &config)?;
     let listed = std::fs::read_dir(scratch.path()).map(Iterator::count);
-    let unmounted = session.unmount().map_err(|e| e.to_string());
+    let unmounted = session.unmount();
     match listed {
-        Ok(0) => unmounted,
-        Ok(n) => Err(format!(
-            "the scratch mount listed {n} entries instead of none"
-        )),
-        Err(err) => Err(format!("the scratch mount did not answer: {err}")),
+        Ok(0) => Ok(unmounted?),
+        Ok(n) => Err(MountTestError::Listed(n)),
+        Err(err) => Err(MountTestError::Unanswered(err)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    #[test]
+    fn doctor_checks_the_places_the_service_uses_by_default() -> anyhow::Result<()> {
+        let Command::Doctor(doctor) = Cli::try_parse_from(["spfs-fuse", "doctor"])?.command else {
+            anyhow::bail!("not doctor");
+        };
+        let Command::Service(service) = Cli::try_parse_from(["spfs-fuse", "service"])?.command
+        else {
+            anyhow::bail!("not service");
+        };
+        let service = service.config()?;
+        let facts = Facts::collect(&doctor.probe_config());
+        assert_eq!(facts.volumes.dir, service.volumes_dir);
+        assert_eq!(facts.mountpoint.path, service.mountpoint);
+        Ok(())
     }
 }

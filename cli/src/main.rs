@@ -3,9 +3,9 @@
 
 mod client;
 mod doctor;
-mod host;
+mod endpoint;
 mod service;
-mod sweep;
+mod sweep_cmd;
 
 use std::process::ExitCode;
 
@@ -35,7 +35,7 @@ enum Command {
     /// Run a command in a fresh runtime; `SPFS_ROOT` points at its view.
     Run(client::RunArgs),
     /// Unmount and remove stale `spfs-<pid>` volumes whose process is gone.
-    Sweep(sweep::SweepArgs),
+    Sweep(sweep_cmd::SweepArgs),
     /// Ask the service to unmount and exit.
     Shutdown(client::ShutdownArgs),
     /// Show what an env spec resolves to: each item's kind and digest, the layers bottom
@@ -51,7 +51,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Unmount(args) => client::unmount(args),
         Command::Status(args) => client::status(args),
         Command::Run(args) => client::run(args),
-        Command::Sweep(args) => sweep::run(args),
+        Command::Sweep(args) => sweep_cmd::run(args),
         Command::Shutdown(args) => client::shutdown(args),
         Command::Info(args) => client::info(args),
     }

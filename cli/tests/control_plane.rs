@@ -148,6 +148,22 @@ fn shutdown_stops_the_service_with_0_and_removes_the_socket() {
     assert!(!env.socket().exists());
 }
 
+/// Asserts that a log holds lines and no ANSI escape codes (colours are for terminals).
+#[track_caller]
+fn assert_plain_log(log: &str, what: &str) {
+    assert!(log.contains("serving"), "{what} has no log lines:\n{log}");
+    assert!(!log.contains("\x1b["), "{what} has escape codes:\n{log:?}");
+}
+
+#[test]
+fn a_service_logging_to_a_file_writes_no_colour_codes() {
+    let env = Env::new();
+    let mut service = env.service();
+    ok(&env.run(&["shutdown"]));
+    assert!(service.wait_exit().success(), "{}", service.log());
+    assert_plain_log(&service.log(), "the service's stderr");
+}
+
 #[test]
 fn sigterm_stops_the_service_with_0_and_removes_the_socket() {
     let env = Env::new();
@@ -187,6 +203,8 @@ fn mount_starts_a_service_when_none_answers() {
     ok(&env.run(&["unmount"]));
     ok(&env.run(&["shutdown"]));
     assert!(!env.socket().exists());
+    let log = std::fs::read_to_string(env.socket().with_extension("log")).unwrap();
+    assert_plain_log(&log, "the auto-started service's log");
 }
 
 #[test]

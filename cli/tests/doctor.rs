@@ -418,3 +418,29 @@ fn a_running_service_reports_its_backend() {
         "{service}"
     );
 }
+
+/// Doctor once checked `/Volumes` while the service on Linux put its volumes elsewhere: on the
+/// real host, doctor and `sweep` must name the volumes directory the service uses.
+#[test]
+fn doctor_and_sweep_look_at_the_same_volumes_directory() {
+    let scratch = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_spfs-fuse"))
+            .args(args)
+            .env("XDG_RUNTIME_DIR", scratch.path())
+            .env("SPFS_FUSE_SOCKET", scratch.path().join("none.sock"))
+            .env_remove("SPFS_FUSE_SYSROOT")
+            .output()
+            .unwrap()
+    };
+    let doctor = run(&["doctor", "--json"]);
+    let json: Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    let dir = json["facts"]["volumes"]["dir"].as_str().unwrap().to_owned();
+    let sweep = run(&["sweep", "--dry-run"]);
+    let said = format!(
+        "{}{}",
+        stdout(&sweep),
+        String::from_utf8_lossy(&sweep.stderr)
+    );
+    assert!(said.contains(&dir), "sweep did not name {dir}: {said}");
+}

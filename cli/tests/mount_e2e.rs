@@ -8,8 +8,9 @@ use std::process::Command;
 
 mod support;
 use spfs_testkit::require_fuse;
+use support::Service;
 use support::assert_dead_mount;
-use support::mounts::{Service, Shell, put, sha256};
+use support::mounts::{Shell, put, sha256};
 
 #[test]
 fn two_runtimes_see_their_own_bytes_and_an_outsider_sees_nothing() {

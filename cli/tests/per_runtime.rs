@@ -7,7 +7,8 @@ use std::process::Command;
 
 mod support;
 use spfs_testkit::require_fuse;
-use support::mounts::{Service, Shell, put};
+use support::Service;
+use support::mounts::{Shell, put};
 use support::{BIN, assert_dead_mount, ok};
 
 /// The mount points under `dir`, from this process's mount table.

@@ -1,7 +1,40 @@
-//! Errors of mounting and unmounting.
+//! Errors of mounting and unmounting. Each failure gets its [`MountFailure`] kind where it
+//! happens, so what to do about it (the hint a person gets) is decided by the kind, never by
+//! the text.
 
+use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// What kind of failure stopped a mount: what a hint is chosen by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MountFailure {
+    /// The mount point (or the volumes directory it is in) cannot be created or examined.
+    Mountpoint,
+    /// A live filesystem is mounted there already.
+    AlreadyMounted,
+    /// A dead mount is left there and could not be cleared.
+    StaleMount,
+    /// Linux: the FUSE device `/dev/fuse` does not exist.
+    DeviceMissing,
+    /// Linux: the FUSE device exists but this user may not open it.
+    DeviceDenied,
+    /// Linux: mounting as a user needs `fusermount3`, which is not on `PATH`.
+    FusermountMissing,
+    /// macOS: macFUSE's mount helper `mount_macfuse` is not installed.
+    HelperMissing,
+    /// macOS: `mount_macfuse` ran and did not mount (most often: the kext is not approved or
+    /// not loaded).
+    HelperRefused,
+    /// macOS: FUSE-T's NFS server `go-nfsv4` is not installed.
+    ServerMissing,
+    /// macOS: `go-nfsv4` exited while mounting.
+    ServerExited,
+    /// This build cannot serve the transport (FUSE-T outside macOS).
+    Unsupported,
+    /// Anything else: a thread or socket that could not be made, a mount that timed out, ...
+    Other,
+}
 
 /// Why a session could not be mounted or unmounted.
 #[derive(Debug, thiserror::Error)]
@@ -28,20 +61,26 @@ pub enum MountError {
         source: io::Error,
     },
     /// The FUSE transport refused to mount or serve.
-    #[error("mounting {path:?} failed: {message}")]
+    #[error("mounting {path:?} failed: {message}{}", Suffix(.source.as_ref()))]
     Session {
         /// The mount point.
         path: PathBuf,
-        /// The transport's own message.
+        /// What kind of failure it is.
+        kind: MountFailure,
+        /// What failed, for a person (a helper's own words included).
         message: String,
+        /// The system's error, when there is one.
+        source: Option<io::Error>,
     },
     /// Unmounting failed.
-    #[error("unmounting {path:?} failed: {message}")]
+    #[error("unmounting {path:?} failed: {message}{}", Suffix(.source.as_ref()))]
     Unmount {
         /// The mount point.
         path: PathBuf,
-        /// The transport's own message.
+        /// What failed, for a person.
         message: String,
+        /// The system's error, when there is one.
+        source: Option<io::Error>,
     },
     /// This build cannot serve the transport (FUSE-T outside macOS).
     #[error("cannot mount {path:?}: the {transport} transport is not available on this platform")]
@@ -51,4 +90,158 @@ pub enum MountError {
         /// The transport asked for.
         transport: &'static str,
     },
+}
+
+/// `: <error>` after a message, or nothing.
+struct Suffix<'e>(Option<&'e io::Error>);
+
+impl fmt::Display for Suffix<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(err) => write!(f, ": {err}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl MountError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> MountFailure {
+        match self {
+            MountError::Mountpoint { .. } => MountFailure::Mountpoint,
+            MountError::AlreadyMounted(_) => MountFailure::AlreadyMounted,
+            MountError::StaleMount { .. } => MountFailure::StaleMount,
+            MountError::Session { kind, .. } => *kind,
+            // Unmounting is not mounting: no hint fixes it, `sweep` clears what is left.
+            MountError::Unmount { .. } => MountFailure::Other,
+            MountError::Unsupported { .. } => MountFailure::Unsupported,
+        }
+    }
+
+    /// A failed mount of `path` of `kind`, described by `message`.
+    pub(crate) fn session(path: &Path, kind: MountFailure, message: impl Into<String>) -> Self {
+        MountError::Session {
+            path: path.to_path_buf(),
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A failed mount of `path` of `kind`: `message`, because of `source`.
+    pub(crate) fn session_io(
+        path: &Path,
+        kind: MountFailure,
+        message: impl Into<String>,
+        source: io::Error,
+    ) -> Self {
+        MountError::Session {
+            path: path.to_path_buf(),
+            kind,
+            message: message.into(),
+            source: Some(source),
+        }
+    }
+
+    /// A failed unmount of `path`: `message`, because of `source` when there is one.
+    pub(crate) fn unmount(
+        path: &Path,
+        message: impl Into<String>,
+        source: Option<io::Error>,
+    ) -> Self {
+        MountError::Unmount {
+            path: path.to_path_buf(),
+            message: message.into(),
+            source,
+        }
+    }
+
+    /// Linux: a mount through the FUSE device at `device` failed with `message` (the FUSE
+    /// library's own words, which carry no error code). The kind comes from looking at the
+    /// host now: whether the device exists and opens, and, for a user, whether `fusermount3`
+    /// is there to mount with.
+    pub(crate) fn device(path: &Path, device: &Path, message: String) -> Self {
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(device);
+        let (kind, source) = match opened {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                (MountFailure::DeviceMissing, Some(err))
+            }
+            Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+                (MountFailure::DeviceDenied, Some(err))
+            }
+            Err(err) => (MountFailure::Other, Some(err)),
+            // SAFETY: geteuid(2) takes no arguments and cannot fail.
+            Ok(_) if unsafe { libc::geteuid() } != 0 && !on_path("fusermount3") => {
+                (MountFailure::FusermountMissing, None)
+            }
+            Ok(_) => (MountFailure::Other, None),
+        };
+        MountError::Session {
+            path: path.to_path_buf(),
+            kind,
+            message,
+            source,
+        }
+    }
+}
+
+/// Whether an executable `name` is in a directory of `PATH`.
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_has_its_kind_and_keeps_its_cause() {
+        let path = Path::new("/spfs");
+        let gone = || io::Error::from(io::ErrorKind::NotFound);
+        let err = MountError::session_io(path, MountFailure::HelperMissing, "cannot run x", gone());
+        assert_eq!(err.kind(), MountFailure::HelperMissing);
+        let source = std::error::Error::source(&err).expect("a source");
+        assert_eq!(
+            source.downcast_ref::<io::Error>().map(io::Error::kind),
+            Some(io::ErrorKind::NotFound)
+        );
+        assert!(
+            err.to_string()
+                .starts_with("mounting \"/spfs\" failed: cannot run x: ")
+        );
+        let mountpoint = MountError::Mountpoint {
+            path: path.into(),
+            source: gone(),
+        };
+        assert_eq!(mountpoint.kind(), MountFailure::Mountpoint);
+        assert_eq!(
+            MountError::AlreadyMounted(path.into()).kind(),
+            MountFailure::AlreadyMounted
+        );
+        let unsupported = MountError::Unsupported {
+            path: path.into(),
+            transport: "nfs",
+        };
+        assert_eq!(unsupported.kind(), MountFailure::Unsupported);
+        assert_eq!(
+            MountError::session(path, MountFailure::ServerExited, "gone").to_string(),
+            "mounting \"/spfs\" failed: gone"
+        );
+    }
+
+    #[test]
+    fn a_device_that_is_not_there_is_a_missing_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = MountError::device(
+            Path::new("/spfs"),
+            &dir.path().join("fuse"),
+            "open /dev/fuse failed".into(),
+        );
+        assert_eq!(err.kind(), MountFailure::DeviceMissing);
+        assert!(std::error::Error::source(&err).is_some());
+    }
 }

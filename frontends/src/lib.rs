@@ -18,7 +18,7 @@ pub mod policy;
 pub mod session;
 pub mod sweep;
 
-pub use error::MountError;
+pub use error::{MountError, MountFailure};
 pub use platform::{force_unmount, in_mount_table, is_stale_error};
 pub use policy::{KernelPolicy, Layout, Platform};
 pub use session::{Session, SessionConfig, Transport};

@@ -27,13 +27,6 @@ pub fn volume_pid(name: &str) -> Option<u32> {
     (pid != 0 && pid.to_string() == digits).then_some(pid)
 }
 
-/// Where per-runtime volumes go unless `--volumes-dir` says otherwise: `/Volumes` on macOS; on
-/// Linux `/run/spfs-fuse/volumes` for root, else `$XDG_RUNTIME_DIR/spfs-fuse/volumes`, else
-/// `${TMPDIR:-/tmp}/spfs-fuse-<uid>/volumes`.
-pub fn default_volumes_dir() -> PathBuf {
-    platform::default_volumes_dir()
-}
-
 /// Why the sweep could not look at the volumes directory at all. A failure on one volume is
 /// not an error: it is reported as that volume's [`Outcome::Failed`].
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::backend::{Backend, Os};
 use crate::command;
+use crate::defaults;
 
 /// Where and how to probe.
 #[derive(Debug, Clone)]
@@ -22,8 +23,9 @@ pub struct ProbeConfig {
     pub path: Option<OsString>,
     /// The shared mount point of the `kext` backend, as a host path.
     pub mountpoint: PathBuf,
-    /// Where the `fuse-t` backend puts one volume per runtime, as a host path.
-    pub volumes_dir: PathBuf,
+    /// Where the per-runtime layout puts one volume per runtime, as a host path; `None` is the
+    /// service's default for the probed OS ([`defaults::volumes_dir_for`]).
+    pub volumes_dir: Option<PathBuf>,
     /// How long a probe command may run before it is killed.
     pub command_timeout: Duration,
 }
@@ -33,8 +35,8 @@ impl Default for ProbeConfig {
         ProbeConfig {
             sysroot: None,
             path: None,
-            mountpoint: PathBuf::from("/spfs"),
-            volumes_dir: PathBuf::from("/Volumes"),
+            mountpoint: PathBuf::from(defaults::MOUNTPOINT),
+            volumes_dir: None,
             command_timeout: Duration::from_secs(2),
         }
     }
@@ -191,7 +193,12 @@ impl Facts {
             fuse_t,
             linux_fuse,
             mountpoint: host.mountpoint(&config.mountpoint),
-            volumes: host.volumes(&config.volumes_dir),
+            volumes: host.volumes(
+                &config
+                    .volumes_dir
+                    .clone()
+                    .unwrap_or_else(|| defaults::volumes_dir_for(os)),
+            ),
             service: None,
         };
         tracing::debug!(?facts, "probed the host");

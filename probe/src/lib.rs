@@ -7,15 +7,17 @@
 //!
 //! - [`select`] gives the usable backends in the order to try them ([`Selection`]);
 //! - [`Report::build`] gives the `doctor` checklist, as text ([`Report::to_text`]) or JSON
-//!   ([`Report::to_json`]), with its exit status ([`Report::exit_code`]);
-//! - [`hint_for_mount_error`] maps the text of a failed mount to the hint that fixes it.
+//!   ([`Report::to_json`]), with its exit status ([`Report::exit_code`]).
+//!
+//! The [`hints`] are the sentences that fix each failure; the service picks one for each kind
+//! of failed mount.
 //!
 //! [`Facts`] and [`Selection`] print as one line each (`Display`) for the service's log.
 //!
 //! The service's use:
 //!
 //! ```no_run
-//! use spfs_probe::{Backend, Facts, ProbeConfig, hint_for_mount_error, select};
+//! use spfs_probe::{Backend, Facts, ProbeConfig, select};
 //!
 //! let facts = Facts::collect(&ProbeConfig::default());
 //! let selection = select(&facts, Backend::Auto);
@@ -24,32 +26,29 @@
 //!     # let mount = |_b: &Backend| -> Result<(), String> { Ok(()) };
 //!     match mount(backend) {
 //!         Ok(()) => break,
-//!         Err(err) => {
-//!             let hint = hint_for_mount_error(*backend, &err).unwrap_or("");
-//!             eprintln!("{backend}: {err}; {hint}");
-//!         }
+//!         Err(err) => eprintln!("{backend}: {err}"),
 //!     }
 //! }
 //! ```
 //!
 //! Whether a service answers on the control socket is not probed here (the probe does not
 //! speak gRPC): the caller sets [`Facts::service`] before building the report, usually on
-//! [`default_socket_path`].
+//! [`defaults::socket_path`].
 
 mod backend;
 mod command;
+pub mod defaults;
 mod facts;
 pub mod hints;
 mod report;
 mod select;
-mod socket;
+pub mod socket;
 
 pub use backend::{Backend, Os, UnknownBackend};
 pub use facts::{
     Facts, FuseTFacts, LinuxFuseFacts, MacFuseFacts, MountpointFacts, MountpointState, ProbeConfig,
     ServiceFacts, VolumesFacts, parse_version,
 };
-pub use hints::hint_for_mount_error;
 pub use report::{Check, Report, Status};
 pub use select::{Rejection, Selection, select, usable};
-pub use socket::{default_socket_path, private_socket_dir};
+pub use socket::SocketDirError;

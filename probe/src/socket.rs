@@ -1,58 +1,103 @@
-//! Where the control socket lives by default; every command shares this.
+//! The control socket's path helpers that the service and its clients share: which socket to
+//! use, its private directory, the service's log beside it, and whether anything answers.
 
-use std::ffi::OsString;
-use std::path::PathBuf;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 
-/// The default control socket: `$SPFS_FUSE_SOCKET`, else
-/// `$XDG_RUNTIME_DIR/spfs-fuse/spfs-fuse.sock`, else
-/// `${TMPDIR:-/tmp}/spfs-fuse-<uid>/spfs-fuse.sock`. Empty variables count as unset, and so
-/// do relative directories.
-pub fn default_socket_path() -> PathBuf {
-    socket_path_from(
-        var("SPFS_FUSE_SOCKET"),
-        dir("XDG_RUNTIME_DIR"),
-        dir("TMPDIR"),
-        uid(),
-    )
+use crate::defaults;
+
+/// Why the socket's directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketDirError {
+    /// The socket path has no parent directory.
+    #[error("socket path {0:?} has no directory")]
+    NoDirectory(PathBuf),
+    /// Creating, reading or protecting the directory failed.
+    #[error("cannot {action} the socket directory {path:?}: {source}")]
+    Io {
+        /// What was being done: `create`, `read`, `make private (mode 0700)`.
+        action: &'static str,
+        /// The directory.
+        path: PathBuf,
+        /// What the filesystem said.
+        source: io::Error,
+    },
+    /// The private socket directory belongs to another user.
+    #[error(
+        "refusing to use the socket directory {path:?}: it belongs to uid {owner}, not to you \
+         (uid {me}); remove it or pass --socket"
+    )]
+    NotOurs {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// This process's uid.
+        me: u32,
+    },
 }
 
-/// The per-user directory of the built-in socket path (ignoring `$SPFS_FUSE_SOCKET`): the one
-/// directory the service creates for itself and keeps private. A socket named explicitly
-/// lives wherever its user put it, and its directory is never changed.
-pub fn private_socket_dir() -> PathBuf {
-    let socket = socket_path_from(None, dir("XDG_RUNTIME_DIR"), dir("TMPDIR"), uid());
-    socket.parent().map(PathBuf::from).unwrap_or(socket)
+/// The socket to use: the one given (`--socket` or `SPFS_FUSE_SOCKET`) made absolute, else
+/// the default. Absolute, because an auto-started service runs in `/`.
+pub fn resolve_socket_path(given: Option<&Path>) -> io::Result<PathBuf> {
+    match given {
+        Some(path) if !path.as_os_str().is_empty() => std::path::absolute(path),
+        _ => Ok(defaults::socket_path()),
+    }
 }
 
-/// An environment variable; empty counts as unset.
-fn var(name: &str) -> Option<OsString> {
-    std::env::var_os(name).filter(|v| !v.is_empty())
+/// Where an auto-started service logs: next to its socket, `spfs-fuse.sock` -> `spfs-fuse.log`.
+pub fn log_path(socket: &Path) -> PathBuf {
+    socket.with_extension("log")
 }
 
-/// An environment variable naming a directory; relative counts as unset.
-fn dir(name: &str) -> Option<OsString> {
-    var(name).filter(|v| std::path::Path::new(v).is_absolute())
+/// Whether something accepts connections on `socket`.
+pub fn answers(socket: &Path) -> bool {
+    UnixStream::connect(socket).is_ok()
 }
 
-fn uid() -> u32 {
+/// Makes sure the socket's directory exists. Missing directories are created with mode 0700.
+/// The default directory must belong to us and is made 0700 if it is not; a directory given
+/// with `--socket` is left as it is (it may be a shared one like `/tmp`).
+pub fn prepare_socket_dir(socket: &Path) -> Result<(), SocketDirError> {
+    let dir = socket
+        .parent()
+        .ok_or_else(|| SocketDirError::NoDirectory(socket.to_owned()))?;
+    let failed = |action| {
+        move |source| SocketDirError::Io {
+            action,
+            path: dir.to_owned(),
+            source,
+        }
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(failed("create"))?;
+    // Only the service's own per-user directory is made private: an explicit socket may sit
+    // in a shared directory such as /tmp, which must keep its mode.
+    if dir != defaults::private_socket_dir() {
+        return Ok(());
+    }
+    let meta = fs::metadata(dir).map_err(failed("read"))?;
     // SAFETY: getuid(2) takes no arguments, cannot fail and touches no memory of ours.
-    unsafe { libc::getuid() }
-}
-
-fn socket_path_from(
-    explicit: Option<OsString>,
-    runtime_dir: Option<OsString>,
-    tmpdir: Option<OsString>,
-    uid: u32,
-) -> PathBuf {
-    if let Some(path) = explicit {
-        return PathBuf::from(path);
+    let me = unsafe { libc::getuid() };
+    if meta.uid() != me {
+        return Err(SocketDirError::NotOurs {
+            path: dir.to_owned(),
+            owner: meta.uid(),
+            me,
+        });
     }
-    if let Some(dir) = runtime_dir {
-        return PathBuf::from(dir).join("spfs-fuse").join("spfs-fuse.sock");
+    if meta.mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(failed("make private (mode 0700)"))?;
     }
-    let tmp = tmpdir.map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
-    tmp.join(format!("spfs-fuse-{uid}")).join("spfs-fuse.sock")
+    Ok(())
 }
 
 #[cfg(test)]
@@ -60,23 +105,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn socket_path_precedence() {
-        let s = |v: &str| Some(OsString::from(v));
+    fn the_log_sits_next_to_the_socket() {
+        let socket = Path::new("/run/user/1/spfs-fuse/spfs-fuse.sock");
         assert_eq!(
-            socket_path_from(s("/x.sock"), s("/run/user/5"), s("/t"), 5),
-            PathBuf::from("/x.sock")
+            log_path(socket),
+            Path::new("/run/user/1/spfs-fuse/spfs-fuse.log")
         );
+    }
+
+    #[test]
+    fn a_missing_socket_directory_is_created_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("sub/s.sock");
+        prepare_socket_dir(&socket).unwrap();
         assert_eq!(
-            socket_path_from(None, s("/run/user/5"), s("/t"), 5),
-            PathBuf::from("/run/user/5/spfs-fuse/spfs-fuse.sock")
+            fs::metadata(dir.path().join("sub")).unwrap().mode() & 0o777,
+            0o700
         );
-        assert_eq!(
-            socket_path_from(None, None, s("/var/folders/xy/T/"), 501),
-            PathBuf::from("/var/folders/xy/T/spfs-fuse-501/spfs-fuse.sock")
-        );
-        assert_eq!(
-            socket_path_from(None, None, None, 0),
-            PathBuf::from("/tmp/spfs-fuse-0/spfs-fuse.sock")
-        );
+        assert!(!answers(&socket));
     }
 }

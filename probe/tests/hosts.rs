@@ -16,6 +16,9 @@ fn probe(host: &str) -> Facts {
     let config = ProbeConfig {
         sysroot: Some(dir.join("root")),
         path: Some(dir.join("bin").into_os_string()),
+        // A Linux host's default volumes directory depends on who runs the probe; a fixed
+        // one keeps its snapshots the same for everyone. macOS hosts get theirs, /Volumes.
+        volumes_dir: host.starts_with("linux").then(|| PathBuf::from("/Volumes")),
         ..ProbeConfig::default()
     };
     Facts::collect(&config)

@@ -18,12 +18,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hyper_util::rt::TokioIo;
+use spfs_probe::Backend;
+use spfs_probe::socket::{answers, log_path, prepare_socket_dir};
 use spfs_proto::v1::vfs_client::VfsClient;
 use tonic::transport::{Channel, Endpoint, Uri};
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use super::{AutoStartArgs, EndpointArgs};
-use crate::service::{self, wire};
+use crate::endpoint::absolute;
 
 /// A client of the `Vfs` service.
 pub(crate) type Client = VfsClient<Channel>;
@@ -58,16 +60,14 @@ impl Target {
     pub(crate) fn from_args(args: &EndpointArgs) -> anyhow::Result<Target> {
         match &args.connect {
             Some(addr) => Ok(Target::Tcp(addr.clone())),
-            None => Ok(Target::Unix(service::resolve_socket_path(
-                args.socket.as_deref(),
-            )?)),
+            None => Ok(Target::Unix(args.socket.path()?)),
         }
     }
 
     /// Whether something accepts connections there.
     pub(crate) fn answers(&self) -> bool {
         match self {
-            Target::Unix(path) => service::answers(path),
+            Target::Unix(path) => answers(path),
             Target::Tcp(addr) => std::net::TcpStream::connect(addr).is_ok(),
         }
     }
@@ -165,7 +165,7 @@ where
 }
 
 /// The backend that the service on `socket` reports, or `None` when none answers in time.
-pub(crate) fn backend_of(socket: &Path) -> Option<String> {
+pub(crate) fn backend_of(socket: &Path) -> Option<Backend> {
     let target = Target::Unix(socket.to_owned());
     let status = super::block_on(async {
         let mut client = connect(&target).await?;
@@ -175,7 +175,56 @@ pub(crate) fn backend_of(socket: &Path) -> Option<String> {
         )
         .await
     });
-    status.ok().map(|status| status.backend)
+    status.ok()?.backend.parse().ok()
+}
+
+/// An error status the service answered with, as the client reports it: a short word for the
+/// kind, then the service's own message, verbatim.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", kind(*code))]
+pub(crate) struct Refusal {
+    /// The gRPC code.
+    pub(crate) code: Code,
+    /// The service's message.
+    pub(crate) message: String,
+}
+
+impl From<Status> for Refusal {
+    fn from(status: Status) -> Self {
+        let message = if status.message().is_empty() {
+            status.code().description().to_owned()
+        } else {
+            status.message().to_owned()
+        };
+        Refusal {
+            code: status.code(),
+            message,
+        }
+    }
+}
+
+/// The word the client puts before the service's message, by code (the reverse of the
+/// service's table from host errors to codes, plus what the transport itself can answer).
+fn kind(code: Code) -> &'static str {
+    match code {
+        Code::InvalidArgument => "invalid argument",
+        Code::AlreadyExists => "already exists",
+        Code::NotFound => "not found",
+        Code::PermissionDenied => "permission denied",
+        Code::Internal => "service error",
+        Code::Unavailable => "service unavailable",
+        Code::DeadlineExceeded => "timed out",
+        Code::Cancelled => "cancelled",
+        Code::ResourceExhausted => "too large",
+        Code::Unimplemented => "not supported by this service",
+        Code::Unauthenticated
+        | Code::Ok
+        | Code::Unknown
+        | Code::FailedPrecondition
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::DataLoss => "error",
+    }
 }
 
 /// A request that carries `deadline` to the service too.
@@ -185,7 +234,7 @@ pub(crate) fn request<T>(message: T, deadline: Duration) -> Request<T> {
     request
 }
 
-/// Awaits a call for at most `deadline`; an error status becomes a [`wire::Refusal`] that
+/// Awaits a call for at most `deadline`; an error status becomes a [`Refusal`] that
 /// keeps the service's message.
 pub(crate) async fn call<T>(
     deadline: Duration,
@@ -193,7 +242,7 @@ pub(crate) async fn call<T>(
 ) -> anyhow::Result<T> {
     match tokio::time::timeout(deadline, call).await {
         Ok(Ok(response)) => Ok(response.into_inner()),
-        Ok(Err(status)) => Err(wire::Refusal::from(status).into()),
+        Ok(Err(status)) => Err(Refusal::from(status).into()),
         Err(_) => bail!(
             "the spfs-fuse service did not answer within {} s",
             deadline.as_secs()
@@ -223,8 +272,8 @@ async fn start_service(
     socket: &Path,
     auto: &AutoStartArgs,
 ) -> anyhow::Result<Client> {
-    service::prepare_socket_dir(socket)?;
-    let log = service::log_path(socket);
+    prepare_socket_dir(socket)?;
+    let log = log_path(socket);
     let (mut child, log_start) = spawn_service(socket, &log, auto)?;
     eprintln!(
         "spfs-fuse: started a service (pid {}) on {}; its log: {}",
@@ -303,12 +352,10 @@ fn spawn_service(socket: &Path, log: &Path, auto: &AutoStartArgs) -> anyhow::Res
     let mut command = Command::new(&exe);
     command.arg("service").arg("--socket").arg(socket);
     if let Some(mountpoint) = &auto.mountpoint {
-        command
-            .arg("--mountpoint")
-            .arg(service::absolute(mountpoint)?);
+        command.arg("--mountpoint").arg(absolute(mountpoint)?);
     }
     if let Some(backend) = auto.backend {
-        command.arg("--backend").arg(backend.as_arg());
+        command.arg("--backend").arg(backend.as_str());
     }
     command
         .stdin(Stdio::null())
@@ -345,4 +392,34 @@ fn log_tail(log: &Path, start: u64) -> String {
         return String::new();
     }
     format!(":\n    {}", tail.join("\n    "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_keeps_the_services_text_after_a_word_for_its_code() {
+        let refusal = Refusal::from(Status::new(
+            Code::AlreadyExists,
+            "a runtime is already registered for root process 42",
+        ));
+        assert_eq!(
+            refusal.to_string(),
+            "already exists: a runtime is already registered for root process 42"
+        );
+        for (code, word) in [
+            (Code::InvalidArgument, "invalid argument"),
+            (Code::NotFound, "not found"),
+            (Code::PermissionDenied, "permission denied"),
+            (Code::Internal, "service error"),
+        ] {
+            let refusal = Refusal::from(Status::new(code, "boom"));
+            assert_eq!(refusal.to_string(), format!("{word}: boom"));
+        }
+        assert_eq!(
+            Refusal::from(Status::new(Code::NotFound, "")).to_string(),
+            "not found: Some requested entity was not found"
+        );
+    }
 }

@@ -15,10 +15,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use spfs_probe::Backend;
+use spfs_proto::status::ServiceStatus;
 use spfs_proto::v1 as pb;
 
-use crate::host::HostStatus;
-use crate::service::{Backend, wire};
+use crate::endpoint::SocketArgs;
 use connect::{CALL_DEADLINE, Client, MOUNT_DEADLINE, Target, call, request};
 
 pub(crate) use connect::backend_of;
@@ -28,10 +29,8 @@ pub use run::run;
 /// Where to reach the service; every client command takes these.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EndpointArgs {
-    /// The service's Unix socket [default: $XDG_RUNTIME_DIR/spfs-fuse/spfs-fuse.sock, else
-    /// /tmp/spfs-fuse-<uid>/spfs-fuse.sock].
-    #[arg(long, value_name = "PATH", env = "SPFS_FUSE_SOCKET")]
-    socket: Option<PathBuf>,
+    #[command(flatten)]
+    socket: SocketArgs,
     /// Reach a service started with `--listen` over TCP at ADDR instead (wins over --socket).
     #[arg(long, value_name = "ADDR")]
     connect: Option<String>,
@@ -43,8 +42,9 @@ pub struct AutoStartArgs {
     /// For an auto-started service: its mount point [default: the service's, /spfs].
     #[arg(long, value_name = "PATH")]
     mountpoint: Option<PathBuf>,
-    /// For an auto-started service: its backend [default: the service's, auto].
-    #[arg(long, value_enum)]
+    /// For an auto-started service: its backend, auto, kext or fuse-t [default: the
+    /// service's, auto].
+    #[arg(long)]
     backend: Option<Backend>,
 }
 
@@ -185,7 +185,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             client.status(request(pb::StatusRequest {}, CALL_DEADLINE)),
         )
         .await?;
-        Ok(wire::status_from_wire(reply))
+        Ok(ServiceStatus::from(reply))
     })?;
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -259,7 +259,7 @@ async fn register(
         )),
     )
     .await?;
-    Ok(wire::mount_point_from_wire(reply))
+    Ok(reply.mount_point())
 }
 
 /// Removes the runtime of `root_pid`.
@@ -334,7 +334,7 @@ fn resolve_layer(layer: &str, cwd: &Path) -> anyhow::Result<String> {
 }
 
 /// `status --json`: the status as one JSON object.
-fn status_json(status: &HostStatus) -> serde_json::Value {
+fn status_json(status: &ServiceStatus) -> serde_json::Value {
     serde_json::json!({
         "backend": status.backend,
         "transport": status.transport,
@@ -351,7 +351,7 @@ fn status_json(status: &HostStatus) -> serde_json::Value {
 }
 
 /// `status`: the backend and mount points, then one line per runtime.
-fn status_text(status: &HostStatus) -> String {
+fn status_text(status: &ServiceStatus) -> String {
     let mount_points = status
         .mount_points
         .iter()
@@ -446,12 +446,12 @@ mod tests {
 
     #[test]
     fn status_text_lists_each_runtime() {
-        let status = HostStatus {
+        let status = ServiceStatus {
             backend: "kext".into(),
             transport: "device".into(),
             layout: "shared".into(),
             mount_points: vec!["/spfs".into()],
-            runtimes: vec![crate::host::RuntimeStatus {
+            runtimes: vec![spfs_proto::status::RuntimeStatus {
                 root_pid: 4242,
                 env_spec: "/layers/a+/layers/b".into(),
                 owner_uid: 501,

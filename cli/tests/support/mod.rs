@@ -1,5 +1,6 @@
 //! Test support shared by the binary's integration tests: a service on a test's own socket and
-//! mount point, client commands against it, and processes to root runtimes at.
+//! mount point (or volumes directory), client commands against it, and processes to root
+//! runtimes at.
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
@@ -65,35 +66,98 @@ impl Env {
         self.cmd(args).output().expect("run spfs-fuse")
     }
 
-    /// Starts a service in the foreground (as a child) and waits until it answers.
+    /// Starts a service in the foreground (as a child) on this test's socket and mount point,
+    /// and waits until it answers.
     pub fn service(&self) -> Service {
-        let log = self.path().join("service.stderr");
-        let child = self
-            .cmd(&["service", "--threads", "2"])
-            .arg("--mountpoint")
-            .arg(self.mountpoint())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("start service");
-        let mut service = Service { child, log };
-        service.wait_ready(&self.socket());
-        service
+        Service::spawned(ServicePlace {
+            dir: self.path().to_owned(),
+            socket: self.socket(),
+            mountpoint: self.mountpoint(),
+            layout: None,
+            owned: None,
+        })
     }
 }
 
-/// A service started by a test; SIGTERMed on drop if still running.
+/// Where a [`Service`] runs, and the directory it may own.
+struct ServicePlace {
+    dir: PathBuf,
+    socket: PathBuf,
+    mountpoint: PathBuf,
+    /// `--layout` with `--volumes-dir <dir>/volumes`, or the service's defaults.
+    layout: Option<&'static str>,
+    /// A directory of the service's own, removed with it.
+    owned: Option<tempfile::TempDir>,
+}
+
+/// A service started by a test, in the foreground (a child), logging to `<dir>/service.stderr`.
+/// Dropped, it is stopped (SIGTERM, then SIGKILL); one with a directory of its own also
+/// lazily unmounts whatever it left there, so a failed test leaves no mount behind.
 pub struct Service {
-    pub child: Child,
-    pub log: PathBuf,
+    place: ServicePlace,
+    child: Option<Child>,
 }
 
 impl Service {
-    pub fn wait_ready(&mut self, socket: &Path) {
+    /// A service of the shared layout in a directory of its own, on `<dir>/mnt`.
+    pub fn start() -> Service {
+        Service::owning(Some("shared"))
+    }
+
+    /// A service of the per-runtime layout in a directory of its own, with its volumes in
+    /// `<dir>/volumes`.
+    pub fn per_runtime() -> Service {
+        Service::owning(Some("per-runtime"))
+    }
+
+    fn owning(layout: Option<&'static str>) -> Service {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Service::spawned(ServicePlace {
+            dir: dir.path().to_owned(),
+            socket: dir.path().join("spfs.sock"),
+            mountpoint: dir.path().join("mnt"),
+            layout,
+            owned: Some(dir),
+        })
+    }
+
+    fn spawned(place: ServicePlace) -> Service {
+        let mut service = Service { place, child: None };
+        service.spawn();
+        service
+    }
+
+    /// Starts (or restarts) the service process and waits until it answers; its log starts
+    /// afresh.
+    pub fn spawn(&mut self) {
+        let log = std::fs::File::create(self.log_path()).expect("log");
+        let mut command = Command::new(BIN);
+        command
+            .args(["service", "--threads", "2", "--mountpoint"])
+            .arg(&self.place.mountpoint)
+            .arg("--socket")
+            .arg(&self.place.socket);
+        if let Some(layout) = self.place.layout {
+            command
+                .args(["--layout", layout, "--volumes-dir"])
+                .arg(self.volumes_dir());
+        }
+        let child = command
+            .env_remove("RUST_LOG")
+            .current_dir(&self.place.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start service");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY;
-        while std::os::unix::net::UnixStream::connect(socket).is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
+        while std::os::unix::net::UnixStream::connect(&self.place.socket).is_err() {
+            if let Ok(Some(status)) = self.child_mut().try_wait() {
                 panic!(
                     "service exited ({status}) before answering:\n{}",
                     self.log()
@@ -107,16 +171,41 @@ impl Service {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+
+    fn child_mut(&mut self) -> &mut Child {
+        self.child.as_mut().expect("the service is running")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.place.dir.join("service.stderr")
+    }
+
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
+
+    /// The pid of the service process.
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.child.as_ref().expect("the service is running").id() as i32
     }
+
+    pub fn mountpoint(&self) -> PathBuf {
+        self.place.mountpoint.clone()
+    }
+
+    pub fn volumes_dir(&self) -> PathBuf {
+        self.place.dir.join("volumes")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.place.socket.clone()
+    }
+
+    /// Waits for the service to exit by itself.
     pub fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + READY;
         loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
+            if let Some(status) = self.child_mut().try_wait().expect("wait") {
                 return status;
             }
             assert!(
@@ -127,14 +216,67 @@ impl Service {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+
+    /// Kills the service (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("the service is running");
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+    }
+
+    /// Runs a client command against this service (`--socket` goes right after the command,
+    /// before any `--`).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg(args[0])
+            .arg("--socket")
+            .arg(&self.place.socket)
+            .args(&args[1..])
+            .output()
+            .expect("run spfs-fuse")
+    }
+
+    /// Registers a runtime for `root` and returns its mount point.
+    pub fn mount(&self, root: u32, spec: &str) -> String {
+        let out = self.cli(&["mount", "--root-process", &root.to_string(), spec]);
+        ok(&out).trim().to_string()
+    }
+
+    /// Removes the runtime of `root`.
+    pub fn unmount(&self, root: u32) {
+        ok(&self.cli(&["unmount", "--root-process", &root.to_string()]));
+    }
 }
 
 impl Drop for Service {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
+        if let Some(mut child) = self.child.take()
+            && let Ok(None) = child.try_wait()
+        {
             // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(self.pid(), libc::SIGTERM) };
-            let _ = self.child.wait();
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Never leave a mount behind, even after a failed test; only in a directory of our
+        // own, where no other service of the test may be serving.
+        if self.place.owned.is_none() {
+            return;
+        }
+        let mut mounts = vec![self.mountpoint()];
+        if let Ok(volumes) = std::fs::read_dir(self.volumes_dir()) {
+            mounts.extend(volumes.flatten().map(|entry| entry.path()));
+        }
+        for mount in mounts {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(mount)
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }

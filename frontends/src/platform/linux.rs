@@ -157,28 +157,6 @@ fn unescape_octal(field: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Where per-runtime volumes go by default: `/run/spfs-fuse/volumes` for root (the service
-/// that mounts for everyone), else `$XDG_RUNTIME_DIR/spfs-fuse/volumes`, else
-/// `${TMPDIR:-/tmp}/spfs-fuse-<uid>/volumes`, next to the default control socket.
-pub fn default_volumes_dir() -> PathBuf {
-    // SAFETY: getuid(2) takes no arguments and cannot fail.
-    let uid = unsafe { libc::getuid() };
-    let dir = |name| {
-        std::env::var_os(name)
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-    };
-    if uid == 0 {
-        PathBuf::from("/run/spfs-fuse/volumes")
-    } else if let Some(runtime) = dir("XDG_RUNTIME_DIR") {
-        runtime.join("spfs-fuse/volumes")
-    } else {
-        dir("TMPDIR")
-            .unwrap_or_else(|| PathBuf::from("/tmp"))
-            .join(format!("spfs-fuse-{uid}/volumes"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,8 +109,3 @@ pub fn mount_points() -> io::Result<Vec<PathBuf>> {
 pub fn in_mount_table(path: &Path) -> bool {
     mount_points().is_ok_and(|mounts| mounts.iter().any(|m| m == path))
 }
-
-/// Where per-runtime volumes go by default: `/Volumes`, where Finder shows them.
-pub fn default_volumes_dir() -> PathBuf {
-    PathBuf::from("/Volumes")
-}

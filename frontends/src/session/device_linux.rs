@@ -24,7 +24,7 @@ use spfs_router::Vfs;
 
 use super::{Mounted, SessionConfig, Transport, uring};
 use crate::adapter::Adapter;
-use crate::error::MountError;
+use crate::error::{MountError, MountFailure};
 use crate::policy::{KernelPolicy, Layout, Platform};
 use crate::{mountpoint, platform};
 
@@ -51,9 +51,13 @@ pub(super) fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Box<dyn Mou
     let owner = std::thread::Builder::new()
         .name("spfs-fuse-session".into())
         .spawn(move || own_session(vfs, &owner_config, &mounted_tx, &stop_rx))
-        .map_err(|e| MountError::Session {
-            path: config.mountpoint.clone(),
-            message: format!("cannot start the session thread: {e}"),
+        .map_err(|e| {
+            MountError::session_io(
+                &config.mountpoint,
+                MountFailure::Other,
+                "cannot start the session thread",
+                e,
+            )
         })?;
     match mounted_rx.recv() {
         Ok(Ok(io_uring)) => Ok(Box::new(DeviceSession {
@@ -66,10 +70,11 @@ pub(super) fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Box<dyn Mou
             let _ = owner.join();
             Err(err)
         }
-        Err(_) => Err(MountError::Session {
-            path: config.mountpoint.clone(),
-            message: "the session thread ended before mounting".into(),
-        }),
+        Err(_) => Err(MountError::session(
+            &config.mountpoint,
+            MountFailure::Other,
+            "the session thread ended before mounting",
+        )),
     }
 }
 
@@ -77,10 +82,11 @@ impl Mounted for DeviceSession {
     fn unmount(self: Box<Self>) -> Result<(), MountError> {
         let _ = self.stop.send(());
         self.owner.join().unwrap_or_else(|_| {
-            Err(MountError::Unmount {
-                path: self.mountpoint.clone(),
-                message: "the session thread panicked".into(),
-            })
+            Err(MountError::unmount(
+                &self.mountpoint,
+                "the session thread panicked",
+                None,
+            ))
         })
     }
 
@@ -98,10 +104,10 @@ fn own_session(
     mounted: &mpsc::Sender<Result<Option<uring::Answers>, MountError>>,
     stop: &mpsc::Receiver<()>,
 ) -> Result<(), MountError> {
-    let failed = |message: String| MountError::Session {
-        path: config.mountpoint.clone(),
-        message,
-    };
+    let failed =
+        |message: String| MountError::session(&config.mountpoint, MountFailure::Other, message);
+    let device_failed =
+        |message: String| MountError::device(&config.mountpoint, Path::new("/dev/fuse"), message);
     // Set before unmounting, so workers tell the end of the session from a failure.
     let unmounting = Arc::new(AtomicBool::new(false));
     type Started = (FuseSession, Arc<Server<Adapter>>, Vec<JoinHandle<()>>);
@@ -114,7 +120,7 @@ fn own_session(
         let mut session =
             FuseSession::new(&config.mountpoint, &config.fsname, "", policy.read_only())
                 .map_err(|e| failed(e.to_string()))?;
-        session.mount().map_err(|e| failed(e.to_string()))?;
+        session.mount().map_err(|e| device_failed(e.to_string()))?;
         let server = Arc::new(Server::new(Adapter::new(vfs, policy)));
         let mut workers = Vec::new();
         for worker in 0..config.threads.max(1) {
@@ -124,7 +130,14 @@ fn own_session(
             let handle = std::thread::Builder::new()
                 .name(format!("spfs-fuse-{worker}"))
                 .spawn(move || serve(worker, channel, &server, &unmounting))
-                .map_err(|e| failed(format!("cannot start a worker thread: {e}")))?;
+                .map_err(|e| {
+                    MountError::session_io(
+                        &config.mountpoint,
+                        MountFailure::Other,
+                        "cannot start a worker thread",
+                        e,
+                    )
+                })?;
             workers.push(handle);
         }
         Ok((session, server, workers))
@@ -161,10 +174,7 @@ fn own_session(
         .umount()
         .map_err(|e| e.to_string())
         .and_then(|()| detach_if_dead(&config.mountpoint, device).map_err(|e| e.to_string()))
-        .map_err(|message| MountError::Unmount {
-            path: config.mountpoint.clone(),
-            message,
-        });
+        .map_err(|message| MountError::unmount(&config.mountpoint, message, None));
     // Workers blocked on a channel whose mount is still busy (lazy unmount) wake here.
     if let Err(err) = session.wake() {
         tracing::warn!(error = %err, "could not wake FUSE workers");

@@ -29,7 +29,7 @@ use super::framing::{Connection, Framing, Workers};
 use super::protocol::{self, FUSE_T_RWSIZE, FUSE_T_SOCKET_BUFFER};
 use super::{Mounted, SessionConfig, Transport};
 use crate::adapter::Adapter;
-use crate::error::MountError;
+use crate::error::{MountError, MountFailure};
 use crate::platform;
 use crate::policy::{KernelPolicy, Layout, Platform};
 
@@ -97,18 +97,24 @@ pub(super) fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Box<dyn Mou
 /// [`mount`] with `program` as the NFS server.
 fn mount_with(program: &Path, vfs: Arc<Vfs>, config: &SessionConfig) -> Result<FuseT, MountError> {
     let path = super::prepare_mountpoint(&config.mountpoint)?;
-    let failed = |message: String| MountError::Session {
-        path: config.mountpoint.clone(),
-        message,
+    let mountpoint = config.mountpoint.as_path();
+    let failed = |kind, message: String| MountError::session(mountpoint, kind, message);
+    let failed_io = |kind, message: &str| {
+        let message = message.to_owned();
+        move |source| MountError::session_io(mountpoint, kind, message, source)
     };
     if !program.exists() {
-        return Err(failed(format!(
-            "FUSE-T is not installed ({} is missing)",
-            program.display()
-        )));
+        return Err(failed(
+            MountFailure::ServerMissing,
+            format!("FUSE-T is not installed ({} is missing)", program.display()),
+        ));
     }
-    let pair =
-        || UnixStream::pair().map_err(|e| failed(format!("cannot create a socket pair: {e}")));
+    let pair = || {
+        UnixStream::pair().map_err(failed_io(
+            MountFailure::Other,
+            "cannot create a socket pair",
+        ))
+    };
     let (ours, theirs) = pair()?;
     let (monitor, their_monitor) = pair()?;
     for socket in [&ours, &theirs] {
@@ -116,7 +122,10 @@ fn mount_with(program: &Path, vfs: Arc<Vfs>, config: &SessionConfig) -> Result<F
     }
     monitor
         .set_read_timeout(Some(MOUNT_TIMEOUT))
-        .map_err(|e| failed(format!("cannot set a socket timeout: {e}")))?;
+        .map_err(failed_io(
+            MountFailure::Other,
+            "cannot set a socket timeout",
+        ))?;
     let policy = KernelPolicy::new(Platform::MacOs, Transport::Nfs, Layout::of(vfs.routing()));
     let daemon = std::env::current_exe().ok();
     // Its stderr goes to the service's log; stdout is of no use.
@@ -133,7 +142,13 @@ fn mount_with(program: &Path, vfs: Arc<Vfs>, config: &SessionConfig) -> Result<F
         Stdio::null(),
         Stdio::inherit(),
     )
-    .map_err(|e| failed(format!("cannot run {}: {e}", program.display())))?;
+    .map_err(|e| {
+        let kind = match e.kind() {
+            std::io::ErrorKind::NotFound => MountFailure::ServerMissing,
+            _ => MountFailure::Other,
+        };
+        failed_io(kind, &format!("cannot run {}", program.display()))(e)
+    })?;
     // Ours must go, so the NFS server's exit shows as EOF on both sockets.
     drop((theirs, their_monitor));
 
@@ -150,25 +165,42 @@ fn mount_with(program: &Path, vfs: Arc<Vfs>, config: &SessionConfig) -> Result<F
         Ok(workers) => session(workers),
         Err(err) => {
             let _ = session(Workers::none()).stop();
-            return Err(failed(format!("cannot start a worker thread: {err}")));
+            return Err(failed_io(
+                MountFailure::Other,
+                "cannot start a worker thread",
+            )(err));
         }
     };
 
     // The NFS server asks the file system (INIT, the root's attributes) while it mounts.
     let mounted = match protocol::request_fuse_t_mount(&session.monitor) {
         Ok(Some(0)) => Ok(()),
-        Ok(Some(status)) => Err(format!("go-nfsv4 could not mount (status {status})")),
-        Ok(None) => Err("go-nfsv4 exited while mounting".to_string()),
-        Err(err) => Err(format!("no mount status from go-nfsv4: {err}")),
+        Ok(Some(status)) => Err((
+            MountFailure::Other,
+            format!("go-nfsv4 could not mount (status {status})"),
+        )),
+        Ok(None) => Err((
+            MountFailure::ServerExited,
+            "go-nfsv4 exited while mounting".to_string(),
+        )),
+        Err(err) => Err((
+            MountFailure::Other,
+            format!("no mount status from go-nfsv4: {err}"),
+        )),
     };
     let mounted = mounted.and_then(|()| {
         protocol::wait_until_mounted(&session.mountpoint, MOUNT_TIMEOUT, || {
             session.nfs_server_exited()
         })
+        // Whether the NFS server is gone says what kind of failure this is, whatever the words.
+        .map_err(|message| match session.nfs_server_exited() {
+            Err(_) => (MountFailure::ServerExited, message),
+            Ok(()) => (MountFailure::Other, message),
+        })
     });
-    if let Err(message) = mounted {
+    if let Err((kind, message)) = mounted {
         let _ = session.stop();
-        return Err(failed(message));
+        return Err(failed(kind, message));
     }
     Ok(session)
 }
@@ -188,10 +220,6 @@ impl FuseT {
 
     /// Unmounts, ends the NFS server and the workers.
     fn stop(self) -> Result<(), MountError> {
-        let failed = |message: String| MountError::Unmount {
-            path: self.mountpoint.clone(),
-            message,
-        };
         // Refused if the NFS server is gone already: nothing to tell it then.
         let _ = protocol::request_fuse_t_unmount(&self.monitor);
         drop(self.monitor);
@@ -211,14 +239,19 @@ impl FuseT {
         // The NFS server unmounts on `unmount`; had it died first (or the volume been busy),
         // the volume is left without one.
         if platform::in_mount_table(&self.mountpoint) {
-            platform::force_unmount(&self.mountpoint).map_err(|e| failed(e.to_string()))?;
+            platform::force_unmount(&self.mountpoint)
+                .map_err(|e| MountError::unmount(&self.mountpoint, "force-unmounting", Some(e)))?;
         }
         match ended {
             Ok(status) => {
                 tracing::debug!(%status, "go-nfsv4 exited");
                 Ok(())
             }
-            Err(err) => Err(failed(format!("could not end go-nfsv4: {err}"))),
+            Err(err) => Err(MountError::unmount(
+                &self.mountpoint,
+                "could not end go-nfsv4",
+                Some(err),
+            )),
         }
     }
 }

@@ -29,7 +29,7 @@ use super::framing::{Connection, Framing, Workers};
 use super::protocol;
 use super::{Mounted, SessionConfig, Transport};
 use crate::adapter::Adapter;
-use crate::error::MountError;
+use crate::error::{MountError, MountFailure};
 use crate::platform;
 use crate::policy::{KernelPolicy, Layout, Platform};
 
@@ -58,10 +58,11 @@ struct MacFuse {
 pub(super) fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Box<dyn Mounted>, MountError> {
     use protocol::MOUNT_MACFUSE;
     if !Path::new(MOUNT_MACFUSE).exists() {
-        return Err(MountError::Session {
-            path: config.mountpoint.clone(),
-            message: format!("macFUSE is not installed ({MOUNT_MACFUSE} is missing)"),
-        });
+        return Err(MountError::session(
+            &config.mountpoint,
+            MountFailure::HelperMissing,
+            format!("macFUSE is not installed ({MOUNT_MACFUSE} is missing)"),
+        ));
     }
     let session = mount_with(Path::new(MOUNT_MACFUSE), vfs, config)?;
     Ok(Box::new(session))
@@ -74,14 +75,22 @@ fn mount_with(
     config: &SessionConfig,
 ) -> Result<MacFuse, MountError> {
     let path = super::prepare_mountpoint(&config.mountpoint)?;
-    let failed = |message: String| MountError::Session {
-        path: config.mountpoint.clone(),
-        message,
+    let mountpoint = config.mountpoint.as_path();
+    // Anything that goes wrong once mount_macfuse runs means it did not mount.
+    let refused =
+        |message: String| MountError::session(mountpoint, MountFailure::HelperRefused, message);
+    let failed_io = |kind, message: String| {
+        move |source| MountError::session_io(mountpoint, kind, message, source)
     };
-    let (ours, theirs) =
-        UnixStream::pair().map_err(|e| failed(format!("cannot create a socket pair: {e}")))?;
+    let (ours, theirs) = UnixStream::pair().map_err(failed_io(
+        MountFailure::Other,
+        "cannot create a socket pair".into(),
+    ))?;
     ours.set_read_timeout(Some(MOUNT_TIMEOUT))
-        .map_err(|e| failed(format!("cannot set a socket timeout: {e}")))?;
+        .map_err(failed_io(
+            MountFailure::Other,
+            "cannot set a socket timeout".into(),
+        ))?;
     let policy = KernelPolicy::new(
         Platform::MacOs,
         Transport::Device,
@@ -102,21 +111,30 @@ fn mount_with(
         Stdio::piped(),
         Stdio::piped(),
     )
-    .map_err(|e| failed(format!("cannot run {}: {e}", program.display())))?;
+    .map_err(|e| {
+        let kind = match e.kind() {
+            std::io::ErrorKind::NotFound => MountFailure::HelperMissing,
+            _ => MountFailure::Other,
+        };
+        failed_io(kind, format!("cannot run {}", program.display()))(e)
+    })?;
     // Ours must go, or a helper that dies would never look like EOF.
     drop(theirs);
 
     let device = match protocol::receive_fd(&ours) {
         Ok(Some(fd)) => File::from(fd),
         Ok(None) => {
-            return Err(failed(helper_failure(
+            return Err(refused(helper_failure(
                 &mut child,
                 "mount_macfuse ended without handing over the device",
             )));
         }
         Err(err) => {
             let _ = protocol::terminate(&mut child, Duration::from_secs(1));
-            return Err(failed(format!("no device from mount_macfuse: {err}")));
+            return Err(failed_io(
+                MountFailure::HelperRefused,
+                "no device from mount_macfuse".into(),
+            )(err));
         }
     };
     let connection = Arc::new(Connection::new(device, Framing::Message));
@@ -126,7 +144,10 @@ fn mount_with(
         Err(err) => {
             let _ = protocol::terminate(&mut child, Duration::from_secs(1));
             set_daemon_dead(connection.io());
-            return Err(failed(format!("cannot start a worker thread: {err}")));
+            return Err(failed_io(
+                MountFailure::Other,
+                "cannot start a worker thread".into(),
+            )(err));
         }
     };
     let session = MacFuse {
@@ -156,7 +177,7 @@ fn mount_with(
     reap(child);
     if let Err(message) = mounted {
         let _ = Box::new(session).unmount();
-        return Err(failed(message));
+        return Err(refused(message));
     }
     Ok(session)
 }
@@ -216,10 +237,8 @@ fn set_daemon_dead(device: &File) {
 
 impl Mounted for MacFuse {
     fn unmount(self: Box<Self>) -> Result<(), MountError> {
-        let result = unmount_path(&self.mountpoint).map_err(|e| MountError::Unmount {
-            path: self.mountpoint.clone(),
-            message: e.to_string(),
-        });
+        let result = unmount_path(&self.mountpoint)
+            .map_err(|e| MountError::unmount(&self.mountpoint, "unmount(2)", Some(e)));
         set_daemon_dead(self.connection.io());
         if !self.workers.join(STOP_TIMEOUT) {
             tracing::warn!(mountpoint = %self.mountpoint.display(), "FUSE workers still running after unmount");
@@ -380,6 +399,7 @@ mod tests {
         let err = mount_through(tmp.path(), "refuses")
             .err()
             .expect("the mount must fail");
+        assert_eq!(err.kind(), MountFailure::HelperRefused, "{err}");
         let message = err.to_string();
         assert!(
             message.contains("the file system is not available"),

@@ -21,7 +21,9 @@ pub struct SweepArgs {
 
 /// Runs `spfs-fuse sweep`: prints one line per step; exits 1 if any step failed.
 pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
-    let dir = args.volumes_dir.unwrap_or_else(sweep::default_volumes_dir);
+    let dir = args
+        .volumes_dir
+        .unwrap_or_else(spfs_probe::defaults::volumes_dir);
     let actions = sweep::sweep(&dir, args.dry_run)
         .with_context(|| format!("cannot sweep {}", dir.display()))?;
     if actions.is_empty() {

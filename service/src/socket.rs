@@ -9,88 +9,25 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
 use nix::sys::stat::Mode;
+use spfs_probe::socket::{SocketDirError, answers, prepare_socket_dir};
 
 /// How long a starting service waits for another one that holds the lock but does not answer
 /// (it is starting or stopping) before giving up.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
-
-/// The default socket, shared with `doctor` so both look at the same place.
-pub(crate) fn default_socket_path() -> PathBuf {
-    spfs_probe::default_socket_path()
-}
-
-/// The socket to use: the one given (`--socket` or `SPFS_FUSE_SOCKET`) made absolute, else
-/// the default. Absolute, because an auto-started service runs in `/`.
-pub(crate) fn resolve_socket_path(given: Option<&Path>) -> anyhow::Result<PathBuf> {
-    match given {
-        Some(path) if !path.as_os_str().is_empty() => absolute(path),
-        _ => Ok(default_socket_path()),
-    }
-}
-
-/// `path` made absolute against the working directory (lexically: no symlinks resolved).
-pub(crate) fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
-    std::path::absolute(path).with_context(|| format!("cannot make {} absolute", path.display()))
-}
-
-/// Where an auto-started service logs: next to its socket, `spfs-fuse.sock` -> `spfs-fuse.log`.
-pub(crate) fn log_path(socket: &Path) -> PathBuf {
-    socket.with_extension("log")
-}
 
 /// The lock file of a socket.
 fn lock_path(socket: &Path) -> PathBuf {
     let mut name = socket.as_os_str().to_owned();
     name.push(".lock");
     PathBuf::from(name)
-}
-
-/// Makes sure the socket's directory exists. Missing directories are created with mode 0700.
-/// The default directory must belong to us and is made 0700 if it is not; a directory given
-/// with `--socket` is left as it is (it may be a shared one like `/tmp`).
-pub(crate) fn prepare_socket_dir(socket: &Path) -> anyhow::Result<()> {
-    let dir = socket
-        .parent()
-        .with_context(|| format!("socket path {} has no directory", socket.display()))?;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create the socket directory {}", dir.display()))?;
-    // Only the service's own per-user directory is made private: an explicit socket may sit
-    // in a shared directory such as /tmp, which must keep its mode.
-    if dir != spfs_probe::private_socket_dir() {
-        return Ok(());
-    }
-    let meta = fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
-    let me = nix::unistd::getuid().as_raw();
-    if meta.uid() != me {
-        bail!(
-            "refusing to use the socket directory {}: it belongs to uid {}, not to you (uid {me}); \
-             remove it or pass --socket",
-            dir.display(),
-            meta.uid()
-        );
-    }
-    if meta.mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot make {} private (mode 0700)", dir.display()))?;
-    }
-    Ok(())
-}
-
-/// Whether something accepts connections on `socket`.
-pub(crate) fn answers(socket: &Path) -> bool {
-    UnixStream::connect(socket).is_ok()
 }
 
 /// A socket path this process owns: the lock is held, and the socket is bound (mode 0600) but
@@ -104,7 +41,7 @@ pub(crate) struct ClaimedSocket {
 
 /// Why a socket could not be claimed.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ClaimError {
+pub enum ClaimError {
     /// A live service already serves the socket.
     #[error(
         "an spfs-fuse service{} is already serving {}; stop it with `spfs-fuse shutdown` first",
@@ -117,9 +54,62 @@ pub(crate) enum ClaimError {
         /// The pid the other service wrote into the lock file, if it could be read.
         pid: Option<u32>,
     },
-    /// Anything else, with its context.
+    /// Another service holds the lock but does not answer.
+    #[error(
+        "another spfs-fuse service{} holds {} but does not answer on {} after {} s",
+        pid_suffix(*.pid),
+        .lock_file.display(),
+        .socket.display(),
+        LOCK_WAIT.as_secs()
+    )]
+    Unanswered {
+        /// The socket.
+        socket: PathBuf,
+        /// Its lock file.
+        lock_file: PathBuf,
+        /// The pid the other service wrote into the lock file, if it could be read.
+        pid: Option<u32>,
+    },
+    /// The socket's directory cannot be used.
     #[error(transparent)]
-    Other(#[from] anyhow::Error),
+    Dir(#[from] SocketDirError),
+    /// Something other than a socket sits at the socket path.
+    #[error("{} exists and is not a socket; remove it or pass another --socket", .0.display())]
+    NotASocket(PathBuf),
+    /// The path does not fit in a socket address.
+    #[error(
+        "cannot use {} as a socket path (too long? the limit is about 100 bytes): {source}",
+        .path.display()
+    )]
+    BadPath {
+        /// The socket.
+        path: PathBuf,
+        /// What the address check said.
+        source: nix::Error,
+    },
+    /// A file operation on the socket or its lock failed.
+    #[error("cannot {action} {}: {source}", .path.display())]
+    Io {
+        /// What was being done: `lock`, `bind`, `listen on`, ...
+        action: &'static str,
+        /// The socket or lock file.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// [`ClaimedSocket::listen`] was called twice.
+    #[error("the socket {} is already listening", .0.display())]
+    AlreadyListening(PathBuf),
+}
+
+/// An [`io::Error`] on `path` while doing `action`, as a [`ClaimError`].
+fn failed(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ClaimError {
+    let path = path.to_owned();
+    move |source| ClaimError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 fn pid_suffix(pid: Option<u32>) -> String {
@@ -141,7 +131,7 @@ pub(crate) fn claim(socket: &Path) -> Result<ClaimedSocket, ClaimError> {
         .truncate(false)
         .mode(0o600)
         .open(&lock_file)
-        .with_context(|| format!("cannot open the lock file {}", lock_file.display()))?;
+        .map_err(failed("open the lock file", &lock_file))?;
     let deadline = Instant::now() + LOCK_WAIT;
     let mut lock = loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
@@ -156,21 +146,16 @@ pub(crate) fn claim(socket: &Path) -> Result<ClaimedSocket, ClaimError> {
                     });
                 }
                 if Instant::now() >= deadline {
-                    return Err(anyhow::anyhow!(
-                        "another spfs-fuse service{} holds {} but does not answer on {} after {} s",
-                        pid_suffix(pid),
-                        lock_file.display(),
-                        socket.display(),
-                        LOCK_WAIT.as_secs()
-                    )
-                    .into());
+                    return Err(ClaimError::Unanswered {
+                        socket: socket.to_owned(),
+                        lock_file,
+                        pid,
+                    });
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
             Err((_, errno)) => {
-                return Err(anyhow::Error::new(errno)
-                    .context(format!("cannot lock {}", lock_file.display()))
-                    .into());
+                return Err(failed("lock", &lock_file)(errno.into()));
             }
         }
     };
@@ -184,7 +169,7 @@ pub(crate) fn claim(socket: &Path) -> Result<ClaimedSocket, ClaimError> {
     remove_stale(socket)?;
     lock.set_len(0)
         .and_then(|()| write!(*lock, "{}", std::process::id()))
-        .with_context(|| format!("cannot write to {}", lock_file.display()))?;
+        .map_err(failed("write to", &lock_file))?;
     let fd = bind_private(socket)?;
     Ok(ClaimedSocket {
         path: socket.to_owned(),
@@ -201,52 +186,46 @@ fn read_pid(file: &mut File) -> Option<u32> {
 }
 
 /// Removes a socket file nobody serves (we hold the lock, and nothing answered).
-fn remove_stale(socket: &Path) -> anyhow::Result<()> {
+fn remove_stale(socket: &Path) -> Result<(), ClaimError> {
     match fs::symlink_metadata(socket) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(err) => Err(err).with_context(|| format!("cannot read {}", socket.display())),
+        Err(err) => Err(failed("read", socket)(err)),
         Ok(meta) if meta.file_type().is_socket() => {
-            fs::remove_file(socket)
-                .with_context(|| format!("cannot remove the stale socket {}", socket.display()))?;
+            fs::remove_file(socket).map_err(failed("remove the stale socket", socket))?;
             tracing::info!(socket = %socket.display(), "removed a stale socket left by a service that is gone");
             Ok(())
         }
-        Ok(_) => bail!(
-            "{} exists and is not a socket; remove it or pass another --socket",
-            socket.display()
-        ),
+        Ok(_) => Err(ClaimError::NotASocket(socket.to_owned())),
     }
 }
 
 /// Binds a Unix socket at `path`, private from the start: the umask is narrowed to 0077 around
 /// `bind`, so there is no moment when another user could connect; then the mode is set to
 /// exactly 0600. The socket does not listen yet.
-fn bind_private(path: &Path) -> anyhow::Result<OwnedFd> {
+fn bind_private(path: &Path) -> Result<OwnedFd, ClaimError> {
     let fd = nix::sys::socket::socket(
         AddressFamily::Unix,
         SockType::Stream,
         SockFlag::empty(),
         None,
     )
-    .context("cannot create a Unix socket")?;
+    .map_err(|errno| failed("create a Unix socket at", path)(errno.into()))?;
     nix::fcntl::fcntl(
         &fd,
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     )
-    .context("cannot set close-on-exec on the socket")?;
-    let addr = UnixAddr::new(path).with_context(|| {
-        format!(
-            "cannot use {} as a socket path (too long? the limit is about 100 bytes)",
-            path.display()
-        )
+    .map_err(|errno| failed("set close-on-exec on", path)(errno.into()))?;
+    let addr = UnixAddr::new(path).map_err(|source| ClaimError::BadPath {
+        path: path.to_owned(),
+        source,
     })?;
     // The umask is process-wide; this runs before the service starts any thread.
     let old = nix::sys::stat::umask(Mode::from_bits_truncate(0o077));
     let bound = nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr);
     nix::sys::stat::umask(old);
-    bound.with_context(|| format!("cannot bind {}", path.display()))?;
+    bound.map_err(|errno| failed("bind", path)(errno.into()))?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot set mode 0600 on {}", path.display()))?;
+        .map_err(failed("set mode 0600 on", path))?;
     Ok(fd)
 }
 
@@ -257,14 +236,17 @@ impl ClaimedSocket {
     }
 
     /// Starts listening: from now on clients connect.
-    pub(crate) fn listen(&mut self) -> anyhow::Result<UnixListener> {
-        let fd = self.fd.take().context("the socket is already listening")?;
+    pub(crate) fn listen(&mut self) -> Result<UnixListener, ClaimError> {
+        let fd = self
+            .fd
+            .take()
+            .ok_or_else(|| ClaimError::AlreadyListening(self.path.clone()))?;
         nix::sys::socket::listen(&fd, Backlog::MAXCONN)
-            .with_context(|| format!("cannot listen on {}", self.path.display()))?;
+            .map_err(|errno| failed("listen on", &self.path)(errno.into()))?;
         let listener = UnixListener::from(fd);
         listener
             .set_nonblocking(true)
-            .context("cannot make the socket non-blocking")?;
+            .map_err(failed("make non-blocking the socket", &self.path))?;
         Ok(listener)
     }
 }
@@ -285,12 +267,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn log_and_lock_sit_next_to_the_socket() {
+    fn the_lock_sits_next_to_the_socket() {
         let socket = Path::new("/run/user/1/spfs-fuse/spfs-fuse.sock");
-        assert_eq!(
-            log_path(socket),
-            Path::new("/run/user/1/spfs-fuse/spfs-fuse.log")
-        );
         assert_eq!(
             lock_path(socket),
             Path::new("/run/user/1/spfs-fuse/spfs-fuse.sock.lock")
@@ -298,11 +276,13 @@ mod tests {
     }
 
     #[test]
-    fn a_claimed_socket_is_private_exclusive_and_removed_on_drop() -> anyhow::Result<()> {
+    fn a_claimed_socket_is_private_exclusive_and_removed_on_drop()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir()?;
         let sub = dir.path().join("sub");
         let socket = sub.join("s.sock");
-        let mut claimed = claim(&socket).map_err(anyhow::Error::new)?;
+        let mut claimed = claim(&socket)?;
         assert_eq!(fs::metadata(&sub)?.mode() & 0o777, 0o700);
         assert_eq!(fs::metadata(&socket)?.mode() & 0o777, 0o600);
         assert!(!answers(&socket), "not listening yet");

@@ -1,5 +1,5 @@
 //! The `spfs.fuse.v1.Vfs` gRPC service: every call finds out who is calling, runs the host call
-//! on a blocking thread, and turns the result into a reply through `wire`.
+//! on a blocking thread, and turns the result into a reply (errors through `convert`).
 
 use std::sync::Arc;
 
@@ -13,8 +13,8 @@ use tracing::Instrument;
 
 use spfs_router::process::{ExitWatcher, ProcessTable, SystemProcessTable};
 
-use super::{auth, wire};
 use crate::host::{Host, HostError};
+use crate::{auth, convert};
 
 /// How callers are identified.
 #[derive(Debug, Clone, Copy)]
@@ -104,9 +104,11 @@ impl VfsService {
 /// Logs a refused call (at info: refusals are expected answers, not service faults) and turns
 /// the error into its status.
 fn refuse(err: &HostError) -> Status {
-    let status = wire::host_error_to_status(err);
+    let status = convert::host_error_to_status(err);
     match err {
-        HostError::Internal(_) => tracing::error!(code = ?status.code(), error = %err, "failed"),
+        HostError::Mount { .. } | HostError::Internal(_) => {
+            tracing::error!(code = ?status.code(), error = %err, "failed")
+        }
         _ => tracing::info!(code = ?status.code(), error = %err, "refused"),
     }
     status
@@ -150,7 +152,7 @@ impl Vfs for VfsService {
             {
                 Ok(runtime) => {
                     tracing::info!(env_spec, mount_point = %runtime.mount_point.display(), "registered");
-                    Ok(Response::new(wire::mount_response(runtime)))
+                    Ok(Response::new(runtime.into()))
                 }
                 Err(err) => Err(refuse(&err)),
             }
@@ -208,7 +210,7 @@ impl Vfs for VfsService {
                 .await
                 .map_err(|err| refuse(&err))?;
             auth::filter_status(caller.uid, &mut status);
-            Ok(Response::new(wire::status_to_wire(status)))
+            Ok(Response::new(status.into()))
         }
         .instrument(span)
         .await

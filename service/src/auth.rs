@@ -4,7 +4,9 @@
 
 use spfs_router::process::ProcessTable;
 
-use crate::host::{HostError, HostStatus, Layout, RuntimeStatus};
+use spfs_proto::status::{Layout, RuntimeStatus, ServiceStatus};
+
+use crate::host::HostError;
 
 /// The superuser, who may act on every runtime.
 const ROOT_UID: u32 = 0;
@@ -46,7 +48,7 @@ pub(crate) fn may_see(caller_uid: u32, runtime: &RuntimeStatus) -> bool {
 
 /// Leaves in `status` only what `caller_uid` may see: its own runtimes, and no volume of
 /// another user's runtime (a volume's name carries its root pid).
-pub(crate) fn filter_status(caller_uid: u32, status: &mut HostStatus) {
+pub(crate) fn filter_status(caller_uid: u32, status: &mut ServiceStatus) {
     let (visible, hidden): (Vec<_>, Vec<_>) = std::mem::take(&mut status.runtimes)
         .into_iter()
         .partition(|r| may_see(caller_uid, r));
@@ -76,8 +78,8 @@ mod tests {
         }
     }
 
-    fn status(layout: &str, runtimes: Vec<RuntimeStatus>) -> HostStatus {
-        HostStatus {
+    fn status(layout: &str, runtimes: Vec<RuntimeStatus>) -> ServiceStatus {
+        ServiceStatus {
             backend: "kext".into(),
             transport: "device".into(),
             layout: layout.into(),

@@ -1,4 +1,5 @@
-//! `spfs-fuse service`: the long-running process that owns the mount and serves gRPC.
+//! The spfs-fuse service: the long-running process that owns the mount and serves gRPC. The
+//! `spfs-fuse service` command turns its arguments into a [`ServiceConfig`] and calls [`run`].
 //!
 //! Start-up order matters. The socket is claimed first (lock, stale-file cleanup, bind with mode
 //! 0600) while the process has one thread; then the host starts (it mounts); only then does the
@@ -10,106 +11,143 @@
 //! failure; an explicit backend that fails to mount stops the service with its hint.
 
 mod auth;
+mod control;
+mod convert;
+pub mod hints;
+pub mod host;
 mod reaper;
 mod socket;
-mod vfs;
-pub(crate) mod wire;
 
+use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use spfs_frontends::Transport;
+use spfs_probe::Backend;
+use spfs_proto::status::Layout;
 use spfs_proto::v1::vfs_server::VfsServer;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 use tonic::transport::Server;
-use tonic::transport::server::{Connected, Router};
+use tonic::transport::server::Connected;
 
-pub(crate) use socket::{absolute, answers, log_path, prepare_socket_dir, resolve_socket_path};
-
-use crate::host::{Host, HostConfig, Layout};
-use spfs_frontends::Transport;
-use vfs::{Identity, VfsService};
+use control::{Identity, VfsService};
+pub use hints::mount_hint;
+pub use host::{Host, HostConfig, HostError, Mount, Mounter, SessionMounter, root_attr};
+pub use socket::ClaimError;
 
 /// How long the server waits for clients to finish their calls once it is stopping.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// The FUSE backend to serve views with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backend {
-    /// Pick from what the host has: `kext` when usable, then `fuse-t`; fall back along that
-    /// list when a mount fails.
-    Auto,
-    /// The macFUSE kernel extension (on Linux: `/dev/fuse`), one shared mount routed by caller.
-    Kext,
-    /// FUSE-T: one NFS volume per runtime (macOS only).
-    FuseT,
+/// Where the service serves the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The Unix socket at this absolute path; callers are identified by their credentials.
+    Unix(PathBuf),
+    /// TCP on this address, where callers cannot be identified: every caller counts as the
+    /// service's own user.
+    InsecureTcp(SocketAddr),
 }
 
-impl Backend {
-    /// The value as written on the command line.
-    pub(crate) fn as_arg(self) -> &'static str {
+/// How to run the service: what `spfs-fuse service` was asked for, with paths made absolute.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The backend asked for (`auto` tries each usable one).
+    pub backend: Backend,
+    /// The layout asked for; `None` is the backend's own (shared for kext, per-runtime for
+    /// fuse-t).
+    pub layout: Option<Layout>,
+    /// The shared mount point (absolute).
+    pub mountpoint: PathBuf,
+    /// Where per-runtime volumes go (absolute).
+    pub volumes_dir: PathBuf,
+    /// Where to serve the control plane.
+    pub endpoint: Endpoint,
+    /// Threads serving FUSE requests, per session.
+    pub threads: usize,
+    /// Serve through FUSE over io_uring where the kernel offers it (Linux only).
+    pub io_uring: bool,
+}
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A path the service needs is not UTF-8.
+    #[error("{} is not valid UTF-8", .0.display())]
+    NotUtf8(PathBuf),
+    /// FUSE-T was asked for with the shared layout.
+    #[error(
+        "the fuse-t backend serves only the per-runtime layout (NFS requests carry no caller \
+         pid to route by); drop --layout shared or use --backend kext"
+    )]
+    FuseTIsPerRuntime,
+    /// Only FUSE-T is usable, and the shared layout rules it out.
+    #[error(
+        "no usable backend serves the shared layout ({selection}); drop --layout shared to \
+         serve a volume per runtime"
+    )]
+    NoSharedBackend {
+        /// The probe's selection, as one line.
+        selection: String,
+    },
+    /// The control socket could not be claimed.
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
+    /// No backend could be started; the last attempt's failure.
+    #[error("cannot start serving {} with the {backend} backend: {source}", .place.display())]
+    Start {
+        /// The mount point, or the volumes directory.
+        place: PathBuf,
+        /// The backend tried last.
+        backend: Backend,
+        /// Why it failed.
+        source: HostError,
+        /// The one sentence that fixes it, when the failure is a known one.
+        hint: Option<&'static str>,
+    },
+    /// A system resource the service needs (a signal handler, the async runtime, the TCP
+    /// listener) could not be set up.
+    #[error("cannot {action}: {source}")]
+    Setup {
+        /// What was being done.
+        action: String,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("the gRPC server failed: {0}")]
+    Server(#[from] tonic::transport::Error),
+}
+
+impl ServiceError {
+    /// The hint that fixes the failure, when it is a known one.
+    pub fn hint(&self) -> Option<&'static str> {
         match self {
-            Backend::Auto => "auto",
-            Backend::Kext => "kext",
-            Backend::FuseT => "fuse-t",
+            ServiceError::Start { hint, .. } => *hint,
+            _ => None,
         }
     }
 }
 
-/// Arguments of `spfs-fuse service`.
-#[derive(Debug, clap::Args)]
-pub struct ServiceArgs {
-    /// The FUSE backend.
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
-    backend: Backend,
-    /// Where runtimes appear: one shared mount routed by caller, or a volume per runtime
-    /// [default: shared for kext, per-runtime for fuse-t].
-    #[arg(long, value_enum)]
-    layout: Option<Layout>,
-    /// The shared mount point (shared layout).
-    #[arg(long, value_name = "PATH", default_value = "/spfs")]
-    mountpoint: PathBuf,
-    /// Where the per-runtime layout mounts `spfs-<root pid>` volumes [default: /Volumes on
-    /// macOS; on Linux /run/spfs-fuse/volumes for root, else
-    /// $XDG_RUNTIME_DIR/spfs-fuse/volumes].
-    #[arg(long, value_name = "DIR")]
-    volumes_dir: Option<PathBuf>,
-    /// The Unix socket to serve on [default: $XDG_RUNTIME_DIR/spfs-fuse/spfs-fuse.sock, else
-    /// /tmp/spfs-fuse-<uid>/spfs-fuse.sock].
-    #[arg(long, value_name = "PATH", env = "SPFS_FUSE_SOCKET")]
-    socket: Option<PathBuf>,
-    /// Serve TCP on ADDR (e.g. 127.0.0.1:37737) instead of the Unix socket. Needs
-    /// --insecure-tcp.
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<SocketAddr>,
-    /// Accept that over TCP callers cannot be identified: every caller counts as the service's
-    /// own user.
-    #[arg(long, requires = "listen")]
-    insecure_tcp: bool,
-    /// Threads serving FUSE requests [default: the number of cores].
-    #[arg(long, value_name = "N")]
-    threads: Option<NonZeroUsize>,
-    /// Linux: serve `/dev/fuse` through read(2) alone, even where the kernel offers FUSE over
-    /// io_uring (Linux 6.14+ with /sys/module/fuse/parameters/enable_uring set to Y), whose
-    /// per-CPU queues are otherwise used.
-    #[arg(long)]
-    no_io_uring: bool,
+/// An [`io::Error`] while doing `action`, as a [`ServiceError`].
+fn setup(action: impl Into<String>) -> impl FnOnce(io::Error) -> ServiceError {
+    let action = action.into();
+    move |source| ServiceError::Setup { action, source }
 }
 
 /// Sets up `tracing` logs on stderr: `RUST_LOG` decides what is shown (default `info`).
-/// Calling it twice is harmless.
+/// Colours only on a terminal: an auto-started service logs to a file, where escape codes are
+/// noise. Calling it twice is harmless.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Err only if a subscriber is already set, which is what we want then.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
         .try_init();
 }
 
@@ -124,13 +162,13 @@ enum Listener {
 /// Probes the host and chooses backends, through the same code as `doctor`, and logs the facts,
 /// the choice and why any backend was rejected.
 fn probe_backends(
-    requested: spfs_probe::Backend,
+    requested: Backend,
     mountpoint: &Path,
     volumes_dir: &Path,
 ) -> spfs_probe::Selection {
     let config = spfs_probe::ProbeConfig {
         mountpoint: mountpoint.to_path_buf(),
-        volumes_dir: volumes_dir.to_path_buf(),
+        volumes_dir: Some(volumes_dir.to_path_buf()),
         ..Default::default()
     };
     let facts = spfs_probe::Facts::collect(&config);
@@ -145,7 +183,7 @@ fn probe_backends(
 /// One way to start the host: a concrete backend and the layout it serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Attempt {
-    backend: spfs_probe::Backend,
+    backend: Backend,
     layout: Layout,
 }
 
@@ -157,73 +195,79 @@ struct Attempt {
 fn attempts(
     selection: &spfs_probe::Selection,
     layout: Option<Layout>,
-) -> anyhow::Result<Vec<Attempt>> {
-    use spfs_probe::Backend as B;
-    let backends: Vec<B> = if selection.requested != B::Auto {
+) -> Result<Vec<Attempt>, ServiceError> {
+    let backends: Vec<Backend> = if selection.requested != Backend::Auto {
         vec![selection.requested]
     } else if selection.candidates.is_empty() {
         selection.rejected.iter().map(|r| r.backend).collect()
     } else {
         selection.candidates.clone()
     };
-    if selection.requested == B::FuseT && layout == Some(Layout::Shared) {
-        bail!(
-            "the fuse-t backend serves only the per-runtime layout (NFS requests carry no \
-             caller pid to route by); drop --layout shared or use --backend kext"
-        );
+    if selection.requested == Backend::FuseT && layout == Some(Layout::Shared) {
+        return Err(ServiceError::FuseTIsPerRuntime);
     }
     let attempts: Vec<Attempt> = backends
         .into_iter()
-        .filter(|&backend| !(backend == B::FuseT && layout == Some(Layout::Shared)))
+        .filter(|&backend| !(backend == Backend::FuseT && layout == Some(Layout::Shared)))
         .map(|backend| Attempt {
             backend,
             layout: layout.unwrap_or(match backend {
-                B::FuseT => Layout::PerRuntime,
-                B::Kext | B::Auto => Layout::Shared,
+                Backend::FuseT => Layout::PerRuntime,
+                Backend::Kext | Backend::Auto => Layout::Shared,
             }),
         })
         .collect();
     if attempts.is_empty() {
         // Only FUSE-T is left, and the shared layout ruled it out.
-        bail!(
-            "no usable backend serves the shared layout ({selection}); drop --layout shared \
-             to serve a volume per runtime"
-        );
+        return Err(ServiceError::NoSharedBackend {
+            selection: selection.to_string(),
+        });
     }
     Ok(attempts)
 }
 
-/// The transport a backend delivers requests over.
-fn transport(backend: spfs_probe::Backend) -> Transport {
+/// The transport a backend delivers requests over: the one place a probe fact meets a session.
+pub fn transport(backend: Backend) -> Transport {
     match backend {
-        spfs_probe::Backend::FuseT => Transport::Nfs,
-        spfs_probe::Backend::Kext | spfs_probe::Backend::Auto => Transport::Device,
+        Backend::FuseT => Transport::Nfs,
+        Backend::Kext | Backend::Auto => Transport::Device,
     }
 }
 
 /// Starts the host with each attempt in turn until one mounts. A failure names the mount
-/// point and ends with the hint that fixes it: the mount error's own, else the probe's reason
+/// point and carries the hint that fixes it: the mount error's own, else the probe's reason
 /// for rejecting that backend.
 async fn start_host(
     attempts: Vec<Attempt>,
     selection: &spfs_probe::Selection,
-    base: &HostConfig,
-) -> anyhow::Result<Host> {
+    config: &ServiceConfig,
+) -> Result<Host, ServiceError> {
     let mut attempts = attempts.into_iter().peekable();
     while let Some(attempt) = attempts.next() {
-        let config = HostConfig {
+        let host_config = HostConfig {
             backend: attempt.backend,
             layout: attempt.layout,
             transport: transport(attempt.backend),
-            ..base.clone()
+            mountpoint: config.mountpoint.clone(),
+            volumes_dir: config.volumes_dir.clone(),
+        };
+        let mounter = SessionMounter {
+            transport: transport(attempt.backend),
+            threads: config.threads,
+            io_uring: config.io_uring,
         };
         let place = match attempt.layout {
             Layout::Shared => config.mountpoint.clone(),
             Layout::PerRuntime => config.volumes_dir.clone(),
         };
-        let started = tokio::task::spawn_blocking(move || Host::start(config))
-            .await
-            .context("the host start-up task failed")?;
+        let started =
+            tokio::task::spawn_blocking(move || Host::start(host_config, Box::new(mounter)))
+                .await
+                .unwrap_or_else(|err| {
+                    Err(HostError::Internal(format!(
+                        "the host start-up task failed: {err}"
+                    )))
+                });
         let err = match started {
             Ok(host) => {
                 tracing::info!(
@@ -235,75 +279,54 @@ async fn start_host(
                 );
                 return Ok(host);
             }
-            Err(err) => err.to_string(),
+            Err(err) => err,
         };
         let probe_hint = selection
             .rejected
             .iter()
             .find(|r| r.backend == attempt.backend)
             .map(|r| r.hint);
-        let err = match probe_hint {
-            Some(hint) if !err.contains("\nhint: ") => format!("{err}\nhint: {hint}"),
-            _ => err,
-        };
-        if selection.requested == spfs_probe::Backend::Auto
+        let hint = err.hint().or(probe_hint);
+        if selection.requested == Backend::Auto
             && let Some(next) = attempts.peek()
         {
-            tracing::warn!(backend = %attempt.backend, next = %next.backend, error = %err, "the backend failed to mount; trying the next one");
+            tracing::warn!(backend = %attempt.backend, next = %next.backend, error = %err, hint, "the backend failed to mount; trying the next one");
             continue;
         }
-        return Err(anyhow::anyhow!(err)).with_context(|| {
-            format!(
-                "cannot start serving {} with the {} backend",
-                place.display(),
-                attempt.backend
-            )
+        return Err(ServiceError::Start {
+            place,
+            backend: attempt.backend,
+            source: err,
+            hint,
         });
     }
-    bail!("no backend to try")
+    Err(ServiceError::NoSharedBackend {
+        selection: selection.to_string(),
+    })
 }
 
 /// Runs the service in the foreground until SIGINT, SIGTERM or `Shutdown`.
-pub fn run(args: ServiceArgs) -> anyhow::Result<ExitCode> {
+pub fn run(config: ServiceConfig) -> Result<(), ServiceError> {
     init_logging();
-    let mountpoint = absolute(&args.mountpoint)?;
-    let volumes_dir = match &args.volumes_dir {
-        Some(dir) => absolute(dir)?,
-        None => spfs_frontends::sweep::default_volumes_dir(),
-    };
-    let requested: spfs_probe::Backend = args.backend.as_arg().parse()?;
-    let selection = probe_backends(requested, &mountpoint, &volumes_dir);
-    let attempts = attempts(&selection, args.layout)?;
-    for path in [&mountpoint, &volumes_dir] {
+    let selection = probe_backends(config.backend, &config.mountpoint, &config.volumes_dir);
+    let attempts = attempts(&selection, config.layout)?;
+    for path in [&config.mountpoint, &config.volumes_dir] {
         if path.to_str().is_none() {
-            bail!("{} is not valid UTF-8", path.display());
+            return Err(ServiceError::NotUtf8(path.clone()));
         }
     }
-    let threads = args
-        .threads
-        .or_else(|| std::thread::available_parallelism().ok())
-        .map_or(1, NonZeroUsize::get);
 
     // Claim the endpoint while the process still has a single thread (see `socket::claim`).
-    let listener = match args.listen {
-        Some(addr) => {
-            if !args.insecure_tcp {
-                bail!(
-                    "--listen serves TCP, where callers cannot be identified, so any local user \
-                     could change any view; add --insecure-tcp to accept that, or use --socket"
-                );
-            }
-            let listener = std::net::TcpListener::bind(addr)
-                .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = match &config.endpoint {
+        Endpoint::InsecureTcp(addr) => {
+            let listener =
+                std::net::TcpListener::bind(addr).map_err(setup(format!("listen on {addr}")))?;
             listener
                 .set_nonblocking(true)
-                .context("cannot make the TCP listener non-blocking")?;
+                .map_err(setup("make the TCP listener non-blocking"))?;
             Listener::Tcp(listener)
         }
-        None => {
-            let path = resolve_socket_path(args.socket.as_deref())?;
-            Listener::Unix(socket::claim(&path)?)
-        }
+        Endpoint::Unix(path) => Listener::Unix(socket::claim(path)?),
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -311,41 +334,31 @@ pub fn run(args: ServiceArgs) -> anyhow::Result<ExitCode> {
         .thread_name("spfs-fuse-grpc")
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    // The backend, layout and transport are filled in per attempt.
-    let config = HostConfig {
-        backend: spfs_probe::Backend::Kext,
-        layout: Layout::Shared,
-        transport: Transport::Device,
-        mountpoint,
-        volumes_dir,
-        threads,
-        io_uring: !args.no_io_uring,
-    };
-    let served = runtime.block_on(serve(listener, config, attempts, &selection));
+        .map_err(setup("start the async runtime"))?;
+    let served = runtime.block_on(serve(listener, &config, attempts, &selection));
     runtime.shutdown_timeout(DRAIN);
     served?;
     tracing::info!("stopped");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Starts the host, serves until a signal or `Shutdown`, then stops the host and (when
 /// `listener` is dropped) removes the socket.
 async fn serve(
     listener: Listener,
-    config: HostConfig,
+    config: &ServiceConfig,
     attempts: Vec<Attempt>,
     selection: &spfs_probe::Selection,
-) -> anyhow::Result<()> {
+) -> Result<(), ServiceError> {
     // Registered before the host starts: a signal that arrives during start-up is kept and
     // stops the service as soon as it serves.
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(setup("handle SIGINT"))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(setup("handle SIGTERM"))?;
 
     let threads = config.threads;
-    let host = start_host(attempts, selection, &config).await?;
+    let host = start_host(attempts, selection, config).await?;
     let host = Arc::new(host);
-    let watcher = reaper::start(&host).context("cannot watch root processes")?;
+    let watcher = reaper::start(&host).map_err(setup("watch root processes"))?;
 
     let stop = Arc::new(Notify::new());
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -354,7 +367,7 @@ async fn serve(
         Listener::Unix(_) => Identity::PeerCredentials,
         Listener::Tcp(_) => Identity::ServiceUser,
     };
-    let router = Server::builder()
+    let grpc = Server::builder()
         .add_service(health_service)
         .add_service(VfsServer::new(VfsService::new(
             Arc::clone(&host),
@@ -382,7 +395,7 @@ async fn serve(
     let served = match listener {
         Listener::Unix(mut socket) => {
             let incoming = tokio::net::UnixListener::from_std(socket.listen()?)
-                .context("cannot use the socket")?;
+                .map_err(setup(format!("use the socket {}", socket.path().display())))?;
             tracing::info!(
                 socket = %socket.path().display(),
                 threads,
@@ -390,14 +403,14 @@ async fn serve(
             );
             claimed = Some(socket);
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(incoming);
-            serve_until(router, incoming, shutdown, &stopping).await
+            serve_until(grpc, incoming, shutdown, &stopping).await
         }
         Listener::Tcp(listener) => {
-            let incoming =
-                tokio::net::TcpListener::from_std(listener).context("cannot use the listener")?;
+            let incoming = tokio::net::TcpListener::from_std(listener)
+                .map_err(setup("use the TCP listener"))?;
             let addr = incoming
                 .local_addr()
-                .context("cannot read the TCP address")?;
+                .map_err(setup("read the TCP address"))?;
             tracing::warn!(
                 %addr,
                 uid = nix::unistd::geteuid().as_raw(),
@@ -410,7 +423,7 @@ async fn serve(
                 "serving"
             );
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(incoming);
-            serve_until(router, incoming, shutdown, &stopping).await
+            serve_until(grpc, incoming, shutdown, &stopping).await
         }
     };
 
@@ -420,9 +433,9 @@ async fn serve(
     loop {
         match Arc::try_unwrap(host) {
             Ok(owned) => {
-                tokio::task::spawn_blocking(move || owned.stop())
-                    .await
-                    .context("stopping the host failed")?;
+                if let Err(err) = tokio::task::spawn_blocking(move || owned.stop()).await {
+                    tracing::error!(error = %err, "stopping the host failed");
+                }
                 break;
             }
             Err(shared) if Instant::now() < deadline => {
@@ -444,19 +457,19 @@ async fn serve(
 /// Serves `incoming` until `shutdown` completes, then lets calls in flight finish for at most
 /// [`DRAIN`] (`stopping` is notified when shutdown begins).
 async fn serve_until<I, IO, IE>(
-    router: Router,
+    grpc: tonic::transport::server::Router,
     incoming: I,
     shutdown: impl Future<Output = ()>,
     stopping: &Notify,
-) -> anyhow::Result<()>
+) -> Result<(), ServiceError>
 where
     I: tokio_stream::Stream<Item = Result<IO, IE>>,
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Connected + Unpin + Send + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let server = router.serve_with_incoming_shutdown(incoming, shutdown);
+    let server = grpc.serve_with_incoming_shutdown(incoming, shutdown);
     tokio::select! {
-        served = server => served.context("the gRPC server failed"),
+        served = server => Ok(served?),
         () = async {
             stopping.notified().await;
             tokio::time::sleep(DRAIN).await;
@@ -531,9 +544,10 @@ mod tests {
     fn fuse_t_with_the_shared_layout_is_refused() {
         let fuse_t = selection(B::FuseT, &[B::FuseT], &[]);
         let err = attempts(&fuse_t, Some(Layout::Shared)).unwrap_err();
-        assert!(err.to_string().contains("per-runtime layout"), "{err}");
+        assert!(matches!(err, ServiceError::FuseTIsPerRuntime), "{err}");
         let only_fuse_t = selection(B::Auto, &[B::FuseT], &[B::Kext]);
         let err = attempts(&only_fuse_t, Some(Layout::Shared)).unwrap_err();
+        assert!(matches!(err, ServiceError::NoSharedBackend { .. }), "{err}");
         assert!(err.to_string().contains("drop --layout shared"), "{err}");
     }
 

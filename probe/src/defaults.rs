@@ -1,0 +1,138 @@
+//! The defaults every command shares: the shared mount point, the per-runtime volumes
+//! directory and the control socket. The service, the client, `sweep` and `doctor` all read
+//! them here, so `doctor` checks the very places the service uses.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::backend::Os;
+
+/// The shared mount point: spfs packages embed absolute `/spfs` paths.
+pub const MOUNTPOINT: &str = "/spfs";
+
+/// Where per-runtime volumes go on this host unless `--volumes-dir` says otherwise; see
+/// [`volumes_dir_for`].
+pub fn volumes_dir() -> PathBuf {
+    volumes_dir_for(Os::current())
+}
+
+/// Where per-runtime volumes go on a host running `os`: `/Volumes` on macOS, where Finder shows
+/// them; elsewhere `/run/spfs-fuse/volumes` for root (the service that mounts for everyone),
+/// else `$XDG_RUNTIME_DIR/spfs-fuse/volumes`, else `${TMPDIR:-/tmp}/spfs-fuse-<uid>/volumes`,
+/// next to the default control socket.
+pub fn volumes_dir_for(os: Os) -> PathBuf {
+    match os {
+        Os::Macos => PathBuf::from("/Volumes"),
+        Os::Linux | Os::Other => linux_volumes_dir(uid(), dir("XDG_RUNTIME_DIR"), dir("TMPDIR")),
+    }
+}
+
+fn linux_volumes_dir(uid: u32, runtime_dir: Option<OsString>, tmpdir: Option<OsString>) -> PathBuf {
+    if uid == 0 {
+        return PathBuf::from("/run/spfs-fuse/volumes");
+    }
+    match runtime_dir {
+        Some(runtime) => Path::new(&runtime).join("spfs-fuse/volumes"),
+        None => tmpdir
+            .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
+            .join(format!("spfs-fuse-{uid}/volumes")),
+    }
+}
+
+/// The default control socket: `$SPFS_FUSE_SOCKET`, else
+/// `$XDG_RUNTIME_DIR/spfs-fuse/spfs-fuse.sock`, else
+/// `${TMPDIR:-/tmp}/spfs-fuse-<uid>/spfs-fuse.sock`. Empty variables count as unset, and so
+/// do relative directories.
+pub fn socket_path() -> PathBuf {
+    socket_path_from(
+        var("SPFS_FUSE_SOCKET"),
+        dir("XDG_RUNTIME_DIR"),
+        dir("TMPDIR"),
+        uid(),
+    )
+}
+
+/// The per-user directory of the built-in socket path (ignoring `$SPFS_FUSE_SOCKET`): the one
+/// directory the service creates for itself and keeps private. A socket named explicitly
+/// lives wherever its user put it, and its directory is never changed.
+pub fn private_socket_dir() -> PathBuf {
+    let socket = socket_path_from(None, dir("XDG_RUNTIME_DIR"), dir("TMPDIR"), uid());
+    socket.parent().map(PathBuf::from).unwrap_or(socket)
+}
+
+/// An environment variable; empty counts as unset.
+fn var(name: &str) -> Option<OsString> {
+    std::env::var_os(name).filter(|v| !v.is_empty())
+}
+
+/// An environment variable naming a directory; relative counts as unset.
+fn dir(name: &str) -> Option<OsString> {
+    var(name).filter(|v| Path::new(v).is_absolute())
+}
+
+fn uid() -> u32 {
+    // SAFETY: getuid(2) takes no arguments, cannot fail and touches no memory of ours.
+    unsafe { libc::getuid() }
+}
+
+fn socket_path_from(
+    explicit: Option<OsString>,
+    runtime_dir: Option<OsString>,
+    tmpdir: Option<OsString>,
+    uid: u32,
+) -> PathBuf {
+    if let Some(path) = explicit {
+        return PathBuf::from(path);
+    }
+    if let Some(dir) = runtime_dir {
+        return PathBuf::from(dir).join("spfs-fuse").join("spfs-fuse.sock");
+    }
+    let tmp = tmpdir.map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    tmp.join(format!("spfs-fuse-{uid}")).join("spfs-fuse.sock")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> Option<OsString> {
+        Some(OsString::from(v))
+    }
+
+    #[test]
+    fn socket_path_precedence() {
+        assert_eq!(
+            socket_path_from(s("/x.sock"), s("/run/user/5"), s("/t"), 5),
+            PathBuf::from("/x.sock")
+        );
+        assert_eq!(
+            socket_path_from(None, s("/run/user/5"), s("/t"), 5),
+            PathBuf::from("/run/user/5/spfs-fuse/spfs-fuse.sock")
+        );
+        assert_eq!(
+            socket_path_from(None, None, s("/var/folders/xy/T/"), 501),
+            PathBuf::from("/var/folders/xy/T/spfs-fuse-501/spfs-fuse.sock")
+        );
+        assert_eq!(
+            socket_path_from(None, None, None, 0),
+            PathBuf::from("/tmp/spfs-fuse-0/spfs-fuse.sock")
+        );
+    }
+
+    #[test]
+    fn volumes_go_to_slash_volumes_on_macos_and_beside_the_socket_on_linux() {
+        assert_eq!(volumes_dir_for(Os::Macos), PathBuf::from("/Volumes"));
+        assert_eq!(
+            linux_volumes_dir(0, s("/run/user/0"), None),
+            PathBuf::from("/run/spfs-fuse/volumes")
+        );
+        assert_eq!(
+            linux_volumes_dir(1000, s("/run/user/1000"), s("/t")),
+            PathBuf::from("/run/user/1000/spfs-fuse/volumes")
+        );
+        assert_eq!(
+            linux_volumes_dir(1000, None, None),
+            PathBuf::from("/tmp/spfs-fuse-1000/volumes")
+        );
+    }
+}

@@ -1,0 +1,200 @@
+//! The value types the service reports and the client prints (the status of the service and of
+//! each runtime, and the layouts), with their conversions to and from the wire. Both ends use
+//! these, so the client never needs the service's own types.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::v1 as pb;
+
+/// Where runtimes appear (DESIGN.md §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// One mount for every runtime; the root shows each caller its own runtime's view.
+    Shared,
+    /// One volume per runtime, `<volumes dir>/spfs-<root pid>`, showing that view to anyone.
+    PerRuntime,
+}
+
+impl Layout {
+    /// Every layout, in the order `--help` lists them.
+    pub const ALL: [Layout; 2] = [Layout::Shared, Layout::PerRuntime];
+
+    /// The name `status`, the logs and `--layout` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Shared => "shared",
+            Layout::PerRuntime => "per-runtime",
+        }
+    }
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A layout name that is not `shared` or `per-runtime`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownLayout(pub String);
+
+impl fmt::Display for UnknownLayout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown layout {:?}: expected shared or per-runtime",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownLayout {}
+
+impl FromStr for Layout {
+    type Err = UnknownLayout;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Layout::ALL
+            .into_iter()
+            .find(|layout| layout.name() == s)
+            .ok_or_else(|| UnknownLayout(s.to_owned()))
+    }
+}
+
+/// One registered runtime as the control plane reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeStatus {
+    /// The root process of the runtime.
+    pub root_pid: u32,
+    /// The env spec it was registered with.
+    pub env_spec: String,
+    /// The uid that registered it.
+    pub owner_uid: u32,
+    /// Where the runtime's view appears.
+    pub mount_point: PathBuf,
+    /// Whether the root process is still running.
+    pub alive: bool,
+}
+
+/// What `Status` reports about the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceStatus {
+    /// `kext` or `fuse-t`.
+    pub backend: String,
+    /// `device` or `nfs`.
+    pub transport: String,
+    /// `shared` or `per-runtime`.
+    pub layout: String,
+    /// Every mount point the service serves.
+    pub mount_points: Vec<PathBuf>,
+    /// Every registered runtime, by root pid.
+    pub runtimes: Vec<RuntimeStatus>,
+}
+
+impl From<RuntimeStatus> for pb::Runtime {
+    fn from(runtime: RuntimeStatus) -> pb::Runtime {
+        pb::Runtime {
+            root_pid: runtime.root_pid,
+            env_spec: runtime.env_spec,
+            owner_uid: runtime.owner_uid,
+            mount_point: runtime.mount_point.to_string_lossy().into_owned(),
+            alive: runtime.alive,
+        }
+    }
+}
+
+impl From<pb::Runtime> for RuntimeStatus {
+    fn from(runtime: pb::Runtime) -> RuntimeStatus {
+        RuntimeStatus {
+            root_pid: runtime.root_pid,
+            env_spec: runtime.env_spec,
+            owner_uid: runtime.owner_uid,
+            mount_point: PathBuf::from(runtime.mount_point),
+            alive: runtime.alive,
+        }
+    }
+}
+
+impl From<RuntimeStatus> for pb::MountResponse {
+    /// Mount's reply for a runtime the service just registered.
+    fn from(runtime: RuntimeStatus) -> pb::MountResponse {
+        pb::MountResponse {
+            mount_point: runtime.mount_point.to_string_lossy().into_owned(),
+            runtime: Some(runtime.into()),
+        }
+    }
+}
+
+impl pb::MountResponse {
+    /// Where the runtime's view appears.
+    pub fn mount_point(&self) -> PathBuf {
+        PathBuf::from(&self.mount_point)
+    }
+}
+
+impl From<ServiceStatus> for pb::StatusResponse {
+    fn from(status: ServiceStatus) -> pb::StatusResponse {
+        pb::StatusResponse {
+            backend: status.backend,
+            transport: status.transport,
+            layout: status.layout,
+            mount_points: status
+                .mount_points
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect(),
+            runtimes: status.runtimes.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<pb::StatusResponse> for ServiceStatus {
+    fn from(status: pb::StatusResponse) -> ServiceStatus {
+        ServiceStatus {
+            backend: status.backend,
+            transport: status.transport,
+            layout: status.layout,
+            mount_points: status.mount_points.into_iter().map(PathBuf::from).collect(),
+            runtimes: status.runtimes.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips_through_the_wire() {
+        let runtime = RuntimeStatus {
+            root_pid: 12,
+            env_spec: "/a+/b".into(),
+            owner_uid: 501,
+            mount_point: "/spfs".into(),
+            alive: true,
+        };
+        let status = ServiceStatus {
+            backend: "kext".into(),
+            transport: "device".into(),
+            layout: "shared".into(),
+            mount_points: vec!["/spfs".into()],
+            runtimes: vec![runtime.clone()],
+        };
+        let back = ServiceStatus::from(pb::StatusResponse::from(status.clone()));
+        assert_eq!(back, status);
+        assert_eq!(
+            pb::MountResponse::from(runtime).mount_point(),
+            PathBuf::from("/spfs")
+        );
+    }
+
+    #[test]
+    fn layout_names_round_trip() {
+        for layout in Layout::ALL {
+            assert_eq!(layout.name().parse::<Layout>(), Ok(layout));
+        }
+        assert!("single".parse::<Layout>().is_err());
+    }
+}

@@ -1,0 +1,71 @@
+//! The one table from host errors to gRPC status codes. The wire's value types and their
+//! conversions live in `spfs_proto::status`, shared with the client.
+
+use tonic::{Code, Status};
+
+use crate::host::HostError;
+
+/// The gRPC status for a host error: the host's text, verbatim, under one code per variant,
+/// and the hint on a line of its own when there is one. No wildcard arm: a new variant has to
+/// pick its code here.
+pub(crate) fn host_error_to_status(err: &HostError) -> Status {
+    let code = match err {
+        HostError::InvalidSpec(_) | HostError::InvalidRoot(_) => Code::InvalidArgument,
+        HostError::AlreadyRegistered(_) => Code::AlreadyExists,
+        HostError::NoSuchRuntime(_) => Code::NotFound,
+        HostError::PermissionDenied(_) => Code::PermissionDenied,
+        HostError::Mount { .. } | HostError::Internal(_) => Code::Internal,
+    };
+    let message = match err.hint() {
+        Some(hint) => format!("{err}\nhint: {hint}"),
+        None => err.to_string(),
+    };
+    Status::new(code, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use spfs_frontends::MountError;
+
+    use super::*;
+
+    #[test]
+    fn host_errors_keep_their_text_and_get_one_code_each() {
+        let cases = [
+            (HostError::InvalidSpec("bad".into()), Code::InvalidArgument),
+            (HostError::InvalidRoot("dead".into()), Code::InvalidArgument),
+            (HostError::AlreadyRegistered(7), Code::AlreadyExists),
+            (HostError::NoSuchRuntime(7), Code::NotFound),
+            (
+                HostError::PermissionDenied("uid".into()),
+                Code::PermissionDenied,
+            ),
+            (HostError::Internal("boom".into()), Code::Internal),
+        ];
+        for (err, code) in cases {
+            let status = host_error_to_status(&err);
+            assert_eq!(status.code(), code, "{err:?}");
+            assert_eq!(status.message(), err.to_string());
+        }
+        assert_eq!(
+            host_error_to_status(&HostError::AlreadyRegistered(42)).message(),
+            "a runtime is already registered for root process 42"
+        );
+    }
+
+    #[test]
+    fn a_mount_failure_carries_its_hint_on_a_line_of_its_own() {
+        let err = HostError::Mount {
+            source: MountError::AlreadyMounted(PathBuf::from("/spfs")),
+            hint: Some("stop the other service"),
+        };
+        let status = host_error_to_status(&err);
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(
+            status.message(),
+            format!("{err}\nhint: stop the other service")
+        );
+    }
+}

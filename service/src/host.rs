@@ -1,0 +1,678 @@
+//! The runtime host: what the control plane drives. It owns the route table and the FUSE
+//! mounts, and turns control calls into registrations and mounts.
+//!
+//! The gRPC service (`control.rs`) talks to the host only through this file's API, so the
+//! control plane and the filesystem side can change independently. The host mounts through a
+//! [`Mounter`], so its rules (layouts, rollback, replacement, removal of dead runtimes) are
+//! tested with a fake one, without a kernel.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use spfs_frontends::sweep::{self, volume_name};
+use spfs_frontends::{MountError, Session, SessionConfig, Transport};
+use spfs_probe::Backend;
+use spfs_proto::status::{Layout, RuntimeStatus, ServiceStatus};
+use spfs_router::process::{ProcessTable, SystemProcessTable};
+use spfs_router::{Attr, Owner, RouteError, Router, Routing, Runtime, Timestamp, Vfs};
+
+/// Why a control call on the host failed. The gRPC service maps each variant to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The env spec was rejected; the message names the offending part.
+    #[error("{0}")]
+    InvalidSpec(String),
+    /// The root process cannot be registered (pid 0, dead, ...); the message says why.
+    #[error("{0}")]
+    InvalidRoot(String),
+    /// A runtime is already registered for this root process.
+    #[error("a runtime is already registered for root process {0}")]
+    AlreadyRegistered(u32),
+    /// No runtime is registered for this root process.
+    #[error("no runtime is registered for root process {0}")]
+    NoSuchRuntime(u32),
+    /// The caller may not act on this root process; the message names both uids.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A mount failed; the hint fixes it when the failure is a known one.
+    #[error("{source}")]
+    Mount {
+        /// Why the mount failed.
+        source: MountError,
+        /// The one sentence that fixes it, for the backend that failed.
+        hint: Option<&'static str>,
+    },
+    /// Anything else: a host call that died, ...
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl HostError {
+    /// The hint that fixes the failure, when it is a known one.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            HostError::Mount { hint, .. } => *hint,
+            _ => None,
+        }
+    }
+}
+
+/// A mounted filesystem the host owns: a FUSE session, or a fake one in tests.
+pub trait Mount: Send + Sync + std::fmt::Debug {
+    /// Where it is mounted.
+    fn mountpoint(&self) -> &Path;
+    /// Unmounts it.
+    fn unmount(self: Box<Self>) -> Result<(), MountError>;
+}
+
+/// How the host mounts: a session of a [`Vfs`] at a path under a volume name.
+pub trait Mounter: Send + Sync {
+    /// Mounts `vfs` at `path`, named `name` (the volume name Finder shows).
+    fn mount(&self, vfs: Arc<Vfs>, path: &Path, name: &str) -> Result<Box<dyn Mount>, MountError>;
+}
+
+impl Mount for Session {
+    fn mountpoint(&self) -> &Path {
+        Session::mountpoint(self)
+    }
+
+    fn unmount(self: Box<Self>) -> Result<(), MountError> {
+        Session::unmount(*self)
+    }
+}
+
+/// The real mounter: FUSE sessions over one transport.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionMounter {
+    /// How FUSE requests arrive.
+    pub transport: Transport,
+    /// Worker threads serving FUSE requests (per session).
+    pub threads: usize,
+    /// Serve through FUSE over io_uring where the kernel offers it (Linux only).
+    pub io_uring: bool,
+}
+
+impl Mounter for SessionMounter {
+    fn mount(&self, vfs: Arc<Vfs>, path: &Path, name: &str) -> Result<Box<dyn Mount>, MountError> {
+        let config = SessionConfig {
+            mountpoint: path.to_path_buf(),
+            fsname: "spfs".into(),
+            volname: name.into(),
+            transport: self.transport,
+            threads: self.threads,
+            io_uring: self.io_uring,
+        };
+        Ok(Box::new(Session::mount(vfs, &config)?))
+    }
+}
+
+/// How the host was asked to serve.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// The concrete backend (`kext` or `fuse-t`), for status and failure hints.
+    pub backend: Backend,
+    /// Where runtimes appear.
+    pub layout: Layout,
+    /// How FUSE requests arrive, for status.
+    pub transport: Transport,
+    /// The shared mount point (shared layout).
+    pub mountpoint: PathBuf,
+    /// Where the per-runtime volumes go (per-runtime layout).
+    pub volumes_dir: PathBuf,
+}
+
+/// The runtime host: the route table, and the mounts serving it: one shared mount, or one
+/// volume per runtime.
+///
+/// In the per-runtime layout the route table still holds every runtime (for status, ids and
+/// the registration rules); each volume serves its runtime's view with a fixed route.
+pub struct Host {
+    config: HostConfig,
+    mounter: Box<dyn Mounter>,
+    router: Arc<Router>,
+    /// The shared layout's one mount; `None` in the per-runtime layout (and once stopped).
+    shared: Option<Box<dyn Mount>>,
+    /// The per-runtime volumes by root pid. Locked only briefly: mounting happens outside.
+    volumes: Mutex<BTreeMap<u32, Box<dyn Mount>>>,
+    /// Serialises registrations and removals in the per-runtime layout, so a volume is never
+    /// mounted for a runtime that a concurrent call has just removed.
+    changes: Mutex<()>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("config", &self.config)
+            .field("shared", &self.shared)
+            .field("volumes", &lock(&self.volumes).keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Locks `mutex`, also after a panic elsewhere: the maps it guards stay consistent.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A failed mount as the control plane reports it: the error, and the hint that fixes it when
+/// the failure is a known one (the same text `doctor` gives).
+fn mount_failure(backend: Backend, err: MountError) -> HostError {
+    HostError::Mount {
+        hint: crate::hints::mount_hint(backend, err.kind()),
+        source: err,
+    }
+}
+
+impl From<RouteError> for HostError {
+    fn from(err: RouteError) -> HostError {
+        match err {
+            RouteError::Spec(_) => HostError::InvalidSpec(err.to_string()),
+            RouteError::PidZero | RouteError::PidOne | RouteError::NoSuchProcess(_) => {
+                HostError::InvalidRoot(err.to_string())
+            }
+            RouteError::AlreadyRegistered(pid) => HostError::AlreadyRegistered(pid),
+            RouteError::NotRegistered(pid) => HostError::NoSuchRuntime(pid),
+            RouteError::Access(_) => HostError::PermissionDenied(err.to_string()),
+        }
+    }
+}
+
+/// The root's attributes, identical in every view (DESIGN.md §4 rule 3): owned by the service
+/// user, read-only, stamped with the service's start.
+pub fn root_attr() -> Attr {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let stamp = Timestamp {
+        secs: now.as_secs() as i64,
+        nanos: now.subsec_nanos(),
+    };
+    // SAFETY: geteuid and getegid cannot fail and have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    Attr::root(uid, gid, stamp)
+}
+
+impl Host {
+    /// Starts serving. The shared layout mounts its one mount point. The per-runtime layout
+    /// mounts nothing to serve yet, so it proves the transport works with a scratch volume of
+    /// the empty view (mounted and unmounted at once; named after the service's pid, so a
+    /// later sweep clears it should the service die meanwhile), then sweeps stale volumes.
+    pub fn start(config: HostConfig, mounter: Box<dyn Mounter>) -> Result<Host, HostError> {
+        Host::start_with(config, mounter, Arc::new(SystemProcessTable::new()))
+    }
+
+    /// [`Host::start`] with the process table to route by and to tell live roots from dead ones.
+    pub fn start_with(
+        config: HostConfig,
+        mounter: Box<dyn Mounter>,
+        processes: Arc<dyn ProcessTable>,
+    ) -> Result<Host, HostError> {
+        let router = Arc::new(Router::new(processes, root_attr()));
+        let shared = match config.layout {
+            Layout::Shared => {
+                let vfs = Arc::new(Vfs::new(Routing::Shared(router.clone())));
+                Some(mount(
+                    &config,
+                    mounter.as_ref(),
+                    vfs,
+                    &config.mountpoint,
+                    "spfs",
+                )?)
+            }
+            Layout::PerRuntime => {
+                let name = volume_name(std::process::id());
+                let path = config.volumes_dir.join(&name);
+                let vfs = Arc::new(Vfs::new(Routing::Fixed(router.empty_view().clone())));
+                let check = mount(&config, mounter.as_ref(), vfs, &path, &name)?;
+                unmount_volume(check);
+                sweep_volumes(&config.volumes_dir);
+                None
+            }
+        };
+        Ok(Host {
+            config,
+            mounter,
+            router,
+            shared,
+            volumes: Mutex::new(BTreeMap::new()),
+            changes: Mutex::new(()),
+        })
+    }
+
+    /// Registers a runtime for `root_pid` with `env_spec` (absolute paths and spfs references
+    /// resolved against `repos`, in order), owned by `owner`, and returns where its view
+    /// appears.
+    pub fn mount(
+        &self,
+        root_pid: u32,
+        env_spec: &str,
+        owner: &Owner,
+        repos: &[PathBuf],
+    ) -> Result<RuntimeStatus, HostError> {
+        let _changes = self.serialise();
+        let runtime = self.router.register(root_pid, env_spec, owner, repos)?;
+        self.mount_volume(&runtime)?;
+        Ok(self.runtime_status(&runtime))
+    }
+
+    /// Removes the runtime of `root_pid` (and, per runtime, unmounts and removes its volume).
+    pub fn unmount(&self, root_pid: u32) -> Result<(), HostError> {
+        let _changes = self.serialise();
+        self.router.unregister(root_pid)?;
+        let volume = lock(&self.volumes).remove(&root_pid);
+        if let Some(volume) = volume {
+            unmount_volume(volume);
+        }
+        Ok(())
+    }
+
+    /// Reports the backend, mount points and runtimes.
+    pub fn status(&self) -> ServiceStatus {
+        let mount_points = match &self.shared {
+            Some(session) => vec![session.mountpoint().to_path_buf()],
+            None => lock(&self.volumes)
+                .values()
+                .map(|volume| volume.mountpoint().to_path_buf())
+                .collect(),
+        };
+        ServiceStatus {
+            backend: self.config.backend.as_str().into(),
+            transport: self.config.transport.name().into(),
+            layout: self.config.layout.name().into(),
+            mount_points,
+            runtimes: self
+                .router
+                .runtimes()
+                .iter()
+                .map(|r| self.runtime_status(r))
+                .collect(),
+        }
+    }
+
+    /// Removes every runtime whose root process has exited (or whose pid now belongs to
+    /// another process), and returns their root pids. Called when a watched root exits, and
+    /// periodically as a safety net.
+    pub fn remove_dead(&self) -> Vec<u32> {
+        let mut removed = Vec::new();
+        for runtime in self.router.runtimes() {
+            if self.router.is_alive(&runtime) {
+                continue;
+            }
+            match self.unmount(runtime.root_pid) {
+                Ok(()) => removed.push(runtime.root_pid),
+                // Removed meanwhile by its owner: nothing left to do.
+                Err(HostError::NoSuchRuntime(_)) => {}
+                Err(err) => {
+                    tracing::warn!(root_pid = runtime.root_pid, error = %err, "could not remove the runtime of an exited root")
+                }
+            }
+        }
+        removed
+    }
+
+    /// Unmounts everything; called once when the service stops.
+    /// Dropping the host does the same, as a backstop.
+    pub fn stop(mut self) {
+        self.unmount_all();
+    }
+
+    /// Per runtime, registrations and removals take turns (a volume must never outlive the
+    /// removal of its runtime); the shared layout needs no such order, the router has its own.
+    fn serialise(&self) -> Option<MutexGuard<'_, ()>> {
+        (self.config.layout == Layout::PerRuntime).then(|| lock(&self.changes))
+    }
+
+    fn unmount_all(&mut self) {
+        if let Some(session) = self.shared.take()
+            && let Err(err) = session.unmount()
+        {
+            tracing::warn!(error = %err, "unmounting at shutdown failed");
+        }
+        let volumes = std::mem::take(&mut *lock(&self.volumes));
+        for volume in volumes.into_values() {
+            unmount_volume(volume);
+        }
+    }
+
+    /// Per runtime: mounts the volume that serves `runtime`'s view alone. If that fails, the
+    /// registration is rolled back. The shared layout has nothing to do here.
+    fn mount_volume(&self, runtime: &Runtime) -> Result<(), HostError> {
+        if self.config.layout != Layout::PerRuntime {
+            return Ok(());
+        }
+        let pid = runtime.root_pid;
+        // The router replaces a dead runtime whose pid was reused; its volume goes too.
+        let replaced = lock(&self.volumes).remove(&pid);
+        if let Some(volume) = replaced {
+            unmount_volume(volume);
+        }
+        let name = volume_name(pid);
+        let path = self.config.volumes_dir.join(&name);
+        let vfs = Arc::new(Vfs::new(Routing::Fixed(runtime.view.clone())));
+        match mount(&self.config, self.mounter.as_ref(), vfs, &path, &name) {
+            Ok(volume) => {
+                lock(&self.volumes).insert(pid, volume);
+                Ok(())
+            }
+            Err(err) => {
+                if let Err(undo) = self.router.unregister(pid) {
+                    tracing::warn!(root_pid = pid, error = %undo, "could not roll back a registration");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    fn runtime_status(&self, runtime: &Runtime) -> RuntimeStatus {
+        let mount_point = match &self.shared {
+            Some(session) => session.mountpoint().to_path_buf(),
+            None => self.config.volumes_dir.join(volume_name(runtime.root_pid)),
+        };
+        RuntimeStatus {
+            root_pid: runtime.root_pid,
+            env_spec: runtime.spec.to_string(),
+            owner_uid: runtime.owner_uid,
+            mount_point,
+            alive: self.router.is_alive(runtime),
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.unmount_all();
+    }
+}
+
+/// Mounts `vfs` at `path` through `mounter`; a failure carries the backend's hint.
+fn mount(
+    config: &HostConfig,
+    mounter: &dyn Mounter,
+    vfs: Arc<Vfs>,
+    path: &Path,
+    name: &str,
+) -> Result<Box<dyn Mount>, HostError> {
+    mounter
+        .mount(vfs, path, name)
+        .map_err(|err| mount_failure(config.backend, err))
+}
+
+/// Unmounts a per-runtime volume and removes its directory if it is empty. Failures are
+/// logged: the runtime is gone either way, and `spfs-fuse sweep` clears what is left.
+fn unmount_volume(volume: Box<dyn Mount>) {
+    let path = volume.mountpoint().to_path_buf();
+    if let Err(err) = volume.unmount() {
+        tracing::warn!(volume = %path.display(), error = %err, "unmounting a volume failed");
+        return;
+    }
+    match std::fs::remove_dir(&path) {
+        Ok(()) => {}
+        // macOS removes a /Volumes mount point itself.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => {
+            tracing::warn!(volume = %path.display(), error = %err, "cannot remove the volume's directory");
+        }
+    }
+}
+
+/// Sweeps stale volumes left by a service that died, logging each step.
+fn sweep_volumes(volumes_dir: &Path) {
+    match sweep::sweep(volumes_dir, false) {
+        Ok(actions) => {
+            for action in actions {
+                tracing::info!(volumes_dir = %volumes_dir.display(), "sweep: {action}");
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "cannot sweep stale volumes"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use spfs_router::process::FakeProcessTable;
+
+    use super::*;
+
+    /// What the fake kernel holds: the paths mounted now, every mount ever made, in order, and
+    /// the paths whose mount is refused.
+    #[derive(Debug, Default)]
+    struct Mounts {
+        live: BTreeSet<PathBuf>,
+        history: Vec<PathBuf>,
+        refuse: BTreeSet<PathBuf>,
+    }
+
+    /// A mounter that mounts nothing and remembers everything.
+    #[derive(Debug, Clone, Default)]
+    struct FakeMounter(Arc<Mutex<Mounts>>);
+
+    #[derive(Debug)]
+    struct FakeMount {
+        path: PathBuf,
+        mounts: Arc<Mutex<Mounts>>,
+    }
+
+    impl Mounter for FakeMounter {
+        fn mount(
+            &self,
+            _vfs: Arc<Vfs>,
+            path: &Path,
+            _name: &str,
+        ) -> Result<Box<dyn Mount>, MountError> {
+            let mut mounts = lock(&self.0);
+            if mounts.refuse.contains(path) {
+                return Err(MountError::Unsupported {
+                    path: path.to_owned(),
+                    transport: "fake",
+                });
+            }
+            if !mounts.live.insert(path.to_owned()) {
+                return Err(MountError::AlreadyMounted(path.to_owned()));
+            }
+            mounts.history.push(path.to_owned());
+            Ok(Box::new(FakeMount {
+                path: path.to_owned(),
+                mounts: Arc::clone(&self.0),
+            }))
+        }
+    }
+
+    impl Mount for FakeMount {
+        fn mountpoint(&self) -> &Path {
+            &self.path
+        }
+
+        fn unmount(self: Box<Self>) -> Result<(), MountError> {
+            lock(&self.mounts).live.remove(&self.path);
+            Ok(())
+        }
+    }
+
+    impl FakeMounter {
+        fn live(&self) -> Vec<PathBuf> {
+            lock(&self.0).live.iter().cloned().collect()
+        }
+        fn history(&self) -> Vec<PathBuf> {
+            lock(&self.0).history.clone()
+        }
+        fn refuse(&self, path: PathBuf) {
+            lock(&self.0).refuse.insert(path);
+        }
+    }
+
+    /// A host on a fake mounter and a fake process table in which root processes 40 and 41
+    /// (uid 501) run.
+    struct Fixture {
+        host: Host,
+        mounter: FakeMounter,
+        processes: Arc<FakeProcessTable>,
+        volumes: tempfile::TempDir,
+    }
+
+    fn start(layout: Layout) -> Fixture {
+        let volumes = tempfile::tempdir().unwrap();
+        let config = HostConfig {
+            backend: Backend::Kext,
+            layout,
+            transport: Transport::Device,
+            mountpoint: PathBuf::from("/spfs"),
+            volumes_dir: volumes.path().to_owned(),
+        };
+        let mounter = FakeMounter::default();
+        let processes = Arc::new(FakeProcessTable::new());
+        processes.spawn(40, 1, 7, 501);
+        processes.spawn(41, 1, 7, 501);
+        let host = Host::start_with(config, Box::new(mounter.clone()), processes.clone()).unwrap();
+        Fixture {
+            host,
+            mounter,
+            processes,
+            volumes,
+        }
+    }
+
+    impl Fixture {
+        fn register(&self, pid: u32) -> Result<RuntimeStatus, HostError> {
+            self.host.mount(pid, "-", &Owner::trusted(501, 20), &[])
+        }
+        fn volume(&self, pid: u32) -> PathBuf {
+            self.volumes.path().join(volume_name(pid))
+        }
+        fn root_pids(&self) -> Vec<u32> {
+            self.host
+                .status()
+                .runtimes
+                .iter()
+                .map(|r| r.root_pid)
+                .collect()
+        }
+    }
+
+    #[test]
+    fn the_shared_layout_mounts_once_and_shows_every_runtime_there() {
+        let f = start(Layout::Shared);
+        assert_eq!(f.mounter.live(), [PathBuf::from("/spfs")]);
+        assert_eq!(f.register(40).unwrap().mount_point, PathBuf::from("/spfs"));
+        assert_eq!(f.register(41).unwrap().mount_point, PathBuf::from("/spfs"));
+        assert_eq!(f.mounter.history(), [PathBuf::from("/spfs")]);
+        let status = f.host.status();
+        assert_eq!(status.layout, "shared");
+        assert_eq!(status.backend, "kext");
+        assert_eq!(status.transport, "device");
+        assert_eq!(status.mount_points, [PathBuf::from("/spfs")]);
+        assert_eq!(f.root_pids(), [40, 41]);
+        assert!(
+            status
+                .runtimes
+                .iter()
+                .all(|r| r.alive && r.owner_uid == 501)
+        );
+    }
+
+    #[test]
+    fn the_per_runtime_layout_proves_the_transport_then_mounts_a_volume_per_runtime() {
+        let f = start(Layout::PerRuntime);
+        // The start-up check mounted a volume named after the service, and unmounted it.
+        assert_eq!(f.mounter.history(), [f.volume(std::process::id())]);
+        assert!(f.mounter.live().is_empty());
+
+        assert_eq!(f.register(40).unwrap().mount_point, f.volume(40));
+        assert_eq!(f.register(41).unwrap().mount_point, f.volume(41));
+        assert_eq!(f.mounter.live(), [f.volume(40), f.volume(41)]);
+        let status = f.host.status();
+        assert_eq!(status.layout, "per-runtime");
+        assert_eq!(status.mount_points, [f.volume(40), f.volume(41)]);
+
+        f.host.unmount(40).unwrap();
+        assert_eq!(f.mounter.live(), [f.volume(41)]);
+        assert_eq!(f.root_pids(), [41]);
+        assert!(matches!(
+            f.host.unmount(40),
+            Err(HostError::NoSuchRuntime(40))
+        ));
+    }
+
+    #[test]
+    fn a_volume_that_fails_to_mount_rolls_its_registration_back() {
+        let f = start(Layout::PerRuntime);
+        f.mounter.refuse(f.volume(40));
+        assert!(matches!(f.register(40), Err(HostError::Mount { .. })));
+        assert!(f.root_pids().is_empty(), "the registration stayed");
+        assert!(f.mounter.live().is_empty());
+        // Nothing is left that would refuse a second try.
+        f.register(41).unwrap();
+        assert_eq!(f.root_pids(), [41]);
+    }
+
+    #[test]
+    fn a_mount_that_fails_stops_the_start_with_the_hint_for_its_kind() {
+        let mounter = FakeMounter::default();
+        mounter.refuse(PathBuf::from("/spfs"));
+        let config = HostConfig {
+            backend: Backend::FuseT,
+            layout: Layout::Shared,
+            transport: Transport::Device,
+            mountpoint: PathBuf::from("/spfs"),
+            volumes_dir: PathBuf::from("/nonexistent"),
+        };
+        let started =
+            Host::start_with(config, Box::new(mounter), Arc::new(FakeProcessTable::new()));
+        let err = started.unwrap_err();
+        assert!(matches!(err, HostError::Mount { .. }), "{err}");
+        // The hint is a field, chosen by the failure's kind; the text is the mount error's.
+        assert_eq!(err.hint(), Some(spfs_probe::hints::FUSE_T_NEEDS_MACOS));
+        assert!(!err.to_string().contains("hint"), "{err}");
+    }
+
+    #[test]
+    fn a_dead_runtimes_volume_is_replaced_when_its_pid_is_registered_again() {
+        let f = start(Layout::PerRuntime);
+        f.register(40).unwrap();
+        // Root 40 exits and its pid goes to a new process before the reaper runs.
+        f.processes.spawn(40, 1, 8, 501);
+        assert!(!f.host.status().runtimes[0].alive);
+        f.register(40).unwrap();
+        assert_eq!(f.mounter.live(), [f.volume(40)]);
+        let mounted: Vec<_> = f.mounter.history().into_iter().skip(1).collect();
+        assert_eq!(mounted, [f.volume(40), f.volume(40)], "mounted again");
+        assert!(f.host.status().runtimes[0].alive);
+    }
+
+    #[test]
+    fn remove_dead_removes_the_runtimes_of_exited_roots_and_their_volumes() {
+        let f = start(Layout::PerRuntime);
+        f.register(40).unwrap();
+        f.register(41).unwrap();
+        assert!(f.host.remove_dead().is_empty());
+        f.processes.exit(40);
+        assert_eq!(f.host.remove_dead(), [40]);
+        assert_eq!(f.root_pids(), [41]);
+        assert_eq!(f.mounter.live(), [f.volume(41)]);
+        assert!(f.host.remove_dead().is_empty());
+    }
+
+    #[test]
+    fn stop_unmounts_everything() {
+        for layout in Layout::ALL {
+            let f = start(layout);
+            f.register(40).unwrap();
+            f.register(41).unwrap();
+            assert!(!f.mounter.live().is_empty());
+            let mounter = f.mounter.clone();
+            f.host.stop();
+            assert!(mounter.live().is_empty(), "{layout}: {:?}", mounter.live());
+        }
+    }
+
+    #[test]
+    fn dropping_the_host_unmounts_too() {
+        let f = start(Layout::Shared);
+        let mounter = f.mounter.clone();
+        drop(f);
+        assert!(mounter.live().is_empty());
+    }
+}
