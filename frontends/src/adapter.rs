@@ -57,12 +57,19 @@ fn stat_of(attr: &Attr) -> stat64 {
     st
 }
 
-fn dirent_type(kind: FileKind) -> u32 {
-    u32::from(match kind {
+/// The kernel's directory entry for a core one.
+fn dirent<'a>(entry: &DirEntry<'a>) -> FuseDirEntry<'a> {
+    let type_ = match entry.attr.kind {
         FileKind::Directory => libc::DT_DIR,
         FileKind::File => libc::DT_REG,
         FileKind::Symlink => libc::DT_LNK,
-    })
+    };
+    FuseDirEntry {
+        ino: entry.attr.node,
+        offset: entry.offset,
+        type_: u32::from(type_),
+        name: entry.name,
+    }
 }
 
 /// Where an answer about `node` sits: the root and the names found in it are
@@ -329,12 +336,7 @@ impl FileSystem for Adapter {
     ) -> io::Result<()> {
         tracing::debug!(pid = ctx.pid, inode, offset, "readdir");
         self.list(ctx, inode, handle, offset, |entry| {
-            add_entry(FuseDirEntry {
-                ino: entry.attr.node,
-                offset: entry.offset,
-                type_: dirent_type(entry.attr.kind),
-                name: entry.name,
-            })
+            add_entry(dirent(&entry))
         })
     }
 
@@ -349,13 +351,7 @@ impl FileSystem for Adapter {
     ) -> io::Result<()> {
         tracing::debug!(pid = ctx.pid, inode, offset, "readdirplus");
         self.list(ctx, inode, handle, offset, |entry| {
-            let dirent = FuseDirEntry {
-                ino: entry.attr.node,
-                offset: entry.offset,
-                type_: dirent_type(entry.attr.kind),
-                name: entry.name,
-            };
-            add_entry(dirent, self.entry(inode, &entry.attr))
+            add_entry(dirent(&entry), self.entry(inode, &entry.attr))
         })
     }
 

@@ -76,6 +76,29 @@ impl RepoArgs {
     }
 }
 
+/// The env spec a runtime is registered with, and where its spfs references resolve
+/// (`mount`, `run`).
+#[derive(Debug, clap::Args)]
+pub struct SpecArgs {
+    /// The env spec: LAYER+LAYER+..., bottom first; `-` is empty. A layer is a directory
+    /// (relative paths are taken from the current directory) or an spfs tag, digest or partial
+    /// digest.
+    #[arg(value_name = "ENV_SPEC")]
+    env_spec: String,
+    #[command(flatten)]
+    repo: RepoArgs,
+}
+
+impl SpecArgs {
+    /// The spec with its relative directories made absolute against `cwd`, and the
+    /// repositories to send with it.
+    fn resolve(&self, cwd: &Path) -> anyhow::Result<(String, Vec<PathBuf>)> {
+        let spec = resolve_spec(&self.env_spec, cwd)?;
+        let repos = self.repo.for_spec(&spec, cwd);
+        Ok((spec, repos))
+    }
+}
+
 /// `path` made absolute against `cwd`, without `.` components.
 fn absolute(path: &Path, cwd: &Path) -> PathBuf {
     cwd.join(path)
@@ -90,13 +113,8 @@ pub struct MountArgs {
     /// The root process of the runtime [default: the parent of this command, i.e. your shell].
     #[arg(long, value_name = "PID")]
     root_process: Option<u32>,
-    /// The env spec: LAYER+LAYER+..., bottom first; `-` is empty. A layer is a directory
-    /// (relative paths are taken from the current directory) or an spfs tag, digest or partial
-    /// digest.
-    #[arg(value_name = "ENV_SPEC")]
-    env_spec: String,
     #[command(flatten)]
-    repo: RepoArgs,
+    spec: SpecArgs,
     #[command(flatten)]
     endpoint: EndpointArgs,
     #[command(flatten)]
@@ -126,16 +144,11 @@ pub struct StatusArgs {
 /// Arguments of `spfs-fuse run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The env spec: LAYER+LAYER+..., bottom first; `-` is empty. A layer is a directory
-    /// (relative paths are taken from the current directory) or an spfs tag, digest or partial
-    /// digest.
-    #[arg(value_name = "ENV_SPEC")]
-    env_spec: String,
+    #[command(flatten)]
+    spec: SpecArgs,
     /// The command to run, after `--`.
     #[arg(value_name = "CMD", last = true, required = true)]
     command: Vec<OsString>,
-    #[command(flatten)]
-    repo: RepoArgs,
     #[command(flatten)]
     endpoint: EndpointArgs,
     #[command(flatten)]
@@ -155,8 +168,7 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 /// Runs `spfs-fuse mount`.
 pub fn mount(args: MountArgs) -> anyhow::Result<ExitCode> {
     let cwd = current_dir()?;
-    let spec = resolve_spec(&args.env_spec, &cwd)?;
-    let repos = args.repo.for_spec(&spec, &cwd);
+    let (spec, repos) = args.spec.resolve(&cwd)?;
     let root_pid = args.root_process.unwrap_or_else(parent_pid);
     let target = Target::from_args(&args.endpoint)?;
     let mount_point = block_on(async {

@@ -12,13 +12,12 @@ use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::connect::{self, Target};
-use super::{RunArgs, block_on, current_dir, register, resolve_spec, unregister};
+use super::{RunArgs, block_on, current_dir, register, unregister};
 
 /// Runs `spfs-fuse run`.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let cwd = current_dir()?;
-    let spec = resolve_spec(&args.env_spec, &cwd)?;
-    let repos = args.repo.for_spec(&spec, &cwd);
+    let (spec, repos) = args.spec.resolve(&cwd)?;
     let target = Target::from_args(&args.endpoint)?;
     let root_pid = std::process::id();
     block_on(async {

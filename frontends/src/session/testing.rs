@@ -12,9 +12,10 @@ use fuse_backend_rs::abi::fuse_abi::{InitIn, Opcode};
 use fuse_backend_rs::api::server::Server;
 use vm_memory::ByteValued;
 
-use super::message::{AbiBytes, IN_HEADER_LEN, InHeader, OUT_HEADER_LEN, OutHeader};
 #[cfg(target_os = "linux")]
-use super::{SessionConfig, Transport};
+use super::SessionConfig;
+use super::Transport;
+use super::message::{AbiBytes, IN_HEADER_LEN, InHeader, OUT_HEADER_LEN, OutHeader};
 use crate::adapter::Adapter;
 use crate::policy::{KernelPolicy, Layout, Platform};
 #[cfg(target_os = "linux")]
