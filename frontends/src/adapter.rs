@@ -511,7 +511,7 @@ mod tests {
     use spfs_router::{Routing, Timestamp, View};
 
     use super::*;
-    use crate::policy::{Layout, Platform};
+    use crate::policy::{Platform, RoutingKind};
     use crate::session::Transport;
 
     /// A fixed view of one layer holding `files` small files named f0, f1, ...
@@ -534,7 +534,7 @@ mod tests {
     }
 
     fn policy(platform: Platform, transport: Transport) -> KernelPolicy {
-        KernelPolicy::new(platform, transport, Layout::Shared)
+        KernelPolicy::new(platform, transport, RoutingKind::Shared)
     }
 
     #[test]
@@ -613,7 +613,7 @@ mod tests {
     }
 
     /// Two runtimes under a shared root: caller 10 sees `bin/x`, caller 20 sees `bin/y`.
-    fn shared_adapter(tmp: &std::path::Path, layout: Layout) -> Adapter {
+    fn shared_adapter(tmp: &std::path::Path, layout: RoutingKind) -> Adapter {
         use spfs_router::process::FakeProcessTable;
         use spfs_router::{Owner, Router};
         let processes = Arc::new(FakeProcessTable::new());
@@ -661,7 +661,7 @@ mod tests {
     #[test]
     fn names_under_the_routed_root_are_never_cached_and_names_below_it_are() {
         let tmp = tempfile::tempdir().unwrap();
-        let adapter = shared_adapter(tmp.path(), Layout::Shared);
+        let adapter = shared_adapter(tmp.path(), RoutingKind::Shared);
         let (a, b) = (caller(10), caller(20));
         let bin_a = adapter.lookup(&a, ROOT, c"bin").unwrap();
         let bin_b = adapter.lookup(&b, ROOT, c"bin").unwrap();
@@ -706,7 +706,7 @@ mod tests {
         let (vfs, _) = vfs_with_files(layer.path(), 1);
         let fixed = Adapter::new(
             vfs,
-            KernelPolicy::new(Platform::current(), Transport::Device, Layout::Fixed),
+            KernelPolicy::new(Platform::current(), Transport::Device, RoutingKind::Fixed),
         );
         let ctx = Context::default();
         assert_eq!(

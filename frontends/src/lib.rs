@@ -20,5 +20,5 @@ pub mod sweep;
 
 pub use error::{MountError, MountFailure};
 pub use platform::{force_unmount, in_mount_table, is_stale_error};
-pub use policy::{KernelPolicy, Layout, Platform};
+pub use policy::{KernelPolicy, Platform, RoutingKind};
 pub use session::{Session, SessionConfig, Transport};

@@ -1,6 +1,6 @@
 //! The kernel-facing policy as one value: how long the kernel may keep each kind of answer,
 //! which open and INIT flags it gets, whether it may skip OPEN, and the mount options. It is
-//! chosen at run time from the kernel's platform, the transport and the layout, so a Linux
+//! chosen at run time from the kernel's platform, the transport and the routing, so a Linux
 //! test can build the macFUSE policy and run it through the real [`Adapter`].
 //!
 //! DESIGN.md §4 rule 3 becomes numbers here: names directly under the root differ per caller
@@ -41,21 +41,22 @@ impl Platform {
     }
 }
 
-/// Whether the mount routes its root by caller (DESIGN.md §1).
+/// Whether the mount routes its root by caller: the shared layout does; a per-runtime volume
+/// serves one fixed view (DESIGN.md §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
+pub enum RoutingKind {
     /// One mount whose root shows each caller its own view.
     Shared,
     /// A mount showing one view to everyone (per-runtime volumes).
     Fixed,
 }
 
-impl Layout {
-    /// The layout a filesystem serving `routing` has.
-    pub fn of(routing: &Routing) -> Layout {
+impl RoutingKind {
+    /// The kind of a filesystem serving `routing`.
+    pub fn of(routing: &Routing) -> RoutingKind {
         match routing {
-            Routing::Shared(_) => Layout::Shared,
-            Routing::Fixed(_) => Layout::Fixed,
+            Routing::Shared(_) => RoutingKind::Shared,
+            Routing::Fixed(_) => RoutingKind::Fixed,
         }
     }
 }
@@ -122,16 +123,16 @@ pub struct KernelPolicy {
 }
 
 impl KernelPolicy {
-    /// The policy for `transport` on `platform` in `layout`. [`Transport::Nfs`] is FUSE-T
+    /// The policy for `transport` on `platform` with `routing`. [`Transport::Nfs`] is FUSE-T
     /// whatever the platform (a Linux build runs its session against a stand-in server).
-    pub fn new(platform: Platform, transport: Transport, layout: Layout) -> KernelPolicy {
+    pub fn new(platform: Platform, transport: Transport, routing: RoutingKind) -> KernelPolicy {
         let fuse_t = transport == Transport::Nfs;
         let linux = platform == Platform::Linux && !fuse_t;
         // Rule 3 for the shared layout. The fixed layout routes nothing, so caching its root's
         // names would be safe, but its root has always been answered like the shared one;
         // that is kept until a change measures the relaxation.
-        let root = match layout {
-            Layout::Shared | Layout::Fixed => Caching {
+        let root = match routing {
+            RoutingKind::Shared | RoutingKind::Fixed => Caching {
                 entry_ttl: Duration::ZERO,
                 // A root child's node id belongs to one view, and the root's own attributes
                 // are identical in every view: both may be kept.
@@ -209,14 +210,14 @@ impl KernelPolicy {
 mod tests {
     use super::*;
 
-    const LAYOUTS: [Layout; 2] = [Layout::Shared, Layout::Fixed];
+    const ROUTINGS: [RoutingKind; 2] = [RoutingKind::Shared, RoutingKind::Fixed];
 
     fn every_policy() -> Vec<KernelPolicy> {
         let mut all = Vec::new();
         for platform in [Platform::Linux, Platform::MacOs] {
             for transport in [Transport::Device, Transport::Nfs] {
-                for layout in LAYOUTS {
-                    all.push(KernelPolicy::new(platform, transport, layout));
+                for routing in ROUTINGS {
+                    all.push(KernelPolicy::new(platform, transport, routing));
                 }
             }
         }
@@ -241,15 +242,15 @@ mod tests {
             assert!(policy.below.dir_open.contains(OpenOptions::KEEP_CACHE));
             assert!(policy.file_open.contains(OpenOptions::KEEP_CACHE));
         }
-        let linux = KernelPolicy::new(Platform::Linux, Transport::Device, Layout::Fixed);
+        let linux = KernelPolicy::new(Platform::Linux, Transport::Device, RoutingKind::Fixed);
         assert_eq!(linux.below.negative_ttl, Some(LONG));
     }
 
     #[test]
     fn the_macfuse_policy_asks_for_no_linux_only_flag() {
-        for layout in LAYOUTS {
+        for routing in ROUTINGS {
             for transport in [Transport::Device, Transport::Nfs] {
-                let mac = KernelPolicy::new(Platform::MacOs, transport, layout);
+                let mac = KernelPolicy::new(Platform::MacOs, transport, routing);
                 assert_eq!(mac.init, FsOptions::ASYNC_READ | FsOptions::BIG_WRITES);
                 assert_eq!(mac.below.dir_open, OpenOptions::KEEP_CACHE);
                 assert!(!mac.no_open);
@@ -260,7 +261,7 @@ mod tests {
 
     #[test]
     fn linux_asks_for_no_open_and_directory_caching() {
-        let linux = KernelPolicy::new(Platform::Linux, Transport::Device, Layout::Shared);
+        let linux = KernelPolicy::new(Platform::Linux, Transport::Device, RoutingKind::Shared);
         assert!(linux.no_open);
         assert!(
             linux
@@ -277,7 +278,7 @@ mod tests {
     #[test]
     fn fuse_t_sends_no_negative_entries() {
         for platform in [Platform::Linux, Platform::MacOs] {
-            let fuse_t = KernelPolicy::new(platform, Transport::Nfs, Layout::Fixed);
+            let fuse_t = KernelPolicy::new(platform, Transport::Nfs, RoutingKind::Fixed);
             assert_eq!(fuse_t.below.negative_ttl, None);
         }
     }
@@ -286,7 +287,7 @@ mod tests {
     fn each_helper_gets_its_own_mount_options() {
         use MountOption::*;
         let of = |platform, transport| {
-            KernelPolicy::new(platform, transport, Layout::Shared).mount_options
+            KernelPolicy::new(platform, transport, RoutingKind::Shared).mount_options
         };
         assert_eq!(of(Platform::Linux, Transport::Device), [ReadOnly]);
         assert_eq!(

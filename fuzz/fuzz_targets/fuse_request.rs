@@ -11,7 +11,7 @@ use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader};
 use libfuzzer_sys::fuzz_target;
 use spfs_frontends::adapter::Adapter;
-use spfs_frontends::{KernelPolicy, Layout, Platform, Transport};
+use spfs_frontends::{KernelPolicy, Platform, RoutingKind, Transport};
 use spfs_router::process::FakeProcessTable;
 use spfs_router::{Attr, Owner, Router, Routing, Timestamp, Vfs};
 
@@ -49,7 +49,7 @@ static TARGET: LazyLock<Target> = LazyLock::new(|| {
         // The shared layout's policy as the Linux device session runs it.
         server: Server::new(Adapter::new(
             vfs,
-            KernelPolicy::new(Platform::current(), Transport::Device, Layout::Shared),
+            KernelPolicy::new(Platform::current(), Transport::Device, RoutingKind::Shared),
         )),
         sink: std::fs::OpenOptions::new()
             .write(true)

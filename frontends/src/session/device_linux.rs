@@ -25,7 +25,7 @@ use spfs_router::Vfs;
 use super::{Mounted, SessionConfig, Transport, uring};
 use crate::adapter::Adapter;
 use crate::error::{MountError, MountFailure};
-use crate::policy::{KernelPolicy, Layout, Platform};
+use crate::policy::{KernelPolicy, Platform, RoutingKind};
 use crate::{mountpoint, platform};
 
 /// A mounted `/dev/fuse` session. The transport's session object lives on a thread of its
@@ -115,7 +115,7 @@ fn own_session(
         let policy = KernelPolicy::new(
             Platform::Linux,
             Transport::Device,
-            Layout::of(vfs.routing()),
+            RoutingKind::of(vfs.routing()),
         );
         let mut session =
             FuseSession::new(&config.mountpoint, &config.fsname, "", policy.read_only())

@@ -31,7 +31,7 @@ use super::{Mounted, SessionConfig, Transport};
 use crate::adapter::Adapter;
 use crate::error::{MountError, MountFailure};
 use crate::platform;
-use crate::policy::{KernelPolicy, Layout, Platform};
+use crate::policy::{KernelPolicy, Platform, RoutingKind};
 
 /// How long mounting may take.
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -126,7 +126,11 @@ fn mount_with(program: &Path, vfs: Arc<Vfs>, config: &SessionConfig) -> Result<F
             MountFailure::Other,
             "cannot set a socket timeout",
         ))?;
-    let policy = KernelPolicy::new(Platform::MacOs, Transport::Nfs, Layout::of(vfs.routing()));
+    let policy = KernelPolicy::new(
+        Platform::MacOs,
+        Transport::Nfs,
+        RoutingKind::of(vfs.routing()),
+    );
     let daemon = std::env::current_exe().ok();
     // Its stderr goes to the service's log; stdout is of no use.
     let child = protocol::spawn_helper(

@@ -31,7 +31,7 @@ use super::{Mounted, SessionConfig, Transport};
 use crate::adapter::Adapter;
 use crate::error::{MountError, MountFailure};
 use crate::platform;
-use crate::policy::{KernelPolicy, Layout, Platform};
+use crate::policy::{KernelPolicy, Platform, RoutingKind};
 
 /// How long mounting may take: the first mount after boot loads the kernel extension.
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -94,7 +94,7 @@ fn mount_with(
     let policy = KernelPolicy::new(
         Platform::MacOs,
         Transport::Device,
-        Layout::of(vfs.routing()),
+        RoutingKind::of(vfs.routing()),
     );
     let daemon = std::env::current_exe().ok();
     let mut child = protocol::spawn_helper(

@@ -314,14 +314,14 @@ pub(crate) fn wait_until_mounted(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{KernelPolicy, Layout, Platform};
+    use crate::policy::{KernelPolicy, Platform, RoutingKind};
     use crate::session::Transport;
     use std::io::IoSlice;
     use std::os::fd::AsFd;
 
     /// The mount options of the macFUSE policy.
     fn macfuse() -> Vec<MountOption> {
-        KernelPolicy::new(Platform::MacOs, Transport::Device, Layout::Shared).mount_options
+        KernelPolicy::new(Platform::MacOs, Transport::Device, RoutingKind::Shared).mount_options
     }
 
     #[test]
@@ -353,7 +353,7 @@ mod tests {
     #[test]
     fn fuse_t_gets_its_volume_name_read_only_and_the_fast_rwsize() {
         let options =
-            KernelPolicy::new(Platform::MacOs, Transport::Nfs, Layout::Fixed).mount_options;
+            KernelPolicy::new(Platform::MacOs, Transport::Nfs, RoutingKind::Fixed).mount_options;
         let args = fuse_t_args("spfs-42", &options, Path::new("/Volumes/spfs-42"));
         assert_eq!(
             args,

@@ -17,7 +17,7 @@ use super::SessionConfig;
 use super::Transport;
 use super::message::{AbiBytes, IN_HEADER_LEN, InHeader, OUT_HEADER_LEN, OutHeader};
 use crate::adapter::Adapter;
-use crate::policy::{KernelPolicy, Layout, Platform};
+use crate::policy::{KernelPolicy, Platform, RoutingKind};
 #[cfg(target_os = "linux")]
 use std::os::fd::{FromRawFd, OwnedFd};
 #[cfg(target_os = "linux")]
@@ -62,7 +62,7 @@ pub(crate) fn sample_server(layer: &Path) -> Arc<Server<Adapter>> {
     std::fs::write(layer.join("hello"), b"hello world").unwrap();
     std::fs::create_dir(layer.join("dir")).unwrap();
     std::fs::write(layer.join("dir/deep"), b"deep").unwrap();
-    let policy = KernelPolicy::new(Platform::MacOs, Transport::Device, Layout::Fixed);
+    let policy = KernelPolicy::new(Platform::MacOs, Transport::Device, RoutingKind::Fixed);
     Arc::new(Server::new(Adapter::new(
         fixed_vfs(layer.to_path_buf()),
         policy,
