@@ -50,6 +50,7 @@ impl DoctorArgs {
             sysroot: self.sysroot.clone(),
             mountpoint: self.mountpoint.clone(),
             volumes_dir: self.volumes_dir.clone(),
+            stale_mount: Some(spfs_frontends::is_stale_mount),
             ..ProbeConfig::default()
         }
     }

@@ -19,6 +19,7 @@ pub mod session;
 pub mod sweep;
 
 pub use error::{MountError, MountFailure};
-pub use platform::{force_unmount, in_mount_table, is_stale_error};
+pub use mountpoint::{is_stale_error, is_stale_mount};
+pub use platform::{force_unmount, in_mount_table};
 pub use policy::{KernelPolicy, Platform, RoutingKind};
 pub use session::{Session, SessionConfig, Transport};

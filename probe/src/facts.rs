@@ -28,6 +28,11 @@ pub struct ProbeConfig {
     pub volumes_dir: Option<PathBuf>,
     /// How long a probe command may run before it is killed.
     pub command_timeout: Duration,
+    /// Tells whether a dead FUSE mount sits at a (real) path. The judgement of a mount point's
+    /// answers belongs to the frontends (`spfs_frontends::is_stale_mount`), which this crate
+    /// may not import (DESIGN.md §3), so the service and `doctor` hand it in; `None` reports no
+    /// mount point as stale.
+    pub stale_mount: Option<fn(&Path) -> bool>,
 }
 
 impl Default for ProbeConfig {
@@ -38,6 +43,7 @@ impl Default for ProbeConfig {
             mountpoint: PathBuf::from(defaults::MOUNTPOINT),
             volumes_dir: None,
             command_timeout: Duration::from_secs(2),
+            stale_mount: None,
         }
     }
 }
@@ -125,7 +131,7 @@ pub enum MountpointState {
     Missing,
     /// Something other than a directory.
     NotADirectory,
-    /// A dead FUSE mount: `stat` answers `ENOTCONN`, `ECONNABORTED`, `ECANCELED` or `ENXIO`.
+    /// A dead FUSE mount, as [`ProbeConfig::stale_mount`] judged it.
     Stale,
 }
 
@@ -412,10 +418,14 @@ impl<'a> Host<'a> {
     }
 
     fn mountpoint(&self, host_path: &Path) -> MountpointFacts {
-        let state = match std::fs::metadata(self.path(host_path)) {
+        let path = self.path(host_path);
+        let state = match std::fs::metadata(&path) {
+            // Asked first: a dead macFUSE mount fakes the `stat` of its root.
+            _ if self.config.stale_mount.is_some_and(|stale| stale(&path)) => {
+                MountpointState::Stale
+            }
             Ok(meta) if meta.is_dir() => MountpointState::Directory,
             Ok(_) => MountpointState::NotADirectory,
-            Err(err) if is_stale_mount_error(&err) => MountpointState::Stale,
             Err(_) if self.listed_in_synthetic_conf(host_path) => MountpointState::Synthetic,
             Err(_) => MountpointState::Missing,
         };
@@ -474,16 +484,6 @@ fn plist_string(path: &Path, keys: &[&str]) -> Option<String> {
     keys.iter()
         .find_map(|key| dict.get(key)?.as_string())
         .map(|s| s.trim().to_owned())
-}
-
-/// `ENOTCONN` (Linux) and `ENXIO` (macOS) are what a dead FUSE mount answers to `stat`; on
-/// Linux also `ECONNABORTED`, and `ECANCELED` for a moment, when its server served through
-/// FUSE over io_uring.
-fn is_stale_mount_error(err: &io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(libc::ENOTCONN | libc::ENXIO | libc::ECONNABORTED | libc::ECANCELED)
-    )
 }
 
 fn readable_and_writable(path: &Path) -> bool {

@@ -105,3 +105,33 @@ fn apple_silicon_is_recognised_under_rosetta() {
     assert_eq!(facts.arch.as_deref(), Some("arm64"));
     assert!(facts.is_apple_silicon());
 }
+
+/// Regression (issue 14, defect 3): a dead macFUSE mount's `stat` succeeds (the kext fakes its
+/// root's attributes), so the mount point's state comes from the frontends' judgement, which
+/// the service and `doctor` hand in; the report then names the stale mount and its fix.
+#[test]
+fn a_mount_point_judged_stale_is_reported_stale_though_stat_succeeds() {
+    let dir = hosts_dir().join("macos26-arm64-macfuse-loaded");
+    let config = |stale_mount: fn(&Path) -> bool| ProbeConfig {
+        sysroot: Some(dir.join("root")),
+        path: Some(dir.join("bin").into_os_string()),
+        stale_mount: Some(stale_mount),
+        ..ProbeConfig::default()
+    };
+    let spfs = dir.join("root/spfs");
+    assert!(spfs.is_dir(), "the fake host's /spfs answers stat");
+
+    let facts = Facts::collect(&config(|path| path.ends_with("root/spfs")));
+    assert_eq!(facts.mountpoint.state, spfs_probe::MountpointState::Stale);
+    let report = Report::build(&facts, Backend::Auto).to_text();
+    assert!(
+        report.contains("a dead FUSE mount is left at /spfs"),
+        "{report}"
+    );
+
+    let facts = Facts::collect(&config(|_| false));
+    assert_eq!(
+        facts.mountpoint.state,
+        spfs_probe::MountpointState::Directory
+    );
+}

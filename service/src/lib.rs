@@ -169,6 +169,7 @@ fn probe_backends(
     let config = spfs_probe::ProbeConfig {
         mountpoint: mountpoint.to_path_buf(),
         volumes_dir: Some(volumes_dir.to_path_buf()),
+        stale_mount: Some(spfs_frontends::is_stale_mount),
         ..Default::default()
     };
     let facts = spfs_probe::Facts::collect(&config);

@@ -1,6 +1,5 @@
-//! Linux: stale FUSE mounts answer `ENOTCONN` (`ECONNABORTED` or `ECANCELED` when their server
-//! used FUSE over io_uring); clear them with a lazy unmount. The mount table
-//! is `/proc/self/mountinfo`.
+//! Linux: clear stale FUSE mounts with a lazy unmount (which errors mean stale is
+//! `mountpoint::is_stale_errno`). The mount table is `/proc/self/mountinfo`.
 
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -41,16 +40,6 @@ pub fn grants_no_open(enabled: FsOptions) -> bool {
 
 /// "No such attribute".
 pub const NO_XATTR: i32 = libc::ENODATA;
-
-/// Whether a `stat` error means a FUSE mount whose server is gone: `ENOTCONN`, or for a server
-/// that used FUSE over io_uring `ECONNABORTED` (its connection was aborted) and, while its
-/// rings are still being torn down, `ECANCELED`.
-pub fn is_stale_error(err: &io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(libc::ENOTCONN) | Some(libc::ECONNABORTED) | Some(libc::ECANCELED)
-    )
-}
 
 /// Detaches whatever is mounted at `path` (lazily, so busy mounts go too): `umount2` with
 /// `MNT_DETACH` as root, else `fusermount3 -uz` (or `fusermount -uz`) for a user's mount.

@@ -1,5 +1,5 @@
-//! macOS: stale FUSE mounts answer `ENXIO` ("Device not configured"); clear them with
-//! `umount -f`, then `diskutil unmount force`.
+//! macOS: clear stale FUSE mounts with `umount -f`, then `diskutil unmount force` (which
+//! answers mean stale is `mountpoint::judge`).
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
@@ -32,11 +32,6 @@ pub fn grants_no_open(_enabled: FsOptions) -> bool {
 
 /// "No such attribute".
 pub const NO_XATTR: i32 = libc::ENOATTR;
-
-/// Whether a `stat` error means a FUSE mount whose server is gone.
-pub fn is_stale_error(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::ENXIO) | Some(libc::ENOTCONN))
-}
 
 /// Force-unmounts whatever is mounted at `path`.
 pub fn force_unmount(path: &Path) -> io::Result<()> {

@@ -9,8 +9,8 @@ mod imp;
 mod imp;
 
 pub use imp::{
-    CURRENT, NO_XATTR, force_unmount, grants_no_open, in_mount_table, is_stale_error,
-    linux_dir_cache, linux_init, mount_points,
+    CURRENT, NO_XATTR, force_unmount, grants_no_open, in_mount_table, linux_dir_cache, linux_init,
+    mount_points,
 };
 // Only macFUSE's session unmounts with a plain system call (compiled on Linux for its tests).
 #[cfg(any(target_os = "macos", test))]

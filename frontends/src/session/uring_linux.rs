@@ -761,7 +761,7 @@ mod tests {
         abort_connection(&mountpoint).unwrap();
         let err = std::fs::read_dir(mountpoint.join("bin")).unwrap_err();
         assert!(
-            crate::platform::is_stale_error(&err),
+            crate::mountpoint::is_stale_error(&err),
             "after the abort: {err}"
         );
         // A dead connection's mount is still detached when its session ends.
