@@ -1,7 +1,7 @@
 //! macOS's device transport: macFUSE's kernel extension, mounted by running `mount_macfuse`
 //! ourselves, as macFUSE's libfuse does (`lib/mount_darwin.c`):
 //!
-//! 1. a stream socket pair; `mount_macfuse -o OPTIONS MOUNTPOINT` gets one end, named by
+//! 1. a stream socket pair; `mount_macfuse -o OPTIONS -q MOUNTPOINT` gets one end, named by
 //!    `_FUSE_COMMFD`, with `_FUSE_CALL_BY_LIB=1` and `_FUSE_COMMVERS=2`;
 //! 2. it opens `/dev/macfuseN` and sends the descriptor back (one byte, `SCM_RIGHTS`);
 //! 3. its `mount(2)` completes only once the file system answers INIT, so the workers start

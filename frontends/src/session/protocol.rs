@@ -76,7 +76,10 @@ pub(crate) fn macfuse_options(fsname: &str, volname: &str, options: &[MountOptio
         .join(",")
 }
 
-/// `mount_macfuse`'s arguments, as macFUSE's libfuse passes them: `-o OPTIONS MOUNTPOINT`.
+/// `mount_macfuse`'s arguments, as macFUSE's libfuse passes them in quiet mode:
+/// `-o OPTIONS -q MOUNTPOINT`. Without `-q` the helper answers a kext that is not approved with
+/// a blocking alert (osxfuse/support `mount_osxfuse.c`), which under launchd nobody dismisses:
+/// the mount then stalls for its whole timeout before the next backend is tried.
 pub(crate) fn macfuse_args(
     fsname: &str,
     volname: &str,
@@ -86,6 +89,7 @@ pub(crate) fn macfuse_args(
     vec![
         "-o".into(),
         macfuse_options(fsname, volname, options).into(),
+        "-q".into(),
         mountpoint.as_os_str().to_owned(),
     ]
 }
@@ -324,8 +328,9 @@ mod tests {
         KernelPolicy::new(Platform::MacOs, Transport::Device, RoutingKind::Shared).mount_options
     }
 
+    /// Regression (issue 14, defect 7): without `-q`, an unapproved kext shows a blocking alert.
     #[test]
-    fn macfuse_gets_read_only_names_and_no_apple_metadata() {
+    fn macfuse_gets_read_only_names_and_no_apple_metadata_quietly() {
         assert_eq!(
             macfuse_options("spfs", "spfs", &macfuse()),
             "ro,fsname=spfs,volname=spfs,noappledouble,noapplexattr"
@@ -336,6 +341,7 @@ mod tests {
             [
                 "-o",
                 "ro,fsname=spfs,volname=spfs,noappledouble,noapplexattr",
+                "-q",
                 "/spfs"
             ]
             .map(OsString::from)
