@@ -11,6 +11,13 @@
 //! A connection ends, and every worker returns, when the peer closes it (EOF), when the device
 //! says the file system is gone (`ENODEV`), or on any other read error: nothing ever retries a
 //! dead connection (fuse-backend-rs 0.14's FUSE-T channel spins on EOF).
+//!
+//! A request longer than the buffer is a different matter on each. The macFUSE kext marks the
+//! whole mount dead (`ENODEV`) when a device read's buffer is too small for the next message
+//! (osxfuse/kext `fuse_device.c`), so the device session's buffers hold the largest message it
+//! can send. On a stream the header says how long the request is before any of it is read:
+//! one that cannot fit is answered with an error and its body skipped, and the session goes
+//! on.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -21,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use fuse_backend_rs::api::server::Server;
 
-use super::message::{AbiBytes, IN_HEADER_LEN, InHeader, answer};
+use super::message::{AbiBytes, IN_HEADER_LEN, InHeader, answer, expects_reply, put_error_reply};
 use crate::adapter::Adapter;
 
 /// How requests are delimited on a connection.
@@ -32,6 +39,22 @@ pub(crate) enum Framing {
     Message,
     /// A byte stream: a request is as long as its header says (FUSE-T's socket).
     Stream,
+}
+
+/// What the answer to a request that could not be read carries: the server never saw it.
+const UNREADABLE: i32 = libc::EIO;
+
+/// What one read of a connection gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Received {
+    /// A whole request of this many bytes at the start of the buffer.
+    Request(usize),
+    /// A stream request of `len` bytes, longer than the buffer: its header is at the start of
+    /// the buffer and its body has been skipped.
+    TooLong {
+        /// The length its header claims.
+        len: usize,
+    },
 }
 
 /// One FUSE connection shared by the workers.
@@ -68,7 +91,7 @@ where
     }
 
     /// Reads the next request into `buf`; `Ok(None)` once the connection has ended.
-    fn receive(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    fn receive(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
         let _reading = self
             .read_lock
             .lock()
@@ -77,7 +100,7 @@ where
             return Ok(None);
         }
         let result = match self.framing {
-            Framing::Message => read_message(&self.io, buf),
+            Framing::Message => read_message(&self.io, buf).map(|n| n.map(Received::Request)),
             Framing::Stream => read_framed(&self.io, buf),
         };
         if !matches!(result, Ok(Some(_))) {
@@ -118,7 +141,7 @@ where
 
 /// One read, one request. `ENOENT` means the kernel withdrew an interrupted request (libfuse
 /// reads again); `ENODEV` means the file system was unmounted.
-fn read_message(mut io: impl Read, buf: &mut [u8]) -> io::Result<Option<usize>> {
+pub(super) fn read_message(mut io: impl Read, buf: &mut [u8]) -> io::Result<Option<usize>> {
     loop {
         match io.read(buf) {
             Ok(0) => return Ok(None),
@@ -146,8 +169,9 @@ fn fill(mut io: impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// A header, then as many bytes as it says. EOF before a header is the peer's clean close;
-/// EOF inside a request, or a length that cannot be right, loses the framing for good.
-fn read_framed(mut io: impl Read, buf: &mut [u8]) -> io::Result<Option<usize>> {
+/// EOF inside a request, or a length shorter than a header, loses the framing for good. A
+/// request longer than `buf` keeps it: its body is read and dropped, and the caller answers it.
+fn read_framed(mut io: impl Read, buf: &mut [u8]) -> io::Result<Option<Received>> {
     if buf.len() < IN_HEADER_LEN {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -165,23 +189,29 @@ fn read_framed(mut io: impl Read, buf: &mut [u8]) -> io::Result<Option<usize>> {
         }
     }
     let len = InHeader::read_from(buf).map_or(0, |header| header.len as usize);
-    if len < IN_HEADER_LEN || len > buf.len() {
+    if len < IN_HEADER_LEN {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!(
-                "a request claims {len} bytes (a header is {IN_HEADER_LEN}, the buffer {})",
-                buf.len()
-            ),
+            format!("a request claims {len} bytes, less than its {IN_HEADER_LEN}-byte header"),
         ));
     }
-    let body = fill(&mut io, &mut buf[IN_HEADER_LEN..len])?;
-    if body != len - IN_HEADER_LEN {
+    let want = (len - IN_HEADER_LEN) as u64;
+    let body = if len > buf.len() {
+        io::copy(&mut (&mut io).take(want), &mut io::sink())?
+    } else {
+        fill(&mut io, &mut buf[IN_HEADER_LEN..len])? as u64
+    };
+    if body != want {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             format!("the connection closed inside a request of {len} bytes"),
         ));
     }
-    Ok(Some(len))
+    Ok(Some(if len > buf.len() {
+        Received::TooLong { len }
+    } else {
+        Received::Request(len)
+    }))
 }
 
 /// One worker: answers requests until the connection ends.
@@ -198,7 +228,31 @@ fn serve<S>(
     let mut reply = vec![0u8; bufsize];
     loop {
         let len = match connection.receive(&mut request) {
-            Ok(Some(len)) => len,
+            Ok(Some(Received::Request(len))) => len,
+            Ok(Some(Received::TooLong { len })) => {
+                let Some(InHeader { opcode, unique, .. }) = InHeader::read_from(&request) else {
+                    continue;
+                };
+                tracing::warn!(
+                    worker,
+                    opcode,
+                    unique,
+                    len,
+                    buffer = bufsize,
+                    "a request longer than the buffer is refused"
+                );
+                let reply_len = if expects_reply(opcode) {
+                    put_error_reply(&mut reply, unique, UNREADABLE)
+                } else {
+                    0
+                };
+                if reply_len > 0
+                    && let Err(err) = connection.send(&reply[..reply_len])
+                {
+                    tracing::debug!(worker, error = %err, "could not send a reply");
+                }
+                continue;
+            }
             Ok(None) => {
                 tracing::debug!(worker, "FUSE connection closed; worker stops");
                 return;
@@ -432,6 +486,47 @@ mod tests {
         assert!(workers.join(Duration::from_secs(5)));
     }
 
+    /// A request of `len` bytes (header included) whose body is all zeroes.
+    fn request_of_len(opcode: Opcode, unique: u64, len: usize) -> Vec<u8> {
+        let message = request(opcode, unique, ROOT, &vec![0u8; len - IN_HEADER_LEN]);
+        assert_eq!(message.len(), len);
+        message
+    }
+
+    /// Regression (issue 14, defect 8): a request longer than the buffer ended the session
+    /// (and with it the FUSE-T volume). Now it gets an error reply, a request that expects
+    /// none (a long BATCH_FORGET) gets none, and the next request is served.
+    #[test]
+    fn a_request_longer_than_the_buffer_gets_an_error_and_the_session_goes_on() {
+        let layer = tempfile::tempdir().unwrap();
+        let (mut peer, workers, _connection) = start(layer.path(), 1);
+        peer.write_all(&request(Opcode::Init, 1, 0, &init_body()))
+            .unwrap();
+        reply(&peer);
+        let writer = {
+            let mut peer = peer.try_clone().unwrap();
+            std::thread::spawn(move || {
+                peer.write_all(&request_of_len(Opcode::Setxattr, 2, 2 * BUF))
+                    .unwrap();
+                peer.write_all(&request_of_len(Opcode::BatchForget, 3, BUF + 1))
+                    .unwrap();
+                peer.write_all(&request(Opcode::Lookup, 4, ROOT, b"hello\0"))
+                    .unwrap();
+            })
+        };
+        let (error, unique, body) = reply(&peer);
+        assert_eq!((error, unique, body.len()), (-UNREADABLE, 2, 0));
+        let (error, unique, _) = reply(&peer);
+        assert_eq!(
+            (error, unique),
+            (0, 4),
+            "the session goes on; the forget is not answered"
+        );
+        writer.join().unwrap();
+        drop(peer);
+        assert!(workers.join(Duration::from_secs(5)));
+    }
+
     /// A peer that dies inside a request, or sends a length that cannot be, ends the
     /// connection instead of leaving the workers to guess.
     #[test]
@@ -440,9 +535,17 @@ mod tests {
         let (mut peer, workers, _connection) = start(layer.path(), 1);
         let mut bogus = request(Opcode::Getattr, 9, ROOT, GetattrIn::default().as_slice());
         let mut header = InHeader::read_from(&bogus).unwrap();
-        header.len = BUF as u32 + 1;
+        header.len = IN_HEADER_LEN as u32 - 1;
         header.write_to(&mut bogus).unwrap();
         peer.write_all(&bogus).unwrap();
+        assert!(workers.join(Duration::from_secs(5)));
+
+        // A request longer than the buffer whose body never comes.
+        let layer = tempfile::tempdir().unwrap();
+        let (mut peer, workers, _connection) = start(layer.path(), 1);
+        peer.write_all(&request_of_len(Opcode::Setxattr, 9, 2 * BUF)[..BUF])
+            .unwrap();
+        drop(peer);
         assert!(workers.join(Duration::from_secs(5)));
 
         let layer = tempfile::tempdir().unwrap();

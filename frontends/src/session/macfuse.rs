@@ -39,9 +39,12 @@ const MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long unmounting waits for the workers.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Request and reply buffers: 1 MiB of data plus a page of headers, above macFUSE's default
-/// I/O size (16 pages) and its largest directory or xattr replies.
-const BUFSIZE: usize = 1024 * 1024 + 4096;
+/// Request and reply buffers: 32 MiB of data plus a page of headers, what macFUSE's libfuse
+/// reads with (`lib/fuse_darwin.h`; macfuse/mount `Parameters.swift`, 0x2001000). The kext
+/// marks the mount dead (`ENODEV`) when a read's buffer is too small for its next message
+/// (osxfuse/kext `fuse_device.c`), so no smaller size is safe. The pages of a buffer that no
+/// message reaches are never touched, so they cost address space, not memory.
+const BUFSIZE: usize = 32 * 1024 * 1024 + 4096;
 
 /// `FUSEDEVIOCSETDAEMONDEAD`, `_IOW('F', 3, u_int32_t)` in macFUSE's `fuse_darwin_private.h`.
 const FUSEDEVIOCSETDAEMONDEAD: u32 = 0x8000_0000 | (4 << 16) | ((b'F' as u32) << 8) | 3;
@@ -350,6 +353,40 @@ mod tests {
     fn mount_through(dir: &Path, mode: &str) -> Result<MacFuse, MountError> {
         let config = session_config(dir.join("spfs"), Transport::Device);
         mount_with(&fake_helper(dir, mode), tool_vfs(dir), &config)
+    }
+
+    /// The kext's device as a read sees it: one message per read, and a buffer too small for
+    /// it marks the mount dead (`ENODEV`) instead of returning part of it (`fuse_device.c`).
+    struct KextDevice(Vec<u8>);
+
+    impl Read for KextDevice {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if buf.len() < self.0.len() {
+                return Err(std::io::Error::from_raw_os_error(libc::ENODEV));
+            }
+            buf[..self.0.len()].copy_from_slice(&self.0);
+            Ok(self.0.len())
+        }
+    }
+
+    /// Regression (issue 14, defect 8): with 1 MiB + 4 KiB buffers, a larger message (a write
+    /// or an xattr of libfuse's largest size) killed the mount. The largest message macFUSE's
+    /// libfuse is sized for is read whole by one worker's buffer.
+    #[test]
+    fn the_largest_message_the_kext_sends_fits_a_workers_buffer() {
+        let largest = request(
+            Opcode::Setxattr,
+            7,
+            ROOT,
+            &vec![0u8; 32 * 1024 * 1024 + 4096 - super::super::message::IN_HEADER_LEN],
+        );
+        let mut buf = vec![0u8; BUFSIZE];
+        let device = KextDevice(largest.clone());
+        assert_eq!(
+            super::super::framing::read_message(device, &mut buf).unwrap(),
+            Some(largest.len()),
+            "the device died: its message did not fit"
+        );
     }
 
     #[test]

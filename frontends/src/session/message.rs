@@ -65,7 +65,7 @@ pub(crate) fn put_error_reply(reply: &mut [u8], unique: u64, errno: i32) -> usiz
 }
 
 /// Requests the kernel expects no reply to.
-fn expects_reply(opcode: u32) -> bool {
+pub(super) fn expects_reply(opcode: u32) -> bool {
     ![
         Opcode::Forget as u32,
         Opcode::Interrupt as u32,
