@@ -64,7 +64,10 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
 
     let mut report = Report::build(&facts, args.backend);
     if args.mount_test {
-        report.add_check(mount_test_check(report.backend));
+        report.add_check(mount_test_check(
+            report.backend,
+            facts.fuse_t.as_ref().and_then(|t| t.server.clone()),
+        ));
     }
 
     if args.json {
@@ -90,7 +93,7 @@ fn service_facts(socket: &Path) -> ServiceFacts {
 }
 
 /// The `mount.test` check: mount and unmount a scratch filesystem with `backend`.
-fn mount_test_check(backend: Option<Backend>) -> Check {
+fn mount_test_check(backend: Option<Backend>, nfs_server: Option<PathBuf>) -> Check {
     const ID: &str = "mount.test";
     let Some(backend) = backend else {
         return Check::new(
@@ -100,7 +103,7 @@ fn mount_test_check(backend: Option<Backend>) -> Check {
             None,
         );
     };
-    match mount_test(backend) {
+    match mount_test(backend, nfs_server) {
         Ok(()) => Check::new(
             ID,
             Status::Ok,
@@ -146,7 +149,7 @@ enum MountTestError {
 /// Mounts a scratch filesystem (the empty view) with `backend` in a temporary directory, lists
 /// it and unmounts it again. The mount is real whatever `--sysroot` says: only the kernel can
 /// tell whether it works.
-fn mount_test(backend: Backend) -> Result<(), MountTestError> {
+fn mount_test(backend: Backend, nfs_server: Option<PathBuf>) -> Result<(), MountTestError> {
     let transport = spfs_service::transport(backend);
     let scratch = tempfile::Builder::new()
         .prefix("spfs-fuse-mount-test-")
@@ -162,6 +165,7 @@ fn mount_test(backend: Backend) -> Result<(), MountTestError> {
         transport,
         threads: 1,
         io_uring: false,
+        nfs_server,
     };
     let session = Session::mount(vfs, &config)?;
     let listed = std::fs::read_dir(scratch.path()).map(Iterator::count);

@@ -133,6 +133,7 @@ fn mount_shared(router: &Arc<Router>, mount: &Path, io_uring: bool) -> Session {
             transport: Transport::Device,
             threads: 2,
             io_uring,
+            nfs_server: None,
         },
     )
     .unwrap()

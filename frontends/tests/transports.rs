@@ -40,6 +40,7 @@ fn config(mountpoint: PathBuf, transport: Transport) -> SessionConfig {
         transport,
         threads: 2,
         io_uring: true,
+        nfs_server: None,
     }
 }
 

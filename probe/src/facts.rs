@@ -33,6 +33,12 @@ pub struct ProbeConfig {
     /// may not import (DESIGN.md §3), so the service and `doctor` hand it in; `None` reports no
     /// mount point as stale.
     pub stale_mount: Option<fn(&Path) -> bool>,
+    /// The home directory of the user who will run the service, as a host path: FUSE-T
+    /// installed for one user lives in its `.fuse-t`. The default is `$HOME`.
+    pub home: Option<PathBuf>,
+    /// `FUSE_NFSSRV_PATH`: the `go-nfsv4` to run whatever is installed, as libfuse-t honours
+    /// it. The default is this process's environment.
+    pub nfs_server_override: Option<PathBuf>,
 }
 
 impl Default for ProbeConfig {
@@ -44,6 +50,8 @@ impl Default for ProbeConfig {
             volumes_dir: None,
             command_timeout: Duration::from_secs(2),
             stale_mount: None,
+            home: std::env::var_os("HOME").map(PathBuf::from),
+            nfs_server_override: std::env::var_os(NFS_SERVER_ENV).map(PathBuf::from),
         }
     }
 }
@@ -91,11 +99,13 @@ pub struct MacFuseFacts {
 /// What is known about FUSE-T.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct FuseTFacts {
-    /// `/usr/local/lib/libfuse-t.dylib` exists (as a file or a link).
+    /// `/usr/local/lib/libfuse-t.dylib` exists (as a file or a link), or the same under
+    /// `$HOME/.fuse-t` (a per-user install).
     pub installed: bool,
     /// The version in the name of the library the link points to (`libfuse-t-<version>.dylib`).
     pub version: Option<String>,
-    /// Where its NFS server `go-nfsv4` was found, if anywhere.
+    /// Where its NFS server `go-nfsv4` was found, if anywhere: the one the `fuse-t` session
+    /// runs (see [`Host::fuse_t_server`] for the order).
     pub server: Option<PathBuf>,
 }
 
@@ -302,7 +312,14 @@ const MACFUSE_PLIST: &str = "Library/Filesystems/macfuse.fs/Contents/Info.plist"
 const MACFUSE_HELPER: &str = "Library/Filesystems/macfuse.fs/Contents/Resources/mount_macfuse";
 const FUSE_T_LIB: &str = "usr/local/lib/libfuse-t.dylib";
 const FUSE_T_SERVER: &str = "usr/local/bin/go-nfsv4";
+/// libfuse-t's own default (`FUSE_NFSSRV_PROG`, `lib/fuse_darwin_private.h`) is `go-nfsv4` in
+/// here; some packages name it `go-nfsv4-<version>`.
 const FUSE_T_SUPPORT_BIN: &str = "Library/Application Support/fuse-t/bin";
+/// Where a per-user FUSE-T install (`installer -target CurrentUserHomeDirectory`,
+/// macos-fuse-t/fuse-t#54) puts the system install's tree, under the user's home.
+const FUSE_T_PER_USER: &str = ".fuse-t";
+/// The variable that names the NFS server to run, for libfuse-t and for us.
+pub const NFS_SERVER_ENV: &str = "FUSE_NFSSRV_PATH";
 const SYNTHETIC_CONF: &str = "etc/synthetic.conf";
 
 /// The host under its sysroot, with the `PATH` to find commands on.
@@ -368,31 +385,60 @@ impl<'a> Host<'a> {
         }
     }
 
+    /// The roots a FUSE-T install may sit under, as host paths: the user's `.fuse-t` (a
+    /// per-user install), then `/`.
+    fn fuse_t_roots(&self) -> Vec<PathBuf> {
+        let per_user = self
+            .config
+            .home
+            .as_ref()
+            .map(|home| home.join(FUSE_T_PER_USER));
+        per_user.into_iter().chain([PathBuf::from("/")]).collect()
+    }
+
     fn fuse_t(&self) -> FuseTFacts {
-        let lib = self.path(FUSE_T_LIB);
         // The library is a link to `libfuse-t-<version>.dylib`; the link itself is what counts.
-        let installed = lib.symlink_metadata().is_ok();
-        let version = std::fs::read_link(&lib).ok().and_then(|target| {
+        let lib = self
+            .fuse_t_roots()
+            .into_iter()
+            .map(|root| self.path(root.join(FUSE_T_LIB)))
+            .find(|lib| lib.symlink_metadata().is_ok());
+        let version = lib.as_ref().and_then(|lib| {
+            let target = std::fs::read_link(lib).ok()?;
             let name = target.file_name()?.to_str()?.to_owned();
             let version = name.strip_prefix("libfuse-t-")?.strip_suffix(".dylib")?;
             Some(version.to_owned())
         });
-        let server = if self.path(FUSE_T_SERVER).is_file() {
-            Some(Path::new("/").join(FUSE_T_SERVER))
-        } else {
-            self.fuse_t_support_server()
-        };
         FuseTFacts {
-            installed,
+            installed: lib.is_some(),
             version,
-            server,
+            server: self.fuse_t_server(),
         }
     }
 
-    /// A `go-nfsv4*` in `/Library/Application Support/fuse-t/bin`, the first by name.
-    fn fuse_t_support_server(&self) -> Option<PathBuf> {
-        let dir = self.path(FUSE_T_SUPPORT_BIN);
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
+    /// The one discovery of FUSE-T's NFS server, as a host path. `FUSE_NFSSRV_PATH` when set
+    /// ([`ProbeConfig::nfs_server_override`]): as in libfuse-t, nothing else is then looked
+    /// for, so a wrong override shows as a missing server. Otherwise, under each root of
+    /// [`Host::fuse_t_roots`] (`$HOME/.fuse-t` first, as a per-user install wins for its user):
+    /// `usr/local/bin/go-nfsv4`, then the first `go-nfsv4*` by name in FUSE-T's support
+    /// directory.
+    fn fuse_t_server(&self) -> Option<PathBuf> {
+        if let Some(server) = &self.config.nfs_server_override {
+            return self.path(server).is_file().then(|| server.clone());
+        }
+        self.fuse_t_roots().into_iter().find_map(|root| {
+            let standard = root.join(FUSE_T_SERVER);
+            if self.path(&standard).is_file() {
+                return Some(standard);
+            }
+            self.fuse_t_support_server(&root)
+        })
+    }
+
+    /// A `go-nfsv4*` in `ROOT/Library/Application Support/fuse-t/bin`, the first by name.
+    fn fuse_t_support_server(&self, root: &Path) -> Option<PathBuf> {
+        let dir = root.join(FUSE_T_SUPPORT_BIN);
+        let mut names: Vec<String> = std::fs::read_dir(self.path(&dir))
             .ok()?
             .filter_map(|entry| entry.ok())
             .filter(|entry| entry.path().is_file())
@@ -401,7 +447,7 @@ impl<'a> Host<'a> {
             .collect();
         names.sort();
         let name = names.into_iter().next()?;
-        Some(Path::new("/").join(FUSE_T_SUPPORT_BIN).join(name))
+        Some(dir.join(name))
     }
 
     fn linux_fuse(&self) -> LinuxFuseFacts {

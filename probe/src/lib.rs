@@ -46,8 +46,8 @@ pub mod socket;
 
 pub use backend::{Backend, Os, UnknownBackend};
 pub use facts::{
-    Facts, FuseTFacts, LinuxFuseFacts, MacFuseFacts, MountpointFacts, MountpointState, ProbeConfig,
-    ServiceFacts, VolumesFacts, parse_version,
+    Facts, FuseTFacts, LinuxFuseFacts, MacFuseFacts, MountpointFacts, MountpointState,
+    NFS_SERVER_ENV, ProbeConfig, ServiceFacts, VolumesFacts, parse_version,
 };
 pub use report::{Check, Report, Status};
 pub use select::{Rejection, Selection, select, usable};

@@ -1,6 +1,7 @@
 //! Backend selection: a pure function of the facts.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -18,6 +19,9 @@ pub struct Selection {
     pub candidates: Vec<Backend>,
     /// The backends that were considered and are not usable, with why.
     pub rejected: Vec<Rejection>,
+    /// FUSE-T's NFS server as the probe found it ([`crate::FuseTFacts::server`]): what a
+    /// `fuse-t` session runs, so the service hands it on instead of looking again.
+    pub nfs_server: Option<PathBuf>,
 }
 
 /// Why a backend cannot be used.
@@ -72,6 +76,7 @@ pub fn select(facts: &Facts, requested: Backend) -> Selection {
         requested,
         candidates: Vec::new(),
         rejected: Vec::new(),
+        nfs_server: facts.fuse_t.as_ref().and_then(|t| t.server.clone()),
     };
     for &backend in considered {
         match usable(facts, backend) {

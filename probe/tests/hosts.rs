@@ -11,17 +11,24 @@ fn hosts_dir() -> PathBuf {
 }
 
 fn probe(host: &str) -> Facts {
+    Facts::collect(&config(host))
+}
+
+/// How `host` is probed. Whoever runs the tests, the fake host's user is alice, and no
+/// `FUSE_NFSSRV_PATH` is set.
+fn config(host: &str) -> ProbeConfig {
     let dir = hosts_dir().join(host);
     assert!(dir.is_dir(), "no fake host {}", dir.display());
-    let config = ProbeConfig {
+    ProbeConfig {
         sysroot: Some(dir.join("root")),
         path: Some(dir.join("bin").into_os_string()),
         // A Linux host's default volumes directory depends on who runs the probe; a fixed
         // one keeps its snapshots the same for everyone. macOS hosts get theirs, /Volumes.
         volumes_dir: host.starts_with("linux").then(|| PathBuf::from("/Volumes")),
+        home: Some(PathBuf::from("/Users/alice")),
+        nfs_server_override: None,
         ..ProbeConfig::default()
-    };
-    Facts::collect(&config)
+    }
 }
 
 /// Snapshots the report of `host` for `backend` as text and as JSON, and checks the verdict.
@@ -73,6 +80,7 @@ hosts! {
     both_installed_fuse_t_asked_for: "macos26-both-installed", FuseT => FUSE_T, exit 0;
     neither_installed: "macos15-neither-installed", Auto => None, exit 1;
     fuse_t_server_missing: "macos15-fuse-t-server-missing", Auto => None, exit 1;
+    fuse_t_installed_for_one_user: "macos15-fuse-t-per-user", Auto => FUSE_T, exit 0;
     spfs_only_in_synthetic_conf: "macos26-spfs-only-in-synthetic-conf", Auto => KEXT, exit 2;
     stale_fuse_t_volumes: "macos15-fuse-t-stale-volumes", Auto => FUSE_T, exit 2;
     linux_with_dev_fuse: "linux-dev-fuse", Auto => KEXT, exit 0;
@@ -134,4 +142,57 @@ fn a_mount_point_judged_stale_is_reported_stale_though_stat_succeeds() {
         facts.mountpoint.state,
         spfs_probe::MountpointState::Directory
     );
+}
+
+/// Regression (issue 14, defect 9): FUSE-T installed for one user (`installer -target
+/// CurrentUserHomeDirectory`, macos-fuse-t/fuse-t#54) keeps the system install's tree under
+/// `$HOME/.fuse-t`, and was not found. Its server wins over a system one for that user.
+#[test]
+fn a_per_user_fuse_t_is_found_under_home_before_the_system_one() {
+    let facts = probe("macos15-fuse-t-per-user");
+    let fuse_t = facts.fuse_t.unwrap();
+    assert!(fuse_t.installed);
+    assert_eq!(fuse_t.version.as_deref(), Some("1.0.49"));
+    let per_user = "/Users/alice/.fuse-t/Library/Application Support/fuse-t/bin/go-nfsv4";
+    assert_eq!(fuse_t.server, Some(PathBuf::from(per_user)));
+
+    // Another user of the same Mac has no per-user install: the system's server, no library.
+    let other = Facts::collect(&ProbeConfig {
+        home: Some(PathBuf::from("/Users/bob")),
+        ..config("macos15-fuse-t-per-user")
+    });
+    let fuse_t = other.fuse_t.unwrap();
+    assert!(!fuse_t.installed);
+    assert_eq!(
+        fuse_t.server,
+        Some(PathBuf::from("/usr/local/bin/go-nfsv4"))
+    );
+}
+
+/// `FUSE_NFSSRV_PATH` names the server whatever is installed, as in libfuse-t; a wrong one is
+/// a missing server, not a silent fallback to another.
+#[test]
+fn fuse_nfssrv_path_overrides_every_install() {
+    let with = |path: &str| {
+        Facts::collect(&ProbeConfig {
+            nfs_server_override: Some(PathBuf::from(path)),
+            ..config("macos15-fuse-t-per-user")
+        })
+        .fuse_t
+        .unwrap()
+        .server
+    };
+    assert_eq!(
+        with("/opt/go-nfsv4-dev"),
+        Some(PathBuf::from("/opt/go-nfsv4-dev"))
+    );
+    assert_eq!(with("/opt/absent"), None);
+}
+
+/// The selection carries the server the probe found, for the service to hand to the session.
+#[test]
+fn the_selection_carries_the_server_the_probe_found() {
+    let facts = probe("macos15-fuse-t-per-user");
+    let selection = spfs_probe::select(&facts, Backend::Auto);
+    assert_eq!(selection.nfs_server, facts.fuse_t.unwrap().server);
 }

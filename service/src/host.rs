@@ -84,7 +84,7 @@ impl Mount for Session {
 }
 
 /// The real mounter: FUSE sessions over one transport.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SessionMounter {
     /// How FUSE requests arrive.
     pub transport: Transport,
@@ -92,6 +92,8 @@ pub struct SessionMounter {
     pub threads: usize,
     /// Serve through FUSE over io_uring where the kernel offers it (Linux only).
     pub io_uring: bool,
+    /// FUSE-T's NFS server, as the probe found it (the `fuse-t` backend only).
+    pub nfs_server: Option<PathBuf>,
 }
 
 impl Mounter for SessionMounter {
@@ -103,6 +105,7 @@ impl Mounter for SessionMounter {
             transport: self.transport,
             threads: self.threads,
             io_uring: self.io_uring,
+            nfs_server: self.nfs_server.clone(),
         };
         Ok(Box::new(Session::mount(vfs, &config)?))
     }

@@ -256,6 +256,7 @@ async fn start_host(
             transport: transport(attempt.backend),
             threads: config.threads,
             io_uring: config.io_uring,
+            nfs_server: selection.nfs_server.clone(),
         };
         let place = match attempt.layout {
             Layout::Shared => config.mountpoint.clone(),
@@ -489,6 +490,7 @@ mod tests {
     fn selection(requested: B, candidates: &[B], rejected: &[B]) -> Selection {
         Selection {
             requested,
+            nfs_server: None,
             candidates: candidates.to_vec(),
             rejected: rejected
                 .iter()

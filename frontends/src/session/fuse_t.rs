@@ -12,6 +12,10 @@
 //!    `i32` status comes back (0: mounted); we then wait until the mount point answers `stat`;
 //! 4. to unmount: `unmount` over the monitor, then the NFS server is terminated and reaped.
 //!
+//! Which `go-nfsv4` runs is the probe's one discovery (`FUSE_NFSSRV_PATH`, then a per-user
+//! install under `$HOME/.fuse-t`, then the system's), handed over in
+//! [`SessionConfig::nfs_server`]; the session looks for none itself.
+//!
 //! Requests are framed by their header's length ([`Framing::Stream`]). When the NFS server
 //! exits or the volume goes away, the socket reaches EOF and every worker returns.
 
@@ -55,60 +59,38 @@ struct FuseT {
     workers: Workers,
 }
 
-/// Where some FUSE-T packages keep the NFS server (`go-nfsv4-<version>`); the probe accepts it.
-#[cfg(target_os = "macos")]
-const SUPPORT_BIN: &str = "/Library/Application Support/fuse-t/bin";
-
-/// The NFS server to run: `FUSE_NFSSRV_PATH` if set (libfuse-t honours it too), else FUSE-T's
-/// `/usr/local/bin/go-nfsv4`, else the first `go-nfsv4*` in its support directory.
-#[cfg(target_os = "macos")]
-fn nfs_server_path() -> PathBuf {
-    use std::os::unix::ffi::OsStrExt;
-    if let Some(path) = std::env::var_os("FUSE_NFSSRV_PATH") {
-        return PathBuf::from(path);
-    }
-    let standard = PathBuf::from(protocol::GO_NFSV4);
-    if standard.exists() {
-        return standard;
-    }
-    let mut found: Vec<PathBuf> = std::fs::read_dir(SUPPORT_BIN)
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| entry.ok())
-        .map(|entry| entry.path())
-        .filter(|path| {
-            path.is_file()
-                && path
-                    .file_name()
-                    .is_some_and(|name| name.as_bytes().starts_with(b"go-nfsv4"))
-        })
-        .collect();
-    found.sort();
-    found.into_iter().next().unwrap_or(standard)
-}
-
 /// Mounts `vfs` read-only at `config.mountpoint` as a FUSE-T volume named `config.volname`.
 #[cfg(target_os = "macos")]
 pub(super) fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Box<dyn Mounted>, MountError> {
-    let session = mount_with(&nfs_server_path(), vfs, config)?;
-    Ok(Box::new(session))
+    Ok(Box::new(mount_with(vfs, config)?))
 }
 
-/// [`mount`] with `program` as the NFS server.
-fn mount_with(program: &Path, vfs: Arc<Vfs>, config: &SessionConfig) -> Result<FuseT, MountError> {
-    let path = super::prepare_mountpoint(&config.mountpoint)?;
+/// [`mount`]: served by the NFS server `config.nfs_server` (the probe's discovery: this
+/// session looks for none of its own). Nothing is created before that server is known to
+/// exist.
+fn mount_with(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<FuseT, MountError> {
     let mountpoint = config.mountpoint.as_path();
     let failed = |kind, message: String| MountError::session(mountpoint, kind, message);
     let failed_io = |kind, message: &str| {
         let message = message.to_owned();
         move |source| MountError::session_io(mountpoint, kind, message, source)
     };
-    if !program.exists() {
-        return Err(failed(
-            MountFailure::ServerMissing,
-            format!("FUSE-T is not installed ({} is missing)", program.display()),
-        ));
-    }
+    let program = match &config.nfs_server {
+        Some(program) if program.is_file() => program.as_path(),
+        Some(program) => {
+            return Err(failed(
+                MountFailure::ServerMissing,
+                format!("FUSE-T's NFS server {} is missing", program.display()),
+            ));
+        }
+        None => {
+            return Err(failed(
+                MountFailure::ServerMissing,
+                "FUSE-T's NFS server go-nfsv4 was not found".to_string(),
+            ));
+        }
+    };
+    let path = super::prepare_mountpoint(&config.mountpoint)?;
     let pair = || {
         UnixStream::pair().map_err(failed_io(
             MountFailure::Other,
@@ -343,10 +325,33 @@ mod tests {
     }
 
     fn start(dir: &Path, mode: &str) -> (FuseT, PathBuf) {
-        let config = session_config(dir.join("spfs-1"), Transport::Nfs);
-        let session = mount_with(&fake_nfs_server(dir, mode), tool_vfs(dir), &config).unwrap();
+        let config = SessionConfig {
+            nfs_server: Some(fake_nfs_server(dir, mode)),
+            ..session_config(dir.join("spfs-1"), Transport::Nfs)
+        };
+        let session = mount_with(tool_vfs(dir), &config).unwrap();
         let mountpoint = session.mountpoint.clone();
         (session, mountpoint)
+    }
+
+    /// Regression (issue 14, defect 9): the volume's directory was created before the NFS
+    /// server was looked for, and left behind when there was none. The session takes the
+    /// server the probe found; without one it fails first, creating nothing.
+    #[test]
+    fn without_an_nfs_server_the_mount_fails_and_creates_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mountpoint = tmp.path().join("spfs-1");
+        for nfs_server in [None, Some(tmp.path().join("go-nfsv4"))] {
+            let config = SessionConfig {
+                nfs_server,
+                ..session_config(mountpoint.clone(), Transport::Nfs)
+            };
+            let err = mount_with(tool_vfs(tmp.path()), &config)
+                .err()
+                .expect("the mount must fail");
+            assert_eq!(err.kind(), MountFailure::ServerMissing, "{err}");
+            assert!(!mountpoint.exists(), "{} was created", mountpoint.display());
+        }
     }
 
     #[test]

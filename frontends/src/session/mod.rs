@@ -88,6 +88,10 @@ pub struct SessionConfig {
     /// Serve through FUSE over io_uring where the kernel offers it (Linux 6.14+ with the
     /// `fuse` module's `enable_uring` on), beside the workers; ignored elsewhere.
     pub io_uring: bool,
+    /// FUSE-T's NFS server `go-nfsv4` for [`Transport::Nfs`], as the probe found it
+    /// (`spfs_probe::FuseTFacts::server`; the service hands it on). `None`: not installed, and
+    /// an NFS mount fails before anything is created. Ignored by the device transport.
+    pub nfs_server: Option<PathBuf>,
 }
 
 /// Makes the mount point ready (see [`mountpoint::prepare`]) and returns its canonical path,

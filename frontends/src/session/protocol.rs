@@ -22,10 +22,6 @@ use crate::policy::MountOption;
 pub(crate) const MOUNT_MACFUSE: &str =
     "/Library/Filesystems/macfuse.fs/Contents/Resources/mount_macfuse";
 
-/// FUSE-T's NFS server, which libfuse-t starts for every mount.
-#[cfg(target_os = "macos")]
-pub(crate) const GO_NFSV4: &str = "/usr/local/bin/go-nfsv4";
-
 pub(crate) use crate::policy::FUSE_T_RWSIZE;
 
 /// What FUSE-T's server is asked over the monitor socket to mount the volume; it answers with

@@ -53,6 +53,7 @@ pub(crate) fn session_config(mountpoint: PathBuf, transport: Transport) -> Sessi
         transport,
         threads: 2,
         io_uring: true,
+        nfs_server: None,
     }
 }
 
