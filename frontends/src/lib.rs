@@ -20,6 +20,6 @@ pub mod sweep;
 
 pub use error::{MountError, MountFailure};
 pub use mountpoint::{is_stale_error, is_stale_mount};
-pub use platform::{force_unmount, in_mount_table};
+pub use platform::{force_unmount, in_mount_table, raise_open_file_limit};
 pub use policy::{KernelPolicy, Platform, RoutingKind};
 pub use session::{Session, SessionConfig, Transport};

@@ -310,6 +310,7 @@ async fn start_host(
 /// Runs the service in the foreground until SIGINT, SIGTERM or `Shutdown`.
 pub fn run(config: ServiceConfig) -> Result<(), ServiceError> {
     init_logging();
+    let _ = spfs_frontends::raise_open_file_limit(); // launchd's 256 is too few; it logs.
     let selection = probe_backends(config.backend, &config.mountpoint, &config.volumes_dir);
     let attempts = attempts(&selection, config.layout)?;
     for path in [&config.mountpoint, &config.volumes_dir] {

@@ -41,6 +41,16 @@ pub fn grants_no_open(enabled: FsOptions) -> bool {
 /// "No such attribute".
 pub const NO_XATTR: i32 = libc::ENODATA;
 
+/// The kernel's ceiling on any process's open files, `fs.nr_open`: a soft limit above it is
+/// refused (with `EPERM`) even when the hard limit is unlimited.
+pub fn open_files_ceiling() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Detaches whatever is mounted at `path` (lazily, so busy mounts go too): `umount2` with
 /// `MNT_DETACH` as root, else `fusermount3 -uz` (or `fusermount -uz`) for a user's mount.
 pub fn force_unmount(path: &Path) -> io::Result<()> {

@@ -33,6 +33,25 @@ pub fn grants_no_open(_enabled: FsOptions) -> bool {
 /// "No such attribute".
 pub const NO_XATTR: i32 = libc::ENOATTR;
 
+/// The kernel's ceiling on one process's open files, `kern.maxfilesperproc`: a soft limit above
+/// it is refused (`EINVAL`), and the hard limit is often `RLIM_INFINITY`.
+pub fn open_files_ceiling() -> Option<u64> {
+    let mut value: libc::c_int = 0;
+    let mut size = std::mem::size_of::<libc::c_int>();
+    // SAFETY: the name is NUL-terminated; sysctlbyname writes at most `size` bytes into
+    // `value`, both of which outlive the call.
+    let rc = unsafe {
+        libc::sysctlbyname(
+            c"kern.maxfilesperproc".as_ptr(),
+            (&mut value as *mut libc::c_int).cast(),
+            &mut size,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    (rc == 0 && value > 0).then_some(value as u64)
+}
+
 /// Force-unmounts whatever is mounted at `path`.
 pub fn force_unmount(path: &Path) -> io::Result<()> {
     let attempts: [&[&str]; 2] = [&["umount", "-f"], &["diskutil", "unmount", "force"]];

@@ -7,11 +7,13 @@ mod imp;
 #[cfg(target_os = "macos")]
 #[path = "macos.rs"]
 mod imp;
+mod nofile;
 
 pub use imp::{
     CURRENT, NO_XATTR, force_unmount, grants_no_open, in_mount_table, linux_dir_cache, linux_init,
     mount_points,
 };
+pub use nofile::raise_open_file_limit;
 // Only macFUSE's session unmounts with a plain system call (compiled on Linux for its tests).
 #[cfg(any(target_os = "macos", test))]
 pub use imp::unmount;
