@@ -94,6 +94,10 @@ pub struct MacFuseFacts {
     pub loaded: bool,
     /// The version the loaded kext reports.
     pub loaded_version: Option<String>,
+    /// `Contents/Frameworks/MFMount.framework` exists: the framework that mounts through
+    /// macFUSE's FSKit backend, shipped since 5.2 (macfuse/macfuse#1147). Earlier 5.x releases
+    /// have the backend without it.
+    pub fskit_framework: bool,
 }
 
 /// What is known about FUSE-T.
@@ -310,6 +314,8 @@ pub fn parse_version(text: &str) -> Option<semver::Version> {
 const SYSTEM_VERSION_PLIST: &str = "System/Library/CoreServices/SystemVersion.plist";
 const MACFUSE_PLIST: &str = "Library/Filesystems/macfuse.fs/Contents/Info.plist";
 const MACFUSE_HELPER: &str = "Library/Filesystems/macfuse.fs/Contents/Resources/mount_macfuse";
+const MACFUSE_FSKIT_FRAMEWORK: &str =
+    "Library/Filesystems/macfuse.fs/Contents/Frameworks/MFMount.framework";
 const FUSE_T_LIB: &str = "usr/local/lib/libfuse-t.dylib";
 const FUSE_T_SERVER: &str = "usr/local/bin/go-nfsv4";
 /// libfuse-t's own default (`FUSE_NFSSRV_PROG`, `lib/fuse_darwin_private.h`) is `go-nfsv4` in
@@ -382,6 +388,7 @@ impl<'a> Host<'a> {
             mount_helper: self.path(MACFUSE_HELPER).is_file(),
             loaded: loaded_version.is_some(),
             loaded_version: loaded_version.filter(|v| !v.is_empty()),
+            fskit_framework: self.path(MACFUSE_FSKIT_FRAMEWORK).is_dir(),
         }
     }
 
@@ -582,6 +589,7 @@ mod tests {
                 mount_helper: true,
                 loaded: false,
                 loaded_version: None,
+                fskit_framework: false,
             }),
             fuse_t: Some(FuseTFacts::default()),
             linux_fuse: None,

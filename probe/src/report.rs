@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::backend::{Backend, Os};
-use crate::facts::{Facts, MountpointState};
+use crate::facts::{Facts, MountpointState, parse_version};
 use crate::hints;
 use crate::select::{Selection, select};
 
@@ -382,6 +382,37 @@ impl<'a> Checklist<'a> {
                 hint,
             );
         }
+        if self.has_fskit_backend() {
+            self.push(
+                "macfuse.fskit",
+                Status::Info,
+                "macFUSE's FSKit backend (backend=fskit) is present and not used: it mounts over \
+                 XPC, only under /Volumes, and gives no caller pid, so it cannot show each \
+                 process tree its own view",
+                None,
+            );
+        }
+    }
+
+    /// Whether macFUSE's FSKit backend is there: its mount framework (5.2 and later), or
+    /// macFUSE 5 on macOS 15.4 or later, the first to have it (macFUSE 5.0.0's release
+    /// notes). Whether its file system extension is enabled in System Settings cannot be
+    /// read from files, so this says present, not usable.
+    fn has_fskit_backend(&self) -> bool {
+        let Some(macfuse) = self.facts.macfuse.as_ref().filter(|m| m.installed) else {
+            return false;
+        };
+        let at_least = |version: Option<&str>, minimum: semver::Version| {
+            version
+                .and_then(parse_version)
+                .is_some_and(|version| version >= minimum)
+        };
+        macfuse.fskit_framework
+            || at_least(macfuse.version.as_deref(), semver::Version::new(5, 0, 0))
+                && at_least(
+                    self.facts.os_version.as_deref(),
+                    semver::Version::new(15, 4, 0),
+                )
     }
 
     fn approve_kext_hint(&self) -> &'static str {
@@ -662,6 +693,52 @@ mod tests {
             },
             service: None,
         }
+    }
+
+    /// A Mac with macFUSE `version` loaded on macOS `os_version`.
+    fn mac_with_macfuse(os_version: &str, version: &str, fskit_framework: bool) -> Facts {
+        Facts {
+            os: Os::Macos,
+            os_version: Some(os_version.into()),
+            arch: Some("arm64".into()),
+            macfuse: Some(crate::facts::MacFuseFacts {
+                installed: true,
+                version: Some(version.into()),
+                mount_helper: true,
+                loaded: true,
+                loaded_version: Some(version.into()),
+                fskit_framework,
+            }),
+            fuse_t: Some(crate::facts::FuseTFacts::default()),
+            linux_fuse: None,
+            ..linux_host()
+        }
+    }
+
+    /// macFUSE 5 on macOS 15.4 or later, or its FSKit mount framework, means the FSKit backend
+    /// is there: reported for information (it changes no verdict), with why it is not used.
+    #[test]
+    fn macfuses_fskit_backend_is_reported_where_present_and_never_used() {
+        let has_row = |facts: &Facts| {
+            let report = Report::build(facts, Backend::Auto);
+            let row = report
+                .checks
+                .iter()
+                .find(|c| c.id == "macfuse.fskit")
+                .cloned();
+            if let Some(row) = &row {
+                assert_eq!(row.status, Status::Info);
+                assert!(row.message.contains("no caller pid"), "{}", row.message);
+            }
+            assert_eq!(report.backend, Some(Backend::Kext), "never the backend");
+            row.is_some()
+        };
+        assert!(has_row(&mac_with_macfuse("15.4", "5.0.7", false)));
+        assert!(has_row(&mac_with_macfuse("26.1", "5.2.0", true)));
+        assert!(!has_row(&mac_with_macfuse("15.3", "5.0.7", false)));
+        assert!(!has_row(&mac_with_macfuse("26.1", "4.10.2", false)));
+        // The framework is the marker even where a version says nothing.
+        assert!(has_row(&mac_with_macfuse("", "", true)));
     }
 
     fn check<'r>(report: &'r Report, id: &str) -> &'r Check {

@@ -185,6 +185,7 @@ mod tests {
             mount_helper,
             loaded,
             loaded_version: None,
+            fskit_framework: false,
         }
     }
 
