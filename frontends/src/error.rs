@@ -160,6 +160,7 @@ impl MountError {
     /// library's own words, which carry no error code). The kind comes from looking at the
     /// host now: whether the device exists and opens, and, for a user, whether `fusermount3`
     /// is there to mount with.
+    #[cfg(any(target_os = "linux", test))]
     pub(crate) fn device(path: &Path, device: &Path, message: String) -> Self {
         let opened = std::fs::OpenOptions::new()
             .read(true)
@@ -189,6 +190,7 @@ impl MountError {
 }
 
 /// Whether an executable `name` is in a directory of `PATH`.
+#[cfg(any(target_os = "linux", test))]
 fn on_path(name: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))

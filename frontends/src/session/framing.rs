@@ -372,6 +372,15 @@ mod tests {
         (peer, workers, connection)
     }
 
+    /// [`start`], then INIT answered: a session ready for requests.
+    fn start_after_init(layer: &std::path::Path, threads: usize) -> (UnixStream, Workers) {
+        let (mut peer, workers, _connection) = start(layer, threads);
+        peer.write_all(&request(Opcode::Init, 1, 0, &init_body()))
+            .unwrap();
+        reply(&peer);
+        (peer, workers)
+    }
+
     /// FUSE-T's framing end to end: INIT, LOOKUP, GETATTR, OPEN, READ, FORGET and a miss,
     /// through two workers; then the peer closes and both workers return.
     #[test]
@@ -444,10 +453,7 @@ mod tests {
     #[test]
     fn concurrent_replies_never_interleave() {
         let layer = tempfile::tempdir().unwrap();
-        let (mut peer, workers, _connection) = start(layer.path(), 4);
-        peer.write_all(&request(Opcode::Init, 1, 0, &init_body()))
-            .unwrap();
-        reply(&peer);
+        let (peer, workers) = start_after_init(layer.path(), 4);
         const N: u64 = 500;
         let writer = {
             let mut peer = peer.try_clone().unwrap();
@@ -499,10 +505,7 @@ mod tests {
     #[test]
     fn a_request_longer_than_the_buffer_gets_an_error_and_the_session_goes_on() {
         let layer = tempfile::tempdir().unwrap();
-        let (mut peer, workers, _connection) = start(layer.path(), 1);
-        peer.write_all(&request(Opcode::Init, 1, 0, &init_body()))
-            .unwrap();
-        reply(&peer);
+        let (peer, workers) = start_after_init(layer.path(), 1);
         let writer = {
             let mut peer = peer.try_clone().unwrap();
             std::thread::spawn(move || {

@@ -21,7 +21,7 @@
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -255,6 +255,7 @@ impl Mounted for FuseT {
 mod tests {
     use std::io::{Read, Write};
     use std::os::fd::FromRawFd;
+    use std::path::Path;
 
     use fuse_backend_rs::abi::fuse_abi::{GetattrIn, Opcode};
     use spfs_router::ROOT;
