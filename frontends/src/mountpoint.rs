@@ -72,7 +72,10 @@ pub fn is_stale_error(err: &io::Error) -> bool {
 /// probe therefore wins over success from another. Any other failure to open the root (a
 /// live mount of another user answers `EACCES`) still came from a mount that answered.
 pub fn judge(platform: Platform, answers: &Answers) -> Result<MountpointState, i32> {
-    let stale = |answer: Option<Result<(), i32>>| matches!(answer, Some(Err(errno)) if is_stale_errno(platform, errno));
+    let stale = |answer: Option<Result<(), i32>>| match answer {
+        Some(Err(errno)) => is_stale_errno(platform, errno),
+        Some(Ok(())) | None => false,
+    };
     let mounted = match answers.stat {
         Err(libc::ENOENT) => return Ok(MountpointState::Missing),
         Err(errno) if is_stale_errno(platform, errno) => return Ok(MountpointState::Stale),
