@@ -97,6 +97,13 @@ pub enum MountOption {
     NoNamedAttr,
     /// FUSE-T: the NFS read and write size in bytes (`--rwsize=`).
     RwSize(usize),
+    /// macFUSE: enter no name in the kernel's name cache (`novncache`). The kext ignores entry
+    /// timeouts and keeps every looked-up name until the vnode goes (osxfuse/kext
+    /// `fuse_node.c`, `fuse_vget_i`), so a routed root needs every lookup to reach us.
+    NoVnCache,
+    /// Keep the volume out of Finder's sidebar and browsing (`MNT_DONTBROWSE`): macFUSE's
+    /// `nobrowse`, FUSE-T's `--dontbrowse=true`.
+    NoBrowse,
 }
 
 /// FUSE-T's read and write size: 256 KiB is much faster than its 32 KiB default.

@@ -116,6 +116,36 @@ pub(super) fn answer(
     put_error_reply(reply, unique, libc::EIO)
 }
 
+/// Answers FUSE requests held in memory through [`answer`], the path every session takes, so
+/// a test-side kernel (the macFUSE model in `frontends/tests/`) or a benchmark gets exactly
+/// what a mounted session would reply.
+pub struct MemoryServer {
+    server: Server<Adapter>,
+    sink: File,
+}
+
+impl MemoryServer {
+    /// A server answering through `adapter`.
+    pub fn new(adapter: Adapter) -> std::io::Result<MemoryServer> {
+        Ok(MemoryServer {
+            server: Server::new(adapter),
+            sink: File::options().write(true).open("/dev/null")?,
+        })
+    }
+
+    /// Answers the one request in `request` into `reply`; returns the reply's length (0: none
+    /// is due). `reply` should hold the largest reply the request may ask for.
+    pub fn answer(&self, request: &mut [u8], reply: &mut [u8]) -> usize {
+        answer(&self.server, &self.sink, request, reply)
+    }
+}
+
+impl std::fmt::Debug for MemoryServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryServer").finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::{request, sample_server};

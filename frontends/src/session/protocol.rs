@@ -62,6 +62,8 @@ pub(crate) fn macfuse_options(fsname: &str, volname: &str, options: &[MountOptio
         MountOption::ReadOnly => Some("ro".to_string()),
         MountOption::NoAppleDouble => Some("noappledouble".to_string()),
         MountOption::NoAppleXattr => Some("noapplexattr".to_string()),
+        MountOption::NoVnCache => Some("novncache".to_string()),
+        MountOption::NoBrowse => Some("nobrowse".to_string()),
         // FUSE-T's alone.
         MountOption::NoNamedAttr | MountOption::RwSize(_) => None,
     };
@@ -91,7 +93,7 @@ pub(crate) fn macfuse_args(
 }
 
 /// `go-nfsv4`'s arguments for a volume named `volname`, with `options` spelled the way
-/// libfuse-t translates the mount options `ro`, `nonamedattr` and `rwsize=`.
+/// libfuse-t translates the mount options `ro`, `nonamedattr`, `rwsize=` and `nobrowse`.
 pub(crate) fn fuse_t_args(
     volname: &str,
     options: &[MountOption],
@@ -102,8 +104,9 @@ pub(crate) fn fuse_t_args(
         MountOption::ReadOnly => Some("-r".into()),
         MountOption::NoNamedAttr => Some("--namedattr=false".into()),
         MountOption::RwSize(size) => Some(format!("--rwsize={size}").into()),
+        MountOption::NoBrowse => Some("--dontbrowse=true".into()),
         // macFUSE's alone.
-        MountOption::NoAppleDouble | MountOption::NoAppleXattr => None,
+        MountOption::NoAppleDouble | MountOption::NoAppleXattr | MountOption::NoVnCache => None,
     }));
     args.push(mountpoint.as_os_str().to_owned());
     args
