@@ -16,36 +16,10 @@ use std::sync::Arc;
 use spfs_frontends::{Session, SessionConfig, Transport};
 use spfs_router::{Owner, Router, Routing, Vfs};
 use spfs_testkit::require_fuse;
-use support::{put, system_router};
+use support::system_router;
+use support::views::{expected, make_layers, put};
 
 const ITERATIONS: usize = 5_000;
-
-/// What one probe expects to see at the mount, as a compact string per path.
-fn expected(view: &str) -> Vec<String> {
-    match view {
-        "a" => vec![
-            "tool=aaaa".into(),
-            "link=target-a".into(),
-            "list=bin,link,only-a,share".into(),
-            "only-a=dir".into(),
-            "deep=deep-a".into(),
-        ],
-        "b" => vec![
-            "tool=bbbbbbbb".into(),
-            "link=target-b".into(),
-            "list=bin,link,share".into(),
-            "only-a=ENOENT".into(),
-            "deep=deep-b".into(),
-        ],
-        _ => vec![
-            "tool=ENOENT".into(),
-            "link=ENOENT".into(),
-            "list=".into(),
-            "only-a=ENOENT".into(),
-            "deep=ENOENT".into(),
-        ],
-    }
-}
 
 fn observe(mount: &Path) -> Vec<String> {
     let err = |e: std::io::Error| {
@@ -157,18 +131,8 @@ fn each_sees_only_its_own_view(io_uring: bool) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let (a, b, mount) = (
-        tmp.path().join("a"),
-        tmp.path().join("b"),
-        tmp.path().join("mnt"),
-    );
-    put(&a, "bin/tool", b"aaaa");
-    put(&b, "bin/tool", b"bbbbbbbb");
-    put(&a, "share/x/y/deep", b"deep-a");
-    put(&b, "share/x/y/deep", b"deep-b");
-    std::fs::create_dir_all(a.join("only-a")).unwrap();
-    std::os::unix::fs::symlink("target-a", a.join("link")).unwrap();
-    std::os::unix::fs::symlink("target-b", b.join("link")).unwrap();
+    let (a, b) = make_layers(tmp.path());
+    let mount = tmp.path().join("mnt");
 
     let router = system_router();
     let session = mount_shared(&router, &mount, io_uring);

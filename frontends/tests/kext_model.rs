@@ -5,8 +5,9 @@
 
 #[path = "support/kext/mod.rs"]
 mod kext;
+#[path = "support/views.rs"]
+mod views;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,14 +29,7 @@ const B_CHILD: u32 = 201;
 /// A process in no runtime.
 const OUTSIDER: u32 = 300;
 
-/// Writes `bytes` to `root/rel`, creating parents.
-fn put(root: &Path, rel: &str, bytes: &[u8]) {
-    let path = root.join(rel);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, bytes).unwrap();
-}
-
-/// The shared layout over two runtimes, A and B, with the views of `frontends/tests/isolation.rs`.
+/// The shared layout over two runtimes, A and B, with the views of the isolation tests.
 struct Shared {
     _layers: tempfile::TempDir,
     vfs: Arc<Vfs>,
@@ -43,14 +37,7 @@ struct Shared {
 
 fn shared() -> Shared {
     let tmp = tempfile::tempdir().unwrap();
-    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    put(&a, "bin/tool", b"aaaa");
-    put(&b, "bin/tool", b"bbbbbbbb");
-    put(&a, "share/x/y/deep", b"deep-a");
-    put(&b, "share/x/y/deep", b"deep-b");
-    std::fs::create_dir_all(a.join("only-a")).unwrap();
-    std::os::unix::fs::symlink("target-a", a.join("link")).unwrap();
-    std::os::unix::fs::symlink("target-b", b.join("link")).unwrap();
+    let (a, b) = views::make_layers(tmp.path());
 
     let processes = Arc::new(FakeProcessTable::new());
     processes.spawn(INIT, 0, 1, 0);
@@ -172,4 +159,93 @@ fn readlink_asks_the_server_every_time() {
     }
     assert_eq!(kext.sent(Opcode::Readlink), 2);
     assert_eq!(kext.readlink(B, "bin/tool").unwrap_err(), libc::EINVAL);
+}
+
+/// Rounds of the isolation alternation, as many as the real mount's.
+const ROUNDS: usize = 5_000;
+
+/// What process `pid` sees at the mount, in the form of [`views::expected`].
+fn observe(kext: &mut Kext, pid: u32) -> Vec<String> {
+    fn shown(result: Result<Vec<u8>, kext::Errno>) -> String {
+        match result {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(libc::ENOENT) => "ENOENT".into(),
+            Err(errno) => format!("ERR:{errno}"),
+        }
+    }
+    let tool = shown(kext.read_file(pid, "bin/tool"));
+    let link = shown(kext.readlink(pid, "link"));
+    let mut names: Vec<String> = kext
+        .list(pid, "")
+        .unwrap_or_default()
+        .iter()
+        .map(|name| String::from_utf8_lossy(name).into_owned())
+        .collect();
+    names.sort();
+    let only_a = match kext.lstat(pid, "only-a") {
+        Ok(attr) if attr.mode & libc::S_IFMT == libc::S_IFDIR => "dir".into(),
+        Ok(_) => "other".into(),
+        Err(errno) => shown(Err(errno)),
+    };
+    let deep = shown(kext.read_file(pid, "share/x/y/deep"));
+    vec![
+        format!("tool={tool}"),
+        format!("link={link}"),
+        format!("list={}", names.join(",")),
+        format!("only-a={only_a}"),
+        format!("deep={deep}"),
+    ]
+}
+
+/// Wrong answers of one observer over the alternation, and the first one.
+#[derive(Debug, Default)]
+struct Wrong {
+    count: usize,
+    first: Option<Vec<String>>,
+}
+
+/// The isolation alternation of `isolation.rs` through the kext: in each of `rounds` rounds,
+/// tree A (its root or its child, in turn), tree B likewise, and the outsider observe the same
+/// paths. Returns the wrong answers of A, B and the outsider.
+fn alternate(kext: &mut Kext, rounds: usize) -> [Wrong; 3] {
+    let observers: [(&str, [u32; 2]); 3] = [
+        ("a", [A, A_CHILD]),
+        ("b", [B, B_CHILD]),
+        ("outsider", [OUTSIDER, OUTSIDER]),
+    ];
+    let mut wrong: [Wrong; 3] = Default::default();
+    for round in 0..rounds {
+        for ((view, pids), wrong) in observers.iter().zip(&mut wrong) {
+            let got = observe(kext, pids[round % 2]);
+            if got != views::expected(view) {
+                wrong.count += 1;
+                wrong.first.get_or_insert(got);
+            }
+        }
+    }
+    wrong
+}
+
+#[test]
+fn two_trees_and_an_outsider_each_see_only_their_own_view_through_the_kext() {
+    let fs = shared();
+    let mut kext = Kext::mount(fs.vfs.clone(), &macfuse_shared());
+    let wrong = alternate(&mut kext, ROUNDS);
+    assert!(wrong.iter().all(|w| w.count == 0), "{wrong:?}");
+}
+
+/// Defect 1 of issue 14, pinned: without `novncache` the kext answers B's and the outsider's
+/// lookups of A's names from its name cache. If this ever passes with 0 wrong answers, the
+/// model has lost the kext's name cache.
+#[test]
+fn without_novncache_the_kext_hands_one_views_names_to_another() {
+    let fs = shared();
+    let policy = with_option(macfuse_shared(), MountOption::NoVnCache, false);
+    let mut kext = Kext::mount(fs.vfs.clone(), &policy);
+    let wrong = alternate(&mut kext, ROUNDS);
+    eprintln!(
+        "without novncache, wrong answers in {ROUNDS} rounds: a {}, b {}, outsider {}",
+        wrong[0].count, wrong[1].count, wrong[2].count
+    );
+    assert!(wrong[1].count > 0 && wrong[2].count > 0, "{wrong:?}");
 }

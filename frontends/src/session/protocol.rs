@@ -331,14 +331,14 @@ mod tests {
     fn macfuse_gets_read_only_names_and_no_apple_metadata() {
         assert_eq!(
             macfuse_options("spfs", "spfs", &macfuse()),
-            "ro,fsname=spfs,volname=spfs,noappledouble,noapplexattr"
+            "ro,fsname=spfs,volname=spfs,noappledouble,noapplexattr,nobrowse,novncache"
         );
         let args = macfuse_args("spfs", "spfs", &macfuse(), Path::new("/spfs"));
         assert_eq!(
             args,
             [
                 "-o",
-                "ro,fsname=spfs,volname=spfs,noappledouble,noapplexattr",
+                "ro,fsname=spfs,volname=spfs,noappledouble,noapplexattr,nobrowse,novncache",
                 "/spfs"
             ]
             .map(OsString::from)
@@ -349,7 +349,7 @@ mod tests {
     fn commas_in_names_cannot_start_another_option() {
         assert_eq!(
             macfuse_options("a,b", r"c\d", &macfuse()),
-            r"ro,fsname=a\,b,volname=c\\d,noappledouble,noapplexattr"
+            r"ro,fsname=a\,b,volname=c\\d,noappledouble,noapplexattr,nobrowse,novncache"
         );
     }
 
@@ -366,6 +366,7 @@ mod tests {
                 "-r",
                 "--namedattr=false",
                 "--rwsize=262144",
+                "--dontbrowse=true",
                 "/Volumes/spfs-42"
             ]
             .map(OsString::from)
