@@ -17,7 +17,7 @@ use spfs_frontends::{Session, SessionConfig, Transport};
 use spfs_router::{Owner, Router, Routing, Vfs};
 use spfs_testkit::require_fuse;
 use support::system_router;
-use support::views::{expected, make_layers, put};
+use support::views::{expected, make_layers, observation, put};
 
 const ITERATIONS: usize = 5_000;
 
@@ -35,14 +35,13 @@ fn observe(mount: &Path) -> Vec<String> {
     let link = std::fs::read_link(mount.join("link"))
         .map(|t| t.display().to_string())
         .unwrap_or_else(err);
-    let mut names: Vec<String> = std::fs::read_dir(mount)
+    let names: Vec<String> = std::fs::read_dir(mount)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .collect()
         })
         .unwrap_or_default();
-    names.sort();
     let only_a = match std::fs::symlink_metadata(mount.join("only-a")) {
         Ok(m) if m.is_dir() => "dir".to_string(),
         Ok(_) => "other".to_string(),
@@ -51,13 +50,7 @@ fn observe(mount: &Path) -> Vec<String> {
     let deep = std::fs::read(mount.join("share/x/y/deep"))
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_else(err);
-    vec![
-        format!("tool={tool}"),
-        format!("link={link}"),
-        format!("list={}", names.join(",")),
-        format!("only-a={only_a}"),
-        format!("deep={deep}"),
-    ]
+    observation(tool, link, names, only_a, deep)
 }
 
 /// The probe child: waits for "go", then compares what it sees with what its view holds,

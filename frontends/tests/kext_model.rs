@@ -175,26 +175,19 @@ fn observe(kext: &mut Kext, pid: u32) -> Vec<String> {
     }
     let tool = shown(kext.read_file(pid, "bin/tool"));
     let link = shown(kext.readlink(pid, "link"));
-    let mut names: Vec<String> = kext
+    let names: Vec<String> = kext
         .list(pid, "")
         .unwrap_or_default()
         .iter()
         .map(|name| String::from_utf8_lossy(name).into_owned())
         .collect();
-    names.sort();
     let only_a = match kext.lstat(pid, "only-a") {
         Ok(attr) if attr.mode & libc::S_IFMT == libc::S_IFDIR => "dir".into(),
         Ok(_) => "other".into(),
         Err(errno) => shown(Err(errno)),
     };
     let deep = shown(kext.read_file(pid, "share/x/y/deep"));
-    vec![
-        format!("tool={tool}"),
-        format!("link={link}"),
-        format!("list={}", names.join(",")),
-        format!("only-a={only_a}"),
-        format!("deep={deep}"),
-    ]
+    views::observation(tool, link, names, only_a, deep)
 }
 
 /// Wrong answers of one observer over the alternation, and the first one.
@@ -248,4 +241,53 @@ fn without_novncache_the_kext_hands_one_views_names_to_another() {
         wrong[0].count, wrong[1].count, wrong[2].count
     );
     assert!(wrong[1].count > 0 && wrong[2].count > 0, "{wrong:?}");
+}
+
+/// Defect 2 of issue 14: while A (or Finder, or Spotlight) holds the root open, the kext hands
+/// A's handle to every other process's opendir without asking; each must still list its own
+/// view, and A's own listing through its handle stays A's.
+#[test]
+fn the_root_lists_each_callers_view_while_another_process_holds_it_open() {
+    let fs = shared();
+    let mut kext = Kext::mount(fs.vfs.clone(), &macfuse_shared());
+    let held = kext.open(A, "").unwrap();
+    let opened = kext.sent(Opcode::Opendir);
+    let listed = |names: Vec<Vec<u8>>| {
+        let mut names: Vec<String> = names
+            .iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect();
+        names.sort();
+        format!("list={}", names.join(","))
+    };
+    let mut wrong = Vec::new();
+    for round in 0..ROUNDS {
+        let b = [B, B_CHILD][round % 2];
+        for (view, pid) in [("b", b), ("outsider", OUTSIDER), ("a", A_CHILD)] {
+            let got = listed(kext.list(pid, "").unwrap());
+            if got != views::expected(view)[2] {
+                wrong.push((view, got));
+            }
+        }
+        let own = listed(kext.readdir(A, held).unwrap());
+        if own != views::expected("a")[2] {
+            wrong.push(("a through its handle", own));
+        }
+    }
+    assert_eq!(
+        kext.sent(Opcode::Opendir),
+        opened,
+        "every opendir reused A's handle"
+    );
+    kext.close(A, held);
+    eprintln!(
+        "root listings while A holds the root, wrong in {ROUNDS} rounds: {}",
+        wrong.len()
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} wrong, first {:?}",
+        wrong.len(),
+        wrong.first()
+    );
 }

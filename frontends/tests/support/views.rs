@@ -52,3 +52,22 @@ pub fn expected(view: &str) -> Vec<String> {
         ],
     }
 }
+
+/// One observation in the form of [`expected`]: `bin/tool`'s content, `link`'s target, the
+/// root's names (sorted here), what `only-a` is, and `share/x/y/deep`'s content.
+pub fn observation(
+    tool: String,
+    link: String,
+    mut names: Vec<String>,
+    only_a: String,
+    deep: String,
+) -> Vec<String> {
+    names.sort();
+    vec![
+        format!("tool={tool}"),
+        format!("link={link}"),
+        format!("list={}", names.join(",")),
+        format!("only-a={only_a}"),
+        format!("deep={deep}"),
+    ]
+}
