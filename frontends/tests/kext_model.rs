@@ -144,7 +144,7 @@ fn a_dead_mount_fakes_statfs_and_the_roots_attributes_and_refuses_opening_its_ro
     let faked = kext.statfs(A, "").unwrap();
     assert_eq!((faked.blocks, faked.files, faked.bsize), (0, 0, 0));
     let root = kext.lstat(OUTSIDER, "").unwrap();
-    assert_eq!(root.mode, libc::S_IFDIR | libc::S_IRWXU);
+    assert_eq!(root.mode, kext::S_IFDIR | kext::S_IRWXU);
     assert_eq!(kext.open(A, "").unwrap_err(), libc::ENXIO);
     assert_eq!(kext.lstat(A, "bin").unwrap_err(), libc::ENXIO);
     assert_eq!(kext.sent_total(), before, "nothing reaches a dead server");
@@ -182,7 +182,7 @@ fn observe(kext: &mut Kext, pid: u32) -> Vec<String> {
         .map(|name| String::from_utf8_lossy(name).into_owned())
         .collect();
     let only_a = match kext.lstat(pid, "only-a") {
-        Ok(attr) if attr.mode & libc::S_IFMT == libc::S_IFDIR => "dir".into(),
+        Ok(attr) if kext::is_dir(attr.mode) => "dir".into(),
         Ok(_) => "other".into(),
         Err(errno) => shown(Err(errno)),
     };

@@ -59,6 +59,24 @@ pub const IOSIZE: u32 = 16 * 4096;
 /// An errno.
 pub type Errno = i32;
 
+// A FUSE `mode` is 32 bits; `mode_t` is 16 on macOS, so the casts are needed there only.
+/// The file type bits of a FUSE `mode`.
+#[allow(clippy::unnecessary_cast)]
+const S_IFMT: u32 = libc::S_IFMT as u32;
+#[allow(clippy::unnecessary_cast)]
+const S_IFLNK: u32 = libc::S_IFLNK as u32;
+/// A directory's file type bits.
+#[allow(clippy::unnecessary_cast)]
+pub const S_IFDIR: u32 = libc::S_IFDIR as u32;
+/// Read, write and search for the owner.
+#[allow(clippy::unnecessary_cast)]
+pub const S_IRWXU: u32 = libc::S_IRWXU as u32;
+
+/// Whether a FUSE `mode` is a directory's.
+pub fn is_dir(mode: u32) -> bool {
+    mode & S_IFMT == S_IFDIR
+}
+
 /// What a process holds after `open`: the vnode (node id) it opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fd(u64);
@@ -84,11 +102,11 @@ struct Vnode {
 
 impl Vnode {
     fn is_dir(&self) -> bool {
-        self.attr.mode & libc::S_IFMT == libc::S_IFDIR
+        is_dir(self.attr.mode)
     }
 
     fn is_symlink(&self) -> bool {
-        self.attr.mode & libc::S_IFMT == libc::S_IFLNK
+        self.attr.mode & S_IFMT == S_IFLNK
     }
 }
 
@@ -128,7 +146,7 @@ impl Kext {
             Vnode {
                 attr: Attr {
                     ino: ROOT,
-                    mode: libc::S_IFDIR | 0o755,
+                    mode: S_IFDIR | 0o755,
                     ..Attr::default()
                 },
                 ..Vnode::default()
@@ -251,7 +269,7 @@ impl Kext {
                 // Faked: the type, the daemon's ids (0 here), mode S_IRWXU.
                 return Ok(Attr {
                     ino: ROOT,
-                    mode: libc::S_IFDIR | libc::S_IRWXU,
+                    mode: S_IFDIR | S_IRWXU,
                     ..Attr::default()
                 });
             }
