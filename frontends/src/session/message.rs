@@ -2,7 +2,8 @@
 //! `fuse-backend-rs`'s ABI types ([`InHeader`], [`OutHeader`]), so no byte offsets anywhere
 //! else; and [`answer`], which answers one request into a reply buffer of ours. The loops that
 //! move messages share both: `framing.rs` (macFUSE's device, FUSE-T's socket) and
-//! `uring_linux.rs` (FUSE over io_uring).
+//! `uring_linux.rs` (FUSE over io_uring). [`MemoryServer`] answers through the same path for
+//! requests held in memory: the kext model in the tests and the adapter benchmark.
 //!
 //! Every structure is copied, never referenced in place: a request may lie anywhere in a
 //! buffer (after io_uring's own header, say), where a reference could be misaligned.
