@@ -141,7 +141,6 @@ impl Adapter {
         &self,
         ctx: &Context,
         inode: u64,
-        handle: u64,
         offset: u64,
         add: impl FnMut(DirEntry<'_>) -> io::Result<usize>,
     ) -> io::Result<()> {
@@ -151,7 +150,7 @@ impl Adapter {
             _marker: std::marker::PhantomData,
         };
         self.vfs
-            .readdir(ctx.pid as u32, inode, handle, offset, &mut replier)
+            .readdir(ctx.pid as u32, inode, offset, &mut replier)
             .map_err(errno)?;
         match replier.error {
             Some(err) => Err(err),
@@ -321,36 +320,35 @@ impl FileSystem for Adapter {
         _flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions)> {
         tracing::debug!(pid = ctx.pid, inode, "opendir");
-        let handle = self.vfs.opendir(ctx.pid as u32, inode).map_err(errno)?;
-        Ok((Some(handle), self.policy.caching(scope(inode)).dir_open))
+        self.vfs.opendir(ctx.pid as u32, inode).map_err(errno)?;
+        // No handle: a directory's listing never depends on who opened it (Vfs::opendir).
+        Ok((None, self.policy.caching(scope(inode)).dir_open))
     }
 
     fn readdir(
         &self,
         ctx: &Context,
         inode: u64,
-        handle: u64,
+        _handle: u64,
         _size: u32,
         offset: u64,
         add_entry: &mut dyn FnMut(FuseDirEntry) -> io::Result<usize>,
     ) -> io::Result<()> {
         tracing::debug!(pid = ctx.pid, inode, offset, "readdir");
-        self.list(ctx, inode, handle, offset, |entry| {
-            add_entry(dirent(&entry))
-        })
+        self.list(ctx, inode, offset, |entry| add_entry(dirent(&entry)))
     }
 
     fn readdirplus(
         &self,
         ctx: &Context,
         inode: u64,
-        handle: u64,
+        _handle: u64,
         _size: u32,
         offset: u64,
         add_entry: &mut dyn FnMut(FuseDirEntry, Entry) -> io::Result<usize>,
     ) -> io::Result<()> {
         tracing::debug!(pid = ctx.pid, inode, offset, "readdirplus");
-        self.list(ctx, inode, handle, offset, |entry| {
+        self.list(ctx, inode, offset, |entry| {
             add_entry(dirent(&entry), self.entry(inode, &entry.attr))
         })
     }
@@ -647,7 +645,7 @@ mod tests {
     /// Every entry READDIRPLUS of `dir` hands caller `pid`.
     fn listed(adapter: &Adapter, pid: u32, dir: u64) -> Vec<Entry> {
         let ctx = caller(pid);
-        let handle = adapter.opendir(&ctx, dir, 0).unwrap().0.unwrap();
+        let handle = adapter.opendir(&ctx, dir, 0).unwrap().0.unwrap_or(0);
         let mut entries = Vec::new();
         adapter
             .readdirplus(&ctx, dir, handle, 4096, 0, &mut |_, entry| {

@@ -155,45 +155,6 @@ impl MountError {
             source,
         }
     }
-
-    /// Linux: a mount through the FUSE device at `device` failed with `message` (the FUSE
-    /// library's own words, which carry no error code). The kind comes from looking at the
-    /// host now: whether the device exists and opens, and, for a user, whether `fusermount3`
-    /// is there to mount with.
-    #[cfg(any(target_os = "linux", test))]
-    pub(crate) fn device(path: &Path, device: &Path, message: String) -> Self {
-        let opened = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(device);
-        let (kind, source) = match opened {
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                (MountFailure::DeviceMissing, Some(err))
-            }
-            Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
-                (MountFailure::DeviceDenied, Some(err))
-            }
-            Err(err) => (MountFailure::Other, Some(err)),
-            // SAFETY: geteuid(2) takes no arguments and cannot fail.
-            Ok(_) if unsafe { libc::geteuid() } != 0 && !on_path("fusermount3") => {
-                (MountFailure::FusermountMissing, None)
-            }
-            Ok(_) => (MountFailure::Other, None),
-        };
-        MountError::Session {
-            path: path.to_path_buf(),
-            kind,
-            message,
-            source,
-        }
-    }
-}
-
-/// Whether an executable `name` is in a directory of `PATH`.
-#[cfg(any(target_os = "linux", test))]
-fn on_path(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
 }
 
 #[cfg(test)]
@@ -233,17 +194,5 @@ mod tests {
             MountError::session(path, MountFailure::ServerExited, "gone").to_string(),
             "mounting \"/spfs\" failed: gone"
         );
-    }
-
-    #[test]
-    fn a_device_that_is_not_there_is_a_missing_device() {
-        let dir = tempfile::tempdir().unwrap();
-        let err = MountError::device(
-            Path::new("/spfs"),
-            &dir.path().join("fuse"),
-            "open /dev/fuse failed".into(),
-        );
-        assert_eq!(err.kind(), MountFailure::DeviceMissing);
-        assert!(std::error::Error::source(&err).is_some());
     }
 }

@@ -97,6 +97,13 @@ pub enum MountOption {
     NoNamedAttr,
     /// FUSE-T: the NFS read and write size in bytes (`--rwsize=`).
     RwSize(usize),
+    /// macFUSE: enter no name in the kernel's name cache (`novncache`). The kext ignores entry
+    /// timeouts and keeps every looked-up name until the vnode goes (osxfuse/kext
+    /// `fuse_node.c`, `fuse_vget_i`), so a routed root needs every lookup to reach us.
+    NoVnCache,
+    /// Keep the volume out of Finder's sidebar and browsing (`MNT_DONTBROWSE`): macFUSE's
+    /// `nobrowse`, FUSE-T's `--dontbrowse=true`.
+    NoBrowse,
 }
 
 /// FUSE-T's read and write size: 256 KiB is much faster than its 32 KiB default.
@@ -156,20 +163,31 @@ impl KernelPolicy {
         };
         // Both ABIs have these; macFUSE's has few of Linux's others.
         let common = FsOptions::ASYNC_READ | FsOptions::BIG_WRITES;
+        // Both macOS helpers keep the volume out of Finder's sidebar. The kext enters every
+        // looked-up name in the name cache, entry timeout or not, and answers from it without
+        // asking (osxfuse/kext `fuse_node.c`, `fuse_vnops.c`): a routed root must forbid
+        // that, or runtime B gets runtime A's `/spfs/bin`. A per-runtime volume serves one
+        // view and keeps the cache.
         let mount_options = if fuse_t {
             vec![
                 MountOption::ReadOnly,
                 MountOption::NoNamedAttr,
                 MountOption::RwSize(FUSE_T_RWSIZE),
+                MountOption::NoBrowse,
             ]
         } else if linux {
             vec![MountOption::ReadOnly]
         } else {
-            vec![
+            let mut macfuse = vec![
                 MountOption::ReadOnly,
                 MountOption::NoAppleDouble,
                 MountOption::NoAppleXattr,
-            ]
+                MountOption::NoBrowse,
+            ];
+            if routing == RoutingKind::Shared {
+                macfuse.push(MountOption::NoVnCache);
+            }
+            macfuse
         };
         KernelPolicy {
             root,
@@ -292,11 +310,47 @@ mod tests {
         assert_eq!(of(Platform::Linux, Transport::Device), [ReadOnly]);
         assert_eq!(
             of(Platform::MacOs, Transport::Device),
-            [ReadOnly, NoAppleDouble, NoAppleXattr]
+            [ReadOnly, NoAppleDouble, NoAppleXattr, NoBrowse, NoVnCache]
         );
         assert_eq!(
             of(Platform::MacOs, Transport::Nfs),
-            [ReadOnly, NoNamedAttr, RwSize(FUSE_T_RWSIZE)]
+            [ReadOnly, NoNamedAttr, RwSize(FUSE_T_RWSIZE), NoBrowse]
         );
+    }
+
+    /// Defect 1 of issue 14: the kext ignores entry timeouts, so only `novncache` keeps one
+    /// view's names from answering another's lookups on a routed root.
+    #[test]
+    fn only_the_routed_macfuse_mount_turns_the_name_cache_off() {
+        let has = |platform, transport, routing| {
+            KernelPolicy::new(platform, transport, routing)
+                .mount_options
+                .contains(&MountOption::NoVnCache)
+        };
+        assert!(has(Platform::MacOs, Transport::Device, RoutingKind::Shared));
+        // A per-runtime volume serves one view: its names may be cached.
+        assert!(!has(Platform::MacOs, Transport::Device, RoutingKind::Fixed));
+        // Linux honours entry timeouts; FUSE-T's NFS client has no such option.
+        for routing in ROUTINGS {
+            assert!(!has(Platform::Linux, Transport::Device, routing));
+            for platform in [Platform::Linux, Platform::MacOs] {
+                assert!(!has(platform, Transport::Nfs, routing));
+            }
+        }
+    }
+
+    #[test]
+    fn both_macos_backends_stay_out_of_finders_sidebar() {
+        for routing in ROUTINGS {
+            for transport in [Transport::Device, Transport::Nfs] {
+                let mac = KernelPolicy::new(Platform::MacOs, transport, routing);
+                assert!(
+                    mac.mount_options.contains(&MountOption::NoBrowse),
+                    "{mac:?}"
+                );
+            }
+            let linux = KernelPolicy::new(Platform::Linux, Transport::Device, routing);
+            assert!(!linux.mount_options.contains(&MountOption::NoBrowse));
+        }
     }
 }

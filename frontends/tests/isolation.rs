@@ -16,36 +16,10 @@ use std::sync::Arc;
 use spfs_frontends::{Session, SessionConfig, Transport};
 use spfs_router::{Owner, Router, Routing, Vfs};
 use spfs_testkit::require_fuse;
-use support::{put, system_router};
+use support::system_router;
+use support::views::{expected, make_layers, observation, put};
 
 const ITERATIONS: usize = 5_000;
-
-/// What one probe expects to see at the mount, as a compact string per path.
-fn expected(view: &str) -> Vec<String> {
-    match view {
-        "a" => vec![
-            "tool=aaaa".into(),
-            "link=target-a".into(),
-            "list=bin,link,only-a,share".into(),
-            "only-a=dir".into(),
-            "deep=deep-a".into(),
-        ],
-        "b" => vec![
-            "tool=bbbbbbbb".into(),
-            "link=target-b".into(),
-            "list=bin,link,share".into(),
-            "only-a=ENOENT".into(),
-            "deep=deep-b".into(),
-        ],
-        _ => vec![
-            "tool=ENOENT".into(),
-            "link=ENOENT".into(),
-            "list=".into(),
-            "only-a=ENOENT".into(),
-            "deep=ENOENT".into(),
-        ],
-    }
-}
 
 fn observe(mount: &Path) -> Vec<String> {
     let err = |e: std::io::Error| {
@@ -61,14 +35,13 @@ fn observe(mount: &Path) -> Vec<String> {
     let link = std::fs::read_link(mount.join("link"))
         .map(|t| t.display().to_string())
         .unwrap_or_else(err);
-    let mut names: Vec<String> = std::fs::read_dir(mount)
+    let names: Vec<String> = std::fs::read_dir(mount)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .collect()
         })
         .unwrap_or_default();
-    names.sort();
     let only_a = match std::fs::symlink_metadata(mount.join("only-a")) {
         Ok(m) if m.is_dir() => "dir".to_string(),
         Ok(_) => "other".to_string(),
@@ -77,13 +50,7 @@ fn observe(mount: &Path) -> Vec<String> {
     let deep = std::fs::read(mount.join("share/x/y/deep"))
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_else(err);
-    vec![
-        format!("tool={tool}"),
-        format!("link={link}"),
-        format!("list={}", names.join(",")),
-        format!("only-a={only_a}"),
-        format!("deep={deep}"),
-    ]
+    observation(tool, link, names, only_a, deep)
 }
 
 /// The probe child: waits for "go", then compares what it sees with what its view holds,
@@ -158,18 +125,8 @@ fn each_sees_only_its_own_view(io_uring: bool) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let (a, b, mount) = (
-        tmp.path().join("a"),
-        tmp.path().join("b"),
-        tmp.path().join("mnt"),
-    );
-    put(&a, "bin/tool", b"aaaa");
-    put(&b, "bin/tool", b"bbbbbbbb");
-    put(&a, "share/x/y/deep", b"deep-a");
-    put(&b, "share/x/y/deep", b"deep-b");
-    std::fs::create_dir_all(a.join("only-a")).unwrap();
-    std::os::unix::fs::symlink("target-a", a.join("link")).unwrap();
-    std::os::unix::fs::symlink("target-b", b.join("link")).unwrap();
+    let (a, b) = make_layers(tmp.path());
+    let mount = tmp.path().join("mnt");
 
     let router = system_router();
     let session = mount_shared(&router, &mount, io_uring);

@@ -146,7 +146,7 @@ fn benches(c: &mut Criterion) {
     c.bench_function("readdir/10k-dir", |b| {
         b.iter(|| {
             let mut count = Count(0);
-            vfs.readdir(108, ROOT, 0, 0, &mut count).unwrap();
+            vfs.readdir(108, ROOT, 0, &mut count).unwrap();
             assert_eq!(count.0, 10_002);
         })
     });

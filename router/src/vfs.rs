@@ -133,40 +133,30 @@ impl Vfs {
         Ok(view.attr(index))
     }
 
-    /// Checks that `node` is a directory and returns a directory handle. For the root the
-    /// handle pins the caller's view, so the listing stays one view's even if another process
-    /// continues it.
-    pub fn opendir(&self, caller: Pid, node: NodeId) -> Result<u64, FsError> {
+    /// Checks that `node` is a directory. Directories need no handle, and none may carry a
+    /// view: the macFUSE kext hands one process's open directory to another's `opendir`
+    /// without asking us (osxfuse/kext `fuse_vnops.c`, open), so the root is listed for its
+    /// caller on every [`Vfs::readdir`] instead.
+    pub fn opendir(&self, caller: Pid, node: NodeId) -> Result<(), FsError> {
         let (view, index) = self.locate(caller, node)?;
         if view.kind(index) != FileKind::Directory {
             return Err(FsError::NotADirectory(node));
         }
-        Ok(if node == node::ROOT {
-            u64::from(view.id())
-        } else {
-            0
-        })
+        Ok(())
     }
 
     /// Lists directory `node` from `offset` (0 for the start; any offset handed out resumes
-    /// just after its entry). `handle` is what [`Vfs::opendir`] returned.
+    /// just after its entry). The root lists `caller`'s view on every call, so a listing that
+    /// another process continues shows that process's view from the offset on
+    /// (docs/SEMANTICS.md).
     pub fn readdir(
         &self,
         caller: Pid,
         node: NodeId,
-        handle: u64,
         offset: u64,
         replier: &mut dyn DirectoryReplier,
     ) -> Result<(), FsError> {
-        let (view, dir) = if node == node::ROOT && handle != 0 {
-            // A root handle names the view it was opened in; a view removed since lists empty.
-            let view = u32::try_from(handle)
-                .ok()
-                .and_then(|id| self.view_by_id(id));
-            (view.unwrap_or_else(|| self.empty_view(caller)), 0)
-        } else {
-            self.locate(caller, node)?
-        };
+        let (view, dir) = self.locate(caller, node)?;
         if view.kind(dir) != FileKind::Directory {
             return Err(FsError::NotADirectory(node));
         }
@@ -295,13 +285,6 @@ impl Vfs {
             files: view.len() as u64,
             name_max: 255,
         })
-    }
-
-    fn empty_view(&self, caller: Pid) -> Arc<View> {
-        match &self.routing {
-            Routing::Shared(router) => router.empty_view().clone(),
-            Routing::Fixed(_) => self.root_view(caller),
-        }
     }
 }
 

@@ -31,10 +31,9 @@ pub enum Seen {
 
 /// Lists directory `node` (without `.` and `..`).
 pub fn list(vfs: &Vfs, caller: Pid, node: NodeId) -> Vec<(Vec<u8>, Attr)> {
-    let handle = vfs.opendir(caller, node).expect("opendir");
+    vfs.opendir(caller, node).expect("opendir");
     let mut out = Collect::default();
-    vfs.readdir(caller, node, handle, 0, &mut out)
-        .expect("readdir");
+    vfs.readdir(caller, node, 0, &mut out).expect("readdir");
     out.0
         .into_iter()
         .filter(|(n, _, _)| n != b"." && n != b"..")

@@ -44,6 +44,18 @@ fn fixture() -> Fixture {
     }
 }
 
+/// The fixture with runtime 10 on `a` and runtime 20 on `b`.
+fn both_registered() -> Fixture {
+    let f = fixture();
+    f.router
+        .register(10, &f.a, &Owner::trusted(501, 501), &[])
+        .unwrap();
+    f.router
+        .register(20, &f.b, &Owner::trusted(502, 502), &[])
+        .unwrap();
+    f
+}
+
 fn names(f: &Fixture, caller: u32) -> Vec<String> {
     list(&f.vfs, caller, ROOT)
         .into_iter()
@@ -136,13 +148,7 @@ fn unregister_takes_effect_at_once() {
 
 #[test]
 fn node_ids_are_unique_across_views_and_the_root_is_shared() {
-    let f = fixture();
-    f.router
-        .register(10, &f.a, &Owner::trusted(501, 501), &[])
-        .unwrap();
-    f.router
-        .register(20, &f.b, &Owner::trusted(502, 502), &[])
-        .unwrap();
+    let f = both_registered();
     let in_a = f.vfs.lookup(10, ROOT, b"only-a").unwrap();
     let in_b = f.vfs.lookup(20, ROOT, b"only-b").unwrap();
     assert_ne!(in_a.node, in_b.node);
@@ -260,13 +266,13 @@ fn readdir_resumes_at_every_offset_it_handed_out() {
             &[],
         )
         .unwrap();
-    let handle = f.vfs.opendir(10, ROOT).unwrap();
+    f.vfs.opendir(10, ROOT).unwrap();
     let mut all = common::Collect::default();
-    f.vfs.readdir(10, ROOT, handle, 0, &mut all).unwrap();
+    f.vfs.readdir(10, ROOT, 0, &mut all).unwrap();
     assert_eq!(all.0.len(), 52, ". and .. and 50 files");
     for (i, (_, _, offset)) in all.0.iter().enumerate() {
         let mut rest = common::Collect::default();
-        f.vfs.readdir(10, ROOT, handle, *offset, &mut rest).unwrap();
+        f.vfs.readdir(10, ROOT, *offset, &mut rest).unwrap();
         let expected: Vec<_> = all.0[i + 1..]
             .iter()
             .map(|(n, _, o)| (n.clone(), *o))
@@ -274,10 +280,31 @@ fn readdir_resumes_at_every_offset_it_handed_out() {
         let got: Vec<_> = rest.0.iter().map(|(n, _, o)| (n.clone(), *o)).collect();
         assert_eq!(got, expected, "resuming at offset {offset}");
     }
-    // The root handle pins the view it was opened in, whoever continues the listing.
-    let mut other = common::Collect::default();
-    f.vfs.readdir(30, ROOT, handle, 0, &mut other).unwrap();
-    assert_eq!(other.0.len(), 52);
+}
+
+/// Issue 14, defect 2: no handle pins the root's view (the macFUSE kext hands one process's
+/// open directory to another's opendir), so whoever reads the root gets their own view, even
+/// continuing a listing another process began.
+#[test]
+fn the_root_lists_the_view_of_whoever_reads_it() {
+    let f = both_registered();
+    let from = |caller, offset| {
+        let mut out = common::Collect::default();
+        f.vfs.readdir(caller, ROOT, offset, &mut out).unwrap();
+        out.0
+            .into_iter()
+            .map(|(n, _, o)| (n, o))
+            .collect::<Vec<_>>()
+    };
+    f.vfs.opendir(10, ROOT).unwrap();
+    assert_eq!(names(&f, 10), ["only-a"]);
+    // B and an outsider read the root A opened: each lists its own view.
+    assert_eq!(names(&f, 20), ["only-b"]);
+    assert!(names(&f, 30).is_empty(), "the outsider's empty view");
+    // A listing A began, continued past `.` and `..` by B, goes on in B's view.
+    let after_dots = from(10, 0)[1].1;
+    let continued: Vec<_> = from(20, after_dots).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(continued, [b"only-b".to_vec()]);
 }
 
 #[test]

@@ -107,7 +107,7 @@ fn own_session(
     let failed =
         |message: String| MountError::session(&config.mountpoint, MountFailure::Other, message);
     let device_failed =
-        |message: String| MountError::device(&config.mountpoint, Path::new("/dev/fuse"), message);
+        |message: String| device_failure(&config.mountpoint, Path::new("/dev/fuse"), message);
     // Set before unmounting, so workers tell the end of the session from a failure.
     let unmounting = Arc::new(AtomicBool::new(false));
     type Started = (FuseSession, Arc<Server<Adapter>>, Vec<JoinHandle<()>>);
@@ -286,5 +286,58 @@ fn widen_readahead(mountpoint: &Path) {
     match result {
         Ok(()) => tracing::debug!(readahead_kib = READAHEAD_KIB, "readahead widened"),
         Err(err) => tracing::debug!(error = %err, "readahead left at the kernel's default"),
+    }
+}
+
+/// A mount through the FUSE device at `device` that failed with `message` (the FUSE library's
+/// own words, which carry no error code). The kind comes from looking at the host now: whether
+/// the device exists and opens, and, for a user, whether `fusermount3` is there to mount with.
+fn device_failure(path: &Path, device: &Path, message: String) -> MountError {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(device);
+    let (kind, source) = match opened {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            (MountFailure::DeviceMissing, Some(err))
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+            (MountFailure::DeviceDenied, Some(err))
+        }
+        Err(err) => (MountFailure::Other, Some(err)),
+        // SAFETY: geteuid(2) takes no arguments and cannot fail.
+        Ok(_) if unsafe { libc::geteuid() } != 0 && !on_path("fusermount3") => {
+            (MountFailure::FusermountMissing, None)
+        }
+        Ok(_) => (MountFailure::Other, None),
+    };
+    MountError::Session {
+        path: path.to_path_buf(),
+        kind,
+        message,
+        source,
+    }
+}
+
+/// Whether an executable `name` is in a directory of `PATH`.
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_that_is_not_there_is_a_missing_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = device_failure(
+            Path::new("/spfs"),
+            &dir.path().join("fuse"),
+            "open /dev/fuse failed".into(),
+        );
+        assert_eq!(err.kind(), MountFailure::DeviceMissing);
+        assert!(std::error::Error::source(&err).is_some());
     }
 }

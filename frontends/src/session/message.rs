@@ -2,7 +2,8 @@
 //! `fuse-backend-rs`'s ABI types ([`InHeader`], [`OutHeader`]), so no byte offsets anywhere
 //! else; and [`answer`], which answers one request into a reply buffer of ours. The loops that
 //! move messages share both: `framing.rs` (macFUSE's device, FUSE-T's socket) and
-//! `uring_linux.rs` (FUSE over io_uring).
+//! `uring_linux.rs` (FUSE over io_uring). [`MemoryServer`] answers through the same path for
+//! requests held in memory: the kext model in the tests and the adapter benchmark.
 //!
 //! Every structure is copied, never referenced in place: a request may lie anywhere in a
 //! buffer (after io_uring's own header, say), where a reference could be misaligned.
@@ -114,6 +115,36 @@ pub(super) fn answer(
     }
     // The server gave up without answering: answer for it, or the caller would wait forever.
     put_error_reply(reply, unique, libc::EIO)
+}
+
+/// Answers FUSE requests held in memory through [`answer`], the path every session takes, so
+/// a test-side kernel (the macFUSE model in `frontends/tests/`) or a benchmark gets exactly
+/// what a mounted session would reply.
+pub struct MemoryServer {
+    server: Server<Adapter>,
+    sink: File,
+}
+
+impl MemoryServer {
+    /// A server answering through `adapter`.
+    pub fn new(adapter: Adapter) -> std::io::Result<MemoryServer> {
+        Ok(MemoryServer {
+            server: Server::new(adapter),
+            sink: File::options().write(true).open("/dev/null")?,
+        })
+    }
+
+    /// Answers the one request in `request` into `reply`; returns the reply's length (0: none
+    /// is due). `reply` should hold the largest reply the request may ask for.
+    pub fn answer(&self, request: &mut [u8], reply: &mut [u8]) -> usize {
+        answer(&self.server, &self.sink, request, reply)
+    }
+}
+
+impl std::fmt::Debug for MemoryServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryServer").finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use crate::error::MountError;
 use crate::mountpoint;
 
 mod message;
+pub use message::MemoryServer;
 #[cfg(test)]
 mod testing;
 

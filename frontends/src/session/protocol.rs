@@ -58,6 +58,8 @@ pub(crate) fn macfuse_options(fsname: &str, volname: &str, options: &[MountOptio
         MountOption::ReadOnly => Some("ro".to_string()),
         MountOption::NoAppleDouble => Some("noappledouble".to_string()),
         MountOption::NoAppleXattr => Some("noapplexattr".to_string()),
+        MountOption::NoVnCache => Some("novncache".to_string()),
+        MountOption::NoBrowse => Some("nobrowse".to_string()),
         // FUSE-T's alone.
         MountOption::NoNamedAttr | MountOption::RwSize(_) => None,
     };
@@ -91,7 +93,7 @@ pub(crate) fn macfuse_args(
 }
 
 /// `go-nfsv4`'s arguments for a volume named `volname`, with `options` spelled the way
-/// libfuse-t translates the mount options `ro`, `nonamedattr` and `rwsize=`.
+/// libfuse-t translates the mount options `ro`, `nonamedattr`, `rwsize=` and `nobrowse`.
 pub(crate) fn fuse_t_args(
     volname: &str,
     options: &[MountOption],
@@ -102,8 +104,9 @@ pub(crate) fn fuse_t_args(
         MountOption::ReadOnly => Some("-r".into()),
         MountOption::NoNamedAttr => Some("--namedattr=false".into()),
         MountOption::RwSize(size) => Some(format!("--rwsize={size}").into()),
+        MountOption::NoBrowse => Some("--dontbrowse=true".into()),
         // macFUSE's alone.
-        MountOption::NoAppleDouble | MountOption::NoAppleXattr => None,
+        MountOption::NoAppleDouble | MountOption::NoAppleXattr | MountOption::NoVnCache => None,
     }));
     args.push(mountpoint.as_os_str().to_owned());
     args
@@ -329,14 +332,14 @@ mod tests {
     fn macfuse_gets_read_only_names_and_no_apple_metadata_quietly() {
         assert_eq!(
             macfuse_options("spfs", "spfs", &macfuse()),
-            "ro,fsname=spfs,volname=spfs,noappledouble,noapplexattr"
+            "ro,fsname=spfs,volname=spfs,noappledouble,noapplexattr,nobrowse,novncache"
         );
         let args = macfuse_args("spfs", "spfs", &macfuse(), Path::new("/spfs"));
         assert_eq!(
             args,
             [
                 "-o",
-                "ro,fsname=spfs,volname=spfs,noappledouble,noapplexattr",
+                "ro,fsname=spfs,volname=spfs,noappledouble,noapplexattr,nobrowse,novncache",
                 "-q",
                 "/spfs"
             ]
@@ -348,7 +351,7 @@ mod tests {
     fn commas_in_names_cannot_start_another_option() {
         assert_eq!(
             macfuse_options("a,b", r"c\d", &macfuse()),
-            r"ro,fsname=a\,b,volname=c\\d,noappledouble,noapplexattr"
+            r"ro,fsname=a\,b,volname=c\\d,noappledouble,noapplexattr,nobrowse,novncache"
         );
     }
 
@@ -365,6 +368,7 @@ mod tests {
                 "-r",
                 "--namedattr=false",
                 "--rwsize=262144",
+                "--dontbrowse=true",
                 "/Volumes/spfs-42"
             ]
             .map(OsString::from)

@@ -1,7 +1,8 @@
 //! Helpers for the isolation tests beyond `spfs-testkit`'s: a router over the host's real
-//! processes, and layer files.
+//! processes, and the views the tests observe (`views.rs`).
 
-use std::path::Path;
+pub mod views;
+
 use std::sync::Arc;
 
 use spfs_router::Router;
@@ -15,11 +16,4 @@ pub fn system_router() -> Arc<Router> {
         Arc::new(SystemProcessTable::new()),
         root_attr(),
     ))
-}
-
-/// Writes `bytes` to `root/rel`, creating parents.
-pub fn put(root: &Path, rel: &str, bytes: &[u8]) {
-    let path = root.join(rel);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, bytes).unwrap();
 }
