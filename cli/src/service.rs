@@ -18,11 +18,12 @@ pub struct ServiceArgs {
     /// The FUSE backend: auto, kext or fuse-t.
     #[arg(long, default_value_t = Backend::Auto)]
     backend: Backend,
-    /// Where runtimes appear: shared (one mount routed by caller) or per-runtime (a volume
-    /// per runtime) [default: shared for kext, per-runtime for fuse-t].
+    /// Where runtimes appear: shared (one mount routed by caller), per-runtime (a volume per
+    /// runtime) or single (one runtime at a time at the mount point) [default: shared for
+    /// kext, per-runtime for fuse-t].
     #[arg(long)]
     layout: Option<Layout>,
-    /// The shared mount point (shared layout).
+    /// The mount point (shared and single layouts).
     #[arg(long, value_name = "PATH", default_value = defaults::MOUNTPOINT)]
     mountpoint: PathBuf,
     /// Where the per-runtime layout mounts `spfs-<root pid>` volumes [default: /Volumes on

@@ -59,7 +59,7 @@ pub struct ServiceConfig {
     /// The layout asked for; `None` is the backend's own (shared for kext, per-runtime for
     /// fuse-t).
     pub layout: Option<Layout>,
-    /// The shared mount point (absolute).
+    /// The mount point of the shared and single layouts (absolute).
     pub mountpoint: PathBuf,
     /// Where per-runtime volumes go (absolute).
     pub volumes_dir: PathBuf,
@@ -79,8 +79,9 @@ pub enum ServiceError {
     NotUtf8(PathBuf),
     /// FUSE-T was asked for with the shared layout.
     #[error(
-        "the fuse-t backend serves only the per-runtime layout (NFS requests carry no caller \
-         pid to route by); drop --layout shared or use --backend kext"
+        "the fuse-t backend cannot serve the shared layout (NFS requests carry no caller pid \
+         to route by); use --layout per-runtime, or --layout single for one runtime at a time \
+         at the mount point, or --backend kext"
     )]
     FuseTIsPerRuntime,
     /// Only FUSE-T is usable, and the shared layout rules it out.
@@ -190,8 +191,9 @@ struct Attempt {
 /// The backends to try, in order. An explicit backend is tried even when the probe rejects it
 /// (a mount is the only sure test, and its failure carries the hint); `auto` tries the usable
 /// candidates, or, when the probe finds none, every backend it considered, so a probe that is
-/// wrong never blocks a mount that would work. FUSE-T cannot route by caller, so it serves only
-/// the per-runtime layout: with `--layout shared` it is skipped (or, asked for, refused).
+/// wrong never blocks a mount that would work. FUSE-T cannot route by caller, so it serves the
+/// per-runtime and single layouts only: with `--layout shared` it is skipped (or, asked for,
+/// refused). Every backend serves the single layout.
 fn attempts(
     selection: &spfs_probe::Selection,
     layout: Option<Layout>,
@@ -257,7 +259,7 @@ async fn start_host(
             io_uring: config.io_uring,
         };
         let place = match attempt.layout {
-            Layout::Shared => config.mountpoint.clone(),
+            Layout::Shared | Layout::Single => config.mountpoint.clone(),
             Layout::PerRuntime => config.volumes_dir.clone(),
         };
         let started =
@@ -538,6 +540,20 @@ mod tests {
         );
         let explicit = selection(B::FuseT, &[], &[B::FuseT]);
         assert_eq!(plan(&explicit, None), [(B::FuseT, Layout::PerRuntime)]);
+    }
+
+    #[test]
+    fn every_backend_serves_the_single_layout() {
+        let both = selection(B::Auto, &[B::Kext, B::FuseT], &[]);
+        assert_eq!(
+            plan(&both, Some(Layout::Single)),
+            [(B::Kext, Layout::Single), (B::FuseT, Layout::Single)]
+        );
+        let fuse_t = selection(B::FuseT, &[B::FuseT], &[]);
+        assert_eq!(
+            plan(&fuse_t, Some(Layout::Single)),
+            [(B::FuseT, Layout::Single)]
+        );
     }
 
     #[test]

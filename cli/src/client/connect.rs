@@ -210,6 +210,7 @@ fn kind(code: Code) -> &'static str {
         Code::InvalidArgument => "invalid argument",
         Code::AlreadyExists => "already exists",
         Code::NotFound => "not found",
+        Code::FailedPrecondition => "busy",
         Code::PermissionDenied => "permission denied",
         Code::Internal => "service error",
         Code::Unavailable => "service unavailable",
@@ -220,7 +221,6 @@ fn kind(code: Code) -> &'static str {
         Code::Unauthenticated
         | Code::Ok
         | Code::Unknown
-        | Code::FailedPrecondition
         | Code::Aborted
         | Code::OutOfRange
         | Code::DataLoss => "error",
@@ -411,6 +411,7 @@ mod tests {
         for (code, word) in [
             (Code::InvalidArgument, "invalid argument"),
             (Code::NotFound, "not found"),
+            (Code::FailedPrecondition, "busy"),
             (Code::PermissionDenied, "permission denied"),
             (Code::Internal, "service error"),
         ] {

@@ -110,6 +110,11 @@ impl Service {
         Service::owning(Some("per-runtime"))
     }
 
+    /// A service of the single layout in a directory of its own, on `<dir>/mnt`.
+    pub fn single() -> Service {
+        Service::owning(Some("single"))
+    }
+
     fn owning(layout: Option<&'static str>) -> Service {
         let dir = tempfile::tempdir().expect("tempdir");
         Service::spawned(ServicePlace {
@@ -240,6 +245,11 @@ impl Service {
     pub fn mount(&self, root: u32, spec: &str) -> String {
         let out = self.cli(&["mount", "--root-process", &root.to_string(), spec]);
         ok(&out).trim().to_string()
+    }
+
+    /// `status --json`, parsed.
+    pub fn status_json(&self) -> serde_json::Value {
+        serde_json::from_str(&ok(&self.cli(&["status", "--json"]))).expect("status --json parses")
     }
 
     /// Removes the runtime of `root`.
