@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use spfs_probe::{Backend, defaults};
 use spfs_proto::status::Layout;
-use spfs_service::{Endpoint, ServiceConfig};
+use spfs_service::{Endpoint, ServiceConfig, StateFile};
 
 use crate::endpoint::{SocketArgs, absolute};
 
@@ -54,13 +54,20 @@ pub struct ServiceArgs {
 impl ServiceArgs {
     /// The service's configuration: paths made absolute, defaults filled in.
     pub(crate) fn config(self) -> anyhow::Result<ServiceConfig> {
+        // A service on a socket keeps its runtimes beside it for the next start; over TCP
+        // there is no directory of its own to keep them in.
+        let mut state = None;
         let endpoint = match self.listen {
             Some(addr) if self.insecure_tcp => Endpoint::InsecureTcp(addr),
             Some(_) => bail!(
                 "--listen serves TCP, where callers cannot be identified, so any local user \
                  could change any view; add --insecure-tcp to accept that, or use --socket"
             ),
-            None => Endpoint::Unix(self.socket.path()?),
+            None => {
+                let socket = self.socket.path()?;
+                state = Some(StateFile::beside_socket(&socket));
+                Endpoint::Unix(socket)
+            }
         };
         let volumes_dir = match &self.volumes_dir {
             Some(dir) => absolute(dir)?,
@@ -78,6 +85,7 @@ impl ServiceArgs {
             endpoint,
             threads,
             io_uring: !self.no_io_uring,
+            state,
         })
     }
 }

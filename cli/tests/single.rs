@@ -4,37 +4,13 @@
 //! point, and succeeds once that runtime has ended.
 
 use std::path::PathBuf;
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 mod support;
 use spfs_testkit::require_fuse;
 use support::Service;
 use support::mounts::{cat, mounts_under, names, put};
-use support::{ok, stderr};
-
-/// A sleeping process to root a runtime at, killed on drop.
-struct Root(Child);
-
-impl Root {
-    fn new() -> Root {
-        Root(Command::new("sleep").arg("60").spawn().unwrap())
-    }
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-    fn end(&mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for Root {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::{Sleeper, ok, stderr};
 
 #[test]
 fn one_runtime_at_a_time_holds_the_mount_point_and_the_next_waits_for_its_end() {
@@ -54,10 +30,10 @@ fn one_runtime_at_a_time_holds_the_mount_point_and_the_next_waits_for_its_end() 
     put(&b, "which", b"layer b\n");
     put(&b, "only-b", b"");
 
-    let mut first = Root::new();
-    let second = Root::new();
+    let mut first = Sleeper::new();
+    let second = Sleeper::new();
     assert_eq!(
-        PathBuf::from(service.mount(first.pid(), a.to_str().unwrap())),
+        PathBuf::from(service.mount(first.0.id(), a.to_str().unwrap())),
         mnt
     );
     assert_eq!(mounts_under(&mnt), std::slice::from_ref(&mnt));
@@ -73,14 +49,14 @@ fn one_runtime_at_a_time_holds_the_mount_point_and_the_next_waits_for_its_end() 
     let refused = service.cli(&[
         "mount",
         "--root-process",
-        &second.pid().to_string(),
+        &second.0.id().to_string(),
         b.to_str().unwrap(),
     ]);
     assert!(!refused.status.success());
     let err = stderr(&refused);
     assert!(
         err.contains("busy:")
-            && err.contains(&format!("root process {}", first.pid()))
+            && err.contains(&format!("root process {}", first.0.id()))
             && err.contains(a.to_str().unwrap()),
         "the refusal names the holder: {err}"
     );
@@ -98,13 +74,13 @@ fn one_runtime_at_a_time_holds_the_mount_point_and_the_next_waits_for_its_end() 
     }
 
     assert_eq!(
-        PathBuf::from(service.mount(second.pid(), b.to_str().unwrap())),
+        PathBuf::from(service.mount(second.0.id(), b.to_str().unwrap())),
         mnt
     );
     assert_eq!(cat(&mnt.join("which")), "layer b\n");
     assert_eq!(names(&mnt), ["only-b", "which"]);
 
-    service.unmount(second.pid());
+    service.unmount(second.0.id());
     assert_eq!(
         mounts_under(&mnt),
         Vec::<PathBuf>::new(),

@@ -18,6 +18,8 @@ use spfs_proto::status::{Layout, RuntimeStatus, ServiceStatus};
 use spfs_router::process::{ProcessTable, SystemProcessTable};
 use spfs_router::{Attr, Owner, RouteError, Router, Routing, Runtime, Timestamp, Vfs};
 
+use crate::state::{SavedRuntime, StateFile};
+
 /// Why a control call on the host failed. The gRPC service maps each variant to a status code.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -135,6 +137,8 @@ pub struct HostConfig {
     pub mountpoint: PathBuf,
     /// Where the per-runtime volumes go (per-runtime layout).
     pub volumes_dir: PathBuf,
+    /// Where the runtimes are kept across restarts; `None` keeps nothing.
+    pub state: Option<StateFile>,
 }
 
 /// The runtime host: the route table, and the mounts serving it: one shared mount, one volume
@@ -158,6 +162,11 @@ pub struct Host {
     /// mount never outlives the removal of its runtime, and the single layout's holder is
     /// decided by one call at a time.
     changes: Mutex<()>,
+    /// The processes to route by and to tell live roots from dead ones.
+    processes: Arc<dyn ProcessTable>,
+    /// What the state file holds, by root pid; locked while the file is written, so the file
+    /// follows the changes in order.
+    saved: Mutex<BTreeMap<u32, SavedRuntime>>,
 }
 
 impl std::fmt::Debug for Host {
@@ -230,7 +239,7 @@ impl Host {
         mounter: Box<dyn Mounter>,
         processes: Arc<dyn ProcessTable>,
     ) -> Result<Host, HostError> {
-        let router = Arc::new(Router::new(processes, root_attr()));
+        let router = Arc::new(Router::new(processes.clone(), root_attr()));
         let shared = match config.layout {
             Layout::Shared => {
                 let vfs = Arc::new(Vfs::new(Routing::Shared(router.clone())));
@@ -265,7 +274,55 @@ impl Host {
             shared,
             volumes: Mutex::new(BTreeMap::new()),
             changes: Mutex::new(()),
+            processes,
+            saved: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Registers again the runtimes the state file kept whose root processes still run (the
+    /// same pid with the same start time), as their owners registered them, and returns their
+    /// root pids; the file then holds those alone. Called once, right after the start: a
+    /// service restarted (an upgrade, a crash) serves its runtimes' processes again without a
+    /// new `mount` call. A runtime that cannot be registered again is logged and dropped.
+    pub fn restore(&self) -> Vec<u32> {
+        let Some(state) = &self.config.state else {
+            return Vec::new();
+        };
+        let kept = match state.load() {
+            Ok(kept) => kept,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot restore the runtimes of the last run");
+                Vec::new()
+            }
+        };
+        let mut restored = Vec::new();
+        for runtime in kept {
+            let pid = runtime.root_pid;
+            let alive = self
+                .processes
+                .info(pid)
+                .is_some_and(|info| info.start_time == runtime.start_time);
+            if !alive {
+                tracing::info!(
+                    root_pid = pid,
+                    env_spec = runtime.env_spec,
+                    "not restoring a runtime whose root process is gone"
+                );
+                continue;
+            }
+            match self.mount(pid, &runtime.env_spec, &runtime.owner(), &runtime.repos) {
+                Ok(status) => {
+                    tracing::info!(root_pid = pid, env_spec = runtime.env_spec, mount_point = %status.mount_point.display(), "restored a runtime of the last run");
+                    restored.push(pid);
+                }
+                Err(err) => {
+                    tracing::warn!(root_pid = pid, env_spec = runtime.env_spec, error = %err, "cannot restore a runtime of the last run")
+                }
+            }
+        }
+        // Drops from the file what was not restored.
+        self.persist(&lock(&self.saved));
+        restored
     }
 
     /// Registers a runtime for `root_pid` with `env_spec` (absolute paths and spfs references
@@ -284,6 +341,7 @@ impl Host {
         }
         let runtime = self.router.register(root_pid, env_spec, owner, repos)?;
         self.mount_volume(&runtime)?;
+        self.record(&runtime, owner);
         Ok(self.runtime_status(&runtime))
     }
 
@@ -296,11 +354,44 @@ impl Host {
     /// [`Host::unmount`] for a caller that holds the `changes` lock.
     fn remove(&self, root_pid: u32) -> Result<(), HostError> {
         self.router.unregister(root_pid)?;
+        let mut saved = lock(&self.saved);
+        if saved.remove(&root_pid).is_some() {
+            self.persist(&saved);
+        }
+        drop(saved);
         let volume = lock(&self.volumes).remove(&root_pid);
         if let Some(volume) = volume {
             release(volume, self.config.layout);
         }
         Ok(())
+    }
+
+    /// Keeps `runtime` in the state file, unless a concurrent removal has already taken it
+    /// out of the route table (checked under the lock that removal takes after it, so the
+    /// file never keeps a removed runtime).
+    fn record(&self, runtime: &Arc<Runtime>, owner: &Owner) {
+        let mut saved = lock(&self.saved);
+        let registered = self
+            .router
+            .runtimes()
+            .iter()
+            .any(|r| Arc::ptr_eq(r, runtime));
+        if registered {
+            saved.insert(runtime.root_pid, SavedRuntime::of(runtime, owner));
+            self.persist(&saved);
+        }
+    }
+
+    /// Writes `saved` to the state file. A failure is logged: serving goes on, only a restart
+    /// would lose the runtimes.
+    fn persist(&self, saved: &BTreeMap<u32, SavedRuntime>) {
+        let Some(state) = &self.config.state else {
+            return;
+        };
+        let runtimes: Vec<SavedRuntime> = saved.values().cloned().collect();
+        if let Err(err) = state.save(&runtimes) {
+            tracing::warn!(error = %err, "cannot keep the runtimes for a restart");
+        }
     }
 
     /// The single layout: refuses a registration for `root_pid` while another live runtime
@@ -594,6 +685,7 @@ mod tests {
             transport: Transport::Device,
             mountpoint: PathBuf::from("/spfs"),
             volumes_dir: volumes.path().to_owned(),
+            state: None,
         };
         let mounter = FakeMounter::default();
         let processes = Arc::new(FakeProcessTable::new());
@@ -768,6 +860,84 @@ mod tests {
         assert_eq!(f.root_pids(), [41]);
     }
 
+    /// A host like [`start`]'s on `processes`, keeping its runtimes in `state`.
+    fn start_keeping(
+        layout: Layout,
+        processes: &Arc<FakeProcessTable>,
+        state: &Path,
+        volumes: &Path,
+    ) -> (Host, FakeMounter) {
+        let config = HostConfig {
+            backend: Backend::Kext,
+            layout,
+            transport: Transport::Device,
+            mountpoint: PathBuf::from("/spfs"),
+            volumes_dir: volumes.to_owned(),
+            state: Some(StateFile::new(state)),
+        };
+        let mounter = FakeMounter::default();
+        let host = Host::start_with(config, Box::new(mounter.clone()), processes.clone()).unwrap();
+        (host, mounter)
+    }
+
+    #[test]
+    fn a_restarted_host_registers_again_the_runtimes_whose_roots_still_run() {
+        for layout in [Layout::Shared, Layout::PerRuntime] {
+            let dir = tempfile::tempdir().unwrap();
+            let state = dir.path().join("state.json");
+            let processes = Arc::new(FakeProcessTable::new());
+            for pid in [40, 41, 42] {
+                processes.spawn(pid, 1, 7, 501);
+            }
+            // A layer uid 501 may read, so the checked owner's registration passes.
+            let layer = dir.path().join("layer");
+            std::fs::create_dir(&layer).unwrap();
+            for path in [dir.path(), &layer] {
+                std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                    .unwrap();
+            }
+            let spec = layer.display().to_string();
+            let (host, _) = start_keeping(layout, &processes, &state, dir.path());
+            let checked = Owner::checked(501, 20);
+            host.mount(40, &spec, &checked, &[]).unwrap();
+            host.mount(41, "-", &Owner::trusted(501, 20), &[]).unwrap();
+            host.mount(42, "-", &Owner::trusted(501, 20), &[]).unwrap();
+            host.unmount(42).unwrap();
+            // The service dies (its mounts go with it, the file stays); meanwhile root 41
+            // exits and its pid goes to another process.
+            drop(host);
+            processes.spawn(41, 1, 8, 501);
+
+            let (host, mounter) = start_keeping(layout, &processes, &state, dir.path());
+            assert_eq!(host.restore(), [40], "{layout}");
+            let status = host.status();
+            assert_eq!(status.runtimes.len(), 1, "{layout}");
+            assert_eq!(status.runtimes[0].env_spec, layer.display().to_string());
+            assert_eq!(status.runtimes[0].owner_uid, 501);
+            let kept = StateFile::new(&state).load().unwrap();
+            assert_eq!(kept.len(), 1, "the file keeps only what was restored");
+            assert_eq!(kept[0].root_pid, 40);
+            assert!(kept[0].owner_checked, "the owner stays checked");
+            if layout == Layout::PerRuntime {
+                assert_eq!(mounter.live(), [dir.path().join(volume_name(40))]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_host_without_a_state_file_restores_nothing_and_survives_a_bad_one() {
+        let f = start(Layout::Shared);
+        f.register(40).unwrap();
+        assert!(f.host.restore().is_empty());
+
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        std::fs::write(&state, "not json").unwrap();
+        let processes = Arc::new(FakeProcessTable::new());
+        let (host, _) = start_keeping(Layout::Shared, &processes, &state, dir.path());
+        assert!(host.restore().is_empty());
+    }
+
     #[test]
     fn a_mount_that_fails_stops_the_start_with_the_hint_for_its_kind() {
         let mounter = FakeMounter::default();
@@ -778,6 +948,7 @@ mod tests {
             transport: Transport::Device,
             mountpoint: PathBuf::from("/spfs"),
             volumes_dir: PathBuf::from("/nonexistent"),
+            state: None,
         };
         let started =
             Host::start_with(config, Box::new(mounter), Arc::new(FakeProcessTable::new()));

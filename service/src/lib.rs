@@ -17,6 +17,7 @@ pub mod hints;
 pub mod host;
 mod reaper;
 mod socket;
+pub mod state;
 
 use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ use control::{Identity, VfsService};
 pub use hints::mount_hint;
 pub use host::{Host, HostConfig, HostError, Mount, Mounter, SessionMounter, root_attr};
 pub use socket::ClaimError;
+pub use state::StateFile;
 
 /// How long the server waits for clients to finish their calls once it is stopping.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -69,6 +71,8 @@ pub struct ServiceConfig {
     pub threads: usize,
     /// Serve through FUSE over io_uring where the kernel offers it (Linux only).
     pub io_uring: bool,
+    /// Where the runtimes are kept across restarts (beside the socket); `None` keeps nothing.
+    pub state: Option<StateFile>,
 }
 
 /// Why the service could not start or stopped with an error.
@@ -252,6 +256,7 @@ async fn start_host(
             transport: transport(attempt.backend),
             mountpoint: config.mountpoint.clone(),
             volumes_dir: config.volumes_dir.clone(),
+            state: config.state.clone(),
         };
         let mounter = SessionMounter {
             transport: transport(attempt.backend),
@@ -361,6 +366,7 @@ async fn serve(
     let host = start_host(attempts, selection, config).await?;
     let host = Arc::new(host);
     let watcher = reaper::start(&host).map_err(setup("watch root processes"))?;
+    restore(&host, &watcher).await;
 
     let stop = Arc::new(Notify::new());
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -454,6 +460,32 @@ async fn serve(
     }
     drop(claimed);
     served
+}
+
+/// Registers again the runtimes of the last run whose roots still live, before the first
+/// call is served, and watches their roots like any other's.
+async fn restore(host: &Arc<Host>, watcher: &spfs_router::process::ExitWatcher) {
+    let restoring = Arc::clone(host);
+    let restored = tokio::task::spawn_blocking(move || restoring.restore())
+        .await
+        .unwrap_or_else(|err| {
+            tracing::error!(error = %err, "restoring the runtimes of the last run failed");
+            Vec::new()
+        });
+    let mut unwatched = false;
+    for root_pid in restored {
+        if let Err(err) = watcher.watch(root_pid) {
+            tracing::warn!(root_pid, error = %err, "cannot watch the root process");
+            unwatched = true;
+        }
+    }
+    if unwatched {
+        // Gone meanwhile: remove them now rather than at the next sweep.
+        let host = Arc::clone(host);
+        if let Err(err) = tokio::task::spawn_blocking(move || host.remove_dead()).await {
+            tracing::error!(error = %err, "removing dead runtimes failed");
+        }
+    }
 }
 
 /// Serves `incoming` until `shutdown` completes, then lets calls in flight finish for at most

@@ -323,6 +323,10 @@ pub const OTHER_UID: u32 = 65534;
 pub struct Sleeper(pub Child);
 
 impl Sleeper {
+    /// A sleeping process of this test's own user.
+    pub fn new() -> Sleeper {
+        Sleeper(Command::new("sleep").arg("60").spawn().expect("sleep"))
+    }
     pub fn as_uid(uid: u32) -> Sleeper {
         let child = Command::new("sleep")
             .arg("60")
@@ -334,6 +338,11 @@ impl Sleeper {
     }
     pub fn pid(&self) -> String {
         self.0.id().to_string()
+    }
+    /// Kills the process and reaps it.
+    pub fn end(&mut self) {
+        self.0.kill().expect("kill");
+        self.0.wait().expect("wait");
     }
 }
 
