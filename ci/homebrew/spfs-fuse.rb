@@ -63,7 +63,8 @@ class SpfsFuse < Formula
 
       The service runs in one of two ways; start one, not both.
 
-      A system service (a LaunchDaemon run by root) serves every user at /spfs:
+      A system service (a LaunchDaemon run by root) serves every user at /spfs, on the socket
+      /var/run/spfs-fuse/spfs-fuse.sock, which every user's spfs-fuse finds by itself:
         sudo brew services start spfs-fuse
       The root volume is read-only, so /spfs needs this line in /etc/synthetic.conf (then
       reboot):

@@ -10,7 +10,7 @@ use spfs_probe::{Backend, defaults};
 use spfs_proto::status::Layout;
 use spfs_service::{Endpoint, ServiceConfig, StateFile};
 
-use crate::endpoint::{SocketArgs, absolute};
+use crate::endpoint::{SocketArgs, absolute, system_socket};
 
 /// Arguments of `spfs-fuse service`.
 #[derive(Debug, clap::Args)]
@@ -63,6 +63,13 @@ impl ServiceArgs {
                 "--listen serves TCP, where callers cannot be identified, so any local user \
                  could change any view; add --insecure-tcp to accept that, or use --socket"
             ),
+            // Root with no socket named is the system service (a LaunchDaemon): every user
+            // reaches it on the system socket.
+            None if !self.socket.named() && nix::unistd::geteuid().is_root() => {
+                let socket = system_socket();
+                state = Some(StateFile::beside_socket(&socket));
+                Endpoint::System(socket)
+            }
             None => {
                 let socket = self.socket.path()?;
                 state = Some(StateFile::beside_socket(&socket));

@@ -2,8 +2,8 @@
 //! `spfs-fuse service` command turns its arguments into a [`ServiceConfig`] and calls [`run`].
 //!
 //! Start-up order matters. The socket is claimed first (lock, stale-file cleanup, bind with mode
-//! 0600) while the process has one thread; then the host starts (it mounts); only then does the
-//! socket listen. So a client that can connect talks to a service that is ready, and a client
+//! 0600, or 0666 for the system socket) while the process has one thread; then the host starts
+//! (it mounts); only then does the socket listen. So a client that can connect talks to a service that is ready, and a client
 //! that cannot gets "connection refused" and may start a service itself.
 //!
 //! The backend comes from the probe (the same code as `doctor`): with `--backend auto` the host
@@ -46,8 +46,13 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// Where the service serves the control plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
-    /// The Unix socket at this absolute path; callers are identified by their credentials.
+    /// The Unix socket at this absolute path, mode 0600: the service's user alone connects;
+    /// callers are identified by their credentials.
     Unix(PathBuf),
+    /// The system service's Unix socket at this absolute path, mode 0666 in a directory only
+    /// the service's user (root) may write: every user connects, and the peer credentials
+    /// decide what each may do.
+    System(PathBuf),
     /// TCP on this address, where callers cannot be identified: every caller counts as the
     /// service's own user.
     InsecureTcp(SocketAddr),
@@ -333,7 +338,8 @@ pub fn run(config: ServiceConfig) -> Result<(), ServiceError> {
                 .map_err(setup("make the TCP listener non-blocking"))?;
             Listener::Tcp(listener)
         }
-        Endpoint::Unix(path) => Listener::Unix(socket::claim(path)?),
+        Endpoint::Unix(path) => Listener::Unix(socket::claim(path, socket::Access::Private)?),
+        Endpoint::System(path) => Listener::Unix(socket::claim(path, socket::Access::Everyone)?),
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

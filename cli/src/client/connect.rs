@@ -56,11 +56,13 @@ pub(crate) enum Target {
 }
 
 impl Target {
-    /// The endpoint the arguments name: `--connect` wins over `--socket` / `SPFS_FUSE_SOCKET`.
+    /// The endpoint the arguments name: `--connect` wins over `--socket` / `SPFS_FUSE_SOCKET`;
+    /// with neither, the client's own socket or the system service's
+    /// ([`SocketArgs::client_path`](crate::endpoint::SocketArgs::client_path)).
     pub(crate) fn from_args(args: &EndpointArgs) -> anyhow::Result<Target> {
         match &args.connect {
             Some(addr) => Ok(Target::Tcp(addr.clone())),
-            None => Ok(Target::Unix(args.socket.path()?)),
+            None => Ok(Target::Unix(args.socket.client_path()?)),
         }
     }
 
