@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod support;
-use support::{BIN, stderr};
+use support::stderr;
 
 const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -71,7 +71,7 @@ fn a_panic_in_a_release_build_dies_by_sigabrt_which_launchd_counts_as_a_crash() 
 fn a_service_with_no_usable_backend_exits_1_with_its_hint_not_by_a_signal() {
     let dir = tempfile::tempdir().unwrap();
     for layout in [None, Some("single"), Some("per-runtime")] {
-        let mut service = Command::new(BIN);
+        let mut service = Command::new(support::BIN);
         service
             .args(["service", "--backend", "fuse-t", "--mountpoint"])
             .arg(dir.path().join("mnt"))
