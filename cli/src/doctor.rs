@@ -59,7 +59,7 @@ impl DoctorArgs {
 /// Runs `spfs-fuse doctor`: exit status 0 ready, 2 ready with warnings, 1 not ready.
 pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let mut facts = Facts::collect(&args.probe_config());
-    let socket = args.socket.path()?;
+    let socket = args.socket.client_path()?;
     facts.service = Some(service_facts(&socket));
 
     let mut report = Report::build(&facts, args.backend);

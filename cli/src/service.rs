@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use anyhow::bail;
 use spfs_probe::{Backend, defaults};
 use spfs_proto::status::Layout;
-use spfs_service::{Endpoint, ServiceConfig};
+use spfs_service::{Endpoint, ServiceConfig, StateFile};
 
-use crate::endpoint::{SocketArgs, absolute};
+use crate::endpoint::{SocketArgs, absolute, system_socket};
 
 /// Arguments of `spfs-fuse service`.
 #[derive(Debug, clap::Args)]
@@ -18,11 +18,12 @@ pub struct ServiceArgs {
     /// The FUSE backend: auto, kext or fuse-t.
     #[arg(long, default_value_t = Backend::Auto)]
     backend: Backend,
-    /// Where runtimes appear: shared (one mount routed by caller) or per-runtime (a volume
-    /// per runtime) [default: shared for kext, per-runtime for fuse-t].
+    /// Where runtimes appear: shared (one mount routed by caller), per-runtime (a volume per
+    /// runtime) or single (one runtime at a time at the mount point) [default: shared for
+    /// kext, per-runtime for fuse-t].
     #[arg(long)]
     layout: Option<Layout>,
-    /// The shared mount point (shared layout).
+    /// The mount point (shared and single layouts).
     #[arg(long, value_name = "PATH", default_value = defaults::MOUNTPOINT)]
     mountpoint: PathBuf,
     /// Where the per-runtime layout mounts `spfs-<root pid>` volumes [default: /Volumes on
@@ -53,13 +54,27 @@ pub struct ServiceArgs {
 impl ServiceArgs {
     /// The service's configuration: paths made absolute, defaults filled in.
     pub(crate) fn config(self) -> anyhow::Result<ServiceConfig> {
+        // A service on a socket keeps its runtimes beside it for the next start; over TCP
+        // there is no directory of its own to keep them in.
+        let mut state = None;
         let endpoint = match self.listen {
             Some(addr) if self.insecure_tcp => Endpoint::InsecureTcp(addr),
             Some(_) => bail!(
                 "--listen serves TCP, where callers cannot be identified, so any local user \
                  could change any view; add --insecure-tcp to accept that, or use --socket"
             ),
-            None => Endpoint::Unix(self.socket.path()?),
+            // Root with no socket named is the system service (a LaunchDaemon): every user
+            // reaches it on the system socket.
+            None if !self.socket.named() && nix::unistd::geteuid().is_root() => {
+                let socket = system_socket();
+                state = Some(StateFile::beside_socket(&socket));
+                Endpoint::System(socket)
+            }
+            None => {
+                let socket = self.socket.path()?;
+                state = Some(StateFile::beside_socket(&socket));
+                Endpoint::Unix(socket)
+            }
         };
         let volumes_dir = match &self.volumes_dir {
             Some(dir) => absolute(dir)?,
@@ -77,6 +92,7 @@ impl ServiceArgs {
             endpoint,
             threads,
             io_uring: !self.no_io_uring,
+            state,
         })
     }
 }

@@ -175,11 +175,12 @@ fn sigterm_stops_the_service_with_0_and_removes_the_socket() {
 }
 
 /// `mount` of the test's layer when no service answers: it starts one on the test's mount
-/// point and registers the runtime there.
+/// point and registers the runtime there (`args` go before the layer).
 #[track_caller]
-fn mount_starting_a_service(env: &Env) {
+fn mount_starting_a_service(env: &Env, args: &[&str]) {
     let out = env
         .cmd(&["mount", "--mountpoint", env.mountpoint().to_str().unwrap()])
+        .args(args)
         .arg(env.layer())
         .output()
         .unwrap();
@@ -195,7 +196,7 @@ fn mount_starting_a_service(env: &Env) {
 fn mount_starts_a_service_when_none_answers() {
     let env = Env::new();
     assert!(!env.socket().exists());
-    mount_starting_a_service(&env);
+    mount_starting_a_service(&env, &[]);
     assert_eq!(
         status_json(&env)["runtimes"][0]["root_pid"],
         std::process::id()
@@ -262,7 +263,8 @@ fn clients_without_a_service_fail_fast() {
 }
 
 /// After a SIGKILL the mount is stale and the socket left behind; the next `mount` starts a
-/// service that clears both and serves the new runtime.
+/// service that clears both, registers again the runtime whose root (this test) still runs,
+/// and serves the new runtime.
 #[test]
 fn mount_recovers_from_a_service_killed_with_sigkill() {
     let env = Env::new();
@@ -278,11 +280,16 @@ fn mount_recovers_from_a_service_killed_with_sigkill() {
     let stale = std::fs::metadata(env.mountpoint().join("hello")).unwrap_err();
     assert_dead_mount(&stale, "a stale mount");
 
-    mount_starting_a_service(&env);
+    let root = Sleeper::as_uid(0);
+    mount_starting_a_service(&env, &["--root-process", &root.pid()]);
+    // This test's own runtime came back with the new service, beside the new one.
     assert_eq!(
         std::fs::read_to_string(env.mountpoint().join("hello")).unwrap(),
         "hi\n"
     );
+    let mut expected = vec![std::process::id().to_string(), root.pid()];
+    expected.sort();
+    assert_eq!(root_pids(&status_json(&env)), expected);
     ok(&env.run(&["shutdown"]));
     eventually("the auto-started service to unmount", || {
         !std::fs::read_to_string("/proc/self/mountinfo")

@@ -8,47 +8,8 @@ use std::process::Command;
 mod support;
 use spfs_testkit::require_fuse;
 use support::Service;
-use support::mounts::{Shell, put};
+use support::mounts::{Shell, cat, mounts_under, names, put};
 use support::{BIN, assert_dead_mount, ok};
-
-/// The mount points under `dir`, from this process's mount table.
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let mut mounts: Vec<PathBuf> = table
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(PathBuf::from)
-        .filter(|mount| mount.starts_with(dir))
-        .collect();
-    mounts.sort();
-    mounts
-}
-
-/// The entries of `dir`, sorted by name.
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
-}
-
-/// What an unrelated process (a child of this test, in no runtime) reads at `path`.
-fn cat(path: &Path) -> String {
-    let out = Command::new("cat").arg(path).output().unwrap();
-    assert!(
-        out.status.success(),
-        "cat {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn status_json(service: &Service) -> serde_json::Value {
-    serde_json::from_str(&ok(&service.cli(&["status", "--json"]))).unwrap()
-}
 
 #[test]
 fn three_runtimes_get_three_volumes_each_showing_its_own_view_to_anyone() {
@@ -94,7 +55,7 @@ fn three_runtimes_get_three_volumes_each_showing_its_own_view_to_anyone() {
         }
     }
 
-    let status = status_json(&service);
+    let status = service.status_json();
     assert_eq!(status["layout"], "per-runtime", "{status}");
     assert_eq!(status["backend"], "kext", "{status}");
     assert_eq!(status["transport"], "device", "{status}");
@@ -127,7 +88,7 @@ fn three_runtimes_get_three_volumes_each_showing_its_own_view_to_anyone() {
     );
     assert!(!mounts[1].exists(), "and removes its directory");
     assert_eq!(
-        status_json(&service)["mount_points"]
+        service.status_json()["mount_points"]
             .as_array()
             .unwrap()
             .len(),
@@ -197,7 +158,7 @@ fn a_failed_volume_mount_rolls_the_registration_back() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("spfs-{}", shell.pid())), "{err}");
     assert_eq!(
-        status_json(&service)["runtimes"].as_array().unwrap().len(),
+        service.status_json()["runtimes"].as_array().unwrap().len(),
         0,
         "the registration was rolled back"
     );
@@ -360,7 +321,7 @@ fn a_volume_goes_within_a_second_of_its_root() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert!(
-        status_json(&service)["runtimes"]
+        service.status_json()["runtimes"]
             .as_array()
             .unwrap()
             .is_empty()

@@ -10,6 +10,11 @@ use crate::backend::Os;
 /// The shared mount point: spfs packages embed absolute `/spfs` paths.
 pub const MOUNTPOINT: &str = "/spfs";
 
+/// The system service's control socket: a root service started with no `--socket` listens
+/// here (mode 0666 in a root-owned directory; the peer credentials decide what each caller may
+/// do), and a client with no `--socket` tries it when its own socket does not answer.
+pub const SYSTEM_SOCKET: &str = "/var/run/spfs-fuse/spfs-fuse.sock";
+
 /// Where per-runtime volumes go on this host unless `--volumes-dir` says otherwise; see
 /// [`volumes_dir_for`].
 pub fn volumes_dir() -> PathBuf {

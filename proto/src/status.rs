@@ -15,17 +15,22 @@ pub enum Layout {
     Shared,
     /// One volume per runtime, `<volumes dir>/spfs-<root pid>`, showing that view to anyone.
     PerRuntime,
+    /// One runtime at a time at the mount point, showing its view to anyone: a mount per
+    /// registration, so spfs packages that embed `/spfs` run on a transport that cannot route
+    /// by caller (FUSE-T). A second registration is refused while one holds the mount point.
+    Single,
 }
 
 impl Layout {
     /// Every layout, in the order `--help` lists them.
-    pub const ALL: [Layout; 2] = [Layout::Shared, Layout::PerRuntime];
+    pub const ALL: [Layout; 3] = [Layout::Shared, Layout::PerRuntime, Layout::Single];
 
     /// The name `status`, the logs and `--layout` use.
     pub fn name(self) -> &'static str {
         match self {
             Layout::Shared => "shared",
             Layout::PerRuntime => "per-runtime",
+            Layout::Single => "single",
         }
     }
 }
@@ -36,7 +41,7 @@ impl fmt::Display for Layout {
     }
 }
 
-/// A layout name that is not `shared` or `per-runtime`.
+/// A layout name that is not `shared`, `per-runtime` or `single`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownLayout(pub String);
 
@@ -44,7 +49,7 @@ impl fmt::Display for UnknownLayout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown layout {:?}: expected shared or per-runtime",
+            "unknown layout {:?}: expected shared, per-runtime or single",
             self.0
         )
     }
@@ -85,7 +90,7 @@ pub struct ServiceStatus {
     pub backend: String,
     /// `device` or `nfs`.
     pub transport: String,
-    /// `shared` or `per-runtime`.
+    /// `shared`, `per-runtime` or `single`.
     pub layout: String,
     /// Every mount point the service serves.
     pub mount_points: Vec<PathBuf>,
@@ -195,6 +200,7 @@ mod tests {
         for layout in Layout::ALL {
             assert_eq!(layout.name().parse::<Layout>(), Ok(layout));
         }
-        assert!("single".parse::<Layout>().is_err());
+        assert_eq!("single".parse::<Layout>(), Ok(Layout::Single));
+        assert!("one".parse::<Layout>().is_err());
     }
 }

@@ -13,6 +13,10 @@ pub(crate) fn host_error_to_status(err: &HostError) -> Status {
         HostError::InvalidSpec(_) | HostError::InvalidRoot(_) => Code::InvalidArgument,
         HostError::AlreadyRegistered(_) => Code::AlreadyExists,
         HostError::NoSuchRuntime(_) => Code::NotFound,
+        // Not ALREADY_EXISTS: that is about the caller's own root process, and retrying with
+        // another would not help. The mount point must first be freed, which is what
+        // FAILED_PRECONDITION tells a client (do not retry until the state changes).
+        HostError::MountPointHeld { .. } => Code::FailedPrecondition,
         HostError::PermissionDenied(_) => Code::PermissionDenied,
         HostError::Mount { .. } | HostError::Internal(_) => Code::Internal,
     };
@@ -38,6 +42,14 @@ mod tests {
             (HostError::InvalidRoot("dead".into()), Code::InvalidArgument),
             (HostError::AlreadyRegistered(7), Code::AlreadyExists),
             (HostError::NoSuchRuntime(7), Code::NotFound),
+            (
+                HostError::MountPointHeld {
+                    mountpoint: PathBuf::from("/spfs"),
+                    root_pid: 7,
+                    env_spec: "/a".into(),
+                },
+                Code::FailedPrecondition,
+            ),
             (
                 HostError::PermissionDenied("uid".into()),
                 Code::PermissionDenied,

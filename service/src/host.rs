@@ -18,6 +18,8 @@ use spfs_proto::status::{Layout, RuntimeStatus, ServiceStatus};
 use spfs_router::process::{ProcessTable, SystemProcessTable};
 use spfs_router::{Attr, Owner, RouteError, Router, Routing, Runtime, Timestamp, Vfs};
 
+use crate::state::{SavedRuntime, StateFile};
+
 /// Why a control call on the host failed. The gRPC service maps each variant to a status code.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -33,6 +35,20 @@ pub enum HostError {
     /// No runtime is registered for this root process.
     #[error("no runtime is registered for root process {0}")]
     NoSuchRuntime(u32),
+    /// The single layout's mount point is held by another live runtime.
+    #[error(
+        "{} serves one runtime at a time (--layout single) and root process {root_pid} holds it \
+         with env spec {env_spec}; end that runtime first, or serve runtimes side by side with \
+         --layout per-runtime", .mountpoint.display()
+    )]
+    MountPointHeld {
+        /// The mount point.
+        mountpoint: PathBuf,
+        /// The root process of the runtime holding it.
+        root_pid: u32,
+        /// That runtime's env spec.
+        env_spec: String,
+    },
     /// The caller may not act on this root process; the message names both uids.
     #[error("{0}")]
     PermissionDenied(String),
@@ -120,28 +136,40 @@ pub struct HostConfig {
     pub layout: Layout,
     /// How FUSE requests arrive, for status.
     pub transport: Transport,
-    /// The shared mount point (shared layout).
+    /// The mount point (shared and single layouts).
     pub mountpoint: PathBuf,
     /// Where the per-runtime volumes go (per-runtime layout).
     pub volumes_dir: PathBuf,
+    /// Where the runtimes are kept across restarts; `None` keeps nothing.
+    pub state: Option<StateFile>,
 }
 
-/// The runtime host: the route table, and the mounts serving it: one shared mount, or one
-/// volume per runtime.
+/// The runtime host: the route table, and the mounts serving it: one shared mount, one volume
+/// per runtime, or one mount at a time at the mount point (single).
 ///
-/// In the per-runtime layout the route table still holds every runtime (for status, ids and
-/// the registration rules); each volume serves its runtime's view with a fixed route.
+/// In the per-runtime and single layouts the route table still holds every runtime (for
+/// status, ids and the registration rules); each mount serves its runtime's view with a fixed
+/// route. The single layout mounts afresh for every registration rather than switching one
+/// mount's view: a kernel that caches (the NFS client under FUSE-T above all) would go on
+/// answering from the previous view.
 pub struct Host {
     config: HostConfig,
     mounter: Box<dyn Mounter>,
     router: Arc<Router>,
-    /// The shared layout's one mount; `None` in the per-runtime layout (and once stopped).
+    /// The shared layout's one mount; `None` in the other layouts (and once stopped).
     shared: Option<Box<dyn Mount>>,
-    /// The per-runtime volumes by root pid. Locked only briefly: mounting happens outside.
+    /// The mounts of one runtime each (a per-runtime volume, or the single layout's mount) by
+    /// root pid. Locked only briefly: mounting happens outside.
     volumes: Mutex<BTreeMap<u32, Box<dyn Mount>>>,
-    /// Serialises registrations and removals in the per-runtime layout, so a volume is never
-    /// mounted for a runtime that a concurrent call has just removed.
+    /// Serialises registrations and removals where each runtime has a mount of its own, so a
+    /// mount never outlives the removal of its runtime, and the single layout's holder is
+    /// decided by one call at a time.
     changes: Mutex<()>,
+    /// The processes to route by and to tell live roots from dead ones.
+    processes: Arc<dyn ProcessTable>,
+    /// What the state file holds, by root pid; locked while the file is written, so the file
+    /// follows the changes in order.
+    saved: Mutex<BTreeMap<u32, SavedRuntime>>,
 }
 
 impl std::fmt::Debug for Host {
@@ -202,6 +230,8 @@ impl Host {
     /// mounts nothing to serve yet, so it proves the transport works with a scratch volume of
     /// the empty view (mounted and unmounted at once; named after the service's pid, so a
     /// later sweep clears it should the service die meanwhile), then sweeps stale volumes.
+    /// The single layout proves it the same way at the mount point itself, which also clears a
+    /// stale mount a killed service left there.
     pub fn start(config: HostConfig, mounter: Box<dyn Mounter>) -> Result<Host, HostError> {
         Host::start_with(config, mounter, Arc::new(SystemProcessTable::new()))
     }
@@ -212,7 +242,7 @@ impl Host {
         mounter: Box<dyn Mounter>,
         processes: Arc<dyn ProcessTable>,
     ) -> Result<Host, HostError> {
-        let router = Arc::new(Router::new(processes, root_attr()));
+        let router = Arc::new(Router::new(processes.clone(), root_attr()));
         let shared = match config.layout {
             Layout::Shared => {
                 let vfs = Arc::new(Vfs::new(Routing::Shared(router.clone())));
@@ -229,8 +259,14 @@ impl Host {
                 let path = config.volumes_dir.join(&name);
                 let vfs = Arc::new(Vfs::new(Routing::Fixed(router.empty_view().clone())));
                 let check = mount(&config, mounter.as_ref(), vfs, &path, &name)?;
-                unmount_volume(check);
+                release(check, Layout::PerRuntime);
                 sweep_volumes(&config.volumes_dir);
+                None
+            }
+            Layout::Single => {
+                let vfs = Arc::new(Vfs::new(Routing::Fixed(router.empty_view().clone())));
+                let check = mount(&config, mounter.as_ref(), vfs, &config.mountpoint, "spfs")?;
+                release(check, Layout::Single);
                 None
             }
         };
@@ -241,7 +277,55 @@ impl Host {
             shared,
             volumes: Mutex::new(BTreeMap::new()),
             changes: Mutex::new(()),
+            processes,
+            saved: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Registers again the runtimes the state file kept whose root processes still run (the
+    /// same pid with the same start time), as their owners registered them, and returns their
+    /// root pids; the file then holds those alone. Called once, right after the start: a
+    /// service restarted (an upgrade, a crash) serves its runtimes' processes again without a
+    /// new `mount` call. A runtime that cannot be registered again is logged and dropped.
+    pub fn restore(&self) -> Vec<u32> {
+        let Some(state) = &self.config.state else {
+            return Vec::new();
+        };
+        let kept = match state.load() {
+            Ok(kept) => kept,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot restore the runtimes of the last run");
+                Vec::new()
+            }
+        };
+        let mut restored = Vec::new();
+        for runtime in kept {
+            let pid = runtime.root_pid;
+            let alive = self
+                .processes
+                .info(pid)
+                .is_some_and(|info| info.start_time == runtime.start_time);
+            if !alive {
+                tracing::info!(
+                    root_pid = pid,
+                    env_spec = runtime.env_spec,
+                    "not restoring a runtime whose root process is gone"
+                );
+                continue;
+            }
+            match self.mount(pid, &runtime.env_spec, &runtime.owner(), &runtime.repos) {
+                Ok(status) => {
+                    tracing::info!(root_pid = pid, env_spec = runtime.env_spec, mount_point = %status.mount_point.display(), "restored a runtime of the last run");
+                    restored.push(pid);
+                }
+                Err(err) => {
+                    tracing::warn!(root_pid = pid, env_spec = runtime.env_spec, error = %err, "cannot restore a runtime of the last run")
+                }
+            }
+        }
+        // Drops from the file what was not restored.
+        self.persist(&lock(&self.saved));
+        restored
     }
 
     /// Registers a runtime for `root_pid` with `env_spec` (absolute paths and spfs references
@@ -255,18 +339,88 @@ impl Host {
         repos: &[PathBuf],
     ) -> Result<RuntimeStatus, HostError> {
         let _changes = self.serialise();
+        if self.config.layout == Layout::Single {
+            self.claim_single(root_pid)?;
+        }
         let runtime = self.router.register(root_pid, env_spec, owner, repos)?;
         self.mount_volume(&runtime)?;
+        self.record(&runtime, owner);
         Ok(self.runtime_status(&runtime))
     }
 
-    /// Removes the runtime of `root_pid` (and, per runtime, unmounts and removes its volume).
+    /// Removes the runtime of `root_pid` (and unmounts its own mount, if it has one).
     pub fn unmount(&self, root_pid: u32) -> Result<(), HostError> {
         let _changes = self.serialise();
+        self.remove(root_pid)
+    }
+
+    /// [`Host::unmount`] for a caller that holds the `changes` lock.
+    fn remove(&self, root_pid: u32) -> Result<(), HostError> {
         self.router.unregister(root_pid)?;
+        let mut saved = lock(&self.saved);
+        if saved.remove(&root_pid).is_some() {
+            self.persist(&saved);
+        }
+        drop(saved);
         let volume = lock(&self.volumes).remove(&root_pid);
         if let Some(volume) = volume {
-            unmount_volume(volume);
+            release(volume, self.config.layout);
+        }
+        Ok(())
+    }
+
+    /// Keeps `runtime` in the state file, unless a concurrent removal has already taken it
+    /// out of the route table (checked under the lock that removal takes after it, so the
+    /// file never keeps a removed runtime).
+    fn record(&self, runtime: &Arc<Runtime>, owner: &Owner) {
+        let mut saved = lock(&self.saved);
+        let registered = self
+            .router
+            .runtimes()
+            .iter()
+            .any(|r| Arc::ptr_eq(r, runtime));
+        if registered {
+            saved.insert(runtime.root_pid, SavedRuntime::of(runtime, owner));
+            self.persist(&saved);
+        }
+    }
+
+    /// Writes `saved` to the state file. A failure is logged: serving goes on, only a restart
+    /// would lose the runtimes.
+    fn persist(&self, saved: &BTreeMap<u32, SavedRuntime>) {
+        let Some(state) = &self.config.state else {
+            return;
+        };
+        let runtimes: Vec<SavedRuntime> = saved.values().cloned().collect();
+        if let Err(err) = state.save(&runtimes) {
+            tracing::warn!(error = %err, "cannot keep the runtimes for a restart");
+        }
+    }
+
+    /// The single layout: refuses a registration for `root_pid` while another live runtime
+    /// holds the mount point, naming it; a holder whose root has exited (and the reaper has
+    /// not removed yet) is removed now. A live runtime of `root_pid` itself is left to the
+    /// router, which refuses it as already registered.
+    fn claim_single(&self, root_pid: u32) -> Result<(), HostError> {
+        for holder in self.router.runtimes() {
+            if holder.root_pid == root_pid {
+                continue;
+            }
+            if self.router.is_alive(&holder) {
+                return Err(HostError::MountPointHeld {
+                    mountpoint: self.config.mountpoint.clone(),
+                    root_pid: holder.root_pid,
+                    env_spec: holder.spec.to_string(),
+                });
+            }
+            tracing::info!(
+                root_pid = holder.root_pid,
+                "removing the runtime of an exited root that still held the mount point"
+            );
+            match self.remove(holder.root_pid) {
+                Ok(()) | Err(HostError::NoSuchRuntime(_)) => {}
+                Err(err) => return Err(err),
+            }
         }
         Ok(())
     }
@@ -316,15 +470,17 @@ impl Host {
     }
 
     /// Unmounts everything; called once when the service stops.
-    /// Dropping the host does the same, as a backstop.
+    /// Dropping the host does the same, as a backstop. The state file keeps the runtimes: the
+    /// next start (an upgrade's, say) restores those whose roots still run.
     pub fn stop(mut self) {
         self.unmount_all();
     }
 
-    /// Per runtime, registrations and removals take turns (a volume must never outlive the
-    /// removal of its runtime); the shared layout needs no such order, the router has its own.
+    /// Where each runtime has a mount of its own, registrations and removals take turns (a
+    /// mount must never outlive the removal of its runtime); the shared layout needs no such
+    /// order, the router has its own.
     fn serialise(&self) -> Option<MutexGuard<'_, ()>> {
-        (self.config.layout == Layout::PerRuntime).then(|| lock(&self.changes))
+        (self.config.layout != Layout::Shared).then(|| lock(&self.changes))
     }
 
     fn unmount_all(&mut self) {
@@ -335,24 +491,28 @@ impl Host {
         }
         let volumes = std::mem::take(&mut *lock(&self.volumes));
         for volume in volumes.into_values() {
-            unmount_volume(volume);
+            release(volume, self.config.layout);
         }
     }
 
-    /// Per runtime: mounts the volume that serves `runtime`'s view alone. If that fails, the
-    /// registration is rolled back. The shared layout has nothing to do here.
+    /// Per runtime and single: mounts what serves `runtime`'s view alone (its volume, or the
+    /// mount point). If that fails, the registration is rolled back. The shared layout has
+    /// nothing to do here.
     fn mount_volume(&self, runtime: &Runtime) -> Result<(), HostError> {
-        if self.config.layout != Layout::PerRuntime {
-            return Ok(());
-        }
         let pid = runtime.root_pid;
-        // The router replaces a dead runtime whose pid was reused; its volume goes too.
+        let (path, name) = match self.config.layout {
+            Layout::Shared => return Ok(()),
+            Layout::PerRuntime => {
+                let name = volume_name(pid);
+                (self.config.volumes_dir.join(&name), name)
+            }
+            Layout::Single => (self.config.mountpoint.clone(), "spfs".to_owned()),
+        };
+        // The router replaces a dead runtime whose pid was reused; its mount goes too.
         let replaced = lock(&self.volumes).remove(&pid);
         if let Some(volume) = replaced {
-            unmount_volume(volume);
+            release(volume, self.config.layout);
         }
-        let name = volume_name(pid);
-        let path = self.config.volumes_dir.join(&name);
         let vfs = Arc::new(Vfs::new(Routing::Fixed(runtime.view.clone())));
         match mount(&self.config, self.mounter.as_ref(), vfs, &path, &name) {
             Ok(volume) => {
@@ -369,9 +529,9 @@ impl Host {
     }
 
     fn runtime_status(&self, runtime: &Runtime) -> RuntimeStatus {
-        let mount_point = match &self.shared {
-            Some(session) => session.mountpoint().to_path_buf(),
-            None => self.config.volumes_dir.join(volume_name(runtime.root_pid)),
+        let mount_point = match self.config.layout {
+            Layout::Shared | Layout::Single => self.config.mountpoint.clone(),
+            Layout::PerRuntime => self.config.volumes_dir.join(volume_name(runtime.root_pid)),
         };
         RuntimeStatus {
             root_pid: runtime.root_pid,
@@ -402,12 +562,17 @@ fn mount(
         .map_err(|err| mount_failure(config.backend, err))
 }
 
-/// Unmounts a per-runtime volume and removes its directory if it is empty. Failures are
-/// logged: the runtime is gone either way, and `spfs-fuse sweep` clears what is left.
-fn unmount_volume(volume: Box<dyn Mount>) {
+/// Unmounts the mount of one runtime; a per-runtime volume's directory goes too if it is
+/// empty, while the single layout's mount point stays (it is the user's, often a
+/// `synthetic.conf` entry). Failures are logged: the runtime is gone either way, and the next
+/// start (or `spfs-fuse sweep`) clears what is left.
+fn release(volume: Box<dyn Mount>, layout: Layout) {
     let path = volume.mountpoint().to_path_buf();
     if let Err(err) = volume.unmount() {
         tracing::warn!(volume = %path.display(), error = %err, "unmounting a volume failed");
+        return;
+    }
+    if layout != Layout::PerRuntime {
         return;
     }
     match std::fs::remove_dir(&path) {
@@ -524,6 +689,7 @@ mod tests {
             transport: Transport::Device,
             mountpoint: PathBuf::from("/spfs"),
             volumes_dir: volumes.path().to_owned(),
+            state: None,
         };
         let mounter = FakeMounter::default();
         let processes = Arc::new(FakeProcessTable::new());
@@ -612,6 +778,171 @@ mod tests {
     }
 
     #[test]
+    fn the_single_layout_mounts_one_runtime_at_a_time_at_the_mount_point() {
+        let f = start(Layout::Single);
+        let spfs = || PathBuf::from("/spfs");
+        // The start-up check mounted the empty view there and unmounted it.
+        assert_eq!(f.mounter.history(), [spfs()]);
+        assert!(f.mounter.live().is_empty());
+
+        assert_eq!(f.register(40).unwrap().mount_point, spfs());
+        assert_eq!(f.mounter.live(), [spfs()]);
+        let status = f.host.status();
+        assert_eq!(status.layout, "single");
+        assert_eq!(status.mount_points, [spfs()]);
+
+        let refused = f
+            .host
+            .mount(41, "/a+/b", &Owner::trusted(501, 20), &[])
+            .unwrap_err();
+        match &refused {
+            HostError::MountPointHeld {
+                mountpoint,
+                root_pid,
+                env_spec,
+            } => assert_eq!(
+                (mountpoint, *root_pid, env_spec.as_str()),
+                (&spfs(), 40, "-")
+            ),
+            other => panic!("{other:?}"),
+        }
+        let text = refused.to_string();
+        assert!(
+            text.contains("root process 40") && text.contains("/spfs"),
+            "{text}"
+        );
+        assert_eq!(
+            f.root_pids(),
+            [40],
+            "the refused runtime was not registered"
+        );
+        assert_eq!(
+            f.mounter.history().len(),
+            2,
+            "and nothing was mounted for it"
+        );
+
+        f.host.unmount(40).unwrap();
+        assert!(f.mounter.live().is_empty(), "the runtime's end unmounts");
+        assert_eq!(f.register(41).unwrap().mount_point, spfs());
+        assert_eq!(f.mounter.live(), [spfs()]);
+        // A mount per registration, never one mount whose view is switched.
+        assert_eq!(f.mounter.history(), [spfs(), spfs(), spfs()]);
+    }
+
+    #[test]
+    fn the_single_layout_frees_the_mount_point_of_an_exited_holder_at_once() {
+        let f = start(Layout::Single);
+        f.register(40).unwrap();
+        // Root 40 exits; the reaper has not run yet.
+        f.processes.exit(40);
+        f.register(41).unwrap();
+        assert_eq!(f.root_pids(), [41]);
+        assert_eq!(f.mounter.live(), [PathBuf::from("/spfs")]);
+    }
+
+    #[test]
+    fn the_single_layout_refuses_the_holder_twice_as_already_registered() {
+        let f = start(Layout::Single);
+        f.register(40).unwrap();
+        assert!(matches!(
+            f.register(40),
+            Err(HostError::AlreadyRegistered(40))
+        ));
+        assert_eq!(f.mounter.live(), [PathBuf::from("/spfs")]);
+    }
+
+    #[test]
+    fn the_single_layout_rolls_back_a_registration_whose_mount_fails() {
+        let f = start(Layout::Single);
+        f.mounter.refuse(PathBuf::from("/spfs"));
+        assert!(matches!(f.register(40), Err(HostError::Mount { .. })));
+        assert!(f.root_pids().is_empty());
+        // Nothing holds the mount point now.
+        lock(&f.mounter.0).refuse.clear();
+        f.register(41).unwrap();
+        assert_eq!(f.root_pids(), [41]);
+    }
+
+    /// A host like [`start`]'s on `processes`, keeping its runtimes in `state`.
+    fn start_keeping(
+        layout: Layout,
+        processes: &Arc<FakeProcessTable>,
+        state: &Path,
+        volumes: &Path,
+    ) -> (Host, FakeMounter) {
+        let config = HostConfig {
+            backend: Backend::Kext,
+            layout,
+            transport: Transport::Device,
+            mountpoint: PathBuf::from("/spfs"),
+            volumes_dir: volumes.to_owned(),
+            state: Some(StateFile::new(state)),
+        };
+        let mounter = FakeMounter::default();
+        let host = Host::start_with(config, Box::new(mounter.clone()), processes.clone()).unwrap();
+        (host, mounter)
+    }
+
+    #[test]
+    fn a_restarted_host_registers_again_the_runtimes_whose_roots_still_run() {
+        for layout in [Layout::Shared, Layout::PerRuntime] {
+            let dir = tempfile::tempdir().unwrap();
+            let state = dir.path().join("state.json");
+            let processes = Arc::new(FakeProcessTable::new());
+            for pid in [40, 41, 42] {
+                processes.spawn(pid, 1, 7, 501);
+            }
+            // A layer uid 501 may read, so the checked owner's registration passes.
+            let layer = dir.path().join("layer");
+            std::fs::create_dir(&layer).unwrap();
+            for path in [dir.path(), &layer] {
+                std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                    .unwrap();
+            }
+            let spec = layer.display().to_string();
+            let (host, _) = start_keeping(layout, &processes, &state, dir.path());
+            let checked = Owner::checked(501, 20);
+            host.mount(40, &spec, &checked, &[]).unwrap();
+            host.mount(41, "-", &Owner::trusted(501, 20), &[]).unwrap();
+            host.mount(42, "-", &Owner::trusted(501, 20), &[]).unwrap();
+            host.unmount(42).unwrap();
+            // The service dies (its mounts go with it, the file stays); meanwhile root 41
+            // exits and its pid goes to another process.
+            drop(host);
+            processes.spawn(41, 1, 8, 501);
+
+            let (host, mounter) = start_keeping(layout, &processes, &state, dir.path());
+            assert_eq!(host.restore(), [40], "{layout}");
+            let status = host.status();
+            assert_eq!(status.runtimes.len(), 1, "{layout}");
+            assert_eq!(status.runtimes[0].env_spec, layer.display().to_string());
+            assert_eq!(status.runtimes[0].owner_uid, 501);
+            let kept = StateFile::new(&state).load().unwrap();
+            assert_eq!(kept.len(), 1, "the file keeps only what was restored");
+            assert_eq!(kept[0].root_pid, 40);
+            assert!(kept[0].owner_checked, "the owner stays checked");
+            if layout == Layout::PerRuntime {
+                assert_eq!(mounter.live(), [dir.path().join(volume_name(40))]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_host_without_a_state_file_restores_nothing_and_survives_a_bad_one() {
+        let f = start(Layout::Shared);
+        f.register(40).unwrap();
+        assert!(f.host.restore().is_empty());
+
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        std::fs::write(&state, "not json").unwrap();
+        let processes = Arc::new(FakeProcessTable::new());
+        let (host, _) = start_keeping(Layout::Shared, &processes, &state, dir.path());
+        assert!(host.restore().is_empty());
+    }
+
+    #[test]
     fn a_mount_that_fails_stops_the_start_with_the_hint_for_its_kind() {
         let mounter = FakeMounter::default();
         mounter.refuse(PathBuf::from("/spfs"));
@@ -621,6 +952,7 @@ mod tests {
             transport: Transport::Device,
             mountpoint: PathBuf::from("/spfs"),
             volumes_dir: PathBuf::from("/nonexistent"),
+            state: None,
         };
         let started =
             Host::start_with(config, Box::new(mounter), Arc::new(FakeProcessTable::new()));
@@ -663,7 +995,9 @@ mod tests {
         for layout in Layout::ALL {
             let f = start(layout);
             f.register(40).unwrap();
-            f.register(41).unwrap();
+            if layout != Layout::Single {
+                f.register(41).unwrap();
+            }
             assert!(!f.mounter.live().is_empty());
             let mounter = f.mounter.clone();
             f.host.stop();

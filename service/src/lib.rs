@@ -2,8 +2,8 @@
 //! `spfs-fuse service` command turns its arguments into a [`ServiceConfig`] and calls [`run`].
 //!
 //! Start-up order matters. The socket is claimed first (lock, stale-file cleanup, bind with mode
-//! 0600) while the process has one thread; then the host starts (it mounts); only then does the
-//! socket listen. So a client that can connect talks to a service that is ready, and a client
+//! 0600, or 0666 for the system socket) while the process has one thread; then the host starts
+//! (it mounts); only then does the socket listen. So a client that can connect talks to a service that is ready, and a client
 //! that cannot gets "connection refused" and may start a service itself.
 //!
 //! The backend comes from the probe (the same code as `doctor`): with `--backend auto` the host
@@ -17,6 +17,7 @@ pub mod hints;
 pub mod host;
 mod reaper;
 mod socket;
+pub mod state;
 
 use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ use control::{Identity, VfsService};
 pub use hints::mount_hint;
 pub use host::{Host, HostConfig, HostError, Mount, Mounter, SessionMounter, root_attr};
 pub use socket::ClaimError;
+pub use state::StateFile;
 
 /// How long the server waits for clients to finish their calls once it is stopping.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -44,8 +46,13 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// Where the service serves the control plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
-    /// The Unix socket at this absolute path; callers are identified by their credentials.
+    /// The Unix socket at this absolute path, mode 0600: the service's user alone connects;
+    /// callers are identified by their credentials.
     Unix(PathBuf),
+    /// The system service's Unix socket at this absolute path, mode 0666 in a directory only
+    /// the service's user (root) may write: every user connects, and the peer credentials
+    /// decide what each may do.
+    System(PathBuf),
     /// TCP on this address, where callers cannot be identified: every caller counts as the
     /// service's own user.
     InsecureTcp(SocketAddr),
@@ -59,7 +66,7 @@ pub struct ServiceConfig {
     /// The layout asked for; `None` is the backend's own (shared for kext, per-runtime for
     /// fuse-t).
     pub layout: Option<Layout>,
-    /// The shared mount point (absolute).
+    /// The mount point of the shared and single layouts (absolute).
     pub mountpoint: PathBuf,
     /// Where per-runtime volumes go (absolute).
     pub volumes_dir: PathBuf,
@@ -69,6 +76,8 @@ pub struct ServiceConfig {
     pub threads: usize,
     /// Serve through FUSE over io_uring where the kernel offers it (Linux only).
     pub io_uring: bool,
+    /// Where the runtimes are kept across restarts (beside the socket); `None` keeps nothing.
+    pub state: Option<StateFile>,
 }
 
 /// Why the service could not start or stopped with an error.
@@ -79,8 +88,9 @@ pub enum ServiceError {
     NotUtf8(PathBuf),
     /// FUSE-T was asked for with the shared layout.
     #[error(
-        "the fuse-t backend serves only the per-runtime layout (NFS requests carry no caller \
-         pid to route by); drop --layout shared or use --backend kext"
+        "the fuse-t backend cannot serve the shared layout (NFS requests carry no caller pid \
+         to route by); use --layout per-runtime, or --layout single for one runtime at a time \
+         at the mount point, or --backend kext"
     )]
     FuseTIsPerRuntime,
     /// Only FUSE-T is usable, and the shared layout rules it out.
@@ -191,8 +201,9 @@ struct Attempt {
 /// The backends to try, in order. An explicit backend is tried even when the probe rejects it
 /// (a mount is the only sure test, and its failure carries the hint); `auto` tries the usable
 /// candidates, or, when the probe finds none, every backend it considered, so a probe that is
-/// wrong never blocks a mount that would work. FUSE-T cannot route by caller, so it serves only
-/// the per-runtime layout: with `--layout shared` it is skipped (or, asked for, refused).
+/// wrong never blocks a mount that would work. FUSE-T cannot route by caller, so it serves the
+/// per-runtime and single layouts only: with `--layout shared` it is skipped (or, asked for,
+/// refused). Every backend serves the single layout.
 fn attempts(
     selection: &spfs_probe::Selection,
     layout: Option<Layout>,
@@ -251,6 +262,7 @@ async fn start_host(
             transport: transport(attempt.backend),
             mountpoint: config.mountpoint.clone(),
             volumes_dir: config.volumes_dir.clone(),
+            state: config.state.clone(),
         };
         let mounter = SessionMounter {
             transport: transport(attempt.backend),
@@ -259,7 +271,7 @@ async fn start_host(
             nfs_server: selection.nfs_server.clone(),
         };
         let place = match attempt.layout {
-            Layout::Shared => config.mountpoint.clone(),
+            Layout::Shared | Layout::Single => config.mountpoint.clone(),
             Layout::PerRuntime => config.volumes_dir.clone(),
         };
         let started =
@@ -329,7 +341,8 @@ pub fn run(config: ServiceConfig) -> Result<(), ServiceError> {
                 .map_err(setup("make the TCP listener non-blocking"))?;
             Listener::Tcp(listener)
         }
-        Endpoint::Unix(path) => Listener::Unix(socket::claim(path)?),
+        Endpoint::Unix(path) => Listener::Unix(socket::claim(path, socket::Access::Private)?),
+        Endpoint::System(path) => Listener::Unix(socket::claim(path, socket::Access::Everyone)?),
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -362,6 +375,7 @@ async fn serve(
     let host = start_host(attempts, selection, config).await?;
     let host = Arc::new(host);
     let watcher = reaper::start(&host).map_err(setup("watch root processes"))?;
+    restore(&host, &watcher).await;
 
     let stop = Arc::new(Notify::new());
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -457,6 +471,32 @@ async fn serve(
     served
 }
 
+/// Registers again the runtimes of the last run whose roots still live, before the first
+/// call is served, and watches their roots like any other's.
+async fn restore(host: &Arc<Host>, watcher: &spfs_router::process::ExitWatcher) {
+    let restoring = Arc::clone(host);
+    let restored = tokio::task::spawn_blocking(move || restoring.restore())
+        .await
+        .unwrap_or_else(|err| {
+            tracing::error!(error = %err, "restoring the runtimes of the last run failed");
+            Vec::new()
+        });
+    let mut unwatched = false;
+    for root_pid in restored {
+        if let Err(err) = watcher.watch(root_pid) {
+            tracing::warn!(root_pid, error = %err, "cannot watch the root process");
+            unwatched = true;
+        }
+    }
+    if unwatched {
+        // Gone meanwhile: remove them now rather than at the next sweep.
+        let host = Arc::clone(host);
+        if let Err(err) = tokio::task::spawn_blocking(move || host.remove_dead()).await {
+            tracing::error!(error = %err, "removing dead runtimes failed");
+        }
+    }
+}
+
 /// Serves `incoming` until `shutdown` completes, then lets calls in flight finish for at most
 /// [`DRAIN`] (`stopping` is notified when shutdown begins).
 async fn serve_until<I, IO, IE>(
@@ -542,6 +582,20 @@ mod tests {
         );
         let explicit = selection(B::FuseT, &[], &[B::FuseT]);
         assert_eq!(plan(&explicit, None), [(B::FuseT, Layout::PerRuntime)]);
+    }
+
+    #[test]
+    fn every_backend_serves_the_single_layout() {
+        let both = selection(B::Auto, &[B::Kext, B::FuseT], &[]);
+        assert_eq!(
+            plan(&both, Some(Layout::Single)),
+            [(B::Kext, Layout::Single), (B::FuseT, Layout::Single)]
+        );
+        let fuse_t = selection(B::FuseT, &[B::FuseT], &[]);
+        assert_eq!(
+            plan(&fuse_t, Some(Layout::Single)),
+            [(B::FuseT, Layout::Single)]
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The control socket: its default path, its private directory, the lock that allows one
-//! service per socket, stale-socket cleanup, and binding it with mode 0600.
+//! service per socket, stale-socket cleanup, and binding it with mode 0600 (a per-user
+//! service) or 0666 in a root-owned directory (the system service, which every user reaches:
+//! the peer credentials decide what each caller may do).
 //!
 //! A service holds an exclusive `flock` on `<socket>.lock` for its whole life. The kernel drops
 //! the lock when the process dies, however it dies, so a socket file whose lock is free was left
@@ -9,7 +11,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -22,6 +24,26 @@ use spfs_probe::socket::{SocketDirError, answers, prepare_socket_dir};
 /// How long a starting service waits for another one that holds the lock but does not answer
 /// (it is starting or stopping) before giving up.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Who may connect to a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// The service's user alone: mode 0600, in the directory the socket path names.
+    Private,
+    /// Every user: mode 0666, in a directory that belongs to the service (root) and that no one
+    /// else may write, so no one can put another socket where every user connects.
+    Everyone,
+}
+
+impl Access {
+    /// The socket's mode.
+    fn mode(self) -> u32 {
+        match self {
+            Access::Private => 0o600,
+            Access::Everyone => 0o666,
+        }
+    }
+}
 
 /// The lock file of a socket.
 fn lock_path(socket: &Path) -> PathBuf {
@@ -118,11 +140,14 @@ fn pid_suffix(pid: Option<u32>) -> String {
 
 /// Claims `socket` for this service: takes the lock (waiting briefly for a service that is
 /// starting or stopping), refuses if a live service answers, removes a stale socket file, and
-/// binds a new socket with mode 0600.
+/// binds a new socket with the mode `access` gives.
 ///
 /// Call this before any thread is started: it sets the process umask for the `bind`.
-pub(crate) fn claim(socket: &Path) -> Result<ClaimedSocket, ClaimError> {
-    prepare_socket_dir(socket)?;
+pub(crate) fn claim(socket: &Path, access: Access) -> Result<ClaimedSocket, ClaimError> {
+    match access {
+        Access::Private => prepare_socket_dir(socket)?,
+        Access::Everyone => prepare_shared_dir(socket)?,
+    }
     let lock_file = lock_path(socket);
     let mut file = OpenOptions::new()
         .read(true)
@@ -170,12 +195,46 @@ pub(crate) fn claim(socket: &Path) -> Result<ClaimedSocket, ClaimError> {
     lock.set_len(0)
         .and_then(|()| write!(*lock, "{}", std::process::id()))
         .map_err(failed("write to", &lock_file))?;
-    let fd = bind_private(socket)?;
+    let fd = bind(socket, access)?;
     Ok(ClaimedSocket {
         path: socket.to_owned(),
         fd: Some(fd),
         _lock: lock,
     })
+}
+
+/// Makes the directory of a socket every user reaches: created 0755; it must belong to this
+/// service's user and be writable by no one else (group or other write is taken away).
+fn prepare_shared_dir(socket: &Path) -> Result<(), SocketDirError> {
+    let dir = socket
+        .parent()
+        .ok_or_else(|| SocketDirError::NoDirectory(socket.to_owned()))?;
+    let failed = |action| {
+        move |source| SocketDirError::Io {
+            action,
+            path: dir.to_owned(),
+            source,
+        }
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(failed("create"))?;
+    let meta = fs::metadata(dir).map_err(failed("read"))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(SocketDirError::NotOurs {
+            path: dir.to_owned(),
+            owner: meta.uid(),
+            me,
+        });
+    }
+    if meta.mode() & 0o022 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+            .map_err(failed("make writable by its owner alone (mode 0755)"))?;
+    }
+    Ok(())
 }
 
 /// The pid a service wrote into its lock file.
@@ -201,8 +260,8 @@ fn remove_stale(socket: &Path) -> Result<(), ClaimError> {
 
 /// Binds a Unix socket at `path`, private from the start: the umask is narrowed to 0077 around
 /// `bind`, so there is no moment when another user could connect; then the mode is set to
-/// exactly 0600. The socket does not listen yet.
-fn bind_private(path: &Path) -> Result<OwnedFd, ClaimError> {
+/// exactly the mode of `access`. The socket does not listen yet.
+fn bind(path: &Path, access: Access) -> Result<OwnedFd, ClaimError> {
     let fd = nix::sys::socket::socket(
         AddressFamily::Unix,
         SockType::Stream,
@@ -224,8 +283,8 @@ fn bind_private(path: &Path) -> Result<OwnedFd, ClaimError> {
     let bound = nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr);
     nix::sys::stat::umask(old);
     bound.map_err(|errno| failed("bind", path)(errno.into()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-        .map_err(failed("set mode 0600 on", path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(access.mode()))
+        .map_err(failed("set the mode of", path))?;
     Ok(fd)
 }
 
@@ -267,6 +326,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_system_sockets_directory_is_made_writable_by_its_owner_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("system");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+        prepare_shared_dir(&shared.join("s.sock")).unwrap();
+        assert_eq!(fs::metadata(&shared).unwrap().mode() & 0o777, 0o755);
+        // A missing one is created so.
+        let fresh = dir.path().join("fresh/system");
+        prepare_shared_dir(&fresh.join("s.sock")).unwrap();
+        assert_eq!(fs::metadata(&fresh).unwrap().mode() & 0o777, 0o755);
+    }
+
+    #[test]
+    fn a_system_socket_directory_of_another_user_is_refused() {
+        if !nix::unistd::geteuid().is_root() {
+            // Only root can give a directory away; the rule is the same for any user.
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        nix::unistd::chown(&theirs, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        let err = prepare_shared_dir(&theirs.join("s.sock")).unwrap_err();
+        assert!(
+            matches!(err, SocketDirError::NotOurs { owner: 65534, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_lock_sits_next_to_the_socket() {
         let socket = Path::new("/run/user/1/spfs-fuse/spfs-fuse.sock");
         assert_eq!(
@@ -282,13 +372,13 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let sub = dir.path().join("sub");
         let socket = sub.join("s.sock");
-        let mut claimed = claim(&socket)?;
+        let mut claimed = claim(&socket, Access::Private)?;
         assert_eq!(fs::metadata(&sub)?.mode() & 0o777, 0o700);
         assert_eq!(fs::metadata(&socket)?.mode() & 0o777, 0o600);
         assert!(!answers(&socket), "not listening yet");
         let _listener = claimed.listen()?;
         assert!(answers(&socket));
-        match claim(&socket) {
+        match claim(&socket, Access::Private) {
             Err(ClaimError::AlreadyServing { pid, .. }) => {
                 assert_eq!(pid, Some(std::process::id()))
             }

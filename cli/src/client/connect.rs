@@ -56,11 +56,13 @@ pub(crate) enum Target {
 }
 
 impl Target {
-    /// The endpoint the arguments name: `--connect` wins over `--socket` / `SPFS_FUSE_SOCKET`.
+    /// The endpoint the arguments name: `--connect` wins over `--socket` / `SPFS_FUSE_SOCKET`;
+    /// with neither, the client's own socket or the system service's
+    /// ([`SocketArgs::client_path`](crate::endpoint::SocketArgs::client_path)).
     pub(crate) fn from_args(args: &EndpointArgs) -> anyhow::Result<Target> {
         match &args.connect {
             Some(addr) => Ok(Target::Tcp(addr.clone())),
-            None => Ok(Target::Unix(args.socket.path()?)),
+            None => Ok(Target::Unix(args.socket.client_path()?)),
         }
     }
 
@@ -210,6 +212,7 @@ fn kind(code: Code) -> &'static str {
         Code::InvalidArgument => "invalid argument",
         Code::AlreadyExists => "already exists",
         Code::NotFound => "not found",
+        Code::FailedPrecondition => "busy",
         Code::PermissionDenied => "permission denied",
         Code::Internal => "service error",
         Code::Unavailable => "service unavailable",
@@ -220,7 +223,6 @@ fn kind(code: Code) -> &'static str {
         Code::Unauthenticated
         | Code::Ok
         | Code::Unknown
-        | Code::FailedPrecondition
         | Code::Aborted
         | Code::OutOfRange
         | Code::DataLoss => "error",
@@ -411,6 +413,7 @@ mod tests {
         for (code, word) in [
             (Code::InvalidArgument, "invalid argument"),
             (Code::NotFound, "not found"),
+            (Code::FailedPrecondition, "busy"),
             (Code::PermissionDenied, "permission denied"),
             (Code::Internal, "service error"),
         ] {

@@ -110,6 +110,11 @@ impl Service {
         Service::owning(Some("per-runtime"))
     }
 
+    /// A service of the single layout in a directory of its own, on `<dir>/mnt`.
+    pub fn single() -> Service {
+        Service::owning(Some("single"))
+    }
+
     fn owning(layout: Option<&'static str>) -> Service {
         let dir = tempfile::tempdir().expect("tempdir");
         Service::spawned(ServicePlace {
@@ -242,6 +247,11 @@ impl Service {
         ok(&out).trim().to_string()
     }
 
+    /// `status --json`, parsed.
+    pub fn status_json(&self) -> serde_json::Value {
+        serde_json::from_str(&ok(&self.cli(&["status", "--json"]))).expect("status --json parses")
+    }
+
     /// Removes the runtime of `root`.
     pub fn unmount(&self, root: u32) {
         ok(&self.cli(&["unmount", "--root-process", &root.to_string()]));
@@ -313,6 +323,10 @@ pub const OTHER_UID: u32 = 65534;
 pub struct Sleeper(pub Child);
 
 impl Sleeper {
+    /// A sleeping process of this test's own user.
+    pub fn new() -> Sleeper {
+        Sleeper(Command::new("sleep").arg("60").spawn().expect("sleep"))
+    }
     pub fn as_uid(uid: u32) -> Sleeper {
         let child = Command::new("sleep")
             .arg("60")
@@ -324,6 +338,11 @@ impl Sleeper {
     }
     pub fn pid(&self) -> String {
         self.0.id().to_string()
+    }
+    /// Kills the process and reaps it.
+    pub fn end(&mut self) {
+        self.0.kill().expect("kill");
+        self.0.wait().expect("wait");
     }
 }
 

@@ -2,7 +2,7 @@
 //! The service they mount with is [`super::Service`].
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 /// A shell that runs one line of script per line sent to it and answers with one line.
@@ -75,4 +75,39 @@ pub fn sha256(path: &Path) -> String {
         .next()
         .unwrap()
         .to_string()
+}
+
+/// The mount points under `dir`, from this process's mount table.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut mounts: Vec<PathBuf> = table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|mount| mount.starts_with(dir))
+        .collect();
+    mounts.sort();
+    mounts
+}
+
+/// The entries of `dir`, sorted by name.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// What an unrelated process (a child of this test, in no runtime) reads at `path`.
+pub fn cat(path: &Path) -> String {
+    let out = Command::new("cat").arg(path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "cat {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
