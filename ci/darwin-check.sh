@@ -227,10 +227,20 @@ ${where:-  (see $log)}
     fi
 }
 
+# Warnings count as errors here, as clippy's -D warnings does for Linux: code that only macOS
+# compiles (or only Linux uses) would otherwise go unused on one side unseen.
+no_warnings() { # $1 = pass name; reads $log
+    if grep -q '^warning: `spfs-[a-z]*` (.*) generated' "$log"; then
+        die "$1: the workspace compiles for macOS ($targets) with warnings (above); fix them.
+  Reproduce with ci/darwin-check.sh (full log: $log)"
+    fi
+}
+
 say "pass 1/2: libraries and binaries for $targets (target dir $target_dir)"
 say "RUSTC=$RUSTC RUSTC_BOOTSTRAP=1 ${check[*]} --lib --bins"
 mkdir -p "$target_dir"
 if ! "${check[@]}" --lib --bins 2>&1 | tee "$log"; then explain "pass 1 (libraries and binaries)"; fi
+no_warnings "pass 1 (libraries and binaries)"
 
 if [ "${DARWIN_CHECK_TESTS:-1}" != 0 ]; then
     for t in $targets; do
@@ -240,6 +250,7 @@ if [ "${DARWIN_CHECK_TESTS:-1}" != 0 ]; then
     say "pass 2/2: all targets (tests, benches, examples), C code of dependencies stubbed"
     say "${check[*]} --all-targets"
     if ! "${check[@]}" --all-targets 2>&1 | tee "$log"; then explain "pass 2 (all targets)"; fi
+    no_warnings "pass 2 (all targets)"
 fi
 
 say "OK: the workspace type-checks for $targets with rustc-web $version"
