@@ -37,8 +37,10 @@ pub struct DoctorArgs {
     #[arg(long, value_name = "P", default_value = defaults::MOUNTPOINT)]
     mountpoint: PathBuf,
     /// Where the service would put per-runtime volumes [default: the service's for the probed
-    /// host: /Volumes on macOS; on Linux /run/spfs-fuse/volumes for root, else
-    /// $XDG_RUNTIME_DIR/spfs-fuse/volumes].
+    /// host and this user: on macOS /Volumes for root, else ~/.spfs-fuse/volumes; on Linux
+    /// /run/spfs-fuse/volumes for root, else $XDG_RUNTIME_DIR/spfs-fuse/volumes]. The mount
+    /// point and this directory are checked for the user running doctor: run it as the user
+    /// of the per-user service, or with sudo for the system service.
     #[arg(long, value_name = "D")]
     volumes_dir: Option<PathBuf>,
 }

@@ -26,9 +26,9 @@ pub struct ServiceArgs {
     /// The mount point (shared and single layouts).
     #[arg(long, value_name = "PATH", default_value = defaults::MOUNTPOINT)]
     mountpoint: PathBuf,
-    /// Where the per-runtime layout mounts `spfs-<root pid>` volumes [default: /Volumes on
-    /// macOS; on Linux /run/spfs-fuse/volumes for root, else
-    /// $XDG_RUNTIME_DIR/spfs-fuse/volumes].
+    /// Where the per-runtime layout mounts `spfs-<root pid>` volumes [default: on macOS
+    /// /Volumes for root, else ~/.spfs-fuse/volumes; on Linux /run/spfs-fuse/volumes for
+    /// root, else $XDG_RUNTIME_DIR/spfs-fuse/volumes].
     #[arg(long, value_name = "DIR")]
     volumes_dir: Option<PathBuf>,
     #[command(flatten)]

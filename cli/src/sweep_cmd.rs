@@ -13,8 +13,9 @@ pub struct SweepArgs {
     /// Print what would be done, and change nothing.
     #[arg(long)]
     dry_run: bool,
-    /// The volumes directory [default: the service's: /Volumes on macOS; on Linux
-    /// /run/spfs-fuse/volumes for root, else $XDG_RUNTIME_DIR/spfs-fuse/volumes].
+    /// The volumes directory [default: the service's: on macOS /Volumes for root, else
+    /// ~/.spfs-fuse/volumes; on Linux /run/spfs-fuse/volumes for root, else
+    /// $XDG_RUNTIME_DIR/spfs-fuse/volumes].
     #[arg(long, value_name = "DIR")]
     volumes_dir: Option<PathBuf>,
 }

@@ -444,3 +444,52 @@ fn doctor_and_sweep_look_at_the_same_volumes_directory() {
     );
     assert!(said.contains(&dir), "sweep did not name {dir}: {said}");
 }
+
+/// Issue 14, defects 4 and 5: doctor checks the mount point and the volumes directory for the
+/// user who runs it (the per-user service's user), and for root when run as root (the system
+/// service); the default volumes directory follows that user as the service's does. The
+/// probe's fake hosts check each verdict with their owners; this checks the binary asks the
+/// kernel for the user it runs as. As root, it runs doctor as `nobody` too.
+#[test]
+fn doctor_checks_for_the_user_who_runs_it() {
+    use std::os::unix::process::CommandExt;
+
+    let as_user = |uid: Option<u32>| {
+        let mut doctor = Doctor::on("macos13-intel-fuse-t-for-a-user");
+        doctor.command.env("HOME", "/Users/alice");
+        if let Some(uid) = uid {
+            doctor.command.uid(uid).gid(uid);
+        }
+        doctor.json()
+    };
+    // SAFETY: geteuid(2) takes no arguments and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let (_, json) = as_user(None);
+    assert_eq!(json["facts"]["service_user"]["uid"], me);
+    if me != 0 {
+        assert_eq!(
+            json["facts"]["volumes"]["dir"],
+            "/Users/alice/.spfs-fuse/volumes"
+        );
+        return;
+    }
+    assert_eq!(json["facts"]["volumes"]["dir"], "/Volumes");
+    assert_eq!(check(&json, "volumes.dir")["status"], "ok");
+
+    // `nobody` gets a volumes directory in its home, which in this checkout is root's: it
+    // cannot be created there, and doctor says so with the hint.
+    const NOBODY: u32 = 65534;
+    let (code, json) = as_user(Some(NOBODY));
+    assert_eq!(json["facts"]["service_user"]["uid"], NOBODY);
+    assert_eq!(
+        json["facts"]["volumes"]["dir"],
+        "/Users/alice/.spfs-fuse/volumes"
+    );
+    let volumes = check(&json, "volumes.dir");
+    assert_eq!(volumes["status"], "fail", "{volumes}");
+    assert!(
+        volumes["hint"].as_str().unwrap().contains("--volumes-dir"),
+        "{volumes}"
+    );
+    assert_eq!(code, 1);
+}

@@ -5,6 +5,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use crate::access::ServiceUser;
 use crate::backend::Os;
 
 /// The shared mount point: spfs packages embed absolute `/spfs` paths.
@@ -15,20 +16,51 @@ pub const MOUNTPOINT: &str = "/spfs";
 /// do), and a client with no `--socket` tries it when its own socket does not answer.
 pub const SYSTEM_SOCKET: &str = "/var/run/spfs-fuse/spfs-fuse.sock";
 
-/// Where per-runtime volumes go on this host unless `--volumes-dir` says otherwise; see
+/// The per-user volumes directory on macOS, under the home of the service's user; see
 /// [`volumes_dir_for`].
+pub const MACOS_USER_VOLUMES: &str = ".spfs-fuse/volumes";
+
+/// Where per-runtime volumes go on this host unless `--volumes-dir` says otherwise, for a
+/// service run by this process's user; see [`volumes_dir_for`].
 pub fn volumes_dir() -> PathBuf {
-    volumes_dir_for(Os::current())
+    volumes_dir_for(
+        Os::current(),
+        ServiceUser::current().uid,
+        home_dir().as_deref(),
+    )
 }
 
-/// Where per-runtime volumes go on a host running `os`: `/Volumes` on macOS, where Finder shows
-/// them; elsewhere `/run/spfs-fuse/volumes` for root (the service that mounts for everyone),
-/// else `$XDG_RUNTIME_DIR/spfs-fuse/volumes`, else `${TMPDIR:-/tmp}/spfs-fuse-<uid>/volumes`,
-/// next to the default control socket.
-pub fn volumes_dir_for(os: Os) -> PathBuf {
+/// Where per-runtime volumes go on a host running `os`, for a service run by `uid` whose home
+/// is `home`. The directory must be one that user may create volumes in:
+///
+/// - macOS, root (the system service): `/Volumes`, where volumes usually go;
+/// - macOS, any other user (the per-user service, or `spfs-fuse service` run by hand):
+///   `$HOME/.spfs-fuse/volumes`, else `${TMPDIR:-/tmp}/spfs-fuse-<uid>/volumes`. Not
+///   `/Volumes`: it is root's, mode 1755, since macOS 10.12, so the first volume failed with
+///   `EACCES`. Not `~/Library/Application Support`: a volume's path is `SPFS_ROOT`, which
+///   scripts, shebangs and Makefiles split at its space. The service creates the directory at
+///   its first volume;
+/// - elsewhere, `/run/spfs-fuse/volumes` for root (the service that mounts for everyone),
+///   else `$XDG_RUNTIME_DIR/spfs-fuse/volumes`, else `${TMPDIR:-/tmp}/spfs-fuse-<uid>/volumes`,
+///   next to the default control socket.
+pub fn volumes_dir_for(os: Os, uid: u32, home: Option<&Path>) -> PathBuf {
     match os {
-        Os::Macos => PathBuf::from("/Volumes"),
-        Os::Linux | Os::Other => linux_volumes_dir(uid(), dir("XDG_RUNTIME_DIR"), dir("TMPDIR")),
+        Os::Macos => macos_volumes_dir(uid, home, dir("TMPDIR")),
+        Os::Linux | Os::Other => linux_volumes_dir(uid, dir("XDG_RUNTIME_DIR"), dir("TMPDIR")),
+    }
+}
+
+/// The home directory of this process's user, `$HOME`, when it is set and absolute: where a
+/// per-user service keeps its volumes on macOS and where a per-user FUSE-T is installed.
+pub fn home_dir() -> Option<PathBuf> {
+    dir("HOME").map(PathBuf::from)
+}
+
+fn macos_volumes_dir(uid: u32, home: Option<&Path>, tmpdir: Option<OsString>) -> PathBuf {
+    match home {
+        _ if uid == 0 => PathBuf::from("/Volumes"),
+        Some(home) => home.join(MACOS_USER_VOLUMES),
+        None => per_user_tmp(uid, tmpdir).join("volumes"),
     }
 }
 
@@ -38,10 +70,15 @@ fn linux_volumes_dir(uid: u32, runtime_dir: Option<OsString>, tmpdir: Option<OsS
     }
     match runtime_dir {
         Some(runtime) => Path::new(&runtime).join("spfs-fuse/volumes"),
-        None => tmpdir
-            .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
-            .join(format!("spfs-fuse-{uid}/volumes")),
+        None => per_user_tmp(uid, tmpdir).join("volumes"),
     }
+}
+
+/// `${TMPDIR:-/tmp}/spfs-fuse-<uid>`: the per-user directory when nothing better is set.
+fn per_user_tmp(uid: u32, tmpdir: Option<OsString>) -> PathBuf {
+    tmpdir
+        .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
+        .join(format!("spfs-fuse-{uid}"))
 }
 
 /// The default control socket: `$SPFS_FUSE_SOCKET`, else
@@ -92,8 +129,7 @@ fn socket_path_from(
     if let Some(dir) = runtime_dir {
         return PathBuf::from(dir).join("spfs-fuse").join("spfs-fuse.sock");
     }
-    let tmp = tmpdir.map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
-    tmp.join(format!("spfs-fuse-{uid}")).join("spfs-fuse.sock")
+    per_user_tmp(uid, tmpdir).join("spfs-fuse.sock")
 }
 
 #[cfg(test)]
@@ -125,8 +161,7 @@ mod tests {
     }
 
     #[test]
-    fn volumes_go_to_slash_volumes_on_macos_and_beside_the_socket_on_linux() {
-        assert_eq!(volumes_dir_for(Os::Macos), PathBuf::from("/Volumes"));
+    fn volumes_go_beside_the_socket_on_linux() {
         assert_eq!(
             linux_volumes_dir(0, s("/run/user/0"), None),
             PathBuf::from("/run/spfs-fuse/volumes")
@@ -138,6 +173,33 @@ mod tests {
         assert_eq!(
             linux_volumes_dir(1000, None, None),
             PathBuf::from("/tmp/spfs-fuse-1000/volumes")
+        );
+    }
+
+    /// Regression (issue 14, defect 4): every service on macOS defaulted to `/Volumes`, root's
+    /// (mode 1755), so a per-user service failed at its first FUSE-T volume with `EACCES`.
+    #[test]
+    fn on_macos_only_root_puts_volumes_in_slash_volumes_and_a_user_in_their_home() {
+        let home = Path::new("/Users/alice");
+        assert_eq!(
+            macos_volumes_dir(0, Some(Path::new("/var/root")), None),
+            PathBuf::from("/Volumes")
+        );
+        assert_eq!(
+            macos_volumes_dir(501, Some(home), s("/var/folders/xy/T")),
+            PathBuf::from("/Users/alice/.spfs-fuse/volumes")
+        );
+        assert_eq!(
+            macos_volumes_dir(501, None, s("/var/folders/xy/T")),
+            PathBuf::from("/var/folders/xy/T/spfs-fuse-501/volumes")
+        );
+        assert_eq!(
+            volumes_dir_for(Os::Macos, 0, Some(home)),
+            PathBuf::from("/Volumes")
+        );
+        assert_eq!(
+            volumes_dir_for(Os::Macos, 501, Some(home)),
+            home.join(MACOS_USER_VOLUMES)
         );
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::access::{Ownership, ServiceUser};
 use crate::backend::{Backend, Os};
 use crate::command;
 use crate::defaults;
@@ -24,7 +25,8 @@ pub struct ProbeConfig {
     /// The shared mount point of the `kext` backend, as a host path.
     pub mountpoint: PathBuf,
     /// Where the per-runtime layout puts one volume per runtime, as a host path; `None` is the
-    /// service's default for the probed OS ([`defaults::volumes_dir_for`]).
+    /// service's default for the probed OS, [`ProbeConfig::user`] and [`ProbeConfig::home`]
+    /// ([`defaults::volumes_dir_for`]).
     pub volumes_dir: Option<PathBuf>,
     /// How long a probe command may run before it is killed.
     pub command_timeout: Duration,
@@ -34,8 +36,17 @@ pub struct ProbeConfig {
     /// mount point as stale.
     pub stale_mount: Option<fn(&Path) -> bool>,
     /// The home directory of the user who will run the service, as a host path: FUSE-T
-    /// installed for one user lives in its `.fuse-t`. The default is `$HOME`.
+    /// installed for one user lives in its `.fuse-t`, and on macOS a user's volumes go under
+    /// it. The default is `$HOME` ([`defaults::home_dir`]).
     pub home: Option<PathBuf>,
+    /// The user who will run the service, whose permissions the mount point and the volumes
+    /// directory are checked against. The default is this process's user: `doctor` run by a
+    /// user checks for that user's service, run as root for the system service.
+    pub user: ServiceUser,
+    /// Reads the owner and mode of a (real) path, following symlinks; the default is
+    /// `stat(2)` ([`Ownership::of`]). Fake hosts stand in for it: a checkout cannot hold a
+    /// root-owned `/spfs` or a mode-1755 `/Volumes` for a test run by anyone.
+    pub ownership: fn(&Path) -> io::Result<Ownership>,
     /// `FUSE_NFSSRV_PATH`: the `go-nfsv4` to run whatever is installed, as libfuse-t honours
     /// it. The default is this process's environment.
     pub nfs_server_override: Option<PathBuf>,
@@ -50,7 +61,9 @@ impl Default for ProbeConfig {
             volumes_dir: None,
             command_timeout: Duration::from_secs(2),
             stale_mount: None,
-            home: std::env::var_os("HOME").map(PathBuf::from),
+            home: defaults::home_dir(),
+            user: ServiceUser::current(),
+            ownership: Ownership::of,
             nfs_server_override: std::env::var_os(NFS_SERVER_ENV).map(PathBuf::from),
         }
     }
@@ -79,6 +92,8 @@ pub struct Facts {
     /// Whether a service answers on the control socket. The probe does not speak gRPC: the
     /// caller fills this in; `None` means it was not checked.
     pub service: Option<ServiceFacts>,
+    /// The user the mount point and the volumes directory were checked for.
+    pub service_user: ServiceUser,
 }
 
 /// What is known about macFUSE.
@@ -131,6 +146,11 @@ pub struct MountpointFacts {
     pub path: PathBuf,
     /// What is there.
     pub state: MountpointState,
+    /// The owner and mode of the directory there (of a symlink's target), when it exists.
+    pub owner: Option<Ownership>,
+    /// Where the mount point links to, as the link says, when it is a symlink (a
+    /// `synthetic.conf` line with a target makes one).
+    pub link: Option<PathBuf>,
 }
 
 /// What is at the shared mount point.
@@ -158,6 +178,20 @@ pub struct VolumesFacts {
     pub exists: bool,
     /// Names of `spfs-<pid>` entries whose pid is not alive, sorted.
     pub stale: Vec<String>,
+    /// The owner and mode of the directory, when it exists.
+    pub owner: Option<Ownership>,
+    /// When the directory is missing: its nearest existing ancestor, in which the service
+    /// creates it at its first volume.
+    pub creatable_in: Option<PathOwner>,
+}
+
+/// A path and its owner and mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathOwner {
+    /// The path, as a host path.
+    pub path: PathBuf,
+    /// Its owner and mode.
+    pub owner: Ownership,
 }
 
 /// Whether a service answers on the control socket; filled in by the caller.
@@ -213,13 +247,11 @@ impl Facts {
             fuse_t,
             linux_fuse,
             mountpoint: host.mountpoint(&config.mountpoint),
-            volumes: host.volumes(
-                &config
-                    .volumes_dir
-                    .clone()
-                    .unwrap_or_else(|| defaults::volumes_dir_for(os)),
-            ),
+            volumes: host.volumes(&config.volumes_dir.clone().unwrap_or_else(|| {
+                defaults::volumes_dir_for(os, config.user.uid, config.home.as_deref())
+            })),
             service: None,
+            service_user: config.user.clone(),
         };
         tracing::debug!(?facts, "probed the host");
         facts
@@ -482,10 +514,37 @@ impl<'a> Host<'a> {
             Err(_) if self.listed_in_synthetic_conf(host_path) => MountpointState::Synthetic,
             Err(_) => MountpointState::Missing,
         };
+        let link = std::fs::symlink_metadata(&path)
+            .is_ok_and(|meta| meta.file_type().is_symlink())
+            .then(|| std::fs::read_link(&path).ok())
+            .flatten();
         MountpointFacts {
             path: host_path.to_owned(),
             state,
+            owner: (state == MountpointState::Directory)
+                .then(|| self.ownership(&path))
+                .flatten(),
+            link,
         }
+    }
+
+    /// The owner and mode of a real path, through [`ProbeConfig::ownership`].
+    fn ownership(&self, path: &Path) -> Option<Ownership> {
+        (self.config.ownership)(path)
+            .map_err(|err| tracing::debug!(?path, %err, "cannot read the owner"))
+            .ok()
+    }
+
+    /// The nearest existing ancestor of a missing host path, and its owner.
+    fn nearest_existing(&self, host_path: &Path) -> Option<PathOwner> {
+        let ancestor = host_path
+            .ancestors()
+            .skip(1)
+            .find(|ancestor| self.path(ancestor).is_dir())?;
+        Some(PathOwner {
+            path: ancestor.to_owned(),
+            owner: self.ownership(&self.path(ancestor))?,
+        })
     }
 
     /// Whether `/etc/synthetic.conf` names this top-level directory. Each line is a name,
@@ -520,10 +579,13 @@ impl<'a> Host<'a> {
             })
             .collect();
         stale.sort();
+        let exists = dir.is_dir();
         VolumesFacts {
             dir: host_dir.to_owned(),
-            exists: dir.is_dir(),
+            exists,
             stale,
+            owner: exists.then(|| self.ownership(&dir)).flatten(),
+            creatable_in: (!exists).then(|| self.nearest_existing(host_dir)).flatten(),
         }
     }
 }
@@ -596,13 +658,18 @@ mod tests {
             mountpoint: MountpointFacts {
                 path: "/spfs".into(),
                 state: MountpointState::Synthetic,
+                owner: None,
+                link: None,
             },
             volumes: VolumesFacts {
                 dir: "/Volumes".into(),
                 exists: true,
                 stale: Vec::new(),
+                owner: None,
+                creatable_in: None,
             },
             service: None,
+            service_user: ServiceUser::root(),
         };
         assert_eq!(
             facts.to_string(),

@@ -89,3 +89,16 @@ pub const SWEEP: &str = "unmount and remove them: `spfs-fuse sweep`";
 /// Something answers on the socket path but no service accepts connections.
 pub const STALE_SOCKET: &str =
     "a service died and left its socket: remove it; commands start a new service when needed";
+
+/// The mount point is not the per-user service's own (macOS: a plain `synthetic.conf` line
+/// makes a root-owned `/spfs`, and XNU lets a user mount only on a directory that user owns).
+pub const MOUNTPOINT_NOT_OWNED: &str = "make /spfs a symlink to a directory you own: \
+     `mkdir -p ~/.spfs`, then in /etc/synthetic.conf replace the line `spfs` with \
+     `spfs<TAB>Users/NAME/.spfs` (NAME your user name, a tab between the two) and reboot; or run \
+     the system service as root: `sudo brew services start spfs-fuse`";
+
+/// The per-user service cannot create volumes in the volumes directory (`/Volumes` is root's,
+/// mode 1755, since macOS 10.12).
+pub const VOLUMES_DIR_NOT_WRITABLE: &str = "start the service with `--volumes-dir DIR` on a \
+     directory you can write, or without it for the per-user default ~/.spfs-fuse/volumes; \
+     /Volumes is for the system service, run as root: `sudo brew services start spfs-fuse`";

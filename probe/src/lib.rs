@@ -35,6 +35,7 @@
 //! speak gRPC): the caller sets [`Facts::service`] before building the report, usually on
 //! [`defaults::socket_path`].
 
+mod access;
 mod backend;
 mod command;
 pub mod defaults;
@@ -44,10 +45,11 @@ mod report;
 mod select;
 pub mod socket;
 
+pub use access::{Ownership, ServiceUser};
 pub use backend::{Backend, Os, UnknownBackend};
 pub use facts::{
     Facts, FuseTFacts, LinuxFuseFacts, MacFuseFacts, MountpointFacts, MountpointState,
-    NFS_SERVER_ENV, ProbeConfig, ServiceFacts, VolumesFacts, parse_version,
+    NFS_SERVER_ENV, PathOwner, ProbeConfig, ServiceFacts, VolumesFacts, parse_version,
 };
 pub use report::{Check, Report, Status};
 pub use select::{Rejection, Selection, select, usable};

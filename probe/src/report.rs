@@ -532,7 +532,14 @@ impl<'a> Checklist<'a> {
         let path = mountpoint.path.display();
         let macos = self.facts.os == Os::Macos;
         let (status, message, hint) = match mountpoint.state {
-            MountpointState::Directory => (Status::Ok, format!("{path} exists"), None),
+            MountpointState::Directory => match self.mountpoint_owner_problem() {
+                Some(message) => (
+                    self.blocking(Backend::Kext),
+                    message,
+                    Some(hints::MOUNTPOINT_NOT_OWNED),
+                ),
+                None => (Status::Ok, self.mountpoint_ok_message(), None),
+            },
             MountpointState::Synthetic => (
                 Status::Warn,
                 format!(
@@ -568,6 +575,61 @@ impl<'a> Checklist<'a> {
         self.push("mountpoint", status, message, hint);
     }
 
+    /// How bad a problem is that makes `backend` fail at its first mount: it fails the
+    /// report when that backend would be used (or was asked for), and warns when it is only a
+    /// fallback.
+    fn blocking(&self, backend: Backend) -> Status {
+        if self.selection.backend() == Some(backend) || self.selection.requested == backend {
+            Status::Fail
+        } else {
+            Status::Warn
+        }
+    }
+
+    /// Why the service's user may not mount on the mount point, on macOS (XNU: a user mounts
+    /// only on a directory of their own). Linux's `fusermount3` asks for write access instead,
+    /// and the Linux service runs as root. `None` when the mount is allowed or the owner is
+    /// unknown.
+    fn mountpoint_owner_problem(&self) -> Option<String> {
+        let mountpoint = &self.facts.mountpoint;
+        let user = &self.facts.service_user;
+        let owner = mountpoint.owner.as_ref()?;
+        if self.facts.os != Os::Macos || user.may_mount_on(owner) {
+            return None;
+        }
+        let what = match &mountpoint.link {
+            Some(target) => format!(
+                "{} links to {}, owned by uid {}",
+                mountpoint.path.display(),
+                target.display(),
+                owner.uid
+            ),
+            None => format!(
+                "{} is owned by uid {}",
+                mountpoint.path.display(),
+                owner.uid
+            ),
+        };
+        Some(format!(
+            "{what}: a service run by uid {} may mount only on a directory it owns",
+            user.uid
+        ))
+    }
+
+    fn mountpoint_ok_message(&self) -> String {
+        let mountpoint = &self.facts.mountpoint;
+        let path = mountpoint.path.display();
+        match (&mountpoint.link, &mountpoint.owner) {
+            (Some(target), Some(owner)) => format!(
+                "{path} exists, a link to {} owned by uid {}",
+                target.display(),
+                owner.uid
+            ),
+            (Some(target), None) => format!("{path} exists, a link to {}", target.display()),
+            (None, _) => format!("{path} exists"),
+        }
+    }
+
     /// The volumes directory matters to `fuse-t` only; stale volumes are reported wherever
     /// they are found.
     fn volumes(&mut self) {
@@ -575,16 +637,8 @@ impl<'a> Checklist<'a> {
         let dir = volumes.dir.display();
         let relevant = self.facts.os == Os::Macos && self.relevant(Backend::FuseT);
         if relevant {
-            if volumes.exists {
-                self.push("volumes.dir", Status::Ok, format!("{dir} exists"), None);
-            } else {
-                self.push(
-                    "volumes.dir",
-                    Status::Warn,
-                    format!("{dir} does not exist"),
-                    Some(hints::VOLUMES_DIR_MISSING),
-                );
-            }
+            let (status, message, hint) = self.volumes_dir_check();
+            self.push("volumes.dir", status, message, hint);
         }
         if !volumes.stale.is_empty() {
             let n = volumes.stale.len();
@@ -601,6 +655,48 @@ impl<'a> Checklist<'a> {
                 format!("no stale spfs volumes in {dir}"),
                 None,
             );
+        }
+    }
+
+    /// Whether the service's user can create volumes in the volumes directory, or create the
+    /// directory itself: the service makes it at its first volume.
+    fn volumes_dir_check(&self) -> (Status, String, Option<&'static str>) {
+        let volumes = &self.facts.volumes;
+        let user = &self.facts.service_user;
+        let dir = volumes.dir.display();
+        let uid = user.uid;
+        match (volumes.exists, &volumes.owner, &volumes.creatable_in) {
+            (true, Some(owner), _) if !user.may_create_in(owner) => (
+                self.blocking(Backend::FuseT),
+                format!(
+                    "{dir} ({owner}) does not let a service run by uid {uid} create volumes in it"
+                ),
+                Some(hints::VOLUMES_DIR_NOT_WRITABLE),
+            ),
+            (true, _, _) => (Status::Ok, format!("{dir} exists"), None),
+            (false, _, Some(parent)) if user.may_create_in(&parent.owner) => (
+                Status::Ok,
+                format!(
+                    "{dir} does not exist yet; the service creates it in {} at its first volume",
+                    parent.path.display()
+                ),
+                None,
+            ),
+            (false, _, Some(parent)) => (
+                self.blocking(Backend::FuseT),
+                format!(
+                    "{dir} does not exist, and a service run by uid {uid} cannot create it in {} \
+                     ({})",
+                    parent.path.display(),
+                    parent.owner
+                ),
+                Some(hints::VOLUMES_DIR_NOT_WRITABLE),
+            ),
+            (false, _, None) => (
+                Status::Warn,
+                format!("{dir} does not exist"),
+                Some(hints::VOLUMES_DIR_MISSING),
+            ),
         }
     }
 
@@ -685,13 +781,18 @@ mod tests {
             mountpoint: MountpointFacts {
                 path: PathBuf::from("/spfs"),
                 state: MountpointState::Directory,
+                owner: None,
+                link: None,
             },
             volumes: VolumesFacts {
                 dir: PathBuf::from("/Volumes"),
                 exists: false,
                 stale: Vec::new(),
+                owner: None,
+                creatable_in: None,
             },
             service: None,
+            service_user: crate::ServiceUser::root(),
         }
     }
 
@@ -850,6 +951,186 @@ mod tests {
                 .to_text()
                 .ends_with("not ready: backend kext, 1 failed check\n")
         );
+    }
+
+    const ALICE: u32 = 501;
+
+    fn alice() -> crate::ServiceUser {
+        crate::ServiceUser {
+            uid: ALICE,
+            groups: vec![20],
+        }
+    }
+
+    fn owned(uid: u32, mode: u32) -> Option<crate::Ownership> {
+        Some(crate::Ownership { uid, gid: 0, mode })
+    }
+
+    /// A Mac with macFUSE loaded and `/spfs` owned by `owner`, checked for `user`.
+    fn mac_spfs(owner: u32, link: Option<&str>, user: crate::ServiceUser) -> Report {
+        let mut facts = mac_with_macfuse("26.1", "5.0.7", false);
+        facts.mountpoint.owner = owned(owner, 0o755);
+        facts.mountpoint.link = link.map(PathBuf::from);
+        facts.service_user = user;
+        Report::build(&facts, Backend::Auto)
+    }
+
+    /// Regression (issue 14, defect 5): a plain `synthetic.conf` line makes `/spfs` root's,
+    /// and XNU refuses a user's `mount(2)` on a directory the user does not own; doctor said
+    /// `/spfs exists` and the per-user service failed at its mount.
+    #[test]
+    fn a_root_owned_mount_point_fails_for_a_per_user_service_only() {
+        let report = mac_spfs(0, None, alice());
+        let row = check(&report, "mountpoint");
+        assert_eq!(row.status, Status::Fail, "{}", report.to_text());
+        assert_eq!(row.hint.as_deref(), Some(hints::MOUNTPOINT_NOT_OWNED));
+        assert!(row.message.contains("owned by uid 0"), "{}", row.message);
+        assert!(row.message.contains("uid 501"), "{}", row.message);
+        assert_eq!(report.exit_code(), 1);
+        assert!(
+            row.hint
+                .as_deref()
+                .unwrap()
+                .contains("spfs<TAB>Users/NAME/.spfs")
+        );
+        assert!(
+            row.hint
+                .as_deref()
+                .unwrap()
+                .contains("sudo brew services start")
+        );
+
+        // The system service (doctor run as root) may mount on it.
+        let report = mac_spfs(0, None, crate::ServiceUser::root());
+        assert_eq!(check(&report, "mountpoint").status, Status::Ok);
+        assert_eq!(report.exit_code(), 0);
+    }
+
+    #[test]
+    fn a_mount_point_linked_to_the_users_own_directory_is_fine() {
+        let report = mac_spfs(ALICE, Some("Users/alice/.spfs"), alice());
+        let row = check(&report, "mountpoint");
+        assert_eq!(row.status, Status::Ok, "{}", report.to_text());
+        assert_eq!(
+            row.message,
+            "/spfs exists, a link to Users/alice/.spfs owned by uid 501"
+        );
+        // A link to someone else's directory is no better than their directory.
+        let report = mac_spfs(502, Some("Users/bob/.spfs"), alice());
+        let row = check(&report, "mountpoint");
+        assert_eq!(row.status, Status::Fail);
+        assert!(
+            row.message
+                .contains("links to Users/bob/.spfs, owned by uid 502")
+        );
+    }
+
+    #[test]
+    fn ownership_is_not_judged_on_linux_or_when_unknown() {
+        let mut facts = linux_host();
+        facts.mountpoint.owner = owned(0, 0o755);
+        facts.service_user = alice();
+        assert_eq!(
+            check(&Report::build(&facts, Backend::Auto), "mountpoint").status,
+            Status::Ok
+        );
+        let report = mac_spfs(0, None, alice());
+        let mut facts = report.facts.clone();
+        facts.mountpoint.owner = None;
+        assert_eq!(
+            check(&Report::build(&facts, Backend::Auto), "mountpoint").status,
+            Status::Ok
+        );
+    }
+
+    /// A Mac with only FUSE-T, whose volumes directory is as given, checked for `user`.
+    fn mac_volumes(volumes: VolumesFacts, user: crate::ServiceUser) -> Report {
+        let mut facts = mac_with_macfuse("15.4", "", false);
+        facts.macfuse = Some(crate::facts::MacFuseFacts::default());
+        facts.fuse_t = Some(crate::facts::FuseTFacts {
+            installed: true,
+            version: Some("1.0.49".into()),
+            server: Some("/usr/local/bin/go-nfsv4".into()),
+        });
+        facts.volumes = volumes;
+        facts.service_user = user;
+        Report::build(&facts, Backend::Auto)
+    }
+
+    fn slash_volumes() -> VolumesFacts {
+        VolumesFacts {
+            dir: PathBuf::from("/Volumes"),
+            exists: true,
+            stale: Vec::new(),
+            owner: owned(0, 0o1755),
+            creatable_in: None,
+        }
+    }
+
+    /// Regression (issue 14, defect 4): `/Volumes` is root's, mode 1755, so a per-user
+    /// service failed at its first FUSE-T volume with `EACCES`; doctor said `/Volumes exists`.
+    #[test]
+    fn slash_volumes_fails_for_a_per_user_fuse_t_service_with_a_hint() {
+        let report = mac_volumes(slash_volumes(), alice());
+        assert_eq!(report.backend, Some(Backend::FuseT));
+        let row = check(&report, "volumes.dir");
+        assert_eq!(row.status, Status::Fail, "{}", report.to_text());
+        assert_eq!(row.hint.as_deref(), Some(hints::VOLUMES_DIR_NOT_WRITABLE));
+        assert_eq!(
+            row.message,
+            "/Volumes (uid 0, gid 0, mode 1755) does not let a service run by uid 501 create \
+             volumes in it"
+        );
+        assert_eq!(report.exit_code(), 1);
+
+        let report = mac_volumes(slash_volumes(), crate::ServiceUser::root());
+        assert_eq!(check(&report, "volumes.dir").status, Status::Ok);
+        assert_eq!(report.exit_code(), 0);
+    }
+
+    #[test]
+    fn a_missing_volumes_directory_is_fine_where_the_service_can_create_it() {
+        let missing = |parent_owner: u32| VolumesFacts {
+            dir: PathBuf::from("/Users/alice/.spfs-fuse/volumes"),
+            exists: false,
+            stale: Vec::new(),
+            owner: None,
+            creatable_in: Some(crate::PathOwner {
+                path: PathBuf::from("/Users/alice"),
+                owner: owned(parent_owner, 0o750).unwrap(),
+            }),
+        };
+        let report = mac_volumes(missing(ALICE), alice());
+        let row = check(&report, "volumes.dir");
+        assert_eq!(row.status, Status::Ok, "{}", report.to_text());
+        assert!(
+            row.message.contains("creates it in /Users/alice"),
+            "{}",
+            row.message
+        );
+
+        let report = mac_volumes(missing(502), alice());
+        let row = check(&report, "volumes.dir");
+        assert_eq!(row.status, Status::Fail, "{}", report.to_text());
+        assert_eq!(row.hint.as_deref(), Some(hints::VOLUMES_DIR_NOT_WRITABLE));
+    }
+
+    /// Where FUSE-T is only the fallback, its volumes directory warns instead of failing.
+    #[test]
+    fn an_unwritable_volumes_directory_of_the_fallback_warns() {
+        let mut facts = mac_with_macfuse("26.1", "5.0.7", false);
+        facts.fuse_t = Some(crate::facts::FuseTFacts {
+            installed: true,
+            version: Some("1.0.49".into()),
+            server: Some("/usr/local/bin/go-nfsv4".into()),
+        });
+        facts.mountpoint.owner = owned(ALICE, 0o755);
+        facts.volumes = slash_volumes();
+        facts.service_user = alice();
+        let report = Report::build(&facts, Backend::Auto);
+        assert_eq!(report.candidates, [Backend::Kext, Backend::FuseT]);
+        assert_eq!(check(&report, "volumes.dir").status, Status::Warn);
+        assert_eq!(report.exit_code(), 2);
     }
 
     #[test]

@@ -168,13 +168,18 @@ mod tests {
             mountpoint: MountpointFacts {
                 path: "/spfs".into(),
                 state: MountpointState::Directory,
+                owner: None,
+                link: None,
             },
             volumes: VolumesFacts {
                 dir: "/Volumes".into(),
                 exists: true,
                 stale: Vec::new(),
+                owner: None,
+                creatable_in: None,
             },
             service: None,
+            service_user: crate::ServiceUser::root(),
         }
     }
 

@@ -1,10 +1,15 @@
 //! The probe against fake hosts: each `tests/hosts/<name>/` holds a `root/` that stands for `/`
 //! and a `bin/` of fake commands (`sysctl`, `uname`, `fusermount3`) that is the whole `PATH`.
 //! The text and JSON of the doctor report are snapshots; the verdict is asserted too.
+//!
+//! A checkout cannot hold a root-owned `/spfs` or a mode-1755 `/Volumes` for whoever runs the
+//! tests, so owners and modes come from the host's `owners` file ([`fake_ownership`]), and
+//! each test says whom the service runs as ([`Who`]).
 
+use std::io;
 use std::path::{Path, PathBuf};
 
-use spfs_probe::{Backend, Facts, ProbeConfig, Report};
+use spfs_probe::{Backend, Facts, Ownership, ProbeConfig, Report, ServiceUser};
 
 fn hosts_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hosts")
@@ -14,27 +19,111 @@ fn probe(host: &str) -> Facts {
     Facts::collect(&config(host))
 }
 
-/// How `host` is probed. Whoever runs the tests, the fake host's user is alice, and no
-/// `FUSE_NFSSRV_PATH` is set.
+/// Whom the fake host's service runs as, and where it is told to put its volumes.
+#[derive(Clone, Copy)]
+struct Who {
+    /// Added to the snapshot's name; empty for root.
+    suffix: &'static str,
+    uid: u32,
+    volumes_dir: Option<&'static str>,
+}
+
+/// The system service, as `doctor` run with sudo checks it.
+const ROOT: Who = Who {
+    suffix: "",
+    uid: 0,
+    volumes_dir: None,
+};
+/// alice's per-user service, with the default volumes directory.
+const ALICE: Who = Who {
+    suffix: "--alice",
+    uid: 501,
+    volumes_dir: None,
+};
+/// alice's per-user service told `--volumes-dir /Volumes`, the default before issue 14.
+const ALICE_IN_SLASH_VOLUMES: Who = Who {
+    suffix: "--alice-in-slash-volumes",
+    uid: 501,
+    volumes_dir: Some("/Volumes"),
+};
+
+/// How `host` is probed for root's service. Whoever runs the tests, the fake host's home is
+/// alice's, and no `FUSE_NFSSRV_PATH` is set.
 fn config(host: &str) -> ProbeConfig {
+    config_for(host, ROOT)
+}
+
+fn config_for(host: &str, who: Who) -> ProbeConfig {
     let dir = hosts_dir().join(host);
     assert!(dir.is_dir(), "no fake host {}", dir.display());
+    // A Linux host's default volumes directory depends on who runs the probe; a fixed one
+    // keeps its snapshots the same for everyone. macOS hosts get theirs: /Volumes for root,
+    // alice's own for alice.
+    let linux_volumes = host.starts_with("linux").then_some("/Volumes");
     ProbeConfig {
         sysroot: Some(dir.join("root")),
         path: Some(dir.join("bin").into_os_string()),
-        // A Linux host's default volumes directory depends on who runs the probe; a fixed
-        // one keeps its snapshots the same for everyone. macOS hosts get theirs, /Volumes.
-        volumes_dir: host.starts_with("linux").then(|| PathBuf::from("/Volumes")),
+        volumes_dir: who.volumes_dir.or(linux_volumes).map(PathBuf::from),
         home: Some(PathBuf::from("/Users/alice")),
         nfs_server_override: None,
+        user: ServiceUser {
+            uid: who.uid,
+            groups: vec![if who.uid == 0 { 0 } else { 20 }],
+        },
+        ownership: fake_ownership,
         ..ProbeConfig::default()
     }
 }
 
+/// What `stat` says on a fake host: the host's `owners` file lists `HOSTPATH UID GID MODE`
+/// (mode in octal), and any other path is root's, mode 0755, as a Mac's system directories
+/// are. Symlinks are followed inside the fake root.
+fn fake_ownership(path: &Path) -> io::Result<Ownership> {
+    let real = path.canonicalize()?;
+    let hosts = hosts_dir().canonicalize()?;
+    let inside = real
+        .strip_prefix(&hosts)
+        .map_err(|_| io::Error::other(format!("{} is in no fake host", real.display())))?;
+    let mut parts = inside.components();
+    let host = parts.next().ok_or_else(|| io::Error::other("no host"))?;
+    parts.next(); // root
+    let host_path = Path::new("/").join(parts.as_path());
+    let owners = std::fs::read_to_string(hosts.join(host).join("owners")).unwrap_or_default();
+    let listed = owners
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields.first().map(Path::new) == Some(host_path.as_path()));
+    let Some(fields) = listed else {
+        return Ok(Ownership {
+            uid: 0,
+            gid: 0,
+            mode: 0o755,
+        });
+    };
+    let number = |at: usize, radix: u32| {
+        fields
+            .get(at)
+            .and_then(|field| u32::from_str_radix(field, radix).ok())
+            .ok_or_else(|| io::Error::other(format!("bad owners line for {}", host_path.display())))
+    };
+    Ok(Ownership {
+        uid: number(1, 10)?,
+        gid: number(2, 10)?,
+        mode: number(3, 8)?,
+    })
+}
+
 /// Snapshots the report of `host` for `backend` as text and as JSON, and checks the verdict.
-fn check_host(host: &str, backend: Backend, expect_backend: Option<Backend>, expect_exit: u8) {
-    let report = Report::build(&probe(host), backend);
-    let name = format!("{host}--{backend}");
+fn check_host(
+    host: &str,
+    backend: Backend,
+    who: Who,
+    expect_backend: Option<Backend>,
+    expect_exit: u8,
+) {
+    let report = Report::build(&Facts::collect(&config_for(host, who)), backend);
+    let name = format!("{host}--{backend}{}", who.suffix);
     insta::assert_snapshot!(format!("{name}--text"), report.to_text());
     insta::assert_snapshot!(format!("{name}--json"), report.to_json());
     assert_eq!(report.backend, expect_backend, "{name}: backend");
@@ -46,12 +135,22 @@ fn check_host(host: &str, backend: Backend, expect_backend: Option<Backend>, exp
     );
 }
 
+/// Whom a test's service runs as: root unless named.
+macro_rules! who {
+    () => {
+        ROOT
+    };
+    ($who:ident) => {
+        $who
+    };
+}
+
 macro_rules! hosts {
-    ($($test:ident: $host:literal, $backend:ident => $expect:expr, exit $exit:literal;)*) => {
+    ($($test:ident: $host:literal, $backend:ident $(as $who:ident)? => $expect:expr, exit $exit:literal;)*) => {
         $(
             #[test]
             fn $test() {
-                check_host($host, Backend::$backend, $expect, $exit);
+                check_host($host, Backend::$backend, who!($($who)?), $expect, $exit);
             }
         )*
 
@@ -87,6 +186,13 @@ hosts! {
     linux_fuse_t_asked_for: "linux-dev-fuse", FuseT => None, exit 1;
     linux_without_dev_fuse: "linux-no-dev-fuse", Auto => None, exit 1;
     linux_without_fusermount: "linux-no-fusermount", Kext => None, exit 1;
+    // Who runs the service and where it mounts (issue 14, defects 4 and 5).
+    root_owned_spfs_fails_a_per_user_service: "macos26-spfs-root-owned", Auto as ALICE => KEXT, exit 1;
+    root_owned_spfs_serves_the_system_service: "macos26-spfs-root-owned", Auto => KEXT, exit 0;
+    spfs_linked_to_a_directory_of_the_user: "macos26-spfs-linked-to-home", Auto as ALICE => KEXT, exit 0;
+    slash_volumes_fails_a_per_user_fuse_t_service: "macos13-intel-fuse-t-for-a-user", Auto as ALICE_IN_SLASH_VOLUMES => FUSE_T, exit 1;
+    a_per_user_fuse_t_service_gets_volumes_of_its_own: "macos13-intel-fuse-t-for-a-user", Auto as ALICE => FUSE_T, exit 0;
+    slash_volumes_serves_the_system_fuse_t_service: "macos13-intel-fuse-t-for-a-user", Auto => FUSE_T, exit 0;
 }
 
 #[test]
