@@ -102,3 +102,8 @@ pub const MOUNTPOINT_NOT_OWNED: &str = "make /spfs a symlink to a directory you 
 pub const VOLUMES_DIR_NOT_WRITABLE: &str = "start the service with `--volumes-dir DIR` on a \
      directory you can write, or without it for the per-user default ~/.spfs-fuse/volumes; \
      /Volumes is for the system service, run as root: `sudo brew services start spfs-fuse`";
+
+/// The mount point is a symlink (a `synthetic.conf` line with a target) to a directory that
+/// does not exist.
+pub const MKDIR_LINK_TARGET: &str = "create the directory the mount point links to, as the user \
+     who runs the service (`mkdir -p ~/.spfs` for a `spfs<TAB>Users/NAME/.spfs` line)";

@@ -1,6 +1,7 @@
 //! The doctor report: a checklist built from the facts and the selection, as text or JSON.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -540,6 +541,15 @@ impl<'a> Checklist<'a> {
                 ),
                 None => (Status::Ok, self.mountpoint_ok_message(), None),
             },
+            // A `synthetic.conf` link whose target was never made: no reboot helps.
+            MountpointState::Synthetic | MountpointState::Missing if mountpoint.link.is_some() => {
+                let target = mountpoint.link.as_deref().unwrap_or(Path::new("?"));
+                (
+                    Status::Warn,
+                    format!("{path} links to {}, which does not exist", target.display()),
+                    Some(hints::MKDIR_LINK_TARGET),
+                )
+            }
             MountpointState::Synthetic => (
                 Status::Warn,
                 format!(
@@ -1041,6 +1051,21 @@ mod tests {
             check(&Report::build(&facts, Backend::Auto), "mountpoint").status,
             Status::Ok
         );
+    }
+
+    #[test]
+    fn a_mount_point_linked_to_a_missing_directory_asks_for_it_not_for_a_reboot() {
+        let mut facts = mac_with_macfuse("26.1", "5.0.7", false);
+        facts.mountpoint.state = MountpointState::Synthetic;
+        facts.mountpoint.link = Some(PathBuf::from("Users/alice/.spfs"));
+        let report = Report::build(&facts, Backend::Auto);
+        let row = check(&report, "mountpoint");
+        assert_eq!(row.status, Status::Warn);
+        assert_eq!(
+            row.message,
+            "/spfs links to Users/alice/.spfs, which does not exist"
+        );
+        assert_eq!(row.hint.as_deref(), Some(hints::MKDIR_LINK_TARGET));
     }
 
     /// A Mac with only FUSE-T, whose volumes directory is as given, checked for `user`.

@@ -302,3 +302,34 @@ fn the_selection_carries_the_server_the_probe_found() {
     let selection = spfs_probe::select(&facts, Backend::Auto);
     assert_eq!(selection.nfs_server, facts.fuse_t.unwrap().server);
 }
+
+/// A `synthetic.conf` link to a directory never made leaves `/spfs` dangling: the fix is to
+/// make the directory, not to reboot.
+#[test]
+fn a_dangling_mount_point_link_is_reported_with_its_target() {
+    let sysroot = tempfile::tempdir().unwrap();
+    let host = hosts_dir().join("macos26-spfs-linked-to-home/root");
+    for dir in ["System/Library/CoreServices", "etc"] {
+        std::fs::create_dir_all(sysroot.path().join(dir)).unwrap();
+    }
+    for file in [
+        "System/Library/CoreServices/SystemVersion.plist",
+        "etc/synthetic.conf",
+    ] {
+        std::fs::copy(host.join(file), sysroot.path().join(file)).unwrap();
+    }
+    std::os::unix::fs::symlink("Users/alice/.spfs", sysroot.path().join("spfs")).unwrap();
+    let facts = Facts::collect(&ProbeConfig {
+        sysroot: Some(sysroot.path().to_owned()),
+        ..config("macos26-spfs-linked-to-home")
+    });
+    assert_eq!(
+        facts.mountpoint.link,
+        Some(PathBuf::from("Users/alice/.spfs"))
+    );
+    let report = Report::build(&facts, Backend::Kext).to_text();
+    assert!(
+        report.contains("/spfs links to Users/alice/.spfs, which does not exist"),
+        "{report}"
+    );
+}
