@@ -9,6 +9,12 @@
 //! ([`Scope::Below`]). The adapter decides which scope an answer has, in one function; this
 //! module says what each scope costs.
 //!
+//! Who reaches the mount is the one input from the service besides these three: a mount that
+//! serves users other than the service's own (the system service, any service run as root)
+//! lets them in on macFUSE with `allow_other` and `default_permissions`; a per-user service's
+//! mount does not, so macFUSE never refuses it ([`KernelPolicy::serving_other_users`] has the
+//! rule and the kext's reasons).
+//!
 //! Flags that exist only in the Linux ABI of `fuse-backend-rs` (`CACHE_DIR`,
 //! `ZERO_MESSAGE_OPEN`, ...) are named only in `platform/linux.rs`.
 //!
