@@ -168,6 +168,8 @@ fn mount_test(backend: Backend, nfs_server: Option<PathBuf>) -> Result<(), Mount
         threads: 1,
         io_uring: false,
         nfs_server,
+        // As a service run by this user mounts (`spfs_service::serves_other_users`).
+        other_users: nix::unistd::geteuid().is_root(),
     };
     let session = Session::mount(vfs, &config)?;
     let listed = std::fs::read_dir(scratch.path()).map(Iterator::count);

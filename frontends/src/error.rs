@@ -26,6 +26,10 @@ pub enum MountFailure {
     /// macOS: `mount_macfuse` ran and did not mount (most often: the kext is not approved or
     /// not loaded).
     HelperRefused,
+    /// macOS: macFUSE refused `allow_other` (serving users other than the service's own) to
+    /// a service that is neither root nor in the admin group: `mount_macfuse` reported
+    /// mount(2)'s `EPERM` for a mount point the service owns (osxfuse/kext `fuse_vfsops.c`).
+    AllowOtherDenied,
     /// macOS: FUSE-T's NFS server `go-nfsv4` is not installed.
     ServerMissing,
     /// macOS: `go-nfsv4` exited while mounting.

@@ -9,6 +9,12 @@
 //! ([`Scope::Below`]). The adapter decides which scope an answer has, in one function; this
 //! module says what each scope costs.
 //!
+//! Who reaches the mount is the one input from the service besides these three: a mount that
+//! serves users other than the service's own (the system service, any service run as root)
+//! lets them in on macFUSE with `allow_other` and `default_permissions`; a per-user service's
+//! mount does not, so macFUSE never refuses it ([`KernelPolicy::serving_other_users`] has the
+//! rule and the kext's reasons).
+//!
 //! Flags that exist only in the Linux ABI of `fuse-backend-rs` (`CACHE_DIR`,
 //! `ZERO_MESSAGE_OPEN`, ...) are named only in `platform/linux.rs`.
 //!
@@ -104,6 +110,16 @@ pub enum MountOption {
     /// Keep the volume out of Finder's sidebar and browsing (`MNT_DONTBROWSE`): macFUSE's
     /// `nobrowse`, FUSE-T's `--dontbrowse=true`.
     NoBrowse,
+    /// macFUSE: let users other than the mounter in (`allow_other`). Without it the kext
+    /// answers every request of another uid, or of the mounter's uid under another primary
+    /// gid, with `EPERM` (osxfuse/kext `fuse_internal.h`, `fuse_blanket_deny` and
+    /// `fuse_match_cred`). A mounter that is not root needs the admin group for it
+    /// (`fuse_vfsops.c`, `fuse_vfsop_mount`), or mount(2) fails with `EPERM`.
+    AllowOther,
+    /// macFUSE: the kernel checks permissions against the attributes we answer
+    /// (`default_permissions`: the kext clears the mount's opaque authorisation,
+    /// `fuse_vfsops.c`), instead of asking us with ACCESS requests.
+    DefaultPermissions,
 }
 
 /// FUSE-T's read and write size: 256 KiB is much faster than its 32 KiB default.
@@ -127,6 +143,8 @@ pub struct KernelPolicy {
     /// Linux `fuse-backend-rs` adds `default_permissions`, `allow_other`, `nosuid`, `nodev`
     /// and `noatime` itself.
     pub mount_options: Vec<MountOption>,
+    /// Whether the helper is macFUSE's, the one that takes `allow_other`.
+    macfuse: bool,
 }
 
 impl KernelPolicy {
@@ -201,7 +219,46 @@ impl KernelPolicy {
             },
             no_open: linux,
             mount_options,
+            macfuse: !linux && !fuse_t,
         }
+    }
+
+    /// This policy for a mount that users other than the service's own reach (`true`), or
+    /// the service's user alone (`false`, what [`KernelPolicy::new`] gives).
+    ///
+    /// Who that is, is the service's rule: the system service (root, on the system socket)
+    /// and any service run as root serve every user, so their mounts take `other_users`; a
+    /// per-user service serves its own user only, and its mounts do not. That keeps a
+    /// per-user service of a user outside the admin group mounting, since macFUSE refuses
+    /// `allow_other` to a non-root mounter outside it (mount(2) `EPERM`, osxfuse/kext
+    /// `fuse_vfsops.c`); root is never refused.
+    ///
+    /// What it changes per helper:
+    /// - macFUSE: `allow_other`, or the kext denies every uid but the mounter's, and the
+    ///   mounter's uid under another primary gid too (`fuse_internal.h`, `fuse_blanket_deny`,
+    ///   `fuse_match_cred`), so root and other users would see nothing, not even the empty
+    ///   view. With it `default_permissions`: the kext then leaves permission checks to the
+    ///   kernel, against the attributes we answer (`fuse_vfsops.c` clears the mount's opaque
+    ///   authorisation). That is right for views: they are read-only and their permission
+    ///   bits are the layers'. Without it the kext asks us with ACCESS, which checks no bits
+    ///   (`Vfs::access`), and every user would read every file. `defer_permissions`, the
+    ///   kext's third way (allow at the check, let each operation's reply decide;
+    ///   `fuse_internal.c`), would be the same hole.
+    /// - FUSE-T: nothing. libfuse-t parses `allow_other` and `default_permissions` into
+    ///   kernel options it never hands to `go-nfsv4` (macos-fuse-t/libfuse
+    ///   `lib/mount_darwin.c`), and `go-nfsv4` takes no such flag: the NFS mount is visible
+    ///   to every user, and what each may do is what the NFS server answers for the RPC's
+    ///   credentials (closed source: an open question for the macOS workflow).
+    /// - Linux: nothing. `fuse-backend-rs` mounts with `allow_other` and
+    ///   `default_permissions` always.
+    pub fn serving_other_users(mut self, other_users: bool) -> KernelPolicy {
+        self.mount_options
+            .retain(|o| !matches!(o, MountOption::AllowOther | MountOption::DefaultPermissions));
+        if other_users && self.macfuse {
+            self.mount_options
+                .extend([MountOption::AllowOther, MountOption::DefaultPermissions]);
+        }
+        self
     }
 
     /// What the kernel may keep of answers in `scope`.
@@ -335,6 +392,63 @@ mod tests {
             assert!(!has(Platform::Linux, Transport::Device, routing));
             for platform in [Platform::Linux, Platform::MacOs] {
                 assert!(!has(platform, Transport::Nfs, routing));
+            }
+        }
+    }
+
+    /// Defect 6 of issue 14: without `allow_other` the kext denies root and every other user
+    /// (and the mounter under another primary gid) everything, so the system service's mount
+    /// must ask for it, with the kernel checking the layers' permission bits.
+    #[test]
+    fn a_macfuse_mount_serving_other_users_lets_them_in_and_checks_their_permissions() {
+        use MountOption::{AllowOther, DefaultPermissions};
+        for routing in ROUTINGS {
+            let system = KernelPolicy::new(Platform::MacOs, Transport::Device, routing)
+                .serving_other_users(true);
+            assert!(system.mount_options.contains(&AllowOther), "{system:?}");
+            assert!(
+                system.mount_options.contains(&DefaultPermissions),
+                "{system:?}"
+            );
+            // Asked twice, still once each.
+            let twice = system.clone().serving_other_users(true);
+            assert_eq!(twice.mount_options, system.mount_options);
+        }
+    }
+
+    /// A per-user service serves its own user: no `allow_other`, so a user outside the admin
+    /// group can still mount.
+    #[test]
+    fn a_mount_for_its_own_user_asks_for_no_allow_other() {
+        use MountOption::{AllowOther, DefaultPermissions};
+        for routing in ROUTINGS {
+            let per_user = KernelPolicy::new(Platform::MacOs, Transport::Device, routing);
+            assert_eq!(
+                per_user.clone().serving_other_users(false),
+                per_user,
+                "serving its own user is the default"
+            );
+            let undone = per_user
+                .clone()
+                .serving_other_users(true)
+                .serving_other_users(false);
+            assert_eq!(undone, per_user);
+            assert!(!per_user.mount_options.contains(&AllowOther));
+            assert!(!per_user.mount_options.contains(&DefaultPermissions));
+        }
+    }
+
+    /// FUSE-T's server and Linux's `fuse-backend-rs` take no such option from us.
+    #[test]
+    fn only_macfuse_is_told_about_other_users() {
+        for routing in ROUTINGS {
+            for (platform, transport) in [
+                (Platform::Linux, Transport::Device),
+                (Platform::Linux, Transport::Nfs),
+                (Platform::MacOs, Transport::Nfs),
+            ] {
+                let policy = KernelPolicy::new(platform, transport, routing);
+                assert_eq!(policy.clone().serving_other_users(true), policy);
             }
         }
     }

@@ -101,6 +101,7 @@ fn mount_shared(router: &Arc<Router>, mount: &Path, io_uring: bool) -> Session {
             threads: 2,
             io_uring,
             nfs_server: None,
+            other_users: false,
         },
     )
     .unwrap()

@@ -41,6 +41,7 @@ fn config(mountpoint: PathBuf, transport: Transport) -> SessionConfig {
         threads: 2,
         io_uring: true,
         nfs_server: None,
+        other_users: false,
     }
 }
 

@@ -25,6 +25,14 @@ pub const APPROVE_KEXT: &str = "approve the macFUSE kext: click Allow in System 
      Privacy & Security and reboot (on Apple Silicon, first choose Reduced Security in \
      Recovery's Startup Security Utility)";
 
+/// macFUSE refused `allow_other` (serving other users) to a service that is neither root nor
+/// in the admin group.
+pub const ALLOW_OTHER_NEEDS_ADMIN: &str = "macFUSE lets only root or the admin group serve \
+     other users (`allow_other`): run the service as root (the system service: `sudo brew \
+     services start spfs-fuse`), or add this user to the admin group (`sudo dseditgroup -o \
+     edit -a \"$USER\" -t user admin`), or serve only this user (a per-user service on its own \
+     socket: `brew services start spfs-fuse`)";
+
 /// FUSE-T is missing.
 pub const INSTALL_FUSE_T: &str = "install FUSE-T: `brew install --cask macos-fuse-t/cask/fuse-t`";
 

@@ -6,9 +6,9 @@
 use spfs_frontends::MountFailure;
 use spfs_probe::Backend;
 use spfs_probe::hints::{
-    ADD_TO_SYNTHETIC_CONF, APPROVE_KEXT, FUSE_T_NEEDS_MACOS, INSTALL_FUSE3, LINUX_DEVICE_MISSING,
-    LINUX_DEVICE_PERMISSIONS, MKDIR_MOUNTPOINT, REINSTALL_MACFUSE, REPAIR_FUSE_T,
-    STALE_MOUNT_LINUX, STALE_MOUNT_MACOS, VOLUMES_DIR_MISSING,
+    ADD_TO_SYNTHETIC_CONF, ALLOW_OTHER_NEEDS_ADMIN, APPROVE_KEXT, FUSE_T_NEEDS_MACOS,
+    INSTALL_FUSE3, LINUX_DEVICE_MISSING, LINUX_DEVICE_PERMISSIONS, MKDIR_MOUNTPOINT,
+    REINSTALL_MACFUSE, REPAIR_FUSE_T, STALE_MOUNT_LINUX, STALE_MOUNT_MACOS, VOLUMES_DIR_MISSING,
 };
 
 /// Whether this build serves macOS, whose mount points and dead mounts need other commands.
@@ -40,6 +40,8 @@ pub fn mount_hint(backend: Backend, failure: MountFailure) -> Option<&'static st
         // An installed mount_macfuse that does not mount is, above all, a kext that is not
         // approved or not loaded; `doctor --mount-test` is how a person confirms it.
         F::HelperRefused => kext.then_some(APPROVE_KEXT),
+        // Told apart from other refusals by mount(2)'s errno, not the helper's words.
+        F::AllowOtherDenied => kext.then_some(ALLOW_OTHER_NEEDS_ADMIN),
         F::HelperMissing => kext.then_some(REINSTALL_MACFUSE),
         F::DeviceMissing => kext.then_some(LINUX_DEVICE_MISSING),
         F::DeviceDenied => kext.then_some(LINUX_DEVICE_PERMISSIONS),
@@ -59,6 +61,16 @@ mod tests {
     fn known_mount_failures_map_to_their_hint() {
         let cases = [
             (Backend::Kext, MountFailure::HelperRefused, APPROVE_KEXT),
+            (
+                Backend::Kext,
+                MountFailure::AllowOtherDenied,
+                ALLOW_OTHER_NEEDS_ADMIN,
+            ),
+            (
+                Backend::Auto,
+                MountFailure::AllowOtherDenied,
+                ALLOW_OTHER_NEEDS_ADMIN,
+            ),
             (
                 Backend::Kext,
                 MountFailure::HelperMissing,
@@ -135,5 +147,9 @@ mod tests {
             None
         );
         assert_eq!(mount_hint(Backend::Kext, MountFailure::ServerMissing), None);
+        assert_eq!(
+            mount_hint(Backend::FuseT, MountFailure::AllowOtherDenied),
+            None
+        );
     }
 }

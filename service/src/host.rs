@@ -110,6 +110,10 @@ pub struct SessionMounter {
     pub io_uring: bool,
     /// FUSE-T's NFS server, as the probe found it (the `fuse-t` backend only).
     pub nfs_server: Option<PathBuf>,
+    /// Whether users other than the service's own reach the mounts ([`serves_other_users`]).
+    ///
+    /// [`serves_other_users`]: crate::serves_other_users
+    pub other_users: bool,
 }
 
 impl Mounter for SessionMounter {
@@ -122,6 +126,7 @@ impl Mounter for SessionMounter {
             threads: self.threads,
             io_uring: self.io_uring,
             nfs_server: self.nfs_server.clone(),
+            other_users: self.other_users,
         };
         Ok(Box::new(Session::mount(vfs, &config)?))
     }

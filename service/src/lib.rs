@@ -238,6 +238,16 @@ fn attempts(
     Ok(attempts)
 }
 
+/// Whether a service on `endpoint` serves users other than its own (`as_root`: it runs as
+/// root), which its mounts must then let in (macFUSE's `allow_other`, see
+/// `KernelPolicy::serving_other_users`). The system service and any service run as root serve
+/// every user; a per-user service (its own socket, or TCP, where every caller counts as its
+/// user) serves its own user only, so it asks for nothing a user outside the admin group is
+/// refused.
+pub fn serves_other_users(endpoint: &Endpoint, as_root: bool) -> bool {
+    as_root || matches!(endpoint, Endpoint::System(_))
+}
+
 /// The transport a backend delivers requests over: the one place a probe fact meets a session.
 pub fn transport(backend: Backend) -> Transport {
     match backend {
@@ -269,6 +279,7 @@ async fn start_host(
             threads: config.threads,
             io_uring: config.io_uring,
             nfs_server: selection.nfs_server.clone(),
+            other_users: serves_other_users(&config.endpoint, nix::unistd::geteuid().is_root()),
         };
         let place = match attempt.layout {
             Layout::Shared | Layout::Single => config.mountpoint.clone(),
@@ -607,6 +618,20 @@ mod tests {
         let err = attempts(&only_fuse_t, Some(Layout::Shared)).unwrap_err();
         assert!(matches!(err, ServiceError::NoSharedBackend { .. }), "{err}");
         assert!(err.to_string().contains("drop --layout shared"), "{err}");
+    }
+
+    /// Issue 14, defect 6: the system service's mounts let every user in; a per-user
+    /// service's mounts its own user alone.
+    #[test]
+    fn the_system_service_and_root_serve_other_users_and_a_per_user_service_does_not() {
+        let system = Endpoint::System("/var/run/spfs-fuse/spfs-fuse.sock".into());
+        let own = Endpoint::Unix("/tmp/spfs-fuse-501/spfs-fuse.sock".into());
+        let tcp = Endpoint::InsecureTcp(([127, 0, 0, 1], 7000).into());
+        assert!(serves_other_users(&system, true));
+        assert!(serves_other_users(&system, false));
+        assert!(serves_other_users(&own, true));
+        assert!(!serves_other_users(&own, false));
+        assert!(!serves_other_users(&tcp, false));
     }
 
     #[test]

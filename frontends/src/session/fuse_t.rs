@@ -108,11 +108,13 @@ fn mount_with(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<FuseT, MountError
             MountFailure::Other,
             "cannot set a socket timeout",
         ))?;
+    // Other users change nothing for FUSE-T (see `KernelPolicy::serving_other_users`).
     let policy = KernelPolicy::new(
         Platform::MacOs,
         Transport::Nfs,
         RoutingKind::of(vfs.routing()),
-    );
+    )
+    .serving_other_users(config.other_users);
     let daemon = std::env::current_exe().ok();
     // Its stderr goes to the service's log; stdout is of no use.
     let child = protocol::spawn_helper(

@@ -31,7 +31,7 @@ use super::{Mounted, SessionConfig, Transport};
 use crate::adapter::Adapter;
 use crate::error::{MountError, MountFailure};
 use crate::platform;
-use crate::policy::{KernelPolicy, Platform, RoutingKind};
+use crate::policy::{KernelPolicy, MountOption, Platform, RoutingKind};
 
 /// How long mounting may take: the first mount after boot loads the kernel extension.
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -94,11 +94,8 @@ fn mount_with(
             MountFailure::Other,
             "cannot set a socket timeout".into(),
         ))?;
-    let policy = KernelPolicy::new(
-        Platform::MacOs,
-        Transport::Device,
-        RoutingKind::of(vfs.routing()),
-    );
+    let policy = policy(config, RoutingKind::of(vfs.routing()));
+    let allow_other = policy.mount_options.contains(&MountOption::AllowOther);
     let daemon = std::env::current_exe().ok();
     let mut child = protocol::spawn_helper(
         program,
@@ -159,30 +156,61 @@ fn mount_with(
         workers,
     };
 
-    // The status, or (if this helper sends none) its exit code, says whether it mounted.
+    // The status, or (if this helper sends none) its exit code, says whether it mounted. A
+    // status is mount(2)'s errno, which alone tells an `allow_other` refusal apart.
     let mounted = match protocol::read_status(&ours) {
         Ok(Some(0)) => Ok(()),
-        Ok(Some(status)) => Err(helper_failure(
-            &mut child,
-            &format!("mount_macfuse reported status {status}"),
-        )),
+        Ok(Some(status)) => {
+            let kind = protocol::macfuse_refusal(
+                status,
+                allow_other,
+                nix::unistd::getuid().as_raw(),
+                owner_of(&session.mountpoint),
+            );
+            let message = helper_failure(
+                &mut child,
+                &format!("mount_macfuse reported status {status}"),
+            );
+            Err(match status {
+                1.. => MountError::session_io(
+                    mountpoint,
+                    kind,
+                    message,
+                    std::io::Error::from_raw_os_error(status),
+                ),
+                _ => MountError::session(mountpoint, kind, message),
+            })
+        }
         Ok(None) => match protocol::wait_for_exit(&mut child, MOUNT_TIMEOUT) {
             Ok(Some(status)) if status.success() => Ok(()),
-            _ => Err(helper_failure(&mut child, "mount_macfuse failed")),
+            _ => Err(refused(helper_failure(&mut child, "mount_macfuse failed"))),
         },
-        Err(err) => Err(helper_failure(
+        Err(err) => Err(refused(helper_failure(
             &mut child,
             &format!("no mount status from mount_macfuse: {err}"),
-        )),
+        ))),
     };
-    let mounted = mounted
-        .and_then(|()| protocol::wait_until_mounted(&session.mountpoint, MOUNT_TIMEOUT, || Ok(())));
+    let mounted = mounted.and_then(|()| {
+        protocol::wait_until_mounted(&session.mountpoint, MOUNT_TIMEOUT, || Ok(())).map_err(refused)
+    });
     reap(child);
-    if let Err(message) = mounted {
+    if let Err(err) = mounted {
         let _ = Box::new(session).unmount();
-        return Err(refused(message));
+        return Err(err);
     }
     Ok(session)
+}
+
+/// The policy of a macFUSE mount of `routing` configured by `config`.
+fn policy(config: &SessionConfig, routing: RoutingKind) -> KernelPolicy {
+    KernelPolicy::new(Platform::MacOs, Transport::Device, routing)
+        .serving_other_users(config.other_users)
+}
+
+/// The owner of `path`; `u32::MAX` (nobody) when it cannot be read.
+fn owner_of(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map_or(u32::MAX, |m| m.uid())
 }
 
 /// What a failed helper said: `context`, then its stderr.
@@ -267,13 +295,15 @@ mod tests {
     use super::super::Transport;
     use super::super::message::{AbiBytes, OutHeader};
     use super::super::testing::{
-        can_mount_tmpfs, init_body, mount_tmpfs, request, seqpacket_pair, session_config, stand_in,
-        tool_vfs, within_5s,
+        STAND_IN_ARGS, can_mount_tmpfs, init_body, mount_tmpfs, request, seqpacket_pair,
+        session_config, stand_in, tool_vfs, within_5s,
     };
     use super::*;
 
-    /// How the stand-in behaves: `mounts`, `refuses` as an unapproved kext does, or `dies`
-    /// (the device closes under the mounted volume, as a kernel that drops the connection).
+    /// How the stand-in behaves: `mounts`, `refuses` as an unapproved kext does, `non-admin`
+    /// (mounts, but answers `allow_other` with mount(2)'s `EPERM` as the kext does for a user
+    /// outside the admin group), or `dies` (the device closes under the mounted volume, as a
+    /// kernel that drops the connection).
     const MODE: &str = "SPFS_FAKE_MOUNT_MACFUSE";
     const MOUNTPOINT: &str = "SPFS_FAKE_MOUNT_MACFUSE_MOUNTPOINT";
 
@@ -314,6 +344,16 @@ mod tests {
         )
         .unwrap();
         drop(device);
+        let args = std::env::var(STAND_IN_ARGS).unwrap();
+        if mode == "non-admin" && args.contains("allow_other") {
+            // mount(2) fails before the kext sends INIT; the status is its errno.
+            (&comm).write_all(&libc::EPERM.to_ne_bytes()).unwrap();
+            eprintln!(
+                "mount_macfuse: failed to mount {}@/dev/macfuse0: Operation not permitted",
+                mountpoint.display()
+            );
+            std::process::exit(71);
+        }
         assert_eq!(
             exchange(&mut kernel, &request(Opcode::Init, 1, 0, &init_body())),
             (0, 1)
@@ -351,7 +391,15 @@ mod tests {
     }
 
     fn mount_through(dir: &Path, mode: &str) -> Result<MacFuse, MountError> {
-        let config = session_config(dir.join("spfs"), Transport::Device);
+        mount_for(dir, mode, false)
+    }
+
+    /// [`mount_through`] by a service that serves other users (`other_users`) or not.
+    fn mount_for(dir: &Path, mode: &str, other_users: bool) -> Result<MacFuse, MountError> {
+        let config = SessionConfig {
+            other_users,
+            ..session_config(dir.join("spfs"), Transport::Device)
+        };
         mount_with(&fake_helper(dir, mode), tool_vfs(dir), &config)
     }
 
@@ -443,5 +491,55 @@ mod tests {
             "{message}"
         );
         assert!(!platform::in_mount_table(&tmp.path().join("spfs")));
+    }
+
+    /// Regression (issue 14, defect 6): the service's choice reaches `mount_macfuse`. A
+    /// service for its own user asks for no `allow_other` and mounts where a user outside the
+    /// admin group is refused it; one serving other users asks for it, and the refusal is
+    /// told by its errno: [`MountFailure::AllowOtherDenied`] for a non-root service (root is
+    /// never refused, so there it stays [`MountFailure::HelperRefused`]).
+    #[test]
+    fn allow_other_is_asked_for_only_when_serving_other_users_and_its_refusal_is_told() {
+        if !can_mount_tmpfs() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let session = mount_for(tmp.path(), "non-admin", false).unwrap();
+        let mountpoint = session.mountpoint.clone();
+        Box::new(session).unmount().unwrap();
+        assert!(!platform::in_mount_table(&mountpoint));
+
+        let err = mount_for(tmp.path(), "non-admin", true)
+            .err()
+            .expect("allow_other must be refused");
+        let errno = std::error::Error::source(&err)
+            .and_then(|e| e.downcast_ref::<std::io::Error>())
+            .and_then(std::io::Error::raw_os_error);
+        assert_eq!(errno, Some(libc::EPERM), "{err}");
+        let expected = if nix::unistd::getuid().is_root() {
+            MountFailure::HelperRefused
+        } else {
+            MountFailure::AllowOtherDenied
+        };
+        assert_eq!(err.kind(), expected, "{err}");
+        assert!(err.to_string().contains("Operation not permitted"), "{err}");
+        assert!(!platform::in_mount_table(&mountpoint));
+    }
+
+    #[test]
+    fn the_service_choice_of_other_users_is_the_policy_of_its_macfuse_mounts() {
+        let tmp = tempfile::tempdir().unwrap();
+        for other_users in [false, true] {
+            let config = SessionConfig {
+                other_users,
+                ..session_config(tmp.path().join("spfs"), Transport::Device)
+            };
+            let options = policy(&config, RoutingKind::Shared).mount_options;
+            assert_eq!(
+                options.contains(&MountOption::AllowOther),
+                other_users,
+                "{options:?}"
+            );
+        }
     }
 }

@@ -93,6 +93,11 @@ pub struct SessionConfig {
     /// (`spfs_probe::FuseTFacts::server`; the service hands it on). `None`: not installed, and
     /// an NFS mount fails before anything is created. Ignored by the device transport.
     pub nfs_server: Option<PathBuf>,
+    /// Whether users other than the service's own reach the mount: the service's rule, see
+    /// [`KernelPolicy::serving_other_users`] (macFUSE's `allow_other`).
+    ///
+    /// [`KernelPolicy::serving_other_users`]: crate::policy::KernelPolicy::serving_other_users
+    pub other_users: bool,
 }
 
 /// Makes the mount point ready (see [`mountpoint::prepare`]) and returns its canonical path,

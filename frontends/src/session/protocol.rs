@@ -15,6 +15,7 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::error::MountFailure;
 use crate::policy::MountOption;
 
 /// macFUSE's mount helper: it opens `/dev/macfuseN`, mounts, and hands the device back.
@@ -60,6 +61,8 @@ pub(crate) fn macfuse_options(fsname: &str, volname: &str, options: &[MountOptio
         MountOption::NoAppleXattr => Some("noapplexattr".to_string()),
         MountOption::NoVnCache => Some("novncache".to_string()),
         MountOption::NoBrowse => Some("nobrowse".to_string()),
+        MountOption::AllowOther => Some("allow_other".to_string()),
+        MountOption::DefaultPermissions => Some("default_permissions".to_string()),
         // FUSE-T's alone.
         MountOption::NoNamedAttr | MountOption::RwSize(_) => None,
     };
@@ -105,8 +108,13 @@ pub(crate) fn fuse_t_args(
         MountOption::NoNamedAttr => Some("--namedattr=false".into()),
         MountOption::RwSize(size) => Some(format!("--rwsize={size}").into()),
         MountOption::NoBrowse => Some("--dontbrowse=true".into()),
-        // macFUSE's alone.
-        MountOption::NoAppleDouble | MountOption::NoAppleXattr | MountOption::NoVnCache => None,
+        // macFUSE's alone. libfuse-t parses `allow_other` and `default_permissions` but hands
+        // neither to its server (`lib/mount_darwin.c`).
+        MountOption::NoAppleDouble
+        | MountOption::NoAppleXattr
+        | MountOption::NoVnCache
+        | MountOption::AllowOther
+        | MountOption::DefaultPermissions => None,
     }));
     args.push(mountpoint.as_os_str().to_owned());
     args
@@ -176,6 +184,30 @@ pub(crate) fn receive_fd(socket: &UnixStream) -> io::Result<Option<OwnedFd>> {
                 "the mount helper sent a message without a file descriptor",
             )),
         };
+    }
+}
+
+/// What a failed mount status from `mount_macfuse` says went wrong, where the status alone (with
+/// what the session knows) tells it, never the helper's words. The status is mount(2)'s errno
+/// (macFUSE's libfuse, `lib/helper.c`: "> 0 => error code returned by mount(2)").
+///
+/// `EPERM` comes from two places for our options: XNU refuses a non-root mounter a mount point
+/// it does not own (`vfs_syscalls.c`, `prepare_coveredvp`), and the kext refuses `allow_other`
+/// to a non-root mounter outside the admin group (osxfuse/kext `fuse_vfsops.c`; `allow_root`
+/// and `fsid=`, its other `EPERM`s, we never ask for). Root passes both. So `EPERM` is the
+/// admin-group refusal exactly when we asked for `allow_other`, the mounter (`mounter_uid`) is
+/// not root, and it owns the mount point (`mountpoint_uid`). Anything else stays
+/// [`MountFailure::HelperRefused`], most often an unapproved kext.
+pub(crate) fn macfuse_refusal(
+    status: i32,
+    allow_other: bool,
+    mounter_uid: u32,
+    mountpoint_uid: u32,
+) -> MountFailure {
+    if status == libc::EPERM && allow_other && mounter_uid != 0 && mountpoint_uid == mounter_uid {
+        MountFailure::AllowOtherDenied
+    } else {
+        MountFailure::HelperRefused
     }
 }
 
@@ -345,6 +377,75 @@ mod tests {
             ]
             .map(OsString::from)
         );
+    }
+
+    /// Regression (issue 14, defect 6): the system service's mount lets other users in, and
+    /// the kernel checks the layers' permission bits for them; a per-user one asks for
+    /// neither (see `macfuse_gets_read_only_names_and_no_apple_metadata_quietly`).
+    #[test]
+    fn a_macfuse_mount_for_other_users_asks_for_allow_other_and_default_permissions() {
+        let options = KernelPolicy::new(Platform::MacOs, Transport::Device, RoutingKind::Shared)
+            .serving_other_users(true)
+            .mount_options;
+        assert_eq!(
+            macfuse_args("spfs", "spfs", &options, Path::new("/spfs")),
+            [
+                "-o",
+                "ro,fsname=spfs,volname=spfs,noappledouble,noapplexattr,nobrowse,novncache,\
+                 allow_other,default_permissions",
+                "-q",
+                "/spfs"
+            ]
+            .map(OsString::from)
+        );
+        // FUSE-T's server takes neither.
+        let options = KernelPolicy::new(Platform::MacOs, Transport::Nfs, RoutingKind::Fixed)
+            .mount_options
+            .into_iter()
+            .chain([MountOption::AllowOther, MountOption::DefaultPermissions])
+            .collect::<Vec<_>>();
+        let args = fuse_t_args("spfs-42", &options, Path::new("/Volumes/spfs-42"));
+        assert!(
+            !args
+                .iter()
+                .any(|a| a.to_string_lossy().contains("allow_other")
+                    || a.to_string_lossy().contains("permissions")),
+            "{args:?}"
+        );
+    }
+
+    /// Issue 14, defect 6: `EPERM` is macFUSE's admin-group refusal of `allow_other` only
+    /// where nothing else can have caused it.
+    #[test]
+    fn eperm_is_the_admin_group_refusal_only_where_nothing_else_explains_it() {
+        const USER: u32 = 501;
+        let eperm = libc::EPERM;
+        assert_eq!(
+            macfuse_refusal(eperm, true, USER, USER),
+            MountFailure::AllowOtherDenied
+        );
+        // Not asked for: some other refusal.
+        assert_eq!(
+            macfuse_refusal(eperm, false, USER, USER),
+            MountFailure::HelperRefused
+        );
+        // Root is never refused `allow_other`, nor a mount point.
+        assert_eq!(
+            macfuse_refusal(eperm, true, 0, 0),
+            MountFailure::HelperRefused
+        );
+        // A mount point of another owner: XNU's refusal, before the kext is asked.
+        assert_eq!(
+            macfuse_refusal(eperm, true, USER, 0),
+            MountFailure::HelperRefused
+        );
+        // Other errnos, and the unknown status (-1) of a helper that sent none.
+        for status in [libc::EINVAL, libc::ENOENT, libc::EBUSY, -1] {
+            assert_eq!(
+                macfuse_refusal(status, true, USER, USER),
+                MountFailure::HelperRefused
+            );
+        }
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub(crate) fn session_config(mountpoint: PathBuf, transport: Transport) -> Sessi
         threads: 2,
         io_uring: true,
         nfs_server: None,
+        other_users: false,
     }
 }
 
@@ -129,9 +130,14 @@ pub(crate) fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
     unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
 }
 
+/// Where a stand-in helper finds the arguments it was started with.
+#[cfg(target_os = "linux")]
+pub(crate) const STAND_IN_ARGS: &str = "SPFS_FAKE_HELPER_ARGS";
+
 /// Writes `dir/name`, a script that runs the test `test` of this binary as a stand-in mount
 /// helper, with `mode_env=mode` and `mountpoint_env` set to the helper's last argument (the
-/// mount point). libtest would refuse the helper's own arguments, so only that is handed on.
+/// mount point). libtest would refuse the helper's own arguments, so they are handed on in
+/// [`STAND_IN_ARGS`], joined by spaces.
 #[cfg(target_os = "linux")]
 pub(crate) fn stand_in(
     dir: &Path,
@@ -145,8 +151,9 @@ pub(crate) fn stand_in(
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\nfor last; do :; done\n{mode_env}={mode} {mountpoint_env}=\"$last\" exec '{}' \
-             --exact {test} --nocapture --test-threads=1 >/dev/null\n",
+            "#!/bin/sh\nfor last; do :; done\n{mode_env}={mode} {mountpoint_env}=\"$last\" \
+             {STAND_IN_ARGS}=\"$*\" exec '{}' --exact {test} --nocapture --test-threads=1 \
+             >/dev/null\n",
             exe.display()
         ),
     )
