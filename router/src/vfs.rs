@@ -267,7 +267,9 @@ impl Vfs {
     }
 
     /// Checks access to `node`: any write access is refused with `EROFS`; permission bits are
-    /// left to the kernel (the mount uses `default_permissions`).
+    /// not checked here. Every mount that other users reach has `default_permissions`, so the
+    /// kernel checks them; a macFUSE mount without it (a per-user service's) lets only its own
+    /// user in (the kext's blanket deny), who may read whatever the layers let it read.
     pub fn access(&self, caller: Pid, node: NodeId, mask: u32) -> Result<(), FsError> {
         self.locate(caller, node)?;
         if mask & libc::W_OK as u32 != 0 {
