@@ -2,8 +2,9 @@
 //! and the root lookups of processes outside every runtime by executable name. A Mac's kernel
 //! cannot be run here; these numbers are how its users measure it.
 //!
-//! The request path pays two relaxed atomic adds per request (a fixed array indexed by request
-//! kind, no lock). Outsider lookups pay more, a process name read and a short lock, but only
+//! The request path pays one relaxed atomic add per request (a fixed array indexed by request
+//! kind, no lock); one request in [`TIMED_ONE_IN`] of each kind is also timed, which costs two
+//! clock reads and two more adds, so the mean service time is a sample's. Outsider lookups pay more, a process name read and a short lock, but only
 //! they do: a request of a runtime's process never touches [`OutsiderLookups`].
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,6 +17,10 @@ use crate::process::Pid;
 /// How many request kinds [`RequestCounters`] tells apart: a frontend numbers its kinds below
 /// this (FUSE opcodes all are; macFUSE's own end at 63).
 pub const REQUEST_KINDS: usize = 64;
+
+/// One request in this many of each kind (the first included) is timed: clock reads cost
+/// more than the counting itself.
+pub const TIMED_ONE_IN: u64 = 16;
 
 /// How many executable names [`OutsiderLookups`] keeps apart; the rest count under
 /// [`OTHER_NAMES`]. Bounded so a host spawning many distinct programs cannot grow it.
@@ -34,25 +39,28 @@ const NAME_TTL: Duration = Duration::from_secs(1);
 /// A name cache that grows past this is cleared rather than trimmed.
 const NAME_CACHE_CAPACITY: usize = 1024;
 
-/// The requests of one kind: how many, and their service time summed.
+/// The requests of one kind: how many, and the service time of those timed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RequestTotals {
     /// Requests served.
     pub count: u64,
-    /// Their service times, summed, in nanoseconds.
+    /// Requests timed: one in [`TIMED_ONE_IN`], the first included.
+    pub timed: u64,
+    /// The service times of the timed requests, summed, in nanoseconds.
     pub nanos: u64,
 }
 
 impl RequestTotals {
-    /// The mean service time in nanoseconds (0 for no request).
+    /// The mean service time of the timed requests in nanoseconds (0 for none).
     pub fn mean_nanos(&self) -> u64 {
-        self.nanos.checked_div(self.count).unwrap_or(0)
+        self.nanos.checked_div(self.timed).unwrap_or(0)
     }
 }
 
 #[derive(Debug, Default)]
 struct Slot {
     count: AtomicU64,
+    timed: AtomicU64,
     nanos: AtomicU64,
 }
 
@@ -72,17 +80,33 @@ impl Default for RequestCounters {
 }
 
 impl RequestCounters {
-    /// Counts one request of `kind` that took `elapsed`; a kind out of range is not counted.
-    pub fn record(&self, kind: usize, elapsed: Duration) {
+    /// Counts one request of `kind`; returns whether to time it and hand the time to
+    /// [`RequestCounters::time`]. A kind out of range is neither counted nor timed.
+    // Relaxed throughout: each total is read on its own, and a total a request behind another
+    // skews one mean by one request.
+    pub fn count(&self, kind: usize) -> bool {
+        self.slots.get(kind).is_some_and(|slot| {
+            slot.count
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(TIMED_ONE_IN)
+        })
+    }
+
+    /// Adds the service time of one request of `kind` that [`RequestCounters::count`] chose.
+    pub fn time(&self, kind: usize, elapsed: Duration) {
         if let Some(slot) = self.slots.get(kind) {
-            // Relaxed: each total is read on its own, and a count a request ahead of its
-            // nanoseconds skews one mean by one request.
-            slot.count.fetch_add(1, Ordering::Relaxed);
+            slot.timed.fetch_add(1, Ordering::Relaxed);
             slot.nanos.fetch_add(
                 u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
                 Ordering::Relaxed,
             );
         }
+    }
+
+    /// Counts and times one request of `kind` that took `elapsed`, as if chosen for timing.
+    pub fn record(&self, kind: usize, elapsed: Duration) {
+        self.count(kind);
+        self.time(kind, elapsed);
     }
 
     /// Every kind with a request served, by kind.
@@ -93,8 +117,12 @@ impl RequestCounters {
             .filter_map(|(kind, slot)| {
                 let count = slot.count.load(Ordering::Relaxed);
                 (count > 0).then(|| {
-                    let nanos = slot.nanos.load(Ordering::Relaxed);
-                    (kind, RequestTotals { count, nanos })
+                    let totals = RequestTotals {
+                        count,
+                        timed: slot.timed.load(Ordering::Relaxed),
+                        nanos: slot.nanos.load(Ordering::Relaxed),
+                    };
+                    (kind, totals)
                 })
             })
             .collect()
@@ -166,34 +194,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn requests_are_counted_and_timed_by_kind() {
+    fn requests_are_counted_by_kind_and_one_in_n_timed() {
         let counters = RequestCounters::default();
         counters.record(1, Duration::from_nanos(100));
         counters.record(1, Duration::from_nanos(300));
         counters.record(3, Duration::from_nanos(50));
         counters.record(REQUEST_KINDS, Duration::from_nanos(50));
+        let chosen: Vec<bool> = (0..2 * TIMED_ONE_IN).map(|_| counters.count(5)).collect();
+        assert_eq!(chosen.iter().filter(|&&timed| timed).count(), 2);
+        assert!(chosen[0], "the first request of a kind is timed");
         let totals = counters.totals();
-        assert_eq!(
-            totals,
-            [
-                (
-                    1,
-                    RequestTotals {
-                        count: 2,
-                        nanos: 400
-                    }
-                ),
-                (
-                    3,
-                    RequestTotals {
-                        count: 1,
-                        nanos: 50
-                    }
-                )
-            ]
-        );
-        assert_eq!(totals[0].1.mean_nanos(), 200);
-        assert_eq!(RequestTotals::default().mean_nanos(), 0);
+        let one = RequestTotals {
+            count: 2,
+            timed: 2,
+            nanos: 400,
+        };
+        let three = RequestTotals {
+            count: 1,
+            timed: 1,
+            nanos: 50,
+        };
+        let five = RequestTotals {
+            count: 2 * TIMED_ONE_IN,
+            timed: 0,
+            nanos: 0,
+        };
+        assert_eq!(totals, [(1, one), (3, three), (5, five)]);
+        assert_eq!(one.mean_nanos(), 200);
+        assert_eq!(five.mean_nanos(), 0, "nothing timed yet");
     }
 
     #[test]

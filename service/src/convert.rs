@@ -43,7 +43,7 @@ pub(crate) fn traffic(requests: &RequestCounters, router: &Router) -> Traffic {
                     .map_or_else(|| format!("OPCODE_{kind}"), |op| op.name().to_owned());
                 let stats = RequestStats {
                     count: totals.count,
-                    total_ns: totals.nanos,
+                    mean_ns: totals.mean_nanos(),
                 };
                 (name, stats)
             })
@@ -131,7 +131,7 @@ mod tests {
         let traffic = traffic(&requests, &router);
         assert_eq!(traffic.requests.len(), 2);
         assert_eq!(traffic.requests["LOOKUP"].count, 2);
-        assert_eq!(traffic.requests["LOOKUP"].mean_ns(), 200);
+        assert_eq!(traffic.requests["LOOKUP"].mean_ns, 200);
         assert_eq!(traffic.requests["OPCODE_60"].count, 1);
         assert_eq!(traffic.outsider_root_lookups["mds_stores"], 1);
     }

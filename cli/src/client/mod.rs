@@ -362,7 +362,7 @@ fn status_json(status: &ServiceStatus) -> serde_json::Value {
         "requests": status.traffic.requests.iter().map(|(opcode, stats)| {
             (opcode.clone(), serde_json::json!({
                 "count": stats.count,
-                "mean_ns": stats.mean_ns(),
+                "mean_ns": stats.mean_ns,
             }))
         }).collect::<serde_json::Map<_, _>>(),
         "outsider_root_lookups": status.traffic.outsider_root_lookups,
@@ -381,7 +381,7 @@ fn traffic_text(traffic: &Traffic) -> String {
     let busiest: Vec<String> = busiest
         .iter()
         .take(STATUS_TOP_OPCODES)
-        .map(|(opcode, stats)| format!("{opcode} {} x {} ns", stats.count, stats.mean_ns()))
+        .map(|(opcode, stats)| format!("{opcode} {} x {} ns", stats.count, stats.mean_ns))
         .collect();
     let mut text = if busiest.is_empty() {
         "requests:     none\n".to_owned()
@@ -509,17 +509,13 @@ mod tests {
                 alive: true,
             }],
             traffic: Traffic {
-                requests: [
-                    ("LOOKUP", 30, 9000),
-                    ("GETATTR", 10, 1000),
-                    ("READ", 1, 5000),
-                ]
-                .into_iter()
-                .map(|(opcode, count, total_ns)| {
-                    let stats = spfs_proto::status::RequestStats { count, total_ns };
-                    (opcode.to_owned(), stats)
-                })
-                .collect(),
+                requests: [("LOOKUP", 30, 300), ("GETATTR", 10, 100), ("READ", 1, 5000)]
+                    .into_iter()
+                    .map(|(opcode, count, mean_ns)| {
+                        let stats = spfs_proto::status::RequestStats { count, mean_ns };
+                        (opcode.to_owned(), stats)
+                    })
+                    .collect(),
                 outsider_root_lookups: [("mds".to_owned(), 3), ("ls".to_owned(), 1)].into(),
             },
         };
