@@ -10,19 +10,25 @@
 //! and the kernel grants no-open support, OPEN and RELEASE of files, whose reads then arrive by
 //! node id alone with `KEEP_CACHE` implied. A plain small-file read thus costs one request
 //! instead of four.
+//!
+//! Every request the adapter serves is counted by its opcode into the [`Vfs`]'s
+//! [`RequestCounters`] (one relaxed atomic add), and one in 16 of each opcode is timed, for
+//! `status` to report what a Mac's kernel asks and what it costs.
 
 use std::ffi::CStr;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fuse_backend_rs::abi::fuse_abi::{stat64, statvfs64};
 use fuse_backend_rs::api::filesystem::{
     Context, DirEntry as FuseDirEntry, Entry, FileSystem, FsOptions, GetxattrReply, ListxattrReply,
     OpenOptions, ZeroCopyWriter,
 };
-use spfs_router::{Attr, DirEntry, DirectoryReplier, FileKind, FsError, ROOT, ToErrno, Vfs};
+use spfs_router::{
+    Attr, DirEntry, DirectoryReplier, FileKind, FsError, ROOT, RequestCounters, ToErrno, Vfs,
+};
 
 use crate::platform;
 use crate::policy::{KernelPolicy, Scope};
@@ -84,6 +90,177 @@ fn scope(node: u64) -> Scope {
     }
 }
 
+/// The requests the adapter serves, numbered by their FUSE opcode (the same in Linux's and
+/// macFUSE's ABI; READDIRPLUS is Linux's alone): the kinds it counts them by in the core's
+/// [`RequestCounters`]. Opcodes it leaves to `fuse-backend-rs`'s defaults (FLUSH, INTERRUPT,
+/// locks) are not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Op {
+    /// FUSE_LOOKUP.
+    Lookup = 1,
+    /// FUSE_FORGET.
+    Forget = 2,
+    /// FUSE_GETATTR.
+    Getattr = 3,
+    /// FUSE_SETATTR.
+    Setattr = 4,
+    /// FUSE_READLINK.
+    Readlink = 5,
+    /// FUSE_SYMLINK.
+    Symlink = 6,
+    /// FUSE_MKNOD.
+    Mknod = 8,
+    /// FUSE_MKDIR.
+    Mkdir = 9,
+    /// FUSE_UNLINK.
+    Unlink = 10,
+    /// FUSE_RMDIR.
+    Rmdir = 11,
+    /// FUSE_RENAME.
+    Rename = 12,
+    /// FUSE_LINK.
+    Link = 13,
+    /// FUSE_OPEN.
+    Open = 14,
+    /// FUSE_READ.
+    Read = 15,
+    /// FUSE_WRITE.
+    Write = 16,
+    /// FUSE_STATFS.
+    Statfs = 17,
+    /// FUSE_RELEASE.
+    Release = 18,
+    /// FUSE_FSYNC.
+    Fsync = 20,
+    /// FUSE_SETXATTR.
+    Setxattr = 21,
+    /// FUSE_GETXATTR.
+    Getxattr = 22,
+    /// FUSE_LISTXATTR.
+    Listxattr = 23,
+    /// FUSE_REMOVEXATTR.
+    Removexattr = 24,
+    /// FUSE_INIT.
+    Init = 26,
+    /// FUSE_OPENDIR.
+    Opendir = 27,
+    /// FUSE_READDIR.
+    Readdir = 28,
+    /// FUSE_RELEASEDIR.
+    Releasedir = 29,
+    /// FUSE_FSYNCDIR.
+    Fsyncdir = 30,
+    /// FUSE_ACCESS.
+    Access = 34,
+    /// FUSE_CREATE.
+    Create = 35,
+    /// FUSE_BATCH_FORGET.
+    BatchForget = 42,
+    /// FUSE_FALLOCATE.
+    Fallocate = 43,
+    /// FUSE_READDIRPLUS.
+    Readdirplus = 44,
+}
+
+impl Op {
+    /// Every request kind the adapter counts.
+    pub const ALL: [Op; 32] = [
+        Op::Lookup,
+        Op::Forget,
+        Op::Getattr,
+        Op::Setattr,
+        Op::Readlink,
+        Op::Symlink,
+        Op::Mknod,
+        Op::Mkdir,
+        Op::Unlink,
+        Op::Rmdir,
+        Op::Rename,
+        Op::Link,
+        Op::Open,
+        Op::Read,
+        Op::Write,
+        Op::Statfs,
+        Op::Release,
+        Op::Fsync,
+        Op::Setxattr,
+        Op::Getxattr,
+        Op::Listxattr,
+        Op::Removexattr,
+        Op::Init,
+        Op::Opendir,
+        Op::Readdir,
+        Op::Releasedir,
+        Op::Fsyncdir,
+        Op::Access,
+        Op::Create,
+        Op::BatchForget,
+        Op::Fallocate,
+        Op::Readdirplus,
+    ];
+
+    /// The kernel's name of the opcode, as `status` reports it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Lookup => "LOOKUP",
+            Op::Forget => "FORGET",
+            Op::Getattr => "GETATTR",
+            Op::Setattr => "SETATTR",
+            Op::Readlink => "READLINK",
+            Op::Symlink => "SYMLINK",
+            Op::Mknod => "MKNOD",
+            Op::Mkdir => "MKDIR",
+            Op::Unlink => "UNLINK",
+            Op::Rmdir => "RMDIR",
+            Op::Rename => "RENAME",
+            Op::Link => "LINK",
+            Op::Open => "OPEN",
+            Op::Read => "READ",
+            Op::Write => "WRITE",
+            Op::Statfs => "STATFS",
+            Op::Release => "RELEASE",
+            Op::Fsync => "FSYNC",
+            Op::Setxattr => "SETXATTR",
+            Op::Getxattr => "GETXATTR",
+            Op::Listxattr => "LISTXATTR",
+            Op::Removexattr => "REMOVEXATTR",
+            Op::Init => "INIT",
+            Op::Opendir => "OPENDIR",
+            Op::Readdir => "READDIR",
+            Op::Releasedir => "RELEASEDIR",
+            Op::Fsyncdir => "FSYNCDIR",
+            Op::Access => "ACCESS",
+            Op::Create => "CREATE",
+            Op::BatchForget => "BATCH_FORGET",
+            Op::Fallocate => "FALLOCATE",
+            Op::Readdirplus => "READDIRPLUS",
+        }
+    }
+
+    /// The request kind counted under `kind` (its opcode), if the adapter counts one there.
+    pub fn of_kind(kind: usize) -> Option<Op> {
+        Op::ALL.into_iter().find(|op| *op as usize == kind)
+    }
+}
+
+/// A request counted, and for one in [`spfs_router::traffic::TIMED_ONE_IN`] timed until the
+/// guard drops: from the handler's start to its reply (the request's decoding before, and the
+/// reply's write after, are left out).
+struct Timed<'a> {
+    requests: &'a RequestCounters,
+    op: Op,
+    start: Option<Instant>,
+}
+
+impl Drop for Timed<'_> {
+    fn drop(&mut self) {
+        if let Some(start) = self.start {
+            self.requests.time(self.op as usize, start.elapsed());
+        }
+    }
+}
+
 /// The FUSE adapter over one [`Vfs`].
 #[derive(Debug, Clone)]
 pub struct Adapter {
@@ -100,6 +277,17 @@ impl Adapter {
             vfs,
             policy: Arc::new(policy),
             no_open: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Counts one request of kind `op`, and times it until the guard drops if chosen.
+    fn timed(&self, op: Op) -> Timed<'_> {
+        let requests = self.vfs.requests();
+        let start = requests.count(op as usize).then(Instant::now);
+        Timed {
+            requests,
+            op,
+            start,
         }
     }
 
@@ -168,6 +356,7 @@ impl FileSystem for Adapter {
     type Handle = u64;
 
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
+        let _timed = self.timed(Op::Init);
         let enabled = capable & self.policy.init;
         self.no_open
             .store(self.policy.skips_open(enabled), Ordering::Relaxed);
@@ -176,6 +365,7 @@ impl FileSystem for Adapter {
     }
 
     fn lookup(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
+        let _timed = self.timed(Op::Lookup);
         tracing::debug!(pid = ctx.pid, parent, name = ?name, "lookup");
         match self.vfs.lookup(ctx.pid as u32, parent, name.to_bytes()) {
             Ok(attr) => Ok(self.entry(parent, &attr)),
@@ -195,10 +385,13 @@ impl FileSystem for Adapter {
     }
 
     fn forget(&self, _ctx: &Context, _inode: u64, _count: u64) {
+        let _timed = self.timed(Op::Forget);
         // Views are immutable and hold every node for their whole life: nothing to release.
     }
 
-    fn batch_forget(&self, _ctx: &Context, _requests: Vec<(u64, u64)>) {}
+    fn batch_forget(&self, _ctx: &Context, _requests: Vec<(u64, u64)>) {
+        let _timed = self.timed(Op::BatchForget);
+    }
 
     fn getattr(
         &self,
@@ -206,12 +399,14 @@ impl FileSystem for Adapter {
         inode: u64,
         _handle: Option<u64>,
     ) -> io::Result<(stat64, Duration)> {
+        let _timed = self.timed(Op::Getattr);
         tracing::debug!(pid = ctx.pid, inode, "getattr");
         let attr = self.vfs.getattr(ctx.pid as u32, inode).map_err(errno)?;
         Ok((stat_of(&attr), self.policy.caching(scope(inode)).attr_ttl))
     }
 
     fn readlink(&self, ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
+        let _timed = self.timed(Op::Readlink);
         tracing::debug!(pid = ctx.pid, inode, "readlink");
         self.vfs.readlink(inode).map_err(errno)
     }
@@ -223,6 +418,7 @@ impl FileSystem for Adapter {
         flags: u32,
         _fuse_flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
+        let _timed = self.timed(Op::Open);
         tracing::debug!(pid = ctx.pid, inode, flags, "open");
         let access = flags as i32 & libc::O_ACCMODE;
         let write = access != libc::O_RDONLY || flags as i32 & libc::O_TRUNC != 0;
@@ -246,6 +442,7 @@ impl FileSystem for Adapter {
         _lock_owner: Option<u64>,
         _flags: u32,
     ) -> io::Result<usize> {
+        let _timed = self.timed(Op::Read);
         tracing::debug!(pid = ctx.pid, inode, handle, size, offset, "read");
         // Handle 0 (the kernel skipped OPEN) reads by node id: the core's one cache serves both.
         let file = self.vfs.file(inode, handle).map_err(errno)?;
@@ -273,12 +470,14 @@ impl FileSystem for Adapter {
         _flock_release: bool,
         _lock_owner: Option<u64>,
     ) -> io::Result<()> {
+        let _timed = self.timed(Op::Release);
         tracing::debug!(inode, handle, "release");
         self.vfs.release(handle);
         Ok(())
     }
 
     fn statfs(&self, ctx: &Context, inode: u64) -> io::Result<statvfs64> {
+        let _timed = self.timed(Op::Statfs);
         tracing::debug!(pid = ctx.pid, inode, "statfs");
         let stats = self.vfs.statfs(ctx.pid as u32, inode).map_err(errno)?;
         // SAFETY: statvfs64 is plain old data; all-zero bytes are a valid value.
@@ -300,11 +499,13 @@ impl FileSystem for Adapter {
         _name: &CStr,
         _size: u32,
     ) -> io::Result<GetxattrReply> {
+        let _timed = self.timed(Op::Getxattr);
         self.vfs.getattr(ctx.pid as u32, inode).map_err(errno)?;
         Err(io::Error::from_raw_os_error(platform::NO_XATTR))
     }
 
     fn listxattr(&self, ctx: &Context, inode: u64, size: u32) -> io::Result<ListxattrReply> {
+        let _timed = self.timed(Op::Listxattr);
         self.vfs.getattr(ctx.pid as u32, inode).map_err(errno)?;
         Ok(if size == 0 {
             ListxattrReply::Count(0)
@@ -319,6 +520,7 @@ impl FileSystem for Adapter {
         inode: u64,
         _flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions)> {
+        let _timed = self.timed(Op::Opendir);
         tracing::debug!(pid = ctx.pid, inode, "opendir");
         self.vfs.opendir(ctx.pid as u32, inode).map_err(errno)?;
         // No handle: a directory's listing never depends on who opened it (Vfs::opendir).
@@ -334,6 +536,7 @@ impl FileSystem for Adapter {
         offset: u64,
         add_entry: &mut dyn FnMut(FuseDirEntry) -> io::Result<usize>,
     ) -> io::Result<()> {
+        let _timed = self.timed(Op::Readdir);
         tracing::debug!(pid = ctx.pid, inode, offset, "readdir");
         self.list(ctx, inode, offset, |entry| add_entry(dirent(&entry)))
     }
@@ -347,6 +550,7 @@ impl FileSystem for Adapter {
         offset: u64,
         add_entry: &mut dyn FnMut(FuseDirEntry, Entry) -> io::Result<usize>,
     ) -> io::Result<()> {
+        let _timed = self.timed(Op::Readdirplus);
         tracing::debug!(pid = ctx.pid, inode, offset, "readdirplus");
         self.list(ctx, inode, offset, |entry| {
             add_entry(dirent(&entry), self.entry(inode, &entry.attr))
@@ -354,10 +558,12 @@ impl FileSystem for Adapter {
     }
 
     fn releasedir(&self, _ctx: &Context, _inode: u64, _flags: u32, _handle: u64) -> io::Result<()> {
+        let _timed = self.timed(Op::Releasedir);
         Ok(())
     }
 
     fn access(&self, ctx: &Context, inode: u64, mask: u32) -> io::Result<()> {
+        let _timed = self.timed(Op::Access);
         tracing::debug!(pid = ctx.pid, inode, mask, "access");
         self.vfs.access(ctx.pid as u32, inode, mask).map_err(errno)
     }
@@ -370,6 +576,7 @@ impl FileSystem for Adapter {
         _handle: Option<u64>,
         _valid: fuse_backend_rs::abi::fuse_abi::SetattrValid,
     ) -> io::Result<(stat64, Duration)> {
+        let _timed = self.timed(Op::Setattr);
         Err(read_only())
     }
 
@@ -380,6 +587,7 @@ impl FileSystem for Adapter {
         _parent: u64,
         _name: &CStr,
     ) -> io::Result<Entry> {
+        let _timed = self.timed(Op::Symlink);
         Err(read_only())
     }
 
@@ -392,6 +600,7 @@ impl FileSystem for Adapter {
         _rdev: u32,
         _umask: u32,
     ) -> io::Result<Entry> {
+        let _timed = self.timed(Op::Mknod);
         Err(read_only())
     }
 
@@ -403,14 +612,17 @@ impl FileSystem for Adapter {
         _mode: u32,
         _umask: u32,
     ) -> io::Result<Entry> {
+        let _timed = self.timed(Op::Mkdir);
         Err(read_only())
     }
 
     fn unlink(&self, _ctx: &Context, _parent: u64, _name: &CStr) -> io::Result<()> {
+        let _timed = self.timed(Op::Unlink);
         Err(read_only())
     }
 
     fn rmdir(&self, _ctx: &Context, _parent: u64, _name: &CStr) -> io::Result<()> {
+        let _timed = self.timed(Op::Rmdir);
         Err(read_only())
     }
 
@@ -423,6 +635,7 @@ impl FileSystem for Adapter {
         _newname: &CStr,
         _flags: u32,
     ) -> io::Result<()> {
+        let _timed = self.timed(Op::Rename);
         Err(read_only())
     }
 
@@ -433,6 +646,7 @@ impl FileSystem for Adapter {
         _newparent: u64,
         _newname: &CStr,
     ) -> io::Result<Entry> {
+        let _timed = self.timed(Op::Link);
         Err(read_only())
     }
 
@@ -443,6 +657,7 @@ impl FileSystem for Adapter {
         _name: &CStr,
         _args: fuse_backend_rs::abi::fuse_abi::CreateIn,
     ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
+        let _timed = self.timed(Op::Create);
         Err(read_only())
     }
 
@@ -459,6 +674,7 @@ impl FileSystem for Adapter {
         _flags: u32,
         _fuse_flags: u32,
     ) -> io::Result<usize> {
+        let _timed = self.timed(Op::Write);
         Err(read_only())
     }
 
@@ -471,6 +687,7 @@ impl FileSystem for Adapter {
         _offset: u64,
         _length: u64,
     ) -> io::Result<()> {
+        let _timed = self.timed(Op::Fallocate);
         Err(read_only())
     }
 
@@ -482,14 +699,17 @@ impl FileSystem for Adapter {
         _value: &[u8],
         _flags: u32,
     ) -> io::Result<()> {
+        let _timed = self.timed(Op::Setxattr);
         Err(read_only())
     }
 
     fn removexattr(&self, _ctx: &Context, _inode: u64, _name: &CStr) -> io::Result<()> {
+        let _timed = self.timed(Op::Removexattr);
         Err(read_only())
     }
 
     fn fsync(&self, _ctx: &Context, _inode: u64, _datasync: bool, _handle: u64) -> io::Result<()> {
+        let _timed = self.timed(Op::Fsync);
         Ok(())
     }
 
@@ -500,6 +720,7 @@ impl FileSystem for Adapter {
         _datasync: bool,
         _handle: u64,
     ) -> io::Result<()> {
+        let _timed = self.timed(Op::Fsyncdir);
         Ok(())
     }
 }
@@ -722,5 +943,64 @@ mod tests {
                 .iter()
                 .all(|e| e.entry_timeout.is_zero())
         );
+    }
+
+    #[test]
+    fn request_kinds_are_the_kernels_opcodes() {
+        use fuse_backend_rs::abi::fuse_abi::Opcode;
+        let common = [
+            (Op::Lookup, Opcode::Lookup),
+            (Op::Forget, Opcode::Forget),
+            (Op::Getattr, Opcode::Getattr),
+            (Op::Open, Opcode::Open),
+            (Op::Read, Opcode::Read),
+            (Op::Init, Opcode::Init),
+            (Op::Opendir, Opcode::Opendir),
+            (Op::Readdir, Opcode::Readdir),
+            (Op::Access, Opcode::Access),
+            (Op::BatchForget, Opcode::BatchForget),
+            (Op::Fallocate, Opcode::Fallocate),
+        ];
+        for (op, opcode) in common {
+            assert_eq!(op as usize, opcode as usize, "{op:?}");
+        }
+        let mut names = std::collections::HashSet::new();
+        for op in Op::ALL {
+            assert!(
+                (op as usize) < spfs_router::traffic::REQUEST_KINDS,
+                "{op:?}"
+            );
+            assert_eq!(Op::of_kind(op as usize), Some(op));
+            assert!(names.insert(op.name()), "{} twice", op.name());
+        }
+        assert_eq!(Op::of_kind(7), None);
+    }
+
+    #[test]
+    fn every_request_served_is_counted_by_opcode_with_its_time() {
+        let layer = tempfile::tempdir().unwrap();
+        let (vfs, view) = vfs_with_files(layer.path(), 1);
+        let adapter = Adapter::new(vfs.clone(), policy(Platform::Linux, Transport::Device));
+        let ctx = Context::default();
+        for _ in 0..3 {
+            adapter.lookup(&ctx, ROOT, c"f0").unwrap();
+        }
+        adapter.lookup(&ctx, ROOT, c"missing").unwrap_err();
+        adapter.getattr(&ctx, node_of(&view, "f0"), None).unwrap();
+        adapter.mkdir(&ctx, ROOT, c"new", 0o755, 0).unwrap_err();
+        let counted: std::collections::BTreeMap<_, _> = vfs
+            .requests()
+            .totals()
+            .into_iter()
+            .map(|(kind, totals)| (Op::of_kind(kind).unwrap().name(), totals))
+            .collect();
+        let mut kinds: Vec<_> = counted.keys().copied().collect();
+        kinds.sort_unstable();
+        assert_eq!(kinds, ["GETATTR", "LOOKUP", "MKDIR"]);
+        assert_eq!(counted["LOOKUP"].count, 4, "misses count too");
+        assert_eq!(counted["GETATTR"].count, 1);
+        assert_eq!(counted["MKDIR"].count, 1, "refused requests count too");
+        assert_eq!(counted["LOOKUP"].timed, 1, "one in 16, the first");
+        assert!(counted["LOOKUP"].nanos > 0);
     }
 }

@@ -2,6 +2,7 @@
 //! each runtime, and the layouts), with their conversions to and from the wire. Both ends use
 //! these, so the client never needs the service's own types.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -96,6 +97,28 @@ pub struct ServiceStatus {
     pub mount_points: Vec<PathBuf>,
     /// Every registered runtime, by root pid.
     pub runtimes: Vec<RuntimeStatus>,
+    /// What the mounts have been asked since the start.
+    pub traffic: Traffic,
+}
+
+/// What the service's mounts have been asked since it started: a Mac's users measure its
+/// kernel with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Requests served, summed over the mounts, by the kernel's opcode name (`LOOKUP`).
+    pub requests: BTreeMap<String, RequestStats>,
+    /// Root lookups by processes outside every runtime, by executable name (`other` past the
+    /// cap).
+    pub outsider_root_lookups: BTreeMap<String, u64>,
+}
+
+/// The requests of one opcode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestStats {
+    /// How many were served.
+    pub count: u64,
+    /// Their mean service time in nanoseconds (over a sample: one in 16).
+    pub mean_ns: u64,
 }
 
 impl From<RuntimeStatus> for pb::Runtime {
@@ -139,6 +162,24 @@ impl pb::MountResponse {
     }
 }
 
+impl From<RequestStats> for pb::RequestStats {
+    fn from(stats: RequestStats) -> pb::RequestStats {
+        pb::RequestStats {
+            count: stats.count,
+            mean_ns: stats.mean_ns,
+        }
+    }
+}
+
+impl From<pb::RequestStats> for RequestStats {
+    fn from(stats: pb::RequestStats) -> RequestStats {
+        RequestStats {
+            count: stats.count,
+            mean_ns: stats.mean_ns,
+        }
+    }
+}
+
 impl From<ServiceStatus> for pb::StatusResponse {
     fn from(status: ServiceStatus) -> pb::StatusResponse {
         pb::StatusResponse {
@@ -151,6 +192,13 @@ impl From<ServiceStatus> for pb::StatusResponse {
                 .map(|p| p.to_string_lossy().into_owned())
                 .collect(),
             runtimes: status.runtimes.into_iter().map(Into::into).collect(),
+            requests: status
+                .traffic
+                .requests
+                .into_iter()
+                .map(|(opcode, stats)| (opcode, stats.into()))
+                .collect(),
+            outsider_root_lookups: status.traffic.outsider_root_lookups.into_iter().collect(),
         }
     }
 }
@@ -163,6 +211,14 @@ impl From<pb::StatusResponse> for ServiceStatus {
             layout: status.layout,
             mount_points: status.mount_points.into_iter().map(PathBuf::from).collect(),
             runtimes: status.runtimes.into_iter().map(Into::into).collect(),
+            traffic: Traffic {
+                requests: status
+                    .requests
+                    .into_iter()
+                    .map(|(opcode, stats)| (opcode, stats.into()))
+                    .collect(),
+                outsider_root_lookups: status.outsider_root_lookups.into_iter().collect(),
+            },
         }
     }
 }
@@ -186,6 +242,16 @@ mod tests {
             layout: "shared".into(),
             mount_points: vec!["/spfs".into()],
             runtimes: vec![runtime.clone()],
+            traffic: Traffic {
+                requests: BTreeMap::from([(
+                    "LOOKUP".to_owned(),
+                    RequestStats {
+                        count: 4,
+                        mean_ns: 250,
+                    },
+                )]),
+                outsider_root_lookups: BTreeMap::from([("mds".to_owned(), 3)]),
+            },
         };
         let back = ServiceStatus::from(pb::StatusResponse::from(status.clone()));
         assert_eq!(back, status);
@@ -193,6 +259,15 @@ mod tests {
             pb::MountResponse::from(runtime).mount_point(),
             PathBuf::from("/spfs")
         );
+    }
+
+    #[test]
+    fn an_older_service_reports_no_traffic() {
+        let old = pb::StatusResponse {
+            backend: "kext".into(),
+            ..Default::default()
+        };
+        assert_eq!(ServiceStatus::from(old).traffic, Traffic::default());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`process`]: process tables (Linux `/proc`, macOS libproc, a fake for tests);
 //! - [`route`]: the route table and caller resolution;
 //! - [`vfs`]: the filesystem operations a frontend serves;
+//! - [`traffic`]: requests served by kind, and lookups by processes outside every runtime;
 //! - [`error`]: errors and the one errno table.
 
 pub mod access;
@@ -18,6 +19,7 @@ pub mod node;
 pub mod process;
 pub mod route;
 pub mod spec;
+pub mod traffic;
 pub mod vfs;
 pub mod view;
 
@@ -27,5 +29,6 @@ pub use node::{NodeId, ROOT, ViewId};
 pub use process::{Pid, ProcessInfo, ProcessTable};
 pub use route::{Router, Runtime};
 pub use spec::{EnvSpec, LayerRef, LayerSource, ResolvedItem, ResolvedSpec};
+pub use traffic::{OutsiderLookups, RequestCounters, RequestTotals};
 pub use vfs::{DirEntry, DirectoryReplier, Routing, StatFs, Vfs};
 pub use view::{Attr, FileKind, Timestamp, View};

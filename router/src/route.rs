@@ -5,7 +5,7 @@
 //! wait for a registration in progress: a view is built before the writer takes its lock, and
 //! readers only ever load the current snapshot.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +18,7 @@ use crate::error::{RouteError, SpecError};
 use crate::node::ViewId;
 use crate::process::{Pid, ProcessTable};
 use crate::spec::{EnvSpec, ResolvedSpec};
+use crate::traffic::OutsiderLookups;
 use crate::view::{Attr, View};
 use spfs_storage::Repositories;
 
@@ -77,6 +78,7 @@ pub struct Router {
     next_view: AtomicU32,
     empty: Arc<View>,
     root: Attr,
+    outsiders: OutsiderLookups,
 }
 
 impl Router {
@@ -100,6 +102,7 @@ impl Router {
             next_view,
             empty,
             root,
+            outsiders: OutsiderLookups::default(),
         }
     }
 
@@ -265,6 +268,22 @@ impl Router {
             },
         );
         view
+    }
+
+    /// Counts a lookup in the root by `caller` (a task id), who sees the empty view: a
+    /// process outside every runtime looking into the mount. Only such lookups pay for
+    /// reading the caller's name.
+    pub fn count_outsider_root_lookup(&self, caller: Pid) {
+        self.outsiders.record(caller, |task| {
+            let pid = self.processes.process_of(task)?;
+            self.processes.name(pid)
+        });
+    }
+
+    /// Root lookups by processes outside every runtime so far, by executable name (see
+    /// [`OutsiderLookups::counts`]).
+    pub fn outsider_root_lookups(&self) -> BTreeMap<String, u64> {
+        self.outsiders.counts()
     }
 
     /// Forgets every cached resolution, so the next request of each caller walks again.

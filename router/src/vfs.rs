@@ -13,6 +13,7 @@ use crate::files::OpenFiles;
 use crate::node::{self, NodeId, ViewId};
 use crate::process::Pid;
 use crate::route::Router;
+use crate::traffic::RequestCounters;
 use crate::view::{Attr, BLOCK_SIZE, FileKind, View};
 
 /// Readdir offset of the first child; 1 and 2 are `.` and `..`.
@@ -63,15 +64,28 @@ pub struct StatFs {
 pub struct Vfs {
     routing: Routing,
     files: OpenFiles,
+    requests: Arc<RequestCounters>,
 }
 
 impl Vfs {
     /// A filesystem serving `routing`.
     pub fn new(routing: Routing) -> Vfs {
+        Vfs::counting_into(routing, Arc::default())
+    }
+
+    /// A filesystem serving `routing` whose frontend counts its requests into `requests`,
+    /// which several filesystems may share (a service sums its mounts).
+    pub fn counting_into(routing: Routing, requests: Arc<RequestCounters>) -> Vfs {
         Vfs {
             routing,
             files: OpenFiles::default(),
+            requests,
         }
+    }
+
+    /// Where the frontend counts the requests it serves.
+    pub fn requests(&self) -> &RequestCounters {
+        &self.requests
     }
 
     /// What this filesystem serves.
@@ -111,6 +125,12 @@ impl Vfs {
     /// Looks `name` up in directory `parent`.
     pub fn lookup(&self, caller: Pid, parent: NodeId, name: &[u8]) -> Result<Attr, FsError> {
         let (view, dir) = self.locate(caller, parent)?;
+        if parent == node::ROOT
+            && let Routing::Shared(router) = &self.routing
+            && Arc::ptr_eq(&view, router.empty_view())
+        {
+            router.count_outsider_root_lookup(caller);
+        }
         if view.kind(dir) != FileKind::Directory {
             return Err(FsError::NotADirectory(parent));
         }

@@ -85,6 +85,7 @@ mod tests {
             layout: layout.into(),
             mount_points: runtimes.iter().map(|r| r.mount_point.clone()).collect(),
             runtimes,
+            traffic: Default::default(),
         }
     }
 

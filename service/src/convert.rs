@@ -1,6 +1,10 @@
-//! The one table from host errors to gRPC status codes. The wire's value types and their
-//! conversions live in `spfs_proto::status`, shared with the client.
+//! The one table from host errors to gRPC status codes, and the core's counters as the
+//! status reports them. The wire's value types and their conversions live in
+//! `spfs_proto::status`, shared with the client.
 
+use spfs_frontends::adapter::Op;
+use spfs_proto::status::{RequestStats, Traffic};
+use spfs_router::{RequestCounters, Router};
 use tonic::{Code, Status};
 
 use crate::host::HostError;
@@ -25,6 +29,27 @@ pub(crate) fn host_error_to_status(err: &HostError) -> Status {
         None => err.to_string(),
     };
     Status::new(code, message)
+}
+
+/// What the mounts counting into `requests`, and the shared layout's `router`, have been
+/// asked: requests by the adapter's opcode names, outsiders' root lookups by executable.
+pub(crate) fn traffic(requests: &RequestCounters, router: &Router) -> Traffic {
+    Traffic {
+        requests: requests
+            .totals()
+            .into_iter()
+            .map(|(kind, totals)| {
+                let name = Op::of_kind(kind)
+                    .map_or_else(|| format!("OPCODE_{kind}"), |op| op.name().to_owned());
+                let stats = RequestStats {
+                    count: totals.count,
+                    mean_ns: totals.mean_nanos(),
+                };
+                (name, stats)
+            })
+            .collect(),
+        outsider_root_lookups: router.outsider_root_lookups(),
+    }
 }
 
 #[cfg(test)]
@@ -79,5 +104,35 @@ mod tests {
             status.message(),
             format!("{err}\nhint: stop the other service")
         );
+    }
+
+    #[test]
+    fn traffic_names_requests_by_opcode_and_outsiders_by_executable() {
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use spfs_router::process::FakeProcessTable;
+        use spfs_router::{Attr, ROOT, Routing, Timestamp, Vfs};
+
+        let processes = Arc::new(FakeProcessTable::new());
+        processes.spawn(30, 1, 30, 0);
+        processes.name_process(30, "mds_stores");
+        let router = Arc::new(Router::new(
+            processes,
+            Attr::root(0, 0, Timestamp::default()),
+        ));
+        let requests = Arc::new(RequestCounters::default());
+        let vfs = Vfs::counting_into(Routing::Shared(router.clone()), requests.clone());
+        vfs.lookup(30, ROOT, b"bin").unwrap_err();
+        requests.record(Op::Lookup as usize, Duration::from_nanos(300));
+        requests.record(Op::Lookup as usize, Duration::from_nanos(100));
+        requests.record(60, Duration::from_nanos(10));
+
+        let traffic = traffic(&requests, &router);
+        assert_eq!(traffic.requests.len(), 2);
+        assert_eq!(traffic.requests["LOOKUP"].count, 2);
+        assert_eq!(traffic.requests["LOOKUP"].mean_ns, 200);
+        assert_eq!(traffic.requests["OPCODE_60"].count, 1);
+        assert_eq!(traffic.outsider_root_lookups["mds_stores"], 1);
     }
 }

@@ -16,8 +16,11 @@ use spfs_frontends::{MountError, Session, SessionConfig, Transport};
 use spfs_probe::Backend;
 use spfs_proto::status::{Layout, RuntimeStatus, ServiceStatus};
 use spfs_router::process::{ProcessTable, SystemProcessTable};
-use spfs_router::{Attr, Owner, RouteError, Router, Routing, Runtime, Timestamp, Vfs};
+use spfs_router::{
+    Attr, Owner, RequestCounters, RouteError, Router, Routing, Runtime, Timestamp, Vfs,
+};
 
+use crate::convert;
 use crate::state::{SavedRuntime, StateFile};
 
 /// Why a control call on the host failed. The gRPC service maps each variant to a status code.
@@ -175,6 +178,8 @@ pub struct Host {
     /// What the state file holds, by root pid; locked while the file is written, so the file
     /// follows the changes in order.
     saved: Mutex<BTreeMap<u32, SavedRuntime>>,
+    /// Requests served by every mount, the removed ones' included, for status.
+    requests: Arc<RequestCounters>,
 }
 
 impl std::fmt::Debug for Host {
@@ -248,9 +253,11 @@ impl Host {
         processes: Arc<dyn ProcessTable>,
     ) -> Result<Host, HostError> {
         let router = Arc::new(Router::new(processes.clone(), root_attr()));
+        let requests = Arc::new(RequestCounters::default());
+        let counted = |routing| Arc::new(Vfs::counting_into(routing, requests.clone()));
         let shared = match config.layout {
             Layout::Shared => {
-                let vfs = Arc::new(Vfs::new(Routing::Shared(router.clone())));
+                let vfs = counted(Routing::Shared(router.clone()));
                 Some(mount(
                     &config,
                     mounter.as_ref(),
@@ -262,14 +269,14 @@ impl Host {
             Layout::PerRuntime => {
                 let name = volume_name(std::process::id());
                 let path = config.volumes_dir.join(&name);
-                let vfs = Arc::new(Vfs::new(Routing::Fixed(router.empty_view().clone())));
+                let vfs = counted(Routing::Fixed(router.empty_view().clone()));
                 let check = mount(&config, mounter.as_ref(), vfs, &path, &name)?;
                 release(check, Layout::PerRuntime);
                 sweep_volumes(&config.volumes_dir);
                 None
             }
             Layout::Single => {
-                let vfs = Arc::new(Vfs::new(Routing::Fixed(router.empty_view().clone())));
+                let vfs = counted(Routing::Fixed(router.empty_view().clone()));
                 let check = mount(&config, mounter.as_ref(), vfs, &config.mountpoint, "spfs")?;
                 release(check, Layout::Single);
                 None
@@ -284,6 +291,7 @@ impl Host {
             changes: Mutex::new(()),
             processes,
             saved: Mutex::new(BTreeMap::new()),
+            requests,
         })
     }
 
@@ -450,6 +458,7 @@ impl Host {
                 .iter()
                 .map(|r| self.runtime_status(r))
                 .collect(),
+            traffic: convert::traffic(&self.requests, &self.router),
         }
     }
 
@@ -518,7 +527,10 @@ impl Host {
         if let Some(volume) = replaced {
             release(volume, self.config.layout);
         }
-        let vfs = Arc::new(Vfs::new(Routing::Fixed(runtime.view.clone())));
+        let vfs = Arc::new(Vfs::counting_into(
+            Routing::Fixed(runtime.view.clone()),
+            self.requests.clone(),
+        ));
         match mount(&self.config, self.mounter.as_ref(), vfs, &path, &name) {
             Ok(volume) => {
                 lock(&self.volumes).insert(pid, volume);

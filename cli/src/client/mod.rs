@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use spfs_probe::Backend;
-use spfs_proto::status::ServiceStatus;
+use spfs_proto::status::{ServiceStatus, Traffic};
 use spfs_proto::v1 as pb;
 
 use crate::endpoint::SocketArgs;
@@ -359,7 +359,44 @@ fn status_json(status: &ServiceStatus) -> serde_json::Value {
             "mount_point": runtime.mount_point,
             "alive": runtime.alive,
         })).collect::<Vec<_>>(),
+        "requests": status.traffic.requests.iter().map(|(opcode, stats)| {
+            (opcode.clone(), serde_json::json!({
+                "count": stats.count,
+                "mean_ns": stats.mean_ns,
+            }))
+        }).collect::<serde_json::Map<_, _>>(),
+        "outsider_root_lookups": status.traffic.outsider_root_lookups,
     })
+}
+
+/// The opcodes `status` names in its one line of requests: the most asked.
+const STATUS_TOP_OPCODES: usize = 4;
+
+/// `status`'s lines on what the mounts were asked: the requests in all and the most asked
+/// opcodes with their mean service time, then who outside every runtime looked into the root.
+fn traffic_text(traffic: &Traffic) -> String {
+    let total: u64 = traffic.requests.values().map(|stats| stats.count).sum();
+    let mut busiest: Vec<_> = traffic.requests.iter().collect();
+    busiest.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(b.0)));
+    let busiest: Vec<String> = busiest
+        .iter()
+        .take(STATUS_TOP_OPCODES)
+        .map(|(opcode, stats)| format!("{opcode} {} x {} ns", stats.count, stats.mean_ns))
+        .collect();
+    let mut text = if busiest.is_empty() {
+        "requests:     none\n".to_owned()
+    } else {
+        format!("requests:     {total} ({})\n", busiest.join(", "))
+    };
+    let outsiders: Vec<String> = traffic
+        .outsider_root_lookups
+        .iter()
+        .map(|(exe, count)| format!("{exe} {count}"))
+        .collect();
+    if !outsiders.is_empty() {
+        text.push_str(&format!("outsiders:    {}\n", outsiders.join(", ")));
+    }
+    text
 }
 
 /// `status`: the backend and mount points, then one line per runtime.
@@ -374,6 +411,7 @@ fn status_text(status: &ServiceStatus) -> String {
         "backend:      {}\ntransport:    {}\nlayout:       {}\nmount points: {}\n",
         status.backend, status.transport, status.layout, mount_points
     );
+    text.push_str(&traffic_text(&status.traffic));
     if status.runtimes.is_empty() {
         text.push_str("runtimes:     none\n");
         return text;
@@ -470,8 +508,25 @@ mod tests {
                 mount_point: "/spfs".into(),
                 alive: true,
             }],
+            traffic: Traffic {
+                requests: [("LOOKUP", 30, 300), ("GETATTR", 10, 100), ("READ", 1, 5000)]
+                    .into_iter()
+                    .map(|(opcode, count, mean_ns)| {
+                        let stats = spfs_proto::status::RequestStats { count, mean_ns };
+                        (opcode.to_owned(), stats)
+                    })
+                    .collect(),
+                outsider_root_lookups: [("mds".to_owned(), 3), ("ls".to_owned(), 1)].into(),
+            },
         };
         let text = status_text(&status);
+        assert!(
+            text.contains(
+                "requests:     41 (LOOKUP 30 x 300 ns, GETATTR 10 x 100 ns, READ 1 x 5000 ns)\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("outsiders:    ls 1, mds 3\n"), "{text}");
         assert!(text.contains("backend:      kext\n"), "{text}");
         assert!(
             text.contains("  4242      501        yes    /spfs        /layers/a+/layers/b\n"),
@@ -480,5 +535,14 @@ mod tests {
         let json = status_json(&status);
         assert_eq!(json["runtimes"][0]["root_pid"], 4242);
         assert_eq!(json["mount_points"][0], "/spfs");
+        assert_eq!(json["requests"]["LOOKUP"]["count"], 30);
+        assert_eq!(json["requests"]["LOOKUP"]["mean_ns"], 300);
+        assert_eq!(json["outsider_root_lookups"]["mds"], 3);
+    }
+
+    #[test]
+    fn status_text_says_when_nothing_was_asked() {
+        let text = traffic_text(&Traffic::default());
+        assert_eq!(text, "requests:     none\n");
     }
 }

@@ -10,6 +10,7 @@ use super::{Pid, ProcessInfo, ProcessTable};
 pub struct FakeProcessTable {
     processes: RwLock<HashMap<Pid, ProcessInfo>>,
     threads: RwLock<HashMap<Pid, Pid>>,
+    names: RwLock<HashMap<Pid, String>>,
 }
 
 impl FakeProcessTable {
@@ -36,6 +37,14 @@ impl FakeProcessTable {
             .write()
             .expect("fake table lock")
             .insert(tid, pid);
+    }
+
+    /// Gives process `pid` the executable name `name`; a process never named has none.
+    pub fn name_process(&self, pid: Pid, name: &str) {
+        self.names
+            .write()
+            .expect("fake table lock")
+            .insert(pid, name.to_owned());
     }
 
     /// Removes process `pid`.
@@ -65,5 +74,21 @@ impl ProcessTable for FakeProcessTable {
             .expect("fake table lock")
             .get(&pid)
             .copied()
+    }
+
+    fn name(&self, pid: Pid) -> Option<String> {
+        if !self
+            .processes
+            .read()
+            .expect("fake table lock")
+            .contains_key(&pid)
+        {
+            return None;
+        }
+        self.names
+            .read()
+            .expect("fake table lock")
+            .get(&pid)
+            .cloned()
     }
 }

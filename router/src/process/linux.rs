@@ -40,6 +40,17 @@ impl ProcessTable for SystemProcessTable {
             uid,
         })
     }
+
+    fn name(&self, pid: Pid) -> Option<String> {
+        // `comm`: the executable's file name (at most 15 bytes), readable for every process,
+        // unlike `/proc/<pid>/exe`.
+        if pid == 0 {
+            return None;
+        }
+        let comm = fs::read(format!("/proc/{pid}/comm")).ok()?;
+        let name = comm.strip_suffix(b"\n").unwrap_or(&comm);
+        Some(String::from_utf8_lossy(name).into_owned())
+    }
 }
 
 /// The parent pid (field 4) and start time (field 22) of a `/proc/<pid>/stat` line, or `None`
@@ -83,5 +94,25 @@ mod tests {
         assert_eq!(info.ppid, std::os::unix::process::parent_id());
         assert_eq!(table.process_of(me), Some(me));
         assert_eq!(table.info(0), None);
+    }
+
+    #[test]
+    fn a_process_is_named_after_its_executable() {
+        let table = SystemProcessTable::new();
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .expect("sleep");
+        // Until the child execs, it bears the name of the thread that forked it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut name = table.name(child.id());
+        while name.as_deref() != Some("sleep") && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            name = table.name(child.id());
+        }
+        child.kill().ok();
+        child.wait().ok();
+        assert_eq!(name.as_deref(), Some("sleep"));
+        assert_eq!(table.name(0), None);
     }
 }

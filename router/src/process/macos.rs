@@ -1,6 +1,7 @@
 //! The macOS process table: `proc_pidinfo(PROC_PIDT_SHORTBSDINFO)` for the parent and owner
 //! (it works for other users' processes, unlike `PROC_PIDTBSDINFO`), and
-//! `sysctl(KERN_PROC_PID)` for the start time.
+//! `sysctl(KERN_PROC_PID)` for the start time; `proc_pidpath`, else `proc_name`, for the
+//! executable name `status` reports.
 
 use std::mem;
 
@@ -37,6 +38,40 @@ impl ProcessTable for SystemProcessTable {
             start_time: start_time(pid)?,
             uid: short.pbsi_uid,
         })
+    }
+
+    fn name(&self, pid: Pid) -> Option<String> {
+        if pid == 0 {
+            return None;
+        }
+        // The path's file name is whole; `proc_name` (`p_comm`) is cut at 16 bytes, but it
+        // answers where the path is refused (another user's process, to a non-root service).
+        let mut path = [0u8; libc::PROC_PIDPATHINFO_MAXSIZE as usize];
+        // SAFETY: the buffer is writable for its whole length, which is what we pass.
+        let len = unsafe {
+            libc::proc_pidpath(
+                pid as libc::c_int,
+                path.as_mut_ptr().cast(),
+                path.len() as u32,
+            )
+        };
+        if let Some(path) = usize::try_from(len).ok().and_then(|len| path.get(..len))
+            && let Some(name) = path.rsplit(|&b| b == b'/').next()
+            && !name.is_empty()
+        {
+            return Some(String::from_utf8_lossy(name).into_owned());
+        }
+        let mut comm = [0u8; 2 * libc::MAXCOMLEN + 1];
+        // SAFETY: the buffer is writable for its whole length, which is what we pass.
+        let len = unsafe {
+            libc::proc_name(
+                pid as libc::c_int,
+                comm.as_mut_ptr().cast(),
+                comm.len() as u32,
+            )
+        };
+        let name = comm.get(..usize::try_from(len).ok()?)?;
+        (!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned())
     }
 }
 

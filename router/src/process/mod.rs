@@ -50,4 +50,8 @@ pub trait ProcessTable: Send + Sync + std::fmt::Debug {
 
     /// The parent, start time and owner of a process, or `None` when it does not exist.
     fn info(&self, pid: Pid) -> Option<ProcessInfo>;
+
+    /// The executable name of a process (what `ps` shows), or `None` when it does not exist.
+    /// Read only for the few requests `status` reports by caller, never to route.
+    fn name(&self, pid: Pid) -> Option<String>;
 }
