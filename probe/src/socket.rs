@@ -18,7 +18,7 @@ pub enum SocketDirError {
     /// Creating, reading or protecting the directory failed.
     #[error("cannot {action} the socket directory {path:?}: {source}")]
     Io {
-        /// What was being done: `create`, `read`, `make private (mode 0700)`.
+        /// What was being done: `create`, `read`, `restrict the mode of`.
         action: &'static str,
         /// The directory.
         path: PathBuf,
@@ -63,6 +63,14 @@ pub fn answers(socket: &Path) -> bool {
 /// The default directory must belong to us and is made 0700 if it is not; a directory given
 /// with `--socket` is left as it is (it may be a shared one like `/tmp`).
 pub fn prepare_socket_dir(socket: &Path) -> Result<(), SocketDirError> {
+    let private = socket.parent() == Some(defaults::private_socket_dir().as_path());
+    ensure_socket_dir(socket, 0o700, private)
+}
+
+/// Creates the socket's directory with `mode` where it is missing. With `owned` it must also
+/// belong to this user, and any permission beyond `mode` is taken away: a private directory
+/// (0700), or one every user may enter but only its owner write (0755, the system socket's).
+pub fn ensure_socket_dir(socket: &Path, mode: u32, owned: bool) -> Result<(), SocketDirError> {
     let dir = socket
         .parent()
         .ok_or_else(|| SocketDirError::NoDirectory(socket.to_owned()))?;
@@ -75,17 +83,15 @@ pub fn prepare_socket_dir(socket: &Path) -> Result<(), SocketDirError> {
     };
     fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(mode)
         .create(dir)
         .map_err(failed("create"))?;
-    // Only the service's own per-user directory is made private: an explicit socket may sit
-    // in a shared directory such as /tmp, which must keep its mode.
-    if dir != defaults::private_socket_dir() {
+    if !owned {
         return Ok(());
     }
     let meta = fs::metadata(dir).map_err(failed("read"))?;
-    // SAFETY: getuid(2) takes no arguments, cannot fail and touches no memory of ours.
-    let me = unsafe { libc::getuid() };
+    // SAFETY: geteuid(2) takes no arguments, cannot fail and touches no memory of ours.
+    let me = unsafe { libc::geteuid() };
     if meta.uid() != me {
         return Err(SocketDirError::NotOurs {
             path: dir.to_owned(),
@@ -93,9 +99,9 @@ pub fn prepare_socket_dir(socket: &Path) -> Result<(), SocketDirError> {
             me,
         });
     }
-    if meta.mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(failed("make private (mode 0700)"))?;
+    if meta.mode() & 0o777 & !mode != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+            .map_err(failed("restrict the mode of"))?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
 use nix::sys::stat::Mode;
-use spfs_probe::socket::{SocketDirError, answers, prepare_socket_dir};
+use spfs_probe::socket::{SocketDirError, answers, ensure_socket_dir, prepare_socket_dir};
 
 /// How long a starting service waits for another one that holds the lock but does not answer
 /// (it is starting or stopping) before giving up.
@@ -206,35 +206,7 @@ pub(crate) fn claim(socket: &Path, access: Access) -> Result<ClaimedSocket, Clai
 /// Makes the directory of a socket every user reaches: created 0755; it must belong to this
 /// service's user and be writable by no one else (group or other write is taken away).
 fn prepare_shared_dir(socket: &Path) -> Result<(), SocketDirError> {
-    let dir = socket
-        .parent()
-        .ok_or_else(|| SocketDirError::NoDirectory(socket.to_owned()))?;
-    let failed = |action| {
-        move |source| SocketDirError::Io {
-            action,
-            path: dir.to_owned(),
-            source,
-        }
-    };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(failed("create"))?;
-    let meta = fs::metadata(dir).map_err(failed("read"))?;
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(SocketDirError::NotOurs {
-            path: dir.to_owned(),
-            owner: meta.uid(),
-            me,
-        });
-    }
-    if meta.mode() & 0o022 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
-            .map_err(failed("make writable by its owner alone (mode 0755)"))?;
-    }
-    Ok(())
+    ensure_socket_dir(socket, 0o755, true)
 }
 
 /// The pid a service wrote into its lock file.
@@ -324,6 +296,7 @@ impl Drop for ClaimedSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn the_system_sockets_directory_is_made_writable_by_its_owner_alone() {
