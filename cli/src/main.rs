@@ -36,7 +36,8 @@ enum Command {
     Run(client::RunArgs),
     /// Unmount and remove stale `spfs-<pid>` volumes whose process is gone.
     Sweep(sweep_cmd::SweepArgs),
-    /// Ask the service to unmount and exit.
+    /// Ask the service to unmount and exit; it forgets its runtimes (a restart by a signal
+    /// keeps them).
     Shutdown(client::ShutdownArgs),
     /// Show what an env spec resolves to: each item's kind and digest, the layers bottom
     /// first, and their entries (no service needed).

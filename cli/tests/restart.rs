@@ -1,7 +1,8 @@
 //! A service killed and started again (a crash; an upgrade stops it more gently, and the same
 //! state is kept) registers again, from the state file beside its socket, the runtimes whose
 //! root processes still run: their processes' next path lookups work with no new `mount` call.
-//! A runtime whose root died meanwhile is not restored. Real mounts on Linux `/dev/fuse`.
+//! A runtime whose root died meanwhile is not restored. A `shutdown` (a person's "unmount and
+//! exit") forgets them instead. Real mounts on Linux `/dev/fuse`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -100,4 +101,37 @@ fn a_killed_single_service_started_again_mounts_its_runtime_at_the_mount_point()
         return;
     }
     killed_and_started_again(Service::single(), false);
+}
+
+#[test]
+fn a_service_stopped_by_sigterm_restores_its_runtimes_and_one_told_to_shut_down_forgets_them() {
+    if !require_fuse() {
+        return;
+    }
+    let layers = tempfile::tempdir().unwrap();
+    let spec = layer(layers.path(), "kept");
+    let spec = spec.to_str().unwrap();
+    let root = Sleeper::new();
+    let pid = root.0.id();
+    let mut service = Service::start();
+    service.mount(pid, spec);
+
+    // launchd stops (and restarts, for an upgrade) with SIGTERM: the runtimes come back.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(service.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(service.wait_exit().success(), "{}", service.log());
+    service.spawn();
+    assert_eq!(root_pids(&service), [u64::from(pid)], "{}", service.log());
+
+    // `spfs-fuse shutdown` is "unmount and exit": the next service starts with none, and the
+    // same root registers again without "already registered".
+    support::ok(&service.cli(&["shutdown"]));
+    assert!(service.wait_exit().success(), "{}", service.log());
+    service.spawn();
+    assert_eq!(root_pids(&service), Vec::<u64>::new(), "{}", service.log());
+    service.mount(pid, spec);
+    assert_eq!(root_pids(&service), [u64::from(pid)]);
 }

@@ -485,7 +485,8 @@ impl Host {
 
     /// Unmounts everything; called once when the service stops.
     /// Dropping the host does the same, as a backstop. The state file keeps the runtimes: the
-    /// next start (an upgrade's, say) restores those whose roots still run.
+    /// next start (an upgrade's, say) restores those whose roots still run, unless the service
+    /// stopped on a Shutdown call, which empties it.
     pub fn stop(mut self) {
         self.unmount_all();
     }

@@ -23,6 +23,7 @@ use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use spfs_frontends::Transport;
@@ -405,13 +406,21 @@ async fn serve(
         )));
 
     let stopping = Arc::new(Notify::new());
+    // A Shutdown call is a person's "unmount and exit": the next service starts with no
+    // runtimes. A signal (launchd stopping or restarting the service for an upgrade) keeps the
+    // state file, so the next start restores the runtimes whose roots still run.
+    let asked_to_shut_down = Arc::new(AtomicBool::new(false));
     let shutdown = {
         let stopping = Arc::clone(&stopping);
+        let asked_to_shut_down = Arc::clone(&asked_to_shut_down);
         async move {
             let why = tokio::select! {
                 _ = sigint.recv() => "SIGINT",
                 _ = sigterm.recv() => "SIGTERM",
-                () = stop.notified() => "a Shutdown call",
+                () = stop.notified() => {
+                    asked_to_shut_down.store(true, Ordering::Relaxed);
+                    "a Shutdown call"
+                }
             };
             tracing::info!("stopping on {why}");
             health.set_not_serving::<VfsServer<VfsService>>().await;
@@ -477,6 +486,12 @@ async fn serve(
                 break;
             }
         }
+    }
+    if asked_to_shut_down.load(Ordering::Relaxed)
+        && let Some(state) = &config.state
+        && let Err(err) = state.save(&[])
+    {
+        tracing::warn!(state = %state.path().display(), error = %err, "cannot forget the runtimes after a Shutdown call; the next start restores them");
     }
     drop(claimed);
     served
