@@ -58,16 +58,15 @@ impl OpenFiles {
         pin: bool,
         open: impl FnOnce() -> Result<File, FsError>,
     ) -> Result<Arc<File>, FsError> {
-        if let Some(file) = self.hit(node, pin) {
+        if let Some(file) = take(&mut self.shard(node), node, pin) {
             return Ok(file);
         }
         // Opened outside the lock: open(2) of a cold layer file may wait for the disk.
         let file = Arc::new(open()?);
         let mut shard = self.shard(node);
         // Another reader may have opened it meanwhile: keep one.
-        if let Some(slot) = shard.iter_mut().find(|s| s.node == node) {
-            slot.handles = slot.handles.saturating_add(u32::from(pin));
-            return Ok(slot.file.clone());
+        if let Some(file) = take(&mut shard, node, pin) {
+            return Ok(file);
         }
         while shard.iter().filter(|s| s.handles == 0).count() >= UNPINNED_PER_SHARD {
             let Some(oldest) = shard.iter().position(|s| s.handles == 0) else {
@@ -81,13 +80,6 @@ impl OpenFiles {
             handles: u32::from(pin),
         });
         Ok(file)
-    }
-
-    fn hit(&self, node: NodeId, pin: bool) -> Option<Arc<File>> {
-        let mut shard = self.shard(node);
-        let slot = shard.iter_mut().find(|s| s.node == node)?;
-        slot.handles = slot.handles.saturating_add(u32::from(pin));
-        Some(slot.file.clone())
     }
 
     /// Drops one handle on `node`'s file; the file stays cached as an unpinned one. Returns
@@ -110,4 +102,11 @@ impl OpenFiles {
             .iter()
             .any(|s| s.node == node && s.handles > 0)
     }
+}
+
+/// `node`'s cached file in `shard`, with one more handle on it when `pin`.
+fn take(shard: &mut [Slot], node: NodeId, pin: bool) -> Option<Arc<File>> {
+    let slot = shard.iter_mut().find(|s| s.node == node)?;
+    slot.handles = slot.handles.saturating_add(u32::from(pin));
+    Some(slot.file.clone())
 }
