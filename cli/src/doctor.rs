@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use spfs_frontends::{MountError, Session, SessionConfig};
+use spfs_frontends::{MountError, Platform, Session, SessionConfig};
 use spfs_probe::{Backend, Check, Facts, ProbeConfig, Report, ServiceFacts, Status, defaults};
 use spfs_router::{ResolvedSpec, Routing, Vfs, View};
 use spfs_service::{mount_hint, root_attr};
@@ -114,7 +114,7 @@ fn mount_test_check(backend: Option<Backend>, nfs_server: Option<PathBuf>) -> Ch
         ),
         Err(err) => {
             let hint = match &err {
-                MountTestError::Mount(err) => mount_hint(backend, err.kind()),
+                MountTestError::Mount(err) => mount_hint(Platform::current(), backend, err.kind()),
                 MountTestError::Scratch(_)
                 | MountTestError::Listed(_)
                 | MountTestError::Unanswered(_) => None,

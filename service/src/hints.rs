@@ -3,7 +3,7 @@
 //! backend, exits with it); `doctor --mount-test` shows it. The hint texts are the probe's, so
 //! `doctor` and the service say the same.
 
-use spfs_frontends::MountFailure;
+use spfs_frontends::{MountFailure, Platform};
 use spfs_probe::Backend;
 use spfs_probe::hints::{
     ADD_TO_SYNTHETIC_CONF, ALLOW_OTHER_NEEDS_ADMIN, APPROVE_KEXT, FUSE_T_NEEDS_MACOS,
@@ -11,20 +11,23 @@ use spfs_probe::hints::{
     REINSTALL_MACFUSE, REPAIR_FUSE_T, STALE_MOUNT_LINUX, STALE_MOUNT_MACOS, VOLUMES_DIR_MISSING,
 };
 
-/// Whether this build serves macOS, whose mount points and dead mounts need other commands.
-const MACOS: bool = cfg!(target_os = "macos");
-
-/// The hint for a mount with `backend` that failed with `failure`, when one is known. No
-/// wildcard arm: a new kind has to pick its hint here.
-pub fn mount_hint(backend: Backend, failure: MountFailure) -> Option<&'static str> {
+/// The hint for a mount with `backend` on `platform` that failed with `failure`, when one is
+/// known: macOS's mount points and dead mounts need other commands than Linux's. No wildcard
+/// arm: a new kind has to pick its hint here.
+pub fn mount_hint(
+    platform: Platform,
+    backend: Backend,
+    failure: MountFailure,
+) -> Option<&'static str> {
     use Backend::{Auto, FuseT, Kext};
     use MountFailure as F;
+    let macos = platform == Platform::MacOs;
     // What only one backend can run into gets its hint under that backend (and `auto`).
     let kext = matches!(backend, Kext | Auto);
     let fuse_t = matches!(backend, FuseT | Auto);
     match failure {
         // Dead mounts look the same whichever backend left them.
-        F::StaleMount => Some(if MACOS {
+        F::StaleMount => Some(if macos {
             STALE_MOUNT_MACOS
         } else {
             STALE_MOUNT_LINUX
@@ -32,7 +35,7 @@ pub fn mount_hint(backend: Backend, failure: MountFailure) -> Option<&'static st
         F::Mountpoint => match backend {
             // Per runtime, volumes go in the volumes directory.
             FuseT => Some(VOLUMES_DIR_MISSING),
-            Kext | Auto if MACOS => Some(ADD_TO_SYNTHETIC_CONF),
+            Kext | Auto if macos => Some(ADD_TO_SYNTHETIC_CONF),
             Kext | Auto => Some(MKDIR_MOUNTPOINT),
         },
         // The error says it all: another service is there.
@@ -111,7 +114,7 @@ mod tests {
         ];
         for (backend, failure, hint) in cases {
             assert_eq!(
-                mount_hint(backend, failure),
+                mount_hint(Platform::current(), backend, failure),
                 Some(hint),
                 "{backend} {failure:?}"
             );
@@ -120,35 +123,60 @@ mod tests {
 
     #[test]
     fn dead_mounts_and_missing_mount_points_get_the_platform_hint() {
-        let (stale, mkdir) = if MACOS {
-            (STALE_MOUNT_MACOS, ADD_TO_SYNTHETIC_CONF)
-        } else {
-            (STALE_MOUNT_LINUX, MKDIR_MOUNTPOINT)
-        };
-        for backend in [Backend::Kext, Backend::FuseT, Backend::Auto] {
-            assert_eq!(mount_hint(backend, MountFailure::StaleMount), Some(stale));
+        for (platform, stale, mkdir) in [
+            (Platform::MacOs, STALE_MOUNT_MACOS, ADD_TO_SYNTHETIC_CONF),
+            (Platform::Linux, STALE_MOUNT_LINUX, MKDIR_MOUNTPOINT),
+        ] {
+            for backend in [Backend::Kext, Backend::FuseT, Backend::Auto] {
+                assert_eq!(
+                    mount_hint(platform, backend, MountFailure::StaleMount),
+                    Some(stale)
+                );
+            }
+            assert_eq!(
+                mount_hint(platform, Backend::Kext, MountFailure::Mountpoint),
+                Some(mkdir)
+            );
         }
-        assert_eq!(
-            mount_hint(Backend::Kext, MountFailure::Mountpoint),
-            Some(mkdir)
-        );
     }
 
     #[test]
     fn unknown_failures_and_other_backends_failures_have_no_hint() {
-        assert_eq!(mount_hint(Backend::Kext, MountFailure::Other), None);
         assert_eq!(
-            mount_hint(Backend::Kext, MountFailure::AlreadyMounted),
+            mount_hint(Platform::current(), Backend::Kext, MountFailure::Other),
+            None
+        );
+        assert_eq!(
+            mount_hint(
+                Platform::current(),
+                Backend::Kext,
+                MountFailure::AlreadyMounted
+            ),
             None
         );
         // One backend's failure never gets another backend's hint.
         assert_eq!(
-            mount_hint(Backend::FuseT, MountFailure::HelperRefused),
+            mount_hint(
+                Platform::current(),
+                Backend::FuseT,
+                MountFailure::HelperRefused
+            ),
             None
         );
-        assert_eq!(mount_hint(Backend::Kext, MountFailure::ServerMissing), None);
         assert_eq!(
-            mount_hint(Backend::FuseT, MountFailure::AllowOtherDenied),
+            mount_hint(
+                Platform::current(),
+                Backend::Kext,
+                MountFailure::ServerMissing
+            ),
+            None
+        );
+        assert_eq!(
+            mount_hint(
+                Platform::current(),
+                Backend::FuseT,
+                MountFailure::AllowOtherDenied
+            ),
             None
         );
     }

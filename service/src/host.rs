@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use spfs_frontends::sweep::{self, volume_name};
-use spfs_frontends::{MountError, Session, SessionConfig, Transport};
+use spfs_frontends::{MountError, Platform, Session, SessionConfig, Transport};
 use spfs_probe::Backend;
 use spfs_proto::status::{Layout, RuntimeStatus, ServiceStatus};
 use spfs_router::process::{ProcessTable, SystemProcessTable};
@@ -201,7 +201,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// the failure is a known one (the same text `doctor` gives).
 fn mount_failure(backend: Backend, err: MountError) -> HostError {
     HostError::Mount {
-        hint: crate::hints::mount_hint(backend, err.kind()),
+        hint: crate::hints::mount_hint(Platform::current(), backend, err.kind()),
         source: err,
     }
 }
