@@ -4,13 +4,11 @@
 //! kernel frames them, so one input can walk a lookup into a read.
 #![no_main]
 
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, LazyLock};
 
-use fuse_backend_rs::api::server::Server;
-use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader};
 use libfuzzer_sys::fuzz_target;
 use spfs_frontends::adapter::Adapter;
+use spfs_frontends::session::MemoryServer;
 use spfs_frontends::{KernelPolicy, Platform, RoutingKind, Transport};
 use spfs_router::process::FakeProcessTable;
 use spfs_router::{Attr, Owner, Router, Routing, Timestamp, Vfs};
@@ -22,12 +20,8 @@ const ROOT_PID: u32 = 100;
 /// The largest reply a request can ask for (a 1 MiB read plus its header).
 const REPLY_BYTES: usize = (1 << 20) + 4096;
 
-struct Target {
-    server: Server<Adapter>,
-    sink: std::fs::File,
-}
-
-static TARGET: LazyLock<Target> = LazyLock::new(|| {
+/// The sessions' own answering path, the one every transport serves through.
+static TARGET: LazyLock<MemoryServer> = LazyLock::new(|| {
     let processes = Arc::new(FakeProcessTable::new());
     processes.spawn(ROOT_PID, 1, 1, 0);
     processes.spawn(ROOT_PID + 1, ROOT_PID, 2, 0);
@@ -45,17 +39,12 @@ static TARGET: LazyLock<Target> = LazyLock::new(|| {
         )
         .expect("the example layers register");
     let vfs = Arc::new(Vfs::new(Routing::Shared(router)));
-    Target {
-        // The shared layout's policy as the Linux device session runs it.
-        server: Server::new(Adapter::new(
-            vfs,
-            KernelPolicy::new(Platform::current(), Transport::Device, RoutingKind::Shared),
-        )),
-        sink: std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/null")
-            .expect("/dev/null"),
-    }
+    // The shared layout's policy as the Linux device session runs it.
+    let adapter = Adapter::new(
+        vfs,
+        KernelPolicy::new(Platform::current(), Transport::Device, RoutingKind::Shared),
+    );
+    MemoryServer::new(adapter).expect("/dev/null opens")
 });
 
 fuzz_target!(|data: &[u8]| {
@@ -73,15 +62,7 @@ fuzz_target!(|data: &[u8]| {
         let len = claimed.clamp(1, rest.len());
         let mut message = rest[..len].to_vec();
         rest = &rest[len..];
-        let Ok(reader) = Reader::<()>::from_fuse_buffer(FuseBuf::new(&mut message)) else {
-            continue;
-        };
-        let Ok(writer) = FuseDevWriter::<()>::new(target.sink.as_raw_fd(), &mut reply) else {
-            continue;
-        };
         // Errors are answers; only a panic is a finding.
-        let _ = target
-            .server
-            .handle_message(reader, writer.into(), None, None);
+        target.answer(&mut message, &mut reply);
     }
 });
