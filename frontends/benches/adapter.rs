@@ -77,6 +77,7 @@ fn adapter(c: &mut Criterion) {
             layer.path().to_str().unwrap(),
             &Owner::trusted(0, 0),
             &[],
+            None,
         )
         .unwrap();
     let vfs = Arc::new(Vfs::new(Routing::Shared(router)));

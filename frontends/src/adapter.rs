@@ -27,7 +27,8 @@ use fuse_backend_rs::api::filesystem::{
     OpenOptions, ZeroCopyWriter,
 };
 use spfs_router::{
-    Attr, DirEntry, DirectoryReplier, FileKind, FsError, ROOT, RequestCounters, ToErrno, Vfs,
+    Attr, Caller, DirEntry, DirectoryReplier, FileKind, FsError, ROOT, RequestCounters, ToErrno,
+    Vfs,
 };
 
 use crate::platform;
@@ -347,6 +348,15 @@ impl Adapter {
     }
 }
 
+/// The caller of a request, as the core takes it.
+fn caller_of(ctx: &Context) -> Caller {
+    Caller {
+        pid: ctx.pid as u32,
+        uid: ctx.uid,
+        gid: ctx.gid,
+    }
+}
+
 fn read_only() -> io::Error {
     io::Error::from_raw_os_error(libc::EROFS)
 }
@@ -565,7 +575,7 @@ impl FileSystem for Adapter {
     fn access(&self, ctx: &Context, inode: u64, mask: u32) -> io::Result<()> {
         let _timed = self.timed(Op::Access);
         tracing::debug!(pid = ctx.pid, inode, mask, "access");
-        self.vfs.access(ctx.pid as u32, inode, mask).map_err(errno)
+        self.vfs.access(&caller_of(ctx), inode, mask).map_err(errno)
     }
 
     fn setattr(
@@ -846,7 +856,13 @@ mod tests {
             std::fs::create_dir_all(layer.join("bin")).unwrap();
             std::fs::write(layer.join("bin").join(name), name).unwrap();
             router
-                .register(pid, layer.to_str().unwrap(), &Owner::trusted(0, 0), &[])
+                .register(
+                    pid,
+                    layer.to_str().unwrap(),
+                    &Owner::trusted(0, 0),
+                    &[],
+                    None,
+                )
                 .unwrap();
         }
         let vfs = Arc::new(Vfs::new(Routing::Shared(router)));

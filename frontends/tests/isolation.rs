@@ -115,6 +115,7 @@ fn register(router: &Router, child: &Child, layer: &Path) {
             layer.to_str().unwrap(),
             &Owner::trusted(0, 0),
             &[],
+            None,
         )
         .unwrap();
 }

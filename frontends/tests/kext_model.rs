@@ -53,7 +53,13 @@ fn shared() -> Shared {
     let router = Arc::new(Router::new(processes, spfs_testkit::root_attr()));
     for (pid, layer) in [(A, &a), (B, &b)] {
         router
-            .register(pid, layer.to_str().unwrap(), &Owner::trusted(0, 0), &[])
+            .register(
+                pid,
+                layer.to_str().unwrap(),
+                &Owner::trusted(0, 0),
+                &[],
+                None,
+            )
             .unwrap();
     }
     Shared {

@@ -26,7 +26,13 @@ fn deep_router(layer: &Path, others: u32) -> Arc<Router> {
     let router = Arc::new(Router::new(processes, root_attr()));
     for root in std::iter::once(100).chain(200..200 + others) {
         router
-            .register(root, layer.to_str().unwrap(), &Owner::trusted(0, 0), &[])
+            .register(
+                root,
+                layer.to_str().unwrap(),
+                &Owner::trusted(0, 0),
+                &[],
+                None,
+            )
             .unwrap();
     }
     router
@@ -118,6 +124,7 @@ fn benches(c: &mut Criterion) {
             big.to_str().unwrap(),
             &Owner::trusted(0, 0),
             &[],
+            None,
         )
         .unwrap();
     let me = std::process::id();
@@ -157,7 +164,7 @@ fn benches(c: &mut Criterion) {
     processes.spawn(100, 1, 100, 0);
     let registrar = Router::new(processes, root_attr());
     let runtime = registrar
-        .register(100, &layers, &Owner::trusted(0, 0), &[])
+        .register(100, &layers, &Owner::trusted(0, 0), &[], None)
         .unwrap();
     let entries = runtime.view.len();
     eprintln!(
@@ -173,7 +180,7 @@ fn benches(c: &mut Criterion) {
             || (),
             |_| {
                 registrar
-                    .register(100, &layers, &Owner::trusted(0, 0), &[])
+                    .register(100, &layers, &Owner::trusted(0, 0), &[], None)
                     .unwrap();
                 registrar.unregister(100).unwrap();
             },

@@ -217,7 +217,9 @@ fn bench(c: &mut Criterion) {
         let owner = Owner::trusted(0, 0);
         let repos = [root.clone()];
         let start = Instant::now();
-        let runtime = router.register(100, &platform, &owner, &repos).unwrap();
+        let runtime = router
+            .register(100, &platform, &owner, &repos, None)
+            .unwrap();
         let first = start.elapsed();
         let entries = runtime.view.len();
         eprintln!(
@@ -235,7 +237,9 @@ fn bench(c: &mut Criterion) {
             b.iter_batched(
                 || (),
                 |_| {
-                    router.register(100, &platform, &owner, &repos).unwrap();
+                    router
+                        .register(100, &platform, &owner, &repos, None)
+                        .unwrap();
                     router.unregister(100).unwrap();
                 },
                 BatchSize::PerIteration,

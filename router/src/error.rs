@@ -4,6 +4,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::access::AccessError;
+use crate::edit::EditError;
 use crate::node::NodeId;
 use spfs_storage::{Digest, SpfsError};
 
@@ -119,6 +120,9 @@ pub enum RouteError {
     /// The registering user may not read a layer or repository the spec names.
     #[error(transparent)]
     Access(#[from] AccessError),
+    /// The scratch of an editable runtime cannot be used.
+    #[error(transparent)]
+    Edit(#[from] EditError),
 }
 
 /// Why a filesystem operation on a view failed.
@@ -147,6 +151,47 @@ pub enum FsError {
     /// A write of any kind: views are read-only.
     #[error("views are read-only")]
     ReadOnly,
+    /// No extended attribute of that name.
+    #[error("no such extended attribute")]
+    NoAttribute,
+    /// The name is taken.
+    #[error("{name:?} already exists in node {parent}")]
+    Exists {
+        /// The directory.
+        parent: NodeId,
+        /// The name (lossy for display).
+        name: String,
+    },
+    /// `rmdir` (or a rename over) a directory that still has entries.
+    #[error("directory node {0} is not empty")]
+    NotEmpty(NodeId),
+    /// Renaming a directory that exists in a lower layer: overlayfs without `redirect_dir`
+    /// answers `EXDEV`, and `mv` then copies, so the scratch never refers into lower layers.
+    #[error("node {0} is a directory of a lower layer and cannot be renamed")]
+    CrossDevice(NodeId),
+    /// The caller may not write to this runtime (another user's editable runtime).
+    #[error("user {uid} may not change a runtime of user {owner}")]
+    NotOwner {
+        /// The caller's user.
+        uid: u32,
+        /// The runtime's owner.
+        owner: u32,
+    },
+    /// A name the scratch format cannot hold (`.wh.` names are whiteouts), or an invalid
+    /// request.
+    #[error("invalid name or argument: {0}")]
+    Invalid(String),
+    /// What a view cannot hold: FIFOs, sockets and device files.
+    #[error("{0} is not supported in a view")]
+    Unsupported(&'static str),
+    /// The scratch directory failed underneath an editable view (deleted, full, unwritable).
+    #[error("the scratch failed at {path:?}: {source}")]
+    Scratch {
+        /// The path in the scratch.
+        path: PathBuf,
+        /// What the scratch's filesystem said.
+        source: io::Error,
+    },
     /// A read through a file handle that belongs to another node.
     #[error("file handle {0} belongs to another node")]
     BadHandle(u64),
@@ -165,6 +210,12 @@ pub enum FsError {
         source: io::Error,
     },
 }
+
+/// "No such attribute": `ENODATA` on Linux, `ENOATTR` on macOS.
+#[cfg(target_os = "macos")]
+const NO_ATTRIBUTE: i32 = libc::ENOATTR;
+#[cfg(not(target_os = "macos"))]
+const NO_ATTRIBUTE: i32 = libc::ENODATA;
 
 /// Maps an error to the errno a FUSE reply carries. One arm per variant, no wildcard, so a new
 /// variant forces a decision.
@@ -186,6 +237,15 @@ impl ToErrno for FsError {
             FsError::NotASymlink(_) => libc::EINVAL,
             FsError::ReadOnly => libc::EROFS,
             FsError::BadHandle(_) => libc::EBADF,
+            FsError::NoAttribute => NO_ATTRIBUTE,
+            FsError::Exists { .. } => libc::EEXIST,
+            FsError::NotEmpty(_) => libc::ENOTEMPTY,
+            FsError::CrossDevice(_) => libc::EXDEV,
+            FsError::NotOwner { .. } => libc::EACCES,
+            FsError::Invalid(_) => libc::EINVAL,
+            FsError::Unsupported(_) => libc::EPERM,
+            // ENOSPC, EDQUOT, ENOENT of a deleted scratch: the caller learns the real reason.
+            FsError::Scratch { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
             // The view promised this entry; its content being gone is an I/O failure, not
             // "no such file".
             FsError::MissingPayload { .. } => libc::EIO,

@@ -5,6 +5,7 @@
 //!   repositories at registration;
 //! - [`access`]: what a runtime's owner may read;
 //! - [`view`]: layers merged into one read-only tree;
+//! - [`edit`]: editable views, a private scratch layer on top of a view;
 //! - [`node`]: node ids that carry their view;
 //! - [`process`]: process tables (Linux `/proc`, macOS libproc, a fake for tests);
 //! - [`route`]: the route table and caller resolution;
@@ -13,6 +14,7 @@
 //! - [`error`]: errors and the one errno table.
 
 pub mod access;
+pub mod edit;
 pub mod error;
 mod files;
 pub mod node;
@@ -24,11 +26,15 @@ pub mod vfs;
 pub mod view;
 
 pub use access::{AccessError, Owner};
+pub use edit::{EditError, Scratch};
 pub use error::{FsError, RouteError, SpecError, ToErrno};
 pub use node::{NodeId, ROOT, ViewId};
 pub use process::{Pid, ProcessInfo, ProcessTable};
 pub use route::{Router, Runtime};
 pub use spec::{EnvSpec, LayerRef, LayerSource, ResolvedItem, ResolvedSpec};
 pub use traffic::{OutsiderLookups, RequestCounters, RequestTotals};
-pub use vfs::{DirEntry, DirectoryReplier, Routing, StatFs, Vfs};
+pub use vfs::{
+    Caller, DirEntry, DirectoryReplier, RenameMode, Routing, SetAttr, StatFs, TimeSet, Vfs,
+    XattrSet,
+};
 pub use view::{Attr, FileKind, Timestamp, View};

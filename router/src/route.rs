@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::access::Owner;
+use crate::edit::Scratch;
 use crate::error::{RouteError, SpecError};
 use crate::node::ViewId;
 use crate::process::{Pid, ProcessTable};
@@ -118,12 +119,14 @@ impl Router {
 
     /// Resolves `spec` against the repositories at `repos` (searched in order) and builds its
     /// view under a fresh view id, for a route or a per-runtime volume. When `owner` is
-    /// checked, every directory layer and repository must be readable by it first.
+    /// checked, every directory layer and repository must be readable by it first. With a
+    /// `scratch`, the view is editable and every write lands there.
     pub fn build_view(
         &self,
         spec: &EnvSpec,
         owner: &Owner,
         repos: &[PathBuf],
+        scratch: Option<Scratch>,
     ) -> Result<Arc<View>, RouteError> {
         if let Some(relative) = repos.iter().find(|r| !r.is_absolute()) {
             return Err(SpecError::RelativeRepository(relative.clone()).into());
@@ -142,22 +145,23 @@ impl Router {
         })?;
         let resolved = spec.resolve(Arc::new(repos))?;
         let id = self.next_view.fetch_add(1, Ordering::Relaxed);
-        Ok(Arc::new(View::build(
-            id,
-            &resolved,
-            &self.root,
-            (owner.uid, owner.gid),
-        )))
+        let view = View::build(id, &resolved, &self.root, (owner.uid, owner.gid));
+        Ok(Arc::new(match scratch {
+            Some(scratch) => view.with_scratch(scratch),
+            None => view,
+        }))
     }
 
     /// Registers a runtime: the process tree under `root_pid` sees the view of `spec`, whose
-    /// spfs items resolve against the repositories at `repos` (searched in order).
+    /// spfs items resolve against the repositories at `repos` (searched in order). With a
+    /// `scratch` the runtime is editable.
     pub fn register(
         &self,
         root_pid: Pid,
         spec: &str,
         owner: &Owner,
         repos: &[PathBuf],
+        scratch: Option<Scratch>,
     ) -> Result<Arc<Runtime>, RouteError> {
         match root_pid {
             0 => return Err(RouteError::PidZero),
@@ -173,7 +177,7 @@ impl Router {
             return Err(RouteError::AlreadyRegistered(root_pid));
         }
         // Built outside the writer lock: readers and other registrations go on meanwhile.
-        let view = self.build_view(&spec, owner, repos)?;
+        let view = self.build_view(&spec, owner, repos, scratch)?;
         let runtime = Arc::new(Runtime {
             root_pid,
             start_time: info.start_time,

@@ -275,6 +275,7 @@ mod tests {
                 layer.path().to_str().unwrap(),
                 &Owner::trusted(0, 0),
                 &[],
+                None,
             )
             .unwrap();
         let vfs = Vfs::new(Routing::Shared(router.clone()));

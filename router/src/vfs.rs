@@ -14,7 +14,7 @@ use crate::node::{self, NodeId, ViewId};
 use crate::process::Pid;
 use crate::route::Router;
 use crate::traffic::RequestCounters;
-use crate::view::{Attr, BLOCK_SIZE, FileKind, View};
+use crate::view::{Attr, BLOCK_SIZE, FileKind, Timestamp, View};
 
 /// Readdir offset of the first child; 1 and 2 are `.` and `..`.
 const FIRST_CHILD_OFFSET: u64 = 3;
@@ -45,18 +45,87 @@ pub trait DirectoryReplier {
     fn add(&mut self, entry: DirEntry<'_>) -> bool;
 }
 
-/// Filesystem statistics of one view: its own size and entry count, and nothing free (it is
-/// read-only). Counted when the view was built, so a request never walks it.
+/// Filesystem statistics of one view. A read-only view shows its own size and entry count
+/// (counted when it was built, so a request never walks it) and nothing free; an editable one
+/// shows its scratch's filesystem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatFs {
     /// Block size.
     pub block_size: u32,
     /// The size of the view's files, in blocks.
     pub blocks: u64,
+    /// Free blocks.
+    pub free_blocks: u64,
+    /// Free blocks an unprivileged user may take.
+    pub available_blocks: u64,
     /// The view's entries, its root included.
     pub files: u64,
+    /// Free entries.
+    pub free_files: u64,
     /// Longest name.
     pub name_max: u32,
+}
+
+/// Who sends a request: the calling task (a thread id on Linux) and its credentials. Only
+/// requests on the root route by `pid`; new entries of an editable view belong to `uid`:`gid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Caller {
+    /// The calling task, as the kernel reports it.
+    pub pid: Pid,
+    /// Its effective user.
+    pub uid: u32,
+    /// Its effective group.
+    pub gid: u32,
+}
+
+/// A time to set with [`Vfs::setattr`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeSet {
+    /// The server's current time (`UTIME_NOW`).
+    Now,
+    /// This time.
+    At(Timestamp),
+}
+
+/// The attribute changes of one `setattr`; `None` leaves an attribute as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SetAttr {
+    /// New permission bits (no file-type bits).
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New size: truncates or extends.
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<TimeSet>,
+    /// New modification time.
+    pub mtime: Option<TimeSet>,
+}
+
+/// How a rename treats an existing target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RenameMode {
+    /// Replace it (plain `rename(2)`).
+    #[default]
+    Replace,
+    /// Fail with `EEXIST` (`RENAME_NOREPLACE`).
+    NoReplace,
+    /// Swap the two (`RENAME_EXCHANGE`).
+    Exchange,
+}
+
+/// How `setxattr` treats an existing attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XattrSet {
+    /// Create or replace.
+    #[default]
+    Any,
+    /// Fail with `EEXIST` if it exists (`XATTR_CREATE`).
+    Create,
+    /// Fail with `ENODATA` if it does not (`XATTR_REPLACE`).
+    Replace,
 }
 
 /// The filesystem operations over one routing.
@@ -290,12 +359,175 @@ impl Vfs {
     /// not checked here. Every mount that other users reach has `default_permissions`, so the
     /// kernel checks them; a macFUSE mount without it (a per-user service's) lets only its own
     /// user in (the kext's blanket deny), who may read whatever the layers let it read.
-    pub fn access(&self, caller: Pid, node: NodeId, mask: u32) -> Result<(), FsError> {
-        self.locate(caller, node)?;
+    pub fn access(&self, caller: &Caller, node: NodeId, mask: u32) -> Result<(), FsError> {
+        self.locate(caller.pid, node)?;
         if mask & libc::W_OK as u32 != 0 {
             return Err(FsError::ReadOnly);
         }
         Ok(())
+    }
+
+    /// Creates and opens regular file `name` in `parent` with permission bits `mode`, owned by
+    /// the caller; returns its attributes and handle.
+    pub fn create(
+        &self,
+        caller: &Caller,
+        parent: NodeId,
+        name: &[u8],
+        mode: u32,
+    ) -> Result<(Attr, u64), FsError> {
+        let _ = (caller, parent, name, mode);
+        Err(FsError::ReadOnly)
+    }
+
+    /// Makes `name` in `parent` with file-type and permission bits `mode`: regular files only
+    /// (a layer holds no FIFOs, sockets or devices).
+    pub fn mknod(
+        &self,
+        caller: &Caller,
+        parent: NodeId,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+    ) -> Result<Attr, FsError> {
+        let _ = (caller, parent, name, mode, rdev);
+        Err(FsError::ReadOnly)
+    }
+
+    /// Makes directory `name` in `parent` with permission bits `mode`.
+    pub fn mkdir(
+        &self,
+        caller: &Caller,
+        parent: NodeId,
+        name: &[u8],
+        mode: u32,
+    ) -> Result<Attr, FsError> {
+        let _ = (caller, parent, name, mode);
+        Err(FsError::ReadOnly)
+    }
+
+    /// Makes symlink `name` in `parent` pointing at `target`.
+    pub fn symlink(
+        &self,
+        caller: &Caller,
+        parent: NodeId,
+        name: &[u8],
+        target: &[u8],
+    ) -> Result<Attr, FsError> {
+        let _ = (caller, parent, name, target);
+        Err(FsError::ReadOnly)
+    }
+
+    /// Makes `new_name` in `new_parent` a hard link to file `node`.
+    pub fn link(
+        &self,
+        caller: &Caller,
+        node: NodeId,
+        new_parent: NodeId,
+        new_name: &[u8],
+    ) -> Result<Attr, FsError> {
+        let _ = (caller, node, new_parent, new_name);
+        Err(FsError::ReadOnly)
+    }
+
+    /// Removes the non-directory `name` from `parent`.
+    pub fn unlink(&self, caller: &Caller, parent: NodeId, name: &[u8]) -> Result<(), FsError> {
+        let _ = (caller, parent, name);
+        Err(FsError::ReadOnly)
+    }
+
+    /// Removes the empty directory `name` from `parent`.
+    pub fn rmdir(&self, caller: &Caller, parent: NodeId, name: &[u8]) -> Result<(), FsError> {
+        let _ = (caller, parent, name);
+        Err(FsError::ReadOnly)
+    }
+
+    /// Renames `name` in `parent` to `new_name` in `new_parent`.
+    pub fn rename(
+        &self,
+        caller: &Caller,
+        (parent, name): (NodeId, &[u8]),
+        (new_parent, new_name): (NodeId, &[u8]),
+        mode: RenameMode,
+    ) -> Result<(), FsError> {
+        let _ = (caller, parent, name, new_parent, new_name, mode);
+        Err(FsError::ReadOnly)
+    }
+
+    /// Changes the attributes of `node` (through `handle` when the kernel sends one) and
+    /// returns them as they are afterwards.
+    pub fn setattr(
+        &self,
+        caller: &Caller,
+        node: NodeId,
+        handle: Option<u64>,
+        changes: &SetAttr,
+    ) -> Result<Attr, FsError> {
+        let _ = (caller, node, handle, changes);
+        Err(FsError::ReadOnly)
+    }
+
+    /// Writes `data` at `offset` into file `node` (through `handle`, or by node id alone with
+    /// handle 0 when the kernel skips OPEN); returns the bytes written.
+    pub fn write(
+        &self,
+        node: NodeId,
+        handle: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<usize, FsError> {
+        let _ = (node, handle, offset, data);
+        Err(FsError::ReadOnly)
+    }
+
+    /// Flushes file `node`'s data (and its metadata unless `data_only`) to the scratch's disk.
+    pub fn fsync(&self, node: NodeId, handle: u64, data_only: bool) -> Result<(), FsError> {
+        let _ = (node, handle, data_only);
+        Ok(())
+    }
+
+    /// Allocates (or, with `mode`'s flags, punches) space in file `node`, as `fallocate(2)`.
+    pub fn fallocate(
+        &self,
+        node: NodeId,
+        handle: u64,
+        mode: u32,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), FsError> {
+        let _ = (node, handle, mode, offset, len);
+        Err(FsError::ReadOnly)
+    }
+
+    /// The value of extended attribute `name` of `node`.
+    pub fn getxattr(&self, node: NodeId, name: &[u8]) -> Result<Vec<u8>, FsError> {
+        let _ = (node, name);
+        Err(FsError::NoAttribute)
+    }
+
+    /// The names of `node`'s extended attributes, each followed by a NUL.
+    pub fn listxattr(&self, node: NodeId) -> Result<Vec<u8>, FsError> {
+        let _ = node;
+        Ok(Vec::new())
+    }
+
+    /// Sets extended attribute `name` of `node`.
+    pub fn setxattr(
+        &self,
+        caller: &Caller,
+        node: NodeId,
+        name: &[u8],
+        value: &[u8],
+        mode: XattrSet,
+    ) -> Result<(), FsError> {
+        let _ = (caller, node, name, value, mode);
+        Err(FsError::ReadOnly)
+    }
+
+    /// Removes extended attribute `name` of `node`.
+    pub fn removexattr(&self, caller: &Caller, node: NodeId, name: &[u8]) -> Result<(), FsError> {
+        let _ = (caller, node, name);
+        Err(FsError::ReadOnly)
     }
 
     /// The statistics of the view `node` belongs to; the root's are the caller's view's.
@@ -304,7 +536,10 @@ impl Vfs {
         Ok(StatFs {
             block_size: BLOCK_SIZE,
             blocks: view.blocks(),
+            free_blocks: 0,
+            available_blocks: 0,
             files: view.len() as u64,
+            free_files: 0,
             name_max: 255,
         })
     }
@@ -331,7 +566,6 @@ mod tests {
     use super::*;
     use crate::files::{SHARDS, UNPINNED_PER_SHARD};
     use crate::spec::ResolvedSpec;
-    use crate::view::Timestamp;
 
     /// A fixed view of one layer holding `files` small files named f0, f1, ...
     fn vfs_with_files(layer: &std::path::Path, files: usize) -> (Vfs, Arc<View>) {

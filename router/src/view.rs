@@ -25,6 +25,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::edit::Scratch;
 use crate::error::FsError;
 use crate::node::{self, NodeId, ViewId};
 use crate::spec::{LayerSource, ResolvedSpec};
@@ -199,6 +200,8 @@ pub struct View {
     payloads: Vec<Digest>,
     /// The size of its files, in [`BLOCK_SIZE`] blocks, counted once when built.
     blocks: u64,
+    /// An editable view's scratch: writes land there, on top of the layers.
+    scratch: Option<Scratch>,
 }
 
 /// The block size a view counts its files' sizes in, and reports to `statfs`.
@@ -270,6 +273,7 @@ impl View {
             names: Vec::new(),
             payloads: Vec::new(),
             blocks: 0,
+            scratch: None,
         };
         view.nodes.push(Node {
             name_start: 0,
@@ -366,6 +370,17 @@ impl View {
         view.names.shrink_to_fit();
         view.payloads.shrink_to_fit();
         view
+    }
+
+    /// This view made editable: `scratch` takes every write, on top of its layers.
+    pub fn with_scratch(mut self, scratch: Scratch) -> View {
+        self.scratch = Some(scratch);
+        self
+    }
+
+    /// The scratch of an editable view; `None` for a read-only one.
+    pub fn scratch(&self) -> Option<&Scratch> {
+        self.scratch.as_ref()
     }
 
     /// This view's id.

@@ -195,7 +195,7 @@ proptest! {
         let processes = Arc::new(FakeProcessTable::new());
         processes.spawn(10, 1, 100, 0);
         let router = Arc::new(Router::new(processes, root_attr()));
-        router.register(10, &dirs.join("+"), &Owner::trusted(0, 0), &[]).unwrap();
+        router.register(10, &dirs.join("+"), &Owner::trusted(0, 0), &[], None).unwrap();
         let vfs = Arc::new(Vfs::new(Routing::Shared(router)));
         prop_assert_eq!(walk(&vfs, 10), model);
     }

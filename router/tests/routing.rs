@@ -48,10 +48,10 @@ fn fixture() -> Fixture {
 fn both_registered() -> Fixture {
     let f = fixture();
     f.router
-        .register(10, &f.a, &Owner::trusted(501, 501), &[])
+        .register(10, &f.a, &Owner::trusted(501, 501), &[], None)
         .unwrap();
     f.router
-        .register(20, &f.b, &Owner::trusted(502, 502), &[])
+        .register(20, &f.b, &Owner::trusted(502, 502), &[], None)
         .unwrap();
     f
 }
@@ -67,7 +67,7 @@ fn names(f: &Fixture, caller: u32) -> Vec<String> {
 fn descendants_see_the_runtime_and_others_the_empty_view() {
     let f = fixture();
     f.router
-        .register(10, &f.a, &Owner::trusted(501, 501), &[])
+        .register(10, &f.a, &Owner::trusted(501, 501), &[], None)
         .unwrap();
     for caller in [10, 11, 12] {
         assert_eq!(names(&f, caller), ["only-a"], "caller {caller}");
@@ -83,7 +83,7 @@ fn descendants_see_the_runtime_and_others_the_empty_view() {
 fn a_depth_20_descendant_sees_the_runtime() {
     let f = fixture();
     f.router
-        .register(10, &f.a, &Owner::trusted(501, 501), &[])
+        .register(10, &f.a, &Owner::trusted(501, 501), &[], None)
         .unwrap();
     let mut parent = 12;
     for pid in 100..120 {
@@ -97,10 +97,10 @@ fn a_depth_20_descendant_sees_the_runtime() {
 fn nested_runtimes_resolve_to_the_nearest_root() {
     let f = fixture();
     f.router
-        .register(10, &f.a, &Owner::trusted(501, 501), &[])
+        .register(10, &f.a, &Owner::trusted(501, 501), &[], None)
         .unwrap();
     f.router
-        .register(11, &f.b, &Owner::trusted(501, 501), &[])
+        .register(11, &f.b, &Owner::trusted(501, 501), &[], None)
         .unwrap();
     assert_eq!(names(&f, 10), ["only-a"]);
     assert_eq!(names(&f, 11), ["only-b"]);
@@ -111,7 +111,7 @@ fn nested_runtimes_resolve_to_the_nearest_root() {
 fn a_reused_pid_does_not_inherit_a_dead_runtime() {
     let f = fixture();
     f.router
-        .register(20, &f.a, &Owner::trusted(502, 502), &[])
+        .register(20, &f.a, &Owner::trusted(502, 502), &[], None)
         .unwrap();
     assert_eq!(names(&f, 20), ["only-a"]);
     f.processes.exit(20);
@@ -119,7 +119,7 @@ fn a_reused_pid_does_not_inherit_a_dead_runtime() {
     // The cache was filled for pid 20 above; a route change is what clears it in service, but
     // a reused pid must not match even through a fresh walk.
     f.router
-        .register(30, &f.b, &Owner::trusted(503, 503), &[])
+        .register(30, &f.b, &Owner::trusted(503, 503), &[], None)
         .unwrap();
     assert!(
         names(&f, 20).is_empty(),
@@ -131,7 +131,7 @@ fn a_reused_pid_does_not_inherit_a_dead_runtime() {
 fn unregister_takes_effect_at_once() {
     let f = fixture();
     f.router
-        .register(10, &f.a, &Owner::trusted(501, 501), &[])
+        .register(10, &f.a, &Owner::trusted(501, 501), &[], None)
         .unwrap();
     assert_eq!(names(&f, 12), ["only-a"]);
     let inside = f.vfs.lookup(12, ROOT, b"only-a").unwrap();
@@ -168,14 +168,14 @@ fn view_ids_are_never_reused() {
     let f = fixture();
     let first = f
         .router
-        .register(10, &f.a, &Owner::trusted(501, 501), &[])
+        .register(10, &f.a, &Owner::trusted(501, 501), &[], None)
         .unwrap()
         .view
         .id();
     f.router.unregister(10).unwrap();
     let second = f
         .router
-        .register(10, &f.a, &Owner::trusted(501, 501), &[])
+        .register(10, &f.a, &Owner::trusted(501, 501), &[], None)
         .unwrap()
         .view
         .id();
@@ -186,23 +186,24 @@ fn view_ids_are_never_reused() {
 fn registration_errors_name_the_problem() {
     let f = fixture();
     assert!(matches!(
-        f.router.register(0, &f.a, &Owner::trusted(0, 0), &[]),
+        f.router.register(0, &f.a, &Owner::trusted(0, 0), &[], None),
         Err(RouteError::PidZero)
     ));
     assert!(matches!(
-        f.router.register(1, &f.a, &Owner::trusted(0, 0), &[]),
+        f.router.register(1, &f.a, &Owner::trusted(0, 0), &[], None),
         Err(RouteError::PidOne)
     ));
     assert!(matches!(
-        f.router.register(4242, &f.a, &Owner::trusted(0, 0), &[]),
+        f.router
+            .register(4242, &f.a, &Owner::trusted(0, 0), &[], None),
         Err(RouteError::NoSuchProcess(4242))
     ));
     f.router
-        .register(10, &f.a, &Owner::trusted(501, 501), &[])
+        .register(10, &f.a, &Owner::trusted(501, 501), &[], None)
         .unwrap();
     let dup = f
         .router
-        .register(10, &f.b, &Owner::trusted(501, 501), &[])
+        .register(10, &f.b, &Owner::trusted(501, 501), &[], None)
         .unwrap_err();
     assert_eq!(
         dup.to_string(),
@@ -214,9 +215,19 @@ fn registration_errors_name_the_problem() {
 fn writes_are_refused_with_erofs() {
     let f = fixture();
     f.router
-        .register(10, &f.a, &Owner::trusted(501, 501), &[])
+        .register(10, &f.a, &Owner::trusted(501, 501), &[], None)
         .unwrap();
-    let err = f.vfs.access(10, ROOT, libc::W_OK as u32).unwrap_err();
+    let err = f
+        .vfs
+        .access(
+            &spfs_router::Caller {
+                pid: 10,
+                ..Default::default()
+            },
+            ROOT,
+            libc::W_OK as u32,
+        )
+        .unwrap_err();
     assert_eq!(err.to_errno(), libc::EROFS);
 }
 
@@ -232,7 +243,13 @@ fn a_thread_of_a_registered_process_resolves_like_the_process() {
     ));
     let me = std::process::id();
     let view = router
-        .register(me, tmp.path().to_str().unwrap(), &Owner::trusted(0, 0), &[])
+        .register(
+            me,
+            tmp.path().to_str().unwrap(),
+            &Owner::trusted(0, 0),
+            &[],
+            None,
+        )
         .unwrap()
         .view
         .id();
@@ -264,6 +281,7 @@ fn readdir_resumes_at_every_offset_it_handed_out() {
             tmp.path().to_str().unwrap(),
             &Owner::trusted(501, 501),
             &[],
+            None,
         )
         .unwrap();
     f.vfs.opendir(10, ROOT).unwrap();
@@ -316,7 +334,7 @@ fn statfs_reports_the_figures_of_the_callers_view_or_of_the_node_asked() {
     std::fs::write(a.join("empty"), b"").unwrap();
     for (root, spec, uid) in [(10, &f.a, 501), (20, &f.b, 502)] {
         f.router
-            .register(root, spec, &Owner::trusted(uid, uid), &[])
+            .register(root, spec, &Owner::trusted(uid, uid), &[], None)
             .unwrap();
     }
     let in_a = f.vfs.statfs(11, ROOT).unwrap();
@@ -348,7 +366,7 @@ fn a_thread_id_in_the_fake_table_routes_by_its_process() {
     f.processes.spawn_thread(1201, 12);
     f.processes.spawn_thread(3001, 30);
     f.router
-        .register(10, &f.a, &Owner::trusted(501, 501), &[])
+        .register(10, &f.a, &Owner::trusted(501, 501), &[], None)
         .unwrap();
     assert_eq!(names(&f, 1201), ["only-a"]);
     assert!(names(&f, 3001).is_empty());

@@ -52,6 +52,7 @@ impl Fixture {
                 spec,
                 &Owner::trusted(OWNER, OWNER),
                 std::slice::from_ref(&self.repo.root),
+                None,
             )
             .map(|_| ())
     }
@@ -244,6 +245,7 @@ fn errors_name_the_tag_the_prefix_the_repository_and_the_object() {
             "dev/lower",
             &Owner::trusted(OWNER, OWNER),
             &[not_repo.path().to_path_buf()],
+            None,
         )
         .unwrap_err();
     assert!(
@@ -262,7 +264,7 @@ fn errors_name_the_tag_the_prefix_the_repository_and_the_object() {
 
     let err = f
         .router
-        .register(13, "dev/lower", &Owner::trusted(OWNER, OWNER), &[])
+        .register(13, "dev/lower", &Owner::trusted(OWNER, OWNER), &[], None)
         .unwrap_err();
     assert!(
         err.to_string().contains("no spfs repository was given"),

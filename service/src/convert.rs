@@ -22,6 +22,8 @@ pub(crate) fn host_error_to_status(err: &HostError) -> Status {
         // FAILED_PRECONDITION tells a client (do not retry until the state changes).
         HostError::MountPointHeld { .. } => Code::FailedPrecondition,
         HostError::PermissionDenied(_) => Code::PermissionDenied,
+        // Like a held mount point: retrying helps only once the other runtime ends.
+        HostError::Scratch(_) => Code::FailedPrecondition,
         HostError::Mount { .. } | HostError::Internal(_) => Code::Internal,
     };
     let message = match err.hint() {

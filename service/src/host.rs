@@ -52,6 +52,10 @@ pub enum HostError {
         /// That runtime's env spec.
         env_spec: String,
     },
+    /// The scratch directory of an editable runtime cannot be used (in use by another runtime,
+    /// not a directory, not writable); the message names it.
+    #[error("{0}")]
+    Scratch(String),
     /// The caller may not act on this root process; the message names both uids.
     #[error("{0}")]
     PermissionDenied(String),
@@ -216,6 +220,7 @@ impl From<RouteError> for HostError {
             RouteError::AlreadyRegistered(pid) => HostError::AlreadyRegistered(pid),
             RouteError::NotRegistered(pid) => HostError::NoSuchRuntime(pid),
             RouteError::Access(_) => HostError::PermissionDenied(err.to_string()),
+            RouteError::Edit(_) => HostError::Scratch(err.to_string()),
         }
     }
 }
@@ -355,7 +360,9 @@ impl Host {
         if self.config.layout == Layout::Single {
             self.claim_single(root_pid)?;
         }
-        let runtime = self.router.register(root_pid, env_spec, owner, repos)?;
+        let runtime = self
+            .router
+            .register(root_pid, env_spec, owner, repos, None)?;
         self.mount_volume(&runtime)?;
         self.record(&runtime, owner);
         Ok(self.runtime_status(&runtime))
