@@ -46,47 +46,14 @@ mkdir -p "$work"
 work=$(cd "$work" && pwd)
 json=${json:-$work/results.json}
 
-log() { printf '%s\n' "$*" >&2; }
+mnt=$work/mnt
+. ci/bench/lib.sh
 
 # --- set up ----------------------------------------------------------------------------------
-ci/setup.sh
-need=()
-command -v fuse-overlayfs >/dev/null 2>&1 || need+=(fuse-overlayfs)
-command -v cc >/dev/null 2>&1 || need+=(gcc)
-if [ "${#need[@]}" -gt 0 ]; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
-fi
-if [ -n "${SPFS_FUSE_BIN:-}" ]; then
-    bin=$SPFS_FUSE_BIN
-else
-    log "building spfs-fuse (release)"
-    cargo build --release --locked -q -p spfs-fuse
-    target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-    bin=$target_dir/release/spfs-fuse
-fi
-driver=$work/driver
-cc -O2 -o "$driver" ci/bench/driver.c -lm
+setup_bench
+make_stack
 
-stack=$work/stack-v2-$files-$dirs-$big_mib
-if ! [ -e "$stack/done" ]; then
-    log "making the layer stack in $stack"
-    rm -rf "$stack"
-    mkdir -p "$stack"
-    "$driver" gen "$stack" "$files" "$dirs" "$big_mib" >&2
-    touch "$stack/done"
-fi
-layers=("$stack/layer0" "$stack/layer1" "$stack/layer2")
-spec=$(IFS=+; echo "${layers[*]}")
-lowerdir="$stack/layer2:$stack/layer1:$stack/layer0"
-
-mnt=$work/mnt
 mkdir -p "$mnt/spfs-fuse" "$mnt/spfs-fuse-many" "$mnt/fuse-overlayfs" "$mnt/overlay"
-declare -A service_pid=() sleepers=()
-
-can_drop=0
-if sync && echo 3 2>/dev/null >/proc/sys/vm/drop_caches; then can_drop=1; fi
-[ "$can_drop" = 1 ] || log "note: cannot drop the page cache here; cold means a fresh mount only"
 
 # --- the servings ----------------------------------------------------------------------------
 # up S mounts serving S (for spfs-fuse: starts a service and registers runtimes), down S undoes
@@ -99,55 +66,10 @@ root_of() {
     esac
 }
 
-# up_spfs NAME RUNTIMES: starts a service on $mnt/NAME and registers this script as a runtime
-# root (so the driver, its child, sees the view), plus RUNTIMES - 1 more rooted at idle processes.
-up_spfs() {
-    local name=$1 runtimes=$2
-    local -x SPFS_FUSE_SOCKET=$work/$name.sock
-    local args=(service --mountpoint "$mnt/$name" --socket "$SPFS_FUSE_SOCKET")
-    [ -z "$threads" ] || args+=(--threads "$threads")
-    [ -z "$no_uring" ] || args+=(--no-io-uring)
-    "$bin" "${args[@]}" >>"$work/$name.log" 2>&1 &
-    service_pid[$name]=$!
-    local tries=0
-    until "$bin" status >/dev/null 2>&1; do
-        tries=$((tries + 1))
-        if [ $tries -gt 200 ] || ! kill -0 "${service_pid[$name]}" 2>/dev/null; then
-            tail -20 "$work/$name.log" >&2
-            log "ci/bench.sh: the spfs-fuse service did not start"
-            return 1
-        fi
-        sleep 0.05
-    done
-    "$bin" mount --root-process $$ "$spec" >/dev/null
-    local i pid
-    for ((i = 1; i < runtimes; i++)); do
-        sleep 100000 &
-        pid=$!
-        sleepers[$name]+=" $pid"
-        "$bin" mount --root-process "$pid" "$spec" >/dev/null
-    done
-}
-
-down_spfs() {
-    local name=$1 pid
-    local -x SPFS_FUSE_SOCKET=$work/$name.sock
-    [ -n "${service_pid[$name]:-}" ] || return 0
-    "$bin" shutdown >/dev/null 2>&1 || kill "${service_pid[$name]}" 2>/dev/null || true
-    wait "${service_pid[$name]}" 2>/dev/null || true
-    unset "service_pid[$name]"
-    for pid in ${sleepers[$name]:-}; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    unset "sleepers[$name]"
-    if mountpoint -q "$mnt/$name"; then fusermount3 -uz "$mnt/$name"; fi
-}
-
 up() {
     case $1 in
-    spfs-fuse) up_spfs "$1" 1 ;;
-    spfs-fuse-many) up_spfs "$1" "$many" ;;
+    spfs-fuse) up_spfs "$1" 1 "$spec" ;;
+    spfs-fuse-many) up_spfs "$1" "$many" "$spec" ;;
     fuse-overlayfs) fuse-overlayfs -o "lowerdir=$lowerdir" "$mnt/fuse-overlayfs" 2>>"$work/fuse-overlayfs.log" ;;
     overlay) mount -t overlay overlay -o "ro,lowerdir=$lowerdir" "$mnt/overlay" ;;
     plain) ;;
@@ -157,7 +79,7 @@ up() {
 down() {
     case $1 in
     spfs-fuse | spfs-fuse-many) down_spfs "$1" ;;
-    fuse-overlayfs) if mountpoint -q "$mnt/fuse-overlayfs"; then fusermount3 -u "$mnt/fuse-overlayfs" || fusermount3 -uz "$mnt/fuse-overlayfs"; fi ;;
+    fuse-overlayfs) unmount_fuse "$mnt/fuse-overlayfs" ;;
     overlay) if mountpoint -q "$mnt/overlay"; then umount "$mnt/overlay" || umount -l "$mnt/overlay"; fi ;;
     plain) ;;
     esac
@@ -185,22 +107,6 @@ run() {
     big) out=$("$driver" big "$root/d00/big.bin") ;;
     esac
     echo "$serving $workload $temp $out" >>"$results"
-}
-
-drop_caches() {
-    if [ "$can_drop" = 1 ]; then
-        sync
-        echo 3 >/proc/sys/vm/drop_caches
-    fi
-}
-
-# rotated I SERVING...: the servings, starting at the (I mod N)th, so none always goes first.
-rotated() {
-    local i=$1
-    shift
-    local n=$# k
-    local all=("$@")
-    for ((k = 0; k < n; k++)); do echo "${all[(i + k) % n]}"; done
 }
 
 # bench WORKLOAD SERVING...: REPS rounds of cold runs (each serving freshly mounted, caches
@@ -238,13 +144,7 @@ for w in $only; do
 done
 
 # --- report ----------------------------------------------------------------------------------
-uring_switch=/sys/module/fuse/parameters/enable_uring
-case "$(cat "$uring_switch" 2>/dev/null || echo absent)" in
-Y) uring="FUSE over io_uring on${no_uring:+ but not used (--no-io-uring)}" ;;
-absent) uring="no FUSE over io_uring in this kernel" ;;
-*) uring="FUSE over io_uring off ($uring_switch)" ;;
-esac
-machine="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), Linux $(uname -r), $uring"
+machine=$(machine_line)
 spfs_version=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo unknown)
 awk -v json="$json" -v machine="$machine" -v reps="$reps" -v files="$files" -v dirs="$dirs" \
     -v big_mib="$big_mib" -v many="$many" -v commit="$spfs_version" '

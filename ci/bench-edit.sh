@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# Editable runtimes against their peers: the same three-layer stack served by spfs-fuse (an
+# editable runtime: `mount --edit`), fuse-overlayfs and the kernel's overlayfs, each with an
+# empty upper layer, and a plain directory; the same write workloads through each, every run on
+# a fresh mount with an empty upper. Prints medians, spfs-fuse's ratios to fuse-overlayfs and
+# the FUSE requests spfs-fuse served per run (they do not move with the CPU); then the read
+# workloads on an editable runtime with an empty scratch against a read-only one.
+#
+#   ci/bench-edit.sh [--quick] [--reps N] [--files N] [--dirs N] [--big-mib N] [--dir DIR]
+#                    [--only "WORKLOAD..."] [--no-io-uring]
+#
+# Workloads: untar (a tarball of the bottom layer's small files unpacked into the view), write
+# (a new $big_mib MiB file, written with dd and flushed with fsync), append (1 MiB appended
+# to the big lower file: a copy-up), rmtree (`rm -rf` of a lower tree: whiteouts), and
+# reads (the lstat and read workloads of ci/bench.sh, editable against read-only). Linux only,
+# as root. SPFS_FUSE_BIN=PATH benchmarks that binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+
+reps=5 files=24000 dirs=1000 big_mib=512 no_uring="" threads="" only="untar write append rmtree reads"
+work=${BENCH_DIR:-/tmp/spfs-fuse-bench}
+while [ $# -gt 0 ]; do
+    case $1 in
+    --quick) reps=3 files=600 dirs=40 big_mib=16 ;;
+    --reps) reps=$2; shift ;;
+    --files) files=$2; shift ;;
+    --dirs) dirs=$2; shift ;;
+    --big-mib) big_mib=$2; shift ;;
+    --dir) work=$2; shift ;;
+    --only) only=$2; shift ;;
+    --no-io-uring) no_uring=1 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    *) echo "ci/bench-edit.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ "$(uname -s)" = Linux ] || { echo "ci/bench-edit.sh: Linux only (it mounts overlayfs)" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || { echo "ci/bench-edit.sh: run as root: it mounts filesystems" >&2; exit 1; }
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+mnt=$work/mnt-edit
+. ci/bench/lib.sh
+
+setup_bench
+make_stack
+tarball=$work/layer0-$files-$dirs.tar
+[ -e "$tarball" ] || tar -cf "$tarball" --exclude=big.bin -C "$stack/layer0" .
+mkdir -p "$mnt/spfs-fuse" "$mnt/spfs-fuse-ro" "$mnt/fuse-overlayfs" "$mnt/overlay"
+
+# The upper (and work) directories of the overlays, emptied before every mount.
+uppers=$work/uppers
+
+up() {
+    case $1 in
+    spfs-fuse) up_spfs "$1" 1 "$spec" --edit ;;
+    spfs-fuse-ro) up_spfs "$1" 1 "$spec" ;;
+    fuse-overlayfs | overlay)
+        rm -rf "${uppers:?}/$1"
+        mkdir -p "$uppers/$1/upper" "$uppers/$1/work"
+        local opts="lowerdir=$lowerdir,upperdir=$uppers/$1/upper,workdir=$uppers/$1/work"
+        if [ "$1" = overlay ]; then
+            mount -t overlay overlay -o "$opts,redirect_dir=off,metacopy=off,index=off" "$mnt/overlay"
+        else
+            fuse-overlayfs -o "$opts" "$mnt/fuse-overlayfs" 2>>"$work/fuse-overlayfs.log"
+        fi
+        ;;
+    plain) rm -rf "$work/plain" && cp -a "$stack/layer0" "$work/plain" ;;
+    esac
+}
+
+down() {
+    case $1 in
+    spfs-fuse | spfs-fuse-ro) down_spfs "$1" ;;
+    fuse-overlayfs) unmount_fuse "$mnt/fuse-overlayfs" ;;
+    overlay) if mountpoint -q "$mnt/overlay"; then umount "$mnt/overlay" || umount -l "$mnt/overlay"; fi ;;
+    plain) ;;
+    esac
+}
+
+root_of() {
+    case $1 in
+    plain) echo "$work/plain" ;;
+    *) echo "$mnt/$1" ;;
+    esac
+}
+
+cleanup() {
+    local s
+    for s in spfs-fuse spfs-fuse-ro fuse-overlayfs overlay; do down "$s" || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# requests NAME: the FUSE requests NAME's service has served so far, summed over opcodes.
+requests() {
+    SPFS_FUSE_SOCKET=$work/$1.sock "$bin" status --json |
+        python3 -c 'import json,sys; print(sum(r["count"] for r in json.load(sys.stdin)["traffic"]["requests"].values()))'
+}
+
+results=$work/results-edit.txt
+: >"$results"
+
+now() { date +%s%N; }
+
+# run SERVING WORKLOAD TEMP: one timed run; appends "serving workload temp ns requests".
+run() {
+    local serving=$1 workload=$2 temp=$3 root before=0 after=0 start end
+    root=$(root_of "$serving")
+    case $serving in spfs-fuse*) before=$(requests "$serving") ;; esac
+    start=$(now)
+    case $workload in
+    untar) mkdir "$root/untar" && tar -xf "$tarball" -C "$root/untar" ;;
+    write) dd if=/dev/zero of="$root/new.bin" bs=1M count="$big_mib" conv=fsync status=none ;;
+    append) dd if=/dev/zero of="$root/d00/big.bin" bs=1M count=1 oflag=append conv=notrunc,fsync status=none ;;
+    rmtree) rm -rf "$root/d01" ;;
+    lstat) "$driver" lstat "$root" "$stack/paths.list" >/dev/null ;;
+    read) "$driver" read "$root" "$stack/files.list" >/dev/null ;;
+    esac
+    end=$(now)
+    case $serving in spfs-fuse*) after=$(requests "$serving") ;; esac
+    # The requests of `status` itself do not reach the mount: the difference is the workload's.
+    echo "$serving $workload $temp $((end - start)) $((after - before))" >>"$results"
+}
+
+# write_bench WORKLOAD SERVING...: REPS rounds, each serving freshly mounted with an empty
+# upper and the page cache dropped, in turns that start with the next serving each round.
+write_bench() {
+    local workload=$1 i s
+    shift
+    log "  $workload: $*"
+    for ((i = 0; i < reps; i++)); do
+        for s in $(rotated "$i" "$@"); do
+            down "$s"
+            up "$s"
+            drop_caches
+            run "$s" "$workload" cold
+        done
+    done
+    for s in "$@"; do down "$s"; done
+}
+
+# read_bench WORKLOAD SERVING...: as ci/bench.sh: cold rounds on fresh mounts, then warm ones.
+read_bench() {
+    local workload=$1 i s
+    shift
+    log "  $workload: $*"
+    for ((i = 0; i < reps; i++)); do
+        for s in $(rotated "$i" "$@"); do
+            down "$s"
+            up "$s"
+            drop_caches
+            run "$s" "$workload" cold
+        done
+    done
+    for s in "$@"; do run "$s" "$workload" warmup; done
+    for ((i = 0; i < reps; i++)); do
+        for s in $(rotated "$i" "$@"); do run "$s" "$workload" warm; done
+    done
+    for s in "$@"; do down "$s"; done
+}
+
+log "benchmarking editable runtimes: $reps repetitions, $files files, $dirs directories, $big_mib MiB"
+for w in $only; do
+    case $w in
+    untar | write) write_bench "$w" spfs-fuse fuse-overlayfs overlay plain ;;
+    append | rmtree) write_bench "$w" spfs-fuse fuse-overlayfs overlay ;;
+    reads) read_bench lstat spfs-fuse spfs-fuse-ro && read_bench read spfs-fuse spfs-fuse-ro ;;
+    *) echo "ci/bench-edit.sh: unknown workload $w" >&2; exit 2 ;;
+    esac
+done
+
+machine=$(machine_line)
+awk -v machine="$machine" -v reps="$reps" -v files="$files" -v big_mib="$big_mib" '
+function median(key,    n, i, j, t, v) {
+    n = count[key]
+    if (n == 0) return -1
+    for (i = 1; i <= n; i++) v[i] = sample[key, i]
+    for (i = 2; i <= n; i++) for (j = i; j > 1 && v[j - 1] > v[j]; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+    return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+}
+function ms(ns) { return ns < 0 ? "-" : sprintf(ns >= 1e8 ? "%.0f" : ns >= 1e7 ? "%.1f" : "%.2f", ns / 1e6) }
+function ratio(a, b) { return (a < 0 || b <= 0) ? "-" : sprintf("%.2fx", a / b) }
+$3 != "warmup" {
+    key = $1 SUBSEP $2 SUBSEP $3
+    count[key]++
+    sample[key, count[key]] = $4
+    reqs[key] = $5
+}
+END {
+    printf "\nmedian ms of %d runs, each on a fresh mount with an empty upper; %s files, %s MiB; %s\n\n", reps, files, big_mib, machine
+    printf "| workload | spfs-fuse | fuse-overlayfs | kernel overlay | plain dir | vs fuse-overlayfs | vs plain dir | spfs-fuse requests |\n"
+    printf "|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    split("untar write append rmtree", wl, " ")
+    for (w = 1; w <= 4; w++) {
+        a = median("spfs-fuse" SUBSEP wl[w] SUBSEP "cold")
+        if (a < 0) continue
+        b = median("fuse-overlayfs" SUBSEP wl[w] SUBSEP "cold"); c = median("overlay" SUBSEP wl[w] SUBSEP "cold"); d = median("plain" SUBSEP wl[w] SUBSEP "cold")
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", wl[w], ms(a), ms(b), ms(c), ms(d), ratio(a, b), ratio(a, d), reqs["spfs-fuse" SUBSEP wl[w] SUBSEP "cold"]
+    }
+    a = median("spfs-fuse" SUBSEP "write" SUBSEP "cold"); d = median("plain" SUBSEP "write" SUBSEP "cold")
+    if (a > 0 && d > 0) printf "\nbig write: spfs-fuse %.0f MiB/s, plain dir %.0f MiB/s (%.0f%%)\n", big_mib * 1e9 / a, big_mib * 1e9 / d, 100 * d / a
+    split("lstat read", rl, " "); split("cold warm", tl, " ")
+    first = 1
+    for (w = 1; w <= 2; w++) for (t = 1; t <= 2; t++) {
+        a = median("spfs-fuse" SUBSEP rl[w] SUBSEP tl[t]); b = median("spfs-fuse-ro" SUBSEP rl[w] SUBSEP tl[t])
+        if (a < 0) continue
+        if (first) { printf "\nreads, editable runtime with an empty scratch against a read-only one:\n\n| workload | editable | read-only | ratio |\n|---|---:|---:|---:|\n"; first = 0 }
+        printf "| %s %s | %s | %s | %s |\n", rl[w], tl[t], ms(a), ms(b), ratio(a, b)
+    }
+}' "$results"
