@@ -290,6 +290,19 @@ impl State {
         self.location(lower, i).map_or(i, |(p, _)| p)
     }
 
+    /// Directory `i` and its parents up to the root, `i` first.
+    fn ancestors<'a>(&'a self, lower: &'a View, i: u32) -> impl Iterator<Item = u32> + 'a {
+        let mut next = Some(i);
+        std::iter::from_fn(move || {
+            let at = next?;
+            next = (at != 0)
+                .then(|| self.parent(lower, at))
+                .filter(|p| *p != at);
+            Some(at)
+        })
+        .take(MAX_DEPTH)
+    }
+
     /// Entry `i`'s path relative to the scratch; `None` when it or a parent is detached.
     fn path(&self, lower: &View, i: u32) -> Option<PathBuf> {
         let mut parts = Vec::new();
@@ -875,22 +888,23 @@ impl Edit {
         check_name(name)?;
         let mut st = self.write();
         let node = lower.node_id(i);
+        let parent_node = lower.node_id(parent);
+        if st.kind(lower, parent) != Some(FileKind::Directory) {
+            return Err(FsError::NotADirectory(parent_node));
+        }
+        // As link(2): a taken name first, then what the source is.
+        if st.child(lower, parent, name).is_some() {
+            return Err(FsError::Exists {
+                parent: parent_node,
+                name: String::from_utf8_lossy(name).into_owned(),
+            });
+        }
         match st.kind(lower, i) {
             None => return Err(FsError::StaleNode(node)),
             Some(FileKind::Directory) => {
                 return Err(FsError::Unsupported("a hard link to a directory"));
             }
             Some(_) => {}
-        }
-        let parent_node = lower.node_id(parent);
-        if st.kind(lower, parent) != Some(FileKind::Directory) {
-            return Err(FsError::NotADirectory(parent_node));
-        }
-        if st.child(lower, parent, name).is_some() {
-            return Err(FsError::Exists {
-                parent: parent_node,
-                name: String::from_utf8_lossy(name).into_owned(),
-            });
         }
         self.copy_up(&mut st, lower, files, i)?;
         let from = self.upper_path(&st, lower, i)?;
@@ -976,17 +990,24 @@ impl Edit {
             .ok_or_else(|| not_found(lower.node_id(parent), name))?;
         let src_node = lower.node_id(src);
         let kind = st.kind(lower, src).ok_or(FsError::StaleNode(src_node))?;
-        if kind == FileKind::Directory && (src as usize) < lower.len() {
-            return Err(FsError::CrossDevice(src_node));
-        }
         let dst = st.child(lower, new_parent, new_name);
+        if dst.is_some() && mode == RenameMode::NoReplace {
+            return Err(FsError::Exists {
+                parent: lower.node_id(new_parent),
+                name: String::from_utf8_lossy(new_name).into_owned(),
+            });
+        }
+        // As rename(2) checks, in its order: a source that holds the target's directory,
+        // a target that holds the source's, the same file, the kinds, then overlayfs's EXDEV.
+        if st.ancestors(lower, new_parent).any(|a| a == src) {
+            return Err(FsError::Invalid(
+                "a directory cannot move into itself".into(),
+            ));
+        }
         if let Some(d) = dst {
             let d_node = lower.node_id(d);
-            if mode == RenameMode::NoReplace {
-                return Err(FsError::Exists {
-                    parent: lower.node_id(new_parent),
-                    name: String::from_utf8_lossy(new_name).into_owned(),
-                });
+            if st.ancestors(lower, parent).any(|a| a == d) {
+                return Err(FsError::NotEmpty(d_node));
             }
             if d == src {
                 return Ok(());
@@ -1001,19 +1022,8 @@ impl Edit {
                 _ => {}
             }
         }
-        if kind == FileKind::Directory {
-            let mut at = new_parent;
-            for _ in 0..MAX_DEPTH {
-                if at == src {
-                    return Err(FsError::Invalid(
-                        "a directory cannot move into itself".into(),
-                    ));
-                }
-                if at == 0 {
-                    break;
-                }
-                at = st.parent(lower, at);
-            }
+        if kind == FileKind::Directory && (src as usize) < lower.len() {
+            return Err(FsError::CrossDevice(src_node));
         }
         self.copy_up(&mut st, lower, files, src)?;
         let from_dir = self.upper_dir(&mut st, lower, files, parent)?;
