@@ -477,3 +477,142 @@ fn statfs_of_an_editable_view_is_the_scratchs() {
     let st = f.vfs.statfs(0, ROOT).unwrap();
     assert!(st.blocks > 0 && st.free_blocks > 0 && st.files > 0);
 }
+
+#[test]
+fn a_change_in_one_runtime_is_seen_by_that_runtime_only() {
+    use spfs_router::process::FakeProcessTable;
+    use spfs_router::{Owner, Router};
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = tmp.path().join("layer");
+    make_layer(&layer);
+    let processes = Arc::new(FakeProcessTable::new());
+    processes.spawn(1, 0, 1, 0);
+    processes.spawn(10, 1, 10, me().uid);
+    processes.spawn(11, 10, 11, me().uid);
+    processes.spawn(20, 1, 20, me().uid);
+    processes.spawn(30, 1, 30, me().uid);
+    let router = Arc::new(Router::new(processes, root_attr()));
+    let owner = Owner::trusted(me().uid, me().gid);
+    let spec = layer.to_str().unwrap();
+    let scratch = |n: &str| Some(Scratch::open(&tmp.path().join(n), false).unwrap());
+    router
+        .register(10, spec, &owner, &[], scratch("a"))
+        .unwrap();
+    router
+        .register(20, spec, &owner, &[], scratch("b"))
+        .unwrap();
+    let vfs = Vfs::new(Routing::Shared(router.clone()));
+    let in_a = Caller { pid: 11, ..me() };
+    let (made, handle) = vfs.create(&in_a, ROOT, b"made", 0o644).unwrap();
+    vfs.write(made.node, handle, 0, b"mine").unwrap();
+    vfs.release(handle);
+    let dir = vfs.lookup(11, ROOT, b"dir").unwrap().node;
+    vfs.unlink(&in_a, dir, b"a").unwrap();
+    assert_eq!(vfs.lookup(11, ROOT, b"made").unwrap().node, made.node);
+    assert_eq!(vfs.read(made.node, 0, 0, 10).unwrap(), b"mine");
+    for other in [20, 30] {
+        assert_eq!(
+            vfs.lookup(other, ROOT, b"made").unwrap_err().to_errno(),
+            libc::ENOENT
+        );
+        assert!(
+            !common::list(&vfs, other, ROOT)
+                .iter()
+                .any(|(n, _)| n == b"made")
+        );
+    }
+    let b_dir = vfs.lookup(20, ROOT, b"dir").unwrap().node;
+    assert_ne!(b_dir, dir, "each view has its own node ids");
+    assert!(vfs.lookup(20, b_dir, b"a").is_ok(), "B still sees dir/a");
+    assert!(!tmp.path().join("b/made").exists());
+    // An outsider sees the empty view, which takes no writes.
+    let outsider = Caller { pid: 30, ..me() };
+    assert_eq!(
+        vfs.create(&outsider, ROOT, b"x", 0o644)
+            .unwrap_err()
+            .to_errno(),
+        libc::EROFS
+    );
+    // B's own change stays in B.
+    vfs.mkdir(&Caller { pid: 20, ..me() }, ROOT, b"bdir", 0o755)
+        .unwrap();
+    assert_eq!(
+        vfs.lookup(11, ROOT, b"bdir").unwrap_err().to_errno(),
+        libc::ENOENT
+    );
+    assert!(
+        router
+            .view(spfs_router::node::decode(made.node).unwrap().0)
+            .unwrap()
+            .has_changes()
+    );
+}
+
+#[test]
+fn node_ids_are_unique_and_never_reused() {
+    let f = fixture();
+    let mut seen = std::collections::HashSet::new();
+    for (_, attr) in common::list(&f.vfs, 0, ROOT) {
+        assert!(seen.insert(attr.node));
+    }
+    for round in 0..20 {
+        let name = format!("n{}", round % 3);
+        let (attr, h) = f.vfs.create(&me(), ROOT, name.as_bytes(), 0o644).unwrap();
+        f.vfs.release(h);
+        assert!(
+            seen.insert(attr.node),
+            "node id {} handed out twice",
+            attr.node
+        );
+        let dir = f.vfs.mkdir(&me(), ROOT, b"d", 0o755).unwrap();
+        assert!(seen.insert(dir.node));
+        f.vfs.rmdir(&me(), ROOT, b"d").unwrap();
+        f.vfs.unlink(&me(), ROOT, name.as_bytes()).unwrap();
+        // A stale id answers ENOENT, never another entry's attributes.
+        assert_eq!(
+            f.vfs.getattr(0, dir.node).unwrap_err().to_errno(),
+            libc::ENOENT
+        );
+    }
+}
+
+#[test]
+fn a_full_scratch_answers_enospc() {
+    if !spfs_testkit::is_root() {
+        spfs_testkit::skip("mounting a tmpfs needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("small");
+    fs::create_dir(&mnt).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&mnt)
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        spfs_testkit::skip("mount -t tmpfs failed");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    make_layer(&tmp.path().join("layer"));
+    let view = editable_over(&[tmp.path().join("layer")], &mnt.join("scratch"), 6);
+    let vfs = Vfs::new(Routing::Fixed(view));
+    let (attr, handle) = vfs.create(&me(), ROOT, b"big", 0o644).unwrap();
+    let chunk = vec![7u8; 16 * 1024];
+    let mut errno = 0;
+    for i in 0..16u64 {
+        if let Err(err) = vfs.write(attr.node, handle, i * chunk.len() as u64, &chunk) {
+            errno = err.to_errno();
+            break;
+        }
+    }
+    assert_eq!(errno, libc::ENOSPC);
+    let st = vfs.statfs(0, ROOT).unwrap();
+    assert_eq!(st.free_blocks, 0);
+}
