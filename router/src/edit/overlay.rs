@@ -487,6 +487,10 @@ impl Edit {
             if kind == FileKind::Directory && st.dirs.contains_key(&i) {
                 attr.nlink = dir_links();
             }
+            if st.entries.get(&i).is_some_and(|e| e.names.is_empty()) {
+                // Removed (and maybe still open): no name links to it any more.
+                attr.nlink = 0;
+            }
             return Ok(attr);
         }
         let path = self.upper_path(st, lower, i)?;
@@ -559,18 +563,7 @@ impl Edit {
     /// Opens file `i` for reads (and writes, when it is in the scratch).
     pub(crate) fn open(&self, lower: &View, i: u32) -> Result<File, FsError> {
         let st = self.read();
-        let node = lower.node_id(i);
-        match st.kind(lower, i) {
-            None => return Err(FsError::StaleNode(node)),
-            Some(FileKind::Directory) => return Err(FsError::IsADirectory(node)),
-            Some(FileKind::Symlink) => {
-                return Err(FsError::Source {
-                    path: st.path(lower, i).unwrap_or_default(),
-                    source: io::Error::from_raw_os_error(libc::ELOOP),
-                });
-            }
-            Some(FileKind::File) => {}
-        }
+        check_file(&st, lower, i)?;
         if st.is_upper(i) {
             let path = self.upper_path(&st, lower, i)?;
             open_upper(&path).map_err(failed(&path))
@@ -641,10 +634,9 @@ impl Edit {
         if (i as usize) >= lower.len() {
             return Err(Self::stale(lower, i));
         }
-        let (parent, name) = st
-            .location(lower, i)
-            .map(|(p, n)| (p, n.to_vec()))
-            .ok_or_else(|| Self::stale(lower, i))?;
+        let Some((parent, name)) = st.location(lower, i).map(|(p, n)| (p, n.to_vec())) else {
+            return self.copy_up_removed(st, lower, files, i);
+        };
         let dir = self.upper_dir(st, lower, files, parent)?;
         let attr = lower.attr(i);
         let target = dir.join(os(&name));
@@ -674,6 +666,35 @@ impl Edit {
             files.put(lower.node_id(i), file);
         }
         tracing::debug!(node = lower.node_id(i), path = %target.display(), "copied up");
+        Ok(())
+    }
+
+    /// Copies up lower file `i` after its last name was removed, for a program that still
+    /// has it open and changes it (overlayfs copied it up at open; a kernel that skips OPEN
+    /// never told us). The copy has no name: made under a temp name in the scratch, opened
+    /// into the open-file cache, then unlinked, so it lives as long as the cache holds it.
+    fn copy_up_removed(
+        &self,
+        st: &mut State,
+        lower: &View,
+        files: &OpenFiles,
+        i: u32,
+    ) -> Result<(), FsError> {
+        let attr = lower.attr(i);
+        if attr.kind != FileKind::File {
+            return Err(Self::stale(lower, i));
+        }
+        let tmp = self.temp_in(self.scratch.dir());
+        let opened = self
+            .make_copy(lower, i, &attr, &tmp)
+            .and_then(|()| open_upper(&tmp).map_err(failed(&tmp)));
+        let _ = remove_any(&tmp);
+        files.put(lower.node_id(i), opened?);
+        st.entry(lower, i).upper = true;
+        tracing::debug!(
+            node = lower.node_id(i),
+            "copied up a removed file for its open handle"
+        );
         Ok(())
     }
 
@@ -997,8 +1018,9 @@ impl Edit {
                 name: String::from_utf8_lossy(new_name).into_owned(),
             });
         }
-        // As rename(2) checks, in its order: a source that holds the target's directory,
-        // a target that holds the source's, the same file, the kinds, then overlayfs's EXDEV.
+        // As the kernel checks, in its order: the VFS's (a source that holds the target's
+        // directory, a target that holds the source's, the same file, the kinds), then
+        // overlayfs's (EXDEV for a directory with a lower part, then the target's emptiness).
         if st.ancestors(lower, new_parent).any(|a| a == src) {
             return Err(FsError::Invalid(
                 "a directory cannot move into itself".into(),
@@ -1016,14 +1038,17 @@ impl Edit {
             match (kind == FileKind::Directory, d_kind == FileKind::Directory) {
                 (true, false) => return Err(FsError::NotADirectory(d_node)),
                 (false, true) => return Err(FsError::IsADirectory(d_node)),
-                (true, true) if !st.is_empty_dir(lower, d) => {
-                    return Err(FsError::NotEmpty(d_node));
-                }
                 _ => {}
             }
         }
         if kind == FileKind::Directory && (src as usize) < lower.len() {
             return Err(FsError::CrossDevice(src_node));
+        }
+        if let Some(d) = dst
+            && st.kind(lower, d) == Some(FileKind::Directory)
+            && !st.is_empty_dir(lower, d)
+        {
+            return Err(FsError::NotEmpty(lower.node_id(d)));
         }
         self.copy_up(&mut st, lower, files, src)?;
         let from_dir = self.upper_dir(&mut st, lower, files, parent)?;
@@ -1154,11 +1179,7 @@ impl Edit {
         let node = lower.node_id(i);
         if !self.is_upper(i) {
             let mut st = self.write();
-            match st.kind(lower, i) {
-                Some(FileKind::File) => {}
-                Some(FileKind::Directory) => return Err(FsError::IsADirectory(node)),
-                _ => return Err(FsError::StaleNode(node)),
-            }
+            check_file(&st, lower, i)?;
             self.copy_up(&mut st, lower, files, i)?;
         }
         files.get(node, false, || self.open(lower, i))
@@ -1229,6 +1250,21 @@ fn xattr_failed(path: &Path) -> impl FnOnce(io::Error) -> FsError + '_ {
         } else {
             failed(path)(source)
         }
+    }
+}
+
+/// Refuses what cannot be opened as a file: directories, symlinks (`ELOOP`, as `O_NOFOLLOW`
+/// would) and unknown entries.
+fn check_file(st: &State, lower: &View, i: u32) -> Result<(), FsError> {
+    let node = lower.node_id(i);
+    match st.kind(lower, i) {
+        None => Err(FsError::StaleNode(node)),
+        Some(FileKind::Directory) => Err(FsError::IsADirectory(node)),
+        Some(FileKind::Symlink) => Err(FsError::Source {
+            path: st.path(lower, i).unwrap_or_default(),
+            source: io::Error::from_raw_os_error(libc::ELOOP),
+        }),
+        Some(FileKind::File) => Ok(()),
     }
 }
 
