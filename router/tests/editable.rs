@@ -656,7 +656,9 @@ fn xattrs_fallocate_fsync_and_mknod() {
         assert_eq!(&f.read("file")[..5], b"lower");
     }
     f.vfs.fsync(f.node("file"), 0, false).unwrap();
-    let fifo = libc::S_IFIFO as u32 | 0o644;
+    // mode_t is u16 on macOS, u32 on Linux.
+    #[allow(clippy::unnecessary_cast)]
+    let (fifo, regular) = (libc::S_IFIFO as u32 | 0o644, libc::S_IFREG as u32 | 0o604);
     assert_eq!(
         f.vfs
             .mknod(&me(), ROOT, b"p", fifo, 0)
@@ -664,10 +666,7 @@ fn xattrs_fallocate_fsync_and_mknod() {
             .to_errno(),
         libc::EPERM
     );
-    let regular = f
-        .vfs
-        .mknod(&me(), ROOT, b"r", libc::S_IFREG as u32 | 0o604, 0)
-        .unwrap();
+    let regular = f.vfs.mknod(&me(), ROOT, b"r", regular, 0).unwrap();
     assert_eq!((regular.kind, regular.perm), (FileKind::File, 0o604));
 }
 
