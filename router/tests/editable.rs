@@ -680,6 +680,9 @@ fn until_the_first_change_the_view_serves_the_read_only_way() {
     let before = walk(&f.vfs, 0);
     assert!(!view.has_changes(), "reads change nothing");
     assert!(f.upper("").is_empty());
+    // A refused change changes nothing either.
+    f.vfs.mkdir(&me(), ROOT, b"dir", 0o755).unwrap_err();
+    assert!(!view.has_changes());
     f.vfs.mkdir(&me(), ROOT, b"x", 0o755).unwrap();
     assert!(view.has_changes());
     f.vfs.rmdir(&me(), ROOT, b"x").unwrap();
