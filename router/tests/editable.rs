@@ -758,3 +758,37 @@ fn regression_a_removed_lower_file_still_open_can_be_changed() {
     );
     assert!(f.upper("").iter().all(|n| !n.starts_with(".wh..wh..tmp")));
 }
+
+#[test]
+fn concurrent_changes_and_reads_neither_deadlock_nor_mix_up_files() {
+    let f = fixture();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let vfs = f.vfs.clone();
+            std::thread::spawn(move || {
+                let me = me();
+                for i in 0..100 {
+                    let name = format!("t{t}-{}", i % 5);
+                    let body = format!("{t}:{i}");
+                    let (attr, h) = vfs.create(&me, ROOT, name.as_bytes(), 0o644).unwrap();
+                    vfs.write(attr.node, h, 0, body.as_bytes()).unwrap();
+                    assert_eq!(vfs.read(attr.node, 0, 0, 64).unwrap(), body.as_bytes());
+                    vfs.release(h);
+                    // Lower files copied up by several threads at once.
+                    let a = vfs.lookup(0, ROOT, b"file").unwrap().node;
+                    vfs.read(a, 0, 0, 64).unwrap();
+                    vfs.getattr(0, a).unwrap();
+                    common::list(&vfs, 0, ROOT);
+                    vfs.unlink(&me, ROOT, name.as_bytes()).unwrap();
+                }
+                let file = vfs.lookup(0, ROOT, b"file").unwrap().node;
+                vfs.write(file, 0, 0, b"L").unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(f.read("file"), b"Lower");
+    assert_eq!(f.upper(""), ["file"]);
+}
