@@ -628,6 +628,30 @@ impl Edit {
         files: &OpenFiles,
         i: u32,
     ) -> Result<(), FsError> {
+        self.copy_up_with(st, lower, files, i, None)
+    }
+
+    /// A copy of lower file `i`'s content, mode, owner and times in the scratch, made before
+    /// the lock is taken so that other requests do not wait for a large file's copy; `None`
+    /// when there is nothing to copy (or it failed: the copy under the lock says why).
+    fn prepare(&self, lower: &View, i: u32) -> Option<Prepared> {
+        if (i as usize) >= lower.len() || lower.kind(i) != FileKind::File || self.is_upper(i) {
+            return None;
+        }
+        let tmp = Prepared(self.temp_in(self.scratch.dir()));
+        self.make_copy(lower, i, &lower.attr(i), &tmp.0).ok()?;
+        Some(tmp)
+    }
+
+    /// [`Edit::copy_up`], with the copy of a file `prepared` already.
+    fn copy_up_with(
+        &self,
+        st: &mut State,
+        lower: &View,
+        files: &OpenFiles,
+        i: u32,
+        prepared: Option<Prepared>,
+    ) -> Result<(), FsError> {
         if st.is_upper(i) {
             return Ok(());
         }
@@ -635,7 +659,7 @@ impl Edit {
             return Err(Self::stale(lower, i));
         }
         let Some((parent, name)) = st.location(lower, i).map(|(p, n)| (p, n.to_vec())) else {
-            return self.copy_up_removed(st, lower, files, i);
+            return self.copy_up_removed(st, lower, files, i, prepared);
         };
         let dir = self.upper_dir(st, lower, files, parent)?;
         let attr = lower.attr(i);
@@ -644,9 +668,12 @@ impl Edit {
         // Overlayfs keeps the parent's times across a copy-up: it is not a change the
         // program made to the directory.
         let parent_meta = fs::symlink_metadata(&dir).map_err(failed(&dir))?;
-        let made = self
-            .make_copy(lower, i, &attr, &tmp)
-            .and_then(|()| fs::rename(&tmp, &target).map_err(failed(&target)));
+        let made = match &prepared {
+            Some(copy) => fs::rename(&copy.0, &target).map_err(failed(&target)),
+            None => self
+                .make_copy(lower, i, &attr, &tmp)
+                .and_then(|()| fs::rename(&tmp, &target).map_err(failed(&target))),
+        };
         if let Err(err) = made {
             let _ = remove_any(&tmp);
             return Err(err);
@@ -679,16 +706,22 @@ impl Edit {
         lower: &View,
         files: &OpenFiles,
         i: u32,
+        prepared: Option<Prepared>,
     ) -> Result<(), FsError> {
         let attr = lower.attr(i);
         if attr.kind != FileKind::File {
             return Err(Self::stale(lower, i));
         }
-        let tmp = self.temp_in(self.scratch.dir());
-        let opened = self
-            .make_copy(lower, i, &attr, &tmp)
-            .and_then(|()| open_upper(&tmp).map_err(failed(&tmp)));
-        let _ = remove_any(&tmp);
+        let copy = match prepared {
+            Some(copy) => copy,
+            None => {
+                let copy = Prepared(self.temp_in(self.scratch.dir()));
+                self.make_copy(lower, i, &attr, &copy.0)?;
+                copy
+            }
+        };
+        let opened = open_upper(&copy.0).map_err(failed(&copy.0));
+        drop(copy);
         files.put(lower.node_id(i), opened?);
         st.entry(lower, i).upper = true;
         tracing::debug!(
@@ -1106,9 +1139,10 @@ impl Edit {
             return Err(FsError::Unsupported("changing the root"));
         }
         let node = lower.node_id(i);
+        let prepared = self.prepare(lower, i);
         let mut st = self.write();
         let kind = st.kind(lower, i).ok_or(FsError::StaleNode(node))?;
-        self.copy_up(&mut st, lower, files, i)?;
+        self.copy_up_with(&mut st, lower, files, i, prepared)?;
         let Ok(path) = self.upper_path(&st, lower, i) else {
             // Detached: only its open file can still change.
             drop(st);
@@ -1178,9 +1212,10 @@ impl Edit {
     ) -> Result<Arc<File>, FsError> {
         let node = lower.node_id(i);
         if !self.is_upper(i) {
+            let prepared = self.prepare(lower, i);
             let mut st = self.write();
             check_file(&st, lower, i)?;
-            self.copy_up(&mut st, lower, files, i)?;
+            self.copy_up_with(&mut st, lower, files, i, prepared)?;
         }
         files.get(node, false, || self.open(lower, i))
     }
@@ -1249,6 +1284,19 @@ fn xattr_failed(path: &Path) -> impl FnOnce(io::Error) -> FsError + '_ {
             FsError::NoAttribute
         } else {
             failed(path)(source)
+        }
+    }
+}
+
+/// A copy made ahead of its copy-up under a temp name; removed unless renamed into place.
+struct Prepared(PathBuf);
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if let Err(err) = fs::remove_file(&self.0)
+            && err.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.0.display(), error = %err, "cannot remove a temp copy");
         }
     }
 }
