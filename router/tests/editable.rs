@@ -792,3 +792,23 @@ fn concurrent_changes_and_reads_neither_deadlock_nor_mix_up_files() {
     assert_eq!(f.read("file"), b"Lower");
     assert_eq!(f.upper(""), ["file"]);
 }
+
+/// Linux's no-open mode: the kernel sends no RELEASE, not even for files from CREATE, so a
+/// handle that pinned its file would hold it open for good (found by the adapter's isolation
+/// test: thousands of deleted files held open, then EMFILE).
+#[cfg(target_os = "linux")]
+#[test]
+fn regression_in_no_open_mode_created_files_are_not_held_open_for_good() {
+    let f = fixture();
+    f.vfs.set_no_open();
+    let count = || fs::read_dir("/proc/self/fd").unwrap().count();
+    let start = count();
+    let me = me();
+    for _ in 0..1000 {
+        let (attr, _never_released) = f.vfs.create(&me, ROOT, b"top", 0o644).unwrap();
+        f.vfs.write(attr.node, 0, 0, b"x").unwrap();
+        f.vfs.unlink(&me, ROOT, b"top").unwrap();
+    }
+    let held = count() - start;
+    assert!(held <= 200, "{held} files held open");
+}
