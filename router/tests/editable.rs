@@ -812,3 +812,23 @@ fn regression_in_no_open_mode_created_files_are_not_held_open_for_good() {
     let held = count() - start;
     assert!(held <= 200, "{held} files held open");
 }
+
+/// Found by the differential test: in a setgid directory a new directory is setgid too, and
+/// new entries take the directory's group, as the kernel makes them in overlayfs's upper.
+#[test]
+fn regression_a_setgid_directory_passes_its_group_and_bit_on() {
+    let f = fixture();
+    let dir = f.node("dir");
+    let changes = SetAttr {
+        mode: Some(0o2750),
+        gid: Some(4242),
+        ..Default::default()
+    };
+    f.vfs.setattr(&me(), dir, None, &changes).unwrap();
+    let sub = f.vfs.mkdir(&me(), dir, b"made", 0o444).unwrap();
+    let file = f.vfs.mknod(&me(), dir, b"file", 0o644, 0).unwrap();
+    if spfs_testkit::is_root() {
+        assert_eq!((sub.perm, sub.gid), (0o2444, 4242));
+        assert_eq!((file.perm, file.gid), (0o644, 4242));
+    }
+}

@@ -840,7 +840,8 @@ impl Edit {
             if kind == FileKind::Directory && st.lower_has(lower, parent, name) {
                 write_opaque(&tmp)?;
             }
-            self.finish(&tmp, kind, mode, caller.uid, caller.gid)?;
+            let (gid, mode) = inherit_setgid(&dir, kind, mode, caller)?;
+            self.finish(&tmp, kind, mode, caller.uid, gid)?;
             fs::rename(&tmp, &target).map_err(failed(&target))
         })();
         if let Err(err) = made {
@@ -1286,6 +1287,32 @@ fn xattr_failed(path: &Path) -> impl FnOnce(io::Error) -> FsError + '_ {
             failed(path)(source)
         }
     }
+}
+
+/// The group and mode of a new entry in directory `dir`, as the kernel's
+/// `inode_init_owner` gives them: in a setgid directory, the directory's group, and a new
+/// directory setgid too; a setgid file of a caller outside that group loses the bit (its
+/// other groups are unknown here: only its own group counts).
+fn inherit_setgid(
+    dir: &Path,
+    kind: FileKind,
+    mode: u32,
+    caller: &Caller,
+) -> Result<(u32, u32), FsError> {
+    let meta = fs::symlink_metadata(dir).map_err(failed(dir))?;
+    if meta.mode() & 0o2000 == 0 {
+        return Ok((caller.gid, mode));
+    }
+    let mode = match kind {
+        FileKind::Directory => mode | 0o2000,
+        FileKind::File
+            if mode & 0o2010 == 0o2010 && caller.uid != 0 && caller.gid != meta.gid() =>
+        {
+            mode & !0o2000
+        }
+        _ => mode,
+    };
+    Ok((meta.gid(), mode))
 }
 
 /// A copy made ahead of its copy-up under a temp name; removed unless renamed into place.
