@@ -445,6 +445,13 @@ impl Vfs {
         }
     }
 
+    /// The kernel forgot `node` (FORGET, with its lookup count `nlookup`): it keeps a node
+    /// while any descriptor of it is open, so the file of a removed entry may go now.
+    pub fn forget(&self, node: NodeId, nlookup: u64) {
+        tracing::debug!(node, nlookup, "forget");
+        self.files.forget(node);
+    }
+
     /// Checks access to `node`: write access is refused with `EROFS` in a read-only view, and
     /// to anyone but the owner (or root) of an editable one; permission bits are not checked
     /// here. Every mount that other users reach has `default_permissions`, so the
