@@ -307,18 +307,7 @@ impl Vfs {
     ) -> Result<(), FsError> {
         let (view, dir) = self.locate(caller, node)?;
         if let Some(edit) = view.changes() {
-            let (own, parent, entries) = edit.listing(&view, dir, node)?;
-            let dots = [(&b"."[..], own), (&b".."[..], parent)];
-            let all = dots
-                .into_iter()
-                .chain(entries.iter().map(|(n, a)| (n.as_slice(), *a)));
-            for (at, (name, attr)) in all.enumerate().skip(offset as usize) {
-                let offset = at as u64 + 1;
-                if !replier.add(DirEntry { name, attr, offset }) {
-                    break;
-                }
-            }
-            return Ok(());
+            return edit.readdir(&view, dir, node, offset, replier);
         }
         if view.kind(dir) != FileKind::Directory {
             return Err(FsError::NotADirectory(node));

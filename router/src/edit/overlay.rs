@@ -21,7 +21,9 @@ use super::{OPAQUE_MARKER, Scratch, TEMP_PREFIX, WHITEOUT_PREFIX, sys};
 use crate::error::FsError;
 use crate::files::OpenFiles;
 use crate::node::NodeId;
-use crate::vfs::{Caller, RenameMode, SetAttr, StatFs, TimeSet, XattrSet};
+use crate::vfs::{
+    Caller, DirEntry, DirectoryReplier, RenameMode, SetAttr, StatFs, TimeSet, XattrSet,
+};
 use crate::view::{Attr, BLOCK_SIZE, FileKind, Timestamp, View};
 
 /// Deeper than this, a path walk is taken for a loop in the state (it cannot happen: a
@@ -539,25 +541,35 @@ impl Edit {
         self.attr_in(&st, lower, index)
     }
 
-    /// Directory `dir`'s attributes, its parent's and its entries', by name.
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn listing(
+    /// Lists directory `dir` (node id `node`) from `offset`, as [`crate::vfs::Vfs::readdir`]:
+    /// offsets 1 and 2 are `.` and `..`, each entry's is its position plus 3. Attributes are
+    /// read only for the entries handed out, so a large directory listed in many requests is
+    /// not read whole each time.
+    pub(crate) fn readdir(
         &self,
         lower: &View,
         dir: u32,
         node: NodeId,
-    ) -> Result<(Attr, Attr, Vec<(Vec<u8>, Attr)>), FsError> {
+        offset: u64,
+        replier: &mut dyn DirectoryReplier,
+    ) -> Result<(), FsError> {
         let st = self.read();
         if st.kind(lower, dir) != Some(FileKind::Directory) {
             return Err(FsError::NotADirectory(node));
         }
-        let own = self.attr_in(&st, lower, dir)?;
-        let parent = self.attr_in(&st, lower, st.parent(lower, dir))?;
-        let mut entries = Vec::new();
-        for (name, index) in st.list(lower, dir) {
-            entries.push((name, self.attr_in(&st, lower, index)?));
+        let dots = [(&b"."[..], dir), (&b".."[..], st.parent(lower, dir))];
+        let entries = st.list(lower, dir);
+        let all = dots
+            .into_iter()
+            .chain(entries.iter().map(|(n, i)| (n.as_slice(), *i)));
+        for (at, (name, index)) in all.enumerate().skip(offset as usize) {
+            let attr = self.attr_in(&st, lower, index)?;
+            let offset = at as u64 + 1;
+            if !replier.add(DirEntry { name, attr, offset }) {
+                break;
+            }
         }
-        Ok((own, parent, entries))
+        Ok(())
     }
 
     /// Opens file `i` for reads (and writes, when it is in the scratch).
