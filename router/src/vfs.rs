@@ -9,6 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::edit::Make;
 use crate::error::FsError;
 use crate::files::OpenFiles;
 use crate::node::{self, NodeId, ViewId};
@@ -466,7 +467,15 @@ impl Vfs {
         let (view, dir) = self.locate_for_change(caller, parent)?;
         let edit = view.edit().ok_or(FsError::ReadOnly)?;
         let pin = !self.no_open.load(Ordering::Relaxed);
-        let attr = edit.create(&view, &self.files, caller, dir, name, mode, pin)?;
+        let attr = edit.make(
+            &view,
+            &self.files,
+            caller,
+            (dir, name),
+            mode,
+            Make::File,
+            pin,
+        )?;
         tracing::debug!(parent, node = attr.node, "created");
         Ok((attr, attr.node))
     }
@@ -490,7 +499,15 @@ impl Vfs {
         }
         let (view, dir) = self.locate_for_change(caller, parent)?;
         let edit = view.edit().ok_or(FsError::ReadOnly)?;
-        edit.create(&view, &self.files, caller, dir, name, mode & 0o7777, false)
+        edit.make(
+            &view,
+            &self.files,
+            caller,
+            (dir, name),
+            mode & 0o7777,
+            Make::File,
+            false,
+        )
     }
 
     /// Makes directory `name` in `parent` with permission bits `mode`.
@@ -503,7 +520,15 @@ impl Vfs {
     ) -> Result<Attr, FsError> {
         let (view, dir) = self.locate_for_change(caller, parent)?;
         let edit = view.edit().ok_or(FsError::ReadOnly)?;
-        edit.mkdir(&view, &self.files, caller, dir, name, mode)
+        edit.make(
+            &view,
+            &self.files,
+            caller,
+            (dir, name),
+            mode,
+            Make::Dir,
+            false,
+        )
     }
 
     /// Makes symlink `name` in `parent` pointing at `target`.
@@ -516,7 +541,15 @@ impl Vfs {
     ) -> Result<Attr, FsError> {
         let (view, dir) = self.locate_for_change(caller, parent)?;
         let edit = view.edit().ok_or(FsError::ReadOnly)?;
-        edit.symlink(&view, &self.files, caller, dir, name, target)
+        edit.make(
+            &view,
+            &self.files,
+            caller,
+            (dir, name),
+            0o777,
+            Make::Symlink(target),
+            false,
+        )
     }
 
     /// Makes `new_name` in `new_parent` a hard link to file `node`.

@@ -8,7 +8,7 @@
 //! the open-file cache holds for it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use super::ffi::c_path;
 use super::{OPAQUE_MARKER, Scratch, TEMP_PREFIX, WHITEOUT_PREFIX, sys};
 use crate::error::FsError;
 use crate::files::OpenFiles;
@@ -97,11 +98,6 @@ fn open_upper(path: &Path) -> io::Result<File> {
         Err(err) if err.raw_os_error() == Some(libc::EACCES) => open(false),
         other => other,
     }
-}
-
-fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 /// A `timespec` for `utimensat`: `None` leaves the time as it is.
@@ -395,9 +391,13 @@ impl State {
 }
 
 /// What a new entry is made as.
-enum Make<'a> {
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Make<'a> {
+    /// A regular file.
     File,
+    /// A directory.
     Dir,
+    /// A symlink to this target.
     Symlink(&'a [u8]),
 }
 
@@ -870,30 +870,27 @@ impl Edit {
         Ok((index, target))
     }
 
-    /// Creates regular file `name` in `parent`; with `pin`, opens it and returns the handle's
-    /// node pinned in `files`.
+    /// Makes `name` in `parent` as `what`, owned by `caller`, with permission bits `mode` (a
+    /// symlink's are 0777); with `pin`, a file is opened into `files` and a handle on it keeps
+    /// it there until released.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn create(
+    pub(crate) fn make(
         &self,
         lower: &View,
         files: &OpenFiles,
         caller: &Caller,
-        parent: u32,
-        name: &[u8],
+        (parent, name): (u32, &[u8]),
         mode: u32,
+        what: Make<'_>,
         pin: bool,
     ) -> Result<Attr, FsError> {
+        let mode = if matches!(what, Make::Symlink(_)) {
+            0o777
+        } else {
+            mode
+        };
         let mut st = self.write();
-        let (index, path) = self.place(
-            &mut st,
-            lower,
-            files,
-            caller,
-            parent,
-            name,
-            mode,
-            Make::File,
-        )?;
+        let (index, path) = self.place(&mut st, lower, files, caller, parent, name, mode, what)?;
         if pin {
             let file = open_upper(&path).map_err(failed(&path))?;
             files.put(lower.node_id(index), file);
@@ -901,46 +898,6 @@ impl Edit {
                 Err(Self::stale(lower, index))
             })?;
         }
-        self.attr_in(&st, lower, index)
-    }
-
-    /// Makes directory `name` in `parent`.
-    pub(crate) fn mkdir(
-        &self,
-        lower: &View,
-        files: &OpenFiles,
-        caller: &Caller,
-        parent: u32,
-        name: &[u8],
-        mode: u32,
-    ) -> Result<Attr, FsError> {
-        let mut st = self.write();
-        let (index, _) =
-            self.place(&mut st, lower, files, caller, parent, name, mode, Make::Dir)?;
-        self.attr_in(&st, lower, index)
-    }
-
-    /// Makes symlink `name` in `parent` pointing at `target`.
-    pub(crate) fn symlink(
-        &self,
-        lower: &View,
-        files: &OpenFiles,
-        caller: &Caller,
-        parent: u32,
-        name: &[u8],
-        target: &[u8],
-    ) -> Result<Attr, FsError> {
-        let mut st = self.write();
-        let (index, _) = self.place(
-            &mut st,
-            lower,
-            files,
-            caller,
-            parent,
-            name,
-            0o777,
-            Make::Symlink(target),
-        )?;
         self.attr_in(&st, lower, index)
     }
 
