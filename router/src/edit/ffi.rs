@@ -37,3 +37,12 @@ pub(super) fn sized(
         }
     }
 }
+
+/// The result of a libc call answering 0 for success and -1 with `errno` for failure.
+pub(super) fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

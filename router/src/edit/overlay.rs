@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::ffi::c_path;
+use super::ffi::{c_path, check};
 use super::{OPAQUE_MARKER, Scratch, TEMP_PREFIX, WHITEOUT_PREFIX, sys};
 use crate::error::FsError;
 use crate::files::OpenFiles;
@@ -131,11 +131,7 @@ fn set_times(path: &Path, atime: Option<TimeSet>, mtime: Option<TimeSet>) -> io:
             libc::AT_SYMLINK_NOFOLLOW,
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    check(rc)
 }
 
 /// Gives `path` to `uid`:`gid` unless it has them already. An unprivileged service cannot
@@ -184,18 +180,22 @@ fn whiteout(dir: &Path, name: &[u8]) -> PathBuf {
     dir.join(os(&wh))
 }
 
-/// Writes the whiteout of `name` in `dir` (an empty file), unless it is there.
-fn write_whiteout(dir: &Path, name: &[u8]) -> io::Result<()> {
-    let path = whiteout(dir, name);
+/// Writes the empty marker file `path` (a whiteout or opaque marker), unless it is there.
+fn write_marker(path: &Path) -> io::Result<()> {
     match fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path)
+        .open(path)
     {
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         other => other.map(drop),
     }
+}
+
+/// Writes the whiteout of `name` in `dir`, unless it is there.
+fn write_whiteout(dir: &Path, name: &[u8]) -> io::Result<()> {
+    write_marker(&whiteout(dir, name))
 }
 
 /// Refuses names the scratch format cannot hold, and `.`/`..`.
@@ -1339,15 +1339,7 @@ fn check_file(st: &State, lower: &View, i: u32) -> Result<(), FsError> {
 /// Puts the opaque marker into directory `dir`.
 fn write_opaque(dir: &Path) -> Result<(), FsError> {
     let marker = dir.join(os(OPAQUE_MARKER));
-    match fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&marker)
-    {
-        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        other => other.map(drop).map_err(failed(&marker)),
-    }
+    write_marker(&marker).map_err(failed(&marker))
 }
 
 /// The attributes of a scratch entry.

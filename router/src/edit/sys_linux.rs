@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use super::ffi::{c_name, c_path, sized};
+use super::ffi::{c_name, c_path, check, sized};
 
 /// `fallocate(2)` with the kernel's `mode` flags.
 pub(crate) fn fallocate(file: &File, mode: u32, offset: u64, len: u64) -> io::Result<()> {
@@ -15,11 +15,7 @@ pub(crate) fn fallocate(file: &File, mode: u32, offset: u64, len: u64) -> io::Re
     };
     // SAFETY: a plain syscall on a descriptor `file` keeps open.
     let rc = unsafe { libc::fallocate(file.as_raw_fd(), mode as i32, offset, len) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    check(rc)
 }
 
 /// The value of attribute `name` of `path` (not followed when a symlink).
@@ -62,11 +58,7 @@ pub(crate) fn set_xattr(
             flags,
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    check(rc)
 }
 
 /// Removes attribute `name` of `path`.
@@ -74,9 +66,5 @@ pub(crate) fn remove_xattr(path: &Path, name: &[u8]) -> io::Result<()> {
     let (path, name) = (c_path(path)?, c_name(name)?);
     // SAFETY: valid C strings.
     let rc = unsafe { libc::lremovexattr(path.as_ptr(), name.as_ptr()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    check(rc)
 }

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
-use super::ffi::{c_name, c_path, sized};
+use super::ffi::{c_name, c_path, check, sized};
 
 /// macOS has no `fallocate(2)`: the caller learns it is not supported.
 pub(crate) fn fallocate(_file: &File, _mode: u32, _offset: u64, _len: u64) -> io::Result<()> {
@@ -63,11 +63,7 @@ pub(crate) fn set_xattr(
             flags,
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    check(rc)
 }
 
 /// Removes attribute `name` of `path`.
@@ -75,9 +71,5 @@ pub(crate) fn remove_xattr(path: &Path, name: &[u8]) -> io::Result<()> {
     let (path, name) = (c_path(path)?, c_name(name)?);
     // SAFETY: valid C strings.
     let rc = unsafe { libc::removexattr(path.as_ptr(), name.as_ptr(), libc::XATTR_NOFOLLOW) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    check(rc)
 }
