@@ -711,7 +711,8 @@ impl Edit {
     /// Copies up lower file `i` after its last name was removed, for a program that still
     /// has it open and changes it (overlayfs copied it up at open; a kernel that skips OPEN
     /// never told us). The copy has no name: made under a temp name in the scratch, opened
-    /// into the open-file cache, then unlinked, so it lives as long as the cache holds it.
+    /// into the open-file cache and kept there until the kernel forgets the node, then
+    /// unlinked.
     fn copy_up_removed(
         &self,
         st: &mut State,
