@@ -7,6 +7,11 @@
 //! `SPFS_EDIT_PROBE` set, so it is a real process the router routes).
 //!
 //! A read-only view on the same read-write mount answers every write with `EROFS`.
+//!
+//! Linux only: the mounts are `/dev/fuse`'s, and the extended-attribute calls have Linux's
+//! signatures (macOS's take a position and options).
+
+#![cfg(target_os = "linux")]
 
 use std::collections::HashMap;
 use std::ffi::CString;

@@ -633,7 +633,12 @@ impl Kext {
             Err(errno) => return Err(errno),
         };
         self.purge(moved);
-        let rename = RenameIn { newdir: to_dir };
+        // macOS's RenameIn also has the renamex_np flags, which rename(2) leaves 0.
+        #[allow(clippy::needless_update)]
+        let rename = RenameIn {
+            newdir: to_dir,
+            ..RenameIn::default()
+        };
         let body = [wire::bytes(&rename), &from_name, &[0], &to_name, &[0]].concat();
         let result = self.send(Opcode::Rename, from_dir, pid, &body);
         if result.is_ok() {
