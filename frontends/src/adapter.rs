@@ -309,6 +309,21 @@ impl Adapter {
         }
     }
 
+    /// The handle to give the kernel for `handle`, which the core opened pinned. A kernel
+    /// that granted no-open support sends no RELEASE for any file once it goes without OPEN,
+    /// not even for one that CREATE or a write OPEN answered before (Linux's `fuse_file_put`
+    /// looks at no-open when the file is closed), so the pin would keep the file open in the
+    /// core for good: it is dropped at once, and the kernel gets handle 0, which finds the
+    /// file by node as every other request of that mode does.
+    fn kernel_handle(&self, handle: u64) -> u64 {
+        if self.no_open.load(Ordering::Relaxed) {
+            self.vfs.release(handle);
+            0
+        } else {
+            handle
+        }
+    }
+
     /// How long the kernel may keep `attr`: a file with more than one name gets 0, since a
     /// change through one of its names (a link, an unlink, a copy-up) leaves what the kernel
     /// cached under the others stale; everything else as its scope allows.
@@ -531,7 +546,11 @@ impl FileSystem for Adapter {
             return Err(io::Error::from_raw_os_error(libc::ENOSYS));
         }
         let handle = self.vfs.open(ctx.pid as u32, inode, write).map_err(errno)?;
-        Ok((Some(handle), self.policy.file_open, None))
+        Ok((
+            Some(self.kernel_handle(handle)),
+            self.policy.file_open,
+            None,
+        ))
     }
 
     fn read(
@@ -825,7 +844,7 @@ impl FileSystem for Adapter {
             .map_err(errno)?;
         Ok((
             self.entry(parent, &attr),
-            Some(handle),
+            Some(self.kernel_handle(handle)),
             self.policy.file_open,
             None,
         ))
