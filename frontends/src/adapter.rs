@@ -1286,6 +1286,47 @@ mod tests {
         assert!(adapter.entry(2, &attr).attr_timeout > Duration::ZERO);
     }
 
+    /// Linux sends no RELEASE once it goes without OPEN, so a kernel that granted no-open gets
+    /// handle 0 from CREATE and write OPENs, and nothing stays pinned in the core; others get
+    /// the core's handle, which their RELEASE unpins.
+    #[test]
+    fn a_no_open_kernel_gets_handle_0_from_create_and_write_opens() {
+        let layer = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        std::fs::write(layer.path().join("f0"), b"lower").unwrap();
+        let root = spfs_router::Attr::root(0, 0, Timestamp::default());
+        let view = View::build(
+            8,
+            &spfs_router::ResolvedSpec::of_directories([layer.path().to_path_buf()]),
+            &root,
+            (0, 0),
+        )
+        .with_scratch(spfs_router::Scratch::open(&scratch.path().join("s"), true).unwrap());
+        let vfs = Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))));
+        let ctx = Context::default();
+        let create = |adapter: &Adapter, name: &CStr| {
+            let args = CreateIn {
+                flags: libc::O_RDWR as u32,
+                mode: 0o644,
+                ..CreateIn::default()
+            };
+            adapter.create(&ctx, ROOT, name, args).unwrap().1
+        };
+        let linux = policy(Platform::Linux, Transport::Device);
+        let skipping = Adapter::new(vfs.clone(), linux.clone());
+        skipping.init(linux.init).unwrap();
+        let plain = Adapter::new(vfs, linux);
+        plain.init(FsOptions::ASYNC_READ).unwrap();
+        if cfg!(target_os = "linux") {
+            assert_eq!(create(&skipping, c"a"), Some(0));
+            let f0 = skipping.lookup(&ctx, ROOT, c"f0").unwrap().inode;
+            let (handle, _, _) = skipping.open(&ctx, f0, libc::O_RDWR as u32, 0).unwrap();
+            assert_eq!(handle, Some(0));
+        }
+        let handle = create(&plain, c"b");
+        assert!(handle.is_some_and(|h| h != 0), "{handle:?}");
+    }
+
     /// A read-only view answers every write request as a read-only mount would: the adapter
     /// passes them on, the core answers `EROFS`.
     #[test]
