@@ -751,3 +751,56 @@ fn files_made_and_removed_leave_nothing_open_in_the_service() {
     assert_eq!(fs::read(m.join("doc/b")).unwrap(), b"made");
     session.unmount().unwrap();
 }
+
+/// A file removed while a process holds it open outlives any number of other files passing
+/// through the service's open-file cache: the core keeps it until the kernel forgets the
+/// node (FORGET, passed on by the adapter), which it does only after the last close.
+#[test]
+fn a_file_removed_while_open_outlives_the_open_file_cache() {
+    use std::io::{Seek, SeekFrom};
+    if !require_fuse() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (layer, scratch) = (tmp.path().join("layer"), tmp.path().join("scratch"));
+    make_lower(&layer);
+    let vfs = Vfs::new(Routing::Fixed(Arc::new(view(6, &layer, Some(&scratch)))));
+    let (session, m) = mount(vfs, tmp.path());
+    // A read-only open answered ENOSYS: the kernel's no-open mode from here on.
+    fs::read(m.join("etc/conf")).unwrap();
+    let path = m.join("etc/tmpfile");
+    let mut held = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    held.write_all(b"before").unwrap();
+    fs::remove_file(&path).unwrap();
+    // A removed lower file held open, too.
+    let mut lower = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.join("doc/a"))
+        .unwrap();
+    fs::remove_file(m.join("doc/a")).unwrap();
+    for i in 0..300 {
+        let other = m.join(format!("doc/f{i}"));
+        fs::write(&other, b"x").unwrap();
+        fs::read(&other).unwrap();
+    }
+    held.write_all(b" after").unwrap();
+    held.seek(SeekFrom::Start(0)).unwrap();
+    let mut back = String::new();
+    held.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "before after");
+    assert_eq!(held.metadata().unwrap().nlink(), 0);
+    lower.seek(SeekFrom::End(0)).unwrap();
+    lower.write_all(b"+").unwrap();
+    lower.seek(SeekFrom::Start(0)).unwrap();
+    let mut back = String::new();
+    lower.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "a+");
+    drop((held, lower));
+    session.unmount().unwrap();
+}
