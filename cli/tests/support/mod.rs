@@ -206,6 +206,12 @@ impl Service {
         self.place.socket.clone()
     }
 
+    /// The service's state directory (its socket's): its state file and, under `scratch/`,
+    /// the default scratches of editable runtimes.
+    pub fn state_dir(&self) -> PathBuf {
+        spfs_probe::defaults::state_dir(&self.place.socket)
+    }
+
     /// Waits for the service to exit by itself.
     pub fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + READY;
