@@ -376,3 +376,94 @@ fn the_sweep_removes_default_scratches_of_runtimes_that_are_gone_and_nothing_els
         held.to_str().unwrap()
     );
 }
+
+/// Writes through the mount of `run --edit --scratch DIR`: a file made, a directory made, a
+/// lower file removed, a lower file appended to. `diff` inside the runtime lists them, the
+/// scratch holds them in the directory-layer format, `LAYERS+SCRATCH` read-only shows the tree
+/// the editable runtime showed, and the next `run` on the scratch goes on from there.
+fn writes_land_in_the_scratch(service: &Service) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = layer(dir.path());
+    let scratch = dir.path().join("scratch");
+    let socket = service.socket();
+    let run = |args: &[&str], script: &str| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(["run", "--socket"])
+            .arg(&socket)
+            .args(args)
+            .args(["--", "sh", "-c", script]);
+        cmd.output().unwrap()
+    };
+    let tree = "cd \"$SPFS_ROOT\" && find . | sort && cat new dir/inner";
+    let edited = run(
+        &["--scratch", scratch.to_str().unwrap(), &spec],
+        &format!(
+            "echo hi > \"$SPFS_ROOT/new\" && mkdir \"$SPFS_ROOT/d\" && rm \"$SPFS_ROOT/hello\" \
+             && echo more >> \"$SPFS_ROOT/dir/inner\" \
+             && {BIN} diff --socket {} --root-process $PPID && echo === && {tree}",
+            socket.display()
+        ),
+    );
+    let said = ok(&edited);
+    let (diff, seen) = said.split_once("===\n").expect(&said);
+    assert_eq!(
+        diff,
+        "+ /d\n~ /dir/inner\n- /hello\n+ /new\n",
+        "{}",
+        service.log()
+    );
+    assert_eq!(
+        seen,
+        ".\n./d\n./dir\n./dir/inner\n./new\nhi\ninner\nmore\n",
+        "{}",
+        service.log()
+    );
+
+    // The scratch is a directory layer: plain entries, a whiteout for the removed one.
+    assert_eq!(
+        std::fs::read_to_string(scratch.join("new")).unwrap(),
+        "hi\n"
+    );
+    assert!(scratch.join("d").is_dir());
+    assert!(scratch.join(".wh.hello").is_file());
+    assert_eq!(
+        std::fs::read_to_string(scratch.join("dir/inner")).unwrap(),
+        "inner\nmore\n"
+    );
+
+    // LAYERS+SCRATCH, read-only, shows the same tree.
+    let stacked = format!("{spec}+{}", scratch.display());
+    assert_eq!(ok(&run(&[&stacked], tree)), seen);
+    // And a read-only runtime refuses writes itself.
+    let refused = run(&[&spec], "echo no > \"$SPFS_ROOT/nope\"");
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("Read-only"),
+        "{}",
+        stderr(&refused)
+    );
+
+    // Registered again on the same scratch, the runtime goes on from there.
+    let again = run(
+        &["--edit", "--scratch", scratch.to_str().unwrap(), &spec],
+        &format!("test ! -e \"$SPFS_ROOT/hello\" && {tree}"),
+    );
+    assert_eq!(ok(&again), seen);
+    assert!(default_scratches(service).is_empty());
+}
+
+#[test]
+fn writes_through_the_shared_mount_land_in_the_scratch_and_read_back_as_a_layer() {
+    if !require_fuse() {
+        return;
+    }
+    writes_land_in_the_scratch(&Service::with_args("shared", &["--no-io-uring"]));
+}
+
+#[test]
+fn writes_through_a_per_runtime_volume_land_in_the_scratch_and_read_back_as_a_layer() {
+    if !require_fuse() {
+        return;
+    }
+    writes_land_in_the_scratch(&Service::with_args("per-runtime", &["--no-io-uring"]));
+}

@@ -16,15 +16,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::{OPAQUE_MARKER as OPAQUE, WHITEOUT_PREFIX as WHITEOUT};
 use crate::view::{FileKind, View};
 
-/// A whiteout's prefix: `.wh.NAME` hides `NAME` of the layers below.
-const WHITEOUT: &[u8] = b".wh.";
 /// Names with this prefix are the format's own: the opaque marker and the core's temporary
-/// files, never whiteouts of a real name.
+/// files ([`super::TEMP_PREFIX`]), never whiteouts of a real name.
 const RESERVED: &[u8] = b".wh..wh.";
-/// The marker that makes its directory opaque.
-const OPAQUE: &[u8] = b".wh..wh..opq";
 
 /// What happened to one path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
