@@ -179,13 +179,8 @@ impl Vfs for VfsService {
         async move {
             let removed = self
                 .on_host(move |host| {
-                    if let Some(runtime) = host
-                        .status()
-                        .runtimes
-                        .iter()
-                        .find(|r| r.root_pid == root_pid)
-                    {
-                        auth::may_remove(caller.uid, runtime)?;
+                    if let Some(runtime) = host.runtime(root_pid) {
+                        auth::may_remove(caller.uid, &runtime)?;
                     }
                     host.unmount(root_pid)?;
                     watcher.unwatch(root_pid);
@@ -233,13 +228,8 @@ impl Vfs for VfsService {
         async move {
             let changes = self
                 .on_host(move |host| {
-                    if let Some(runtime) = host
-                        .status()
-                        .runtimes
-                        .iter()
-                        .find(|r| r.root_pid == root_pid)
-                    {
-                        auth::may_read_changes(caller.uid, runtime)?;
+                    if let Some(runtime) = host.runtime(root_pid) {
+                        auth::may_read_changes(caller.uid, &runtime)?;
                     }
                     host.diff(root_pid)
                 })

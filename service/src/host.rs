@@ -620,6 +620,15 @@ impl Host {
         }
     }
 
+    /// The runtime of `root_pid` as status shows it, if one is registered.
+    pub fn runtime(&self, root_pid: u32) -> Option<RuntimeStatus> {
+        self.router
+            .runtimes()
+            .iter()
+            .find(|r| r.root_pid == root_pid)
+            .map(|r| self.runtime_status(r))
+    }
+
     /// Removes every runtime whose root process has exited (or whose pid now belongs to
     /// another process), and returns their root pids. Called when a watched root exits, and
     /// periodically as a safety net.
