@@ -51,9 +51,7 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let scratches_dir = spfs_probe::defaults::scratches_dir(&state_dir);
     let swept = scratches::sweep(&scratches_dir, &SystemProcessTable::new(), args.dry_run)
         .with_context(|| format!("cannot sweep {}", scratches_dir.display()))?;
-    if swept.is_empty() {
-        println!("no stale scratches in {}", scratches_dir.display());
-    }
+    // Nothing said when there is nothing: most services never made a scratch.
     for scratch in &swept {
         println!("{scratch}");
     }
