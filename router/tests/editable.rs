@@ -616,3 +616,179 @@ fn a_full_scratch_answers_enospc() {
     let st = vfs.statfs(0, ROOT).unwrap();
     assert_eq!(st.free_blocks, 0);
 }
+
+#[test]
+fn xattrs_fallocate_fsync_and_mknod() {
+    let f = fixture();
+    let node = f.node("dir/b");
+    assert!(matches!(
+        f.vfs.getxattr(node, b"user.k"),
+        Err(FsError::NoAttribute)
+    ));
+    match f
+        .vfs
+        .setxattr(&me(), node, b"user.k", b"v", spfs_router::XattrSet::Create)
+    {
+        Ok(()) => {
+            assert_eq!(f.vfs.getxattr(node, b"user.k").unwrap(), b"v");
+            assert_eq!(f.vfs.listxattr(node).unwrap(), b"user.k\0");
+            let err = f
+                .vfs
+                .setxattr(&me(), node, b"user.k", b"w", spfs_router::XattrSet::Create)
+                .unwrap_err();
+            assert_eq!(err.to_errno(), libc::EEXIST);
+            f.vfs.removexattr(&me(), node, b"user.k").unwrap();
+            assert!(matches!(
+                f.vfs.getxattr(node, b"user.k"),
+                Err(FsError::NoAttribute)
+            ));
+        }
+        // A scratch filesystem without user xattrs: the errno reaches the caller.
+        Err(err) => assert_eq!(err.to_errno(), libc::EOPNOTSUPP),
+    }
+    // setxattr copied the file up, content and all.
+    assert_eq!(fs::read(f.scratch().join("dir/b")).unwrap(), b"bb");
+    #[cfg(target_os = "linux")]
+    {
+        let file = f.node("file");
+        f.vfs.fallocate(file, 0, 0, 0, 8192).unwrap();
+        assert_eq!(f.attr("file").size, 8192);
+        assert_eq!(&f.read("file")[..5], b"lower");
+    }
+    f.vfs.fsync(f.node("file"), 0, false).unwrap();
+    // mode_t is u16 on macOS, u32 on Linux.
+    #[allow(clippy::unnecessary_cast)]
+    let (fifo, regular) = (libc::S_IFIFO as u32 | 0o644, libc::S_IFREG as u32 | 0o604);
+    assert_eq!(
+        f.vfs
+            .mknod(&me(), ROOT, b"p", fifo, 0)
+            .unwrap_err()
+            .to_errno(),
+        libc::EPERM
+    );
+    let regular = f.vfs.mknod(&me(), ROOT, b"r", regular, 0).unwrap();
+    assert_eq!((regular.kind, regular.perm), (FileKind::File, 0o604));
+}
+
+#[test]
+fn until_the_first_change_the_view_serves_the_read_only_way() {
+    let f = fixture();
+    let view = match f.vfs.routing() {
+        Routing::Fixed(view) => view.clone(),
+        Routing::Shared(_) => unreachable!(),
+    };
+    let before = walk(&f.vfs, 0);
+    assert!(!view.has_changes(), "reads change nothing");
+    assert!(f.upper("").is_empty());
+    // A refused change changes nothing either.
+    f.vfs.mkdir(&me(), ROOT, b"dir", 0o755).unwrap_err();
+    assert!(!view.has_changes());
+    f.vfs.mkdir(&me(), ROOT, b"x", 0o755).unwrap();
+    assert!(view.has_changes());
+    f.vfs.rmdir(&me(), ROOT, b"x").unwrap();
+    assert_eq!(walk(&f.vfs, 0), before);
+}
+
+#[test]
+fn a_directory_replacing_a_lower_one_is_opaque_and_a_merged_one_is_removed_whole() {
+    let f = fixture();
+    // Merged: dir has an upper part (dir/a copied up) and lower entries.
+    f.vfs.write(f.node("dir/a"), 0, 0, b"A").unwrap();
+    for name in [&b"a"[..], b"b"] {
+        f.vfs.unlink(&me(), f.node("dir"), name).unwrap();
+    }
+    f.vfs.unlink(&me(), f.node("dir/sub"), b"deep").unwrap();
+    f.vfs.rmdir(&me(), f.node("dir"), b"sub").unwrap();
+    f.vfs.rmdir(&me(), ROOT, b"dir").unwrap();
+    assert_eq!(f.upper(""), [".wh.dir"]);
+    // Moved over a lower name, an upper-only directory hides what was below.
+    f.vfs.mkdir(&me(), ROOT, b"fresh", 0o755).unwrap();
+    f.vfs
+        .create(&me(), f.node("fresh"), b"inside", 0o644)
+        .unwrap();
+    f.vfs
+        .rename(&me(), (ROOT, b"fresh"), (ROOT, b"dir"), RenameMode::Replace)
+        .unwrap();
+    let names: Vec<_> = common::list(&f.vfs, 0, f.node("dir"))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, [b"inside".to_vec()]);
+    assert_eq!(f.upper("dir"), [".wh..wh..opq", "inside"]);
+    assert_eq!(
+        f.upper(""),
+        ["dir"],
+        "the whiteout goes once the directory is in place"
+    );
+    assert_eq!(read_only_walk(&[f.layer()], &f.scratch()), walk(&f.vfs, 0));
+}
+
+/// F1 of the differential test: overlayfs answers EXDEV before looking at the target.
+#[test]
+fn regression_exdev_comes_before_a_non_empty_target() {
+    let f = fixture();
+    let err = f
+        .vfs
+        .rename(&me(), (ROOT, b"empty"), (ROOT, b"dir"), RenameMode::Replace)
+        .unwrap_err();
+    assert_eq!(err.to_errno(), libc::EXDEV);
+}
+
+/// F2 of the differential test: a lower file removed while open (a kernel that skips OPEN
+/// never said so) keeps working: fstat shows no links, truncate and write change it.
+#[test]
+fn regression_a_removed_lower_file_still_open_can_be_changed() {
+    let f = fixture();
+    let node = f.node("dir/a");
+    assert_eq!(f.vfs.read(node, 0, 0, 10).unwrap(), b"a");
+    f.vfs.unlink(&me(), f.node("dir"), b"a").unwrap();
+    assert_eq!(f.vfs.getattr(0, node).unwrap().nlink, 0);
+    let size = SetAttr {
+        size: Some(5),
+        ..Default::default()
+    };
+    assert_eq!(f.vfs.setattr(&me(), node, None, &size).unwrap().size, 5);
+    f.vfs.write(node, 0, 1, b"bc").unwrap();
+    assert_eq!(f.vfs.read(node, 0, 0, 10).unwrap(), b"abc\0\0");
+    assert_eq!(f.vfs.getattr(0, node).unwrap().nlink, 0);
+    assert_eq!(
+        f.upper("dir"),
+        [".wh.a"],
+        "the anonymous copy has no name in the scratch"
+    );
+    assert!(f.upper("").iter().all(|n| !n.starts_with(".wh..wh..tmp")));
+}
+
+#[test]
+fn concurrent_changes_and_reads_neither_deadlock_nor_mix_up_files() {
+    let f = fixture();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let vfs = f.vfs.clone();
+            std::thread::spawn(move || {
+                let me = me();
+                for i in 0..100 {
+                    let name = format!("t{t}-{}", i % 5);
+                    let body = format!("{t}:{i}");
+                    let (attr, h) = vfs.create(&me, ROOT, name.as_bytes(), 0o644).unwrap();
+                    vfs.write(attr.node, h, 0, body.as_bytes()).unwrap();
+                    assert_eq!(vfs.read(attr.node, 0, 0, 64).unwrap(), body.as_bytes());
+                    vfs.release(h);
+                    // Lower files copied up by several threads at once.
+                    let a = vfs.lookup(0, ROOT, b"file").unwrap().node;
+                    vfs.read(a, 0, 0, 64).unwrap();
+                    vfs.getattr(0, a).unwrap();
+                    common::list(&vfs, 0, ROOT);
+                    vfs.unlink(&me, ROOT, name.as_bytes()).unwrap();
+                }
+                let file = vfs.lookup(0, ROOT, b"file").unwrap().node;
+                vfs.write(file, 0, 0, b"L").unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(f.read("file"), b"Lower");
+    assert_eq!(f.upper(""), ["file"]);
+}
