@@ -427,6 +427,7 @@ impl Host {
         if self.config.layout == Layout::Single {
             self.claim_single(root_pid)?;
         }
+        self.remove_if_dead(root_pid)?;
         let (scratch, made) = self.take_scratch(root_pid, edit)?;
         let registered = self
             .router
@@ -450,6 +451,21 @@ impl Host {
             tracing::info!(root_pid, scratch = %scratch.dir().display(), durable = scratch.is_durable(), "the runtime is editable");
         }
         Ok(self.runtime_status(&runtime))
+    }
+
+    /// Removes the runtime of `root_pid` if its root has exited (the pid now belongs to another
+    /// process, and the reaper has not run yet), so registering the pid again ends it the
+    /// usual way: its volume unmounted, its default scratch removed, the state file updated.
+    fn remove_if_dead(&self, root_pid: u32) -> Result<(), HostError> {
+        let dead = self
+            .router
+            .runtimes()
+            .iter()
+            .any(|r| r.root_pid == root_pid && !self.router.is_alive(r));
+        match dead.then(|| self.remove(root_pid)) {
+            None | Some(Ok(())) | Some(Err(HostError::NoSuchRuntime(_))) => Ok(()),
+            Some(Err(err)) => Err(err),
+        }
     }
 
     /// The scratch `edit` asks for, locked for `root_pid`'s runtime, and the directory when
@@ -1290,6 +1306,23 @@ mod tests {
             dir.join("made").exists(),
             "the reaper removed a durable scratch"
         );
+    }
+
+    #[test]
+    fn a_dead_runtimes_default_scratch_goes_when_its_pid_is_registered_again() {
+        let f = start(Layout::Shared);
+        f.edit(40, Edit::DefaultScratch).unwrap();
+        let old = f.default_scratch(40);
+        // Root 40 exits and its pid goes to a new process before the reaper runs.
+        f.processes.spawn(40, 1, 8, 501);
+        f.edit(40, Edit::DefaultScratch).unwrap();
+        assert!(!old.exists(), "the dead runtime's scratch stayed");
+        let new = spfs_probe::defaults::default_scratch(&f.volumes.path().join("state"), 40, 8);
+        assert_eq!(
+            f.host.status().runtimes[0].scratch.as_ref().unwrap().dir,
+            new
+        );
+        assert!(new.exists());
     }
 
     #[test]
