@@ -175,7 +175,9 @@ fn a_named_scratch_is_kept_continued_and_refused_to_a_second_live_runtime() {
     assert!(!refused.status.success());
     let said = stderr(&refused);
     assert!(
-        said.contains(scratch.to_str().unwrap()) && said.contains("in use"),
+        said.contains(scratch.to_str().unwrap())
+            && said.contains("in use")
+            && said.contains(&format!("root process {}", first.pid())),
         "{said}"
     );
     assert_eq!(support::root_pids(&service.status_json()), [first.pid()]);

@@ -17,8 +17,8 @@ use spfs_probe::Backend;
 use spfs_proto::status::{Change, ChangeKind, Layout, RuntimeStatus, ScratchStatus, ServiceStatus};
 use spfs_router::process::{ProcessTable, SystemProcessTable};
 use spfs_router::{
-    Attr, Owner, RequestCounters, RouteError, Router, Routing, Runtime, Scratch, Timestamp, Vfs,
-    edit,
+    Attr, EditError, Owner, RequestCounters, RouteError, Router, Routing, Runtime, Scratch,
+    Timestamp, Vfs, edit,
 };
 
 use crate::state::{SavedRuntime, StateFile};
@@ -502,8 +502,28 @@ impl Host {
             return Err(HostError::AlreadyRegistered(root_pid));
         }
         let made = (!durable && !dir.exists()).then(|| dir.clone());
-        let scratch = Scratch::open(&dir, durable).map_err(RouteError::Edit)?;
+        let scratch = Scratch::open(&dir, durable).map_err(|err| self.scratch_refused(err))?;
         Ok((Some(scratch), made))
+    }
+
+    /// A scratch that cannot be taken, as the caller reads it: one in use names the runtime
+    /// holding it when it is one of this service's.
+    fn scratch_refused(&self, err: EditError) -> HostError {
+        let EditError::InUse(dir) = &err else {
+            return RouteError::Edit(err).into();
+        };
+        let holder = self
+            .router
+            .runtimes()
+            .into_iter()
+            .find(|r| r.view.scratch().is_some_and(|s| s.dir() == dir));
+        let by = match holder {
+            Some(holder) => format!("the runtime of root process {}", holder.root_pid),
+            None => "a runtime of another service".to_owned(),
+        };
+        HostError::Scratch(format!(
+            "{err} ({by}); end that runtime first, or name another --scratch"
+        ))
     }
 
     /// What the editable runtime of `root_pid` changed, read from its scratch against the
@@ -1285,9 +1305,10 @@ mod tests {
 
         let refused = f.edit(41, Edit::Scratch(dir.clone())).unwrap_err();
         assert!(matches!(refused, HostError::Scratch(_)), "{refused:?}");
+        let said = refused.to_string();
         assert!(
-            refused.to_string().contains(dir.to_str().unwrap()),
-            "{refused}"
+            said.contains(dir.to_str().unwrap()) && said.contains("root process 40"),
+            "{said}"
         );
         assert_eq!(
             f.root_pids(),
