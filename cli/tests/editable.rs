@@ -93,7 +93,7 @@ fn mount_and_run_edit(service: &Service, per_runtime: bool) {
         assert_eq!(root_meta.permissions().mode() & 0o7777, 0o755);
         assert_eq!(root_meta.uid(), nix::unistd::geteuid().as_raw());
     } else {
-        assert_eq!(root_meta.permissions().mode() & 0o7777, 0o1777);
+        assert_eq!(root_meta.permissions().mode() & 0o7777, 0o777);
     }
 
     service.unmount(pid);

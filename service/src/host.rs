@@ -250,19 +250,23 @@ impl From<RouteError> for HostError {
 }
 
 /// The root's attributes, identical in every view (DESIGN.md §4 rule 3): owned by the service
-/// user, stamped with the service's start, mode 01777 (like `/tmp`).
+/// user, stamped with the service's start, mode 0777.
 ///
 /// Why writable by all: the kernel caches the root's attributes once per mount, so the shared
 /// mount's root cannot show each editable runtime's owner as its own, and a mode that let the
 /// kernel refuse them (0555, 0755 of the service's user) would stop the owner of an editable
 /// runtime from creating anything under the root. So the kernel's own check lets everyone
 /// through, and the core decides per caller: EROFS for a caller whose view is read-only (or
-/// empty), EACCES for anyone but the editable runtime's owner (and root). The sticky bit keeps
-/// the meaning `/tmp` gives it. Per-runtime volumes show one view each and get their own root
-/// ([`volume_root_attr`]). docs/SEMANTICS.md.
+/// empty), EACCES for anyone but the editable runtime's owner (and root).
+///
+/// Why not 01777, like `/tmp`: the sticky bit makes the kernel refuse (`EPERM`) the removal
+/// or renaming of an entry directly under the root that the caller does not own, so the owner
+/// of an editable runtime (not root) could not remove a lower entry the view shows as another
+/// user's, which overlayfs lets the owner of `/spfs` do. Per-runtime volumes show one view
+/// each and get their own root ([`volume_root_attr`]). docs/SEMANTICS.md.
 pub fn root_attr() -> Attr {
     Attr {
-        perm: 0o1777,
+        perm: 0o777,
         ..volume_root_attr()
     }
 }
@@ -1372,7 +1376,7 @@ mod tests {
         f.register(41).unwrap();
         for pid in [40, 41] {
             let root = f.root_of(pid);
-            assert_eq!(root.perm, 0o1777, "rule 3: one root for every view");
+            assert_eq!(root.perm, 0o777, "rule 3: one root for every view");
             assert_eq!(root.uid, unsafe { libc::geteuid() });
         }
         for layout in [Layout::PerRuntime, Layout::Single] {
