@@ -91,6 +91,16 @@ impl Host {
         }
     }
 
+    /// A host whose root service serves the system socket (returned) on `system-mnt`
+    /// (returned).
+    fn with_system_service() -> (Host, PathBuf, PathBuf) {
+        let mut host = Host::new();
+        let system = host.system_socket();
+        let mnt = host.path("system-mnt");
+        host.service(&["--mountpoint", mnt.to_str().unwrap()], &system);
+        (host, system, mnt)
+    }
+
     fn status(&self, uid: u32) -> serde_json::Value {
         serde_json::from_str(&ok(&self.run(uid, &["status", "--json"]))).unwrap()
     }
@@ -117,10 +127,7 @@ fn a_root_service_with_no_socket_named_serves_every_user_on_the_system_socket() 
     if !require_fuse() {
         return;
     }
-    let mut host = Host::new();
-    let system = host.system_socket();
-    let mnt = host.path("system-mnt");
-    host.service(&["--mountpoint", mnt.to_str().unwrap()], &system);
+    let (mut host, system, mnt) = Host::with_system_service();
 
     let socket = std::fs::metadata(&system).unwrap();
     assert!(socket.file_type().is_socket());
@@ -231,10 +238,7 @@ fn another_users_editable_runtime_changes_lower_entries_under_the_shared_root() 
     if !require_fuse() {
         return;
     }
-    let mut host = Host::new();
-    let system = host.system_socket();
-    let mnt = host.path("system-mnt");
-    host.service(&["--mountpoint", mnt.to_str().unwrap()], &system);
+    let (host, _, mnt) = Host::with_system_service();
     put(&host.path("layer"), "renamed", b"root's\n");
     let changed = host.run(
         OTHER_UID,
