@@ -792,3 +792,106 @@ fn concurrent_changes_and_reads_neither_deadlock_nor_mix_up_files() {
     assert_eq!(f.read("file"), b"Lower");
     assert_eq!(f.upper(""), ["file"]);
 }
+
+/// Linux's no-open mode: the kernel sends no RELEASE, not even for files from CREATE, so a
+/// handle that pinned its file would hold it open for good (found by the adapter's isolation
+/// test: thousands of deleted files held open, then EMFILE).
+#[cfg(target_os = "linux")]
+#[test]
+fn regression_in_no_open_mode_created_files_are_not_held_open_for_good() {
+    let f = fixture();
+    f.vfs.set_no_open();
+    // Only this test's files: the other tests of this binary open files at the same time.
+    let scratch = f.scratch();
+    let count = || {
+        fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target.starts_with(&scratch))
+            .count()
+    };
+    let start = count();
+    let me = me();
+    for _ in 0..1000 {
+        let (attr, _never_released) = f.vfs.create(&me, ROOT, b"top", 0o644).unwrap();
+        f.vfs.write(attr.node, 0, 0, b"x").unwrap();
+        f.vfs.unlink(&me, ROOT, b"top").unwrap();
+    }
+    let held = count() - start;
+    // The cache's bound: 32 shards of 4 cached files and 8 kept ones of removed entries.
+    assert!(held <= 32 * (4 + 8), "{held} files held open");
+}
+
+/// Found by the differential test: in a setgid directory a new directory is setgid too, and
+/// new entries take the directory's group, as the kernel makes them in overlayfs's upper.
+#[test]
+fn regression_a_setgid_directory_passes_its_group_and_bit_on() {
+    let f = fixture();
+    let dir = f.node("dir");
+    let changes = SetAttr {
+        mode: Some(0o2750),
+        gid: Some(4242),
+        ..Default::default()
+    };
+    f.vfs.setattr(&me(), dir, None, &changes).unwrap();
+    let sub = f.vfs.mkdir(&me(), dir, b"made", 0o444).unwrap();
+    let file = f.vfs.mknod(&me(), dir, b"file", 0o644, 0).unwrap();
+    if spfs_testkit::is_root() {
+        assert_eq!((sub.perm, sub.gid), (0o2444, 4242));
+        assert_eq!((file.perm, file.gid), (0o644, 4242));
+    }
+}
+
+/// F-adapter-1: a file removed while open (a kernel in no-open mode never said so) stays
+/// readable and writable until the kernel forgets its node, however many files come after.
+#[test]
+fn regression_a_removed_file_lives_until_the_kernel_forgets_it() {
+    let f = fixture();
+    f.vfs.set_no_open();
+    let (attr, _) = f.vfs.create(&me(), ROOT, b"tmpfile", 0o644).unwrap();
+    f.vfs.write(attr.node, 0, 0, b"before").unwrap();
+    f.vfs.unlink(&me(), ROOT, b"tmpfile").unwrap();
+    // A lower file, changed after its removal, too; and one replaced by a rename.
+    let lower = f.node("dir/a");
+    f.vfs.unlink(&me(), f.node("dir"), b"a").unwrap();
+    f.vfs.write(lower, 0, 1, b"!").unwrap();
+    let (over, _) = f.vfs.create(&me(), ROOT, b"over", 0o644).unwrap();
+    f.vfs.write(over.node, 0, 0, b"old").unwrap();
+    let (newer, _) = f.vfs.create(&me(), ROOT, b"newer", 0o644).unwrap();
+    f.vfs
+        .rename(
+            &me(),
+            (ROOT, b"newer"),
+            (ROOT, b"over"),
+            RenameMode::Replace,
+        )
+        .unwrap();
+    for i in 0..300 {
+        let (other, _) = f
+            .vfs
+            .create(&me(), ROOT, format!("o{i}").as_bytes(), 0o644)
+            .unwrap();
+        f.vfs.write(other.node, 0, 0, b"x").unwrap();
+        f.vfs.read(other.node, 0, 0, 1).unwrap();
+    }
+    f.vfs.write(attr.node, 0, 6, b" after").unwrap();
+    assert_eq!(f.vfs.read(attr.node, 0, 0, 64).unwrap(), b"before after");
+    assert_eq!(f.vfs.getattr(0, attr.node).unwrap().nlink, 0);
+    assert_eq!(f.vfs.read(lower, 0, 0, 64).unwrap(), b"a!");
+    assert_eq!(f.vfs.read(over.node, 0, 0, 64).unwrap(), b"old");
+    assert_ne!(newer.node, over.node);
+    // Forgotten, and pushed out by newer files, it is gone.
+    f.vfs.forget(attr.node, 1);
+    for i in 0..300 {
+        let node = f
+            .vfs
+            .lookup(0, ROOT, format!("o{i}").as_bytes())
+            .unwrap()
+            .node;
+        f.vfs.read(node, 0, 0, 1).unwrap();
+    }
+    assert_eq!(
+        f.vfs.read(attr.node, 0, 0, 64).unwrap_err().to_errno(),
+        libc::ENOENT
+    );
+}

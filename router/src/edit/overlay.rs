@@ -723,6 +723,7 @@ impl Edit {
         let opened = open_upper(&copy.0).map_err(failed(&copy.0));
         drop(copy);
         files.put(lower.node_id(i), opened?);
+        files.keep(lower.node_id(i), None);
         st.entry(lower, i).upper = true;
         tracing::debug!(
             node = lower.node_id(i),
@@ -840,7 +841,8 @@ impl Edit {
             if kind == FileKind::Directory && st.lower_has(lower, parent, name) {
                 write_opaque(&tmp)?;
             }
-            self.finish(&tmp, kind, mode, caller.uid, caller.gid)?;
+            let (gid, mode) = inherit_setgid(&dir, kind, mode, caller)?;
+            self.finish(&tmp, kind, mode, caller.uid, gid)?;
             fs::rename(&tmp, &target).map_err(failed(&target))
         })();
         if let Err(err) = made {
@@ -1012,6 +1014,7 @@ impl Edit {
                     tracing::warn!(path = %tmp.display(), error = %err, "cannot remove a removed directory's leftovers");
                 }
             } else {
+                keep_if_last(&st, lower, files, index, &path);
                 fs::remove_file(&path).map_err(failed(&path))?;
             }
         }
@@ -1104,6 +1107,9 @@ impl Edit {
         }
         if st.lower_has(lower, parent, name) {
             write_whiteout(&from_dir, name).map_err(failed(&from_dir))?;
+        }
+        if let Some(d) = dst {
+            keep_if_last(&st, lower, files, d, &to);
         }
         fs::rename(&from, &to).map_err(failed(&to))?;
         if let Some(tmp) = aside
@@ -1286,6 +1292,51 @@ fn xattr_failed(path: &Path) -> impl FnOnce(io::Error) -> FsError + '_ {
             failed(path)(source)
         }
     }
+}
+
+/// Keeps the file of upper file `i` at `path` open when its last name is about to go: a
+/// program may still have it open, and a kernel in no-open mode never said so.
+fn keep_if_last(st: &State, lower: &View, files: &OpenFiles, i: u32, path: &Path) {
+    let last = st.entries.get(&i).is_some_and(|e| e.names.len() <= 1);
+    if !last || !st.is_upper(i) || st.kind(lower, i) != Some(FileKind::File) {
+        return;
+    }
+    let node = lower.node_id(i);
+    match files.peek(node) {
+        Some(_) => files.keep(node, None),
+        None => match open_upper(path) {
+            Ok(file) => files.keep(node, Some(file)),
+            Err(err) => {
+                tracing::debug!(node, path = %path.display(), error = %err, "cannot keep a removed file open");
+            }
+        },
+    }
+}
+
+/// The group and mode of a new entry in directory `dir`, as the kernel's
+/// `inode_init_owner` gives them: in a setgid directory, the directory's group, and a new
+/// directory setgid too; a setgid file of a caller outside that group loses the bit (its
+/// other groups are unknown here: only its own group counts).
+fn inherit_setgid(
+    dir: &Path,
+    kind: FileKind,
+    mode: u32,
+    caller: &Caller,
+) -> Result<(u32, u32), FsError> {
+    let meta = fs::symlink_metadata(dir).map_err(failed(dir))?;
+    if meta.mode() & 0o2000 == 0 {
+        return Ok((caller.gid, mode));
+    }
+    let mode = match kind {
+        FileKind::Directory => mode | 0o2000,
+        FileKind::File
+            if mode & 0o2010 == 0o2010 && caller.uid != 0 && caller.gid != meta.gid() =>
+        {
+            mode & !0o2000
+        }
+        _ => mode,
+    };
+    Ok((meta.gid(), mode))
 }
 
 /// A copy made ahead of its copy-up under a temp name; removed unless renamed into place.
