@@ -95,7 +95,7 @@ trap 'exit 130' INT TERM
 # requests NAME: the FUSE requests NAME's service has served so far, summed over opcodes.
 requests() {
     SPFS_FUSE_SOCKET=$work/$1.sock "$bin" status --json |
-        python3 -c 'import json,sys; print(sum(r["count"] for r in json.load(sys.stdin)["traffic"]["requests"].values()))'
+        python3 -c 'import json,sys; print(sum(r["count"] for r in json.load(sys.stdin)["requests"].values()))'
 }
 
 results=$work/results-edit.txt

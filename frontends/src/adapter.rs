@@ -459,6 +459,20 @@ fn sized(bytes: Vec<u8>, size: u32) -> io::Result<Sized> {
     }
 }
 
+/// `file` as the `&mut File` fuse-backend-rs copies request data from and to, while the core's
+/// cache shares it between concurrent requests: a second `File` over the same descriptor, never
+/// dropped, without a dup(2) per request. Every copy is positional (pread/pwrite), so the
+/// shared descriptor's cursor is never used.
+fn alias_of(file: &Arc<std::fs::File>) -> std::mem::ManuallyDrop<std::fs::File> {
+    // SAFETY: the caller's `file` keeps the descriptor open while the alias is used, and
+    // ManuallyDrop keeps the alias from closing it.
+    std::mem::ManuallyDrop::new(unsafe {
+        <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(std::os::fd::AsRawFd::as_raw_fd(
+            &**file,
+        ))
+    })
+}
+
 /// The caller of a request, as the core takes it.
 fn caller_of(ctx: &Context) -> Caller {
     Caller {
@@ -578,18 +592,7 @@ impl FileSystem for Adapter {
         tracing::debug!(pid = ctx.pid, inode, handle, size, offset, "read");
         // Handle 0 (the kernel skipped OPEN) reads by node id: the core's one cache serves both.
         let file = self.vfs.file(inode, handle).map_err(errno)?;
-        // fuse-backend-rs wants `&mut File` to read from, while the core's cache shares the
-        // file between concurrent readers. A second `File` over the same descriptor, never
-        // dropped, gives that without a dup(2) per read; reads are positional (pread), so the
-        // shared descriptor's cursor is never used.
-        // SAFETY: `file` keeps the descriptor open for the whole call, and ManuallyDrop keeps
-        // the alias from closing it.
-        let mut alias = std::mem::ManuallyDrop::new(unsafe {
-            <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(std::os::fd::AsRawFd::as_raw_fd(
-                &*file,
-            ))
-        });
-        w.write_from(&mut *alias, size as usize, offset)
+        w.write_from(&mut *alias_of(&file), size as usize, offset)
     }
 
     fn release(
@@ -875,11 +878,11 @@ impl FileSystem for Adapter {
     ) -> io::Result<usize> {
         let _timed = self.timed(Op::Write);
         tracing::debug!(pid = ctx.pid, inode, handle, size, offset, "write");
-        // The core writes from a slice; the request's data sits in the FUSE buffer, and one
-        // copy of it is cheap next to the write to the scratch.
-        let mut data = vec![0; size as usize];
-        r.read_exact(&mut data)?;
-        self.vfs.write(inode, handle, offset, &data).map_err(errno)
+        // Straight from the FUSE buffer into the scratch file (pwrite): a buffer of our own per
+        // request cost a fresh 1 MiB allocation, its page faults and a copy each time.
+        let file = self.vfs.writable_file(inode, handle).map_err(errno)?;
+        r.read_exact_to(&mut *alias_of(&file), size as usize, offset)?;
+        Ok(size as usize)
     }
 
     fn fallocate(

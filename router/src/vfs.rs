@@ -706,8 +706,9 @@ impl Vfs {
     }
 
     /// The writable file of file `node` (through `handle`, or by node id alone with handle 0),
-    /// copied up on its first change.
-    fn writable_file(&self, node: NodeId, handle: u64) -> Result<Arc<File>, FsError> {
+    /// copied up on its first change: a frontend writes the request's data into it straight
+    /// from its own buffer, as [`Vfs::write`] does from a slice.
+    pub fn writable_file(&self, node: NodeId, handle: u64) -> Result<Arc<File>, FsError> {
         if handle != 0 && handle != node {
             return Err(FsError::BadHandle(handle));
         }
