@@ -6,10 +6,15 @@
 //! the adapter was built with.
 //!
 //! Requests the kernel can do without are refused once with `ENOSYS`, which makes Linux stop
-//! sending them: FLUSH (nothing to flush in a read-only view) and, where the policy asks for it
-//! and the kernel grants no-open support, OPEN and RELEASE of files, whose reads then arrive by
-//! node id alone with `KEEP_CACHE` implied. A plain small-file read thus costs one request
-//! instead of four.
+//! sending them: FLUSH (writes go straight to the scratch's file, so a close has nothing to
+//! flush) and, where the policy asks for it and the kernel grants no-open support, OPEN and
+//! RELEASE of files, whose reads then arrive by node id alone with `KEEP_CACHE` implied. A
+//! plain small-file read thus costs one request instead of four. Writes, truncates and fsyncs
+//! then arrive with handle 0 too, and the core finds the file by node.
+//!
+//! Write requests (DESIGN.md §4 rule 7) go to the core as they come, with the caller's pid,
+//! uid and gid: whether the view is editable, and whose it is, the core decides (`EROFS`,
+//! `EACCES`), so a read-only view answers writes exactly as a read-only mount would.
 //!
 //! Every request the adapter serves is counted by its opcode into the [`Vfs`]'s
 //! [`RequestCounters`] (one relaxed atomic add), and one in 16 of each opcode is timed, for
@@ -21,14 +26,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use fuse_backend_rs::abi::fuse_abi::{stat64, statvfs64};
+use fuse_backend_rs::abi::fuse_abi::{CreateIn, SetattrValid, stat64, statvfs64};
 use fuse_backend_rs::api::filesystem::{
     Context, DirEntry as FuseDirEntry, Entry, FileSystem, FsOptions, GetxattrReply, ListxattrReply,
-    OpenOptions, ZeroCopyWriter,
+    OpenOptions, ZeroCopyReader, ZeroCopyWriter,
 };
 use spfs_router::{
-    Attr, Caller, DirEntry, DirectoryReplier, FileKind, FsError, ROOT, RequestCounters, ToErrno,
-    Vfs,
+    Attr, Caller, DirEntry, DirectoryReplier, FileKind, FsError, ROOT, RequestCounters, SetAttr,
+    TimeSet, Timestamp, ToErrno, Vfs, XattrSet,
 };
 
 use crate::platform;
@@ -299,8 +304,19 @@ impl Adapter {
             generation: 0,
             attr: stat_of(attr),
             attr_flags: 0,
-            attr_timeout: self.policy.caching(scope(attr.node)).attr_ttl,
+            attr_timeout: self.attr_ttl(attr),
             entry_timeout: self.policy.caching(scope(parent)).entry_ttl,
+        }
+    }
+
+    /// How long the kernel may keep `attr`: a file with more than one name gets 0, since a
+    /// change through one of its names (a link, an unlink, a copy-up) leaves what the kernel
+    /// cached under the others stale; everything else as its scope allows.
+    fn attr_ttl(&self, attr: &Attr) -> Duration {
+        if attr.kind != FileKind::Directory && attr.nlink > 1 {
+            Duration::ZERO
+        } else {
+            self.policy.caching(scope(attr.node)).attr_ttl
         }
     }
 }
@@ -348,6 +364,86 @@ impl Adapter {
     }
 }
 
+/// The permission bits of a mode, setuid, setgid and sticky included.
+const PERMISSIONS: u32 = 0o7777;
+
+/// The core's attribute changes for a SETATTR's `valid` bits and values. `UTIME_NOW` arrives
+/// as its own bit, and becomes the core's clock ([`TimeSet::Now`]); the ctime bit (and on
+/// macOS the creation, backup and flag bits) are left out: the core sets ctime itself on
+/// every change, and layers keep no other times or flags.
+// `st_mode` is 16 bits on macOS: the conversion is needed there only.
+#[allow(clippy::useless_conversion)]
+fn set_attr(attr: &stat64, valid: SetattrValid) -> SetAttr {
+    let time = |now: SetattrValid, at: SetattrValid, secs: i64, nanos: i64| {
+        if valid.contains(now) {
+            Some(TimeSet::Now)
+        } else if valid.contains(at) {
+            Some(TimeSet::At(Timestamp {
+                secs,
+                nanos: u32::try_from(nanos).unwrap_or(0),
+            }))
+        } else {
+            None
+        }
+    };
+    SetAttr {
+        mode: valid
+            .contains(SetattrValid::MODE)
+            .then_some(u32::from(attr.st_mode) & PERMISSIONS),
+        uid: valid.contains(SetattrValid::UID).then_some(attr.st_uid),
+        gid: valid.contains(SetattrValid::GID).then_some(attr.st_gid),
+        size: valid
+            .contains(SetattrValid::SIZE)
+            .then_some(attr.st_size as u64),
+        atime: time(
+            SetattrValid::ATIME_NOW,
+            SetattrValid::ATIME,
+            attr.st_atime,
+            attr.st_atime_nsec,
+        ),
+        mtime: time(
+            SetattrValid::MTIME_NOW,
+            SetattrValid::MTIME,
+            attr.st_mtime,
+            attr.st_mtime_nsec,
+        ),
+    }
+}
+
+/// The core's `setxattr` mode for `setxattr(2)`'s flags (`XATTR_CREATE` and `XATTR_REPLACE`
+/// have each platform's own values in `libc`); both together, or any other, are invalid.
+fn xattr_set(flags: u32) -> Result<XattrSet, FsError> {
+    // macOS's XATTR_NOFOLLOW and XATTR_NOSECURITY concern the caller's side only.
+    let flags = flags as libc::c_int & (libc::XATTR_CREATE | libc::XATTR_REPLACE);
+    match flags {
+        0 => Ok(XattrSet::Any),
+        libc::XATTR_CREATE => Ok(XattrSet::Create),
+        libc::XATTR_REPLACE => Ok(XattrSet::Replace),
+        other => Err(FsError::Invalid(format!("xattr flags {other:#x}"))),
+    }
+}
+
+/// An extended attribute's value, or a list of names, measured against the caller's buffer.
+enum Sized {
+    /// It fits: the bytes themselves.
+    Fits(Vec<u8>),
+    /// A size probe (buffer size 0): only its length.
+    Probe(u32),
+}
+
+/// `bytes` for a buffer of `size`: its length when `size` is 0 (the caller asks how big a
+/// buffer to allocate), `ERANGE` when it does not fit, as `getxattr(2)` and `listxattr(2)`.
+fn sized(bytes: Vec<u8>, size: u32) -> io::Result<Sized> {
+    let len = u32::try_from(bytes.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
+    if size == 0 {
+        Ok(Sized::Probe(len))
+    } else if len > size {
+        Err(io::Error::from_raw_os_error(libc::ERANGE))
+    } else {
+        Ok(Sized::Fits(bytes))
+    }
+}
+
 /// The caller of a request, as the core takes it.
 fn caller_of(ctx: &Context) -> Caller {
     Caller {
@@ -355,10 +451,6 @@ fn caller_of(ctx: &Context) -> Caller {
         uid: ctx.uid,
         gid: ctx.gid,
     }
-}
-
-fn read_only() -> io::Error {
-    io::Error::from_raw_os_error(libc::EROFS)
 }
 
 impl FileSystem for Adapter {
@@ -396,7 +488,8 @@ impl FileSystem for Adapter {
 
     fn forget(&self, _ctx: &Context, _inode: u64, _count: u64) {
         let _timed = self.timed(Op::Forget);
-        // Views are immutable and hold every node for their whole life: nothing to release.
+        // Views hold every node for their whole life, and an editable one never reuses a node
+        // id: nothing to release.
     }
 
     fn batch_forget(&self, _ctx: &Context, _requests: Vec<(u64, u64)>) {
@@ -412,7 +505,7 @@ impl FileSystem for Adapter {
         let _timed = self.timed(Op::Getattr);
         tracing::debug!(pid = ctx.pid, inode, "getattr");
         let attr = self.vfs.getattr(ctx.pid as u32, inode).map_err(errno)?;
-        Ok((stat_of(&attr), self.policy.caching(scope(inode)).attr_ttl))
+        Ok((stat_of(&attr), self.attr_ttl(&attr)))
     }
 
     fn readlink(&self, ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
@@ -494,11 +587,14 @@ impl FileSystem for Adapter {
         let mut st: statvfs64 = unsafe { std::mem::zeroed() };
         st.f_bsize = stats.block_size as _;
         st.f_frsize = stats.block_size as _;
-        // Nothing free: a view is read-only (f_bfree, f_bavail, f_ffree, f_favail stay 0).
+        // A read-only view has nothing free; an editable one has its scratch's free space.
         st.f_blocks = stats.blocks as _;
+        st.f_bfree = stats.free_blocks as _;
+        st.f_bavail = stats.available_blocks as _;
         st.f_files = stats.files as _;
+        st.f_ffree = stats.free_files as _;
+        st.f_favail = stats.free_files as _;
         st.f_namemax = stats.name_max as _;
-        st.f_flag = libc::ST_RDONLY as _;
         Ok(st)
     }
 
@@ -506,21 +602,25 @@ impl FileSystem for Adapter {
         &self,
         ctx: &Context,
         inode: u64,
-        _name: &CStr,
-        _size: u32,
+        name: &CStr,
+        size: u32,
     ) -> io::Result<GetxattrReply> {
         let _timed = self.timed(Op::Getxattr);
-        self.vfs.getattr(ctx.pid as u32, inode).map_err(errno)?;
-        Err(io::Error::from_raw_os_error(platform::NO_XATTR))
+        tracing::debug!(pid = ctx.pid, inode, name = ?name, size, "getxattr");
+        let value = self.vfs.getxattr(inode, name.to_bytes()).map_err(errno)?;
+        Ok(match sized(value, size)? {
+            Sized::Fits(value) => GetxattrReply::Value(value),
+            Sized::Probe(len) => GetxattrReply::Count(len),
+        })
     }
 
     fn listxattr(&self, ctx: &Context, inode: u64, size: u32) -> io::Result<ListxattrReply> {
         let _timed = self.timed(Op::Listxattr);
-        self.vfs.getattr(ctx.pid as u32, inode).map_err(errno)?;
-        Ok(if size == 0 {
-            ListxattrReply::Count(0)
-        } else {
-            ListxattrReply::Names(Vec::new())
+        tracing::debug!(pid = ctx.pid, inode, size, "listxattr");
+        let names = self.vfs.listxattr(inode).map_err(errno)?;
+        Ok(match sized(names, size)? {
+            Sized::Fits(names) => ListxattrReply::Names(names),
+            Sized::Probe(len) => ListxattrReply::Count(len),
         })
     }
 
@@ -580,147 +680,231 @@ impl FileSystem for Adapter {
 
     fn setattr(
         &self,
-        _ctx: &Context,
-        _inode: u64,
-        _attr: stat64,
-        _handle: Option<u64>,
-        _valid: fuse_backend_rs::abi::fuse_abi::SetattrValid,
+        ctx: &Context,
+        inode: u64,
+        attr: stat64,
+        handle: Option<u64>,
+        valid: SetattrValid,
     ) -> io::Result<(stat64, Duration)> {
         let _timed = self.timed(Op::Setattr);
-        Err(read_only())
+        let changes = set_attr(&attr, valid);
+        tracing::debug!(pid = ctx.pid, inode, ?handle, ?changes, "setattr");
+        let attr = self
+            .vfs
+            .setattr(&caller_of(ctx), inode, handle, &changes)
+            .map_err(errno)?;
+        Ok((stat_of(&attr), self.attr_ttl(&attr)))
     }
 
     fn symlink(
         &self,
-        _ctx: &Context,
-        _linkname: &CStr,
-        _parent: u64,
-        _name: &CStr,
+        ctx: &Context,
+        linkname: &CStr,
+        parent: u64,
+        name: &CStr,
     ) -> io::Result<Entry> {
         let _timed = self.timed(Op::Symlink);
-        Err(read_only())
+        tracing::debug!(pid = ctx.pid, parent, name = ?name, target = ?linkname, "symlink");
+        let attr = self
+            .vfs
+            .symlink(
+                &caller_of(ctx),
+                parent,
+                name.to_bytes(),
+                linkname.to_bytes(),
+            )
+            .map_err(errno)?;
+        Ok(self.entry(parent, &attr))
     }
 
     fn mknod(
         &self,
-        _ctx: &Context,
-        _inode: u64,
-        _name: &CStr,
-        _mode: u32,
-        _rdev: u32,
+        ctx: &Context,
+        parent: u64,
+        name: &CStr,
+        mode: u32,
+        rdev: u32,
         _umask: u32,
     ) -> io::Result<Entry> {
         let _timed = self.timed(Op::Mknod);
-        Err(read_only())
+        tracing::debug!(pid = ctx.pid, parent, name = ?name, mode, rdev, "mknod");
+        // The kernel has applied the umask to `mode` already (no DONT_MASK asked for).
+        let attr = self
+            .vfs
+            .mknod(&caller_of(ctx), parent, name.to_bytes(), mode, rdev)
+            .map_err(errno)?;
+        Ok(self.entry(parent, &attr))
     }
 
     fn mkdir(
         &self,
-        _ctx: &Context,
-        _parent: u64,
-        _name: &CStr,
-        _mode: u32,
+        ctx: &Context,
+        parent: u64,
+        name: &CStr,
+        mode: u32,
         _umask: u32,
     ) -> io::Result<Entry> {
         let _timed = self.timed(Op::Mkdir);
-        Err(read_only())
+        tracing::debug!(pid = ctx.pid, parent, name = ?name, mode, "mkdir");
+        let attr = self
+            .vfs
+            .mkdir(&caller_of(ctx), parent, name.to_bytes(), mode & PERMISSIONS)
+            .map_err(errno)?;
+        Ok(self.entry(parent, &attr))
     }
 
-    fn unlink(&self, _ctx: &Context, _parent: u64, _name: &CStr) -> io::Result<()> {
+    fn unlink(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
         let _timed = self.timed(Op::Unlink);
-        Err(read_only())
+        tracing::debug!(pid = ctx.pid, parent, name = ?name, "unlink");
+        self.vfs
+            .unlink(&caller_of(ctx), parent, name.to_bytes())
+            .map_err(errno)
     }
 
-    fn rmdir(&self, _ctx: &Context, _parent: u64, _name: &CStr) -> io::Result<()> {
+    fn rmdir(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
         let _timed = self.timed(Op::Rmdir);
-        Err(read_only())
+        tracing::debug!(pid = ctx.pid, parent, name = ?name, "rmdir");
+        self.vfs
+            .rmdir(&caller_of(ctx), parent, name.to_bytes())
+            .map_err(errno)
     }
 
     fn rename(
         &self,
-        _ctx: &Context,
-        _olddir: u64,
-        _oldname: &CStr,
-        _newdir: u64,
-        _newname: &CStr,
-        _flags: u32,
+        ctx: &Context,
+        olddir: u64,
+        oldname: &CStr,
+        newdir: u64,
+        newname: &CStr,
+        flags: u32,
     ) -> io::Result<()> {
         let _timed = self.timed(Op::Rename);
-        Err(read_only())
+        tracing::debug!(
+            pid = ctx.pid, olddir, oldname = ?oldname, newdir, newname = ?newname, flags, "rename"
+        );
+        let mode = platform::rename_mode(flags).map_err(errno)?;
+        self.vfs
+            .rename(
+                &caller_of(ctx),
+                (olddir, oldname.to_bytes()),
+                (newdir, newname.to_bytes()),
+                mode,
+            )
+            .map_err(errno)
     }
 
-    fn link(
-        &self,
-        _ctx: &Context,
-        _inode: u64,
-        _newparent: u64,
-        _newname: &CStr,
-    ) -> io::Result<Entry> {
+    fn link(&self, ctx: &Context, inode: u64, newparent: u64, newname: &CStr) -> io::Result<Entry> {
         let _timed = self.timed(Op::Link);
-        Err(read_only())
+        tracing::debug!(pid = ctx.pid, inode, newparent, newname = ?newname, "link");
+        let attr = self
+            .vfs
+            .link(&caller_of(ctx), inode, newparent, newname.to_bytes())
+            .map_err(errno)?;
+        Ok(self.entry(newparent, &attr))
     }
 
     fn create(
         &self,
-        _ctx: &Context,
-        _parent: u64,
-        _name: &CStr,
-        _args: fuse_backend_rs::abi::fuse_abi::CreateIn,
+        ctx: &Context,
+        parent: u64,
+        name: &CStr,
+        args: CreateIn,
     ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
         let _timed = self.timed(Op::Create);
-        Err(read_only())
+        tracing::debug!(
+            pid = ctx.pid, parent, name = ?name, mode = args.mode, flags = args.flags, "create"
+        );
+        let (attr, handle) = self
+            .vfs
+            .create(
+                &caller_of(ctx),
+                parent,
+                name.to_bytes(),
+                args.mode & PERMISSIONS,
+            )
+            .map_err(errno)?;
+        Ok((
+            self.entry(parent, &attr),
+            Some(handle),
+            self.policy.file_open,
+            None,
+        ))
     }
 
     fn write(
         &self,
-        _ctx: &Context,
-        _inode: u64,
-        _handle: u64,
-        _r: &mut dyn fuse_backend_rs::api::filesystem::ZeroCopyReader,
-        _size: u32,
-        _offset: u64,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        r: &mut dyn ZeroCopyReader,
+        size: u32,
+        offset: u64,
         _lock_owner: Option<u64>,
         _delayed_write: bool,
         _flags: u32,
         _fuse_flags: u32,
     ) -> io::Result<usize> {
         let _timed = self.timed(Op::Write);
-        Err(read_only())
+        tracing::debug!(pid = ctx.pid, inode, handle, size, offset, "write");
+        // The core writes from a slice; the request's data sits in the FUSE buffer, and one
+        // copy of it is cheap next to the write to the scratch.
+        let mut data = vec![0; size as usize];
+        r.read_exact(&mut data)?;
+        self.vfs.write(inode, handle, offset, &data).map_err(errno)
     }
 
     fn fallocate(
         &self,
-        _ctx: &Context,
-        _inode: u64,
-        _handle: u64,
-        _mode: u32,
-        _offset: u64,
-        _length: u64,
+        ctx: &Context,
+        inode: u64,
+        handle: u64,
+        mode: u32,
+        offset: u64,
+        length: u64,
     ) -> io::Result<()> {
         let _timed = self.timed(Op::Fallocate);
-        Err(read_only())
+        tracing::debug!(
+            pid = ctx.pid,
+            inode,
+            handle,
+            mode,
+            offset,
+            length,
+            "fallocate"
+        );
+        self.vfs
+            .fallocate(inode, handle, mode, offset, length)
+            .map_err(errno)
     }
 
     fn setxattr(
         &self,
-        _ctx: &Context,
-        _inode: u64,
-        _name: &CStr,
-        _value: &[u8],
-        _flags: u32,
+        ctx: &Context,
+        inode: u64,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
     ) -> io::Result<()> {
         let _timed = self.timed(Op::Setxattr);
-        Err(read_only())
+        tracing::debug!(pid = ctx.pid, inode, name = ?name, size = value.len(), flags, "setxattr");
+        let mode = xattr_set(flags).map_err(errno)?;
+        self.vfs
+            .setxattr(&caller_of(ctx), inode, name.to_bytes(), value, mode)
+            .map_err(errno)
     }
 
-    fn removexattr(&self, _ctx: &Context, _inode: u64, _name: &CStr) -> io::Result<()> {
+    fn removexattr(&self, ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
         let _timed = self.timed(Op::Removexattr);
-        Err(read_only())
+        tracing::debug!(pid = ctx.pid, inode, name = ?name, "removexattr");
+        self.vfs
+            .removexattr(&caller_of(ctx), inode, name.to_bytes())
+            .map_err(errno)
     }
 
-    fn fsync(&self, _ctx: &Context, _inode: u64, _datasync: bool, _handle: u64) -> io::Result<()> {
+    fn fsync(&self, ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {
         let _timed = self.timed(Op::Fsync);
-        Ok(())
+        tracing::debug!(pid = ctx.pid, inode, handle, datasync, "fsync");
+        self.vfs.fsync(inode, handle, datasync).map_err(errno)
     }
 
     fn fsyncdir(
@@ -959,6 +1143,198 @@ mod tests {
                 .iter()
                 .all(|e| e.entry_timeout.is_zero())
         );
+    }
+
+    #[test]
+    fn setattr_takes_exactly_the_valid_bits_and_utime_now_as_the_servers_clock() {
+        // SAFETY: stat64 is plain old data; all-zero bytes are a valid value.
+        let mut st: stat64 = unsafe { std::mem::zeroed() };
+        st.st_mode = (libc::S_IFREG | 0o4751) as _;
+        st.st_uid = 7;
+        st.st_gid = 8;
+        st.st_size = 12;
+        st.st_atime = 100;
+        st.st_atime_nsec = 5;
+        st.st_mtime = 200;
+        st.st_mtime_nsec = 6;
+        assert_eq!(set_attr(&st, SetattrValid::empty()), SetAttr::default());
+        let all = SetattrValid::MODE
+            | SetattrValid::UID
+            | SetattrValid::GID
+            | SetattrValid::SIZE
+            | SetattrValid::ATIME
+            | SetattrValid::MTIME;
+        assert_eq!(
+            set_attr(&st, all),
+            SetAttr {
+                mode: Some(0o4751),
+                uid: Some(7),
+                gid: Some(8),
+                size: Some(12),
+                atime: Some(TimeSet::At(Timestamp {
+                    secs: 100,
+                    nanos: 5
+                })),
+                mtime: Some(TimeSet::At(Timestamp {
+                    secs: 200,
+                    nanos: 6
+                })),
+            }
+        );
+        // utimensat(UTIME_NOW) sends the time bit and the NOW bit together.
+        let now = set_attr(
+            &st,
+            SetattrValid::ATIME
+                | SetattrValid::ATIME_NOW
+                | SetattrValid::MTIME
+                | SetattrValid::MTIME_NOW,
+        );
+        assert_eq!(
+            (now.atime, now.mtime),
+            (Some(TimeSet::Now), Some(TimeSet::Now))
+        );
+        assert_eq!(set_attr(&st, SetattrValid::SIZE).mode, None);
+    }
+
+    #[test]
+    fn xattr_replies_answer_a_size_probe_and_refuse_a_short_buffer() {
+        let got = |bytes: &[u8], size| match sized(bytes.to_vec(), size) {
+            Ok(Sized::Fits(value)) => format!("value {}", String::from_utf8_lossy(&value)),
+            Ok(Sized::Probe(len)) => format!("size {len}"),
+            Err(e) => format!("errno {:?}", e.raw_os_error()),
+        };
+        assert_eq!(got(b"value", 0), "size 5");
+        assert_eq!(got(b"value", 5), "value value");
+        assert_eq!(got(b"value", 64), "value value");
+        assert_eq!(got(b"value", 4), format!("errno {:?}", Some(libc::ERANGE)));
+        assert_eq!(got(b"", 0), "size 0");
+        assert_eq!(xattr_set(0).unwrap(), XattrSet::Any);
+        assert_eq!(
+            xattr_set(libc::XATTR_CREATE as u32).unwrap(),
+            XattrSet::Create
+        );
+        assert_eq!(
+            xattr_set(libc::XATTR_REPLACE as u32).unwrap(),
+            XattrSet::Replace
+        );
+        let both = xattr_set((libc::XATTR_CREATE | libc::XATTR_REPLACE) as u32).unwrap_err();
+        assert_eq!(both.to_errno(), libc::EINVAL);
+    }
+
+    #[test]
+    fn rename_flags_become_the_cores_modes() {
+        use spfs_router::RenameMode;
+        assert_eq!(platform::rename_mode(0).unwrap(), RenameMode::Replace);
+        #[cfg(target_os = "linux")]
+        {
+            assert_eq!(
+                platform::rename_mode(libc::RENAME_NOREPLACE).unwrap(),
+                RenameMode::NoReplace
+            );
+            assert_eq!(
+                platform::rename_mode(libc::RENAME_EXCHANGE).unwrap(),
+                RenameMode::Exchange
+            );
+            for bad in [
+                libc::RENAME_WHITEOUT,
+                libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE,
+            ] {
+                let err = platform::rename_mode(bad).unwrap_err();
+                assert_eq!(err.to_errno(), libc::EINVAL);
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_with_several_names_has_its_attributes_asked_for_every_time() {
+        let layer = tempfile::tempdir().unwrap();
+        let (vfs, view) = vfs_with_files(layer.path(), 1);
+        let adapter = Adapter::new(vfs, policy(Platform::Linux, Transport::Device));
+        let mut attr = view.attr(view.child(0, b"f0").unwrap());
+        assert_eq!(attr.nlink, 1);
+        let single = adapter.entry(2, &attr);
+        assert!(single.attr_timeout > Duration::ZERO);
+        attr.nlink = 2;
+        let linked = adapter.entry(2, &attr);
+        assert_eq!(linked.attr_timeout, Duration::ZERO);
+        assert!(
+            linked.entry_timeout > Duration::ZERO,
+            "the name itself stays"
+        );
+        // A directory's nlink counts its subdirectories, not names of it.
+        attr.kind = FileKind::Directory;
+        attr.nlink = 3;
+        assert!(adapter.entry(2, &attr).attr_timeout > Duration::ZERO);
+    }
+
+    /// A read-only view answers every write request as a read-only mount would: the adapter
+    /// passes them on, the core answers `EROFS`.
+    #[test]
+    fn a_read_only_view_answers_every_write_request_with_erofs() {
+        let layer = tempfile::tempdir().unwrap();
+        std::fs::create_dir(layer.path().join("dir")).unwrap();
+        let (vfs, view) = vfs_with_files(layer.path(), 1);
+        let adapter = Adapter::new(vfs, policy(Platform::current(), Transport::Device));
+        adapter.init(FsOptions::ASYNC_READ).unwrap();
+        let ctx = Context::default();
+        let file = node_of(&view, "f0");
+        // SAFETY: stat64 is plain old data; all-zero bytes are a valid value.
+        let st: stat64 = unsafe { std::mem::zeroed() };
+        let create = CreateIn {
+            flags: libc::O_WRONLY as u32,
+            mode: 0o644,
+            umask: 0,
+            ..CreateIn::default()
+        };
+        let erofs = |result: io::Result<()>, what: &str| {
+            assert_eq!(
+                result.unwrap_err().raw_os_error(),
+                Some(libc::EROFS),
+                "{what}"
+            );
+        };
+        erofs(
+            adapter.create(&ctx, ROOT, c"new", create).map(drop),
+            "create",
+        );
+        erofs(
+            adapter.mkdir(&ctx, ROOT, c"new", 0o755, 0).map(drop),
+            "mkdir",
+        );
+        erofs(
+            adapter.mknod(&ctx, ROOT, c"new", 0o644, 0, 0).map(drop),
+            "mknod",
+        );
+        erofs(
+            adapter.symlink(&ctx, c"t", ROOT, c"new").map(drop),
+            "symlink",
+        );
+        erofs(adapter.link(&ctx, file, ROOT, c"new").map(drop), "link");
+        erofs(adapter.unlink(&ctx, ROOT, c"f0"), "unlink");
+        erofs(adapter.rmdir(&ctx, ROOT, c"dir"), "rmdir");
+        erofs(adapter.rename(&ctx, ROOT, c"f0", ROOT, c"g", 0), "rename");
+        erofs(
+            adapter
+                .setattr(&ctx, file, st, None, SetattrValid::SIZE)
+                .map(drop),
+            "truncate",
+        );
+        erofs(adapter.fallocate(&ctx, file, 0, 0, 0, 4096), "fallocate");
+        erofs(adapter.setxattr(&ctx, file, c"user.k", b"v", 0), "setxattr");
+        erofs(
+            adapter.open(&ctx, file, libc::O_RDWR as u32, 0).map(drop),
+            "open for write",
+        );
+        // Reads of extended attributes still answer: none there.
+        let missing = adapter.getxattr(&ctx, file, c"user.k", 0).err();
+        assert_eq!(
+            missing.and_then(|e| e.raw_os_error()),
+            Some(FsError::NoAttribute.to_errno())
+        );
+        match adapter.listxattr(&ctx, file, 0).unwrap() {
+            ListxattrReply::Count(n) => assert_eq!(n, 0),
+            ListxattrReply::Names(_) => panic!("a size probe answers a size"),
+        }
     }
 
     #[test]

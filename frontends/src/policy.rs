@@ -5,9 +5,12 @@
 //!
 //! DESIGN.md §4 rule 3 becomes numbers here: names directly under the root differ per caller
 //! in the shared layout, so their entries are never cached ([`Scope::Root`]); below the root
-//! views never change and node ids are never reused, so a cached answer can only ever be right
-//! ([`Scope::Below`]). The adapter decides which scope an answer has, in one function; this
-//! module says what each scope costs.
+//! a read-only view never changes, an editable one changes only through the kernel (which
+//! updates its caches as it passes each change on), and node ids are never reused, so a cached
+//! answer can only ever be right ([`Scope::Below`]). The adapter decides which scope an answer
+//! has, in one function (and gives a file with several names no attribute caching, since a
+//! change through one name leaves the others' stale); this module says what each scope costs.
+//! Rule 7's caching follows: created names under the root are [`Scope::Root`] entries too.
 //!
 //! Who reaches the mount is the one input from the service besides these three: a mount that
 //! serves users other than the service's own (the system service, any service run as root)
@@ -28,7 +31,9 @@ use spfs_router::Routing;
 use crate::platform;
 use crate::session::Transport;
 
-/// How long the kernel may keep an answer that can only ever be right: views are immutable.
+/// How long the kernel may keep an answer that can only ever be right: a read-only view never
+/// changes, and every change of an editable one passes through the kernel, which updates its
+/// caches on the way.
 const LONG: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The kernel a session talks to, as far as the policy cares.
@@ -145,6 +150,8 @@ pub struct KernelPolicy {
     pub mount_options: Vec<MountOption>,
     /// Whether the helper is macFUSE's, the one that takes `allow_other`.
     macfuse: bool,
+    /// Whether the helper is FUSE-T's, the one that takes `--namedattr`.
+    fuse_t: bool,
 }
 
 impl KernelPolicy {
@@ -186,18 +193,18 @@ impl KernelPolicy {
         // asking (osxfuse/kext `fuse_node.c`, `fuse_vnops.c`): a routed root must forbid
         // that, or runtime B gets runtime A's `/spfs/bin`. A per-runtime volume serves one
         // view and keeps the cache.
+        // Every mount is read-write: a read-only view answers writes with `EROFS` itself
+        // (DESIGN.md §4 rule 7), and the one mount serves editable runtimes next to them.
         let mount_options = if fuse_t {
             vec![
-                MountOption::ReadOnly,
                 MountOption::NoNamedAttr,
                 MountOption::RwSize(FUSE_T_RWSIZE),
                 MountOption::NoBrowse,
             ]
         } else if linux {
-            vec![MountOption::ReadOnly]
+            Vec::new()
         } else {
             let mut macfuse = vec![
-                MountOption::ReadOnly,
                 MountOption::NoAppleDouble,
                 MountOption::NoAppleXattr,
                 MountOption::NoBrowse,
@@ -210,7 +217,8 @@ impl KernelPolicy {
         KernelPolicy {
             root,
             below,
-            // Files never change under a view, so the page cache survives reopening.
+            // A file changes only through this kernel (an editable view's writes pass it), so
+            // the page cache survives reopening.
             file_open: OpenOptions::KEEP_CACHE,
             init: if linux {
                 common | platform::linux_init()
@@ -220,6 +228,7 @@ impl KernelPolicy {
             no_open: linux,
             mount_options,
             macfuse: !linux && !fuse_t,
+            fuse_t,
         }
     }
 
@@ -261,6 +270,21 @@ impl KernelPolicy {
         self
     }
 
+    /// This policy for a volume whose runtime is `editable` (`true`) or not (`false`, what
+    /// [`KernelPolicy::new`] gives). What it changes per helper:
+    /// - FUSE-T: named attributes on (no `--namedattr=false`), so the NFS client passes
+    ///   extended attributes to a view that can keep them; a read-only view has none to show.
+    /// - macFUSE and Linux: nothing; extended attributes always reach the server.
+    pub fn editable(mut self, editable: bool) -> KernelPolicy {
+        self.mount_options
+            .retain(|o| *o != MountOption::NoNamedAttr);
+        if !editable && self.fuse_t {
+            // Kept where it was, so a policy made editable and back is the one it was.
+            self.mount_options.insert(0, MountOption::NoNamedAttr);
+        }
+        self
+    }
+
     /// What the kernel may keep of answers in `scope`.
     pub fn caching(&self, scope: Scope) -> &Caching {
         match scope {
@@ -269,7 +293,8 @@ impl KernelPolicy {
         }
     }
 
-    /// Whether the mount is read-only.
+    /// Whether the mount is read-only: no policy asks for it since views answer `EROFS`
+    /// themselves, but a session still spells the option if one does.
     pub fn read_only(&self) -> bool {
         self.mount_options.contains(&MountOption::ReadOnly)
     }
@@ -305,7 +330,20 @@ mod tests {
             assert_eq!(policy.root.entry_ttl, Duration::ZERO, "{policy:?}");
             assert_eq!(policy.root.negative_ttl, None, "{policy:?}");
             assert_eq!(policy.root.dir_open, OpenOptions::empty(), "{policy:?}");
-            assert!(policy.read_only(), "{policy:?}");
+        }
+    }
+
+    /// Rule 7: read-only views answer `EROFS` themselves, so every mount is read-write and
+    /// can serve editable runtimes.
+    #[test]
+    fn every_mount_is_read_write() {
+        for policy in every_policy() {
+            assert!(!policy.read_only(), "{policy:?}");
+            assert!(
+                !policy.mount_options.contains(&MountOption::ReadOnly),
+                "{policy:?}"
+            );
+            assert!(!policy.clone().editable(true).read_only(), "{policy:?}");
         }
     }
 
@@ -364,15 +402,45 @@ mod tests {
         let of = |platform, transport| {
             KernelPolicy::new(platform, transport, RoutingKind::Shared).mount_options
         };
-        assert_eq!(of(Platform::Linux, Transport::Device), [ReadOnly]);
+        assert_eq!(of(Platform::Linux, Transport::Device), []);
         assert_eq!(
             of(Platform::MacOs, Transport::Device),
-            [ReadOnly, NoAppleDouble, NoAppleXattr, NoBrowse, NoVnCache]
+            [NoAppleDouble, NoAppleXattr, NoBrowse, NoVnCache]
         );
         assert_eq!(
             of(Platform::MacOs, Transport::Nfs),
-            [ReadOnly, NoNamedAttr, RwSize(FUSE_T_RWSIZE), NoBrowse]
+            [NoNamedAttr, RwSize(FUSE_T_RWSIZE), NoBrowse]
         );
+    }
+
+    /// An editable FUSE-T volume takes extended attributes through NFS named attributes; a
+    /// read-only one keeps them off, and every other helper is unchanged.
+    #[test]
+    fn an_editable_fuse_t_volume_turns_named_attributes_on() {
+        for routing in ROUTINGS {
+            for platform in [Platform::Linux, Platform::MacOs] {
+                let fuse_t = KernelPolicy::new(platform, Transport::Nfs, routing);
+                let editable = fuse_t.clone().editable(true);
+                assert!(
+                    !editable.mount_options.contains(&MountOption::NoNamedAttr),
+                    "{editable:?}"
+                );
+                assert_eq!(
+                    editable.mount_options,
+                    [MountOption::RwSize(FUSE_T_RWSIZE), MountOption::NoBrowse]
+                );
+                assert_eq!(fuse_t.clone().editable(false), fuse_t, "the default");
+                assert_eq!(editable.clone().editable(false), fuse_t, "undone");
+                assert_eq!(editable.clone().editable(true), editable, "twice");
+            }
+            for (platform, transport) in [
+                (Platform::Linux, Transport::Device),
+                (Platform::MacOs, Transport::Device),
+            ] {
+                let policy = KernelPolicy::new(platform, transport, routing);
+                assert_eq!(policy.clone().editable(true), policy);
+            }
+        }
     }
 
     /// Defect 1 of issue 14: the kext ignores entry timeouts, so only `novncache` keeps one

@@ -234,11 +234,18 @@ fn df_on_a_mounted_view_shows_its_size_and_entries() {
 
     // This test process is in no runtime: its root is the empty view.
     let outsider = nix::sys::statvfs::statvfs(&mount).unwrap();
-    assert_eq!((outsider.blocks(), outsider.files()), (0, 1));
+    assert_eq!((outsider.blocks(), outsider.blocks_free()), (0, 0));
+    assert_eq!((outsider.files(), outsider.files_free()), (1, 0));
+    // The mount is read-write, for editable runtimes (rule 7); the empty view refuses writes
+    // itself, as the read-only mount did.
     assert!(
-        outsider
+        !outsider
             .flags()
             .contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
     );
+    let write = std::fs::write(mount.join("new"), b"x").unwrap_err();
+    assert_eq!(write.raw_os_error(), Some(libc::EROFS));
+    let mkdir = std::fs::create_dir(mount.join("dir")).unwrap_err();
+    assert_eq!(mkdir.raw_os_error(), Some(libc::EROFS));
     session.unmount().unwrap();
 }

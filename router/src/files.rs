@@ -68,12 +68,7 @@ impl OpenFiles {
         if let Some(file) = take(&mut shard, node, pin) {
             return Ok(file);
         }
-        while shard.iter().filter(|s| s.handles == 0).count() >= UNPINNED_PER_SHARD {
-            let Some(oldest) = shard.iter().position(|s| s.handles == 0) else {
-                break;
-            };
-            shard.remove(oldest);
-        }
+        make_room(&mut shard);
         shard.push(Slot {
             node,
             file: file.clone(),
@@ -95,12 +90,44 @@ impl OpenFiles {
         }
     }
 
+    /// Puts `file` in as `node`'s, replacing a cached one and keeping its handles: after a
+    /// copy-up, every reader and writer of the node goes to the copy.
+    pub(crate) fn put(&self, node: NodeId, file: File) {
+        let file = Arc::new(file);
+        let mut shard = self.shard(node);
+        if let Some(slot) = shard.iter_mut().find(|s| s.node == node) {
+            slot.file = file;
+            return;
+        }
+        make_room(&mut shard);
+        shard.push(Slot {
+            node,
+            file,
+            handles: 0,
+        });
+    }
+
+    /// `node`'s cached file, if any, without opening it.
+    pub(crate) fn peek(&self, node: NodeId) -> Option<Arc<File>> {
+        take(&mut self.shard(node), node, false)
+    }
+
     /// Whether `node` has an open handle.
     #[cfg(test)]
     pub(crate) fn is_pinned(&self, node: NodeId) -> bool {
         self.shard(node)
             .iter()
             .any(|s| s.node == node && s.handles > 0)
+    }
+}
+
+/// Lets the oldest unpinned files of `shard` go until one more fits.
+fn make_room(shard: &mut Vec<Slot>) {
+    while shard.iter().filter(|s| s.handles == 0).count() >= UNPINNED_PER_SHARD {
+        let Some(oldest) = shard.iter().position(|s| s.handles == 0) else {
+            break;
+        };
+        shard.remove(oldest);
     }
 }
 

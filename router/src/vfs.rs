@@ -185,10 +185,42 @@ impl Vfs {
         }
         let (view, index) = node::decode(node).ok_or(FsError::StaleNode(node))?;
         let view = self.view_by_id(view).ok_or(FsError::StaleNode(node))?;
-        if index as usize >= view.len() {
+        // An editable view's new entries lie past its lower view; its overlay checks them.
+        if index as usize >= view.len() && view.changes().is_none() {
             return Err(FsError::StaleNode(node));
         }
         Ok((view, index))
+    }
+
+    /// The view and entry index of `node` for a change by `caller`: the view must be editable
+    /// and the caller its owner or root.
+    fn locate_for_change(
+        &self,
+        caller: &Caller,
+        node: NodeId,
+    ) -> Result<(Arc<View>, u32), FsError> {
+        let (view, index) = self.locate(caller.pid, node)?;
+        if view.edit().is_none() {
+            return Err(FsError::ReadOnly);
+        }
+        let owner = view.owner().0;
+        if caller.uid != 0 && caller.uid != owner {
+            return Err(FsError::NotOwner {
+                uid: caller.uid,
+                owner,
+            });
+        }
+        Ok((view, index))
+    }
+
+    /// The entry index of `node` in `view`, for the second node of a link or rename: both
+    /// must be in the one view.
+    fn locate_in(&self, view: &View, caller: Pid, node: NodeId) -> Result<u32, FsError> {
+        let (other, index) = self.locate(caller, node)?;
+        if other.id() != view.id() {
+            return Err(FsError::CrossDevice(node));
+        }
+        Ok(index)
     }
 
     /// Looks `name` up in directory `parent`.
@@ -199,6 +231,9 @@ impl Vfs {
             && Arc::ptr_eq(&view, router.empty_view())
         {
             router.count_outsider_root_lookup(caller);
+        }
+        if let Some(edit) = view.changes() {
+            return edit.lookup(&view, dir, parent, name);
         }
         if view.kind(dir) != FileKind::Directory {
             return Err(FsError::NotADirectory(parent));
@@ -219,7 +254,16 @@ impl Vfs {
     /// The attributes of `node`.
     pub fn getattr(&self, caller: Pid, node: NodeId) -> Result<Attr, FsError> {
         let (view, index) = self.locate(caller, node)?;
-        Ok(view.attr(index))
+        let Some(edit) = view.changes() else {
+            return Ok(view.attr(index));
+        };
+        match edit.attr(&view, index) {
+            // Removed, but still open: the open file answers.
+            Err(FsError::StaleNode(_)) if let Some(file) = self.files.peek(node) => {
+                edit.attr_of_open(&view, index, &file)
+            }
+            other => other,
+        }
     }
 
     /// Checks that `node` is a directory. Directories need no handle, and none may carry a
@@ -228,7 +272,11 @@ impl Vfs {
     /// caller on every [`Vfs::readdir`] instead.
     pub fn opendir(&self, caller: Pid, node: NodeId) -> Result<(), FsError> {
         let (view, index) = self.locate(caller, node)?;
-        if view.kind(index) != FileKind::Directory {
+        let kind = match view.changes() {
+            Some(edit) => edit.kind(&view, index)?,
+            None => view.kind(index),
+        };
+        if kind != FileKind::Directory {
             return Err(FsError::NotADirectory(node));
         }
         Ok(())
@@ -246,6 +294,20 @@ impl Vfs {
         replier: &mut dyn DirectoryReplier,
     ) -> Result<(), FsError> {
         let (view, dir) = self.locate(caller, node)?;
+        if let Some(edit) = view.changes() {
+            let (own, parent, entries) = edit.listing(&view, dir, node)?;
+            let dots = [(&b"."[..], own), (&b".."[..], parent)];
+            let all = dots
+                .into_iter()
+                .chain(entries.iter().map(|(n, a)| (n.as_slice(), *a)));
+            for (at, (name, attr)) in all.enumerate().skip(offset as usize) {
+                let offset = at as u64 + 1;
+                if !replier.add(DirEntry { name, attr, offset }) {
+                    break;
+                }
+            }
+            return Ok(());
+        }
         if view.kind(dir) != FileKind::Directory {
             return Err(FsError::NotADirectory(node));
         }
@@ -288,16 +350,29 @@ impl Vfs {
     /// The target of symlink `node`, read from its layer (or its spfs payload).
     pub fn readlink(&self, node: NodeId) -> Result<Vec<u8>, FsError> {
         let (view, index) = self.locate(0, node)?;
+        if let Some(edit) = view.changes() {
+            return edit.readlink(&view, index);
+        }
         if view.kind(index) != FileKind::Symlink {
             return Err(FsError::NotASymlink(node));
         }
         view.source(index)?.target()
     }
 
-    /// Opens file `node` for reading and returns its handle, which pins the open source file
-    /// until [`Vfs::release`]. `write` refuses with `EROFS`.
+    /// Opens file `node` and returns its handle, which pins the open file until
+    /// [`Vfs::release`]. `write` refuses with `EROFS` in a read-only view; in an editable one
+    /// it copies a lower file up, as overlayfs does at open.
     pub fn open(&self, caller: Pid, node: NodeId, write: bool) -> Result<u64, FsError> {
         let (view, index) = self.locate(caller, node)?;
+        if let Some(edit) = view.edit() {
+            if write {
+                edit.writable(&view, &self.files, index)?;
+            }
+            if view.changes().is_some() {
+                self.files.get(node, true, || edit.open(&view, index))?;
+                return Ok(node);
+            }
+        }
         check_readable(&view, index, node, write)?;
         self.files.get(node, true, || view.source(index)?.open())?;
         // A node's file is the same for every opener, so the handle names the node.
@@ -313,6 +388,9 @@ impl Vfs {
         }
         self.files.get(node, false, || {
             let (view, index) = self.locate(0, node)?;
+            if let Some(edit) = view.changes() {
+                return edit.open(&view, index);
+            }
             check_readable(&view, index, node, false)?;
             view.source(index)?.open()
         })
@@ -355,14 +433,15 @@ impl Vfs {
         }
     }
 
-    /// Checks access to `node`: any write access is refused with `EROFS`; permission bits are
-    /// not checked here. Every mount that other users reach has `default_permissions`, so the
+    /// Checks access to `node`: write access is refused with `EROFS` in a read-only view, and
+    /// to anyone but the owner (or root) of an editable one; permission bits are not checked
+    /// here. Every mount that other users reach has `default_permissions`, so the
     /// kernel checks them; a macFUSE mount without it (a per-user service's) lets only its own
     /// user in (the kext's blanket deny), who may read whatever the layers let it read.
     pub fn access(&self, caller: &Caller, node: NodeId, mask: u32) -> Result<(), FsError> {
         self.locate(caller.pid, node)?;
         if mask & libc::W_OK as u32 != 0 {
-            return Err(FsError::ReadOnly);
+            self.locate_for_change(caller, node)?;
         }
         Ok(())
     }
@@ -376,8 +455,11 @@ impl Vfs {
         name: &[u8],
         mode: u32,
     ) -> Result<(Attr, u64), FsError> {
-        let _ = (caller, parent, name, mode);
-        Err(FsError::ReadOnly)
+        let (view, dir) = self.locate_for_change(caller, parent)?;
+        let edit = view.edit().ok_or(FsError::ReadOnly)?;
+        let attr = edit.create(&view, &self.files, caller, dir, name, mode, true)?;
+        tracing::debug!(parent, node = attr.node, "created");
+        Ok((attr, attr.node))
     }
 
     /// Makes `name` in `parent` with file-type and permission bits `mode`: regular files only
@@ -390,8 +472,16 @@ impl Vfs {
         mode: u32,
         rdev: u32,
     ) -> Result<Attr, FsError> {
-        let _ = (caller, parent, name, mode, rdev);
-        Err(FsError::ReadOnly)
+        let _ = rdev;
+        // mode_t is u16 on macOS, u32 on Linux.
+        #[allow(clippy::unnecessary_cast)]
+        let (file_type, regular) = (mode & libc::S_IFMT as u32, libc::S_IFREG as u32);
+        if file_type != 0 && file_type != regular {
+            return Err(FsError::Unsupported("a FIFO, socket or device file"));
+        }
+        let (view, dir) = self.locate_for_change(caller, parent)?;
+        let edit = view.edit().ok_or(FsError::ReadOnly)?;
+        edit.create(&view, &self.files, caller, dir, name, mode & 0o7777, false)
     }
 
     /// Makes directory `name` in `parent` with permission bits `mode`.
@@ -402,8 +492,9 @@ impl Vfs {
         name: &[u8],
         mode: u32,
     ) -> Result<Attr, FsError> {
-        let _ = (caller, parent, name, mode);
-        Err(FsError::ReadOnly)
+        let (view, dir) = self.locate_for_change(caller, parent)?;
+        let edit = view.edit().ok_or(FsError::ReadOnly)?;
+        edit.mkdir(&view, &self.files, caller, dir, name, mode)
     }
 
     /// Makes symlink `name` in `parent` pointing at `target`.
@@ -414,8 +505,9 @@ impl Vfs {
         name: &[u8],
         target: &[u8],
     ) -> Result<Attr, FsError> {
-        let _ = (caller, parent, name, target);
-        Err(FsError::ReadOnly)
+        let (view, dir) = self.locate_for_change(caller, parent)?;
+        let edit = view.edit().ok_or(FsError::ReadOnly)?;
+        edit.symlink(&view, &self.files, caller, dir, name, target)
     }
 
     /// Makes `new_name` in `new_parent` a hard link to file `node`.
@@ -426,20 +518,24 @@ impl Vfs {
         new_parent: NodeId,
         new_name: &[u8],
     ) -> Result<Attr, FsError> {
-        let _ = (caller, node, new_parent, new_name);
-        Err(FsError::ReadOnly)
+        let (view, dir) = self.locate_for_change(caller, new_parent)?;
+        let index = self.locate_in(&view, caller.pid, node)?;
+        let edit = view.edit().ok_or(FsError::ReadOnly)?;
+        edit.link(&view, &self.files, index, dir, new_name)
     }
 
     /// Removes the non-directory `name` from `parent`.
     pub fn unlink(&self, caller: &Caller, parent: NodeId, name: &[u8]) -> Result<(), FsError> {
-        let _ = (caller, parent, name);
-        Err(FsError::ReadOnly)
+        let (view, dir) = self.locate_for_change(caller, parent)?;
+        let edit = view.edit().ok_or(FsError::ReadOnly)?;
+        edit.remove(&view, &self.files, dir, name, false)
     }
 
     /// Removes the empty directory `name` from `parent`.
     pub fn rmdir(&self, caller: &Caller, parent: NodeId, name: &[u8]) -> Result<(), FsError> {
-        let _ = (caller, parent, name);
-        Err(FsError::ReadOnly)
+        let (view, dir) = self.locate_for_change(caller, parent)?;
+        let edit = view.edit().ok_or(FsError::ReadOnly)?;
+        edit.remove(&view, &self.files, dir, name, true)
     }
 
     /// Renames `name` in `parent` to `new_name` in `new_parent`.
@@ -450,8 +546,10 @@ impl Vfs {
         (new_parent, new_name): (NodeId, &[u8]),
         mode: RenameMode,
     ) -> Result<(), FsError> {
-        let _ = (caller, parent, name, new_parent, new_name, mode);
-        Err(FsError::ReadOnly)
+        let (view, dir) = self.locate_for_change(caller, parent)?;
+        let new_dir = self.locate_in(&view, caller.pid, new_parent)?;
+        let edit = view.edit().ok_or(FsError::ReadOnly)?;
+        edit.rename(&view, &self.files, (dir, name), (new_dir, new_name), mode)
     }
 
     /// Changes the attributes of `node` (through `handle` when the kernel sends one) and
@@ -463,8 +561,15 @@ impl Vfs {
         handle: Option<u64>,
         changes: &SetAttr,
     ) -> Result<Attr, FsError> {
-        let _ = (caller, node, handle, changes);
-        Err(FsError::ReadOnly)
+        if let Some(handle) = handle
+            && handle != 0
+            && handle != node
+        {
+            return Err(FsError::BadHandle(handle));
+        }
+        let (view, index) = self.locate_for_change(caller, node)?;
+        let edit = view.edit().ok_or(FsError::ReadOnly)?;
+        edit.setattr(&view, &self.files, index, changes)
     }
 
     /// Writes `data` at `offset` into file `node` (through `handle`, or by node id alone with
@@ -476,14 +581,38 @@ impl Vfs {
         offset: u64,
         data: &[u8],
     ) -> Result<usize, FsError> {
-        let _ = (node, handle, offset, data);
-        Err(FsError::ReadOnly)
+        let file = self.writable_file(node, handle)?;
+        file.write_all_at(data, offset)
+            .map_err(|source| FsError::Scratch {
+                path: format!("node {node}").into(),
+                source,
+            })?;
+        Ok(data.len())
     }
 
     /// Flushes file `node`'s data (and its metadata unless `data_only`) to the scratch's disk.
     pub fn fsync(&self, node: NodeId, handle: u64, data_only: bool) -> Result<(), FsError> {
-        let _ = (node, handle, data_only);
-        Ok(())
+        if handle != 0 && handle != node {
+            return Err(FsError::BadHandle(handle));
+        }
+        let (view, index) = self.locate(0, node)?;
+        // Nothing of a read-only view or a lower file is the scratch's to flush.
+        let Some(edit) = view.edit() else {
+            return Ok(());
+        };
+        if !edit.is_upper(index) && self.files.peek(node).is_none() {
+            return Ok(());
+        }
+        let file = self.file(node, handle)?;
+        if data_only {
+            file.sync_data()
+        } else {
+            file.sync_all()
+        }
+        .map_err(|source| FsError::Scratch {
+            path: format!("node {node}").into(),
+            source,
+        })
     }
 
     /// Allocates (or, with `mode`'s flags, punches) space in file `node`, as `fallocate(2)`.
@@ -495,20 +624,29 @@ impl Vfs {
         offset: u64,
         len: u64,
     ) -> Result<(), FsError> {
-        let _ = (node, handle, mode, offset, len);
-        Err(FsError::ReadOnly)
+        let file = self.writable_file(node, handle)?;
+        crate::edit::fallocate(&file, mode, offset, len).map_err(|source| FsError::Scratch {
+            path: format!("node {node}").into(),
+            source,
+        })
     }
 
     /// The value of extended attribute `name` of `node`.
     pub fn getxattr(&self, node: NodeId, name: &[u8]) -> Result<Vec<u8>, FsError> {
-        let _ = (node, name);
-        Err(FsError::NoAttribute)
+        let (view, index) = self.locate(0, node)?;
+        match view.changes() {
+            Some(edit) => edit.getxattr(&view, index, name),
+            None => Err(FsError::NoAttribute),
+        }
     }
 
     /// The names of `node`'s extended attributes, each followed by a NUL.
     pub fn listxattr(&self, node: NodeId) -> Result<Vec<u8>, FsError> {
-        let _ = node;
-        Ok(Vec::new())
+        let (view, index) = self.locate(0, node)?;
+        match view.changes() {
+            Some(edit) => edit.listxattr(&view, index),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Sets extended attribute `name` of `node`.
@@ -520,19 +658,24 @@ impl Vfs {
         value: &[u8],
         mode: XattrSet,
     ) -> Result<(), FsError> {
-        let _ = (caller, node, name, value, mode);
-        Err(FsError::ReadOnly)
+        let (view, index) = self.locate_for_change(caller, node)?;
+        let edit = view.edit().ok_or(FsError::ReadOnly)?;
+        edit.setxattr(&view, &self.files, index, name, Some((value, mode)))
     }
 
     /// Removes extended attribute `name` of `node`.
     pub fn removexattr(&self, caller: &Caller, node: NodeId, name: &[u8]) -> Result<(), FsError> {
-        let _ = (caller, node, name);
-        Err(FsError::ReadOnly)
+        let (view, index) = self.locate_for_change(caller, node)?;
+        let edit = view.edit().ok_or(FsError::ReadOnly)?;
+        edit.setxattr(&view, &self.files, index, name, None)
     }
 
     /// The statistics of the view `node` belongs to; the root's are the caller's view's.
     pub fn statfs(&self, caller: Pid, node: NodeId) -> Result<StatFs, FsError> {
         let (view, _) = self.locate(caller, node)?;
+        if let Some(edit) = view.edit() {
+            return edit.statfs();
+        }
         Ok(StatFs {
             block_size: BLOCK_SIZE,
             blocks: view.blocks(),
@@ -542,6 +685,19 @@ impl Vfs {
             free_files: 0,
             name_max: 255,
         })
+    }
+}
+
+impl Vfs {
+    /// The writable file of file `node` (through `handle`, or by node id alone with handle 0),
+    /// copied up on its first change.
+    fn writable_file(&self, node: NodeId, handle: u64) -> Result<Arc<File>, FsError> {
+        if handle != 0 && handle != node {
+            return Err(FsError::BadHandle(handle));
+        }
+        let (view, index) = self.locate(0, node)?;
+        let edit = view.edit().ok_or(FsError::ReadOnly)?;
+        edit.writable(&view, &self.files, index)
     }
 }
 

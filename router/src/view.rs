@@ -25,14 +25,11 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::edit::Scratch;
+use crate::edit::{Edit, OPAQUE_MARKER, Scratch, WHITEOUT_PREFIX};
 use crate::error::FsError;
 use crate::node::{self, NodeId, ViewId};
 use crate::spec::{LayerSource, ResolvedSpec};
 use spfs_storage::{Digest, EntryKind, Manifest, Repositories};
-
-const WHITEOUT_PREFIX: &[u8] = b".wh.";
-const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
 /// What kind of entry a node is. Views hold nothing else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -200,8 +197,10 @@ pub struct View {
     payloads: Vec<Digest>,
     /// The size of its files, in [`BLOCK_SIZE`] blocks, counted once when built.
     blocks: u64,
-    /// An editable view's scratch: writes land there, on top of the layers.
-    scratch: Option<Scratch>,
+    /// The owner (uid, gid) the view was built for.
+    owner: (u32, u32),
+    /// An editable view's overlay: writes land in its scratch, on top of the layers.
+    edit: Option<Edit>,
 }
 
 /// The block size a view counts its files' sizes in, and reports to `statfs`.
@@ -273,7 +272,8 @@ impl View {
             names: Vec::new(),
             payloads: Vec::new(),
             blocks: 0,
-            scratch: None,
+            owner,
+            edit: None,
         };
         view.nodes.push(Node {
             name_start: 0,
@@ -372,15 +372,39 @@ impl View {
         view
     }
 
-    /// This view made editable: `scratch` takes every write, on top of its layers.
+    /// This view made editable: `scratch` takes every write, on top of its layers. What an
+    /// earlier runtime left in it shows at once.
     pub fn with_scratch(mut self, scratch: Scratch) -> View {
-        self.scratch = Some(scratch);
+        self.edit = Some(Edit::load(scratch, &self));
         self
     }
 
     /// The scratch of an editable view; `None` for a read-only one.
     pub fn scratch(&self) -> Option<&Scratch> {
-        self.scratch.as_ref()
+        self.edit.as_ref().map(Edit::scratch)
+    }
+
+    /// Whether this editable view's scratch holds changes (made since it was registered, or
+    /// left by an earlier runtime); `false` for a read-only view.
+    pub fn has_changes(&self) -> bool {
+        self.edit.as_ref().is_some_and(Edit::changed)
+    }
+
+    /// The owner (uid, gid) the view was built for: spfs entries show it, and only it (or
+    /// root) may change an editable view.
+    pub fn owner(&self) -> (u32, u32) {
+        self.owner
+    }
+
+    /// The overlay of an editable view.
+    pub(crate) fn edit(&self) -> Option<&Edit> {
+        self.edit.as_ref()
+    }
+
+    /// The overlay of an editable view once something changed; `None` while requests may go
+    /// the read-only way.
+    pub(crate) fn changes(&self) -> Option<&Edit> {
+        self.edit.as_ref().filter(|e| e.changed())
     }
 
     /// This view's id.

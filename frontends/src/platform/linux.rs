@@ -9,6 +9,8 @@ use std::process::Command;
 
 use fuse_backend_rs::api::filesystem::{FsOptions, OpenOptions};
 
+use spfs_router::{FsError, RenameMode};
+
 use crate::policy::Platform;
 
 /// The platform a Linux build serves.
@@ -38,8 +40,17 @@ pub fn grants_no_open(enabled: FsOptions) -> bool {
     enabled.contains(FsOptions::ZERO_MESSAGE_OPEN)
 }
 
-/// "No such attribute".
-pub const NO_XATTR: i32 = libc::ENODATA;
+/// The core's rename mode for `renameat2(2)`'s flags as FUSE_RENAME2 carries them:
+/// `RENAME_WHITEOUT` (overlayfs's own, for its upper layers) and any two flags together are
+/// invalid, as `renameat2` says.
+pub fn rename_mode(flags: u32) -> Result<RenameMode, FsError> {
+    match flags {
+        0 => Ok(RenameMode::Replace),
+        libc::RENAME_NOREPLACE => Ok(RenameMode::NoReplace),
+        libc::RENAME_EXCHANGE => Ok(RenameMode::Exchange),
+        other => Err(FsError::Invalid(format!("rename flags {other:#x}"))),
+    }
+}
 
 /// The kernel's ceiling on any process's open files, `fs.nr_open`: a soft limit above it is
 /// refused (with `EPERM`) even when the hard limit is unlimited.

@@ -9,6 +9,8 @@ use std::process::Command;
 
 use fuse_backend_rs::api::filesystem::{FsOptions, OpenOptions};
 
+use spfs_router::{FsError, RenameMode};
+
 use crate::policy::Platform;
 
 /// The platform a macOS build serves.
@@ -30,8 +32,17 @@ pub fn grants_no_open(_enabled: FsOptions) -> bool {
     false
 }
 
-/// "No such attribute".
-pub const NO_XATTR: i32 = libc::ENOATTR;
+/// The core's rename mode for `renamex_np(2)`'s flags, should a server pass them
+/// (`fuse-backend-rs` passes 0 on macOS today): `RENAME_SWAP` exchanges, `RENAME_EXCL`
+/// refuses an existing target; both together are invalid.
+pub fn rename_mode(flags: u32) -> Result<RenameMode, FsError> {
+    match flags {
+        0 => Ok(RenameMode::Replace),
+        libc::RENAME_EXCL => Ok(RenameMode::NoReplace),
+        libc::RENAME_SWAP => Ok(RenameMode::Exchange),
+        other => Err(FsError::Invalid(format!("rename flags {other:#x}"))),
+    }
+}
 
 /// The kernel's ceiling on one process's open files, `kern.maxfilesperproc`: a soft limit above
 /// it is refused (`EINVAL`), and the hard limit is often `RLIM_INFINITY`.

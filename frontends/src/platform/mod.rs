@@ -10,8 +10,8 @@ mod imp;
 mod nofile;
 
 pub use imp::{
-    CURRENT, NO_XATTR, force_unmount, grants_no_open, in_mount_table, linux_dir_cache, linux_init,
-    mount_points,
+    CURRENT, force_unmount, grants_no_open, in_mount_table, linux_dir_cache, linux_init,
+    mount_points, rename_mode,
 };
 pub use nofile::raise_open_file_limit;
 // Only macFUSE's session unmounts with a plain system call (compiled on Linux for its tests).

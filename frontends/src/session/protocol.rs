@@ -361,9 +361,19 @@ mod tests {
 
     /// Regression (issue 14, defect 7): without `-q`, an unapproved kext shows a blocking alert.
     #[test]
-    fn macfuse_gets_read_only_names_and_no_apple_metadata_quietly() {
+    fn macfuse_gets_its_names_and_no_apple_metadata_quietly() {
         assert_eq!(
             macfuse_options("spfs", "spfs", &macfuse()),
+            "fsname=spfs,volname=spfs,noappledouble,noapplexattr,nobrowse,novncache"
+        );
+        // A read-only mount, which no policy asks for since views answer EROFS themselves,
+        // would still put `ro` first.
+        let read_only: Vec<_> = [MountOption::ReadOnly]
+            .into_iter()
+            .chain(macfuse())
+            .collect();
+        assert_eq!(
+            macfuse_options("spfs", "spfs", &read_only),
             "ro,fsname=spfs,volname=spfs,noappledouble,noapplexattr,nobrowse,novncache"
         );
         let args = macfuse_args("spfs", "spfs", &macfuse(), Path::new("/spfs"));
@@ -371,7 +381,7 @@ mod tests {
             args,
             [
                 "-o",
-                "ro,fsname=spfs,volname=spfs,noappledouble,noapplexattr,nobrowse,novncache",
+                "fsname=spfs,volname=spfs,noappledouble,noapplexattr,nobrowse,novncache",
                 "-q",
                 "/spfs"
             ]
@@ -381,7 +391,7 @@ mod tests {
 
     /// Regression (issue 14, defect 6): the system service's mount lets other users in, and
     /// the kernel checks the layers' permission bits for them; a per-user one asks for
-    /// neither (see `macfuse_gets_read_only_names_and_no_apple_metadata_quietly`).
+    /// neither (see `macfuse_gets_its_names_and_no_apple_metadata_quietly`).
     #[test]
     fn a_macfuse_mount_for_other_users_asks_for_allow_other_and_default_permissions() {
         let options = KernelPolicy::new(Platform::MacOs, Transport::Device, RoutingKind::Shared)
@@ -391,7 +401,7 @@ mod tests {
             macfuse_args("spfs", "spfs", &options, Path::new("/spfs")),
             [
                 "-o",
-                "ro,fsname=spfs,volname=spfs,noappledouble,noapplexattr,nobrowse,novncache,\
+                "fsname=spfs,volname=spfs,noappledouble,noapplexattr,nobrowse,novncache,\
                  allow_other,default_permissions",
                 "-q",
                 "/spfs"
@@ -452,27 +462,48 @@ mod tests {
     fn commas_in_names_cannot_start_another_option() {
         assert_eq!(
             macfuse_options("a,b", r"c\d", &macfuse()),
-            r"ro,fsname=a\,b,volname=c\\d,noappledouble,noapplexattr,nobrowse,novncache"
+            r"fsname=a\,b,volname=c\\d,noappledouble,noapplexattr,nobrowse,novncache"
         );
     }
 
     #[test]
-    fn fuse_t_gets_its_volume_name_read_only_and_the_fast_rwsize() {
-        let options =
-            KernelPolicy::new(Platform::MacOs, Transport::Nfs, RoutingKind::Fixed).mount_options;
-        let args = fuse_t_args("spfs-42", &options, Path::new("/Volumes/spfs-42"));
+    fn fuse_t_gets_its_volume_name_and_the_fast_rwsize() {
+        let policy = KernelPolicy::new(Platform::MacOs, Transport::Nfs, RoutingKind::Fixed);
+        let args = fuse_t_args(
+            "spfs-42",
+            &policy.mount_options,
+            Path::new("/Volumes/spfs-42"),
+        );
         assert_eq!(
             args,
             [
                 "--volname",
                 "spfs-42",
-                "-r",
                 "--namedattr=false",
                 "--rwsize=262144",
                 "--dontbrowse=true",
                 "/Volumes/spfs-42"
             ]
             .map(OsString::from)
+        );
+        // An editable runtime's volume keeps extended attributes: named attributes on.
+        let editable = policy.editable(true).mount_options;
+        let args = fuse_t_args("spfs-42", &editable, Path::new("/Volumes/spfs-42"));
+        assert_eq!(
+            args,
+            [
+                "--volname",
+                "spfs-42",
+                "--rwsize=262144",
+                "--dontbrowse=true",
+                "/Volumes/spfs-42"
+            ]
+            .map(OsString::from)
+        );
+        let read_only = fuse_t_args("v", &[MountOption::ReadOnly], Path::new("/v"));
+        assert_eq!(
+            read_only,
+            ["--volname", "v", "-r", "/v"].map(OsString::from)
         );
     }
 

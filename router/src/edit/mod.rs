@@ -9,6 +9,26 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+mod load;
+mod overlay;
+#[cfg(target_os = "linux")]
+#[path = "sys_linux.rs"]
+mod sys;
+#[cfg(target_os = "macos")]
+#[path = "sys_macos.rs"]
+mod sys;
+
+pub(crate) use overlay::Edit;
+pub(crate) use sys::fallocate;
+
+/// A whiteout's prefix: `.wh.NAME` hides `NAME` of the layers below.
+pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
+/// The opaque marker: a directory holding it hides the lower layers' entries of itself.
+pub(crate) const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+/// The core's temp names: readers take them for whiteouts of an impossible name, so one a
+/// crash leaves behind changes nothing (and loading the scratch removes it).
+pub(crate) const TEMP_PREFIX: &str = ".wh..wh..tmp.";
+
 /// Why a scratch directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum EditError {

@@ -1,0 +1,1262 @@
+//! The overlay of an editable view: its lower view (the layers, read-only, built as for any
+//! runtime), the scratch as its upper layer, and what changed, kept per directory as a delta
+//! over the lower listing (names added, replaced or removed).
+//!
+//! Node indexes below the lower view's length are the lower view's entries; new entries take
+//! fresh indexes above it, never reused while the service runs. A renamed entry keeps its
+//! index; an entry whose last name is removed is detached, and still answers through a file
+//! the open-file cache holds for it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{CString, OsStr};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::{OPAQUE_MARKER, Scratch, TEMP_PREFIX, WHITEOUT_PREFIX, sys};
+use crate::error::FsError;
+use crate::files::OpenFiles;
+use crate::node::NodeId;
+use crate::vfs::{Caller, RenameMode, SetAttr, StatFs, TimeSet, XattrSet};
+use crate::view::{Attr, BLOCK_SIZE, FileKind, Timestamp, View};
+
+/// Deeper than this, a path walk is taken for a loop in the state (it cannot happen: a
+/// directory is never moved into itself).
+const MAX_DEPTH: usize = 4096;
+
+/// A directory's changes over its lower listing: `Some(index)` shows that entry under the
+/// name, `None` hides the lower entry of that name.
+type Delta = BTreeMap<Vec<u8>, Option<u32>>;
+
+/// An entry whose state differs from its lower one, or a new one.
+#[derive(Debug)]
+struct Entry {
+    kind: FileKind,
+    /// Where it is linked: (parent, name); empty once detached. More than one for hard links.
+    names: Vec<(u32, Vec<u8>)>,
+    /// It exists in the scratch (a directory there merges with its lower part, if any).
+    upper: bool,
+}
+
+/// The changes of an editable view, behind its lock.
+#[derive(Debug, Default)]
+pub(super) struct State {
+    /// The next fresh index.
+    next: u32,
+    entries: HashMap<u32, Entry>,
+    dirs: HashMap<u32, Delta>,
+}
+
+/// The mutable part of an editable view: its scratch and what changed over the lower view.
+#[derive(Debug)]
+pub struct Edit {
+    scratch: Scratch,
+    /// Set at the first change (or when a loaded scratch held some); until then every request
+    /// goes the read-only way, without taking the lock.
+    changed: AtomicBool,
+    state: RwLock<State>,
+    temps: AtomicU64,
+}
+
+/// Maps a scratch failure at `path` to the caller's error, keeping its errno.
+fn failed(path: &Path) -> impl FnOnce(io::Error) -> FsError + '_ {
+    move |source| FsError::Scratch {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn os(name: &[u8]) -> &OsStr {
+    OsStr::from_bytes(name)
+}
+
+fn timestamp(secs: i64, nanos: i64) -> Timestamp {
+    Timestamp {
+        secs,
+        nanos: nanos as u32,
+    }
+}
+
+/// Opens an upper file for reading and writing; read-only when the service may not write it
+/// (an unprivileged service and a file without write permission).
+fn open_upper(path: &Path) -> io::Result<File> {
+    let open = |write| {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+    };
+    match open(true) {
+        Err(err) if err.raw_os_error() == Some(libc::EACCES) => open(false),
+        other => other,
+    }
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// A `timespec` for `utimensat`: `None` leaves the time as it is.
+fn timespec(time: Option<TimeSet>) -> libc::timespec {
+    match time {
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(TimeSet::Now) => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(TimeSet::At(t)) => libc::timespec {
+            tv_sec: t.secs as libc::time_t,
+            tv_nsec: i64::from(t.nanos) as _,
+        },
+    }
+}
+
+/// Sets `path`'s times without following a symlink.
+fn set_times(path: &Path, atime: Option<TimeSet>, mtime: Option<TimeSet>) -> io::Result<()> {
+    let c = c_path(path)?;
+    let times = [timespec(atime), timespec(mtime)];
+    // SAFETY: a valid C string and an array of two timespecs.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Gives `path` to `uid`:`gid` unless it has them already. An unprivileged service cannot
+/// give files away: they stay its own, which is all it can do (logged).
+fn set_owner(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.uid() == uid && meta.gid() == gid {
+        return Ok(());
+    }
+    match std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
+        Err(err) if err.raw_os_error() == Some(libc::EPERM) && !is_root() => {
+            tracing::debug!(path = %path.display(), uid, gid, "an unprivileged service keeps new entries its own");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Removes whatever is at `path` (a temp file or directory left behind).
+fn remove_any(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// Removes `path`, which may be missing.
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// The `.wh.NAME` whiteout of `name` in directory `dir`.
+fn whiteout(dir: &Path, name: &[u8]) -> PathBuf {
+    let mut wh = WHITEOUT_PREFIX.to_vec();
+    wh.extend_from_slice(name);
+    dir.join(os(&wh))
+}
+
+/// Writes the whiteout of `name` in `dir` (an empty file), unless it is there.
+fn write_whiteout(dir: &Path, name: &[u8]) -> io::Result<()> {
+    let path = whiteout(dir, name);
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+    {
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// Refuses names the scratch format cannot hold, and `.`/`..`.
+fn check_name(name: &[u8]) -> Result<(), FsError> {
+    if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+        return Err(FsError::Invalid(format!(
+            "{:?} is not a valid name",
+            String::from_utf8_lossy(name)
+        )));
+    }
+    if name.starts_with(WHITEOUT_PREFIX) {
+        return Err(FsError::Invalid(format!(
+            "{:?} starts with .wh., which the scratch format keeps for whiteouts",
+            String::from_utf8_lossy(name)
+        )));
+    }
+    Ok(())
+}
+
+fn not_found(parent: NodeId, name: &[u8]) -> FsError {
+    FsError::NotFound {
+        parent,
+        name: String::from_utf8_lossy(name).into_owned(),
+    }
+}
+
+impl State {
+    /// Loading: hides lower entry `name` of `dir`, unless the scratch shows its own.
+    pub(super) fn hide(&mut self, dir: u32, name: &[u8]) {
+        self.delta(dir).entry(name.to_vec()).or_insert(None);
+    }
+
+    /// Loading: lower directory `i` has an upper part, merged with it.
+    pub(super) fn merge(&mut self, lower: &View, i: u32) -> u32 {
+        self.entry(lower, i).upper = true;
+        i
+    }
+
+    /// Loading: a new upper entry `name` of `dir`; `None` when the ids ran out.
+    pub(super) fn add(&mut self, dir: u32, name: &[u8], kind: FileKind) -> Option<u32> {
+        let index = self.fresh().ok()?;
+        self.entries.insert(
+            index,
+            Entry {
+                kind,
+                names: vec![(dir, name.to_vec())],
+                upper: true,
+            },
+        );
+        self.delta(dir).insert(name.to_vec(), Some(index));
+        if kind == FileKind::Directory {
+            self.dirs.insert(index, Delta::new());
+        }
+        Some(index)
+    }
+
+    /// Loading: `name` of `dir` is another link of upper entry `i`.
+    pub(super) fn link(&mut self, dir: u32, name: &[u8], i: u32) {
+        if let Some(entry) = self.entries.get_mut(&i) {
+            entry.names.push((dir, name.to_vec()));
+        }
+        self.delta(dir).insert(name.to_vec(), Some(i));
+    }
+
+    fn kind(&self, lower: &View, i: u32) -> Option<FileKind> {
+        match self.entries.get(&i) {
+            Some(entry) => Some(entry.kind),
+            None => ((i as usize) < lower.len()).then(|| lower.kind(i)),
+        }
+    }
+
+    fn is_upper(&self, i: u32) -> bool {
+        i == 0 || self.entries.get(&i).is_some_and(|e| e.upper)
+    }
+
+    /// Where entry `i` is linked (its first name); `None` for the root and detached entries.
+    fn location<'a>(&'a self, lower: &'a View, i: u32) -> Option<(u32, &'a [u8])> {
+        if i == 0 {
+            return None;
+        }
+        match self.entries.get(&i) {
+            Some(entry) => entry.names.first().map(|(p, n)| (*p, n.as_slice())),
+            None if (i as usize) < lower.len() => Some((lower.parent(i), lower.name(i))),
+            None => None,
+        }
+    }
+
+    /// The parent of entry `i` (the root and detached entries are their own).
+    fn parent(&self, lower: &View, i: u32) -> u32 {
+        self.location(lower, i).map_or(i, |(p, _)| p)
+    }
+
+    /// Directory `i` and its parents up to the root, `i` first.
+    fn ancestors<'a>(&'a self, lower: &'a View, i: u32) -> impl Iterator<Item = u32> + 'a {
+        let mut next = Some(i);
+        std::iter::from_fn(move || {
+            let at = next?;
+            next = (at != 0)
+                .then(|| self.parent(lower, at))
+                .filter(|p| *p != at);
+            Some(at)
+        })
+        .take(MAX_DEPTH)
+    }
+
+    /// Entry `i`'s path relative to the scratch; `None` when it or a parent is detached.
+    fn path(&self, lower: &View, i: u32) -> Option<PathBuf> {
+        let mut parts = Vec::new();
+        let mut at = i;
+        while at != 0 {
+            let (parent, name) = self.location(lower, at)?;
+            parts.push(name);
+            at = parent;
+            if parts.len() > MAX_DEPTH {
+                return None;
+            }
+        }
+        Some(parts.iter().rev().map(|n| os(n)).collect())
+    }
+
+    /// Whether a lower entry named `name` lies under directory `dir` (hidden or not).
+    fn lower_has(&self, lower: &View, dir: u32, name: &[u8]) -> bool {
+        (dir as usize) < lower.len()
+            && lower.kind(dir) == FileKind::Directory
+            && lower.child(dir, name).is_some()
+    }
+
+    fn child(&self, lower: &View, dir: u32, name: &[u8]) -> Option<u32> {
+        if let Some(found) = self.dirs.get(&dir).and_then(|d| d.get(name)) {
+            return *found;
+        }
+        if (dir as usize) < lower.len() && lower.kind(dir) == FileKind::Directory {
+            return lower.child(dir, name);
+        }
+        None
+    }
+
+    /// The entries of directory `dir`, by name.
+    fn list(&self, lower: &View, dir: u32) -> Vec<(Vec<u8>, u32)> {
+        let delta = self.dirs.get(&dir);
+        let mut out: Vec<(Vec<u8>, u32)> = Vec::new();
+        if (dir as usize) < lower.len() && lower.kind(dir) == FileKind::Directory {
+            for index in lower.children(dir) {
+                let name = lower.name(index);
+                if delta.is_none_or(|d| !d.contains_key(name)) {
+                    out.push((name.to_vec(), index));
+                }
+            }
+        }
+        if let Some(delta) = delta {
+            out.extend(delta.iter().filter_map(|(n, i)| i.map(|i| (n.clone(), i))));
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        out
+    }
+
+    fn is_empty_dir(&self, lower: &View, dir: u32) -> bool {
+        self.list(lower, dir).is_empty()
+    }
+
+    /// The entry of `i`, made from its lower entry on its first change.
+    fn entry(&mut self, lower: &View, i: u32) -> &mut Entry {
+        self.entries.entry(i).or_insert_with(|| Entry {
+            kind: lower.kind(i),
+            names: vec![(lower.parent(i), lower.name(i).to_vec())],
+            upper: false,
+        })
+    }
+
+    fn delta(&mut self, dir: u32) -> &mut Delta {
+        self.dirs.entry(dir).or_default()
+    }
+
+    /// Takes `name` out of `dir`, which held entry `i` under it.
+    fn unname(&mut self, lower: &View, dir: u32, name: &[u8], i: u32) {
+        if self.lower_has(lower, dir, name) {
+            self.delta(dir).insert(name.to_vec(), None);
+        } else {
+            self.delta(dir).remove(name);
+        }
+        self.entry(lower, i)
+            .names
+            .retain(|(p, n)| !(*p == dir && n == name));
+    }
+
+    fn fresh(&mut self) -> Result<u32, FsError> {
+        let index = self.next;
+        self.next = index
+            .checked_add(1)
+            .ok_or_else(|| FsError::Invalid("the view has no node ids left".into()))?;
+        Ok(index)
+    }
+}
+
+/// What a new entry is made as.
+enum Make<'a> {
+    File,
+    Dir,
+    Symlink(&'a [u8]),
+}
+
+impl Edit {
+    /// The overlay of `lower` with `scratch` on top, loading what an earlier runtime left in a
+    /// durable scratch (and removing the core's leftover temp files).
+    pub(crate) fn load(scratch: Scratch, lower: &View) -> Edit {
+        let mut state = State {
+            next: lower.len() as u32,
+            ..State::default()
+        };
+        let mut links = HashMap::new();
+        super::load::load_dir(&mut state, lower, 0, scratch.dir(), &mut links);
+        let changed = !state.entries.is_empty() || !state.dirs.is_empty();
+        if changed {
+            tracing::info!(scratch = %scratch.dir().display(), entries = state.entries.len(), "loaded the changes of a scratch");
+        }
+        Edit {
+            scratch,
+            changed: AtomicBool::new(changed),
+            state: RwLock::new(state),
+            temps: AtomicU64::new(0),
+        }
+    }
+
+    /// The scratch directory.
+    pub(crate) fn scratch(&self) -> &Scratch {
+        &self.scratch
+    }
+
+    /// Whether anything changed (or a loaded scratch held changes).
+    pub(crate) fn changed(&self) -> bool {
+        self.changed.load(Ordering::Acquire)
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The lock for a change: from now on requests take the overlay's way.
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.changed.store(true, Ordering::Release);
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn abs(&self, rel: &Path) -> PathBuf {
+        self.scratch.dir().join(rel)
+    }
+
+    fn temp_in(&self, dir: &Path) -> PathBuf {
+        let n = self.temps.fetch_add(1, Ordering::Relaxed);
+        dir.join(format!("{TEMP_PREFIX}{}.{n}", std::process::id()))
+    }
+
+    fn stale(lower: &View, i: u32) -> FsError {
+        FsError::StaleNode(lower.node_id(i))
+    }
+
+    /// Entry `i`'s scratch path; detached entries have none.
+    fn upper_path(&self, st: &State, lower: &View, i: u32) -> Result<PathBuf, FsError> {
+        st.path(lower, i)
+            .map(|rel| self.abs(&rel))
+            .ok_or_else(|| Self::stale(lower, i))
+    }
+
+    // ---- reads ----
+
+    /// The kind of entry `i`.
+    pub(crate) fn kind(&self, lower: &View, i: u32) -> Result<FileKind, FsError> {
+        self.read()
+            .kind(lower, i)
+            .ok_or_else(|| Self::stale(lower, i))
+    }
+
+    fn attr_in(&self, st: &State, lower: &View, i: u32) -> Result<Attr, FsError> {
+        if i == 0 {
+            return Ok(lower.attr(0));
+        }
+        let kind = st.kind(lower, i).ok_or_else(|| Self::stale(lower, i))?;
+        let dir_links = || {
+            2 + st
+                .list(lower, i)
+                .iter()
+                .filter(|(_, c)| st.kind(lower, *c) == Some(FileKind::Directory))
+                .count() as u32
+        };
+        if !st.is_upper(i) {
+            let mut attr = lower.attr(i);
+            if kind == FileKind::Directory && st.dirs.contains_key(&i) {
+                attr.nlink = dir_links();
+            }
+            return Ok(attr);
+        }
+        let path = self.upper_path(st, lower, i)?;
+        let meta = fs::symlink_metadata(&path).map_err(failed(&path))?;
+        let nlink = if kind == FileKind::Directory {
+            dir_links()
+        } else {
+            meta.nlink() as u32
+        };
+        Ok(attr_of(&meta, lower.node_id(i), kind, nlink))
+    }
+
+    /// The attributes of entry `i`.
+    pub(crate) fn attr(&self, lower: &View, i: u32) -> Result<Attr, FsError> {
+        self.attr_in(&self.read(), lower, i)
+    }
+
+    /// The attributes of a detached entry `i`, from the file still open for it.
+    pub(crate) fn attr_of_open(&self, lower: &View, i: u32, file: &File) -> Result<Attr, FsError> {
+        let kind = self.kind(lower, i)?;
+        let meta = file.metadata().map_err(|source| FsError::Scratch {
+            path: PathBuf::from(format!("node {}", lower.node_id(i))),
+            source,
+        })?;
+        Ok(attr_of(&meta, lower.node_id(i), kind, meta.nlink() as u32))
+    }
+
+    /// The entry named `name` in directory `dir` (node id `parent`, for errors).
+    pub(crate) fn lookup(
+        &self,
+        lower: &View,
+        dir: u32,
+        parent: NodeId,
+        name: &[u8],
+    ) -> Result<Attr, FsError> {
+        let st = self.read();
+        if st.kind(lower, dir) != Some(FileKind::Directory) {
+            return Err(FsError::NotADirectory(parent));
+        }
+        let found = match name {
+            b"." => Some(dir),
+            b".." => Some(st.parent(lower, dir)),
+            _ => st.child(lower, dir, name),
+        };
+        let index = found.ok_or_else(|| not_found(parent, name))?;
+        self.attr_in(&st, lower, index)
+    }
+
+    /// Directory `dir`'s attributes, its parent's and its entries', by name.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn listing(
+        &self,
+        lower: &View,
+        dir: u32,
+        node: NodeId,
+    ) -> Result<(Attr, Attr, Vec<(Vec<u8>, Attr)>), FsError> {
+        let st = self.read();
+        if st.kind(lower, dir) != Some(FileKind::Directory) {
+            return Err(FsError::NotADirectory(node));
+        }
+        let own = self.attr_in(&st, lower, dir)?;
+        let parent = self.attr_in(&st, lower, st.parent(lower, dir))?;
+        let mut entries = Vec::new();
+        for (name, index) in st.list(lower, dir) {
+            entries.push((name, self.attr_in(&st, lower, index)?));
+        }
+        Ok((own, parent, entries))
+    }
+
+    /// Opens file `i` for reads (and writes, when it is in the scratch).
+    pub(crate) fn open(&self, lower: &View, i: u32) -> Result<File, FsError> {
+        let st = self.read();
+        let node = lower.node_id(i);
+        match st.kind(lower, i) {
+            None => return Err(FsError::StaleNode(node)),
+            Some(FileKind::Directory) => return Err(FsError::IsADirectory(node)),
+            Some(FileKind::Symlink) => {
+                return Err(FsError::Source {
+                    path: st.path(lower, i).unwrap_or_default(),
+                    source: io::Error::from_raw_os_error(libc::ELOOP),
+                });
+            }
+            Some(FileKind::File) => {}
+        }
+        if st.is_upper(i) {
+            let path = self.upper_path(&st, lower, i)?;
+            open_upper(&path).map_err(failed(&path))
+        } else {
+            lower.source(i)?.open()
+        }
+    }
+
+    /// The target of symlink `i`.
+    pub(crate) fn readlink(&self, lower: &View, i: u32) -> Result<Vec<u8>, FsError> {
+        let st = self.read();
+        let node = lower.node_id(i);
+        if st.kind(lower, i) != Some(FileKind::Symlink) {
+            return Err(FsError::NotASymlink(node));
+        }
+        if st.is_upper(i) {
+            let path = self.upper_path(&st, lower, i)?;
+            fs::read_link(&path)
+                .map(|t| t.into_os_string().into_encoded_bytes())
+                .map_err(failed(&path))
+        } else {
+            lower.source(i)?.target()
+        }
+    }
+
+    /// The statistics of the scratch's filesystem.
+    pub(crate) fn statfs(&self) -> Result<StatFs, FsError> {
+        let dir = self.scratch.dir();
+        let c = c_path(dir).map_err(failed(dir))?;
+        let mut out = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+        // SAFETY: a valid C string and a buffer of the right type.
+        if unsafe { libc::statvfs(c.as_ptr(), out.as_mut_ptr()) } != 0 {
+            return Err(failed(dir)(io::Error::last_os_error()));
+        }
+        // SAFETY: statvfs succeeded, so it filled the buffer.
+        let s = unsafe { out.assume_init() };
+        #[allow(clippy::useless_conversion)]
+        Ok(StatFs {
+            block_size: u32::try_from(s.f_frsize).unwrap_or(BLOCK_SIZE),
+            blocks: u64::from(s.f_blocks),
+            free_blocks: u64::from(s.f_bfree),
+            available_blocks: u64::from(s.f_bavail),
+            files: u64::from(s.f_files),
+            free_files: u64::from(s.f_ffree),
+            name_max: u32::try_from(s.f_namemax).unwrap_or(255),
+        })
+    }
+
+    /// Whether entry `i` exists in the scratch (so its file can be written as it is).
+    pub(crate) fn is_upper(&self, i: u32) -> bool {
+        self.read().is_upper(i)
+    }
+
+    // ---- changes ----
+
+    /// Copies lower entry `i` (and its parents) into the scratch, keeping the content, mode,
+    /// owner and times it showed: made under a temp name, then renamed into place.
+    fn copy_up(
+        &self,
+        st: &mut State,
+        lower: &View,
+        files: &OpenFiles,
+        i: u32,
+    ) -> Result<(), FsError> {
+        if st.is_upper(i) {
+            return Ok(());
+        }
+        if (i as usize) >= lower.len() {
+            return Err(Self::stale(lower, i));
+        }
+        let (parent, name) = st
+            .location(lower, i)
+            .map(|(p, n)| (p, n.to_vec()))
+            .ok_or_else(|| Self::stale(lower, i))?;
+        let dir = self.upper_dir(st, lower, files, parent)?;
+        let attr = lower.attr(i);
+        let target = dir.join(os(&name));
+        let tmp = self.temp_in(&dir);
+        // Overlayfs keeps the parent's times across a copy-up: it is not a change the
+        // program made to the directory.
+        let parent_meta = fs::symlink_metadata(&dir).map_err(failed(&dir))?;
+        let made = self
+            .make_copy(lower, i, &attr, &tmp)
+            .and_then(|()| fs::rename(&tmp, &target).map_err(failed(&target)));
+        if let Err(err) = made {
+            let _ = remove_any(&tmp);
+            return Err(err);
+        }
+        let keep = |t: i64, n: i64| Some(TimeSet::At(timestamp(t, n)));
+        if let Err(err) = set_times(
+            &dir,
+            keep(parent_meta.atime(), parent_meta.atime_nsec()),
+            keep(parent_meta.mtime(), parent_meta.mtime_nsec()),
+        ) {
+            tracing::debug!(dir = %dir.display(), error = %err, "cannot keep a directory's times across a copy-up");
+        }
+        st.entry(lower, i).upper = true;
+        if attr.kind == FileKind::File {
+            // Reads through open handles and by node id see the copy from now on.
+            let file = open_upper(&target).map_err(failed(&target))?;
+            files.put(lower.node_id(i), file);
+        }
+        tracing::debug!(node = lower.node_id(i), path = %target.display(), "copied up");
+        Ok(())
+    }
+
+    /// Makes the copy of lower entry `i` at `tmp`.
+    fn make_copy(&self, lower: &View, i: u32, attr: &Attr, tmp: &Path) -> Result<(), FsError> {
+        let io = failed(tmp);
+        match attr.kind {
+            FileKind::Directory => fs::DirBuilder::new().mode(0o700).create(tmp).map_err(io)?,
+            FileKind::File => {
+                let mut source = lower.source(i)?.open()?;
+                let mut out = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(tmp)
+                    .map_err(failed(tmp))?;
+                io::copy(&mut source, &mut out).map_err(failed(tmp))?;
+            }
+            FileKind::Symlink => {
+                let target = lower.source(i)?.target()?;
+                std::os::unix::fs::symlink(os(&target), tmp).map_err(io)?;
+            }
+        }
+        self.finish(tmp, attr.kind, attr.perm, attr.uid, attr.gid)?;
+        let time = Some(TimeSet::At(attr.mtime));
+        set_times(tmp, time, time).map_err(failed(tmp))
+    }
+
+    /// Sets owner, then mode (a chown clears setuid bits), of a new scratch entry.
+    fn finish(
+        &self,
+        path: &Path,
+        kind: FileKind,
+        perm: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(), FsError> {
+        set_owner(path, uid, gid).map_err(failed(path))?;
+        if kind != FileKind::Symlink {
+            fs::set_permissions(path, fs::Permissions::from_mode(perm & 0o7777))
+                .map_err(failed(path))?;
+        }
+        Ok(())
+    }
+
+    /// Directory `dir`'s scratch path, copied up first when it is only below.
+    fn upper_dir(
+        &self,
+        st: &mut State,
+        lower: &View,
+        files: &OpenFiles,
+        dir: u32,
+    ) -> Result<PathBuf, FsError> {
+        match st.kind(lower, dir) {
+            Some(FileKind::Directory) => {}
+            Some(_) => return Err(FsError::NotADirectory(lower.node_id(dir))),
+            None => return Err(Self::stale(lower, dir)),
+        }
+        self.copy_up(st, lower, files, dir)?;
+        self.upper_path(st, lower, dir)
+    }
+
+    /// Makes `name` in `parent`, owned by `caller`, under a temp name first; returns its index.
+    #[allow(clippy::too_many_arguments)]
+    fn place(
+        &self,
+        st: &mut State,
+        lower: &View,
+        files: &OpenFiles,
+        caller: &Caller,
+        parent: u32,
+        name: &[u8],
+        mode: u32,
+        make: Make<'_>,
+    ) -> Result<(u32, PathBuf), FsError> {
+        check_name(name)?;
+        let parent_node = lower.node_id(parent);
+        match st.kind(lower, parent) {
+            Some(FileKind::Directory) => {}
+            Some(_) => return Err(FsError::NotADirectory(parent_node)),
+            None => return Err(FsError::StaleNode(parent_node)),
+        }
+        if name == b"." || name == b".." || st.child(lower, parent, name).is_some() {
+            return Err(FsError::Exists {
+                parent: parent_node,
+                name: String::from_utf8_lossy(name).into_owned(),
+            });
+        }
+        let dir = self.upper_dir(st, lower, files, parent)?;
+        let tmp = self.temp_in(&dir);
+        let target = dir.join(os(name));
+        let kind = match make {
+            Make::File => FileKind::File,
+            Make::Dir => FileKind::Directory,
+            Make::Symlink(_) => FileKind::Symlink,
+        };
+        let made = (|| {
+            match make {
+                Make::File => fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map(drop),
+                Make::Dir => fs::DirBuilder::new().mode(0o700).create(&tmp),
+                Make::Symlink(target) => std::os::unix::fs::symlink(os(target), &tmp),
+            }
+            .map_err(failed(&tmp))?;
+            // A directory over a hidden lower one must not show the lower one's entries.
+            if kind == FileKind::Directory && st.lower_has(lower, parent, name) {
+                write_opaque(&tmp)?;
+            }
+            self.finish(&tmp, kind, mode, caller.uid, caller.gid)?;
+            fs::rename(&tmp, &target).map_err(failed(&target))
+        })();
+        if let Err(err) = made {
+            let _ = remove_any(&tmp);
+            return Err(err);
+        }
+        let wh = whiteout(&dir, name);
+        remove_if_present(&wh).map_err(failed(&wh))?;
+        let index = st
+            .add(parent, name, kind)
+            .ok_or_else(|| FsError::Invalid("the view has no node ids left".into()))?;
+        tracing::debug!(node = lower.node_id(index), path = %target.display(), "made");
+        Ok((index, target))
+    }
+
+    /// Creates regular file `name` in `parent`; with `pin`, opens it and returns the handle's
+    /// node pinned in `files`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn create(
+        &self,
+        lower: &View,
+        files: &OpenFiles,
+        caller: &Caller,
+        parent: u32,
+        name: &[u8],
+        mode: u32,
+        pin: bool,
+    ) -> Result<Attr, FsError> {
+        let mut st = self.write();
+        let (index, path) = self.place(
+            &mut st,
+            lower,
+            files,
+            caller,
+            parent,
+            name,
+            mode,
+            Make::File,
+        )?;
+        if pin {
+            let file = open_upper(&path).map_err(failed(&path))?;
+            files.put(lower.node_id(index), file);
+            files.get(lower.node_id(index), true, || {
+                Err(Self::stale(lower, index))
+            })?;
+        }
+        self.attr_in(&st, lower, index)
+    }
+
+    /// Makes directory `name` in `parent`.
+    pub(crate) fn mkdir(
+        &self,
+        lower: &View,
+        files: &OpenFiles,
+        caller: &Caller,
+        parent: u32,
+        name: &[u8],
+        mode: u32,
+    ) -> Result<Attr, FsError> {
+        let mut st = self.write();
+        let (index, _) =
+            self.place(&mut st, lower, files, caller, parent, name, mode, Make::Dir)?;
+        self.attr_in(&st, lower, index)
+    }
+
+    /// Makes symlink `name` in `parent` pointing at `target`.
+    pub(crate) fn symlink(
+        &self,
+        lower: &View,
+        files: &OpenFiles,
+        caller: &Caller,
+        parent: u32,
+        name: &[u8],
+        target: &[u8],
+    ) -> Result<Attr, FsError> {
+        let mut st = self.write();
+        let (index, _) = self.place(
+            &mut st,
+            lower,
+            files,
+            caller,
+            parent,
+            name,
+            0o777,
+            Make::Symlink(target),
+        )?;
+        self.attr_in(&st, lower, index)
+    }
+
+    /// Links file `i` as `name` in `parent`.
+    pub(crate) fn link(
+        &self,
+        lower: &View,
+        files: &OpenFiles,
+        i: u32,
+        parent: u32,
+        name: &[u8],
+    ) -> Result<Attr, FsError> {
+        check_name(name)?;
+        let mut st = self.write();
+        let node = lower.node_id(i);
+        let parent_node = lower.node_id(parent);
+        if st.kind(lower, parent) != Some(FileKind::Directory) {
+            return Err(FsError::NotADirectory(parent_node));
+        }
+        // As link(2): a taken name first, then what the source is.
+        if st.child(lower, parent, name).is_some() {
+            return Err(FsError::Exists {
+                parent: parent_node,
+                name: String::from_utf8_lossy(name).into_owned(),
+            });
+        }
+        match st.kind(lower, i) {
+            None => return Err(FsError::StaleNode(node)),
+            Some(FileKind::Directory) => {
+                return Err(FsError::Unsupported("a hard link to a directory"));
+            }
+            Some(_) => {}
+        }
+        self.copy_up(&mut st, lower, files, i)?;
+        let from = self.upper_path(&st, lower, i)?;
+        let dir = self.upper_dir(&mut st, lower, files, parent)?;
+        let target = dir.join(os(name));
+        fs::hard_link(&from, &target).map_err(failed(&target))?;
+        let wh = whiteout(&dir, name);
+        remove_if_present(&wh).map_err(failed(&wh))?;
+        st.entry(lower, i).names.push((parent, name.to_vec()));
+        st.delta(parent).insert(name.to_vec(), Some(i));
+        self.attr_in(&st, lower, i)
+    }
+
+    /// Removes `name` from `parent`: a non-directory, or with `dir` an empty directory. The
+    /// whiteout goes first, so a crash never shows the lower entry again.
+    pub(crate) fn remove(
+        &self,
+        lower: &View,
+        files: &OpenFiles,
+        parent: u32,
+        name: &[u8],
+        dir: bool,
+    ) -> Result<(), FsError> {
+        let mut st = self.write();
+        let parent_node = lower.node_id(parent);
+        if st.kind(lower, parent) != Some(FileKind::Directory) {
+            return Err(FsError::NotADirectory(parent_node));
+        }
+        let index = st
+            .child(lower, parent, name)
+            .ok_or_else(|| not_found(parent_node, name))?;
+        let node = lower.node_id(index);
+        let kind = st.kind(lower, index).ok_or(FsError::StaleNode(node))?;
+        match (kind == FileKind::Directory, dir) {
+            (true, false) => return Err(FsError::IsADirectory(node)),
+            (false, true) => return Err(FsError::NotADirectory(node)),
+            (true, true) if !st.is_empty_dir(lower, index) => return Err(FsError::NotEmpty(node)),
+            _ => {}
+        }
+        let up = self.upper_dir(&mut st, lower, files, parent)?;
+        if st.lower_has(lower, parent, name) {
+            write_whiteout(&up, name).map_err(failed(&up))?;
+        }
+        if st.is_upper(index) {
+            let path = up.join(os(name));
+            if dir {
+                // Out of sight at once, then emptied of its whiteouts and removed.
+                let tmp = self.temp_in(&up);
+                fs::rename(&path, &tmp).map_err(failed(&path))?;
+                if let Err(err) = fs::remove_dir_all(&tmp) {
+                    tracing::warn!(path = %tmp.display(), error = %err, "cannot remove a removed directory's leftovers");
+                }
+            } else {
+                fs::remove_file(&path).map_err(failed(&path))?;
+            }
+        }
+        st.unname(lower, parent, name, index);
+        tracing::debug!(node, "removed");
+        Ok(())
+    }
+
+    /// Renames `name` in `parent` to `new_name` in `new_parent`.
+    pub(crate) fn rename(
+        &self,
+        lower: &View,
+        files: &OpenFiles,
+        (parent, name): (u32, &[u8]),
+        (new_parent, new_name): (u32, &[u8]),
+        mode: RenameMode,
+    ) -> Result<(), FsError> {
+        if mode == RenameMode::Exchange {
+            return Err(FsError::Invalid("RENAME_EXCHANGE is not supported".into()));
+        }
+        check_name(new_name)?;
+        let mut st = self.write();
+        for dir in [parent, new_parent] {
+            if st.kind(lower, dir) != Some(FileKind::Directory) {
+                return Err(FsError::NotADirectory(lower.node_id(dir)));
+            }
+        }
+        let src = st
+            .child(lower, parent, name)
+            .ok_or_else(|| not_found(lower.node_id(parent), name))?;
+        let src_node = lower.node_id(src);
+        let kind = st.kind(lower, src).ok_or(FsError::StaleNode(src_node))?;
+        let dst = st.child(lower, new_parent, new_name);
+        if dst.is_some() && mode == RenameMode::NoReplace {
+            return Err(FsError::Exists {
+                parent: lower.node_id(new_parent),
+                name: String::from_utf8_lossy(new_name).into_owned(),
+            });
+        }
+        // As rename(2) checks, in its order: a source that holds the target's directory,
+        // a target that holds the source's, the same file, the kinds, then overlayfs's EXDEV.
+        if st.ancestors(lower, new_parent).any(|a| a == src) {
+            return Err(FsError::Invalid(
+                "a directory cannot move into itself".into(),
+            ));
+        }
+        if let Some(d) = dst {
+            let d_node = lower.node_id(d);
+            if st.ancestors(lower, parent).any(|a| a == d) {
+                return Err(FsError::NotEmpty(d_node));
+            }
+            if d == src {
+                return Ok(());
+            }
+            let d_kind = st.kind(lower, d).ok_or(FsError::StaleNode(d_node))?;
+            match (kind == FileKind::Directory, d_kind == FileKind::Directory) {
+                (true, false) => return Err(FsError::NotADirectory(d_node)),
+                (false, true) => return Err(FsError::IsADirectory(d_node)),
+                (true, true) if !st.is_empty_dir(lower, d) => {
+                    return Err(FsError::NotEmpty(d_node));
+                }
+                _ => {}
+            }
+        }
+        if kind == FileKind::Directory && (src as usize) < lower.len() {
+            return Err(FsError::CrossDevice(src_node));
+        }
+        self.copy_up(&mut st, lower, files, src)?;
+        let from_dir = self.upper_dir(&mut st, lower, files, parent)?;
+        let to_dir = self.upper_dir(&mut st, lower, files, new_parent)?;
+        let from = from_dir.join(os(name));
+        let to = to_dir.join(os(new_name));
+        if kind == FileKind::Directory && st.lower_has(lower, new_parent, new_name) {
+            write_opaque(&from)?;
+        }
+        // An empty directory replaced: its upper part may hold whiteouts, which rename(2)
+        // would refuse; moved aside first, removed after.
+        let mut aside = None;
+        if let Some(d) = dst
+            && st.kind(lower, d) == Some(FileKind::Directory)
+            && st.is_upper(d)
+        {
+            let tmp = self.temp_in(&to_dir);
+            fs::rename(&to, &tmp).map_err(failed(&to))?;
+            aside = Some(tmp);
+        }
+        if st.lower_has(lower, parent, name) {
+            write_whiteout(&from_dir, name).map_err(failed(&from_dir))?;
+        }
+        fs::rename(&from, &to).map_err(failed(&to))?;
+        if let Some(tmp) = aside
+            && let Err(err) = fs::remove_dir_all(&tmp)
+        {
+            tracing::warn!(path = %tmp.display(), error = %err, "cannot remove a replaced directory's leftovers");
+        }
+        let wh = whiteout(&to_dir, new_name);
+        remove_if_present(&wh).map_err(failed(&wh))?;
+        if let Some(d) = dst {
+            st.entry(lower, d)
+                .names
+                .retain(|(p, n)| !(*p == new_parent && n == new_name));
+        }
+        st.unname(lower, parent, name, src);
+        st.entry(lower, src)
+            .names
+            .push((new_parent, new_name.to_vec()));
+        st.delta(new_parent).insert(new_name.to_vec(), Some(src));
+        tracing::debug!(node = src_node, to = %to.display(), "renamed");
+        Ok(())
+    }
+
+    /// Changes entry `i`'s attributes, copying it up first.
+    pub(crate) fn setattr(
+        &self,
+        lower: &View,
+        files: &OpenFiles,
+        i: u32,
+        changes: &SetAttr,
+    ) -> Result<Attr, FsError> {
+        if i == 0 {
+            return Err(FsError::Unsupported("changing the root"));
+        }
+        let node = lower.node_id(i);
+        let mut st = self.write();
+        let kind = st.kind(lower, i).ok_or(FsError::StaleNode(node))?;
+        self.copy_up(&mut st, lower, files, i)?;
+        let Ok(path) = self.upper_path(&st, lower, i) else {
+            // Detached: only its open file can still change.
+            drop(st);
+            let file = files.peek(node).ok_or(FsError::StaleNode(node))?;
+            return self.setattr_open(lower, i, &file, changes);
+        };
+        let io = failed(&path);
+        if changes.uid.is_some() || changes.gid.is_some() {
+            std::os::unix::fs::lchown(&path, changes.uid, changes.gid).map_err(failed(&path))?;
+        }
+        if let Some(mode) = changes.mode
+            && kind != FileKind::Symlink
+        {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))
+                .map_err(failed(&path))?;
+        }
+        if let Some(size) = changes.size {
+            if kind != FileKind::File {
+                return Err(FsError::IsADirectory(node));
+            }
+            let file = files.get(node, false, || open_upper(&path).map_err(failed(&path)))?;
+            file.set_len(size).map_err(failed(&path))?;
+        }
+        if changes.atime.is_some() || changes.mtime.is_some() {
+            set_times(&path, changes.atime, changes.mtime).map_err(io)?;
+        }
+        self.attr_in(&st, lower, i)
+    }
+
+    /// Changes a detached file's attributes through its open file.
+    fn setattr_open(
+        &self,
+        lower: &View,
+        i: u32,
+        file: &File,
+        changes: &SetAttr,
+    ) -> Result<Attr, FsError> {
+        let path = PathBuf::from(format!("node {}", lower.node_id(i)));
+        let io = failed(&path);
+        if let Some(mode) = changes.mode {
+            file.set_permissions(fs::Permissions::from_mode(mode & 0o7777))
+                .map_err(failed(&path))?;
+        }
+        if let Some(size) = changes.size {
+            file.set_len(size).map_err(failed(&path))?;
+        }
+        if changes.uid.is_some() || changes.gid.is_some() {
+            std::os::unix::fs::fchown(file, changes.uid, changes.gid).map_err(failed(&path))?;
+        }
+        if changes.atime.is_some() || changes.mtime.is_some() {
+            let times = [timespec(changes.atime), timespec(changes.mtime)];
+            // SAFETY: an open descriptor and an array of two timespecs.
+            if unsafe { libc::futimens(std::os::fd::AsRawFd::as_raw_fd(file), times.as_ptr()) } != 0
+            {
+                return Err(io(io::Error::last_os_error()));
+            }
+        }
+        self.attr_of_open(lower, i, file)
+    }
+
+    /// The writable file of file `i` (node id `node`), copied up on the first change.
+    pub(crate) fn writable(
+        &self,
+        lower: &View,
+        files: &OpenFiles,
+        i: u32,
+    ) -> Result<Arc<File>, FsError> {
+        let node = lower.node_id(i);
+        if !self.is_upper(i) {
+            let mut st = self.write();
+            match st.kind(lower, i) {
+                Some(FileKind::File) => {}
+                Some(FileKind::Directory) => return Err(FsError::IsADirectory(node)),
+                _ => return Err(FsError::StaleNode(node)),
+            }
+            self.copy_up(&mut st, lower, files, i)?;
+        }
+        files.get(node, false, || self.open(lower, i))
+    }
+
+    /// The value of extended attribute `name` of entry `i` (lower entries have none).
+    pub(crate) fn getxattr(&self, lower: &View, i: u32, name: &[u8]) -> Result<Vec<u8>, FsError> {
+        let st = self.read();
+        if !st.is_upper(i) {
+            return Err(FsError::NoAttribute);
+        }
+        let path = self.upper_path(&st, lower, i)?;
+        sys::get_xattr(&path, name).map_err(xattr_failed(&path))
+    }
+
+    /// The extended attribute names of entry `i`.
+    pub(crate) fn listxattr(&self, lower: &View, i: u32) -> Result<Vec<u8>, FsError> {
+        let st = self.read();
+        if !st.is_upper(i) {
+            return Ok(Vec::new());
+        }
+        let path = self.upper_path(&st, lower, i)?;
+        sys::list_xattr(&path).map_err(failed(&path))
+    }
+
+    /// Sets (or with `value` `None`, removes) extended attribute `name` of entry `i`.
+    pub(crate) fn setxattr(
+        &self,
+        lower: &View,
+        files: &OpenFiles,
+        i: u32,
+        name: &[u8],
+        value: Option<(&[u8], XattrSet)>,
+    ) -> Result<(), FsError> {
+        if i == 0 {
+            return Err(FsError::Unsupported("changing the root"));
+        }
+        let mut st = self.write();
+        if value.is_none() && !st.is_upper(i) {
+            return Err(FsError::NoAttribute);
+        }
+        self.copy_up(&mut st, lower, files, i)?;
+        let path = self.upper_path(&st, lower, i)?;
+        match value {
+            Some((value, how)) => sys::set_xattr(
+                &path,
+                name,
+                value,
+                how == XattrSet::Create,
+                how == XattrSet::Replace,
+            ),
+            None => sys::remove_xattr(&path, name),
+        }
+        .map_err(xattr_failed(&path))
+    }
+}
+
+/// An xattr failure: "no such attribute" becomes [`FsError::NoAttribute`] (its errno differs
+/// by platform), anything else keeps its errno.
+fn xattr_failed(path: &Path) -> impl FnOnce(io::Error) -> FsError + '_ {
+    move |source| {
+        #[cfg(target_os = "macos")]
+        let missing = libc::ENOATTR;
+        #[cfg(not(target_os = "macos"))]
+        let missing = libc::ENODATA;
+        if source.raw_os_error() == Some(missing) {
+            FsError::NoAttribute
+        } else {
+            failed(path)(source)
+        }
+    }
+}
+
+/// Puts the opaque marker into directory `dir`.
+fn write_opaque(dir: &Path) -> Result<(), FsError> {
+    let marker = dir.join(os(OPAQUE_MARKER));
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&marker)
+    {
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        other => other.map(drop).map_err(failed(&marker)),
+    }
+}
+
+/// The attributes of a scratch entry.
+fn attr_of(meta: &fs::Metadata, node: NodeId, kind: FileKind, nlink: u32) -> Attr {
+    Attr {
+        node,
+        kind,
+        perm: meta.mode() & 0o7777,
+        nlink,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        size: meta.size(),
+        mtime: timestamp(meta.mtime(), meta.mtime_nsec()),
+        ctime: timestamp(meta.ctime(), meta.ctime_nsec()),
+    }
+}

@@ -1,0 +1,618 @@
+//! Editable views: the overlay's semantics through the `Vfs` write API, and what each change
+//! leaves in the scratch (OCI directory-layer format).
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::{Seen, root_attr, walk};
+use spfs_router::spec::ResolvedSpec;
+use spfs_router::{
+    Attr, Caller, FileKind, FsError, NodeId, ROOT, RenameMode, Routing, Scratch, SetAttr, TimeSet,
+    Timestamp, ToErrno, Vfs, View,
+};
+
+/// The owner of the test views: whoever runs the tests, so new entries need no chown.
+fn me() -> Caller {
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    Caller { pid: 0, uid, gid }
+}
+
+/// A lower layer, a scratch, and the editable view over them.
+struct Fixture {
+    tmp: tempfile::TempDir,
+    vfs: Arc<Vfs>,
+}
+
+impl Fixture {
+    fn layer(&self) -> PathBuf {
+        self.tmp.path().join("layer")
+    }
+
+    fn scratch(&self) -> PathBuf {
+        self.tmp.path().join("scratch")
+    }
+
+    /// The node of `path` (slash-separated) in the view.
+    fn node(&self, path: &str) -> NodeId {
+        let mut node = ROOT;
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            node = self.vfs.lookup(0, node, part.as_bytes()).unwrap().node;
+        }
+        node
+    }
+
+    fn attr(&self, path: &str) -> Attr {
+        self.vfs.getattr(0, self.node(path)).unwrap()
+    }
+
+    fn read(&self, path: &str) -> Vec<u8> {
+        let node = self.node(path);
+        self.vfs.read(node, 0, 0, 1 << 20).unwrap()
+    }
+
+    fn errno(&self, parent: &str, name: &str) -> i32 {
+        match self.vfs.lookup(0, self.node(parent), name.as_bytes()) {
+            Ok(_) => 0,
+            Err(err) => err.to_errno(),
+        }
+    }
+
+    /// The scratch's entries under `dir` (relative), sorted.
+    fn upper(&self, dir: &str) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.scratch().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+/// The lower layer: `dir/{a,b}`, `dir/sub/deep`, `file` (0640, "lower"), `link -> file`,
+/// `empty/`.
+fn make_layer(layer: &Path) {
+    fs::create_dir_all(layer.join("dir/sub")).unwrap();
+    fs::create_dir_all(layer.join("empty")).unwrap();
+    fs::write(layer.join("dir/a"), b"a").unwrap();
+    fs::write(layer.join("dir/b"), b"bb").unwrap();
+    fs::write(layer.join("dir/sub/deep"), b"deep").unwrap();
+    fs::write(layer.join("file"), b"lower").unwrap();
+    fs::set_permissions(layer.join("file"), fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::symlink("file", layer.join("link")).unwrap();
+    let old = filetime(1_600_000_000);
+    for p in ["dir/a", "file", "dir", "dir/sub"] {
+        set_mtime(&layer.join(p), old);
+    }
+}
+
+fn filetime(secs: i64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: secs as _,
+        tv_nsec: 0,
+    }
+}
+
+fn set_mtime(path: &Path, t: libc::timespec) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string and two timespecs.
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), [t, t].as_ptr(), 0) };
+    assert_eq!(rc, 0);
+}
+
+fn editable_over(layers: &[PathBuf], scratch: &Path, id: u32) -> Arc<View> {
+    let (uid, gid) = (me().uid, me().gid);
+    let view = View::build(
+        id,
+        &ResolvedSpec::of_directories(layers.to_vec()),
+        &root_attr(),
+        (uid, gid),
+    );
+    Arc::new(view.with_scratch(Scratch::open(scratch, true).unwrap()))
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    make_layer(&tmp.path().join("layer"));
+    let view = editable_over(&[tmp.path().join("layer")], &tmp.path().join("scratch"), 3);
+    Fixture {
+        vfs: Arc::new(Vfs::new(Routing::Fixed(view))),
+        tmp,
+    }
+}
+
+/// What `LAYERS+SCRATCH` registered read-only shows.
+fn read_only_walk(layers: &[PathBuf], scratch: &Path) -> std::collections::BTreeMap<Vec<u8>, Seen> {
+    let mut all = layers.to_vec();
+    all.push(scratch.to_path_buf());
+    let view = View::build(9, &ResolvedSpec::of_directories(all), &root_attr(), (0, 0));
+    walk(&Arc::new(Vfs::new(Routing::Fixed(Arc::new(view)))), 0)
+}
+
+#[test]
+fn create_write_and_read_back_land_in_the_scratch() {
+    let f = fixture();
+    let (attr, handle) = f.vfs.create(&me(), ROOT, b"new", 0o640).unwrap();
+    assert_eq!(attr.perm, 0o640);
+    assert_eq!(f.vfs.write(attr.node, handle, 0, b"hello").unwrap(), 5);
+    // By node id alone, as a kernel that skips OPEN writes.
+    assert_eq!(f.vfs.write(attr.node, 0, 5, b"!").unwrap(), 1);
+    f.vfs.release(handle);
+    assert_eq!(f.read("new"), b"hello!");
+    assert_eq!(f.attr("new").size, 6);
+    assert_eq!(fs::read(f.scratch().join("new")).unwrap(), b"hello!");
+    let meta = fs::metadata(f.scratch().join("new")).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o640);
+    assert_eq!(f.upper(""), ["new"]);
+}
+
+#[test]
+fn a_write_to_a_lower_file_copies_it_up_with_its_mode_and_times() {
+    let f = fixture();
+    let node = f.node("dir/a");
+    // Read first, so the open-file cache holds the lower file.
+    assert_eq!(f.vfs.read(node, 0, 0, 10).unwrap(), b"a");
+    f.vfs.write(node, 0, 1, b"bc").unwrap();
+    assert_eq!(f.read("dir/a"), b"abc");
+    assert_eq!(
+        fs::read(f.layer().join("dir/a")).unwrap(),
+        b"a",
+        "the layer is untouched"
+    );
+    assert_eq!(fs::read(f.scratch().join("dir/a")).unwrap(), b"abc");
+    assert_eq!(f.upper("dir"), ["a"]);
+    // The parent copied up as a directory with the lower's mode and times.
+    let dir = fs::metadata(f.scratch().join("dir")).unwrap();
+    let lower_dir = fs::metadata(f.layer().join("dir")).unwrap();
+    assert_eq!(dir.mode(), lower_dir.mode());
+    assert_eq!(dir.mtime(), 1_600_000_000);
+    assert_eq!(
+        f.attr("dir/a").node,
+        node,
+        "a copied-up entry keeps its node id"
+    );
+    // A truncate copies up a file too, keeping its mode; the times of a copy are the lower's.
+    let file = f.node("file");
+    let attr = f
+        .vfs
+        .setattr(
+            &me(),
+            file,
+            None,
+            &SetAttr {
+                size: Some(2),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((attr.size, attr.perm), (2, 0o640));
+    assert_eq!(fs::read(f.scratch().join("file")).unwrap(), b"lo");
+}
+
+#[test]
+fn a_copy_up_keeps_the_lower_times() {
+    let f = fixture();
+    let node = f.node("dir/a");
+    f.vfs
+        .setattr(
+            &me(),
+            node,
+            None,
+            &SetAttr {
+                mode: Some(0o600),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let meta = fs::metadata(f.scratch().join("dir/a")).unwrap();
+    assert_eq!(meta.mtime(), 1_600_000_000);
+    assert_eq!(meta.mode() & 0o7777, 0o600);
+    assert_eq!(fs::read(f.scratch().join("dir/a")).unwrap(), b"a");
+}
+
+#[test]
+fn mkdir_and_unlink_leave_directories_and_whiteouts() {
+    let f = fixture();
+    let dir = f.vfs.mkdir(&me(), f.node("dir"), b"made", 0o750).unwrap();
+    assert_eq!((dir.kind, dir.perm), (FileKind::Directory, 0o750));
+    assert_eq!(f.attr("dir").nlink, 4, "dir/sub and dir/made");
+    f.vfs.unlink(&me(), f.node("dir"), b"a").unwrap();
+    assert_eq!(f.errno("dir", "a"), libc::ENOENT);
+    assert_eq!(f.upper("dir"), [".wh.a", "made"]);
+    assert_eq!(
+        fs::metadata(f.scratch().join("dir/.wh.a")).unwrap().len(),
+        0
+    );
+    // A directory over a removed lower one is opaque.
+    f.vfs.rmdir(&me(), f.node("dir"), b"sub").unwrap_err(); // not empty
+    f.vfs.unlink(&me(), f.node("dir/sub"), b"deep").unwrap();
+    f.vfs.rmdir(&me(), f.node("dir"), b"sub").unwrap();
+    assert_eq!(f.errno("dir", "sub"), libc::ENOENT);
+    f.vfs.mkdir(&me(), f.node("dir"), b"sub", 0o755).unwrap();
+    assert!(common::list(&f.vfs, 0, f.node("dir/sub")).is_empty());
+    assert_eq!(f.upper("dir/sub"), [".wh..wh..opq"]);
+    assert!(
+        !f.upper("dir").contains(&".wh.sub".to_string()),
+        "the whiteout goes"
+    );
+    // An upper-only file goes without a whiteout.
+    f.vfs.create(&me(), ROOT, b"tmp", 0o600).unwrap();
+    f.vfs.unlink(&me(), ROOT, b"tmp").unwrap();
+    assert!(!f.upper("").iter().any(|n| n.contains("tmp")));
+    assert_eq!(
+        read_only_walk(&[f.layer()], &f.scratch()),
+        walk(&f.vfs, 0),
+        "LAYERS+SCRATCH read-only shows the same tree"
+    );
+}
+
+#[test]
+fn names_starting_with_wh_are_refused() {
+    let f = fixture();
+    let err = f.vfs.create(&me(), ROOT, b".wh.x", 0o644).unwrap_err();
+    assert_eq!(err.to_errno(), libc::EINVAL);
+    assert_eq!(
+        f.vfs
+            .mkdir(&me(), ROOT, b".wh..wh..opq", 0o755)
+            .unwrap_err()
+            .to_errno(),
+        libc::EINVAL
+    );
+    assert!(f.upper("").is_empty());
+}
+
+#[test]
+fn renaming_a_directory_with_a_lower_part_is_exdev() {
+    let f = fixture();
+    let err = f
+        .vfs
+        .rename(&me(), (ROOT, b"dir"), (ROOT, b"moved"), RenameMode::Replace)
+        .unwrap_err();
+    assert_eq!(err.to_errno(), libc::EXDEV);
+    // Merged (copied up) still counts as having a lower part.
+    f.vfs.write(f.node("dir/a"), 0, 0, b"x").unwrap();
+    let err = f
+        .vfs
+        .rename(&me(), (ROOT, b"dir"), (ROOT, b"moved"), RenameMode::Replace)
+        .unwrap_err();
+    assert_eq!(err.to_errno(), libc::EXDEV);
+    // An upper-only directory moves; over a lower name it becomes opaque.
+    let made = f.vfs.mkdir(&me(), ROOT, b"made", 0o755).unwrap();
+    f.vfs.rmdir(&me(), ROOT, b"empty").unwrap();
+    f.vfs
+        .rename(
+            &me(),
+            (ROOT, b"made"),
+            (ROOT, b"empty"),
+            RenameMode::Replace,
+        )
+        .unwrap();
+    assert_eq!(
+        f.attr("empty").node,
+        made.node,
+        "a renamed entry keeps its node id"
+    );
+    assert_eq!(f.upper("empty"), [".wh..wh..opq"]);
+}
+
+#[test]
+fn rename_of_a_lower_file_copies_it_up_and_whites_out_the_old_name() {
+    let f = fixture();
+    let node = f.node("file");
+    f.vfs
+        .rename(
+            &me(),
+            (ROOT, b"file"),
+            (f.node("dir"), b"moved"),
+            RenameMode::Replace,
+        )
+        .unwrap();
+    assert_eq!(f.attr("dir/moved").node, node);
+    assert_eq!(f.read("dir/moved"), b"lower");
+    assert_eq!(f.errno("", "file"), libc::ENOENT);
+    assert!(f.upper("").contains(&".wh.file".to_string()));
+    assert_eq!(f.upper("dir"), ["moved"]);
+    let err = f
+        .vfs
+        .rename(
+            &me(),
+            (f.node("dir"), b"a"),
+            (f.node("dir"), b"b"),
+            RenameMode::NoReplace,
+        )
+        .unwrap_err();
+    assert_eq!(err.to_errno(), libc::EEXIST);
+    let err = f
+        .vfs
+        .rename(
+            &me(),
+            (f.node("dir"), b"a"),
+            (ROOT, b"x"),
+            RenameMode::Exchange,
+        )
+        .unwrap_err();
+    assert_eq!(err.to_errno(), libc::EINVAL);
+    assert_eq!(read_only_walk(&[f.layer()], &f.scratch()), walk(&f.vfs, 0));
+}
+
+#[test]
+fn symlinks_links_and_times() {
+    let f = fixture();
+    f.vfs.symlink(&me(), ROOT, b"sl", b"dir/a").unwrap();
+    assert_eq!(f.vfs.readlink(f.node("sl")).unwrap(), b"dir/a");
+    let node = f.node("dir/b");
+    let linked = f.vfs.link(&me(), node, ROOT, b"hard").unwrap();
+    assert_eq!(linked.node, node, "a hard link is the same node");
+    assert_eq!(linked.nlink, 2);
+    f.vfs.write(node, 0, 0, b"XY").unwrap();
+    assert_eq!(f.read("hard"), b"XY");
+    let t = Timestamp {
+        secs: 1_234_567_890,
+        nanos: 5,
+    };
+    let attr = f
+        .vfs
+        .setattr(
+            &me(),
+            f.node("hard"),
+            None,
+            &SetAttr {
+                mtime: Some(TimeSet::At(t)),
+                atime: Some(TimeSet::Now),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(attr.mtime, t);
+    assert_eq!(read_only_walk(&[f.layer()], &f.scratch()), walk(&f.vfs, 0));
+}
+
+#[test]
+fn an_unlinked_open_file_keeps_working_through_its_handle() {
+    let f = fixture();
+    let (attr, handle) = f.vfs.create(&me(), ROOT, b"gone", 0o644).unwrap();
+    f.vfs.write(attr.node, handle, 0, b"still here").unwrap();
+    f.vfs.unlink(&me(), ROOT, b"gone").unwrap();
+    assert_eq!(
+        f.vfs.read(attr.node, handle, 0, 100).unwrap(),
+        b"still here"
+    );
+    f.vfs.write(attr.node, handle, 0, b"STILL").unwrap();
+    assert_eq!(f.vfs.getattr(0, attr.node).unwrap().size, 10);
+    assert_eq!(f.vfs.read(attr.node, handle, 0, 5).unwrap(), b"STILL");
+    // A new entry never takes an old node id.
+    let (again, h2) = f.vfs.create(&me(), ROOT, b"gone", 0o644).unwrap();
+    assert_ne!(again.node, attr.node);
+    f.vfs.release(h2);
+    f.vfs.release(handle);
+}
+
+#[test]
+fn a_durable_scratch_shows_its_changes_when_registered_again() {
+    let f = fixture();
+    f.vfs.create(&me(), f.node("dir"), b"kept", 0o600).unwrap();
+    f.vfs.unlink(&me(), f.node("dir"), b"a").unwrap();
+    f.vfs.mkdir(&me(), ROOT, b"newdir", 0o700).unwrap();
+    f.vfs
+        .link(&me(), f.node("file"), f.node("newdir"), b"second")
+        .unwrap();
+    f.vfs.rmdir(&me(), ROOT, b"empty").unwrap();
+    f.vfs.mkdir(&me(), ROOT, b"empty", 0o700).unwrap();
+    let before = walk(&f.vfs, 0);
+    let layer = f.layer();
+    let scratch = f.scratch();
+    // A crash left a temp file: loading removes it.
+    fs::write(scratch.join("dir/.wh..wh..tmp.1.1"), b"junk").unwrap();
+    let tmp = f.tmp;
+    drop(f.vfs);
+    let view = editable_over(std::slice::from_ref(&layer), &scratch, 4);
+    assert!(view.has_changes());
+    let vfs = Arc::new(Vfs::new(Routing::Fixed(view)));
+    assert_eq!(walk(&vfs, 0), before);
+    assert!(!scratch.join("dir/.wh..wh..tmp.1.1").exists());
+    drop(tmp);
+}
+
+#[test]
+fn a_read_only_view_answers_erofs_and_a_stranger_eacces() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_layer(&tmp.path().join("layer"));
+    let view = View::build(
+        5,
+        &ResolvedSpec::of_directories([tmp.path().join("layer")]),
+        &root_attr(),
+        (me().uid, me().gid),
+    );
+    let vfs = Vfs::new(Routing::Fixed(Arc::new(view)));
+    assert_eq!(
+        vfs.create(&me(), ROOT, b"x", 0o644).unwrap_err().to_errno(),
+        libc::EROFS
+    );
+    let f = fixture();
+    let stranger = Caller {
+        pid: 0,
+        uid: me().uid + 1000,
+        gid: 1,
+    };
+    let err = f.vfs.mkdir(&stranger, ROOT, b"x", 0o755).unwrap_err();
+    assert!(matches!(err, FsError::NotOwner { .. }));
+    assert_eq!(err.to_errno(), libc::EACCES);
+}
+
+#[test]
+fn a_deleted_scratch_gives_errors_not_a_panic() {
+    let f = fixture();
+    let (x, _) = f.vfs.create(&me(), ROOT, b"x", 0o644).unwrap();
+    let file = f.node("file");
+    fs::remove_dir_all(f.scratch()).unwrap();
+    assert_eq!(
+        f.vfs.getattr(0, x.node).unwrap_err().to_errno(),
+        libc::ENOENT
+    );
+    assert_eq!(
+        f.vfs.lookup(0, ROOT, b"x").unwrap_err().to_errno(),
+        libc::ENOENT
+    );
+    assert_eq!(
+        f.vfs
+            .mkdir(&me(), ROOT, b"y", 0o755)
+            .unwrap_err()
+            .to_errno(),
+        libc::ENOENT
+    );
+    assert_eq!(
+        f.vfs.write(file, 0, 0, b"z").unwrap_err().to_errno(),
+        libc::ENOENT
+    );
+    assert!(f.vfs.statfs(0, ROOT).is_err());
+}
+
+#[test]
+fn statfs_of_an_editable_view_is_the_scratchs() {
+    let f = fixture();
+    let st = f.vfs.statfs(0, ROOT).unwrap();
+    assert!(st.blocks > 0 && st.free_blocks > 0 && st.files > 0);
+}
+
+#[test]
+fn a_change_in_one_runtime_is_seen_by_that_runtime_only() {
+    use spfs_router::process::FakeProcessTable;
+    use spfs_router::{Owner, Router};
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = tmp.path().join("layer");
+    make_layer(&layer);
+    let processes = Arc::new(FakeProcessTable::new());
+    processes.spawn(1, 0, 1, 0);
+    processes.spawn(10, 1, 10, me().uid);
+    processes.spawn(11, 10, 11, me().uid);
+    processes.spawn(20, 1, 20, me().uid);
+    processes.spawn(30, 1, 30, me().uid);
+    let router = Arc::new(Router::new(processes, root_attr()));
+    let owner = Owner::trusted(me().uid, me().gid);
+    let spec = layer.to_str().unwrap();
+    let scratch = |n: &str| Some(Scratch::open(&tmp.path().join(n), false).unwrap());
+    router
+        .register(10, spec, &owner, &[], scratch("a"))
+        .unwrap();
+    router
+        .register(20, spec, &owner, &[], scratch("b"))
+        .unwrap();
+    let vfs = Vfs::new(Routing::Shared(router.clone()));
+    let in_a = Caller { pid: 11, ..me() };
+    let (made, handle) = vfs.create(&in_a, ROOT, b"made", 0o644).unwrap();
+    vfs.write(made.node, handle, 0, b"mine").unwrap();
+    vfs.release(handle);
+    let dir = vfs.lookup(11, ROOT, b"dir").unwrap().node;
+    vfs.unlink(&in_a, dir, b"a").unwrap();
+    assert_eq!(vfs.lookup(11, ROOT, b"made").unwrap().node, made.node);
+    assert_eq!(vfs.read(made.node, 0, 0, 10).unwrap(), b"mine");
+    for other in [20, 30] {
+        assert_eq!(
+            vfs.lookup(other, ROOT, b"made").unwrap_err().to_errno(),
+            libc::ENOENT
+        );
+        assert!(
+            !common::list(&vfs, other, ROOT)
+                .iter()
+                .any(|(n, _)| n == b"made")
+        );
+    }
+    let b_dir = vfs.lookup(20, ROOT, b"dir").unwrap().node;
+    assert_ne!(b_dir, dir, "each view has its own node ids");
+    assert!(vfs.lookup(20, b_dir, b"a").is_ok(), "B still sees dir/a");
+    assert!(!tmp.path().join("b/made").exists());
+    // An outsider sees the empty view, which takes no writes.
+    let outsider = Caller { pid: 30, ..me() };
+    assert_eq!(
+        vfs.create(&outsider, ROOT, b"x", 0o644)
+            .unwrap_err()
+            .to_errno(),
+        libc::EROFS
+    );
+    // B's own change stays in B.
+    vfs.mkdir(&Caller { pid: 20, ..me() }, ROOT, b"bdir", 0o755)
+        .unwrap();
+    assert_eq!(
+        vfs.lookup(11, ROOT, b"bdir").unwrap_err().to_errno(),
+        libc::ENOENT
+    );
+    assert!(
+        router
+            .view(spfs_router::node::decode(made.node).unwrap().0)
+            .unwrap()
+            .has_changes()
+    );
+}
+
+#[test]
+fn node_ids_are_unique_and_never_reused() {
+    let f = fixture();
+    let mut seen = std::collections::HashSet::new();
+    for (_, attr) in common::list(&f.vfs, 0, ROOT) {
+        assert!(seen.insert(attr.node));
+    }
+    for round in 0..20 {
+        let name = format!("n{}", round % 3);
+        let (attr, h) = f.vfs.create(&me(), ROOT, name.as_bytes(), 0o644).unwrap();
+        f.vfs.release(h);
+        assert!(
+            seen.insert(attr.node),
+            "node id {} handed out twice",
+            attr.node
+        );
+        let dir = f.vfs.mkdir(&me(), ROOT, b"d", 0o755).unwrap();
+        assert!(seen.insert(dir.node));
+        f.vfs.rmdir(&me(), ROOT, b"d").unwrap();
+        f.vfs.unlink(&me(), ROOT, name.as_bytes()).unwrap();
+        // A stale id answers ENOENT, never another entry's attributes.
+        assert_eq!(
+            f.vfs.getattr(0, dir.node).unwrap_err().to_errno(),
+            libc::ENOENT
+        );
+    }
+}
+
+#[test]
+fn a_full_scratch_answers_enospc() {
+    if !spfs_testkit::is_root() {
+        spfs_testkit::skip("mounting a tmpfs needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("small");
+    fs::create_dir(&mnt).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&mnt)
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        spfs_testkit::skip("mount -t tmpfs failed");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    make_layer(&tmp.path().join("layer"));
+    let view = editable_over(&[tmp.path().join("layer")], &mnt.join("scratch"), 6);
+    let vfs = Vfs::new(Routing::Fixed(view));
+    let (attr, handle) = vfs.create(&me(), ROOT, b"big", 0o644).unwrap();
+    let chunk = vec![7u8; 16 * 1024];
+    let mut errno = 0;
+    for i in 0..16u64 {
+        if let Err(err) = vfs.write(attr.node, handle, i * chunk.len() as u64, &chunk) {
+            errno = err.to_errno();
+            break;
+        }
+    }
+    assert_eq!(errno, libc::ENOSPC);
+    let st = vfs.statfs(0, ROOT).unwrap();
+    assert_eq!(st.free_blocks, 0);
+}

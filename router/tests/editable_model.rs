@@ -1,0 +1,315 @@
+//! Property test: random sequences of changes applied to an editable view and, as the
+//! reference, to a plain directory holding a copy of its layers. The view must show what the
+//! plain directory holds, each operation must fail or succeed as there (same errno), and the
+//! scratch registered read-only on top of the layers (`LAYERS+SCRATCH`) must show the same
+//! tree again. The only difference allowed is overlayfs's: renaming a directory that has a
+//! lower part answers `EXDEV` (and the reference skips it).
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::{root_attr, walk};
+use proptest::prelude::*;
+use spfs_router::spec::ResolvedSpec;
+use spfs_router::{
+    Caller, FsError, NodeId, ROOT, RenameMode, Routing, Scratch, SetAttr, ToErrno, Vfs, View,
+};
+
+const DIRS: [&str; 5] = ["", "d", "d/s", "e", "n"];
+const NAMES: [&str; 5] = ["a", "b", "s", "n", "f"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create(usize, usize, u32),
+    Write(usize, usize, u64, Vec<u8>),
+    Truncate(usize, usize, u64),
+    Chmod(usize, usize, u32),
+    Mkdir(usize, usize),
+    Unlink(usize, usize),
+    Rmdir(usize, usize),
+    Rename(usize, usize, usize, usize),
+    Symlink(usize, usize),
+    Link(usize, usize, usize, usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let d = 0..DIRS.len();
+    let n = 0..NAMES.len();
+    let mode = prop_oneof![Just(0o644u32), Just(0o600), Just(0o755)];
+    prop_oneof![
+        (d.clone(), n.clone(), mode.clone()).prop_map(|(d, n, m)| Op::Create(d, n, m)),
+        (
+            d.clone(),
+            n.clone(),
+            0..8u64,
+            prop::collection::vec(any::<u8>(), 0..6)
+        )
+            .prop_map(|(d, n, o, b)| Op::Write(d, n, o, b)),
+        (d.clone(), n.clone(), 0..8u64).prop_map(|(d, n, s)| Op::Truncate(d, n, s)),
+        (d.clone(), n.clone(), mode).prop_map(|(d, n, m)| Op::Chmod(d, n, m)),
+        (d.clone(), n.clone()).prop_map(|(d, n)| Op::Mkdir(d, n)),
+        (d.clone(), n.clone()).prop_map(|(d, n)| Op::Unlink(d, n)),
+        (d.clone(), n.clone()).prop_map(|(d, n)| Op::Rmdir(d, n)),
+        (d.clone(), n.clone(), d.clone(), n.clone())
+            .prop_map(|(a, b, c, e)| Op::Rename(a, b, c, e)),
+        (d.clone(), n.clone()).prop_map(|(d, n)| Op::Symlink(d, n)),
+        (d.clone(), n.clone(), d, n).prop_map(|(a, b, c, e)| Op::Link(a, b, c, e)),
+    ]
+}
+
+/// The lower layer: `d/{a,s/b}`, `e/`, `f` and a symlink `n/s -> ../f`.
+fn make_layer(layer: &Path) {
+    fs::create_dir_all(layer.join("d/s")).unwrap();
+    fs::create_dir_all(layer.join("e")).unwrap();
+    fs::create_dir_all(layer.join("n")).unwrap();
+    fs::write(layer.join("d/a"), b"lower a").unwrap();
+    fs::write(layer.join("d/s/b"), b"lower b").unwrap();
+    fs::write(layer.join("f"), b"lower f").unwrap();
+    fs::set_permissions(layer.join("f"), fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::symlink("../f", layer.join("n/s")).unwrap();
+}
+
+fn me() -> Caller {
+    // SAFETY: geteuid/getegid cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    Caller { pid: 0, uid, gid }
+}
+
+fn errno_of(err: &std::io::Error) -> i32 {
+    err.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// The node at `dir` in the view, or the errno of the failing lookup.
+fn resolve(vfs: &Vfs, dir: &str) -> Result<NodeId, i32> {
+    let mut node = ROOT;
+    for part in dir.split('/').filter(|p| !p.is_empty()) {
+        node = vfs
+            .lookup(0, node, part.as_bytes())
+            .map_err(|e| e.to_errno())?
+            .node;
+    }
+    Ok(node)
+}
+
+/// Applies `op` to the view: `Ok` or the errno.
+fn apply_view(vfs: &Vfs, op: &Op) -> Result<(), i32> {
+    let me = me();
+    let e = |err: FsError| err.to_errno();
+    let child = |d: usize, n: usize| -> Result<NodeId, i32> {
+        let dir = resolve(vfs, DIRS[d])?;
+        Ok(vfs.lookup(0, dir, NAMES[n].as_bytes()).map_err(e)?.node)
+    };
+    let name = |n: usize| NAMES[n].as_bytes();
+    match *op {
+        Op::Create(d, n, mode) => {
+            let (_, handle) = vfs
+                .create(&me, resolve(vfs, DIRS[d])?, name(n), mode)
+                .map_err(e)?;
+            vfs.release(handle);
+        }
+        Op::Write(d, n, offset, ref data) => {
+            let node = child(d, n)?;
+            if vfs.getattr(0, node).map_err(e)?.kind != spfs_router::FileKind::File {
+                return Err(libc::EISDIR);
+            }
+            vfs.write(node, 0, offset, data).map_err(e)?;
+        }
+        Op::Truncate(d, n, size) => {
+            let node = child(d, n)?;
+            if vfs.getattr(0, node).map_err(e)?.kind != spfs_router::FileKind::File {
+                return Err(libc::EISDIR);
+            }
+            let changes = SetAttr {
+                size: Some(size),
+                ..Default::default()
+            };
+            vfs.setattr(&me, node, None, &changes).map_err(e)?;
+        }
+        Op::Chmod(d, n, mode) => {
+            let node = child(d, n)?;
+            if vfs.getattr(0, node).map_err(e)?.kind == spfs_router::FileKind::Symlink {
+                return Err(libc::ELOOP);
+            }
+            let changes = SetAttr {
+                mode: Some(mode),
+                ..Default::default()
+            };
+            vfs.setattr(&me, node, None, &changes).map_err(e)?;
+        }
+        Op::Mkdir(d, n) => {
+            vfs.mkdir(&me, resolve(vfs, DIRS[d])?, name(n), 0o755)
+                .map_err(e)?;
+        }
+        Op::Unlink(d, n) => vfs
+            .unlink(&me, resolve(vfs, DIRS[d])?, name(n))
+            .map_err(e)?,
+        Op::Rmdir(d, n) => vfs.rmdir(&me, resolve(vfs, DIRS[d])?, name(n)).map_err(e)?,
+        Op::Rename(a, b, c, d) => {
+            let from = resolve(vfs, DIRS[a])?;
+            let to = resolve(vfs, DIRS[c])?;
+            vfs.rename(&me, (from, name(b)), (to, name(d)), RenameMode::Replace)
+                .map_err(e)?;
+        }
+        Op::Symlink(d, n) => {
+            vfs.symlink(&me, resolve(vfs, DIRS[d])?, name(n), b"../f")
+                .map_err(e)?;
+        }
+        Op::Link(a, b, c, d) => {
+            let node = child(a, b)?;
+            vfs.link(&me, node, resolve(vfs, DIRS[c])?, name(d))
+                .map_err(e)?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies `op` to the plain directory `root`.
+fn apply_plain(root: &Path, op: &Op) -> Result<(), i32> {
+    let at = |d: usize, n: usize| -> PathBuf { root.join(DIRS[d]).join(NAMES[n]) };
+    let io = |err: std::io::Error| errno_of(&err);
+    // The view resolves the directory first: a missing or non-directory one fails there.
+    let dir_ok = |d: usize| -> Result<(), i32> {
+        let meta = fs::symlink_metadata(root.join(DIRS[d])).map_err(io)?;
+        if meta.is_dir() {
+            Ok(())
+        } else {
+            Err(libc::ENOTDIR)
+        }
+    };
+    let kind = |p: &Path| fs::symlink_metadata(p).map_err(io);
+    match *op {
+        Op::Create(d, n, mode) => {
+            dir_ok(d)?;
+            let path = at(d, n);
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(io)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(io)?;
+        }
+        Op::Write(d, n, offset, ref data) => {
+            dir_ok(d)?;
+            let path = at(d, n);
+            if !kind(&path)?.is_file() {
+                return Err(libc::EISDIR);
+            }
+            use std::os::unix::fs::FileExt;
+            let file = fs::OpenOptions::new().write(true).open(&path).map_err(io)?;
+            file.write_all_at(data, offset).map_err(io)?;
+        }
+        Op::Truncate(d, n, size) => {
+            dir_ok(d)?;
+            let path = at(d, n);
+            if !kind(&path)?.is_file() {
+                return Err(libc::EISDIR);
+            }
+            let file = fs::OpenOptions::new().write(true).open(&path).map_err(io)?;
+            file.set_len(size).map_err(io)?;
+        }
+        Op::Chmod(d, n, mode) => {
+            dir_ok(d)?;
+            let path = at(d, n);
+            if kind(&path)?.file_type().is_symlink() {
+                return Err(libc::ELOOP);
+            }
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(io)?;
+        }
+        Op::Mkdir(d, n) => {
+            dir_ok(d)?;
+            let path = at(d, n);
+            fs::create_dir(&path).map_err(io)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(io)?;
+        }
+        Op::Unlink(d, n) => {
+            dir_ok(d)?;
+            fs::remove_file(at(d, n)).map_err(io)?;
+        }
+        Op::Rmdir(d, n) => {
+            dir_ok(d)?;
+            fs::remove_dir(at(d, n)).map_err(io)?;
+        }
+        Op::Rename(a, b, c, d) => {
+            dir_ok(a)?;
+            dir_ok(c)?;
+            fs::rename(at(a, b), at(c, d)).map_err(io)?;
+        }
+        Op::Symlink(d, n) => {
+            dir_ok(d)?;
+            std::os::unix::fs::symlink("../f", at(d, n)).map_err(io)?;
+        }
+        Op::Link(a, b, c, d) => {
+            dir_ok(a)?;
+            let from = at(a, b);
+            kind(&from)?;
+            dir_ok(c)?;
+            // linkat without AT_SYMLINK_FOLLOW links a symlink itself, as FUSE's LINK does.
+            fs::hard_link(&from, at(c, d)).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+fn read_only(dirs: Vec<PathBuf>) -> Arc<Vfs> {
+    let view = View::build(
+        99,
+        &ResolvedSpec::of_directories(dirs),
+        &root_attr(),
+        (0, 0),
+    );
+    Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn an_editable_view_behaves_as_a_plain_directory_and_its_scratch_round_trips(
+        ops in prop::collection::vec(op(), 1..24)
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        let layer = tmp.path().join("layer");
+        let plain = tmp.path().join("plain");
+        let scratch = tmp.path().join("scratch");
+        make_layer(&layer);
+        make_layer(&plain);
+        let view = View::build(
+            3,
+            &ResolvedSpec::of_directories([layer.clone()]),
+            &root_attr(),
+            (me().uid, me().gid),
+        )
+        .with_scratch(Scratch::open(&scratch, true).unwrap());
+        let vfs = Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))));
+        for op in &ops {
+            let got = apply_view(&vfs, op);
+            if got == Err(libc::EXDEV) {
+                continue;
+            }
+            let want = apply_plain(&plain, op);
+            prop_assert_eq!(got, want, "{:?}", op);
+        }
+        let seen = walk(&vfs, 0);
+        prop_assert_eq!(&seen, &walk(&read_only(vec![plain.clone()]), 0), "view vs plain directory");
+        prop_assert_eq!(&seen, &walk(&read_only(vec![layer.clone(), scratch.clone()]), 0), "view vs LAYERS+SCRATCH");
+        let names: Vec<_> = walkdir(&scratch);
+        prop_assert!(names.iter().all(|n| !n.contains(".wh..wh..tmp.")), "no temp file left: {:?}", names);
+    }
+}
+
+fn walkdir(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            out.push(entry.path().to_string_lossy().into_owned());
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(walkdir(&entry.path()));
+            }
+        }
+    }
+    out
+}
