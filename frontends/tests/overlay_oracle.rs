@@ -14,12 +14,15 @@
 mod oracle;
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use oracle::Failure;
 use oracle::ops::{Op, Pick};
 use oracle::sides::{Copy, Overlay, Side};
+use oracle::tree::Detail;
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 use spfs_frontends::{Session, SessionConfig, Transport};
@@ -91,12 +94,13 @@ fn compare(
     runner: &mut TestRunner,
     oracle: &mut dyn Side,
     subject: &mut dyn Side,
+    hung: &AtomicBool,
 ) -> Result<(), String> {
     let sides = RefCell::new((oracle, subject));
     let failed = RefCell::new(None);
     let broken = RefCell::new(None);
     let _ = runner.run(&sequence(), |ops| {
-        if failed.borrow().is_some() || broken.borrow().is_some() {
+        if failed.borrow().is_some() || broken.borrow().is_some() || hung.load(Ordering::Relaxed) {
             return Ok(());
         }
         let mut sides = sides.borrow_mut();
@@ -114,6 +118,9 @@ fn compare(
     let Some((ran, report)) = failed.into_inner() else {
         return Ok(());
     };
+    if hung.load(Ordering::Relaxed) {
+        return Err(format!("an operation hung:\n{report}"));
+    }
     eprintln!(
         "oracle: a sequence of {} operations failed; shrinking it",
         ran.len()
@@ -125,53 +132,102 @@ fn compare(
     }
 }
 
+/// How long an operation may take before the watchdog calls it a hang.
+const HANG: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Watches the sequences running on the FUSE mount at `mnt`: when no operation starts for
+/// [`HANG`], prints the sequence so far and aborts the mount's FUSE connection, so the stuck
+/// call returns (ENOTCONN) instead of hanging the test, and sets the returned flag. Stops when
+/// `done` is set.
+fn watchdog(mnt: &Path, done: Arc<AtomicBool>) -> Arc<AtomicBool> {
+    use std::os::unix::fs::MetadataExt;
+    let hung = Arc::new(AtomicBool::new(false));
+    let dev = std::fs::metadata(mnt).map(|m| m.dev()).unwrap_or(0);
+    // The connection's directory is named by the mount's device minor number.
+    let abort = format!("/sys/fs/fuse/connections/{}/abort", libc::minor(dev));
+    let flag = hung.clone();
+    std::thread::spawn(move || {
+        let (mut seen, mut since) = (u64::MAX, std::time::Instant::now());
+        while !done.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let started = oracle::STARTED.load(Ordering::Relaxed);
+            if started != seen {
+                (seen, since) = (started, std::time::Instant::now());
+            } else if since.elapsed() > HANG {
+                let running = oracle::RUNNING
+                    .lock()
+                    .map(|r| r.clone())
+                    .unwrap_or_default();
+                eprintln!("oracle: an operation hung for {HANG:?}; aborting {abort}:\n{running}");
+                flag.store(true, Ordering::Relaxed);
+                let _ = std::fs::write(&abort, "1");
+                return;
+            }
+        }
+    });
+    hung
+}
+
+/// Mounts `routing` at `mnt` through `/dev/fuse`.
+fn mount(routing: Routing, mnt: &Path) -> Session {
+    std::fs::create_dir_all(mnt).unwrap();
+    let config = SessionConfig {
+        mountpoint: mnt.to_path_buf(),
+        fsname: "spfs-oracle".into(),
+        volname: "spfs-oracle".into(),
+        transport: Transport::Device,
+        threads: 2,
+        io_uring: false,
+        nfs_server: None,
+        other_users: false,
+    };
+    Session::mount(Arc::new(Vfs::new(routing)), &config).unwrap()
+}
+
 /// The editable spfs-fuse view of the layers: a shared-layout session whose runtime's root is
-/// this test process, registered again with a fresh scratch at each reset.
+/// this test process, registered again with a fresh scratch at each reset. Beside it, a second
+/// session where the same process's runtime is `LAYERS+SCRATCH`, read-only: the scratch read
+/// back as a layer.
 struct SpfsView {
-    router: Arc<Router>,
-    session: Option<Session>,
+    /// The editable view's router and session, then the read-back's.
+    mounts: [(Arc<Router>, Option<Session>, PathBuf); 2],
     spec: String,
     scratches: PathBuf,
     resets: usize,
-    mnt: PathBuf,
+}
+
+/// The runtime of this test process.
+fn this_process() -> u32 {
+    std::process::id()
 }
 
 impl SpfsView {
     fn new(lowers: &[PathBuf], base: &Path) -> SpfsView {
-        let router = Arc::new(Router::new(
-            Arc::new(SystemProcessTable::new()),
-            root_attr(),
-        ));
-        let mnt = base.join("top/mnt");
-        std::fs::create_dir_all(&mnt).unwrap();
-        let vfs = Arc::new(Vfs::new(Routing::Shared(router.clone())));
-        let session = Session::mount(
-            vfs,
-            &SessionConfig {
-                mountpoint: mnt.clone(),
-                fsname: "spfs-oracle".into(),
-                volname: "spfs-oracle".into(),
-                transport: Transport::Device,
-                threads: 2,
-                io_uring: false,
-                nfs_server: None,
-                other_users: false,
-            },
-        )
-        .unwrap();
+        let mounts = ["top/mnt", "layer/mnt"].map(|at| {
+            let router = Arc::new(Router::new(
+                Arc::new(SystemProcessTable::new()),
+                root_attr(),
+            ));
+            let mnt = base.join(at);
+            let session = mount(Routing::Shared(router.clone()), &mnt);
+            (router, Some(session), mnt)
+        });
         let spec = lowers
             .iter()
             .map(|l| l.display().to_string())
             .collect::<Vec<_>>()
             .join("+");
         SpfsView {
-            router,
-            session: Some(session),
+            mounts,
             spec,
             scratches: base.join("scratches"),
             resets: 0,
-            mnt,
         }
+    }
+
+    /// The scratch in use now.
+    fn scratch(&self) -> PathBuf {
+        self.scratches.join(self.resets.to_string())
     }
 }
 
@@ -181,32 +237,53 @@ impl Side for SpfsView {
     }
 
     fn root(&self) -> &Path {
-        &self.mnt
+        &self.mounts[0].2
     }
 
     fn reset(&mut self) -> Result<(), String> {
-        let pid = std::process::id();
         // The old runtime's scratch is unlocked once its view is gone.
-        let _ = self.router.unregister(pid);
-        let old = self.scratches.join(self.resets.to_string());
+        for (router, _, _) in &self.mounts {
+            let _ = router.unregister(this_process());
+        }
+        let old = self.scratch();
         if old.exists() {
             std::fs::remove_dir_all(&old).map_err(|e| format!("{old:?}: {e}"))?;
         }
         self.resets += 1;
-        let dir = self.scratches.join(self.resets.to_string());
-        let scratch = Scratch::open(&dir, false).map_err(|e| e.to_string())?;
-        self.router
-            .register(pid, &self.spec, &Owner::trusted(0, 0), &[], Some(scratch))
+        let scratch = Scratch::open(&self.scratch(), false).map_err(|e| e.to_string())?;
+        self.mounts[0]
+            .0
+            .register(
+                this_process(),
+                &self.spec,
+                &Owner::trusted(0, 0),
+                &[],
+                Some(scratch),
+            )
             .map_err(|e| format!("registering {}: {e}", self.spec))?;
         Ok(())
+    }
+
+    fn as_layer(&mut self) -> Option<Result<BTreeMap<String, String>, String>> {
+        let spec = format!("{}+{}", self.spec, self.scratch().display());
+        let (router, _, mnt) = &self.mounts[1];
+        let _ = router.unregister(this_process());
+        Some(
+            router
+                .register(this_process(), &spec, &Owner::trusted(0, 0), &[], None)
+                .map(|_| oracle::tree::snapshot(mnt, Detail::Layer))
+                .map_err(|e| format!("reading the scratch back as {spec}: {e}")),
+        )
     }
 }
 
 impl Drop for SpfsView {
     fn drop(&mut self) {
-        let _ = self.router.unregister(std::process::id());
-        if let Some(session) = self.session.take() {
-            let _ = session.unmount();
+        for (router, session, _) in &mut self.mounts {
+            let _ = router.unregister(this_process());
+            if let Some(session) = session.take() {
+                let _ = session.unmount();
+            }
         }
     }
 }
@@ -217,6 +294,15 @@ fn cases(default: u32) -> u32 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
+}
+
+/// The mapping writer: this test binary run again by a `MmapWrite` operation (see
+/// `oracle::ops::mmap_write`); does nothing in a normal run.
+#[test]
+fn oracle_mmap_child() {
+    if let Ok(spec) = std::env::var(oracle::ops::MMAP_CHILD_ENV) {
+        oracle::ops::mmap_child(&spec);
+    }
 }
 
 #[test]
@@ -234,8 +320,15 @@ fn an_editable_view_answers_as_the_kernel_overlayfs() {
         }
     };
     let mut view = SpfsView::new(&lowers, &tmp.path().join("spfs"));
-    let result = compare(&mut runner(cases(CASES)), &mut overlay, &mut view);
+    let done = Arc::new(AtomicBool::new(false));
+    let hung = watchdog(view.root(), done.clone());
+    let result = compare(&mut runner(cases(CASES)), &mut overlay, &mut view, &hung);
+    done.store(true, Ordering::Relaxed);
     drop(view);
+    assert!(
+        !hung.load(Ordering::Relaxed),
+        "an operation on the editable view hung (see above)"
+    );
     if let Err(report) = result {
         panic!("an editable view and overlayfs differ; smallest sequence found:\n{report}");
     }
@@ -252,7 +345,7 @@ fn two_overlay_mounts_always_agree() {
     let lowers = oracle::layers::make_layers(&tmp.path().join("layers"));
     let mut a = Overlay::new("overlayfs", &lowers, &tmp.path().join("a")).unwrap();
     let mut b = Overlay::new("overlayfs again", &lowers, &tmp.path().join("b")).unwrap();
-    if let Err(report) = compare(&mut runner(40), &mut a, &mut b) {
+    if let Err(report) = compare(&mut runner(40), &mut a, &mut b, &AtomicBool::new(false)) {
         panic!("two overlay mounts of the same layers differ:\n{report}");
     }
 }
@@ -268,8 +361,13 @@ fn a_plain_directory_is_told_from_overlayfs() {
     let lowers = oracle::layers::make_layers(&tmp.path().join("layers"));
     let mut overlay = Overlay::new("overlayfs", &lowers, &tmp.path().join("overlay")).unwrap();
     let mut copy = Copy::new(overlay.root(), &tmp.path().join("copy"));
-    let report = compare(&mut runner(200), &mut overlay, &mut copy)
-        .expect_err("a plain directory passed for overlayfs");
+    let report = compare(
+        &mut runner(200),
+        &mut overlay,
+        &mut copy,
+        &AtomicBool::new(false),
+    )
+    .expect_err("a plain directory passed for overlayfs");
     eprintln!("{report}");
     let steps = report.lines().filter(|l| l.contains(". ")).count();
     assert!(steps <= 3, "not shrunk to a short sequence:\n{report}");

@@ -13,8 +13,17 @@ pub mod ops;
 pub mod sides;
 pub mod tree;
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use ops::{Fds, Listing, Op, Pick};
 use sides::Side;
+
+/// Operations started so far, so a watchdog can tell a hang from a slow run.
+pub static STARTED: AtomicU64 = AtomicU64::new(0);
+/// The running sequence as far as it went, the last line the operation running now: what a
+/// watchdog reports when an operation never returns.
+pub static RUNNING: Mutex<String> = Mutex::new(String::new());
 
 /// Why a sequence failed.
 #[derive(Debug)]
@@ -62,10 +71,18 @@ pub fn run_sequence<S: Step>(
     let mut log = Vec::new();
     for step in steps {
         let op = step.resolved(oracle.root());
+        if let Ok(mut running) = RUNNING.lock() {
+            *running = format!(
+                "{}\n{:4}. {op:?} -> (running)",
+                log.join("\n"),
+                log.len() + 1
+            );
+        }
+        STARTED.fetch_add(1, Ordering::Relaxed);
         let a = ops::apply(&op, oracle.root(), &mut fds.0);
         let b = ops::apply(&op, subject.root(), &mut fds.1);
         log.push(format!("{:4}. {op:?} -> {}", log.len() + 1, show(&a)));
-        ran.push(op);
+        ran.push(op.clone());
         if a != b {
             let report = format!(
                 "the outcomes differ:\n{}\n      {}: {}\n      {}: {}",
@@ -79,16 +96,32 @@ pub fn run_sequence<S: Step>(
         }
     }
     drop(fds);
+    let full = tree::Detail::Full;
     let (a, b) = (
-        tree::snapshot(oracle.root()),
-        tree::snapshot(subject.root()),
+        tree::snapshot(oracle.root(), full),
+        tree::snapshot(subject.root(), full),
     );
     let differences = tree::differences(&a, &b, (&labels.0, &labels.1));
+    if !differences.is_empty() {
+        let report = format!(
+            "the trees differ after:\n{}\n{}",
+            log.join("\n"),
+            differences.join("\n")
+        );
+        return Err(Failure::Differ(ran, report));
+    }
+    let Some(layer) = subject.as_layer() else {
+        return Ok(());
+    };
+    let layer = layer.map_err(Failure::Harness)?;
+    let a = tree::snapshot(oracle.root(), tree::Detail::Layer);
+    let read_back = format!("{} read back as a layer", labels.1);
+    let differences = tree::differences(&a, &layer, (&labels.0, &read_back));
     if differences.is_empty() {
         return Ok(());
     }
     let report = format!(
-        "the trees differ after:\n{}\n{}",
+        "the changes read back as a layer differ after:\n{}\n{}",
         log.join("\n"),
         differences.join("\n")
     );

@@ -41,6 +41,10 @@ pub const SLOTS: usize = 2;
 pub enum Pick {
     /// The n-th existing entry (modulo their number) of the oracle's tree.
     Existing(usize),
+    /// The n-th existing entry that is not a directory.
+    File(usize),
+    /// The n-th existing directory (not the root).
+    Dir(usize),
     /// A name of [`NAMES`] in the n-th existing directory (the root included).
     Fresh(usize, usize),
     /// A path of [`NAMES`] components, whatever exists.
@@ -161,6 +165,7 @@ pub enum Op<P> {
 /// The paths an operation picks from: the oracle's entries and directories at that moment.
 pub struct Listing {
     all: Vec<String>,
+    files: Vec<String>,
     dirs: Vec<String>,
 }
 
@@ -170,17 +175,28 @@ impl Listing {
         let paths = super::tree::paths(root);
         let mut dirs = vec![String::new()];
         dirs.extend(paths.iter().filter(|(_, d)| *d).map(|(p, _)| p.clone()));
+        let files = paths
+            .iter()
+            .filter(|(_, d)| !*d)
+            .map(|(p, _)| p.clone())
+            .collect();
         Listing {
             all: paths.into_iter().map(|(p, _)| p).collect(),
+            files,
             dirs,
         }
     }
 
     fn resolve(&self, pick: &Pick) -> String {
         let name = |n: usize| NAMES[n % NAMES.len()];
+        let nth = |list: &[String], n: usize| match list.len() {
+            0 => name(n).to_string(),
+            len => list[n % len].clone(),
+        };
         match pick {
-            Pick::Existing(n) if !self.all.is_empty() => self.all[n % self.all.len()].clone(),
-            Pick::Existing(n) => name(*n).to_string(),
+            Pick::Existing(n) => nth(&self.all, *n),
+            Pick::File(n) => nth(&self.files, *n),
+            Pick::Dir(n) => nth(&self.dirs[1..], *n),
             Pick::Fresh(d, n) => match &self.dirs[d % self.dirs.len()] {
                 dir if dir.is_empty() => name(*n).to_string(),
                 dir => format!("{dir}/{}", name(*n)),
@@ -307,9 +323,35 @@ impl Op<Pick> {
 
 fn pick() -> impl Strategy<Value = Pick> {
     prop_oneof![
-        6 => (0..10_000usize).prop_map(Pick::Existing),
+        4 => (0..10_000usize).prop_map(Pick::Existing),
+        3 => (0..10_000usize).prop_map(Pick::File),
+        2 => (0..10_000usize).prop_map(Pick::Dir),
         3 => (0..10_000usize, 0..NAMES.len()).prop_map(|(d, n)| Pick::Fresh(d, n)),
         1 => prop::collection::vec(0..NAMES.len(), 1..=4).prop_map(Pick::Raw),
+    ]
+}
+
+/// A path for reading or writing contents: mostly existing non-directories.
+fn file() -> impl Strategy<Value = Pick> {
+    prop_oneof![
+        6 => (0..10_000usize).prop_map(Pick::File),
+        2 => pick(),
+    ]
+}
+
+/// A path for directory operations: mostly existing directories.
+fn dir() -> impl Strategy<Value = Pick> {
+    prop_oneof![
+        6 => (0..10_000usize).prop_map(Pick::Dir),
+        2 => pick(),
+    ]
+}
+
+/// A path for a new entry: mostly a name in an existing directory.
+fn new() -> impl Strategy<Value = Pick> {
+    prop_oneof![
+        6 => (0..10_000usize, 0..NAMES.len()).prop_map(|(d, n)| Pick::Fresh(d, n)),
+        2 => pick(),
     ]
 }
 
@@ -335,38 +377,44 @@ fn slot() -> impl Strategy<Value = usize> {
 
 /// An operation, weighted towards changes.
 pub fn op() -> impl Strategy<Value = Op<Pick>> {
+    let xattr = || prop::sample::select(&XATTRS[..]);
     prop_oneof![
-        5 => (pick(), mode(), any::<bool>()).prop_map(|(path, mode, excl)| Op::Create { path, mode, excl }),
-        5 => (pick(), offset(), data(), prop::bool::weighted(0.2))
+        5 => (new(), mode(), any::<bool>())
+            .prop_map(|(path, mode, excl)| Op::Create { path, mode, excl }),
+        5 => (file(), offset(), data(), prop::bool::weighted(0.2))
             .prop_map(|(path, offset, data, trunc)| Op::Write { path, offset, data, trunc }),
-        3 => (pick(), data()).prop_map(|(path, data)| Op::Append { path, data }),
-        3 => (pick(), offset()).prop_map(|(path, len)| Op::Truncate { path, len }),
-        1 => (pick(), offset(), 1..20_000u64).prop_map(|(path, offset, len)| Op::Fallocate { path, offset, len }),
-        2 => (pick(), offset(), data()).prop_map(|(path, offset, data)| Op::MmapWrite { path, offset, data }),
+        3 => (file(), data()).prop_map(|(path, data)| Op::Append { path, data }),
+        3 => (file(), offset()).prop_map(|(path, len)| Op::Truncate { path, len }),
+        1 => (file(), offset(), 1..20_000u64)
+            .prop_map(|(path, offset, len)| Op::Fallocate { path, offset, len }),
+        2 => (file(), offset(), data())
+            .prop_map(|(path, offset, data)| Op::MmapWrite { path, offset, data }),
         5 => pick().prop_map(|path| Op::Unlink { path }),
-        5 => (pick(), mode()).prop_map(|(path, mode)| Op::Mkdir { path, mode }),
-        3 => pick().prop_map(|path| Op::Rmdir { path }),
-        2 => pick().prop_map(|path| Op::RemoveTree { path }),
+        5 => (new(), mode()).prop_map(|(path, mode)| Op::Mkdir { path, mode }),
+        3 => dir().prop_map(|path| Op::Rmdir { path }),
+        1 => dir().prop_map(|path| Op::RemoveTree { path }),
         6 => (pick(), pick(), prop::bool::weighted(0.2))
             .prop_map(|(from, to, noreplace)| Op::Rename { from, to, noreplace }),
-        2 => (prop::sample::select(&TARGETS[..]), pick()).prop_map(|(target, path)| Op::Symlink { target, path }),
-        3 => (pick(), pick()).prop_map(|(from, to)| Op::Link { from, to }),
+        2 => (prop::sample::select(&TARGETS[..]), new())
+            .prop_map(|(target, path)| Op::Symlink { target, path }),
+        3 => (file(), new()).prop_map(|(from, to)| Op::Link { from, to }),
         3 => (pick(), mode()).prop_map(|(path, mode)| Op::Chmod { path, mode }),
         1 => (pick(), prop::sample::select(&[0u32, 1000, 65534][..]), prop::sample::select(&[0u32, 100, 1000][..]))
             .prop_map(|(path, uid, gid)| Op::Chown { path, uid, gid }),
         2 => (pick(), prop::option::of(prop::sample::select(&TIMES[..])))
             .prop_map(|(path, mtime)| Op::Utimens { path, mtime }),
-        2 => (pick(), prop::sample::select(&XATTRS[..]), data().prop_map(|d| Data { len: d.len % 300, ..d }))
+        2 => (pick(), xattr(), data().prop_map(|d| Data { len: d.len % 300, ..d }))
             .prop_map(|(path, name, value)| Op::SetXattr { path, name, value }),
-        1 => (pick(), prop::sample::select(&XATTRS[..])).prop_map(|(path, name)| Op::RemoveXattr { path, name }),
-        1 => (pick(), prop::sample::select(&XATTRS[..])).prop_map(|(path, name)| Op::GetXattr { path, name }),
+        1 => (pick(), xattr()).prop_map(|(path, name)| Op::RemoveXattr { path, name }),
+        1 => (pick(), xattr()).prop_map(|(path, name)| Op::GetXattr { path, name }),
         1 => pick().prop_map(|path| Op::ListXattr { path }),
         2 => pick().prop_map(|path| Op::Stat { path }),
-        2 => pick().prop_map(|path| Op::Read { path }),
-        2 => pick().prop_map(|path| Op::List { path }),
-        1 => pick().prop_map(|path| Op::ReadLink { path }),
-        2 => (slot(), pick()).prop_map(|(slot, path)| Op::Open { slot, path }),
-        2 => (slot(), offset(), data()).prop_map(|(slot, offset, data)| Op::FdWrite { slot, offset, data }),
+        2 => file().prop_map(|path| Op::Read { path }),
+        2 => dir().prop_map(|path| Op::List { path }),
+        1 => file().prop_map(|path| Op::ReadLink { path }),
+        4 => (slot(), file()).prop_map(|(slot, path)| Op::Open { slot, path }),
+        3 => (slot(), offset(), data())
+            .prop_map(|(slot, offset, data)| Op::FdWrite { slot, offset, data }),
         1 => (slot(), offset()).prop_map(|(slot, len)| Op::FdTruncate { slot, len }),
         1 => slot().prop_map(|slot| Op::FdRead { slot }),
         1 => slot().prop_map(|slot| Op::FdStat { slot }),
@@ -430,7 +478,72 @@ fn fstat(fd: &OwnedFd) -> Outcome {
     Ok(stat_line(&st))
 }
 
+/// The environment variable that makes this test binary a mapping writer: the test named
+/// [`MMAP_CHILD_TEST`] then runs [`mmap_child`] and prints its outcome.
+pub const MMAP_CHILD_ENV: &str = "SPFS_FUSE_ORACLE_MMAP";
+/// The test that runs [`mmap_child`] when [`MMAP_CHILD_ENV`] is set.
+pub const MMAP_CHILD_TEST: &str = "oracle_mmap_child";
+
+/// A shared-mapping write, in a child process: a page fault on a file of the FUSE mount is
+/// answered by the server, which must not share the faulting process's memory map (a fault
+/// holds its lock while the server may need it), and a mapping that ends past the file's
+/// contents kills its process with SIGBUS, which must not take the server down with it.
 fn mmap_write(path: &Path, offset: u64, data: Data) -> Outcome {
+    let exe = std::env::current_exe().map_err(|_| Errno::ENOEXEC)?;
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            MMAP_CHILD_TEST,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(
+            MMAP_CHILD_ENV,
+            format!("{offset} {} {} {}", data.len, data.seed, path.display()),
+        )
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map_err(|_| Errno::ECHILD)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let answer = stdout
+        .lines()
+        .find_map(|l| l.split_once("MMAP ").map(|(_, a)| a));
+    match (answer, out.status.code()) {
+        (Some(answer), _) => match answer.strip_prefix("ERR ") {
+            Some(errno) => Err(Errno::from_raw(errno.parse().unwrap_or(libc::EIO))),
+            None => Ok(answer.to_string()),
+        },
+        (None, _) => {
+            use std::os::unix::process::ExitStatusExt;
+            Ok(format!("the writer died: {:?}", out.status.signal()))
+        }
+    }
+}
+
+/// The mapping writer's part (see [`mmap_write`]), from [`MMAP_CHILD_ENV`]'s value: prints
+/// `MMAP <outcome>` or `MMAP ERR <errno>`.
+pub fn mmap_child(spec: &str) {
+    let mut parts = spec.splitn(4, ' ');
+    let mut num = || {
+        parts
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let (offset, len, seed) = (num(), num(), num());
+    let path = spec.splitn(4, ' ').nth(3).unwrap_or_default();
+    let data = Data {
+        len: len as usize,
+        seed: seed as u8,
+    };
+    match mmap_here(Path::new(path), offset, data) {
+        Ok(answer) => println!("MMAP {answer}"),
+        Err(errno) => println!("MMAP ERR {}", errno as i32),
+    }
+}
+
+fn mmap_here(path: &Path, offset: u64, data: Data) -> Outcome {
     let fd = open(path, libc::O_RDWR, 0)?;
     // SAFETY: an all-zero stat is valid; fstat fills it.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };

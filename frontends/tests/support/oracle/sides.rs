@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use super::tree::{cpath, join, lstat, names};
 
 /// A tree the operations run on, which can be brought back to its lower layers alone.
@@ -13,6 +15,13 @@ pub trait Side {
     fn root(&self) -> &Path;
     /// Throws every change away: the tree shows the lower layers alone again.
     fn reset(&mut self) -> Result<(), String>;
+
+    /// The tree its changes show when read back as a layer on top of the lower ones (the
+    /// scratch of an editable view registered read-only), at [`Detail::Layer`](super::tree::Detail::Layer); `None` where
+    /// changes are not kept as a layer.
+    fn as_layer(&mut self) -> Option<Result<BTreeMap<String, String>, String>> {
+        None
+    }
 }
 
 /// The kernel's overlayfs over `lowers` with an empty upper directory, mounted with

@@ -170,8 +170,18 @@ pub fn paths(root: &Path) -> Vec<(String, bool)> {
     out
 }
 
+/// What a snapshot holds of each entry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Everything compared (see the module's comment).
+    Full,
+    /// What a layer holds: kind, mode, size, contents and link target (not owners, link
+    /// counts, times or xattrs).
+    Layer,
+}
+
 /// The whole tree below `root`, one line per path (errors included, as what was seen).
-pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
+pub fn snapshot(root: &Path, detail: Detail) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut todo = vec![String::new()];
     while let Some(dir) = todo.pop() {
@@ -192,7 +202,18 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
             let line = match lstat(&path) {
                 Err(e) => format!("lstat: {e:?}"),
                 Ok(st) => {
-                    let mut line = format!("{} (readdir {dtype})", stat_line(&st));
+                    let mut line = match detail {
+                        Detail::Full => format!("{} (readdir {dtype})", stat_line(&st)),
+                        Detail::Layer if kind(st.st_mode) == 'd' => {
+                            format!("d {:04o}", st.st_mode & 0o7777)
+                        }
+                        Detail::Layer => format!(
+                            "{} {:04o} size={}",
+                            kind(st.st_mode),
+                            st.st_mode & 0o7777,
+                            st.st_size
+                        ),
+                    };
                     match kind(st.st_mode) {
                         'f' => {
                             line += &match std::fs::read(&path) {
@@ -209,7 +230,10 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, String> {
                         'd' => todo.push(rel.clone()),
                         _ => {}
                     }
-                    line + &format!(" xattrs=[{}]", xattrs(&path))
+                    if detail == Detail::Full {
+                        line += &format!(" xattrs=[{}]", xattrs(&path));
+                    }
+                    line
                 }
             };
             out.insert(rel, line);
