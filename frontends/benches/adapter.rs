@@ -4,6 +4,11 @@
 //! through the sessions' own in-memory path (`MemoryServer`), with no kernel or device in the
 //! loop. Target: at most 1 µs per LOOKUP.
 //!
+//! The same requests on an editable runtime (DESIGN.md §4 rule 7), `editable-empty/` while its
+//! scratch holds no change (the fast path: within 10% of the read-only figures) and
+//! `editable-changed/` once a file in the read directory was written, and a 4 KiB WRITE into
+//! the scratch's file (`write/4KiB`).
+//!
 //! `cargo bench -p spfs-frontends --bench adapter`
 
 #[allow(dead_code)]
@@ -15,13 +20,13 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use fuse_backend_rs::abi::fuse_abi::{
-    EntryOut, GetattrIn, InitIn, Opcode, OpenIn, OpenOut, ReadIn,
+    CreateIn, EntryOut, GetattrIn, InitIn, Opcode, OpenIn, OpenOut, ReadIn, WriteIn,
 };
 use spfs_frontends::adapter::Adapter;
 use spfs_frontends::policy::{KernelPolicy, Platform, RoutingKind};
 use spfs_frontends::session::{MemoryServer, Transport};
 use spfs_router::process::FakeProcessTable;
-use spfs_router::{Owner, ROOT, Router, Routing, Vfs};
+use spfs_router::{Owner, ROOT, Router, Routing, Scratch, Vfs};
 
 /// The runtime's root process; requests come from its child.
 const ROOT_PID: u32 = 100;
@@ -57,8 +62,30 @@ impl Bench {
     }
 }
 
+/// How the runtime measured is registered.
+#[derive(Clone, Copy, PartialEq)]
+enum Runtime {
+    /// Read-only, as before editable runtimes.
+    ReadOnly,
+    /// Editable, its scratch empty.
+    EditableEmpty,
+    /// Editable, a file beside the ones read already created in its scratch.
+    EditableChanged,
+}
+
 fn adapter(c: &mut Criterion) {
+    for (runtime, prefix) in [
+        (Runtime::ReadOnly, ""),
+        (Runtime::EditableEmpty, "editable-empty/"),
+        (Runtime::EditableChanged, "editable-changed/"),
+    ] {
+        measure_runtime(c, runtime, prefix);
+    }
+}
+
+fn measure_runtime(c: &mut Criterion, runtime: Runtime, prefix: &str) {
     let layer = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(layer.path().join("bin")).unwrap();
     std::fs::write(layer.path().join("bin/tool"), b"tool").unwrap();
     std::fs::write(
@@ -77,7 +104,8 @@ fn adapter(c: &mut Criterion) {
             layer.path().to_str().unwrap(),
             &Owner::trusted(0, 0),
             &[],
-            None,
+            (runtime != Runtime::ReadOnly)
+                .then(|| Scratch::open(&scratch.path().join("scratch"), false).unwrap()),
         )
         .unwrap();
     let vfs = Arc::new(Vfs::new(Routing::Shared(router)));
@@ -123,13 +151,43 @@ fn adapter(c: &mut Criterion) {
         READ_BYTES as usize
     );
 
+    let mut write = None;
+    if runtime == Runtime::EditableChanged {
+        let create = CreateIn {
+            flags: libc::O_RDWR as u32,
+            mode: 0o644,
+            ..CreateIn::default()
+        };
+        let body = [wire::bytes(&create), b"new\0"].concat();
+        let reply = bench.call(Opcode::Create, bin.nodeid, &body);
+        let new: EntryOut = wire::read(&reply);
+        let opened: OpenOut = wire::read(&reply[std::mem::size_of::<EntryOut>()..]);
+        let header = WriteIn {
+            fh: opened.fh,
+            size: 4096,
+            ..WriteIn::default()
+        };
+        let body = [wire::bytes(&header), &[1u8; 4096][..]].concat();
+        bench.call(Opcode::Write, new.nodeid, &body);
+        write = Some(wire::request(Opcode::Write, 1, new.nodeid, CALLER, &body));
+    }
+
+    let named = |name: &str| format!("{prefix}{name}");
     // The caller's view is resolved (and cached briefly) for names under the root.
-    bench.measure(c, "lookup/under-the-routed-root", lookup(ROOT, "bin"));
-    bench.measure(c, "lookup/below-the-root", lookup(bin.nodeid, "tool"));
+    bench.measure(
+        c,
+        &named("lookup/under-the-routed-root"),
+        lookup(ROOT, "bin"),
+    );
+    bench.measure(
+        c,
+        &named("lookup/below-the-root"),
+        lookup(bin.nodeid, "tool"),
+    );
     let getattr = GetattrIn::default();
     bench.measure(
         c,
-        "getattr/below-the-root",
+        &named("getattr/below-the-root"),
         wire::request(
             Opcode::Getattr,
             1,
@@ -140,9 +198,13 @@ fn adapter(c: &mut Criterion) {
     );
     bench.measure(
         c,
-        "read/128KiB",
+        &named("read/128KiB"),
         wire::request(Opcode::Read, 1, data.nodeid, CALLER, wire::bytes(&read)),
     );
+    if let Some(write) = write {
+        // Over the same 4 KiB of the scratch's file each time.
+        bench.measure(c, "write/4KiB", write);
+    }
 }
 
 criterion_group!(benches, adapter);

@@ -309,6 +309,21 @@ impl Adapter {
         }
     }
 
+    /// The handle to give the kernel for `handle`, which the core opened pinned. A kernel
+    /// that granted no-open support sends no RELEASE for any file once it goes without OPEN,
+    /// not even for one that CREATE or a write OPEN answered before (Linux's `fuse_file_put`
+    /// looks at no-open when the file is closed), so the pin would keep the file open in the
+    /// core for good: it is dropped at once, and the kernel gets handle 0, which finds the
+    /// file by node as every other request of that mode does.
+    fn kernel_handle(&self, handle: u64) -> u64 {
+        if self.no_open.load(Ordering::Relaxed) {
+            self.vfs.release(handle);
+            0
+        } else {
+            handle
+        }
+    }
+
     /// How long the kernel may keep `attr`: a file with more than one name gets 0, since a
     /// change through one of its names (a link, an unlink, a copy-up) leaves what the kernel
     /// cached under the others stale; everything else as its scope allows.
@@ -531,7 +546,11 @@ impl FileSystem for Adapter {
             return Err(io::Error::from_raw_os_error(libc::ENOSYS));
         }
         let handle = self.vfs.open(ctx.pid as u32, inode, write).map_err(errno)?;
-        Ok((Some(handle), self.policy.file_open, None))
+        Ok((
+            Some(self.kernel_handle(handle)),
+            self.policy.file_open,
+            None,
+        ))
     }
 
     fn read(
@@ -825,7 +844,7 @@ impl FileSystem for Adapter {
             .map_err(errno)?;
         Ok((
             self.entry(parent, &attr),
-            Some(handle),
+            Some(self.kernel_handle(handle)),
             self.policy.file_open,
             None,
         ))
@@ -1265,6 +1284,47 @@ mod tests {
         attr.kind = FileKind::Directory;
         attr.nlink = 3;
         assert!(adapter.entry(2, &attr).attr_timeout > Duration::ZERO);
+    }
+
+    /// Linux sends no RELEASE once it goes without OPEN, so a kernel that granted no-open gets
+    /// handle 0 from CREATE and write OPENs, and nothing stays pinned in the core; others get
+    /// the core's handle, which their RELEASE unpins.
+    #[test]
+    fn a_no_open_kernel_gets_handle_0_from_create_and_write_opens() {
+        let layer = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        std::fs::write(layer.path().join("f0"), b"lower").unwrap();
+        let root = spfs_router::Attr::root(0, 0, Timestamp::default());
+        let view = View::build(
+            8,
+            &spfs_router::ResolvedSpec::of_directories([layer.path().to_path_buf()]),
+            &root,
+            (0, 0),
+        )
+        .with_scratch(spfs_router::Scratch::open(&scratch.path().join("s"), true).unwrap());
+        let vfs = Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))));
+        let ctx = Context::default();
+        let create = |adapter: &Adapter, name: &CStr| {
+            let args = CreateIn {
+                flags: libc::O_RDWR as u32,
+                mode: 0o644,
+                ..CreateIn::default()
+            };
+            adapter.create(&ctx, ROOT, name, args).unwrap().1
+        };
+        let linux = policy(Platform::Linux, Transport::Device);
+        let skipping = Adapter::new(vfs.clone(), linux.clone());
+        skipping.init(linux.init).unwrap();
+        let plain = Adapter::new(vfs, linux);
+        plain.init(FsOptions::ASYNC_READ).unwrap();
+        if cfg!(target_os = "linux") {
+            assert_eq!(create(&skipping, c"a"), Some(0));
+            let f0 = skipping.lookup(&ctx, ROOT, c"f0").unwrap().inode;
+            let (handle, _, _) = skipping.open(&ctx, f0, libc::O_RDWR as u32, 0).unwrap();
+            assert_eq!(handle, Some(0));
+        }
+        let handle = create(&plain, c"b");
+        assert!(handle.is_some_and(|h| h != 0), "{handle:?}");
     }
 
     /// A read-only view answers every write request as a read-only mount would: the adapter

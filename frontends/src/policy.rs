@@ -100,7 +100,8 @@ pub struct Caching {
 pub enum MountOption {
     /// Read-only (`ro`; FUSE-T's `-r`; `MS_RDONLY` on Linux).
     ReadOnly,
-    /// macFUSE: no `._` AppleDouble files, which a read-only view could never store.
+    /// macFUSE: no `._` AppleDouble files, which a read-only view could never store and which
+    /// would only litter an editable one's scratch (the kext refuses them with `EPERM`).
     NoAppleDouble,
     /// macFUSE: no `com.apple.*` extended attributes, likewise.
     NoAppleXattr,

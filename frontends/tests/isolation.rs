@@ -1,20 +1,25 @@
 //! Isolation through a real mount (DESIGN.md §4 rule 3): two process trees with different
 //! views and an outsider stat, read, list and readlink the same paths at the same time,
 //! thousands of times; each must always see its own view, through `/dev/fuse` reads and
-//! through FUSE over io_uring.
+//! through FUSE over io_uring. Then the same with runtime `a` editable (rule 7) and writing
+//! between its reads: creating, renaming and unlinking names directly under the root and
+//! below it, and renaming a lower file away and back. Its writes must never show in `b`'s
+//! view or the outsider's, and every new entry must get a node id never seen before.
 //!
 //! The probing processes are this test binary run again with `SPFS_ISOLATION_PROBE` set, so
 //! each is a real process whose pid the router routes.
 
 mod support;
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use spfs_frontends::{Session, SessionConfig, Transport};
-use spfs_router::{Owner, Router, Routing, Vfs};
+use spfs_router::{Owner, Router, Routing, Scratch, Vfs};
 use spfs_testkit::require_fuse;
 use support::system_router;
 use support::views::{expected, make_layers, observation, put};
@@ -50,27 +55,109 @@ fn observe(mount: &Path) -> Vec<String> {
     let deep = std::fs::read(mount.join("share/x/y/deep"))
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_else(err);
-    observation(tool, link, names, only_a, deep)
+    let mut seen = observation(tool, link, names, only_a, deep);
+    // The names the editable runtime creates and renames at the root, between its own
+    // observations: no observer may ever find them (for the writer they are undone by then).
+    for name in WRITTEN_AT_ROOT {
+        let found = std::fs::symlink_metadata(mount.join(name))
+            .map(|_| "found".to_string())
+            .unwrap_or_else(err);
+        seen.push(format!("{name}={found}"));
+    }
+    seen
+}
+
+/// The names the writer makes directly under the root ([`write_round`]).
+const WRITTEN_AT_ROOT: [&str; 2] = ["fresh-a", "moved-a"];
+
+/// What an observer of `view` must see: [`expected`], and none of [`WRITTEN_AT_ROOT`].
+fn wanted(view: &str) -> Vec<String> {
+    let mut want = expected(view);
+    want.extend(WRITTEN_AT_ROOT.map(|name| format!("{name}=ENOENT")));
+    want
+}
+
+/// One round of the writer's changes at `mount`, all undone by its end so its next
+/// observation is its view's again: a file created directly under the root, written, renamed
+/// there and unlinked; a file created below it, renamed into another directory over an
+/// earlier one and unlinked; a lower file renamed away and back. Each new entry's node id
+/// goes into `seen`, which must not hold it yet. Returns what went wrong, if anything.
+fn write_round(mount: &Path, round: usize, seen: &mut HashSet<u64>) -> Result<(), String> {
+    let step = |what: &str, result: std::io::Result<()>| {
+        result.map_err(|e| format!("round {round}: {what}: {e}"))
+    };
+    let mut fresh = |path: &Path| -> Result<(), String> {
+        let ino = std::fs::symlink_metadata(path)
+            .map_err(|e| format!("round {round}: stat {}: {e}", path.display()))?
+            .ino();
+        if !seen.insert(ino) {
+            return Err(format!(
+                "round {round}: node {ino} of {} reused",
+                path.display()
+            ));
+        }
+        Ok(())
+    };
+    let [top, moved] = WRITTEN_AT_ROOT.map(|name| mount.join(name));
+    let content = format!("round {round}");
+    step("create at the root", std::fs::write(&top, &content))?;
+    fresh(&top)?;
+    step("rename at the root", std::fs::rename(&top, &moved))?;
+    let read = std::fs::read_to_string(&moved).unwrap_or_default();
+    if read != content {
+        return Err(format!("round {round}: moved-a holds {read:?}"));
+    }
+    let (made, kept) = (mount.join("bin/made"), mount.join("share/x/kept"));
+    step("create below", std::fs::write(&made, &content))?;
+    fresh(&made)?;
+    if round == 0 {
+        step("create the target", std::fs::write(&kept, b"first"))?;
+        fresh(&kept)?;
+    }
+    step("rename over", std::fs::rename(&made, &kept))?;
+    step("rename a lower file away", {
+        std::fs::rename(mount.join("bin/tool"), mount.join("bin/tool.away"))
+    })?;
+    step("and back", {
+        std::fs::rename(mount.join("bin/tool.away"), mount.join("bin/tool"))
+    })?;
+    step("unlink at the root", std::fs::remove_file(&moved))?;
+    if round % 2 == 1 {
+        step("unlink below", std::fs::remove_file(&kept))?;
+        step("create the target again", std::fs::write(&kept, b"again"))?;
+        fresh(&kept)?;
+    }
+    Ok(())
 }
 
 /// The probe child: waits for "go", then compares what it sees with what its view holds,
-/// `ITERATIONS` times, and prints the number of wrong answers.
+/// `ITERATIONS` times, and prints the number of wrong answers. A `writer` probe (view
+/// `a-writer`: view `a`, editable) changes its view between observations ([`write_round`]).
 #[test]
 fn isolation_probe_child() {
     let Ok(spec) = std::env::var("SPFS_ISOLATION_PROBE") else {
         return;
     };
     let (view, mount) = spec.split_once(':').unwrap();
+    let (view, writer) = match view.strip_suffix("-writer") {
+        Some(view) => (view, true),
+        None => (view, false),
+    };
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).unwrap();
-    let want = expected(view);
+    let want = wanted(view);
     let mut wrong = 0;
     let mut first = None;
-    for _ in 0..ITERATIONS {
+    let mut seen = HashSet::new();
+    for round in 0..ITERATIONS {
         let got = observe(Path::new(mount));
         if got != want {
             wrong += 1;
             first.get_or_insert(got);
+        }
+        if writer && let Err(err) = write_round(Path::new(mount), round, &mut seen) {
+            wrong += 1;
+            first.get_or_insert(vec![err]);
         }
     }
     println!("WRONG {wrong} {first:?}");
@@ -78,14 +165,29 @@ fn isolation_probe_child() {
 
 #[test]
 fn two_trees_and_an_outsider_each_see_only_their_own_view() {
-    each_sees_only_its_own_view(false);
+    each_sees_only_its_own_view(false, None);
 }
 
 /// The same over FUSE over io_uring, where the caller's pid comes in the queue's header; it
 /// must then be what served (Linux with the kernel's switch on, as `ci/setup.sh` leaves it).
 #[test]
 fn the_same_holds_over_fuse_over_io_uring() {
-    each_sees_only_its_own_view(true);
+    each_sees_only_its_own_view(true, None);
+}
+
+/// Rule 7: runtime `a` editable and writing between its reads, under names the others read
+/// too (the root's); `b` and the outsider never see a change, `a` always sees its own.
+#[test]
+fn an_editable_runtimes_writes_are_never_seen_by_another_runtime_or_an_outsider() {
+    let tmp = tempfile::tempdir().unwrap();
+    each_sees_only_its_own_view(false, Some(&tmp.path().join("scratch-a")));
+}
+
+/// The same over FUSE over io_uring, whose writes carry their data in the queue's buffers.
+#[test]
+fn the_same_holds_for_writes_over_fuse_over_io_uring() {
+    let tmp = tempfile::tempdir().unwrap();
+    each_sees_only_its_own_view(true, Some(&tmp.path().join("scratch-a")));
 }
 
 /// Mounts the shared layout of `router` at `mount` through the device, two workers.
@@ -107,22 +209,24 @@ fn mount_shared(router: &Arc<Router>, mount: &Path, io_uring: bool) -> Session {
     .unwrap()
 }
 
-/// Makes `child` the root of a runtime whose view is the directory `layer`.
-fn register(router: &Router, child: &Child, layer: &Path) {
+/// Makes `child` the root of a runtime whose view is the directory `layer`, editable over
+/// `scratch` when given.
+fn register(router: &Router, child: &Child, layer: &Path, scratch: Option<&Path>) {
     router
         .register(
             child.id(),
             layer.to_str().unwrap(),
             &Owner::trusted(0, 0),
             &[],
-            None,
+            scratch.map(|dir| Scratch::open(dir, true).unwrap()),
         )
         .unwrap();
 }
 
 /// Runs the three probes against one session, through io_uring or not, and checks that none
-/// ever saw another's view.
-fn each_sees_only_its_own_view(io_uring: bool) {
+/// ever saw another's view. With `scratch`, runtime `a` is editable over it and writes
+/// between its reads; what is left in the scratch after is checked too.
+fn each_sees_only_its_own_view(io_uring: bool, scratch: Option<&Path>) {
     if !require_fuse() {
         return;
     }
@@ -147,7 +251,8 @@ fn each_sees_only_its_own_view(io_uring: bool) {
 
     let exe = std::env::current_exe().unwrap();
     let mut children = Vec::new();
-    for (view, layer) in [("a", Some(&a)), ("b", Some(&b)), ("outsider", None)] {
+    let writer = if scratch.is_some() { "a-writer" } else { "a" };
+    for (view, layer) in [(writer, Some(&a)), ("b", Some(&b)), ("outsider", None)] {
         let child = Command::new(&exe)
             .args([
                 "--exact",
@@ -164,7 +269,7 @@ fn each_sees_only_its_own_view(io_uring: bool) {
             .spawn()
             .unwrap();
         if let Some(layer) = layer {
-            register(&router, &child, layer);
+            register(&router, &child, layer, scratch.filter(|_| view == writer));
         }
         children.push((view, child));
     }
@@ -186,6 +291,31 @@ fn each_sees_only_its_own_view(io_uring: bool) {
             Some("0"),
             "probe {view} saw another view: {report}"
         );
+    }
+    if let Some(scratch) = scratch {
+        // Everything undone but the kept file below the root: a lower file renamed away and
+        // back is a copy in the scratch, and nothing whites out what `a` still sees.
+        let last = ITERATIONS - 1;
+        let kept = if last % 2 == 1 {
+            "again".to_string()
+        } else {
+            format!("round {last}")
+        };
+        assert_eq!(
+            std::fs::read_to_string(scratch.join("share/x/kept")).unwrap(),
+            kept
+        );
+        assert_eq!(std::fs::read(scratch.join("bin/tool")).unwrap(), b"aaaa");
+        for gone in [
+            "fresh-a",
+            "moved-a",
+            "bin/made",
+            "bin/tool.away",
+            "bin/.wh.tool",
+        ] {
+            assert!(!scratch.join(gone).exists(), "{gone} left in the scratch");
+        }
+        assert_eq!(std::fs::read(a.join("bin/tool")).unwrap(), b"aaaa", "lower");
     }
     if io_uring && offered {
         // Each probe's every round asks for the root's entries at least.
@@ -223,7 +353,7 @@ fn df_on_a_mounted_view_shows_its_size_and_entries() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    register(&router, &child, &layer);
+    register(&router, &child, &layer, None);
     child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");

@@ -1,13 +1,16 @@
 //! What a Mac with the macFUSE kext would answer, on Linux: the kext model
 //! (`support/kext/`) between simulated processes and the real adapter, mounted with the macFUSE
 //! session's own policy and options. First the model's own behaviour (each a kext behaviour
-//! read in its source), then isolation through it (DESIGN.md §4 rule 3 as a Mac keeps it).
+//! read in its source), then isolation through it (DESIGN.md §4 rule 3 as a Mac keeps it),
+//! then with runtime A editable (rule 7) and writing through the kext's create, rename and
+//! unlink vnops between everyone's reads.
 
 #[path = "support/kext/mod.rs"]
 mod kext;
 #[path = "support/views.rs"]
 mod views;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +19,7 @@ use kext::Kext;
 use spfs_frontends::policy::{KernelPolicy, MountOption, Platform, RoutingKind};
 use spfs_frontends::session::Transport;
 use spfs_router::process::FakeProcessTable;
-use spfs_router::{Owner, Router, Routing, Vfs};
+use spfs_router::{Owner, Router, Routing, Scratch, Vfs};
 
 /// launchd, the parent of every tree.
 const INIT: u32 = 1;
@@ -36,6 +39,15 @@ struct Shared {
 }
 
 fn shared() -> Shared {
+    shared_with(false)
+}
+
+/// The shared layout with runtime A editable (its scratch in the layers' directory).
+fn shared_editable() -> Shared {
+    shared_with(true)
+}
+
+fn shared_with(editable_a: bool) -> Shared {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = views::make_layers(tmp.path());
 
@@ -58,7 +70,8 @@ fn shared() -> Shared {
                 layer.to_str().unwrap(),
                 &Owner::trusted(0, 0),
                 &[],
-                None,
+                (editable_a && pid == A)
+                    .then(|| Scratch::open(&tmp.path().join("scratch-a"), true).unwrap()),
             )
             .unwrap();
     }
@@ -335,4 +348,177 @@ fn novncache_costs_one_lookup_per_component_of_every_walk() {
         lookups_per_walk(false, deep, &[A], WALKS),
         4.0 / WALKS as f64
     );
+}
+
+/// The names A's writes make directly under the root, in turn.
+const WRITTEN_AT_ROOT: [&str; 2] = ["fresh-a", "moved-a"];
+
+/// What `lstat` of `path` shows process `pid`: "found" or the errno's name.
+fn stat_shown(kext: &mut Kext, pid: u32, path: &str) -> String {
+    match kext.lstat(pid, path) {
+        Ok(_) => "found".into(),
+        Err(libc::ENOENT) => "ENOENT".into(),
+        Err(errno) => format!("ERR:{errno}"),
+    }
+}
+
+/// [`observe`], and whether `pid` finds the names A makes at the root (it never may, A
+/// included: A undoes them within its round).
+fn observe_writes(kext: &mut Kext, pid: u32) -> Vec<String> {
+    let mut seen = observe(kext, pid);
+    for name in WRITTEN_AT_ROOT {
+        seen.push(format!("{name}={}", stat_shown(kext, pid, name)));
+    }
+    seen
+}
+
+fn expected_writes(view: &str) -> Vec<String> {
+    let mut want = views::expected(view);
+    want.extend(WRITTEN_AT_ROOT.map(|name| format!("{name}=ENOENT")));
+    want
+}
+
+/// The isolation alternation with A writing: in each round everyone observes, then A (its
+/// root or its child, in turn) creates a file at the root, renames it there, makes a file
+/// below and renames it over another directory's, renames a lower file away and back, and
+/// unlinks what it made at the root. While A's new names exist, B and the outsider look them
+/// up. Every new entry must get a node id never seen. Returns the wrong answers of A, B and
+/// the outsider.
+fn alternate_with_writes(kext: &mut Kext, rounds: usize) -> [Wrong; 3] {
+    let observers: [(&str, [u32; 2]); 3] = [
+        ("a", [A, A_CHILD]),
+        ("b", [B, B_CHILD]),
+        ("outsider", [OUTSIDER, OUTSIDER]),
+    ];
+    let mut wrong: [Wrong; 3] = Default::default();
+    let note = |wrong: &mut Wrong, got: Vec<String>| {
+        wrong.count += 1;
+        wrong.first.get_or_insert(got);
+    };
+    let mut seen = HashSet::new();
+    for round in 0..rounds {
+        for ((view, pids), wrong) in observers.iter().zip(&mut wrong) {
+            let got = observe_writes(kext, pids[round % 2]);
+            if got != expected_writes(view) {
+                note(wrong, got);
+            }
+        }
+        let a = [A, A_CHILD][round % 2];
+        let content = format!("round {round}");
+        let [fresh, moved] = WRITTEN_AT_ROOT;
+        let mut steps = vec![];
+        steps.push(kext.write_file(a, fresh, content.as_bytes()).map(Some));
+        for (other, at) in [(B, 1), (OUTSIDER, 2)] {
+            let got = stat_shown(kext, other, fresh);
+            if got != "ENOENT" {
+                note(
+                    &mut wrong[at],
+                    vec![format!("{fresh}={got} while A has it")],
+                );
+            }
+        }
+        steps.push(kext.rename(a, fresh, moved).map(|()| None));
+        if kext.read_file(a, moved).ok() != Some(content.clone().into_bytes()) {
+            note(
+                &mut wrong[0],
+                vec![format!("round {round}: {moved} lost its content")],
+            );
+        }
+        for (other, at) in [(B, 1), (OUTSIDER, 2)] {
+            let got = stat_shown(kext, other, moved);
+            if got != "ENOENT" {
+                note(
+                    &mut wrong[at],
+                    vec![format!("{moved}={got} while A has it")],
+                );
+            }
+        }
+        steps.push(kext.write_file(a, "bin/made", content.as_bytes()).map(Some));
+        if round == 0 {
+            steps.push(kext.write_file(a, "share/x/kept", b"first").map(Some));
+        }
+        steps.push(kext.rename(a, "bin/made", "share/x/kept").map(|()| None));
+        steps.push(kext.rename(a, "bin/tool", "bin/tool.away").map(|()| None));
+        steps.push(kext.rename(a, "bin/tool.away", "bin/tool").map(|()| None));
+        steps.push(kext.unlink(a, moved).map(|()| None));
+        for step in steps {
+            match step {
+                Ok(Some(node)) if !seen.insert(node) => note(
+                    &mut wrong[0],
+                    vec![format!("round {round}: node {node} reused")],
+                ),
+                Ok(_) => {}
+                Err(errno) => note(&mut wrong[0], vec![format!("round {round}: errno {errno}")]),
+            }
+        }
+    }
+    wrong
+}
+
+/// Rule 7 through the kext: A's creates, renames and unlinks, at the root and below, never
+/// reach B's or the outsider's lookups, and A always sees its own view.
+#[test]
+fn an_editable_runtimes_writes_are_never_seen_by_another_view_through_the_kext() {
+    let fs = shared_editable();
+    let mut kext = Kext::mount(fs.vfs.clone(), &macfuse_shared());
+    let wrong = alternate_with_writes(&mut kext, ROUNDS);
+    assert!(wrong.iter().all(|w| w.count == 0), "{wrong:?}");
+    assert!(kext.sent(Opcode::Create) >= ROUNDS as u64 * 2);
+    assert!(kext.sent(Opcode::Rename) >= ROUNDS as u64 * 4);
+}
+
+/// What `novncache` also guards: the kext enters a created name in its name cache
+/// (`fuse_vget_i` from `fuse_vnop_create`), entry timeout or not, so without it B's lookup of
+/// a name A just created at the root answers A's node. If this ever passes with 0 wrong
+/// answers, the model has lost the kext's create path.
+#[test]
+fn without_novncache_a_name_one_runtime_creates_reaches_another() {
+    let fs = shared_editable();
+    let policy = with_option(macfuse_shared(), MountOption::NoVnCache, false);
+    let mut kext = Kext::mount(fs.vfs.clone(), &policy);
+    let wrong = alternate_with_writes(&mut kext, 10);
+    assert!(wrong[1].count > 0 && wrong[2].count > 0, "{wrong:?}");
+    // With it, the same interleaving is clean.
+    let fs = shared_editable();
+    let mut kext = Kext::mount(fs.vfs.clone(), &macfuse_shared());
+    let wrong = alternate_with_writes(&mut kext, 10);
+    assert!(wrong.iter().all(|w| w.count == 0), "{wrong:?}");
+}
+
+/// The creator's open takes CREATE's handle without an OPEN (`FN_CREATING`), and another
+/// process's read-write open of the file reuses that handle while it is open; the last close
+/// releases it once. What went through either open is one file.
+#[test]
+fn a_created_files_handle_serves_its_creator_and_is_reused_by_another_writer() {
+    let fs = shared_editable();
+    let mut kext = Kext::mount(fs.vfs.clone(), &macfuse_shared());
+    let created = kext.create(A, "bin/new", 0o644).unwrap();
+    assert_eq!(kext.write(A, created, 0, b"from A").unwrap(), 6);
+    let again = kext.open_rw(A_CHILD, "bin/new").unwrap();
+    assert_eq!(kext.sent(Opcode::Open), 0, "no OPEN for either");
+    assert_eq!(kext.write(A_CHILD, again, 6, b" and child").unwrap(), 10);
+    kext.close(A, created);
+    assert_eq!(kext.sent(Opcode::Release), 0, "the child still holds it");
+    kext.close(A_CHILD, again);
+    assert_eq!(kext.sent(Opcode::Release), 1);
+    assert_eq!(kext.read_file(B, "bin/new").unwrap_err(), libc::ENOENT);
+    assert_eq!(kext.read_file(A, "bin/new").unwrap(), b"from A and child");
+    assert_eq!(kext.lstat(A, "bin/new").unwrap().size, 16);
+}
+
+/// The kext keeps one vnode per node id, with the attributes it was made with: a name
+/// unlinked and created again must come back as a new node, or the old vnode's attributes
+/// (size, type) would answer for the new file. The core never reuses a node id.
+#[test]
+fn a_name_created_again_gets_a_new_node_so_no_stale_vnode_answers() {
+    let fs = shared_editable();
+    let mut kext = Kext::mount(fs.vfs.clone(), &macfuse_shared());
+    let first = kext.write_file(A, "again", b"abc").unwrap();
+    assert_eq!(kext.lstat(A, "again").unwrap().size, 3);
+    kext.unlink(A, "again").unwrap();
+    assert_eq!(kext.lstat(A, "again").unwrap_err(), libc::ENOENT);
+    let second = kext.write_file(A, "again", b"0123456789").unwrap();
+    assert_ne!(first, second);
+    assert_eq!(kext.lstat(A, "again").unwrap().size, 10);
+    assert_eq!(kext.read_file(A, "again").unwrap(), b"0123456789");
 }

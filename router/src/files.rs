@@ -19,6 +19,10 @@ pub(crate) const SHARDS: usize = 32;
 /// Unpinned files kept per shard, oldest out first.
 pub(crate) const UNPINNED_PER_SHARD: usize = 4;
 
+/// Files of removed entries kept per shard for descriptors that may still be open, oldest
+/// out first: a bound for a kernel that sends no FORGET (the service's descriptors are few).
+pub(crate) const KEPT_PER_SHARD: usize = 8;
+
 /// One cached file.
 #[derive(Debug)]
 struct Slot {
@@ -26,6 +30,15 @@ struct Slot {
     file: Arc<File>,
     /// Open handles on it; a pinned slot is never let go.
     handles: u32,
+    /// The file of a removed entry, kept until the kernel forgets the node: the one hold on
+    /// it when the kernel sends no OPEN and no RELEASE (Linux's no-open mode).
+    kept: bool,
+}
+
+impl Slot {
+    fn evictable(&self) -> bool {
+        self.handles == 0 && !self.kept
+    }
 }
 
 /// Open source files by node id, oldest first in each shard.
@@ -73,6 +86,7 @@ impl OpenFiles {
             node,
             file: file.clone(),
             handles: u32::from(pin),
+            kept: false,
         });
         Ok(file)
     }
@@ -104,7 +118,44 @@ impl OpenFiles {
             node,
             file,
             handles: 0,
+            kept: false,
         });
+    }
+
+    /// Keeps `node`'s file (cached, or `file`) until [`OpenFiles::forget`]: its entry was
+    /// removed, and a descriptor the kernel never told us about may still use it.
+    pub(crate) fn keep(&self, node: NodeId, file: Option<File>) {
+        let mut shard = self.shard(node);
+        if let Some(slot) = shard.iter_mut().find(|s| s.node == node) {
+            slot.kept = true;
+        } else if let Some(file) = file {
+            shard.push(Slot {
+                node,
+                file: Arc::new(file),
+                handles: 0,
+                kept: true,
+            });
+        }
+        while shard.iter().filter(|s| s.kept).count() > KEPT_PER_SHARD {
+            let Some(oldest) = shard.iter_mut().find(|s| s.kept) else {
+                break;
+            };
+            tracing::debug!(
+                node = oldest.node,
+                "letting go of the oldest kept file of a removed entry"
+            );
+            oldest.kept = false;
+        }
+        make_room(&mut shard);
+    }
+
+    /// The kernel forgot `node`: a kept file of a removed entry may go.
+    pub(crate) fn forget(&self, node: NodeId) {
+        let mut shard = self.shard(node);
+        if let Some(slot) = shard.iter_mut().find(|s| s.node == node) {
+            slot.kept = false;
+        }
+        make_room(&mut shard);
     }
 
     /// `node`'s cached file, if any, without opening it.
@@ -123,8 +174,8 @@ impl OpenFiles {
 
 /// Lets the oldest unpinned files of `shard` go until one more fits.
 fn make_room(shard: &mut Vec<Slot>) {
-    while shard.iter().filter(|s| s.handles == 0).count() >= UNPINNED_PER_SHARD {
-        let Some(oldest) = shard.iter().position(|s| s.handles == 0) else {
+    while shard.iter().filter(|s| s.evictable()).count() >= UNPINNED_PER_SHARD {
+        let Some(oldest) = shard.iter().position(Slot::evictable) else {
             break;
         };
         shard.remove(oldest);

@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::FsError;
 use crate::files::OpenFiles;
@@ -134,6 +135,9 @@ pub struct Vfs {
     routing: Routing,
     files: OpenFiles,
     requests: Arc<RequestCounters>,
+    /// The kernel sends neither OPEN nor RELEASE any more (Linux's no-open mode), so no handle
+    /// may pin its file: nothing would ever unpin it.
+    no_open: AtomicBool,
 }
 
 impl Vfs {
@@ -149,7 +153,15 @@ impl Vfs {
             routing,
             files: OpenFiles::default(),
             requests,
+            no_open: AtomicBool::new(false),
         }
+    }
+
+    /// Tells the filesystem that the kernel skips OPEN from now on (Linux's no-open mode, which
+    /// the frontend turns on by answering `ENOSYS` to an OPEN): it then sends no RELEASE either,
+    /// not even for files from CREATE, so handles from [`Vfs::create`] stop pinning their files.
+    pub fn set_no_open(&self) {
+        self.no_open.store(true, Ordering::Relaxed);
     }
 
     /// Where the frontend counts the requests it serves.
@@ -433,6 +445,13 @@ impl Vfs {
         }
     }
 
+    /// The kernel forgot `node` (FORGET, with its lookup count `nlookup`): it keeps a node
+    /// while any descriptor of it is open, so the file of a removed entry may go now.
+    pub fn forget(&self, node: NodeId, nlookup: u64) {
+        tracing::debug!(node, nlookup, "forget");
+        self.files.forget(node);
+    }
+
     /// Checks access to `node`: write access is refused with `EROFS` in a read-only view, and
     /// to anyone but the owner (or root) of an editable one; permission bits are not checked
     /// here. Every mount that other users reach has `default_permissions`, so the
@@ -457,7 +476,8 @@ impl Vfs {
     ) -> Result<(Attr, u64), FsError> {
         let (view, dir) = self.locate_for_change(caller, parent)?;
         let edit = view.edit().ok_or(FsError::ReadOnly)?;
-        let attr = edit.create(&view, &self.files, caller, dir, name, mode, true)?;
+        let pin = !self.no_open.load(Ordering::Relaxed);
+        let attr = edit.create(&view, &self.files, caller, dir, name, mode, pin)?;
         tracing::debug!(parent, node = attr.node, "created");
         Ok((attr, attr.node))
     }

@@ -385,9 +385,13 @@ impl View {
     }
 
     /// Whether this editable view's scratch holds changes (made since it was registered, or
-    /// left by an earlier runtime); `false` for a read-only view.
+    /// left by an earlier runtime); `false` for a read-only view. A change that failed before
+    /// writing anything (a name taken, say) leaves the scratch empty and counts as none.
     pub fn has_changes(&self) -> bool {
-        self.edit.as_ref().is_some_and(Edit::changed)
+        self.edit.as_ref().is_some_and(|edit| {
+            edit.changed()
+                && std::fs::read_dir(edit.scratch().dir()).is_ok_and(|mut d| d.next().is_some())
+        })
     }
 
     /// The owner (uid, gid) the view was built for: spfs entries show it, and only it (or

@@ -616,3 +616,282 @@ fn a_full_scratch_answers_enospc() {
     let st = vfs.statfs(0, ROOT).unwrap();
     assert_eq!(st.free_blocks, 0);
 }
+
+#[test]
+fn xattrs_fallocate_fsync_and_mknod() {
+    let f = fixture();
+    let node = f.node("dir/b");
+    assert!(matches!(
+        f.vfs.getxattr(node, b"user.k"),
+        Err(FsError::NoAttribute)
+    ));
+    match f
+        .vfs
+        .setxattr(&me(), node, b"user.k", b"v", spfs_router::XattrSet::Create)
+    {
+        Ok(()) => {
+            assert_eq!(f.vfs.getxattr(node, b"user.k").unwrap(), b"v");
+            assert_eq!(f.vfs.listxattr(node).unwrap(), b"user.k\0");
+            let err = f
+                .vfs
+                .setxattr(&me(), node, b"user.k", b"w", spfs_router::XattrSet::Create)
+                .unwrap_err();
+            assert_eq!(err.to_errno(), libc::EEXIST);
+            f.vfs.removexattr(&me(), node, b"user.k").unwrap();
+            assert!(matches!(
+                f.vfs.getxattr(node, b"user.k"),
+                Err(FsError::NoAttribute)
+            ));
+        }
+        // A scratch filesystem without user xattrs: the errno reaches the caller.
+        Err(err) => assert_eq!(err.to_errno(), libc::EOPNOTSUPP),
+    }
+    // setxattr copied the file up, content and all.
+    assert_eq!(fs::read(f.scratch().join("dir/b")).unwrap(), b"bb");
+    #[cfg(target_os = "linux")]
+    {
+        let file = f.node("file");
+        f.vfs.fallocate(file, 0, 0, 0, 8192).unwrap();
+        assert_eq!(f.attr("file").size, 8192);
+        assert_eq!(&f.read("file")[..5], b"lower");
+    }
+    f.vfs.fsync(f.node("file"), 0, false).unwrap();
+    // mode_t is u16 on macOS, u32 on Linux.
+    #[allow(clippy::unnecessary_cast)]
+    let (fifo, regular) = (libc::S_IFIFO as u32 | 0o644, libc::S_IFREG as u32 | 0o604);
+    assert_eq!(
+        f.vfs
+            .mknod(&me(), ROOT, b"p", fifo, 0)
+            .unwrap_err()
+            .to_errno(),
+        libc::EPERM
+    );
+    let regular = f.vfs.mknod(&me(), ROOT, b"r", regular, 0).unwrap();
+    assert_eq!((regular.kind, regular.perm), (FileKind::File, 0o604));
+}
+
+#[test]
+fn until_the_first_change_the_view_serves_the_read_only_way() {
+    let f = fixture();
+    let view = match f.vfs.routing() {
+        Routing::Fixed(view) => view.clone(),
+        Routing::Shared(_) => unreachable!(),
+    };
+    let before = walk(&f.vfs, 0);
+    assert!(!view.has_changes(), "reads change nothing");
+    assert!(f.upper("").is_empty());
+    // A refused change changes nothing either.
+    f.vfs.mkdir(&me(), ROOT, b"dir", 0o755).unwrap_err();
+    assert!(!view.has_changes());
+    f.vfs.mkdir(&me(), ROOT, b"x", 0o755).unwrap();
+    assert!(view.has_changes());
+    f.vfs.rmdir(&me(), ROOT, b"x").unwrap();
+    assert_eq!(walk(&f.vfs, 0), before);
+}
+
+#[test]
+fn a_directory_replacing_a_lower_one_is_opaque_and_a_merged_one_is_removed_whole() {
+    let f = fixture();
+    // Merged: dir has an upper part (dir/a copied up) and lower entries.
+    f.vfs.write(f.node("dir/a"), 0, 0, b"A").unwrap();
+    for name in [&b"a"[..], b"b"] {
+        f.vfs.unlink(&me(), f.node("dir"), name).unwrap();
+    }
+    f.vfs.unlink(&me(), f.node("dir/sub"), b"deep").unwrap();
+    f.vfs.rmdir(&me(), f.node("dir"), b"sub").unwrap();
+    f.vfs.rmdir(&me(), ROOT, b"dir").unwrap();
+    assert_eq!(f.upper(""), [".wh.dir"]);
+    // Moved over a lower name, an upper-only directory hides what was below.
+    f.vfs.mkdir(&me(), ROOT, b"fresh", 0o755).unwrap();
+    f.vfs
+        .create(&me(), f.node("fresh"), b"inside", 0o644)
+        .unwrap();
+    f.vfs
+        .rename(&me(), (ROOT, b"fresh"), (ROOT, b"dir"), RenameMode::Replace)
+        .unwrap();
+    let names: Vec<_> = common::list(&f.vfs, 0, f.node("dir"))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, [b"inside".to_vec()]);
+    assert_eq!(f.upper("dir"), [".wh..wh..opq", "inside"]);
+    assert_eq!(
+        f.upper(""),
+        ["dir"],
+        "the whiteout goes once the directory is in place"
+    );
+    assert_eq!(read_only_walk(&[f.layer()], &f.scratch()), walk(&f.vfs, 0));
+}
+
+/// F1 of the differential test: overlayfs answers EXDEV before looking at the target.
+#[test]
+fn regression_exdev_comes_before_a_non_empty_target() {
+    let f = fixture();
+    let err = f
+        .vfs
+        .rename(&me(), (ROOT, b"empty"), (ROOT, b"dir"), RenameMode::Replace)
+        .unwrap_err();
+    assert_eq!(err.to_errno(), libc::EXDEV);
+}
+
+/// F2 of the differential test: a lower file removed while open (a kernel that skips OPEN
+/// never said so) keeps working: fstat shows no links, truncate and write change it.
+#[test]
+fn regression_a_removed_lower_file_still_open_can_be_changed() {
+    let f = fixture();
+    let node = f.node("dir/a");
+    assert_eq!(f.vfs.read(node, 0, 0, 10).unwrap(), b"a");
+    f.vfs.unlink(&me(), f.node("dir"), b"a").unwrap();
+    assert_eq!(f.vfs.getattr(0, node).unwrap().nlink, 0);
+    let size = SetAttr {
+        size: Some(5),
+        ..Default::default()
+    };
+    assert_eq!(f.vfs.setattr(&me(), node, None, &size).unwrap().size, 5);
+    f.vfs.write(node, 0, 1, b"bc").unwrap();
+    assert_eq!(f.vfs.read(node, 0, 0, 10).unwrap(), b"abc\0\0");
+    assert_eq!(f.vfs.getattr(0, node).unwrap().nlink, 0);
+    assert_eq!(
+        f.upper("dir"),
+        [".wh.a"],
+        "the anonymous copy has no name in the scratch"
+    );
+    assert!(f.upper("").iter().all(|n| !n.starts_with(".wh..wh..tmp")));
+}
+
+#[test]
+fn concurrent_changes_and_reads_neither_deadlock_nor_mix_up_files() {
+    let f = fixture();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let vfs = f.vfs.clone();
+            std::thread::spawn(move || {
+                let me = me();
+                for i in 0..100 {
+                    let name = format!("t{t}-{}", i % 5);
+                    let body = format!("{t}:{i}");
+                    let (attr, h) = vfs.create(&me, ROOT, name.as_bytes(), 0o644).unwrap();
+                    vfs.write(attr.node, h, 0, body.as_bytes()).unwrap();
+                    assert_eq!(vfs.read(attr.node, 0, 0, 64).unwrap(), body.as_bytes());
+                    vfs.release(h);
+                    // Lower files copied up by several threads at once.
+                    let a = vfs.lookup(0, ROOT, b"file").unwrap().node;
+                    vfs.read(a, 0, 0, 64).unwrap();
+                    vfs.getattr(0, a).unwrap();
+                    common::list(&vfs, 0, ROOT);
+                    vfs.unlink(&me, ROOT, name.as_bytes()).unwrap();
+                }
+                let file = vfs.lookup(0, ROOT, b"file").unwrap().node;
+                vfs.write(file, 0, 0, b"L").unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(f.read("file"), b"Lower");
+    assert_eq!(f.upper(""), ["file"]);
+}
+
+/// Linux's no-open mode: the kernel sends no RELEASE, not even for files from CREATE, so a
+/// handle that pinned its file would hold it open for good (found by the adapter's isolation
+/// test: thousands of deleted files held open, then EMFILE).
+#[cfg(target_os = "linux")]
+#[test]
+fn regression_in_no_open_mode_created_files_are_not_held_open_for_good() {
+    let f = fixture();
+    f.vfs.set_no_open();
+    // Only this test's files: the other tests of this binary open files at the same time.
+    let scratch = f.scratch();
+    let count = || {
+        fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target.starts_with(&scratch))
+            .count()
+    };
+    let start = count();
+    let me = me();
+    for _ in 0..1000 {
+        let (attr, _never_released) = f.vfs.create(&me, ROOT, b"top", 0o644).unwrap();
+        f.vfs.write(attr.node, 0, 0, b"x").unwrap();
+        f.vfs.unlink(&me, ROOT, b"top").unwrap();
+    }
+    let held = count() - start;
+    // The cache's bound: 32 shards of 4 cached files and 8 kept ones of removed entries.
+    assert!(held <= 32 * (4 + 8), "{held} files held open");
+}
+
+/// Found by the differential test: in a setgid directory a new directory is setgid too, and
+/// new entries take the directory's group, as the kernel makes them in overlayfs's upper.
+#[test]
+fn regression_a_setgid_directory_passes_its_group_and_bit_on() {
+    let f = fixture();
+    let dir = f.node("dir");
+    let changes = SetAttr {
+        mode: Some(0o2750),
+        gid: Some(4242),
+        ..Default::default()
+    };
+    f.vfs.setattr(&me(), dir, None, &changes).unwrap();
+    let sub = f.vfs.mkdir(&me(), dir, b"made", 0o444).unwrap();
+    let file = f.vfs.mknod(&me(), dir, b"file", 0o644, 0).unwrap();
+    if spfs_testkit::is_root() {
+        assert_eq!((sub.perm, sub.gid), (0o2444, 4242));
+        assert_eq!((file.perm, file.gid), (0o644, 4242));
+    }
+}
+
+/// F-adapter-1: a file removed while open (a kernel in no-open mode never said so) stays
+/// readable and writable until the kernel forgets its node, however many files come after.
+#[test]
+fn regression_a_removed_file_lives_until_the_kernel_forgets_it() {
+    let f = fixture();
+    f.vfs.set_no_open();
+    let (attr, _) = f.vfs.create(&me(), ROOT, b"tmpfile", 0o644).unwrap();
+    f.vfs.write(attr.node, 0, 0, b"before").unwrap();
+    f.vfs.unlink(&me(), ROOT, b"tmpfile").unwrap();
+    // A lower file, changed after its removal, too; and one replaced by a rename.
+    let lower = f.node("dir/a");
+    f.vfs.unlink(&me(), f.node("dir"), b"a").unwrap();
+    f.vfs.write(lower, 0, 1, b"!").unwrap();
+    let (over, _) = f.vfs.create(&me(), ROOT, b"over", 0o644).unwrap();
+    f.vfs.write(over.node, 0, 0, b"old").unwrap();
+    let (newer, _) = f.vfs.create(&me(), ROOT, b"newer", 0o644).unwrap();
+    f.vfs
+        .rename(
+            &me(),
+            (ROOT, b"newer"),
+            (ROOT, b"over"),
+            RenameMode::Replace,
+        )
+        .unwrap();
+    for i in 0..300 {
+        let (other, _) = f
+            .vfs
+            .create(&me(), ROOT, format!("o{i}").as_bytes(), 0o644)
+            .unwrap();
+        f.vfs.write(other.node, 0, 0, b"x").unwrap();
+        f.vfs.read(other.node, 0, 0, 1).unwrap();
+    }
+    f.vfs.write(attr.node, 0, 6, b" after").unwrap();
+    assert_eq!(f.vfs.read(attr.node, 0, 0, 64).unwrap(), b"before after");
+    assert_eq!(f.vfs.getattr(0, attr.node).unwrap().nlink, 0);
+    assert_eq!(f.vfs.read(lower, 0, 0, 64).unwrap(), b"a!");
+    assert_eq!(f.vfs.read(over.node, 0, 0, 64).unwrap(), b"old");
+    assert_ne!(newer.node, over.node);
+    // Forgotten, and pushed out by newer files, it is gone.
+    f.vfs.forget(attr.node, 1);
+    for i in 0..300 {
+        let node = f
+            .vfs
+            .lookup(0, ROOT, format!("o{i}").as_bytes())
+            .unwrap()
+            .node;
+        f.vfs.read(node, 0, 0, 1).unwrap();
+    }
+    assert_eq!(
+        f.vfs.read(attr.node, 0, 0, 64).unwrap_err().to_errno(),
+        libc::ENOENT
+    );
+}

@@ -296,6 +296,16 @@ proptest! {
         let seen = walk(&vfs, 0);
         prop_assert_eq!(&seen, &walk(&read_only(vec![plain.clone()]), 0), "view vs plain directory");
         prop_assert_eq!(&seen, &walk(&read_only(vec![layer.clone(), scratch.clone()]), 0), "view vs LAYERS+SCRATCH");
+        // Registered again, the durable scratch shows the same tree.
+        drop(vfs);
+        let again = View::build(
+            4,
+            &ResolvedSpec::of_directories([layer.clone()]),
+            &root_attr(),
+            (me().uid, me().gid),
+        )
+        .with_scratch(Scratch::open(&scratch, true).unwrap());
+        prop_assert_eq!(&seen, &walk(&Arc::new(Vfs::new(Routing::Fixed(Arc::new(again)))), 0), "view vs reloaded scratch");
         let names: Vec<_> = walkdir(&scratch);
         prop_assert!(names.iter().all(|n| !n.contains(".wh..wh..tmp.")), "no temp file left: {:?}", names);
     }

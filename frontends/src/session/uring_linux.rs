@@ -43,8 +43,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fuse_backend_rs::abi::fuse_abi::{
-    AccessIn, BmapIn, FlushIn, FsyncIn, GetattrIn, GetxattrIn, IoctlIn, LkIn, LseekIn, Opcode,
-    OpenIn, PollIn, ReadIn, ReleaseIn,
+    AccessIn, BmapIn, CreateIn, FallocateIn, FlushIn, FsyncIn, GetattrIn, GetxattrIn, IoctlIn,
+    LinkIn, LkIn, LseekIn, MkdirIn, MknodIn, Opcode, OpenIn, PollIn, ReadIn, ReleaseIn, Rename2In,
+    RenameIn, SetattrIn, SetxattrIn, WriteIn,
 };
 use fuse_backend_rs::api::server::Server;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
@@ -134,12 +135,15 @@ pub(super) fn kernel_allows() -> Result<(), String> {
     }
 }
 
-/// Bytes of the first argument of each opcode a read-only mount receives, which the kernel
-/// puts in `op_in`; -1 for opcodes we do not take over io_uring (answered `ENOSYS`). The other
-/// arguments (a name, say) come in the payload.
+/// Bytes of the first argument of each opcode a mount receives, which the kernel puts in
+/// `op_in`; -1 for opcodes we do not take over io_uring (answered `ENOSYS`). The other
+/// arguments (a name, a write's data) come in the payload. Opcodes with no header of their
+/// own (LOOKUP, SYMLINK, UNLINK, RMDIR, REMOVEXATTR) have an empty one there since Linux made
+/// `in_args[0]` always the header for io_uring ("fuse: make args->in_args[0] to be always the
+/// header"); SETXATTR's is the short one, as SETXATTR_EXT is never asked for.
 const OP_IN_LEN: [i16; 64] = {
     let mut table = [-1i16; 64];
-    let known: [(Opcode, usize); 24] = [
+    let known: [(Opcode, usize); 38] = [
         (Opcode::Lookup, 0),
         (Opcode::Getattr, size_of::<GetattrIn>()),
         (Opcode::Readlink, 0),
@@ -164,6 +168,21 @@ const OP_IN_LEN: [i16; 64] = {
         (Opcode::Poll, size_of::<PollIn>()),
         (Opcode::Readdirplus, size_of::<ReadIn>()),
         (Opcode::Lseek, size_of::<LseekIn>()),
+        // The writes of editable views.
+        (Opcode::Setattr, size_of::<SetattrIn>()),
+        (Opcode::Symlink, 0),
+        (Opcode::Mknod, size_of::<MknodIn>()),
+        (Opcode::Mkdir, size_of::<MkdirIn>()),
+        (Opcode::Unlink, 0),
+        (Opcode::Rmdir, 0),
+        (Opcode::Rename, size_of::<RenameIn>()),
+        (Opcode::Link, size_of::<LinkIn>()),
+        (Opcode::Write, size_of::<WriteIn>()),
+        (Opcode::Setxattr, size_of::<SetxattrIn>()),
+        (Opcode::Removexattr, 0),
+        (Opcode::Create, size_of::<CreateIn>()),
+        (Opcode::Fallocate, size_of::<FallocateIn>()),
+        (Opcode::Rename2, size_of::<Rename2In>()),
     ];
     let mut i = 0;
     while i < known.len() {
@@ -810,8 +829,27 @@ mod tests {
         assert_eq!(op_in_len(Opcode::Read as u32), Some(40));
         assert_eq!(op_in_len(Opcode::Release as u32), Some(24));
         assert_eq!(op_in_len(Opcode::Getlk as u32), Some(48));
-        // Not taken: writes never reach a read-only mount; 7 is no opcode.
-        assert_eq!(op_in_len(Opcode::Write as u32), None);
+        // The writes of editable views, as Linux's `fuse_*_in` structs are sized.
+        assert_eq!(op_in_len(Opcode::Write as u32), Some(40));
+        assert_eq!(op_in_len(Opcode::Setattr as u32), Some(88));
+        assert_eq!(op_in_len(Opcode::Create as u32), Some(16));
+        assert_eq!(op_in_len(Opcode::Mknod as u32), Some(16));
+        assert_eq!(op_in_len(Opcode::Mkdir as u32), Some(8));
+        assert_eq!(op_in_len(Opcode::Rename as u32), Some(8));
+        assert_eq!(op_in_len(Opcode::Rename2 as u32), Some(16));
+        assert_eq!(op_in_len(Opcode::Link as u32), Some(8));
+        assert_eq!(op_in_len(Opcode::Setxattr as u32), Some(8));
+        assert_eq!(op_in_len(Opcode::Fallocate as u32), Some(32));
+        for headerless in [
+            Opcode::Symlink,
+            Opcode::Unlink,
+            Opcode::Rmdir,
+            Opcode::Removexattr,
+        ] {
+            assert_eq!(op_in_len(headerless as u32), Some(0), "{headerless:?}");
+        }
+        // Not taken: 7 is no opcode.
+        assert_eq!(op_in_len(Opcode::Init as u32), None);
         assert_eq!(op_in_len(7), None);
         assert_eq!(op_in_len(u32::MAX), None);
     }

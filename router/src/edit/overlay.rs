@@ -487,6 +487,10 @@ impl Edit {
             if kind == FileKind::Directory && st.dirs.contains_key(&i) {
                 attr.nlink = dir_links();
             }
+            if st.entries.get(&i).is_some_and(|e| e.names.is_empty()) {
+                // Removed (and maybe still open): no name links to it any more.
+                attr.nlink = 0;
+            }
             return Ok(attr);
         }
         let path = self.upper_path(st, lower, i)?;
@@ -559,18 +563,7 @@ impl Edit {
     /// Opens file `i` for reads (and writes, when it is in the scratch).
     pub(crate) fn open(&self, lower: &View, i: u32) -> Result<File, FsError> {
         let st = self.read();
-        let node = lower.node_id(i);
-        match st.kind(lower, i) {
-            None => return Err(FsError::StaleNode(node)),
-            Some(FileKind::Directory) => return Err(FsError::IsADirectory(node)),
-            Some(FileKind::Symlink) => {
-                return Err(FsError::Source {
-                    path: st.path(lower, i).unwrap_or_default(),
-                    source: io::Error::from_raw_os_error(libc::ELOOP),
-                });
-            }
-            Some(FileKind::File) => {}
-        }
+        check_file(&st, lower, i)?;
         if st.is_upper(i) {
             let path = self.upper_path(&st, lower, i)?;
             open_upper(&path).map_err(failed(&path))
@@ -635,16 +628,39 @@ impl Edit {
         files: &OpenFiles,
         i: u32,
     ) -> Result<(), FsError> {
+        self.copy_up_with(st, lower, files, i, None)
+    }
+
+    /// A copy of lower file `i`'s content, mode, owner and times in the scratch, made before
+    /// the lock is taken so that other requests do not wait for a large file's copy; `None`
+    /// when there is nothing to copy (or it failed: the copy under the lock says why).
+    fn prepare(&self, lower: &View, i: u32) -> Option<Prepared> {
+        if (i as usize) >= lower.len() || lower.kind(i) != FileKind::File || self.is_upper(i) {
+            return None;
+        }
+        let tmp = Prepared(self.temp_in(self.scratch.dir()));
+        self.make_copy(lower, i, &lower.attr(i), &tmp.0).ok()?;
+        Some(tmp)
+    }
+
+    /// [`Edit::copy_up`], with the copy of a file `prepared` already.
+    fn copy_up_with(
+        &self,
+        st: &mut State,
+        lower: &View,
+        files: &OpenFiles,
+        i: u32,
+        prepared: Option<Prepared>,
+    ) -> Result<(), FsError> {
         if st.is_upper(i) {
             return Ok(());
         }
         if (i as usize) >= lower.len() {
             return Err(Self::stale(lower, i));
         }
-        let (parent, name) = st
-            .location(lower, i)
-            .map(|(p, n)| (p, n.to_vec()))
-            .ok_or_else(|| Self::stale(lower, i))?;
+        let Some((parent, name)) = st.location(lower, i).map(|(p, n)| (p, n.to_vec())) else {
+            return self.copy_up_removed(st, lower, files, i, prepared);
+        };
         let dir = self.upper_dir(st, lower, files, parent)?;
         let attr = lower.attr(i);
         let target = dir.join(os(&name));
@@ -652,9 +668,12 @@ impl Edit {
         // Overlayfs keeps the parent's times across a copy-up: it is not a change the
         // program made to the directory.
         let parent_meta = fs::symlink_metadata(&dir).map_err(failed(&dir))?;
-        let made = self
-            .make_copy(lower, i, &attr, &tmp)
-            .and_then(|()| fs::rename(&tmp, &target).map_err(failed(&target)));
+        let made = match &prepared {
+            Some(copy) => fs::rename(&copy.0, &target).map_err(failed(&target)),
+            None => self
+                .make_copy(lower, i, &attr, &tmp)
+                .and_then(|()| fs::rename(&tmp, &target).map_err(failed(&target))),
+        };
         if let Err(err) = made {
             let _ = remove_any(&tmp);
             return Err(err);
@@ -674,6 +693,42 @@ impl Edit {
             files.put(lower.node_id(i), file);
         }
         tracing::debug!(node = lower.node_id(i), path = %target.display(), "copied up");
+        Ok(())
+    }
+
+    /// Copies up lower file `i` after its last name was removed, for a program that still
+    /// has it open and changes it (overlayfs copied it up at open; a kernel that skips OPEN
+    /// never told us). The copy has no name: made under a temp name in the scratch, opened
+    /// into the open-file cache, then unlinked, so it lives as long as the cache holds it.
+    fn copy_up_removed(
+        &self,
+        st: &mut State,
+        lower: &View,
+        files: &OpenFiles,
+        i: u32,
+        prepared: Option<Prepared>,
+    ) -> Result<(), FsError> {
+        let attr = lower.attr(i);
+        if attr.kind != FileKind::File {
+            return Err(Self::stale(lower, i));
+        }
+        let copy = match prepared {
+            Some(copy) => copy,
+            None => {
+                let copy = Prepared(self.temp_in(self.scratch.dir()));
+                self.make_copy(lower, i, &attr, &copy.0)?;
+                copy
+            }
+        };
+        let opened = open_upper(&copy.0).map_err(failed(&copy.0));
+        drop(copy);
+        files.put(lower.node_id(i), opened?);
+        files.keep(lower.node_id(i), None);
+        st.entry(lower, i).upper = true;
+        tracing::debug!(
+            node = lower.node_id(i),
+            "copied up a removed file for its open handle"
+        );
         Ok(())
     }
 
@@ -786,7 +841,8 @@ impl Edit {
             if kind == FileKind::Directory && st.lower_has(lower, parent, name) {
                 write_opaque(&tmp)?;
             }
-            self.finish(&tmp, kind, mode, caller.uid, caller.gid)?;
+            let (gid, mode) = inherit_setgid(&dir, kind, mode, caller)?;
+            self.finish(&tmp, kind, mode, caller.uid, gid)?;
             fs::rename(&tmp, &target).map_err(failed(&target))
         })();
         if let Err(err) = made {
@@ -958,6 +1014,7 @@ impl Edit {
                     tracing::warn!(path = %tmp.display(), error = %err, "cannot remove a removed directory's leftovers");
                 }
             } else {
+                keep_if_last(&st, lower, files, index, &path);
                 fs::remove_file(&path).map_err(failed(&path))?;
             }
         }
@@ -997,8 +1054,9 @@ impl Edit {
                 name: String::from_utf8_lossy(new_name).into_owned(),
             });
         }
-        // As rename(2) checks, in its order: a source that holds the target's directory,
-        // a target that holds the source's, the same file, the kinds, then overlayfs's EXDEV.
+        // As the kernel checks, in its order: the VFS's (a source that holds the target's
+        // directory, a target that holds the source's, the same file, the kinds), then
+        // overlayfs's (EXDEV for a directory with a lower part, then the target's emptiness).
         if st.ancestors(lower, new_parent).any(|a| a == src) {
             return Err(FsError::Invalid(
                 "a directory cannot move into itself".into(),
@@ -1016,14 +1074,17 @@ impl Edit {
             match (kind == FileKind::Directory, d_kind == FileKind::Directory) {
                 (true, false) => return Err(FsError::NotADirectory(d_node)),
                 (false, true) => return Err(FsError::IsADirectory(d_node)),
-                (true, true) if !st.is_empty_dir(lower, d) => {
-                    return Err(FsError::NotEmpty(d_node));
-                }
                 _ => {}
             }
         }
         if kind == FileKind::Directory && (src as usize) < lower.len() {
             return Err(FsError::CrossDevice(src_node));
+        }
+        if let Some(d) = dst
+            && st.kind(lower, d) == Some(FileKind::Directory)
+            && !st.is_empty_dir(lower, d)
+        {
+            return Err(FsError::NotEmpty(lower.node_id(d)));
         }
         self.copy_up(&mut st, lower, files, src)?;
         let from_dir = self.upper_dir(&mut st, lower, files, parent)?;
@@ -1046,6 +1107,9 @@ impl Edit {
         }
         if st.lower_has(lower, parent, name) {
             write_whiteout(&from_dir, name).map_err(failed(&from_dir))?;
+        }
+        if let Some(d) = dst {
+            keep_if_last(&st, lower, files, d, &to);
         }
         fs::rename(&from, &to).map_err(failed(&to))?;
         if let Some(tmp) = aside
@@ -1081,9 +1145,10 @@ impl Edit {
             return Err(FsError::Unsupported("changing the root"));
         }
         let node = lower.node_id(i);
+        let prepared = self.prepare(lower, i);
         let mut st = self.write();
         let kind = st.kind(lower, i).ok_or(FsError::StaleNode(node))?;
-        self.copy_up(&mut st, lower, files, i)?;
+        self.copy_up_with(&mut st, lower, files, i, prepared)?;
         let Ok(path) = self.upper_path(&st, lower, i) else {
             // Detached: only its open file can still change.
             drop(st);
@@ -1153,13 +1218,10 @@ impl Edit {
     ) -> Result<Arc<File>, FsError> {
         let node = lower.node_id(i);
         if !self.is_upper(i) {
+            let prepared = self.prepare(lower, i);
             let mut st = self.write();
-            match st.kind(lower, i) {
-                Some(FileKind::File) => {}
-                Some(FileKind::Directory) => return Err(FsError::IsADirectory(node)),
-                _ => return Err(FsError::StaleNode(node)),
-            }
-            self.copy_up(&mut st, lower, files, i)?;
+            check_file(&st, lower, i)?;
+            self.copy_up_with(&mut st, lower, files, i, prepared)?;
         }
         files.get(node, false, || self.open(lower, i))
     }
@@ -1229,6 +1291,79 @@ fn xattr_failed(path: &Path) -> impl FnOnce(io::Error) -> FsError + '_ {
         } else {
             failed(path)(source)
         }
+    }
+}
+
+/// Keeps the file of upper file `i` at `path` open when its last name is about to go: a
+/// program may still have it open, and a kernel in no-open mode never said so.
+fn keep_if_last(st: &State, lower: &View, files: &OpenFiles, i: u32, path: &Path) {
+    let last = st.entries.get(&i).is_some_and(|e| e.names.len() <= 1);
+    if !last || !st.is_upper(i) || st.kind(lower, i) != Some(FileKind::File) {
+        return;
+    }
+    let node = lower.node_id(i);
+    match files.peek(node) {
+        Some(_) => files.keep(node, None),
+        None => match open_upper(path) {
+            Ok(file) => files.keep(node, Some(file)),
+            Err(err) => {
+                tracing::debug!(node, path = %path.display(), error = %err, "cannot keep a removed file open");
+            }
+        },
+    }
+}
+
+/// The group and mode of a new entry in directory `dir`, as the kernel's
+/// `inode_init_owner` gives them: in a setgid directory, the directory's group, and a new
+/// directory setgid too; a setgid file of a caller outside that group loses the bit (its
+/// other groups are unknown here: only its own group counts).
+fn inherit_setgid(
+    dir: &Path,
+    kind: FileKind,
+    mode: u32,
+    caller: &Caller,
+) -> Result<(u32, u32), FsError> {
+    let meta = fs::symlink_metadata(dir).map_err(failed(dir))?;
+    if meta.mode() & 0o2000 == 0 {
+        return Ok((caller.gid, mode));
+    }
+    let mode = match kind {
+        FileKind::Directory => mode | 0o2000,
+        FileKind::File
+            if mode & 0o2010 == 0o2010 && caller.uid != 0 && caller.gid != meta.gid() =>
+        {
+            mode & !0o2000
+        }
+        _ => mode,
+    };
+    Ok((meta.gid(), mode))
+}
+
+/// A copy made ahead of its copy-up under a temp name; removed unless renamed into place.
+struct Prepared(PathBuf);
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if let Err(err) = fs::remove_file(&self.0)
+            && err.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.0.display(), error = %err, "cannot remove a temp copy");
+        }
+    }
+}
+
+/// Refuses what cannot be opened as a file: directories, symlinks (`ELOOP`, as `O_NOFOLLOW`
+/// would) and unknown entries.
+fn check_file(st: &State, lower: &View, i: u32) -> Result<(), FsError> {
+    let node = lower.node_id(i);
+    match st.kind(lower, i) {
+        None => Err(FsError::StaleNode(node)),
+        Some(FileKind::Directory) => Err(FsError::IsADirectory(node)),
+        Some(FileKind::Symlink) => Err(FsError::Source {
+            path: st.path(lower, i).unwrap_or_default(),
+            source: io::Error::from_raw_os_error(libc::ELOOP),
+        }),
+        Some(FileKind::File) => Ok(()),
     }
 }
 

@@ -4,7 +4,9 @@
 //! through a fake process table) into FUSE requests carrying that pid, which the REAL adapter
 //! answers through the sessions' own in-memory path ([`MemoryServer`]), and keeps the kext's
 //! caches between them. Linux honours entry timeouts; the kext does not, so only this model
-//! lets a Linux test see what a Mac would answer.
+//! lets a Linux test see what a Mac would answer. Editable views (DESIGN.md §4 rule 7) add the
+//! write vnops below: what the kext caches of the names and vnodes they make is what decides
+//! whether one runtime's new name can reach another's lookups.
 //!
 //! What each piece comes from:
 //!
@@ -23,12 +25,20 @@
 //! | a file's data, once read, stays with its vnode (UBC; never purged on open without `FOPEN_PURGE_UBC`) | `fuse_vnop_open`, `fuse_vnop_read` | `fuse_vnops.c` |
 //! | reads and listings in chunks of the I/O size, 16 pages | `FUSE_DEFAULT_IOSIZE` | `fuse_param.h` |
 //! | `statfs` sends STATFS on the root with the caller's pid; with the server dead it answers zeros ("so that we can be gracefully unmounted") | `fuse_vfsop_getattr` | `fuse_vfsops.c` |
+//! | create sends CREATE (`O_CREAT \| O_RDWR \| O_EXCL`, the mode with its type bits, umask 0) with the caller's pid; the reply's node id finds or makes the vnode (attributes set only when made) and the name is entered in the name cache unless `novncache`; the directory's attributes are dropped | `fuse_vnop_create`, `fuse_vget_i` | `fuse_vnops.c`, `fuse_node.c` |
+//! | the creator's open takes the handle CREATE stashed in the vnode's read-write slot, with no OPEN | `fuse_vnop_open` (`FN_CREATING`) | `fuse_vnops.c` |
+//! | a read-write open of a vnode whose read-write handle is open reuses it, whichever process opens; else OPEN with `O_RDWR`; one handle per open mode (`fufh[FUFH_RDWR]` beside `fufh[FUFH_RDONLY]`) | `fuse_vnop_open`, `fuse_filehandle_xlate_from_fflags` | `fuse_vnops.c`, `fuse_file.c` |
+//! | a write goes to the server as WRITE with the open mode's handle, and the vnode's cached data and size follow it (UBC) | `fuse_vnop_write`, `fuse_vnop_strategy` | `fuse_vnops.c` |
+//! | unlink purges the vnode's names from the name cache before and after UNLINK, and drops the directory's and the vnode's attributes | `fuse_vnop_remove`, `fuse_internal_remove` | `fuse_vnops.c`, `fuse_internal.c` |
+//! | rename purges the source's names, sends RENAME, drops both directories' attributes, purges the target's names (a directory moved: the directories' names too); the vnode, and its node id, stay | `fuse_vnop_rename`, `fuse_internal_rename` | `fuse_vnops.c`, `fuse_internal.c` |
 //! | the server dead: `getattr` of the root faked (directory, mode 0700), of anything else `ENXIO`; `open`, `lookup`, `readdir`, `readlink` and `read` answer `ENXIO`; `close` sends nothing | `fuse_vnop_getattr`, `fuse_vnop_open`, `fuse_vnop_lookup`, `fuse_vnop_readdir`, `fuse_vnop_readlink`, `fuse_vnop_read`, `fuse_vnop_close` | `fuse_vnops.c` |
 //!
 //! Left out, because nothing here depends on them: vnode reclaim (and its FORGET), `.` and
 //! `..` lookups (the kext sends GETATTR for them), symlinks in the middle of a path, XNU's own
 //! permission checks and the kext's blanket denial of other users, and concurrency (one
-//! request at a time). The model's clock moves 1 ns per request, so a reply's time to live of
+//! request at a time). Writes go to the server at once, where the kext gathers them in the UBC
+//! and sends them at `msync`, close or page-out (`cluster_write`): only their order against
+//! other requests differs, and nothing here reads another process's unsynced data. The model's clock moves 1 ns per request, so a reply's time to live of
 //! 0 has expired by the next request, as on a real machine.
 //!
 //! The mount options and the reply policy are the macFUSE session's own: a
@@ -44,8 +54,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{
-    Attr, AttrOut, EntryOut, GetattrIn, InitIn, Kstatfs, Opcode, OpenIn, OpenOut, ReadIn,
-    ReleaseIn, StatfsOut,
+    Attr, AttrOut, CreateIn, EntryOut, GetattrIn, InitIn, Kstatfs, Opcode, OpenIn, OpenOut, ReadIn,
+    ReleaseIn, RenameIn, StatfsOut, WriteIn, WriteOut,
 };
 use fuse_backend_rs::api::filesystem::FsOptions;
 use spfs_frontends::adapter::Adapter;
@@ -65,6 +75,9 @@ pub type Errno = i32;
 const S_IFMT: u32 = libc::S_IFMT as u32;
 #[allow(clippy::unnecessary_cast)]
 const S_IFLNK: u32 = libc::S_IFLNK as u32;
+/// A regular file's file type bits.
+#[allow(clippy::unnecessary_cast)]
+const S_IFREG: u32 = libc::S_IFREG as u32;
 /// A directory's file type bits.
 #[allow(clippy::unnecessary_cast)]
 pub const S_IFDIR: u32 = libc::S_IFDIR as u32;
@@ -77,12 +90,28 @@ pub fn is_dir(mode: u32) -> bool {
     mode & S_IFMT == S_IFDIR
 }
 
-/// What a process holds after `open`: the vnode (node id) it opened.
+/// What a process holds after `open`: the vnode (node id) it opened, and in which mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fd(u64);
+pub struct Fd(u64, Mode);
 
-/// The one handle a vnode keeps for read-only opens (`fufh[FUFH_RDONLY]`), and how many opens
-/// share it.
+/// An open mode, each with its own handle slot in the vnode (`fufh[FUFH_RDONLY]`,
+/// `fufh[FUFH_RDWR]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    ReadOnly,
+    ReadWrite,
+}
+
+impl Mode {
+    fn flags(self) -> u32 {
+        match self {
+            Mode::ReadOnly => libc::O_RDONLY as u32,
+            Mode::ReadWrite => libc::O_RDWR as u32,
+        }
+    }
+}
+
+/// The handle a vnode keeps for one open mode, and how many opens share it.
 #[derive(Debug, Clone, Copy)]
 struct Handle {
     fh: u64,
@@ -95,7 +124,10 @@ struct Vnode {
     attr: Attr,
     /// The uptime until which `attr` answers `getattr` (`attr_valid`).
     attr_valid: Duration,
+    /// The read-only opens' handle.
     handle: Option<Handle>,
+    /// The read-write opens' handle (also where CREATE's is stashed).
+    rw: Option<Handle>,
     /// The file's data once read (UBC).
     data: Option<Vec<u8>>,
 }
@@ -107,6 +139,14 @@ impl Vnode {
 
     fn is_symlink(&self) -> bool {
         self.attr.mode & S_IFMT == S_IFLNK
+    }
+
+    /// The handle slot of open mode `mode`.
+    fn slot(&mut self, mode: Mode) -> &mut Option<Handle> {
+        match mode {
+            Mode::ReadOnly => &mut self.handle,
+            Mode::ReadWrite => &mut self.rw,
+        }
     }
 }
 
@@ -235,6 +275,14 @@ impl Kext {
             ROOT => return Err(libc::EINVAL),
             _ => {}
         }
+        self.vget(dir, name, &entry);
+        Ok(entry.nodeid)
+    }
+
+    /// `fuse_vget_i`: the vnode of `entry`'s node id, made with its attributes if new (an
+    /// existing one keeps the attributes it has), and `name` in `dir` entered in the name
+    /// cache unless the mount has `novncache`.
+    fn vget(&mut self, dir: u64, name: &[u8], entry: &EntryOut) {
         if !self.vnodes.contains_key(&entry.nodeid) {
             let attr_valid = self.deadline(entry.attr_valid, entry.attr_valid_nsec);
             self.vnodes.insert(
@@ -247,9 +295,24 @@ impl Kext {
             );
         }
         if !self.no_vncache {
-            self.names.insert(key, entry.nodeid);
+            self.names.insert((dir, name.to_vec()), entry.nodeid);
         }
-        Ok(entry.nodeid)
+    }
+
+    /// `fuse_vncache_purge`: every name cache entry naming `node`, or in it (`cache_purge`).
+    fn purge(&mut self, node: u64) {
+        self.names
+            .retain(|(dir, _), named| *named != node && *dir != node);
+    }
+
+    /// namei for a name to make or remove: the parent of `path` and the last component.
+    fn walk_parent(&mut self, pid: u32, path: &str) -> Result<(u64, Vec<u8>), Errno> {
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let dir = self.walk(pid, parent)?;
+        if !self.vnodes.get(&dir).is_some_and(Vnode::is_dir) {
+            return Err(libc::ENOTDIR);
+        }
+        Ok((dir, name.as_bytes().to_vec()))
     }
 
     /// namei: the node at `path` (relative to the mount; "" is the root), the last component
@@ -317,14 +380,28 @@ impl Kext {
 
     /// open(2) of `path`, read-only, by process `pid` (`fuse_vnop_open`).
     pub fn open(&mut self, pid: u32, path: &str) -> Result<Fd, Errno> {
+        self.open_as(pid, path, Mode::ReadOnly)
+    }
+
+    /// open(2) of file `path` for reading and writing, by process `pid` (`fuse_vnop_open`).
+    pub fn open_rw(&mut self, pid: u32, path: &str) -> Result<Fd, Errno> {
+        self.open_as(pid, path, Mode::ReadWrite)
+    }
+
+    /// `fuse_vnop_open` in `mode`: the mode's handle reused when open, else OPEN (OPENDIR).
+    fn open_as(&mut self, pid: u32, path: &str, mode: Mode) -> Result<Fd, Errno> {
         let node = self.walk(pid, path)?;
         if self.dead {
             return Err(libc::ENXIO);
         }
         let is_dir = self.vnodes[&node].is_dir();
-        if let Some(handle) = self.vnodes.get_mut(&node).and_then(|v| v.handle.as_mut()) {
+        if is_dir && mode == Mode::ReadWrite {
+            return Err(libc::EISDIR);
+        }
+        let vnode = self.vnodes.get_mut(&node).expect("walked");
+        if let Some(handle) = vnode.slot(mode).as_mut() {
             handle.opens += 1;
-            return Ok(Fd(node));
+            return Ok(Fd(node, mode));
         }
         let opcode = if is_dir {
             Opcode::Opendir
@@ -332,15 +409,15 @@ impl Kext {
             Opcode::Open
         };
         let open = OpenIn {
-            flags: libc::O_RDONLY as u32,
+            flags: mode.flags(),
             fuse_flags: 0,
         };
         let out: OpenOut = wire::read(&self.send(opcode, node, pid, wire::bytes(&open))?);
-        self.vnodes.get_mut(&node).expect("walked").handle = Some(Handle {
+        *self.vnodes.get_mut(&node).expect("walked").slot(mode) = Some(Handle {
             fh: out.fh,
             opens: 1,
         });
-        Ok(Fd(node))
+        Ok(Fd(node, mode))
     }
 
     /// close(2) of `fd` by process `pid` (`fuse_vnop_close`).
@@ -350,16 +427,17 @@ impl Kext {
         }
         let vnode = self.vnodes.get_mut(&fd.0).expect("an open vnode");
         let is_dir = vnode.is_dir();
-        let handle = vnode.handle.as_mut().expect("an open handle");
+        let slot = vnode.slot(fd.1);
+        let handle = slot.as_mut().expect("an open handle");
         handle.opens -= 1;
         if handle.opens > 0 {
             return;
         }
         let fh = handle.fh;
-        vnode.handle = None;
+        *slot = None;
         let release = ReleaseIn {
             fh,
-            flags: libc::O_RDONLY as u32,
+            flags: fd.1.flags(),
             ..ReleaseIn::default()
         };
         let opcode = if is_dir {
@@ -413,7 +491,11 @@ impl Kext {
         if let Some(data) = &vnode.data {
             return Ok(data.clone());
         }
-        let (fh, size) = (vnode.handle.expect("an open handle").fh, vnode.attr.size);
+        let handle = match fd.1 {
+            Mode::ReadOnly => vnode.handle,
+            Mode::ReadWrite => vnode.rw,
+        };
+        let (fh, size) = (handle.expect("an open handle").fh, vnode.attr.size);
         let mut data = Vec::new();
         while (data.len() as u64) < size {
             let read = ReadIn {
@@ -446,6 +528,133 @@ impl Kext {
         let names = self.readdir(pid, fd);
         self.close(pid, fd);
         names
+    }
+
+    /// open(2) of a new file `path` with `O_CREAT | O_EXCL` and permission bits `mode`, by
+    /// process `pid`: `fuse_vnop_create`, then the creator's `fuse_vnop_open`, which takes the
+    /// handle CREATE returned without an OPEN.
+    pub fn create(&mut self, pid: u32, path: &str, mode: u32) -> Result<Fd, Errno> {
+        let (dir, name) = self.walk_parent(pid, path)?;
+        if self.dead {
+            return Err(libc::ENXIO);
+        }
+        let create = CreateIn {
+            flags: (libc::O_CREAT | libc::O_RDWR | libc::O_EXCL) as u32,
+            mode: S_IFREG | mode,
+            umask: 0,
+            fuse_flags: 0,
+        };
+        let body = [wire::bytes(&create), &name, &[0]].concat();
+        let reply = self.send(Opcode::Create, dir, pid, &body)?;
+        let entry: EntryOut = wire::read(&reply);
+        let open: OpenOut = wire::read(&reply[std::mem::size_of::<EntryOut>().min(reply.len())..]);
+        self.vget(dir, &name, &entry);
+        self.invalidate_attr(dir);
+        let vnode = self.vnodes.get_mut(&entry.nodeid).expect("made");
+        match vnode.rw.as_mut() {
+            // Another open of the node holds its read-write handle: the kext keeps that one.
+            Some(handle) => handle.opens += 1,
+            None => {
+                vnode.rw = Some(Handle {
+                    fh: open.fh,
+                    opens: 1,
+                })
+            }
+        }
+        Ok(Fd(entry.nodeid, Mode::ReadWrite))
+    }
+
+    /// pwrite(2) of `data` at `offset` to `fd` by process `pid`: WRITE with the vnode's
+    /// read-write handle; the vnode's cached data and size follow.
+    pub fn write(&mut self, pid: u32, fd: Fd, offset: u64, data: &[u8]) -> Result<usize, Errno> {
+        if self.dead {
+            return Err(libc::ENXIO);
+        }
+        let vnode = &self.vnodes[&fd.0];
+        let fh = vnode
+            .rw
+            .filter(|_| fd.1 == Mode::ReadWrite)
+            .ok_or(libc::EBADF)?
+            .fh;
+        let write = WriteIn {
+            fh,
+            offset,
+            size: data.len() as u32,
+            ..WriteIn::default()
+        };
+        let body = [wire::bytes(&write), data].concat();
+        let out: WriteOut = wire::read(&self.send(Opcode::Write, fd.0, pid, &body)?);
+        let written = out.size as usize;
+        let vnode = self.vnodes.get_mut(&fd.0).expect("open");
+        let end = offset + written as u64;
+        if let Some(cached) = vnode.data.as_mut() {
+            if cached.len() < end as usize {
+                cached.resize(end as usize, 0);
+            }
+            cached[offset as usize..end as usize].copy_from_slice(&data[..written]);
+        }
+        vnode.attr.size = vnode.attr.size.max(end);
+        Ok(written)
+    }
+
+    /// create, write all of `data`, close.
+    pub fn write_file(&mut self, pid: u32, path: &str, data: &[u8]) -> Result<u64, Errno> {
+        let fd = self.create(pid, path, 0o644)?;
+        let written = self.write(pid, fd, 0, data);
+        self.close(pid, fd);
+        written.map(|_| fd.0)
+    }
+
+    /// unlink(2) of `path` by process `pid` (`fuse_vnop_remove`, `fuse_internal_remove`).
+    pub fn unlink(&mut self, pid: u32, path: &str) -> Result<(), Errno> {
+        let (dir, name) = self.walk_parent(pid, path)?;
+        let node = self.lookup(pid, dir, &name)?;
+        if self.vnodes[&node].is_dir() {
+            return Err(libc::EPERM);
+        }
+        self.purge(node);
+        let result = self.send(Opcode::Unlink, dir, pid, &[&name[..], &[0]].concat());
+        self.invalidate_attr(dir);
+        self.invalidate_attr(node);
+        result?;
+        self.purge(node);
+        Ok(())
+    }
+
+    /// rename(2) of `from` to `to` by process `pid` (`fuse_vnop_rename`,
+    /// `fuse_internal_rename`).
+    pub fn rename(&mut self, pid: u32, from: &str, to: &str) -> Result<(), Errno> {
+        let (from_dir, from_name) = self.walk_parent(pid, from)?;
+        let moved = self.lookup(pid, from_dir, &from_name)?;
+        let (to_dir, to_name) = self.walk_parent(pid, to)?;
+        let target = match self.lookup(pid, to_dir, &to_name) {
+            Ok(node) => Some(node),
+            Err(libc::ENOENT) => None,
+            Err(errno) => return Err(errno),
+        };
+        self.purge(moved);
+        // macOS's RenameIn also has the renamex_np flags, which rename(2) leaves 0.
+        #[allow(clippy::needless_update)]
+        let rename = RenameIn {
+            newdir: to_dir,
+            ..RenameIn::default()
+        };
+        let body = [wire::bytes(&rename), &from_name, &[0], &to_name, &[0]].concat();
+        let result = self.send(Opcode::Rename, from_dir, pid, &body);
+        if result.is_ok() {
+            self.invalidate_attr(from_dir);
+            self.invalidate_attr(to_dir);
+        }
+        if let Some(target) = target.filter(|t| *t != moved) {
+            self.purge(target);
+        }
+        if self.vnodes[&moved].is_dir() {
+            if target.is_some_and(|t| self.vnodes[&t].is_dir()) {
+                self.purge(to_dir);
+            }
+            self.purge(from_dir);
+        }
+        result.map(drop)
     }
 
     /// statfs(2) of `path` by process `pid` (`fuse_vfsop_getattr`).
