@@ -46,6 +46,15 @@ impl SocketArgs {
         Ok(if answers(&system) { system } else { own })
     }
 
+    /// The socket a service started with these arguments (and no `--listen`) listens on: the
+    /// one named; else, for root, the system service's; else the user's own.
+    pub fn service_path(&self) -> anyhow::Result<PathBuf> {
+        if !self.named() && nix::unistd::geteuid().is_root() {
+            return Ok(system_socket());
+        }
+        self.path()
+    }
+
     /// The socket named, made absolute (an auto-started service runs in `/`), else the default.
     pub fn path(&self) -> anyhow::Result<PathBuf> {
         let given = self.socket.as_deref();

@@ -57,6 +57,8 @@ impl ServiceArgs {
         // A service on a socket keeps its runtimes beside it for the next start; over TCP
         // there is no directory of its own to keep them in.
         let mut state = None;
+        // Over TCP, default scratches go in the user's private directory.
+        let mut state_dir = defaults::private_socket_dir();
         let endpoint = match self.listen {
             Some(addr) if self.insecure_tcp => Endpoint::InsecureTcp(addr),
             Some(_) => bail!(
@@ -68,11 +70,13 @@ impl ServiceArgs {
             None if !self.socket.named() && nix::unistd::geteuid().is_root() => {
                 let socket = system_socket();
                 state = Some(StateFile::beside_socket(&socket));
+                state_dir = defaults::state_dir(&socket);
                 Endpoint::System(socket)
             }
             None => {
                 let socket = self.socket.path()?;
                 state = Some(StateFile::beside_socket(&socket));
+                state_dir = defaults::state_dir(&socket);
                 Endpoint::Unix(socket)
             }
         };
@@ -93,6 +97,7 @@ impl ServiceArgs {
             threads,
             io_uring: !self.no_io_uring,
             state,
+            state_dir,
         })
     }
 }

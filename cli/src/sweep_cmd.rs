@@ -1,11 +1,17 @@
 //! `spfs-fuse sweep`: unmount and remove the stale `spfs-<pid>` volumes a dead service left in
-//! the volumes directory. The service runs the same sweep when it starts per runtime.
+//! the volumes directory, and the default scratches of editable runtimes that no longer exist
+//! (never a durable one named with `--scratch`). The service runs the same sweeps when it
+//! starts (the volumes' in the per-runtime layout).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use spfs_frontends::sweep::{self, Outcome};
+use spfs_router::process::SystemProcessTable;
+use spfs_service::scratches::{self, SweepOutcome};
+
+use crate::endpoint::SocketArgs;
 
 /// Arguments of `spfs-fuse sweep`.
 #[derive(Debug, clap::Args)]
@@ -18,6 +24,10 @@ pub struct SweepArgs {
     /// $XDG_RUNTIME_DIR/spfs-fuse/volumes].
     #[arg(long, value_name = "DIR")]
     volumes_dir: Option<PathBuf>,
+    /// The socket of the service whose default scratches to sweep (they live in its
+    /// directory, under `scratch/`).
+    #[command(flatten)]
+    socket: SocketArgs,
 }
 
 /// Runs `spfs-fuse sweep`: prints one line per step; exits 1 if any step failed.
@@ -33,9 +43,21 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     for action in &actions {
         println!("{action}");
     }
-    let failed = actions
+    let mut failed = actions
         .iter()
         .any(|a| matches!(a.outcome, Outcome::Failed(_)));
+
+    let state_dir = spfs_probe::defaults::state_dir(&args.socket.service_path()?);
+    let scratches_dir = spfs_probe::defaults::scratches_dir(&state_dir);
+    let swept = scratches::sweep(&scratches_dir, &SystemProcessTable::new(), args.dry_run)
+        .with_context(|| format!("cannot sweep {}", scratches_dir.display()))?;
+    // Nothing said when there is nothing: most services never made a scratch.
+    for scratch in &swept {
+        println!("{scratch}");
+    }
+    failed |= swept
+        .iter()
+        .any(|s| matches!(s.outcome, SweepOutcome::Failed(_)));
     Ok(if failed {
         ExitCode::FAILURE
     } else {

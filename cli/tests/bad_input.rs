@@ -246,7 +246,7 @@ fn a_message_over_the_size_limit() {
         let request = spfs_proto::v1::MountRequest {
             root_pid: std::process::id(),
             env_spec: "/".repeat(5 << 20),
-            repos: Vec::new(),
+            ..Default::default()
         };
         client.mount(request).await.unwrap_err()
     });

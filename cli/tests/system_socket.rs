@@ -91,6 +91,16 @@ impl Host {
         }
     }
 
+    /// A host whose root service serves the system socket (returned) on `system-mnt`
+    /// (returned).
+    fn with_system_service() -> (Host, PathBuf, PathBuf) {
+        let mut host = Host::new();
+        let system = host.system_socket();
+        let mnt = host.path("system-mnt");
+        host.service(&["--mountpoint", mnt.to_str().unwrap()], &system);
+        (host, system, mnt)
+    }
+
     fn status(&self, uid: u32) -> serde_json::Value {
         serde_json::from_str(&ok(&self.run(uid, &["status", "--json"]))).unwrap()
     }
@@ -117,10 +127,7 @@ fn a_root_service_with_no_socket_named_serves_every_user_on_the_system_socket() 
     if !require_fuse() {
         return;
     }
-    let mut host = Host::new();
-    let system = host.system_socket();
-    let mnt = host.path("system-mnt");
-    host.service(&["--mountpoint", mnt.to_str().unwrap()], &system);
+    let (mut host, system, mnt) = Host::with_system_service();
 
     let socket = std::fs::metadata(&system).unwrap();
     assert!(socket.file_type().is_socket());
@@ -220,4 +227,46 @@ fn a_client_tries_its_own_socket_then_the_system_one_and_starts_only_its_own_ser
     );
     assert!(!host.system_socket().exists());
     ok(&host.run(0, &["shutdown"]));
+}
+
+/// Regression: with the shared root at 01777 (sticky, like /tmp), the kernel refused the owner
+/// of an editable runtime, a user other than root, the removal or renaming of a lower entry
+/// directly under the root that the view shows as another user's (`EPERM`, the sticky rule),
+/// which overlayfs lets the runtime's owner do. The root is 0777: the service alone decides.
+#[test]
+fn another_users_editable_runtime_changes_lower_entries_under_the_shared_root() {
+    if !require_fuse() {
+        return;
+    }
+    let (host, _, mnt) = Host::with_system_service();
+    put(&host.path("layer"), "renamed", b"root's\n");
+    let changed = host.run(
+        OTHER_UID,
+        &[
+            "run",
+            "--edit",
+            &host.layer(),
+            "--",
+            "sh",
+            "-c",
+            "rm \"$SPFS_ROOT/hello\" && mv \"$SPFS_ROOT/renamed\" \"$SPFS_ROOT/moved\" \
+             && echo x > \"$SPFS_ROOT/new\" && ls \"$SPFS_ROOT\"",
+        ],
+    );
+    assert_eq!(ok(&changed), "moved\nnew\n", "{}", stderr(&changed));
+    // Outside every runtime, the same root answers EROFS.
+    let outsider = host.run(OTHER_UID, &["status"]);
+    assert!(outsider.status.success());
+    let refused = Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo x > {}/outsider", mnt.display()))
+        .uid(OTHER_UID)
+        .gid(OTHER_UID)
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&refused).contains("Read-only file system"),
+        "{}",
+        stderr(&refused)
+    );
 }

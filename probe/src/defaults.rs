@@ -102,6 +102,39 @@ pub fn private_socket_dir() -> PathBuf {
     socket.parent().map(PathBuf::from).unwrap_or(socket)
 }
 
+/// The state directory of a service listening on `socket`: the socket's own directory, where
+/// its state file is too.
+pub fn state_dir(socket: &Path) -> PathBuf {
+    socket
+        .parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
+}
+
+/// The directory under a service's state directory (the one holding its socket and state
+/// file) where it makes the default scratches of editable runtimes: `<state dir>/scratch`.
+pub fn scratches_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("scratch")
+}
+
+/// The default scratch of the editable runtime rooted at `root_pid`, started at `start_time`
+/// (the process table's unit): `<state dir>/scratch/<root pid>-<start time>`. Named after the
+/// root process as the process table knows it, so a sweep can tell the scratch of a runtime
+/// that no longer exists (the pid gone, or reused by a process started at another time).
+pub fn default_scratch(state_dir: &Path, root_pid: u32, start_time: u64) -> PathBuf {
+    scratches_dir(state_dir).join(format!("{root_pid}-{start_time}"))
+}
+
+/// The root pid and start time a default scratch's name carries; `None` for a name that is
+/// not one (a durable scratch a user put there, a stray file), which a sweep leaves alone.
+pub fn parse_default_scratch(name: &str) -> Option<(u32, u64)> {
+    let (pid, start) = name.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(pid) || !digits(start) {
+        return None;
+    }
+    Some((pid.parse().ok()?, start.parse().ok()?))
+}
+
 /// An environment variable; empty counts as unset.
 fn var(name: &str) -> Option<OsString> {
     std::env::var_os(name).filter(|v| !v.is_empty())
@@ -158,6 +191,23 @@ mod tests {
             socket_path_from(None, None, None, 0),
             PathBuf::from("/tmp/spfs-fuse-0/spfs-fuse.sock")
         );
+    }
+
+    #[test]
+    fn a_default_scratch_is_named_after_its_root_and_read_back() {
+        let state = state_dir(Path::new("/run/user/5/spfs-fuse/spfs-fuse.sock"));
+        assert_eq!(state, Path::new("/run/user/5/spfs-fuse"));
+        let scratch = default_scratch(&state, 4242, 987_654);
+        assert_eq!(
+            scratch,
+            PathBuf::from("/run/user/5/spfs-fuse/scratch/4242-987654")
+        );
+        assert_eq!(scratch.parent(), Some(scratches_dir(&state).as_path()));
+        let name = scratch.file_name().unwrap().to_str().unwrap();
+        assert_eq!(parse_default_scratch(name), Some((4242, 987_654)));
+        for other in ["mine", "12", "12-", "-3", "1-2-3", "+1-2", "99999999999-1"] {
+            assert_eq!(parse_default_scratch(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -82,7 +82,114 @@ pub struct RuntimeStatus {
     pub mount_point: PathBuf,
     /// Whether the root process is still running.
     pub alive: bool,
+    /// The scratch of an editable runtime; `None` for a read-only one.
+    pub scratch: Option<ScratchStatus>,
 }
+
+/// Where an editable runtime's changes go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScratchStatus {
+    /// The scratch directory.
+    pub dir: PathBuf,
+    /// Named by the user (`--scratch`): it outlives the runtime. A default one is removed
+    /// with it.
+    pub durable: bool,
+}
+
+/// What happened to one path of an editable runtime's view (`spfs-fuse diff`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChangeKind {
+    /// New: no layer below has it.
+    Added,
+    /// It exists below and was changed or replaced.
+    Modified,
+    /// It exists below and was removed.
+    Removed,
+}
+
+impl ChangeKind {
+    /// The one-character mark `diff` prints before the path: `+`, `~` or `-`.
+    pub fn mark(self) -> char {
+        match self {
+            ChangeKind::Added => '+',
+            ChangeKind::Modified => '~',
+            ChangeKind::Removed => '-',
+        }
+    }
+
+    /// The name `diff --json` uses: `added`, `modified` or `removed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChangeKind::Added => "added",
+            ChangeKind::Modified => "modified",
+            ChangeKind::Removed => "removed",
+        }
+    }
+}
+
+/// One changed path of an editable runtime's view.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Change {
+    /// The path inside the view, starting with `/`.
+    pub path: String,
+    /// What happened to it.
+    pub kind: ChangeKind,
+}
+
+impl From<Change> for pb::Change {
+    fn from(change: Change) -> pb::Change {
+        let kind = match change.kind {
+            ChangeKind::Added => pb::ChangeKind::Added,
+            ChangeKind::Modified => pb::ChangeKind::Modified,
+            ChangeKind::Removed => pb::ChangeKind::Removed,
+        };
+        pb::Change {
+            kind: kind.into(),
+            path: change.path,
+        }
+    }
+}
+
+impl TryFrom<pb::Change> for Change {
+    type Error = UnknownChangeKind;
+
+    /// A change of a kind this client does not know (a newer service's) is refused, not
+    /// guessed.
+    fn try_from(change: pb::Change) -> Result<Change, UnknownChangeKind> {
+        let kind = match pb::ChangeKind::try_from(change.kind) {
+            Ok(pb::ChangeKind::Added) => ChangeKind::Added,
+            Ok(pb::ChangeKind::Modified) => ChangeKind::Modified,
+            Ok(pb::ChangeKind::Removed) => ChangeKind::Removed,
+            Ok(pb::ChangeKind::Unspecified) | Err(_) => {
+                return Err(UnknownChangeKind {
+                    kind: change.kind,
+                    path: change.path,
+                });
+            }
+        };
+        Ok(Change {
+            path: change.path,
+            kind,
+        })
+    }
+}
+
+/// A change of a kind this side does not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownChangeKind {
+    /// The kind's number on the wire.
+    pub kind: i32,
+    /// The path it is about.
+    pub path: String,
+}
+
+impl fmt::Display for UnknownChangeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown change kind {} for {}", self.kind, self.path)
+    }
+}
+
+impl std::error::Error for UnknownChangeKind {}
 
 /// What `Status` reports about the service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +236,13 @@ impl From<RuntimeStatus> for pb::Runtime {
             owner_uid: runtime.owner_uid,
             mount_point: runtime.mount_point.to_string_lossy().into_owned(),
             alive: runtime.alive,
+            editable: runtime.scratch.is_some(),
+            scratch: runtime
+                .scratch
+                .as_ref()
+                .map(|s| s.dir.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            durable: runtime.scratch.as_ref().is_some_and(|s| s.durable),
         }
     }
 }
@@ -141,6 +255,10 @@ impl From<pb::Runtime> for RuntimeStatus {
             owner_uid: runtime.owner_uid,
             mount_point: PathBuf::from(runtime.mount_point),
             alive: runtime.alive,
+            scratch: runtime.editable.then(|| ScratchStatus {
+                dir: PathBuf::from(runtime.scratch),
+                durable: runtime.durable,
+            }),
         }
     }
 }
@@ -235,13 +353,22 @@ mod tests {
             owner_uid: 501,
             mount_point: "/spfs".into(),
             alive: true,
+            scratch: None,
+        };
+        let editable = RuntimeStatus {
+            root_pid: 13,
+            scratch: Some(ScratchStatus {
+                dir: "/keep/scratch".into(),
+                durable: true,
+            }),
+            ..runtime.clone()
         };
         let status = ServiceStatus {
             backend: "kext".into(),
             transport: "device".into(),
             layout: "shared".into(),
             mount_points: vec!["/spfs".into()],
-            runtimes: vec![runtime.clone()],
+            runtimes: vec![runtime.clone(), editable],
             traffic: Traffic {
                 requests: BTreeMap::from([(
                     "LOOKUP".to_owned(),
@@ -259,6 +386,26 @@ mod tests {
             pb::MountResponse::from(runtime).mount_point(),
             PathBuf::from("/spfs")
         );
+    }
+
+    #[test]
+    fn changes_round_trip_and_an_unknown_kind_is_refused() {
+        for kind in [ChangeKind::Added, ChangeKind::Modified, ChangeKind::Removed] {
+            let change = Change {
+                path: "/a/b".into(),
+                kind,
+            };
+            assert_eq!(
+                Change::try_from(pb::Change::from(change.clone())),
+                Ok(change)
+            );
+        }
+        let unknown = pb::Change {
+            kind: 9,
+            path: "/x".into(),
+        };
+        let err = Change::try_from(unknown).unwrap_err();
+        assert!(err.to_string().contains("9") && err.to_string().contains("/x"));
     }
 
     #[test]

@@ -79,6 +79,9 @@ pub struct Router {
     next_view: AtomicU32,
     empty: Arc<View>,
     root: Attr,
+    /// The mode of an editable view's root, owned by its owner, where each view has a mount of
+    /// its own; `None`: every root is `root` (the shared mount, rule 3).
+    editable_root: Option<u32>,
     outsiders: OutsiderLookups,
 }
 
@@ -103,8 +106,17 @@ impl Router {
             next_view,
             empty,
             root,
+            editable_root: None,
             outsiders: OutsiderLookups::default(),
         }
+    }
+
+    /// This router, for views that each have a mount of their own (per-runtime volumes): an
+    /// editable view's root is owned by its owner with mode `perm`, so the kernel lets the
+    /// owner write there. Never for the shared mount, whose root is the same in every view.
+    pub fn with_owned_editable_roots(mut self, perm: u32) -> Router {
+        self.editable_root = Some(perm);
+        self
     }
 
     /// The attributes of the root, the same in every view.
@@ -145,7 +157,16 @@ impl Router {
         })?;
         let resolved = spec.resolve(Arc::new(repos))?;
         let id = self.next_view.fetch_add(1, Ordering::Relaxed);
-        let view = View::build(id, &resolved, &self.root, (owner.uid, owner.gid));
+        let root = match self.editable_root {
+            Some(perm) if scratch.is_some() => Attr {
+                perm,
+                uid: owner.uid,
+                gid: owner.gid,
+                ..self.root
+            },
+            _ => self.root,
+        };
+        let view = View::build(id, &resolved, &root, (owner.uid, owner.gid));
         Ok(Arc::new(match scratch {
             Some(scratch) => view.with_scratch(scratch),
             None => view,

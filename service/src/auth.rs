@@ -41,6 +41,18 @@ pub(crate) fn may_remove(caller_uid: u32, runtime: &RuntimeStatus) -> Result<(),
     )))
 }
 
+/// Allows `caller_uid` to list what `runtime` changed when it registered it: the paths of
+/// another user's work are theirs.
+pub(crate) fn may_read_changes(caller_uid: u32, runtime: &RuntimeStatus) -> Result<(), HostError> {
+    if may_see(caller_uid, runtime) {
+        return Ok(());
+    }
+    Err(HostError::PermissionDenied(format!(
+        "uid {caller_uid} may not list the changes of the runtime of process {}, which belongs to uid {}",
+        runtime.root_pid, runtime.owner_uid
+    )))
+}
+
 /// Whether `caller_uid` may see `runtime` in `Status`.
 pub(crate) fn may_see(caller_uid: u32, runtime: &RuntimeStatus) -> bool {
     caller_uid == ROOT_UID || caller_uid == runtime.owner_uid
@@ -75,6 +87,7 @@ mod tests {
             owner_uid,
             mount_point: PathBuf::from("/spfs"),
             alive: true,
+            scratch: None,
         }
     }
 
@@ -136,5 +149,8 @@ mod tests {
         assert!(err.contains("uid 502") && err.contains("uid 501"), "{err}");
         assert!(may_see(501, &theirs) && may_see(0, &theirs));
         assert!(!may_see(502, &theirs));
+        assert!(may_read_changes(501, &theirs).is_ok() && may_read_changes(0, &theirs).is_ok());
+        let err = may_read_changes(502, &theirs).unwrap_err().to_string();
+        assert!(err.contains("changes") && err.contains("uid 502"), "{err}");
     }
 }

@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use spfs_router::process::{ExitWatcher, ProcessTable, SystemProcessTable};
 
-use crate::host::{Host, HostError};
+use crate::host::{Edit, Host, HostError};
 use crate::{auth, convert};
 
 /// How callers are identified.
@@ -125,7 +125,14 @@ impl Vfs for VfsService {
             root_pid,
             env_spec,
             repos,
+            editable,
+            scratch,
         } = request.into_inner();
+        let edit = match (editable, scratch.is_empty()) {
+            (_, false) => Edit::Scratch(scratch.into()),
+            (true, true) => Edit::DefaultScratch,
+            (false, true) => Edit::ReadOnly,
+        };
         let span = tracing::info_span!("mount", caller_uid = caller.uid, caller_pid = ?caller.pid, root_pid);
         async move {
             auth::may_register(self.processes.as_ref(), caller.uid, root_pid)
@@ -139,7 +146,7 @@ impl Vfs for VfsService {
                     // Looking the caller's groups up reads the user database: off the async
                     // threads, like the registration itself.
                     let owner = Owner::for_caller(caller.uid, caller.gid, service_uid);
-                    let runtime = host.mount(root_pid, &spec, &owner, &repos)?;
+                    let runtime = host.mount(root_pid, &spec, &owner, &repos, &edit)?;
                     if let Err(err) = watcher.watch(root_pid) {
                         // Gone already (or unwatchable): remove it now rather than at the
                         // next sweep.
@@ -172,13 +179,8 @@ impl Vfs for VfsService {
         async move {
             let removed = self
                 .on_host(move |host| {
-                    if let Some(runtime) = host
-                        .status()
-                        .runtimes
-                        .iter()
-                        .find(|r| r.root_pid == root_pid)
-                    {
-                        auth::may_remove(caller.uid, runtime)?;
+                    if let Some(runtime) = host.runtime(root_pid) {
+                        auth::may_remove(caller.uid, &runtime)?;
                     }
                     host.unmount(root_pid)?;
                     watcher.unwatch(root_pid);
@@ -211,6 +213,32 @@ impl Vfs for VfsService {
                 .map_err(|err| refuse(&err))?;
             auth::filter_status(caller.uid, &mut status);
             Ok(Response::new(status.into()))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn diff(
+        &self,
+        request: Request<pb::DiffRequest>,
+    ) -> Result<Response<pb::DiffResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let pb::DiffRequest { root_pid } = request.into_inner();
+        let span = tracing::debug_span!("diff", caller_uid = caller.uid, caller_pid = ?caller.pid, root_pid);
+        async move {
+            let changes = self
+                .on_host(move |host| {
+                    if let Some(runtime) = host.runtime(root_pid) {
+                        auth::may_read_changes(caller.uid, &runtime)?;
+                    }
+                    host.diff(root_pid)
+                })
+                .await
+                .map_err(|err| refuse(&err))?;
+            tracing::debug!(changes = changes.len(), "listed the changes");
+            Ok(Response::new(pb::DiffResponse {
+                changes: changes.into_iter().map(Into::into).collect(),
+            }))
         }
         .instrument(span)
         .await

@@ -14,14 +14,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use spfs_frontends::sweep::{self, volume_name};
 use spfs_frontends::{MountError, Platform, Session, SessionConfig, Transport};
 use spfs_probe::Backend;
-use spfs_proto::status::{Layout, RuntimeStatus, ServiceStatus};
+use spfs_proto::status::{Change, ChangeKind, Layout, RuntimeStatus, ScratchStatus, ServiceStatus};
 use spfs_router::process::{ProcessTable, SystemProcessTable};
 use spfs_router::{
-    Attr, Owner, RequestCounters, RouteError, Router, Routing, Runtime, Timestamp, Vfs,
+    Attr, EditError, Owner, RequestCounters, RouteError, Router, Routing, Runtime, Scratch,
+    Timestamp, Vfs, edit,
 };
 
-use crate::convert;
 use crate::state::{SavedRuntime, StateFile};
+use crate::{convert, scratches};
 
 /// Why a control call on the host failed. The gRPC service maps each variant to a status code.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,12 @@ pub enum HostError {
         /// The one sentence that fixes it, for the backend that failed.
         hint: Option<&'static str>,
     },
+    /// The runtime of this root process is read-only: it has no changes to list.
+    #[error(
+        "the runtime of root process {0} is not editable (register it with --edit to keep \
+         changes)"
+    )]
+    NotEditable(u32),
     /// Anything else: a host call that died, ...
     #[error("{0}")]
     Internal(String),
@@ -154,6 +161,23 @@ pub struct HostConfig {
     pub volumes_dir: PathBuf,
     /// Where the runtimes are kept across restarts; `None` keeps nothing.
     pub state: Option<StateFile>,
+    /// The service's state directory (its socket's): default scratches go under it
+    /// (`spfs_probe::defaults::default_scratch`).
+    pub state_dir: PathBuf,
+}
+
+/// Whether a runtime is editable, and where its scratch is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Edit {
+    /// Read-only: every write answers `EROFS`.
+    #[default]
+    ReadOnly,
+    /// Editable, with a scratch of the service's own under its state directory, removed with
+    /// the runtime (`mount --edit`).
+    DefaultScratch,
+    /// Editable, with the scratch at this absolute path, kept when the runtime ends and
+    /// continued when registered again (`mount --scratch DIR`).
+    Scratch(PathBuf),
 }
 
 /// The runtime host: the route table, and the mounts serving it: one shared mount, one volume
@@ -226,8 +250,32 @@ impl From<RouteError> for HostError {
 }
 
 /// The root's attributes, identical in every view (DESIGN.md §4 rule 3): owned by the service
-/// user, read-only, stamped with the service's start.
+/// user, stamped with the service's start, mode 0777.
+///
+/// Why writable by all: the kernel caches the root's attributes once per mount, so the shared
+/// mount's root cannot show each editable runtime's owner as its own, and a mode that let the
+/// kernel refuse them (0555, 0755 of the service's user) would stop the owner of an editable
+/// runtime from creating anything under the root. So the kernel's own check lets everyone
+/// through, and the core decides per caller: EROFS for a caller whose view is read-only (or
+/// empty), EACCES for anyone but the editable runtime's owner (and root).
+///
+/// Why not 01777, like `/tmp`: the sticky bit makes the kernel refuse (`EPERM`) the removal
+/// or renaming of an entry directly under the root that the caller does not own, so the owner
+/// of an editable runtime (not root) could not remove a lower entry the view shows as another
+/// user's, which overlayfs lets the owner of `/spfs` do. Per-runtime volumes show one view
+/// each and get their own root ([`volume_root_attr`]). docs/SEMANTICS.md.
 pub fn root_attr() -> Attr {
+    Attr {
+        perm: 0o777,
+        ..volume_root_attr()
+    }
+}
+
+/// The root of a mount that shows one view (a per-runtime volume, the single layout's mount):
+/// owned by the service user, read-only, stamped with the service's start. An editable
+/// runtime's own mount gets a root owned by its owner, mode 0755 instead
+/// ([`EDITABLE_VOLUME_ROOT_MODE`]): there the kernel's check can be the owner's.
+pub fn volume_root_attr() -> Attr {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -239,6 +287,9 @@ pub fn root_attr() -> Attr {
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     Attr::root(uid, gid, stamp)
 }
+
+/// The mode of an editable runtime's own mount's root, owned by the runtime's owner.
+pub const EDITABLE_VOLUME_ROOT_MODE: u32 = 0o755;
 
 impl Host {
     /// Starts serving. The shared layout mounts its one mount point. The per-runtime layout
@@ -257,7 +308,13 @@ impl Host {
         mounter: Box<dyn Mounter>,
         processes: Arc<dyn ProcessTable>,
     ) -> Result<Host, HostError> {
-        let router = Arc::new(Router::new(processes.clone(), root_attr()));
+        let router = Arc::new(match config.layout {
+            Layout::Shared => Router::new(processes.clone(), root_attr()),
+            Layout::PerRuntime | Layout::Single => {
+                Router::new(processes.clone(), volume_root_attr())
+                    .with_owned_editable_roots(EDITABLE_VOLUME_ROOT_MODE)
+            }
+        });
         let requests = Arc::new(RequestCounters::default());
         let counted = |routing| Arc::new(Vfs::counting_into(routing, requests.clone()));
         let shared = match config.layout {
@@ -331,7 +388,18 @@ impl Host {
                 );
                 continue;
             }
-            match self.mount(pid, &runtime.env_spec, &runtime.owner(), &runtime.repos) {
+            let edit = match &runtime.scratch {
+                None => Edit::ReadOnly,
+                Some(scratch) if scratch.durable => Edit::Scratch(scratch.dir.clone()),
+                Some(_) => Edit::DefaultScratch,
+            };
+            match self.mount(
+                pid,
+                &runtime.env_spec,
+                &runtime.owner(),
+                &runtime.repos,
+                &edit,
+            ) {
                 Ok(status) => {
                     tracing::info!(root_pid = pid, env_spec = runtime.env_spec, mount_point = %status.mount_point.display(), "restored a runtime of the last run");
                     restored.push(pid);
@@ -347,25 +415,147 @@ impl Host {
     }
 
     /// Registers a runtime for `root_pid` with `env_spec` (absolute paths and spfs references
-    /// resolved against `repos`, in order), owned by `owner`, and returns where its view
-    /// appears.
+    /// resolved against `repos`, in order), owned by `owner`, editable as `edit` says, and
+    /// returns where its view appears. A scratch in use by another live runtime is refused
+    /// ([`HostError::Scratch`]); a default scratch made for a registration that fails goes
+    /// again.
     pub fn mount(
         &self,
         root_pid: u32,
         env_spec: &str,
         owner: &Owner,
         repos: &[PathBuf],
+        edit: &Edit,
     ) -> Result<RuntimeStatus, HostError> {
         let _changes = self.serialise();
         if self.config.layout == Layout::Single {
             self.claim_single(root_pid)?;
         }
+        self.remove_if_dead(root_pid)?;
+        let (scratch, made) = self.take_scratch(root_pid, edit)?;
+        let registered = self
+            .router
+            .register(root_pid, env_spec, owner, repos, scratch)
+            .map_err(HostError::from)
+            .and_then(|runtime| {
+                self.mount_volume(&runtime)?;
+                Ok(runtime)
+            });
+        let runtime = match registered {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                if let Some(made) = made {
+                    scratches::remove(&made);
+                }
+                return Err(err);
+            }
+        };
+        self.record(&runtime, owner);
+        if let Some(scratch) = runtime.view.scratch() {
+            tracing::info!(root_pid, scratch = %scratch.dir().display(), durable = scratch.is_durable(), "the runtime is editable");
+        }
+        Ok(self.runtime_status(&runtime))
+    }
+
+    /// Removes the runtime of `root_pid` if its root has exited (the pid now belongs to another
+    /// process, and the reaper has not run yet), so registering the pid again ends it the
+    /// usual way: its volume unmounted, its default scratch removed, the state file updated.
+    fn remove_if_dead(&self, root_pid: u32) -> Result<(), HostError> {
+        let dead = self
+            .router
+            .runtimes()
+            .iter()
+            .any(|r| r.root_pid == root_pid && !self.router.is_alive(r));
+        match dead.then(|| self.remove(root_pid)) {
+            None | Some(Ok(())) | Some(Err(HostError::NoSuchRuntime(_))) => Ok(()),
+            Some(Err(err)) => Err(err),
+        }
+    }
+
+    /// The scratch `edit` asks for, locked for `root_pid`'s runtime, and the directory when
+    /// this call made a default one (to remove should the registration fail). A live runtime
+    /// of `root_pid` is refused as already registered first, so its own default scratch does
+    /// not answer "in use".
+    fn take_scratch(
+        &self,
+        root_pid: u32,
+        edit: &Edit,
+    ) -> Result<(Option<Scratch>, Option<PathBuf>), HostError> {
+        let (dir, durable) = match edit {
+            Edit::ReadOnly => return Ok((None, None)),
+            Edit::Scratch(dir) => (dir.clone(), true),
+            Edit::DefaultScratch => {
+                let info = self
+                    .processes
+                    .info(root_pid)
+                    .ok_or(RouteError::NoSuchProcess(root_pid))?;
+                let dir = spfs_probe::defaults::default_scratch(
+                    &self.config.state_dir,
+                    root_pid,
+                    info.start_time,
+                );
+                (dir, false)
+            }
+        };
+        if self
+            .router
+            .runtimes()
+            .iter()
+            .any(|r| r.root_pid == root_pid && self.router.is_alive(r))
+        {
+            return Err(HostError::AlreadyRegistered(root_pid));
+        }
+        let made = (!durable && !dir.exists()).then(|| dir.clone());
+        let scratch = Scratch::open(&dir, durable).map_err(|err| self.scratch_refused(err))?;
+        Ok((Some(scratch), made))
+    }
+
+    /// A scratch that cannot be taken, as the caller reads it: one in use names the runtime
+    /// holding it when it is one of this service's.
+    fn scratch_refused(&self, err: EditError) -> HostError {
+        let EditError::InUse(dir) = &err else {
+            return RouteError::Edit(err).into();
+        };
+        let holder = self
+            .router
+            .runtimes()
+            .into_iter()
+            .find(|r| r.view.scratch().is_some_and(|s| s.dir() == dir));
+        let by = match holder {
+            Some(holder) => format!("the runtime of root process {}", holder.root_pid),
+            None => "a runtime of another service".to_owned(),
+        };
+        HostError::Scratch(format!(
+            "{err} ({by}); end that runtime first, or name another --scratch"
+        ))
+    }
+
+    /// What the editable runtime of `root_pid` changed, read from its scratch against the
+    /// layers below, ordered by path.
+    pub fn diff(&self, root_pid: u32) -> Result<Vec<Change>, HostError> {
         let runtime = self
             .router
-            .register(root_pid, env_spec, owner, repos, None)?;
-        self.mount_volume(&runtime)?;
-        self.record(&runtime, owner);
-        Ok(self.runtime_status(&runtime))
+            .runtimes()
+            .into_iter()
+            .find(|r| r.root_pid == root_pid)
+            .ok_or(HostError::NoSuchRuntime(root_pid))?;
+        let scratch = runtime
+            .view
+            .scratch()
+            .ok_or(HostError::NotEditable(root_pid))?;
+        let changes = edit::diff(&runtime.view, scratch.dir())
+            .map_err(|err| HostError::Scratch(err.to_string()))?;
+        Ok(changes
+            .into_iter()
+            .map(|change| Change {
+                path: change.path.to_string_lossy().into_owned(),
+                kind: match change.kind {
+                    edit::ChangeKind::Added => ChangeKind::Added,
+                    edit::ChangeKind::Modified => ChangeKind::Modified,
+                    edit::ChangeKind::Removed => ChangeKind::Removed,
+                },
+            })
+            .collect())
     }
 
     /// Removes the runtime of `root_pid` (and unmounts its own mount, if it has one).
@@ -376,7 +566,7 @@ impl Host {
 
     /// [`Host::unmount`] for a caller that holds the `changes` lock.
     fn remove(&self, root_pid: u32) -> Result<(), HostError> {
-        self.router.unregister(root_pid)?;
+        let runtime = self.router.unregister(root_pid)?;
         let mut saved = lock(&self.saved);
         if saved.remove(&root_pid).is_some() {
             self.persist(&saved);
@@ -386,6 +576,7 @@ impl Host {
         if let Some(volume) = volume {
             release(volume, self.config.layout);
         }
+        discard_default_scratch(&runtime);
         Ok(())
     }
 
@@ -469,6 +660,15 @@ impl Host {
         }
     }
 
+    /// The runtime of `root_pid` as status shows it, if one is registered.
+    pub fn runtime(&self, root_pid: u32) -> Option<RuntimeStatus> {
+        self.router
+            .runtimes()
+            .iter()
+            .find(|r| r.root_pid == root_pid)
+            .map(|r| self.runtime_status(r))
+    }
+
     /// Removes every runtime whose root process has exited (or whose pid now belongs to
     /// another process), and returns their root pids. Called when a watched root exits, and
     /// periodically as a safety net.
@@ -496,6 +696,15 @@ impl Host {
     /// stopped on a Shutdown call, which empties it.
     pub fn stop(mut self) {
         self.unmount_all();
+    }
+
+    /// Stops as [`Host::stop`] does, for a Shutdown call: the runtimes are not restored by the
+    /// next start, so their default scratches go too (durable ones stay).
+    pub fn shut_down(mut self) {
+        self.unmount_all();
+        for runtime in self.router.runtimes() {
+            discard_default_scratch(&runtime);
+        }
     }
 
     /// Where each runtime has a mount of its own, registrations and removals take turns (a
@@ -564,7 +773,21 @@ impl Host {
             owner_uid: runtime.owner_uid,
             mount_point,
             alive: self.router.is_alive(runtime),
+            scratch: runtime.view.scratch().map(|scratch| ScratchStatus {
+                dir: scratch.dir().to_path_buf(),
+                durable: scratch.is_durable(),
+            }),
         }
+    }
+}
+
+/// Removes the scratch of an ended runtime when it is a default one; a durable one (named with
+/// `--scratch`) is kept for the next registration.
+fn discard_default_scratch(runtime: &Runtime) {
+    if let Some(scratch) = runtime.view.scratch()
+        && !scratch.is_durable()
+    {
+        scratches::remove(scratch.dir());
     }
 }
 
@@ -715,6 +938,7 @@ mod tests {
             mountpoint: PathBuf::from("/spfs"),
             volumes_dir: volumes.path().to_owned(),
             state: None,
+            state_dir: volumes.path().join("state"),
         };
         let mounter = FakeMounter::default();
         let processes = Arc::new(FakeProcessTable::new());
@@ -731,7 +955,8 @@ mod tests {
 
     impl Fixture {
         fn register(&self, pid: u32) -> Result<RuntimeStatus, HostError> {
-            self.host.mount(pid, "-", &Owner::trusted(501, 20), &[])
+            self.host
+                .mount(pid, "-", &Owner::trusted(501, 20), &[], &Edit::ReadOnly)
         }
         fn volume(&self, pid: u32) -> PathBuf {
             self.volumes.path().join(volume_name(pid))
@@ -818,7 +1043,7 @@ mod tests {
 
         let refused = f
             .host
-            .mount(41, "/a+/b", &Owner::trusted(501, 20), &[])
+            .mount(41, "/a+/b", &Owner::trusted(501, 20), &[], &Edit::ReadOnly)
             .unwrap_err();
         match &refused {
             HostError::MountPointHeld {
@@ -903,6 +1128,7 @@ mod tests {
             mountpoint: PathBuf::from("/spfs"),
             volumes_dir: volumes.to_owned(),
             state: Some(StateFile::new(state)),
+            state_dir: volumes.to_owned(),
         };
         let mounter = FakeMounter::default();
         let host = Host::start_with(config, Box::new(mounter.clone()), processes.clone()).unwrap();
@@ -928,9 +1154,12 @@ mod tests {
             let spec = layer.display().to_string();
             let (host, _) = start_keeping(layout, &processes, &state, dir.path());
             let checked = Owner::checked(501, 20);
-            host.mount(40, &spec, &checked, &[]).unwrap();
-            host.mount(41, "-", &Owner::trusted(501, 20), &[]).unwrap();
-            host.mount(42, "-", &Owner::trusted(501, 20), &[]).unwrap();
+            host.mount(40, &spec, &checked, &[], &Edit::ReadOnly)
+                .unwrap();
+            host.mount(41, "-", &Owner::trusted(501, 20), &[], &Edit::ReadOnly)
+                .unwrap();
+            host.mount(42, "-", &Owner::trusted(501, 20), &[], &Edit::ReadOnly)
+                .unwrap();
             host.unmount(42).unwrap();
             // The service dies (its mounts go with it, the file stays); meanwhile root 41
             // exits and its pid goes to another process.
@@ -978,6 +1207,7 @@ mod tests {
             mountpoint: PathBuf::from("/spfs"),
             volumes_dir: PathBuf::from("/nonexistent"),
             state: None,
+            state_dir: PathBuf::from("/nonexistent/state"),
         };
         let started =
             Host::start_with(config, Box::new(mounter), Arc::new(FakeProcessTable::new()));
@@ -1013,6 +1243,229 @@ mod tests {
         assert_eq!(f.root_pids(), [41]);
         assert_eq!(f.mounter.live(), [f.volume(41)]);
         assert!(f.host.remove_dead().is_empty());
+    }
+
+    impl Fixture {
+        fn edit(&self, pid: u32, edit: Edit) -> Result<RuntimeStatus, HostError> {
+            self.host
+                .mount(pid, "-", &Owner::trusted(501, 20), &[], &edit)
+        }
+        fn default_scratch(&self, pid: u32) -> PathBuf {
+            spfs_probe::defaults::default_scratch(&self.volumes.path().join("state"), pid, 7)
+        }
+        fn root_of(&self, pid: u32) -> Attr {
+            let runtime = self
+                .host
+                .router
+                .runtimes()
+                .into_iter()
+                .find(|r| r.root_pid == pid);
+            runtime.unwrap().view.attr(0)
+        }
+    }
+
+    #[test]
+    fn an_editable_runtime_gets_a_private_default_scratch_removed_with_it() {
+        use std::os::unix::fs::PermissionsExt;
+        for layout in Layout::ALL {
+            let f = start(layout);
+            let status = f.edit(40, Edit::DefaultScratch).unwrap();
+            let scratch = f.default_scratch(40);
+            assert_eq!(
+                status.scratch,
+                Some(ScratchStatus {
+                    dir: scratch.clone(),
+                    durable: false
+                }),
+                "{layout}"
+            );
+            let mode = std::fs::metadata(&scratch).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "{layout}");
+            assert_eq!(f.host.status().runtimes[0].scratch, status.scratch);
+            f.host.unmount(40).unwrap();
+            assert!(
+                !scratch.exists(),
+                "{layout}: the default scratch outlived its runtime"
+            );
+            // And when the root exits.
+            f.edit(40, Edit::DefaultScratch).unwrap();
+            assert!(scratch.exists());
+            f.processes.exit(40);
+            assert_eq!(f.host.remove_dead(), [40]);
+            assert!(
+                !scratch.exists(),
+                "{layout}: the reaper left the default scratch"
+            );
+        }
+    }
+
+    #[test]
+    fn a_named_scratch_is_kept_continued_and_refused_to_a_second_live_runtime() {
+        let f = start(Layout::Shared);
+        let dir = f.volumes.path().join("mine");
+        let status = f.edit(40, Edit::Scratch(dir.clone())).unwrap();
+        assert!(status.scratch.unwrap().durable);
+        std::fs::write(dir.join("made"), "kept").unwrap();
+
+        let refused = f.edit(41, Edit::Scratch(dir.clone())).unwrap_err();
+        assert!(matches!(refused, HostError::Scratch(_)), "{refused:?}");
+        let said = refused.to_string();
+        assert!(
+            said.contains(dir.to_str().unwrap()) && said.contains("root process 40"),
+            "{said}"
+        );
+        assert_eq!(
+            f.root_pids(),
+            [40],
+            "the refused runtime was not registered"
+        );
+
+        f.host.unmount(40).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("made")).unwrap(), "kept");
+        f.edit(41, Edit::Scratch(dir.clone())).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("made")).unwrap(), "kept");
+        assert!(matches!(f.host.diff(41), Ok(changes) if changes.len() == 1));
+        f.processes.exit(41);
+        f.host.remove_dead();
+        assert!(
+            dir.join("made").exists(),
+            "the reaper removed a durable scratch"
+        );
+    }
+
+    #[test]
+    fn a_dead_runtimes_default_scratch_goes_when_its_pid_is_registered_again() {
+        let f = start(Layout::Shared);
+        f.edit(40, Edit::DefaultScratch).unwrap();
+        let old = f.default_scratch(40);
+        // Root 40 exits and its pid goes to a new process before the reaper runs.
+        f.processes.spawn(40, 1, 8, 501);
+        f.edit(40, Edit::DefaultScratch).unwrap();
+        assert!(!old.exists(), "the dead runtime's scratch stayed");
+        let new = spfs_probe::defaults::default_scratch(&f.volumes.path().join("state"), 40, 8);
+        assert_eq!(
+            f.host.status().runtimes[0].scratch.as_ref().unwrap().dir,
+            new
+        );
+        assert!(new.exists());
+    }
+
+    #[test]
+    fn a_registration_that_fails_removes_the_default_scratch_it_made() {
+        let f = start(Layout::PerRuntime);
+        f.mounter.refuse(f.volume(40));
+        assert!(matches!(
+            f.edit(40, Edit::DefaultScratch),
+            Err(HostError::Mount { .. })
+        ));
+        assert!(!f.default_scratch(40).exists());
+        // A live runtime asked again is "already registered", not "scratch in use".
+        let f = start(Layout::Shared);
+        f.edit(40, Edit::DefaultScratch).unwrap();
+        assert!(matches!(
+            f.edit(40, Edit::DefaultScratch),
+            Err(HostError::AlreadyRegistered(40))
+        ));
+        assert!(f.default_scratch(40).exists());
+    }
+
+    #[test]
+    fn the_shared_root_is_writable_by_all_and_an_editable_volumes_root_is_its_owners() {
+        let f = start(Layout::Shared);
+        f.edit(40, Edit::DefaultScratch).unwrap();
+        f.register(41).unwrap();
+        for pid in [40, 41] {
+            let root = f.root_of(pid);
+            assert_eq!(root.perm, 0o777, "rule 3: one root for every view");
+            assert_eq!(root.uid, unsafe { libc::geteuid() });
+        }
+        for layout in [Layout::PerRuntime, Layout::Single] {
+            let f = start(layout);
+            f.edit(40, Edit::DefaultScratch).unwrap();
+            let root = f.root_of(40);
+            assert_eq!(
+                (root.perm, root.uid, root.gid),
+                (0o755, 501, 20),
+                "{layout}"
+            );
+            f.host.unmount(40).unwrap();
+            f.register(40).unwrap();
+            let root = f.root_of(40);
+            assert_eq!(
+                root.perm, 0o555,
+                "{layout}: a read-only volume keeps today's root"
+            );
+            assert_eq!(root.uid, unsafe { libc::geteuid() });
+        }
+    }
+
+    #[test]
+    fn diff_lists_the_scratch_and_refuses_a_read_only_or_unknown_runtime() {
+        let f = start(Layout::Shared);
+        f.register(40).unwrap();
+        assert!(matches!(f.host.diff(40), Err(HostError::NotEditable(40))));
+        assert!(matches!(f.host.diff(42), Err(HostError::NoSuchRuntime(42))));
+        f.edit(41, Edit::DefaultScratch).unwrap();
+        assert_eq!(f.host.diff(41).unwrap(), []);
+        std::fs::write(f.default_scratch(41).join("new"), "x").unwrap();
+        assert_eq!(
+            f.host.diff(41).unwrap(),
+            [Change {
+                path: "/new".into(),
+                kind: ChangeKind::Added
+            }]
+        );
+    }
+
+    #[test]
+    fn a_restarted_host_continues_editable_runtimes_and_a_shutdown_removes_default_scratches() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        let processes = Arc::new(FakeProcessTable::new());
+        processes.spawn(40, 1, 7, 501);
+        processes.spawn(41, 1, 7, 501);
+        let durable = dir.path().join("mine");
+        let default = spfs_probe::defaults::default_scratch(dir.path(), 40, 7);
+        let owner = Owner::trusted(501, 20);
+        let (host, _) = start_keeping(Layout::Shared, &processes, &state, dir.path());
+        host.mount(40, "-", &owner, &[], &Edit::DefaultScratch)
+            .unwrap();
+        host.mount(41, "-", &owner, &[], &Edit::Scratch(durable.clone()))
+            .unwrap();
+        std::fs::write(default.join("work"), "w").unwrap();
+        // A stop for a restart (a signal, an upgrade) keeps every scratch.
+        host.stop();
+        assert!(default.join("work").exists());
+
+        let (host, _) = start_keeping(Layout::Shared, &processes, &state, dir.path());
+        assert_eq!(host.restore(), [40, 41]);
+        let scratches: Vec<_> = host
+            .status()
+            .runtimes
+            .into_iter()
+            .map(|r| r.scratch.unwrap())
+            .collect();
+        assert_eq!(
+            scratches,
+            [
+                ScratchStatus {
+                    dir: default.clone(),
+                    durable: false
+                },
+                ScratchStatus {
+                    dir: durable.clone(),
+                    durable: true
+                }
+            ]
+        );
+        assert!(
+            default.join("work").exists(),
+            "the restored runtime lost its changes"
+        );
+        // A Shutdown call ends the runtimes for good.
+        host.shut_down();
+        assert!(!default.exists());
+        assert!(durable.exists());
     }
 
     #[test]

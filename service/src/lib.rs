@@ -16,6 +16,7 @@ mod convert;
 pub mod hints;
 pub mod host;
 mod reaper;
+pub mod scratches;
 mod socket;
 pub mod state;
 
@@ -30,6 +31,7 @@ use spfs_frontends::Transport;
 use spfs_probe::Backend;
 use spfs_proto::status::Layout;
 use spfs_proto::v1::vfs_server::VfsServer;
+use spfs_router::process::SystemProcessTable;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 use tonic::transport::Server;
@@ -37,7 +39,9 @@ use tonic::transport::server::Connected;
 
 use control::{Identity, VfsService};
 pub use hints::mount_hint;
-pub use host::{Host, HostConfig, HostError, Mount, Mounter, SessionMounter, root_attr};
+pub use host::{
+    Edit, Host, HostConfig, HostError, Mount, Mounter, SessionMounter, root_attr, volume_root_attr,
+};
 pub use socket::ClaimError;
 pub use state::StateFile;
 
@@ -79,6 +83,9 @@ pub struct ServiceConfig {
     pub io_uring: bool,
     /// Where the runtimes are kept across restarts (beside the socket); `None` keeps nothing.
     pub state: Option<StateFile>,
+    /// The service's state directory (its socket's, or the private one over TCP): default
+    /// scratches of editable runtimes go under it.
+    pub state_dir: PathBuf,
 }
 
 /// Why the service could not start or stopped with an error.
@@ -274,6 +281,7 @@ async fn start_host(
             mountpoint: config.mountpoint.clone(),
             volumes_dir: config.volumes_dir.clone(),
             state: config.state.clone(),
+            state_dir: config.state_dir.clone(),
         };
         let mounter = SessionMounter {
             transport: transport(attempt.backend),
@@ -388,6 +396,15 @@ async fn serve(
     let host = Arc::new(host);
     let watcher = reaper::start(&host).map_err(setup("watch root processes"))?;
     restore(&host, &watcher).await;
+    // After the restore, which holds the scratches it continues: what is left belongs to no
+    // runtime.
+    let scratches_dir = spfs_probe::defaults::scratches_dir(&config.state_dir);
+    let sweeping = tokio::task::spawn_blocking(move || {
+        scratches::sweep_logged(&scratches_dir, &SystemProcessTable::new())
+    });
+    if let Err(err) = sweeping.await {
+        tracing::error!(error = %err, "sweeping stale scratches failed");
+    }
 
     let stop = Arc::new(Notify::new());
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -470,7 +487,15 @@ async fn serve(
     loop {
         match Arc::try_unwrap(host) {
             Ok(owned) => {
-                if let Err(err) = tokio::task::spawn_blocking(move || owned.stop()).await {
+                let forget = asked_to_shut_down.load(Ordering::Relaxed);
+                let stopped = tokio::task::spawn_blocking(move || {
+                    if forget {
+                        owned.shut_down();
+                    } else {
+                        owned.stop();
+                    }
+                });
+                if let Err(err) = stopped.await {
                     tracing::error!(error = %err, "stopping the host failed");
                 }
                 break;

@@ -33,6 +33,19 @@ pub struct SavedRuntime {
     pub owner_gid: u32,
     /// Whether the owner's reads were checked (a user other than the service's and root).
     pub owner_checked: bool,
+    /// The scratch of an editable runtime; `None` (or absent, in the file of an older
+    /// service) for a read-only one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch: Option<SavedScratch>,
+}
+
+/// An editable runtime's scratch as the state file keeps it: a restored runtime continues it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedScratch {
+    /// The scratch directory.
+    pub dir: PathBuf,
+    /// Named by the user (`--scratch`), kept when the runtime ends.
+    pub durable: bool,
 }
 
 impl SavedRuntime {
@@ -46,6 +59,10 @@ impl SavedRuntime {
             owner_uid: owner.uid,
             owner_gid: owner.gid,
             owner_checked: owner.checked_groups.is_some(),
+            scratch: runtime.view.scratch().map(|scratch| SavedScratch {
+                dir: scratch.dir().to_path_buf(),
+                durable: scratch.is_durable(),
+            }),
         }
     }
 
@@ -195,6 +212,7 @@ mod tests {
             owner_uid: 501,
             owner_gid: 20,
             owner_checked: true,
+            scratch: None,
         }
     }
 
@@ -212,6 +230,28 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         // Nothing but the file is left beside it.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn an_editable_runtime_keeps_its_scratch_and_an_older_file_reads_as_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateFile::new(dir.path().join("state.json"));
+        let mut editable = saved(40);
+        editable.scratch = Some(SavedScratch {
+            dir: PathBuf::from("/keep/scratch"),
+            durable: true,
+        });
+        state.save(&[editable.clone(), saved(41)]).unwrap();
+        assert_eq!(state.load().unwrap(), [editable, saved(41)]);
+        // What a service before editable runtimes wrote.
+        fs::write(
+            state.path(),
+            r#"{"version": 1, "runtimes": [{"root_pid": 41, "start_time": 7,
+                "env_spec": "/a+/b", "repos": ["/repo"], "owner_uid": 501, "owner_gid": 20,
+                "owner_checked": true}]}"#,
+        )
+        .unwrap();
+        assert_eq!(state.load().unwrap(), [saved(41)]);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The client commands: `mount`, `unmount`, `status`, `run`, `shutdown`, and `info`.
+//! The client commands: `mount`, `unmount`, `status`, `run`, `diff`, `shutdown`, and `info`.
 //!
 //! Each one connects to the service (over its Unix socket, or TCP with `--connect`), makes one
 //! or two calls with a deadline, and prints the result. `mount` and `run` start a service when
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use spfs_probe::Backend;
-use spfs_proto::status::{ServiceStatus, Traffic};
+use spfs_proto::status::{Change, ServiceStatus, Traffic};
 use spfs_proto::v1 as pb;
 
 use crate::endpoint::SocketArgs;
@@ -99,6 +99,47 @@ impl SpecArgs {
     }
 }
 
+/// Whether the runtime is editable, and where its changes go (`mount`, `run`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EditArgs {
+    /// Register an editable runtime: a private scratch directory on top of the layers takes
+    /// every change (by default one of the service's own, removed with the runtime).
+    #[arg(long)]
+    edit: bool,
+    /// The scratch directory of an editable runtime (implies --edit; relative paths are taken
+    /// from the current directory): made when missing, kept when the runtime ends, continued
+    /// when registered again. A scratch in use by a live runtime is refused.
+    #[arg(long, value_name = "DIR")]
+    scratch: Option<PathBuf>,
+}
+
+impl EditArgs {
+    /// What the registration sends: whether the runtime is editable, and its scratch as an
+    /// absolute path (empty for the service's default).
+    fn request(&self, cwd: &Path) -> anyhow::Result<Edit> {
+        let scratch = match &self.scratch {
+            Some(dir) => {
+                let dir = absolute(dir, cwd);
+                dir.to_str()
+                    .map(str::to_owned)
+                    .with_context(|| format!("the scratch {} is not valid UTF-8", dir.display()))?
+            }
+            None => String::new(),
+        };
+        Ok(Edit {
+            editable: self.edit || !scratch.is_empty(),
+            scratch,
+        })
+    }
+}
+
+/// The registration's editing fields, as sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Edit {
+    editable: bool,
+    scratch: String,
+}
+
 /// `path` made absolute against `cwd`, without `.` components.
 fn absolute(path: &Path, cwd: &Path) -> PathBuf {
     cwd.join(path)
@@ -116,9 +157,25 @@ pub struct MountArgs {
     #[command(flatten)]
     spec: SpecArgs,
     #[command(flatten)]
+    edit: EditArgs,
+    #[command(flatten)]
     endpoint: EndpointArgs,
     #[command(flatten)]
     auto: AutoStartArgs,
+}
+
+/// Arguments of `spfs-fuse diff`.
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The root process of the editable runtime [default: the parent of this command].
+    #[arg(long, value_name = "PID")]
+    root_process: Option<u32>,
+    /// Print a JSON object instead of one `+ path` (added), `~ path` (modified) or `- path`
+    /// (removed) line per change.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    endpoint: EndpointArgs,
 }
 
 /// Arguments of `spfs-fuse unmount`.
@@ -146,6 +203,8 @@ pub struct StatusArgs {
 pub struct RunArgs {
     #[command(flatten)]
     spec: SpecArgs,
+    #[command(flatten)]
+    edit: EditArgs,
     /// The command to run, after `--`.
     #[arg(value_name = "CMD", last = true, required = true)]
     command: Vec<OsString>,
@@ -169,11 +228,12 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 pub fn mount(args: MountArgs) -> anyhow::Result<ExitCode> {
     let cwd = current_dir()?;
     let (spec, repos) = args.spec.resolve(&cwd)?;
+    let edit = args.edit.request(&cwd)?;
     let root_pid = args.root_process.unwrap_or_else(parent_pid);
     let target = Target::from_args(&args.endpoint)?;
     let mount_point = block_on(async {
         let mut client = connect::connect_or_start(&target, &args.auto).await?;
-        register(&mut client, root_pid, spec, &repos).await
+        register(&mut client, root_pid, spec, &repos, edit).await
     })?;
     println!("{}", mount_point.display());
     Ok(ExitCode::SUCCESS)
@@ -207,6 +267,55 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         write!(out, "{}", status_text(&status))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `spfs-fuse diff`: what an editable runtime changed, one line per path.
+pub fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
+    let root_pid = args.root_process.unwrap_or_else(parent_pid);
+    let target = Target::from_args(&args.endpoint)?;
+    let changes = block_on(async {
+        let mut client = connect::connect(&target).await?;
+        let reply = call(
+            CALL_DEADLINE,
+            client.diff(request(pb::DiffRequest { root_pid }, CALL_DEADLINE)),
+        )
+        .await?;
+        reply
+            .changes
+            .into_iter()
+            .map(|change| {
+                Change::try_from(change)
+                    .context("the service sent a change this client does not know")
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &diff_json(root_pid, &changes))?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", diff_text(&changes))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `diff`: one `+ path`, `~ path` or `- path` line per change.
+fn diff_text(changes: &[Change]) -> String {
+    changes
+        .iter()
+        .map(|change| format!("{} {}\n", change.kind.mark(), change.path))
+        .collect()
+}
+
+/// `diff --json`: the root process and its changes, each with its kind and path.
+fn diff_json(root_pid: u32, changes: &[Change]) -> serde_json::Value {
+    serde_json::json!({
+        "root_pid": root_pid,
+        "changes": changes.iter().map(|change| serde_json::json!({
+            "kind": change.kind.name(),
+            "path": change.path,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// Runs `spfs-fuse shutdown`: asks the service to stop and waits until it is gone.
@@ -250,6 +359,7 @@ async fn register(
     root_pid: u32,
     env_spec: String,
     repos: &[PathBuf],
+    edit: Edit,
 ) -> anyhow::Result<PathBuf> {
     let repos = repos
         .iter()
@@ -266,6 +376,8 @@ async fn register(
                 root_pid,
                 env_spec,
                 repos,
+                editable: edit.editable,
+                scratch: edit.scratch,
             },
             MOUNT_DEADLINE,
         )),
@@ -358,6 +470,9 @@ fn status_json(status: &ServiceStatus) -> serde_json::Value {
             "owner_uid": runtime.owner_uid,
             "mount_point": runtime.mount_point,
             "alive": runtime.alive,
+            "editable": runtime.scratch.is_some(),
+            "scratch": runtime.scratch.as_ref().map(|s| &s.dir),
+            "durable": runtime.scratch.as_ref().is_some_and(|s| s.durable),
         })).collect::<Vec<_>>(),
         "requests": status.traffic.requests.iter().map(|(opcode, stats)| {
             (opcode.clone(), serde_json::json!({
@@ -417,7 +532,7 @@ fn status_text(status: &ServiceStatus) -> String {
         return text;
     }
     text.push_str(&format!("runtimes:     {}\n", status.runtimes.len()));
-    let rows: Vec<[String; 5]> = status
+    let rows: Vec<[String; 6]> = status
         .runtimes
         .iter()
         .map(|r| {
@@ -425,19 +540,29 @@ fn status_text(status: &ServiceStatus) -> String {
                 r.root_pid.to_string(),
                 r.owner_uid.to_string(),
                 if r.alive { "yes" } else { "no" }.to_owned(),
+                if r.scratch.is_some() { "yes" } else { "no" }.to_owned(),
                 r.mount_point.display().to_string(),
                 r.env_spec.clone(),
             ]
         })
         .collect();
-    let header = ["ROOT PID", "OWNER UID", "ALIVE", "MOUNT POINT", "ENV SPEC"].map(String::from);
+    let header = [
+        "ROOT PID",
+        "OWNER UID",
+        "ALIVE",
+        "EDITABLE",
+        "MOUNT POINT",
+        "ENV SPEC",
+    ]
+    .map(String::from);
     let mut widths = header.clone().map(|h| h.len());
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());
         }
     }
-    for row in std::iter::once(&header).chain(&rows) {
+    let scratches = std::iter::once(None).chain(status.runtimes.iter().map(|r| r.scratch.as_ref()));
+    for (row, scratch) in std::iter::once(&header).chain(&rows).zip(scratches) {
         let cells: Vec<String> = row
             .iter()
             .zip(widths)
@@ -446,6 +571,17 @@ fn status_text(status: &ServiceStatus) -> String {
         text.push_str("  ");
         text.push_str(cells.join("  ").trim_end());
         text.push('\n');
+        if let Some(scratch) = scratch {
+            let fate = if scratch.durable {
+                "kept when the runtime ends"
+            } else {
+                "removed with the runtime"
+            };
+            text.push_str(&format!(
+                "    scratch: {} ({fate})\n",
+                scratch.dir.display()
+            ));
+        }
     }
     text
 }
@@ -501,13 +637,27 @@ mod tests {
             transport: "device".into(),
             layout: "shared".into(),
             mount_points: vec!["/spfs".into()],
-            runtimes: vec![spfs_proto::status::RuntimeStatus {
-                root_pid: 4242,
-                env_spec: "/layers/a+/layers/b".into(),
-                owner_uid: 501,
-                mount_point: "/spfs".into(),
-                alive: true,
-            }],
+            runtimes: vec![
+                spfs_proto::status::RuntimeStatus {
+                    root_pid: 4242,
+                    env_spec: "/layers/a+/layers/b".into(),
+                    owner_uid: 501,
+                    mount_point: "/spfs".into(),
+                    alive: true,
+                    scratch: None,
+                },
+                spfs_proto::status::RuntimeStatus {
+                    root_pid: 4343,
+                    env_spec: "/layers/a".into(),
+                    owner_uid: 501,
+                    mount_point: "/spfs".into(),
+                    alive: true,
+                    scratch: Some(spfs_proto::status::ScratchStatus {
+                        dir: "/keep/mine".into(),
+                        durable: true,
+                    }),
+                },
+            ],
             traffic: Traffic {
                 requests: [("LOOKUP", 30, 300), ("GETATTR", 10, 100), ("READ", 1, 5000)]
                     .into_iter()
@@ -529,15 +679,78 @@ mod tests {
         assert!(text.contains("outsiders:    ls 1, mds 3\n"), "{text}");
         assert!(text.contains("backend:      kext\n"), "{text}");
         assert!(
-            text.contains("  4242      501        yes    /spfs        /layers/a+/layers/b\n"),
+            text.contains(
+                "  4242      501        yes    no        /spfs        /layers/a+/layers/b\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  4343      501        yes    yes       /spfs        /layers/a\n    \
+                 scratch: /keep/mine (kept when the runtime ends)\n"
+            ),
             "{text}"
         );
         let json = status_json(&status);
         assert_eq!(json["runtimes"][0]["root_pid"], 4242);
+        assert_eq!(json["runtimes"][0]["editable"], false);
+        assert!(json["runtimes"][0]["scratch"].is_null());
+        assert_eq!(json["runtimes"][1]["editable"], true);
+        assert_eq!(json["runtimes"][1]["scratch"], "/keep/mine");
+        assert_eq!(json["runtimes"][1]["durable"], true);
         assert_eq!(json["mount_points"][0], "/spfs");
         assert_eq!(json["requests"]["LOOKUP"]["count"], 30);
         assert_eq!(json["requests"]["LOOKUP"]["mean_ns"], 300);
         assert_eq!(json["outsider_root_lookups"]["mds"], 3);
+    }
+
+    #[test]
+    fn a_scratch_makes_the_runtime_editable_and_is_sent_absolute() {
+        let cwd = Path::new("/work/dir");
+        let read_only = EditArgs::default();
+        assert_eq!(read_only.request(cwd).unwrap(), Edit::default());
+        let default = EditArgs {
+            edit: true,
+            scratch: None,
+        };
+        assert_eq!(
+            default.request(cwd).unwrap(),
+            Edit {
+                editable: true,
+                scratch: String::new()
+            }
+        );
+        let named = EditArgs {
+            edit: false,
+            scratch: Some("./s/x".into()),
+        };
+        assert_eq!(
+            named.request(cwd).unwrap(),
+            Edit {
+                editable: true,
+                scratch: "/work/dir/s/x".into()
+            }
+        );
+    }
+
+    #[test]
+    fn diff_prints_a_line_per_change_and_json() {
+        use spfs_proto::status::ChangeKind;
+        let changes = [
+            ("/d", ChangeKind::Added),
+            ("/lower", ChangeKind::Removed),
+            ("/x", ChangeKind::Modified),
+        ]
+        .map(|(path, kind)| Change {
+            path: path.into(),
+            kind,
+        });
+        assert_eq!(diff_text(&changes), "+ /d\n- /lower\n~ /x\n");
+        assert_eq!(diff_text(&[]), "");
+        let json = diff_json(7, &changes);
+        assert_eq!(json["root_pid"], 7);
+        assert_eq!(json["changes"][1]["kind"], "removed");
+        assert_eq!(json["changes"][1]["path"], "/lower");
     }
 
     #[test]

@@ -18,11 +18,12 @@ use super::{RunArgs, block_on, current_dir, register, unregister};
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let cwd = current_dir()?;
     let (spec, repos) = args.spec.resolve(&cwd)?;
+    let edit = args.edit.request(&cwd)?;
     let target = Target::from_args(&args.endpoint)?;
     let root_pid = std::process::id();
     block_on(async {
         let mut client = connect::connect_or_start(&target, &args.auto).await?;
-        let mount_point = register(&mut client, root_pid, spec, &repos).await?;
+        let mount_point = register(&mut client, root_pid, spec, &repos, edit).await?;
         drop(client);
 
         let outcome = run_child(&args.command, &mount_point).await;

@@ -74,6 +74,7 @@ impl Env {
             socket: self.socket(),
             mountpoint: self.mountpoint(),
             layout: None,
+            args: Vec::new(),
             owned: None,
         })
     }
@@ -86,6 +87,8 @@ struct ServicePlace {
     mountpoint: PathBuf,
     /// `--layout` with `--volumes-dir <dir>/volumes`, or the service's defaults.
     layout: Option<&'static str>,
+    /// More arguments of `spfs-fuse service`.
+    args: Vec<&'static str>,
     /// A directory of the service's own, removed with it.
     owned: Option<tempfile::TempDir>,
 }
@@ -115,13 +118,23 @@ impl Service {
         Service::owning(Some("single"))
     }
 
+    /// A service of `layout` in a directory of its own, started with `args` too.
+    pub fn with_args(layout: &'static str, args: &[&'static str]) -> Service {
+        Service::owning_with(Some(layout), args.to_vec())
+    }
+
     fn owning(layout: Option<&'static str>) -> Service {
+        Service::owning_with(layout, Vec::new())
+    }
+
+    fn owning_with(layout: Option<&'static str>, args: Vec<&'static str>) -> Service {
         let dir = tempfile::tempdir().expect("tempdir");
         Service::spawned(ServicePlace {
             dir: dir.path().to_owned(),
             socket: dir.path().join("spfs.sock"),
             mountpoint: dir.path().join("mnt"),
             layout,
+            args,
             owned: Some(dir),
         })
     }
@@ -147,6 +160,7 @@ impl Service {
                 .args(["--layout", layout, "--volumes-dir"])
                 .arg(self.volumes_dir());
         }
+        command.args(&self.place.args);
         let child = command
             .env_remove("RUST_LOG")
             .current_dir(&self.place.dir)
@@ -204,6 +218,12 @@ impl Service {
 
     pub fn socket(&self) -> PathBuf {
         self.place.socket.clone()
+    }
+
+    /// The service's state directory (its socket's): its state file and, under `scratch/`,
+    /// the default scratches of editable runtimes.
+    pub fn state_dir(&self) -> PathBuf {
+        spfs_probe::defaults::state_dir(&self.place.socket)
     }
 
     /// Waits for the service to exit by itself.

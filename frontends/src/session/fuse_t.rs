@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use fuse_backend_rs::api::server::Server;
-use spfs_router::Vfs;
+use spfs_router::{Routing, Vfs};
 
 use super::framing::{Connection, Framing, Workers};
 use super::protocol::{self, FUSE_T_RWSIZE, FUSE_T_SOCKET_BUFFER};
@@ -108,13 +108,16 @@ fn mount_with(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<FuseT, MountError
             MountFailure::Other,
             "cannot set a socket timeout",
         ))?;
-    // Other users change nothing for FUSE-T (see `KernelPolicy::serving_other_users`).
+    // Other users change nothing for FUSE-T (see `KernelPolicy::serving_other_users`). A
+    // volume of an editable runtime keeps extended attributes (`KernelPolicy::editable`).
+    let editable = matches!(vfs.routing(), Routing::Fixed(view) if view.scratch().is_some());
     let policy = KernelPolicy::new(
         Platform::MacOs,
         Transport::Nfs,
         RoutingKind::of(vfs.routing()),
     )
-    .serving_other_users(config.other_users);
+    .serving_other_users(config.other_users)
+    .editable(editable);
     let daemon = std::env::current_exe().ok();
     // Its stderr goes to the service's log; stdout is of no use.
     let child = protocol::spawn_helper(

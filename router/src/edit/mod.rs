@@ -5,6 +5,9 @@
 //! `.wh.NAME` whiteouts and `.wh..wh..opq` opaque markers. So `LAYERS+SCRATCH` registered
 //! read-only shows what the editable runtime showed, and a scratch outlives the service.
 
+mod diff;
+pub use diff::{Change, ChangeKind, DiffError, diff};
+
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
