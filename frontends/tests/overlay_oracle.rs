@@ -334,6 +334,14 @@ fn an_editable_view_answers_as_the_kernel_overlayfs() {
     }
 }
 
+/// The layers in a directory of their own, and an overlayfs mount of them in `at` there.
+fn layers_and_overlay(at: &str) -> (tempfile::TempDir, Vec<PathBuf>, Overlay) {
+    let tmp = tempfile::tempdir().unwrap();
+    let lowers = oracle::layers::make_layers(&tmp.path().join("layers"));
+    let overlay = Overlay::new("overlayfs", &lowers, &tmp.path().join(at)).unwrap();
+    (tmp, lowers, overlay)
+}
+
 /// The harness itself: the kernel's overlayfs against itself always agrees (nothing in the
 /// comparison depends on the instant, inode numbers or the mount).
 #[test]
@@ -341,9 +349,7 @@ fn two_overlay_mounts_always_agree() {
     if !require_overlay() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let lowers = oracle::layers::make_layers(&tmp.path().join("layers"));
-    let mut a = Overlay::new("overlayfs", &lowers, &tmp.path().join("a")).unwrap();
+    let (tmp, lowers, mut a) = layers_and_overlay("a");
     let mut b = Overlay::new("overlayfs again", &lowers, &tmp.path().join("b")).unwrap();
     if let Err(report) = compare(&mut runner(40), &mut a, &mut b, &AtomicBool::new(false)) {
         panic!("two overlay mounts of the same layers differ:\n{report}");
@@ -357,9 +363,7 @@ fn a_plain_directory_is_told_from_overlayfs() {
     if !require_overlay() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let lowers = oracle::layers::make_layers(&tmp.path().join("layers"));
-    let mut overlay = Overlay::new("overlayfs", &lowers, &tmp.path().join("overlay")).unwrap();
+    let (tmp, _lowers, mut overlay) = layers_and_overlay("overlay");
     let mut copy = Copy::new(overlay.root(), &tmp.path().join("copy"));
     let report = compare(
         &mut runner(200),
