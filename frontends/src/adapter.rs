@@ -475,8 +475,13 @@ impl FileSystem for Adapter {
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
         let _timed = self.timed(Op::Init);
         let enabled = capable & self.policy.init;
-        self.no_open
-            .store(self.policy.skips_open(enabled), Ordering::Relaxed);
+        let no_open = self.policy.skips_open(enabled);
+        self.no_open.store(no_open, Ordering::Relaxed);
+        if no_open {
+            // From here on a file's close may send no RELEASE (the kernel decides at close
+            // whether it is in no-open mode), so the core must not count on one.
+            self.vfs.set_no_open();
+        }
         tracing::debug!(?enabled, "FUSE init");
         Ok(enabled)
     }
@@ -501,14 +506,19 @@ impl FileSystem for Adapter {
         }
     }
 
-    fn forget(&self, _ctx: &Context, _inode: u64, _count: u64) {
+    fn forget(&self, _ctx: &Context, inode: u64, count: u64) {
         let _timed = self.timed(Op::Forget);
-        // Views hold every node for their whole life, and an editable one never reuses a node
-        // id: nothing to release.
+        // Views hold every node for their whole life and never reuse a node id; what the core
+        // lets go is the file of a removed entry, which the kernel keeps (and does not forget)
+        // while a descriptor of it is open.
+        self.vfs.forget(inode, count);
     }
 
-    fn batch_forget(&self, _ctx: &Context, _requests: Vec<(u64, u64)>) {
+    fn batch_forget(&self, _ctx: &Context, requests: Vec<(u64, u64)>) {
         let _timed = self.timed(Op::BatchForget);
+        for (inode, count) in requests {
+            self.vfs.forget(inode, count);
+        }
     }
 
     fn getattr(

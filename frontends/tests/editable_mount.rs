@@ -229,6 +229,28 @@ fn sh(mount: &Path, script: &str) {
     assert!(out.status.success(), "{script}: {out:?}");
 }
 
+/// A new file at `path` holding "before", open for reading and writing, and removed.
+fn created_and_removed(path: &Path) -> fs::File {
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .unwrap();
+    file.write_all(b"before").unwrap();
+    fs::remove_file(path).unwrap();
+    file
+}
+
+/// All of `file` from its start.
+fn read_back(file: &mut fs::File) -> String {
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(0)).unwrap();
+    let mut back = String::new();
+    file.read_to_string(&mut back).unwrap();
+    back
+}
+
 /// The inode numbers seen, so each new entry's can be checked fresh.
 #[derive(Default)]
 struct Inodes(HashMap<u64, PathBuf>);
@@ -510,22 +532,13 @@ fn exercise(m: &Path, s: &Path, layer: &Path) {
     // A file removed while open stays usable through the open descriptor, as on a local
     // filesystem.
     {
-        use std::io::{Seek, SeekFrom};
-        let path = m.join("etc/tmpfile");
-        let mut held = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .unwrap();
-        held.write_all(b"before").unwrap();
-        fs::remove_file(&path).unwrap();
-        assert_eq!(errno_of(fs::metadata(&path)), Some(libc::ENOENT));
+        let mut held = created_and_removed(&m.join("etc/tmpfile"));
+        assert_eq!(
+            errno_of(fs::metadata(m.join("etc/tmpfile"))),
+            Some(libc::ENOENT)
+        );
         held.write_all(b" after").unwrap();
-        held.seek(SeekFrom::Start(0)).unwrap();
-        let mut back = String::new();
-        held.read_to_string(&mut back).unwrap();
-        assert_eq!(back, "before after");
+        assert_eq!(read_back(&mut held), "before after");
         assert_eq!(held.metadata().unwrap().nlink(), 0);
         assert!(!s.join("etc/tmpfile").exists());
     }
@@ -711,6 +724,32 @@ fn a_read_only_view_on_a_read_write_mount_answers_erofs() {
     session.unmount().unwrap();
 }
 
+/// A per-runtime volume of an editable view of the lower layer, mounted through `/dev/fuse`
+/// with the kernel already in its no-open mode (a read-only open answered `ENOSYS`).
+struct Volume {
+    _tmp: tempfile::TempDir,
+    session: Session,
+    mount: PathBuf,
+    scratch: PathBuf,
+}
+
+impl Volume {
+    fn no_open() -> Volume {
+        let tmp = tempfile::tempdir().unwrap();
+        let (layer, scratch) = (tmp.path().join("layer"), tmp.path().join("scratch"));
+        make_lower(&layer);
+        let vfs = Vfs::new(Routing::Fixed(Arc::new(view(5, &layer, Some(&scratch)))));
+        let (session, mount) = mount(vfs, tmp.path());
+        fs::read(mount.join("etc/conf")).unwrap();
+        Volume {
+            _tmp: tmp,
+            session,
+            mount,
+            scratch,
+        }
+    }
+}
+
 /// Files the service has open in `scratch`: it runs in this process.
 fn open_in(scratch: &Path) -> usize {
     fs::read_dir("/proc/self/fd")
@@ -730,13 +769,8 @@ fn files_made_and_removed_leave_nothing_open_in_the_service() {
     if !require_fuse() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let (layer, scratch) = (tmp.path().join("layer"), tmp.path().join("scratch"));
-    make_lower(&layer);
-    let vfs = Vfs::new(Routing::Fixed(Arc::new(view(5, &layer, Some(&scratch)))));
-    let (session, m) = mount(vfs, tmp.path());
-    // A read-only open answered ENOSYS: the kernel's no-open mode from here on.
-    fs::read(m.join("etc/conf")).unwrap();
+    let volume = Volume::no_open();
+    let (m, scratch) = (volume.mount.clone(), volume.scratch.clone());
     const ROUNDS: usize = 400;
     for round in 0..ROUNDS {
         fs::write(m.join("fresh"), round.to_string()).unwrap();
@@ -749,5 +783,39 @@ fn files_made_and_removed_leave_nothing_open_in_the_service() {
     // The open-file cache keeps a few unpinned files per shard: far fewer than the files made.
     assert!(open < ROUNDS / 2, "{open} files of the scratch still open");
     assert_eq!(fs::read(m.join("doc/b")).unwrap(), b"made");
-    session.unmount().unwrap();
+    volume.session.unmount().unwrap();
+}
+
+/// A file removed while a process holds it open outlives any number of other files passing
+/// through the service's open-file cache: the core keeps it until the kernel forgets the
+/// node (FORGET, passed on by the adapter), which it does only after the last close.
+#[test]
+fn a_file_removed_while_open_outlives_the_open_file_cache() {
+    use std::io::{Seek, SeekFrom};
+    if !require_fuse() {
+        return;
+    }
+    let volume = Volume::no_open();
+    let m = volume.mount.clone();
+    let mut held = created_and_removed(&m.join("etc/tmpfile"));
+    // A removed lower file held open, too.
+    let mut lower = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.join("doc/a"))
+        .unwrap();
+    fs::remove_file(m.join("doc/a")).unwrap();
+    for i in 0..300 {
+        let other = m.join(format!("doc/f{i}"));
+        fs::write(&other, b"x").unwrap();
+        fs::read(&other).unwrap();
+    }
+    held.write_all(b" after").unwrap();
+    assert_eq!(read_back(&mut held), "before after");
+    assert_eq!(held.metadata().unwrap().nlink(), 0);
+    lower.seek(SeekFrom::End(0)).unwrap();
+    lower.write_all(b"+").unwrap();
+    assert_eq!(read_back(&mut lower), "a+");
+    drop((held, lower));
+    volume.session.unmount().unwrap();
 }

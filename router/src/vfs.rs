@@ -9,6 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::edit::Make;
 use crate::error::FsError;
 use crate::files::OpenFiles;
 use crate::node::{self, NodeId, ViewId};
@@ -307,18 +308,7 @@ impl Vfs {
     ) -> Result<(), FsError> {
         let (view, dir) = self.locate(caller, node)?;
         if let Some(edit) = view.changes() {
-            let (own, parent, entries) = edit.listing(&view, dir, node)?;
-            let dots = [(&b"."[..], own), (&b".."[..], parent)];
-            let all = dots
-                .into_iter()
-                .chain(entries.iter().map(|(n, a)| (n.as_slice(), *a)));
-            for (at, (name, attr)) in all.enumerate().skip(offset as usize) {
-                let offset = at as u64 + 1;
-                if !replier.add(DirEntry { name, attr, offset }) {
-                    break;
-                }
-            }
-            return Ok(());
+            return edit.readdir(&view, dir, node, offset, replier);
         }
         if view.kind(dir) != FileKind::Directory {
             return Err(FsError::NotADirectory(node));
@@ -474,10 +464,8 @@ impl Vfs {
         name: &[u8],
         mode: u32,
     ) -> Result<(Attr, u64), FsError> {
-        let (view, dir) = self.locate_for_change(caller, parent)?;
-        let edit = view.edit().ok_or(FsError::ReadOnly)?;
         let pin = !self.no_open.load(Ordering::Relaxed);
-        let attr = edit.create(&view, &self.files, caller, dir, name, mode, pin)?;
+        let attr = self.make_in(caller, (parent, name), mode, Make::File, pin)?;
         tracing::debug!(parent, node = attr.node, "created");
         Ok((attr, attr.node))
     }
@@ -499,9 +487,7 @@ impl Vfs {
         if file_type != 0 && file_type != regular {
             return Err(FsError::Unsupported("a FIFO, socket or device file"));
         }
-        let (view, dir) = self.locate_for_change(caller, parent)?;
-        let edit = view.edit().ok_or(FsError::ReadOnly)?;
-        edit.create(&view, &self.files, caller, dir, name, mode & 0o7777, false)
+        self.make_in(caller, (parent, name), mode & 0o7777, Make::File, false)
     }
 
     /// Makes directory `name` in `parent` with permission bits `mode`.
@@ -512,9 +498,7 @@ impl Vfs {
         name: &[u8],
         mode: u32,
     ) -> Result<Attr, FsError> {
-        let (view, dir) = self.locate_for_change(caller, parent)?;
-        let edit = view.edit().ok_or(FsError::ReadOnly)?;
-        edit.mkdir(&view, &self.files, caller, dir, name, mode)
+        self.make_in(caller, (parent, name), mode, Make::Dir, false)
     }
 
     /// Makes symlink `name` in `parent` pointing at `target`.
@@ -525,9 +509,7 @@ impl Vfs {
         name: &[u8],
         target: &[u8],
     ) -> Result<Attr, FsError> {
-        let (view, dir) = self.locate_for_change(caller, parent)?;
-        let edit = view.edit().ok_or(FsError::ReadOnly)?;
-        edit.symlink(&view, &self.files, caller, dir, name, target)
+        self.make_in(caller, (parent, name), 0o777, Make::Symlink(target), false)
     }
 
     /// Makes `new_name` in `new_parent` a hard link to file `node`.
@@ -709,6 +691,20 @@ impl Vfs {
 }
 
 impl Vfs {
+    /// Makes `name` in `parent` as `what` for `caller` (see [`Vfs::create`] for `pin`).
+    fn make_in(
+        &self,
+        caller: &Caller,
+        (parent, name): (NodeId, &[u8]),
+        mode: u32,
+        what: Make<'_>,
+        pin: bool,
+    ) -> Result<Attr, FsError> {
+        let (view, dir) = self.locate_for_change(caller, parent)?;
+        let edit = view.edit().ok_or(FsError::ReadOnly)?;
+        edit.make(&view, &self.files, caller, (dir, name), mode, what, pin)
+    }
+
     /// The writable file of file `node` (through `handle`, or by node id alone with handle 0),
     /// copied up on its first change.
     fn writable_file(&self, node: NodeId, handle: u64) -> Result<Arc<File>, FsError> {

@@ -627,15 +627,8 @@ fn list_source<'a>(rank: u32, (layer, dir): &DirSource<'a>, out: &mut Vec<Candid
                     }
                     continue;
                 }
-                let kind = match entry.file_type() {
-                    Ok(t) if t.is_dir() => FileKind::Directory,
-                    Ok(t) if t.is_file() => FileKind::File,
-                    Ok(t) if t.is_symlink() => FileKind::Symlink,
-                    Ok(_) => continue,
-                    Err(err) => {
-                        tracing::warn!(path = %entry.path().display(), error = %err, "skipping an entry whose type cannot be read");
-                        continue;
-                    }
+                let Some(kind) = entry_kind(&entry) else {
+                    continue;
                 };
                 out.push(Candidate {
                     name: Cow::Owned(bytes.to_vec()),
@@ -647,6 +640,21 @@ fn list_source<'a>(rank: u32, (layer, dir): &DirSource<'a>, out: &mut Vec<Candid
                 });
             }
             opaque
+        }
+    }
+}
+
+/// The kind of a directory entry; `None` for kinds a view leaves out (sockets, FIFOs,
+/// devices) and, logged, for an entry whose type cannot be read.
+pub(crate) fn entry_kind(entry: &fs::DirEntry) -> Option<FileKind> {
+    match entry.file_type() {
+        Ok(t) if t.is_dir() => Some(FileKind::Directory),
+        Ok(t) if t.is_file() => Some(FileKind::File),
+        Ok(t) if t.is_symlink() => Some(FileKind::Symlink),
+        Ok(_) => None,
+        Err(err) => {
+            tracing::warn!(path = %entry.path().display(), error = %err, "skipping an entry whose type cannot be read");
+            None
         }
     }
 }

@@ -895,3 +895,31 @@ fn regression_a_removed_file_lives_until_the_kernel_forgets_it() {
         libc::ENOENT
     );
 }
+
+#[test]
+fn a_changed_directory_resumes_at_every_offset_it_handed_out() {
+    struct One(Option<(Vec<u8>, u64)>);
+    impl spfs_router::DirectoryReplier for One {
+        fn add(&mut self, entry: spfs_router::DirEntry<'_>) -> bool {
+            if self.0.is_some() {
+                return false;
+            }
+            self.0 = Some((entry.name.to_vec(), entry.offset));
+            true
+        }
+    }
+    let f = fixture();
+    let dir = f.node("dir");
+    f.vfs.unlink(&me(), dir, b"a").unwrap();
+    f.vfs.create(&me(), dir, b"c", 0o644).unwrap();
+    f.vfs.mkdir(&me(), dir, b"0", 0o755).unwrap();
+    let (mut offset, mut names) = (0, Vec::new());
+    loop {
+        let mut one = One(None);
+        f.vfs.readdir(0, dir, offset, &mut one).unwrap();
+        let Some((name, next)) = one.0 else { break };
+        names.push(String::from_utf8(name).unwrap());
+        offset = next;
+    }
+    assert_eq!(names, [".", "..", "0", "b", "c", "sub"]);
+}

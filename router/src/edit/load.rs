@@ -9,7 +9,7 @@ use std::path::Path;
 
 use super::overlay::State;
 use super::{OPAQUE_MARKER, TEMP_PREFIX, WHITEOUT_PREFIX};
-use crate::view::{FileKind, View};
+use crate::view::{FileKind, View, entry_kind};
 
 /// Hard links found so far: (device, inode) to the index that took it first.
 pub(super) type Links = HashMap<(u64, u64), u32>;
@@ -70,15 +70,8 @@ pub(super) fn load_dir(state: &mut State, lower: &View, dir: u32, path: &Path, l
             }
             continue;
         }
-        let kind = match entry.file_type() {
-            Ok(t) if t.is_dir() => FileKind::Directory,
-            Ok(t) if t.is_file() => FileKind::File,
-            Ok(t) if t.is_symlink() => FileKind::Symlink,
-            Ok(_) => continue,
-            Err(err) => {
-                tracing::warn!(path = %entry.path().display(), error = %err, "skipping a scratch entry whose type cannot be read");
-                continue;
-            }
+        let Some(kind) = entry_kind(entry) else {
+            continue;
         };
         if kind == FileKind::Directory {
             let mut whiteout = WHITEOUT_PREFIX.to_vec();

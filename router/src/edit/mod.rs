@@ -12,6 +12,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+mod ffi;
 mod load;
 mod overlay;
 #[cfg(target_os = "linux")]
@@ -21,7 +22,7 @@ mod sys;
 #[path = "sys_macos.rs"]
 mod sys;
 
-pub(crate) use overlay::Edit;
+pub(crate) use overlay::{Edit, Make};
 pub(crate) use sys::fallocate;
 
 /// A whiteout's prefix: `.wh.NAME` hides `NAME` of the layers below.

@@ -8,7 +8,7 @@
 //! the open-file cache holds for it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -17,11 +17,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use super::ffi::{c_path, check};
 use super::{OPAQUE_MARKER, Scratch, TEMP_PREFIX, WHITEOUT_PREFIX, sys};
 use crate::error::FsError;
 use crate::files::OpenFiles;
 use crate::node::NodeId;
-use crate::vfs::{Caller, RenameMode, SetAttr, StatFs, TimeSet, XattrSet};
+use crate::vfs::{
+    Caller, DirEntry, DirectoryReplier, RenameMode, SetAttr, StatFs, TimeSet, XattrSet,
+};
 use crate::view::{Attr, BLOCK_SIZE, FileKind, Timestamp, View};
 
 /// Deeper than this, a path walk is taken for a loop in the state (it cannot happen: a
@@ -97,11 +100,6 @@ fn open_upper(path: &Path) -> io::Result<File> {
     }
 }
 
-fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
 /// A `timespec` for `utimensat`: `None` leaves the time as it is.
 fn timespec(time: Option<TimeSet>) -> libc::timespec {
     match time {
@@ -133,11 +131,7 @@ fn set_times(path: &Path, atime: Option<TimeSet>, mtime: Option<TimeSet>) -> io:
             libc::AT_SYMLINK_NOFOLLOW,
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    check(rc)
 }
 
 /// Gives `path` to `uid`:`gid` unless it has them already. An unprivileged service cannot
@@ -186,18 +180,22 @@ fn whiteout(dir: &Path, name: &[u8]) -> PathBuf {
     dir.join(os(&wh))
 }
 
-/// Writes the whiteout of `name` in `dir` (an empty file), unless it is there.
-fn write_whiteout(dir: &Path, name: &[u8]) -> io::Result<()> {
-    let path = whiteout(dir, name);
+/// Writes the empty marker file `path` (a whiteout or opaque marker), unless it is there.
+fn write_marker(path: &Path) -> io::Result<()> {
     match fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path)
+        .open(path)
     {
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         other => other.map(drop),
     }
+}
+
+/// Writes the whiteout of `name` in `dir`, unless it is there.
+fn write_whiteout(dir: &Path, name: &[u8]) -> io::Result<()> {
+    write_marker(&whiteout(dir, name))
 }
 
 /// Refuses names the scratch format cannot hold, and `.`/`..`.
@@ -393,9 +391,13 @@ impl State {
 }
 
 /// What a new entry is made as.
-enum Make<'a> {
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Make<'a> {
+    /// A regular file.
     File,
+    /// A directory.
     Dir,
+    /// A symlink to this target.
     Symlink(&'a [u8]),
 }
 
@@ -539,25 +541,35 @@ impl Edit {
         self.attr_in(&st, lower, index)
     }
 
-    /// Directory `dir`'s attributes, its parent's and its entries', by name.
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn listing(
+    /// Lists directory `dir` (node id `node`) from `offset`, as [`crate::vfs::Vfs::readdir`]:
+    /// offsets 1 and 2 are `.` and `..`, each entry's is its position plus 3. Attributes are
+    /// read only for the entries handed out, so a large directory listed in many requests is
+    /// not read whole each time.
+    pub(crate) fn readdir(
         &self,
         lower: &View,
         dir: u32,
         node: NodeId,
-    ) -> Result<(Attr, Attr, Vec<(Vec<u8>, Attr)>), FsError> {
+        offset: u64,
+        replier: &mut dyn DirectoryReplier,
+    ) -> Result<(), FsError> {
         let st = self.read();
         if st.kind(lower, dir) != Some(FileKind::Directory) {
             return Err(FsError::NotADirectory(node));
         }
-        let own = self.attr_in(&st, lower, dir)?;
-        let parent = self.attr_in(&st, lower, st.parent(lower, dir))?;
-        let mut entries = Vec::new();
-        for (name, index) in st.list(lower, dir) {
-            entries.push((name, self.attr_in(&st, lower, index)?));
+        let dots = [(&b"."[..], dir), (&b".."[..], st.parent(lower, dir))];
+        let entries = st.list(lower, dir);
+        let all = dots
+            .into_iter()
+            .chain(entries.iter().map(|(n, i)| (n.as_slice(), *i)));
+        for (at, (name, index)) in all.enumerate().skip(offset as usize) {
+            let attr = self.attr_in(&st, lower, index)?;
+            let offset = at as u64 + 1;
+            if !replier.add(DirEntry { name, attr, offset }) {
+                break;
+            }
         }
-        Ok((own, parent, entries))
+        Ok(())
     }
 
     /// Opens file `i` for reads (and writes, when it is in the scratch).
@@ -699,7 +711,8 @@ impl Edit {
     /// Copies up lower file `i` after its last name was removed, for a program that still
     /// has it open and changes it (overlayfs copied it up at open; a kernel that skips OPEN
     /// never told us). The copy has no name: made under a temp name in the scratch, opened
-    /// into the open-file cache, then unlinked, so it lives as long as the cache holds it.
+    /// into the open-file cache and kept there until the kernel forgets the node, then
+    /// unlinked.
     fn copy_up_removed(
         &self,
         st: &mut State,
@@ -858,30 +871,27 @@ impl Edit {
         Ok((index, target))
     }
 
-    /// Creates regular file `name` in `parent`; with `pin`, opens it and returns the handle's
-    /// node pinned in `files`.
+    /// Makes `name` in `parent` as `what`, owned by `caller`, with permission bits `mode` (a
+    /// symlink's are 0777); with `pin`, a file is opened into `files` and a handle on it keeps
+    /// it there until released.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn create(
+    pub(crate) fn make(
         &self,
         lower: &View,
         files: &OpenFiles,
         caller: &Caller,
-        parent: u32,
-        name: &[u8],
+        (parent, name): (u32, &[u8]),
         mode: u32,
+        what: Make<'_>,
         pin: bool,
     ) -> Result<Attr, FsError> {
+        let mode = if matches!(what, Make::Symlink(_)) {
+            0o777
+        } else {
+            mode
+        };
         let mut st = self.write();
-        let (index, path) = self.place(
-            &mut st,
-            lower,
-            files,
-            caller,
-            parent,
-            name,
-            mode,
-            Make::File,
-        )?;
+        let (index, path) = self.place(&mut st, lower, files, caller, parent, name, mode, what)?;
         if pin {
             let file = open_upper(&path).map_err(failed(&path))?;
             files.put(lower.node_id(index), file);
@@ -889,46 +899,6 @@ impl Edit {
                 Err(Self::stale(lower, index))
             })?;
         }
-        self.attr_in(&st, lower, index)
-    }
-
-    /// Makes directory `name` in `parent`.
-    pub(crate) fn mkdir(
-        &self,
-        lower: &View,
-        files: &OpenFiles,
-        caller: &Caller,
-        parent: u32,
-        name: &[u8],
-        mode: u32,
-    ) -> Result<Attr, FsError> {
-        let mut st = self.write();
-        let (index, _) =
-            self.place(&mut st, lower, files, caller, parent, name, mode, Make::Dir)?;
-        self.attr_in(&st, lower, index)
-    }
-
-    /// Makes symlink `name` in `parent` pointing at `target`.
-    pub(crate) fn symlink(
-        &self,
-        lower: &View,
-        files: &OpenFiles,
-        caller: &Caller,
-        parent: u32,
-        name: &[u8],
-        target: &[u8],
-    ) -> Result<Attr, FsError> {
-        let mut st = self.write();
-        let (index, _) = self.place(
-            &mut st,
-            lower,
-            files,
-            caller,
-            parent,
-            name,
-            0o777,
-            Make::Symlink(target),
-        )?;
         self.attr_in(&st, lower, index)
     }
 
@@ -1370,15 +1340,7 @@ fn check_file(st: &State, lower: &View, i: u32) -> Result<(), FsError> {
 /// Puts the opaque marker into directory `dir`.
 fn write_opaque(dir: &Path) -> Result<(), FsError> {
     let marker = dir.join(os(OPAQUE_MARKER));
-    match fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&marker)
-    {
-        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        other => other.map(drop).map_err(failed(&marker)),
-    }
+    write_marker(&marker).map_err(failed(&marker))
 }
 
 /// The attributes of a scratch entry.

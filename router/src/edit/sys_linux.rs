@@ -1,21 +1,12 @@
 //! Linux calls the overlay needs beyond std: `fallocate` and extended attributes that do not
 //! follow symlinks.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-fn c_name(name: &[u8]) -> io::Result<CString> {
-    CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
+use super::ffi::{c_name, c_path, check, sized};
 
 /// `fallocate(2)` with the kernel's `mode` flags.
 pub(crate) fn fallocate(file: &File, mode: u32, offset: u64, len: u64) -> io::Result<()> {
@@ -24,32 +15,7 @@ pub(crate) fn fallocate(file: &File, mode: u32, offset: u64, len: u64) -> io::Re
     };
     // SAFETY: a plain syscall on a descriptor `file` keeps open.
     let rc = unsafe { libc::fallocate(file.as_raw_fd(), mode as i32, offset, len) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Calls `fill` with a buffer of growing size until the value fits: the size query and the
-/// read race with other writers.
-fn sized(mut call: impl FnMut(*mut libc::c_void, usize) -> isize) -> io::Result<Vec<u8>> {
-    loop {
-        let size = call(std::ptr::null_mut(), 0);
-        if size < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut buf = vec![0u8; size as usize];
-        let got = call(buf.as_mut_ptr().cast(), buf.len());
-        if got >= 0 {
-            buf.truncate(got as usize);
-            return Ok(buf);
-        }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::ERANGE) {
-            return Err(err);
-        }
-    }
+    check(rc)
 }
 
 /// The value of attribute `name` of `path` (not followed when a symlink).
@@ -92,11 +58,7 @@ pub(crate) fn set_xattr(
             flags,
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    check(rc)
 }
 
 /// Removes attribute `name` of `path`.
@@ -104,9 +66,5 @@ pub(crate) fn remove_xattr(path: &Path, name: &[u8]) -> io::Result<()> {
     let (path, name) = (c_path(path)?, c_name(name)?);
     // SAFETY: valid C strings.
     let rc = unsafe { libc::lremovexattr(path.as_ptr(), name.as_ptr()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    check(rc)
 }

@@ -1,44 +1,15 @@
 //! macOS calls the overlay needs beyond std: extended attributes that do not follow symlinks;
 //! macOS has no `fallocate`.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-fn c_name(name: &[u8]) -> io::Result<CString> {
-    CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
+use super::ffi::{c_name, c_path, check, sized};
 
 /// macOS has no `fallocate(2)`: the caller learns it is not supported.
 pub(crate) fn fallocate(_file: &File, _mode: u32, _offset: u64, _len: u64) -> io::Result<()> {
     Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
-}
-
-/// Calls `call` with a buffer of growing size until the value fits.
-fn sized(mut call: impl FnMut(*mut libc::c_void, usize) -> isize) -> io::Result<Vec<u8>> {
-    loop {
-        let size = call(std::ptr::null_mut(), 0);
-        if size < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut buf = vec![0u8; size as usize];
-        let got = call(buf.as_mut_ptr().cast(), buf.len());
-        if got >= 0 {
-            buf.truncate(got as usize);
-            return Ok(buf);
-        }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::ERANGE) {
-            return Err(err);
-        }
-    }
 }
 
 /// The value of attribute `name` of `path` (not followed when a symlink).
@@ -92,11 +63,7 @@ pub(crate) fn set_xattr(
             flags,
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    check(rc)
 }
 
 /// Removes attribute `name` of `path`.
@@ -104,9 +71,5 @@ pub(crate) fn remove_xattr(path: &Path, name: &[u8]) -> io::Result<()> {
     let (path, name) = (c_path(path)?, c_name(name)?);
     // SAFETY: valid C strings.
     let rc = unsafe { libc::removexattr(path.as_ptr(), name.as_ptr(), libc::XATTR_NOFOLLOW) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    check(rc)
 }
