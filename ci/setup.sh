@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing spfs-fuse needs on this host, and nothing else.
-# Debian/Ubuntu: fuse3 (fusermount3, for mounting and clearing stale mounts), and, as root on
+# Debian/Ubuntu: fuse3 (fusermount3, for mounting and clearing stale mounts), stress-ng and fio
+# (the real tools cli/tests/editable_tools.rs runs inside an editable view), and, as root on
 # Linux 6.14+, the kernel's switch for FUSE over io_uring, which the service then serves through.
 # macOS: nothing is required to build; a FUSE backend (macFUSE or FUSE-T) is needed to mount,
 # and `spfs-fuse doctor` says which one to install.
@@ -10,6 +11,8 @@ case "$(uname -s)" in
 Linux)
     need=()
     command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+    command -v stress-ng >/dev/null 2>&1 || need+=(stress-ng)
+    command -v fio >/dev/null 2>&1 || need+=(fio)
     if [ "${#need[@]}" -gt 0 ]; then
         sudo_cmd=()
         [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
