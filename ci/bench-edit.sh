@@ -123,49 +123,12 @@ run() {
     echo "$serving $workload $temp $((end - start)) $((after - before))" >>"$results"
 }
 
-# write_bench WORKLOAD SERVING...: REPS rounds, each serving freshly mounted with an empty
-# upper and the page cache dropped, in turns that start with the next serving each round.
-write_bench() {
-    local workload=$1 i s
-    shift
-    log "  $workload: $*"
-    for ((i = 0; i < reps; i++)); do
-        for s in $(rotated "$i" "$@"); do
-            down "$s"
-            up "$s"
-            drop_caches
-            run "$s" "$workload" cold
-        done
-    done
-    for s in "$@"; do down "$s"; done
-}
-
-# read_bench WORKLOAD SERVING...: as ci/bench.sh: cold rounds on fresh mounts, then warm ones.
-read_bench() {
-    local workload=$1 i s
-    shift
-    log "  $workload: $*"
-    for ((i = 0; i < reps; i++)); do
-        for s in $(rotated "$i" "$@"); do
-            down "$s"
-            up "$s"
-            drop_caches
-            run "$s" "$workload" cold
-        done
-    done
-    for s in "$@"; do run "$s" "$workload" warmup; done
-    for ((i = 0; i < reps; i++)); do
-        for s in $(rotated "$i" "$@"); do run "$s" "$workload" warm; done
-    done
-    for s in "$@"; do down "$s"; done
-}
-
 log "benchmarking editable runtimes: $reps repetitions, $files files, $dirs directories, $big_mib MiB"
 for w in $only; do
     case $w in
-    untar | write) write_bench "$w" spfs-fuse fuse-overlayfs overlay plain ;;
-    append | rmtree) write_bench "$w" spfs-fuse fuse-overlayfs overlay ;;
-    reads) read_bench lstat spfs-fuse spfs-fuse-ro && read_bench read spfs-fuse spfs-fuse-ro ;;
+    untar | write) bench cold "$w" spfs-fuse fuse-overlayfs overlay plain ;;
+    append | rmtree) bench cold "$w" spfs-fuse fuse-overlayfs overlay ;;
+    reads) bench cold-warm lstat spfs-fuse spfs-fuse-ro && bench cold-warm read spfs-fuse spfs-fuse-ro ;;
     *) echo "ci/bench-edit.sh: unknown workload $w" >&2; exit 2 ;;
     esac
 done

@@ -109,36 +109,12 @@ run() {
     echo "$serving $workload $temp $out" >>"$results"
 }
 
-# bench WORKLOAD SERVING...: REPS rounds of cold runs (each serving freshly mounted, caches
-# dropped), then one untimed and REPS timed rounds of warm runs on the last mounts. The servings
-# take turns within each round, so load from elsewhere on the machine hits them alike, and each
-# round starts with the next one, so whatever the first run of a round pays (the previous
-# workload's leftovers, a CPU waking up) falls on each alike.
-bench() {
-    local workload=$1 i s
-    shift
-    log "  $workload: $*"
-    for ((i = 0; i < reps; i++)); do
-        for s in $(rotated "$i" "$@"); do
-            down "$s"
-            up "$s"
-            drop_caches
-            run "$s" "$workload" cold
-        done
-    done
-    for s in "$@"; do run "$s" "$workload" warmup; done
-    for ((i = 0; i < reps; i++)); do
-        for s in $(rotated "$i" "$@"); do run "$s" "$workload" warm; done
-    done
-    for s in "$@"; do down "$s"; done
-}
-
 log "benchmarking: $reps repetitions, $files files, $dirs directories, $big_mib MiB big file"
 for w in $only; do
     case $w in
-    walk | lstat | read | big) bench "$w" spfs-fuse fuse-overlayfs overlay plain ;;
+    walk | lstat | read | big) bench cold-warm "$w" spfs-fuse fuse-overlayfs overlay plain ;;
     # Routing cost: the same lstat workload through a service with one runtime and one with $many.
-    routing) bench lstat-routing spfs-fuse spfs-fuse-many ;;
+    routing) bench cold-warm lstat-routing spfs-fuse spfs-fuse-many ;;
     *) echo "ci/bench.sh: unknown workload $w (walk, lstat, read, big, routing)" >&2; exit 2 ;;
     esac
 done

@@ -118,6 +118,33 @@ rotated() {
     for ((k = 0; k < n; k++)); do echo "${all[(i + k) % n]}"; done
 }
 
+# bench cold|cold-warm WORKLOAD SERVING...: REPS rounds of cold runs (each serving freshly
+# mounted, with an empty upper where it has one, and the page cache dropped); with cold-warm
+# then one untimed and REPS timed rounds of warm runs on the last mounts. The servings take
+# turns within each round, so load from elsewhere on the machine hits them alike, and each round
+# starts with the next one, so whatever the first run of a round pays (the previous workload's
+# leftovers, a CPU waking up) falls on each alike. Uses the script's up, down and run.
+bench() {
+    local temps=$1 workload=$2 i s
+    shift 2
+    log "  $workload: $*"
+    for ((i = 0; i < reps; i++)); do
+        for s in $(rotated "$i" "$@"); do
+            down "$s"
+            up "$s"
+            drop_caches
+            run "$s" "$workload" cold
+        done
+    done
+    if [ "$temps" = cold-warm ]; then
+        for s in "$@"; do run "$s" "$workload" warmup; done
+        for ((i = 0; i < reps; i++)); do
+            for s in $(rotated "$i" "$@"); do run "$s" "$workload" warm; done
+        done
+    fi
+    for s in "$@"; do down "$s"; done
+}
+
 # machine_line: cores, CPU, kernel and whether FUSE over io_uring was used, for every table.
 machine_line() {
     local uring_switch=/sys/module/fuse/parameters/enable_uring uring

@@ -9,6 +9,9 @@
 //! again as the runtime's root with a fresh scratch. `SPFS_FUSE_ORACLE_CASES` sets the number
 //! of sequences (default 200), `SPFS_FUSE_ORACLE_SEED` replays a run. The harness is checked
 //! too: two overlay mounts always agree, and a plain directory is told from overlayfs.
+//!
+//! Linux only: the oracle is the Linux kernel's overlayfs.
+#![cfg(target_os = "linux")]
 
 #[path = "support/oracle/mod.rs"]
 mod oracle;
