@@ -34,6 +34,8 @@ enum Command {
     Status(client::StatusArgs),
     /// Run a command in a fresh runtime; `SPFS_ROOT` points at its view.
     Run(client::RunArgs),
+    /// Make a running read-only runtime editable; prints its scratch directory.
+    Edit(client::EditCmdArgs),
     /// List what an editable runtime changed: added (+), modified (~) and removed (-) paths.
     Diff(client::DiffArgs),
     /// Unmount and remove stale `spfs-<pid>` volumes whose process is gone.
@@ -54,6 +56,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Unmount(args) => client::unmount(args),
         Command::Status(args) => client::status(args),
         Command::Run(args) => client::run(args),
+        Command::Edit(args) => client::edit(args),
         Command::Diff(args) => client::diff(args),
         Command::Sweep(args) => sweep_cmd::run(args),
         Command::Shutdown(args) => client::shutdown(args),

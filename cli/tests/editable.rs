@@ -483,3 +483,112 @@ fn writes_land_in_the_scratch_without_io_uring_too() {
     }
     writes_land_in_the_scratch(&Service::with_args("shared", &["--no-io-uring"]));
 }
+
+/// A shell that runs each line it reads and answers with its exit status: a runtime's root
+/// whose processes act in the view when asked.
+struct Repl {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Repl {
+    fn new() -> Repl {
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "while read -r line; do eval \"$line\" >/dev/null 2>&1; echo \"$?\"; done",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        Repl { child, out }
+    }
+
+    /// Runs `line` in the shell; its exit status.
+    fn status(&mut self, line: &str) -> i32 {
+        use std::io::{BufRead, Write};
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+        let mut answer = String::new();
+        self.out.read_line(&mut answer).unwrap();
+        answer.trim().parse().unwrap()
+    }
+}
+
+impl Drop for Repl {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `edit` in `service`'s layout: a running read-only runtime becomes editable in place; its
+/// shell's working directory in the view keeps working, writes land in the new scratch, and
+/// `status`, `diff` and a second `edit` say so.
+fn edit_makes_a_running_runtime_editable(service: &Service) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = layer(dir.path());
+    let mut shell = Repl::new();
+    let mount_point = service.mount(shell.child.id(), &spec);
+    let pid = shell.child.id().to_string();
+    assert_eq!(shell.status(&format!("cd {mount_point}/dir")), 0);
+    assert_ne!(
+        shell.status("echo new > ../new"),
+        0,
+        "a read-only view took a write"
+    );
+
+    let scratch = dir.path().join("scratch");
+    let printed = ok(&service.cli(&[
+        "edit",
+        "--root-process",
+        &pid,
+        "--scratch",
+        scratch.to_str().unwrap(),
+    ]));
+    assert_eq!(printed.trim(), scratch.to_str().unwrap());
+    assert_eq!(
+        shell.status("test \"$(cat inner)\" = inner"),
+        0,
+        "the working directory was lost"
+    );
+    assert_eq!(shell.status("echo new > ../new && echo more >> inner"), 0);
+    assert_eq!(std::fs::read(scratch.join("new")).unwrap(), b"new\n");
+    assert_eq!(
+        std::fs::read(scratch.join("dir/inner")).unwrap(),
+        b"inner\nmore\n"
+    );
+    let runtime = runtime(service, shell.child.id());
+    assert_eq!(runtime["editable"], true, "{runtime}");
+    assert_eq!(runtime["scratch"], scratch.to_str().unwrap());
+    assert_eq!(
+        ok(&service.cli(&["diff", "--root-process", &pid])),
+        "~ /dir/inner\n+ /new\n"
+    );
+    let again = service.cli(&["edit", "--root-process", &pid]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("editable already"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+fn edit_makes_a_running_runtime_editable_in_the_shared_layout() {
+    if !require_fuse() {
+        return;
+    }
+    edit_makes_a_running_runtime_editable(&Service::start());
+}
+
+#[test]
+fn edit_makes_a_running_runtime_editable_on_its_own_volume() {
+    if !require_fuse() {
+        return;
+    }
+    edit_makes_a_running_runtime_editable(&Service::per_runtime());
+}

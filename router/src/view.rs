@@ -23,7 +23,7 @@ use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::edit::{Edit, OPAQUE_MARKER, Scratch, WHITEOUT_PREFIX};
 use crate::error::FsError;
@@ -199,8 +199,9 @@ pub struct View {
     blocks: u64,
     /// The owner (uid, gid) the view was built for.
     owner: (u32, u32),
-    /// An editable view's overlay: writes land in its scratch, on top of the layers.
-    edit: Option<Edit>,
+    /// An editable view's overlay: writes land in its scratch, on top of the layers. Set once,
+    /// at registration or later by [`View::make_editable`]; reads of it are one atomic load.
+    edit: OnceLock<Edit>,
 }
 
 /// The block size a view counts its files' sizes in, and reports to `statfs`.
@@ -273,7 +274,7 @@ impl View {
             payloads: Vec::new(),
             blocks: 0,
             owner,
-            edit: None,
+            edit: OnceLock::new(),
         };
         view.nodes.push(Node {
             name_start: 0,
@@ -374,21 +375,37 @@ impl View {
 
     /// This view made editable: `scratch` takes every write, on top of its layers. What an
     /// earlier runtime left in it shows at once.
-    pub fn with_scratch(mut self, scratch: Scratch) -> View {
-        self.edit = Some(Edit::load(scratch, &self));
+    pub fn with_scratch(self, scratch: Scratch) -> View {
+        if let Err(scratch) = self.make_editable(scratch) {
+            // A view being built has no overlay yet; should it, the scratch is let go.
+            tracing::warn!(scratch = %scratch.dir().display(), "the view was editable already");
+        }
         self
+    }
+
+    /// Makes this view, which may be serving, editable with `scratch` on top (`spfs-fuse
+    /// edit`). Nothing the view shows changes and every node keeps its id, so its processes
+    /// carry on, open files and working directories included. A view that is editable already
+    /// keeps its scratch, and `scratch` is handed back.
+    pub fn make_editable(&self, scratch: Scratch) -> Result<(), Scratch> {
+        if self.edit.get().is_some() {
+            return Err(scratch);
+        }
+        self.edit
+            .set(Edit::load(scratch, self))
+            .map_err(Edit::into_scratch)
     }
 
     /// The scratch of an editable view; `None` for a read-only one.
     pub fn scratch(&self) -> Option<&Scratch> {
-        self.edit.as_ref().map(Edit::scratch)
+        self.edit.get().map(Edit::scratch)
     }
 
     /// Whether this editable view's scratch holds changes (made since it was registered, or
     /// left by an earlier runtime); `false` for a read-only view. A change that failed before
     /// writing anything (a name taken, say) leaves the scratch empty and counts as none.
     pub fn has_changes(&self) -> bool {
-        self.edit.as_ref().is_some_and(|edit| {
+        self.edit.get().is_some_and(|edit| {
             edit.changed()
                 && std::fs::read_dir(edit.scratch().dir()).is_ok_and(|mut d| d.next().is_some())
         })
@@ -402,13 +419,13 @@ impl View {
 
     /// The overlay of an editable view.
     pub(crate) fn edit(&self) -> Option<&Edit> {
-        self.edit.as_ref()
+        self.edit.get()
     }
 
     /// The overlay of an editable view once something changed; `None` while requests may go
     /// the read-only way.
     pub(crate) fn changes(&self) -> Option<&Edit> {
-        self.edit.as_ref().filter(|e| e.changed())
+        self.edit.get().filter(|e| e.changed())
     }
 
     /// This view's id.

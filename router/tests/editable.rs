@@ -923,3 +923,46 @@ fn a_changed_directory_resumes_at_every_offset_it_handed_out() {
     }
     assert_eq!(names, [".", "..", "0", "b", "c", "sub"]);
 }
+
+#[test]
+fn a_serving_read_only_view_made_editable_keeps_every_node_and_takes_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_layer(&tmp.path().join("layer"));
+    let view = Arc::new(View::build(
+        6,
+        &ResolvedSpec::of_directories([tmp.path().join("layer")]),
+        &root_attr(),
+        (me().uid, me().gid),
+    ));
+    let vfs = Arc::new(Vfs::new(Routing::Fixed(view.clone())));
+    let before = walk(&vfs, 0);
+    let dir = vfs.lookup(0, ROOT, b"dir").unwrap();
+    let a = vfs.lookup(0, dir.node, b"a").unwrap();
+    assert_eq!(vfs.read(a.node, 0, 0, 10).unwrap(), b"a");
+    assert_eq!(
+        vfs.create(&me(), dir.node, b"new", 0o644)
+            .unwrap_err()
+            .to_errno(),
+        libc::EROFS
+    );
+
+    let scratch = tmp.path().join("scratch");
+    view.make_editable(Scratch::open(&scratch, false).unwrap())
+        .unwrap();
+    // Nothing moved: the same nodes, the same tree, and what was open reads on.
+    assert_eq!(walk(&vfs, 0), before);
+    assert_eq!(vfs.lookup(0, ROOT, b"dir").unwrap().node, dir.node);
+    assert_eq!(vfs.read(a.node, 0, 0, 10).unwrap(), b"a");
+    let (new, _) = vfs.create(&me(), dir.node, b"new", 0o644).unwrap();
+    vfs.write(a.node, 0, 1, b"!").unwrap();
+    assert_eq!(vfs.lookup(0, dir.node, b"new").unwrap().node, new.node);
+    assert_eq!(fs::read(scratch.join("dir/a")).unwrap(), b"a!");
+    assert!(scratch.join("dir/new").is_file());
+    // Editable once: a second scratch is handed back and the first stays.
+    let other = tmp.path().join("other");
+    let refused = view
+        .make_editable(Scratch::open(&other, false).unwrap())
+        .unwrap_err();
+    assert_eq!(refused.dir(), other);
+    assert_eq!(view.scratch().unwrap().dir(), scratch);
+}

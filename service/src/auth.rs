@@ -32,11 +32,21 @@ pub(crate) fn may_register(
 
 /// Allows `caller_uid` to remove `runtime` when it registered it.
 pub(crate) fn may_remove(caller_uid: u32, runtime: &RuntimeStatus) -> Result<(), HostError> {
+    may_change(caller_uid, runtime, "remove")
+}
+
+/// Allows `caller_uid` to make `runtime` editable when it could remove it: the owner or root.
+pub(crate) fn may_make_editable(caller_uid: u32, runtime: &RuntimeStatus) -> Result<(), HostError> {
+    may_change(caller_uid, runtime, "make editable")
+}
+
+/// Allows the owner of `runtime`, or root, to `action` it.
+fn may_change(caller_uid: u32, runtime: &RuntimeStatus, action: &str) -> Result<(), HostError> {
     if caller_uid == ROOT_UID || caller_uid == runtime.owner_uid {
         return Ok(());
     }
     Err(HostError::PermissionDenied(format!(
-        "uid {caller_uid} may not remove the runtime of process {}, which belongs to uid {}",
+        "uid {caller_uid} may not {action} the runtime of process {}, which belongs to uid {}",
         runtime.root_pid, runtime.owner_uid
     )))
 }

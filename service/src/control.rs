@@ -218,6 +218,37 @@ impl Vfs for VfsService {
         .await
     }
 
+    async fn edit(
+        &self,
+        request: Request<pb::EditRequest>,
+    ) -> Result<Response<pb::EditResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let pb::EditRequest { root_pid, scratch } = request.into_inner();
+        let edit = if scratch.is_empty() {
+            Edit::DefaultScratch
+        } else {
+            Edit::Scratch(scratch.into())
+        };
+        let span = tracing::info_span!("edit", caller_uid = caller.uid, caller_pid = ?caller.pid, root_pid);
+        async move {
+            let runtime = self
+                .on_host(move |host| {
+                    let runtime = host
+                        .runtime(root_pid)
+                        .ok_or(HostError::NoSuchRuntime(root_pid))?;
+                    auth::may_make_editable(caller.uid, &runtime)?;
+                    host.make_editable(root_pid, &edit)
+                })
+                .await
+                .map_err(|err| refuse(&err))?;
+            Ok(Response::new(pb::EditResponse {
+                runtime: Some(runtime.into()),
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
     async fn diff(
         &self,
         request: Request<pb::DiffRequest>,

@@ -25,7 +25,7 @@ pub(crate) fn host_error_to_status(err: &HostError) -> Status {
         // Like a held mount point: retrying helps only once the other runtime ends.
         HostError::Scratch(_) => Code::FailedPrecondition,
         // The runtime exists; only registering it editable would give it changes to list.
-        HostError::NotEditable(_) => Code::FailedPrecondition,
+        HostError::NotEditable(_) | HostError::AlreadyEditable(_) => Code::FailedPrecondition,
         HostError::Mount { .. } | HostError::Internal(_) => Code::Internal,
     };
     let message = match err.hint() {

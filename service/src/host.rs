@@ -21,7 +21,7 @@ use spfs_router::{
     Timestamp, Vfs, edit,
 };
 
-use crate::state::{SavedRuntime, StateFile};
+use crate::state::{SavedRuntime, SavedScratch, StateFile};
 use crate::{convert, scratches};
 
 /// Why a control call on the host failed. The gRPC service maps each variant to a status code.
@@ -74,6 +74,9 @@ pub enum HostError {
          changes)"
     )]
     NotEditable(u32),
+    /// `edit` of a runtime that is editable already.
+    #[error("the runtime of root process {0} is editable already")]
+    AlreadyEditable(u32),
     /// Anything else: a host call that died, ...
     #[error("{0}")]
     Internal(String),
@@ -481,10 +484,31 @@ impl Host {
         root_pid: u32,
         edit: &Edit,
     ) -> Result<(Option<Scratch>, Option<PathBuf>), HostError> {
+        if *edit == Edit::ReadOnly {
+            return Ok((None, None));
+        }
+        if self
+            .router
+            .runtimes()
+            .iter()
+            .any(|r| r.root_pid == root_pid && self.router.is_alive(r))
+        {
+            return Err(HostError::AlreadyRegistered(root_pid));
+        }
+        let (scratch, made) = self.open_scratch(root_pid, edit)?;
+        Ok((Some(scratch), made))
+    }
+
+    /// Locks the scratch `edit` asks for (an editable one) for `root_pid`'s runtime; returns
+    /// it and the directory when this call made a default one.
+    fn open_scratch(
+        &self,
+        root_pid: u32,
+        edit: &Edit,
+    ) -> Result<(Scratch, Option<PathBuf>), HostError> {
         let (dir, durable) = match edit {
-            Edit::ReadOnly => return Ok((None, None)),
             Edit::Scratch(dir) => (dir.clone(), true),
-            Edit::DefaultScratch => {
+            Edit::ReadOnly | Edit::DefaultScratch => {
                 let info = self
                     .processes
                     .info(root_pid)
@@ -497,17 +521,43 @@ impl Host {
                 (dir, false)
             }
         };
-        if self
-            .router
-            .runtimes()
-            .iter()
-            .any(|r| r.root_pid == root_pid && self.router.is_alive(r))
-        {
-            return Err(HostError::AlreadyRegistered(root_pid));
-        }
         let made = (!durable && !dir.exists()).then(|| dir.clone());
         let scratch = Scratch::open(&dir, durable).map_err(|err| self.scratch_refused(err))?;
-        Ok((Some(scratch), made))
+        Ok((scratch, made))
+    }
+
+    /// Makes the live read-only runtime of `root_pid` editable with the scratch `edit` asks
+    /// for (`spfs-fuse edit`; `Edit::ReadOnly` takes a default one). The view stays the same
+    /// view: nothing it shows changes and every node keeps its id, so the runtime's processes
+    /// carry on. The state file keeps the scratch for a restart.
+    pub fn make_editable(&self, root_pid: u32, edit: &Edit) -> Result<RuntimeStatus, HostError> {
+        let _changes = self.serialise();
+        let runtime = self
+            .router
+            .runtimes()
+            .into_iter()
+            .find(|r| r.root_pid == root_pid && self.router.is_alive(r))
+            .ok_or(HostError::NoSuchRuntime(root_pid))?;
+        if runtime.view.scratch().is_some() {
+            return Err(HostError::AlreadyEditable(root_pid));
+        }
+        let (scratch, made) = self.open_scratch(root_pid, edit)?;
+        if runtime.view.make_editable(scratch).is_err() {
+            if let Some(made) = made {
+                scratches::remove(&made);
+            }
+            return Err(HostError::AlreadyEditable(root_pid));
+        }
+        let mut saved = lock(&self.saved);
+        if let Some(entry) = saved.get_mut(&root_pid) {
+            entry.scratch = runtime.view.scratch().map(SavedScratch::of);
+            self.persist(&saved);
+        }
+        drop(saved);
+        if let Some(scratch) = runtime.view.scratch() {
+            tracing::info!(root_pid, scratch = %scratch.dir().display(), durable = scratch.is_durable(), "the runtime is editable now");
+        }
+        Ok(self.runtime_status(&runtime))
     }
 
     /// A scratch that cannot be taken, as the caller reads it: one in use names the runtime

@@ -11,7 +11,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use spfs_router::{Owner, Runtime};
+use spfs_router::{Owner, Runtime, Scratch};
 
 /// The format of the file; a file of another version is ignored (logged), not misread.
 const VERSION: u32 = 1;
@@ -48,6 +48,16 @@ pub struct SavedScratch {
     pub durable: bool,
 }
 
+impl SavedScratch {
+    /// What to keep of `scratch`.
+    pub fn of(scratch: &Scratch) -> SavedScratch {
+        SavedScratch {
+            dir: scratch.dir().to_path_buf(),
+            durable: scratch.is_durable(),
+        }
+    }
+}
+
 impl SavedRuntime {
     /// What to keep of `runtime`, registered by `owner`.
     pub fn of(runtime: &Runtime, owner: &Owner) -> SavedRuntime {
@@ -59,10 +69,7 @@ impl SavedRuntime {
             owner_uid: owner.uid,
             owner_gid: owner.gid,
             owner_checked: owner.checked_groups.is_some(),
-            scratch: runtime.view.scratch().map(|scratch| SavedScratch {
-                dir: scratch.dir().to_path_buf(),
-                durable: scratch.is_durable(),
-            }),
+            scratch: runtime.view.scratch().map(SavedScratch::of),
         }
     }
 

@@ -118,12 +118,7 @@ impl EditArgs {
     /// absolute path (empty for the service's default).
     fn request(&self, cwd: &Path) -> anyhow::Result<Edit> {
         let scratch = match &self.scratch {
-            Some(dir) => {
-                let dir = absolute(dir, cwd);
-                dir.to_str()
-                    .map(str::to_owned)
-                    .with_context(|| format!("the scratch {} is not valid UTF-8", dir.display()))?
-            }
+            Some(dir) => scratch_path(dir, cwd)?,
             None => String::new(),
         };
         Ok(Edit {
@@ -131,6 +126,14 @@ impl EditArgs {
             scratch,
         })
     }
+}
+
+/// The scratch directory `dir` as sent: absolute, against `cwd`.
+fn scratch_path(dir: &Path, cwd: &Path) -> anyhow::Result<String> {
+    let dir = absolute(dir, cwd);
+    dir.to_str()
+        .map(str::to_owned)
+        .with_context(|| format!("the scratch {} is not valid UTF-8", dir.display()))
 }
 
 /// The registration's editing fields, as sent.
@@ -174,6 +177,22 @@ pub struct DiffArgs {
     /// (removed) line per change.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    endpoint: EndpointArgs,
+}
+
+/// Arguments of `spfs-fuse edit`.
+#[derive(Debug, clap::Args)]
+pub struct EditCmdArgs {
+    /// The root process of the read-only runtime to make editable [default: the parent of
+    /// this command, i.e. your shell].
+    #[arg(long, value_name = "PID")]
+    root_process: Option<u32>,
+    /// The scratch directory (relative paths are taken from the current directory): made
+    /// when missing, kept when the runtime ends, continued when registered again [default:
+    /// one of the service's own, removed with the runtime].
+    #[arg(long, value_name = "DIR")]
+    scratch: Option<PathBuf>,
     #[command(flatten)]
     endpoint: EndpointArgs,
 }
@@ -244,6 +263,33 @@ pub fn unmount(args: UnmountArgs) -> anyhow::Result<ExitCode> {
     let root_pid = args.root_process.unwrap_or_else(parent_pid);
     let target = Target::from_args(&args.endpoint)?;
     block_on(unregister(&target, root_pid))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `spfs-fuse edit`: makes a running read-only runtime editable, as `spfs edit` does,
+/// and prints where its changes go.
+pub fn edit(args: EditCmdArgs) -> anyhow::Result<ExitCode> {
+    let root_pid = args.root_process.unwrap_or_else(parent_pid);
+    let scratch = match &args.scratch {
+        Some(dir) => scratch_path(dir, &std::env::current_dir()?)?,
+        None => String::new(),
+    };
+    let target = Target::from_args(&args.endpoint)?;
+    let runtime = block_on(async {
+        let mut client = connect::connect(&target).await?;
+        let reply = call(
+            MOUNT_DEADLINE,
+            client.edit(request(
+                pb::EditRequest { root_pid, scratch },
+                MOUNT_DEADLINE,
+            )),
+        )
+        .await?;
+        reply
+            .runtime
+            .context("the service sent no runtime back from edit")
+    })?;
+    println!("{}", runtime.scratch);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -423,6 +423,11 @@ impl Edit {
         }
     }
 
+    /// Gives the scratch back, for an overlay that was not put in place.
+    pub(crate) fn into_scratch(self) -> Scratch {
+        self.scratch
+    }
+
     /// The scratch directory.
     pub(crate) fn scratch(&self) -> &Scratch {
         &self.scratch
