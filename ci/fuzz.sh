@@ -11,6 +11,10 @@ cd "$(dirname "$0")/.."
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2
 export RUSTC_BOOTSTRAP=1
 seconds=${FUZZ_SECONDS:-25}
+# The targets' own temp files (fuse_request's scratch) go here, and with it when done.
+TMPDIR=$(mktemp -d)
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
 
 for target in env_spec fuse_request; do
     regressions=fuzz/regressions/$target

@@ -11,7 +11,7 @@ use spfs_frontends::adapter::Adapter;
 use spfs_frontends::session::MemoryServer;
 use spfs_frontends::{KernelPolicy, Platform, RoutingKind, Transport};
 use spfs_router::process::FakeProcessTable;
-use spfs_router::{Attr, Owner, Router, Routing, Timestamp, Vfs};
+use spfs_router::{Attr, Owner, Router, Routing, Scratch, Timestamp, Vfs};
 
 /// The runtime's root process; requests may claim any pid, this one or its child 101 route to
 /// the view and all others to the empty view.
@@ -30,12 +30,15 @@ static TARGET: LazyLock<MemoryServer> = LazyLock::new(|| {
     let examples = std::fs::canonicalize(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))
         .expect("the example layers exist");
     let examples = examples.display();
+    // Editable, so the write requests reach the overlay too; its scratch is this run's own.
+    let scratch = std::env::temp_dir().join(format!("spfs-fuzz-scratch-{}", std::process::id()));
     router
         .register(
             ROOT_PID,
             &format!("{examples}/base+{examples}/tools"),
             &Owner::trusted(0, 0),
             &[],
+            Some(Scratch::open(&scratch, false).expect("the scratch opens")),
         )
         .expect("the example layers register");
     let vfs = Arc::new(Vfs::new(Routing::Shared(router)));
