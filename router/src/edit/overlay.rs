@@ -7,7 +7,7 @@
 //! index; an entry whose last name is removed is detached, and still answers through a file
 //! the open-file cache holds for it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
@@ -15,7 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::ffi::{c_path, check};
 use super::{OPAQUE_MARKER, Scratch, TEMP_PREFIX, WHITEOUT_PREFIX, sys};
@@ -63,6 +63,29 @@ pub struct Edit {
     changed: AtomicBool,
     state: RwLock<State>,
     temps: AtomicU64,
+    /// Lower files being copied up outside the lock: one copy per file at a time, since a
+    /// large write arrives as several WRITEs at once (one per FUSE queue) and each would
+    /// copy the whole file.
+    copying: Mutex<HashSet<u32>>,
+    copied: Condvar,
+}
+
+/// The claim on copying up one lower file (see [`Edit::claim_copy`]); dropped, it wakes
+/// whoever waits to copy the same file.
+struct CopyClaim<'a> {
+    edit: &'a Edit,
+    i: u32,
+}
+
+impl Drop for CopyClaim<'_> {
+    fn drop(&mut self) {
+        lock_set(&self.edit.copying).remove(&self.i);
+        self.edit.copied.notify_all();
+    }
+}
+
+fn lock_set(set: &Mutex<HashSet<u32>>) -> MutexGuard<'_, HashSet<u32>> {
+    set.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Maps a scratch failure at `path` to the caller's error, keeping its errno.
@@ -420,6 +443,8 @@ impl Edit {
             changed: AtomicBool::new(changed),
             state: RwLock::new(state),
             temps: AtomicU64::new(0),
+            copying: Mutex::default(),
+            copied: Condvar::new(),
         }
     }
 
@@ -646,6 +671,21 @@ impl Edit {
         i: u32,
     ) -> Result<(), FsError> {
         self.copy_up_with(st, lower, files, i, None)
+    }
+
+    /// Claims the copy-up of lower entry `i`, waiting while another request copies it; `None`
+    /// when it is in the scratch already. Held until the copy is in place, so a request that
+    /// waited finds it there and copies nothing.
+    fn claim_copy(&self, i: u32) -> Option<CopyClaim<'_>> {
+        let mut copying = lock_set(&self.copying);
+        while copying.contains(&i) {
+            copying = self.copied.wait(copying).unwrap_or_else(|e| e.into_inner());
+        }
+        if self.is_upper(i) {
+            return None;
+        }
+        copying.insert(i);
+        Some(CopyClaim { edit: self, i })
     }
 
     /// A copy of lower file `i`'s content, mode, owner and times in the scratch, made before
@@ -1120,6 +1160,7 @@ impl Edit {
             return Err(FsError::Unsupported("changing the root"));
         }
         let node = lower.node_id(i);
+        let _claim = self.claim_copy(i);
         let prepared = self.prepare(lower, i);
         let mut st = self.write();
         let kind = st.kind(lower, i).ok_or(FsError::StaleNode(node))?;
@@ -1192,7 +1233,7 @@ impl Edit {
         i: u32,
     ) -> Result<Arc<File>, FsError> {
         let node = lower.node_id(i);
-        if !self.is_upper(i) {
+        if let Some(_claim) = self.claim_copy(i) {
             let prepared = self.prepare(lower, i);
             let mut st = self.write();
             check_file(&st, lower, i)?;
