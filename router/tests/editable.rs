@@ -966,3 +966,43 @@ fn a_serving_read_only_view_made_editable_keeps_every_node_and_takes_writes() {
     assert_eq!(refused.dir(), other);
     assert_eq!(view.scratch().unwrap().dir(), scratch);
 }
+
+#[test]
+fn concurrent_writes_to_one_lower_file_copy_it_up_once_and_all_land() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = tmp.path().join("layer");
+    let lower: Vec<u8> = (0..4 << 20).map(|i| (i % 251) as u8).collect();
+    fs::create_dir_all(&layer).unwrap();
+    fs::write(layer.join("big"), &lower).unwrap();
+    let scratch = tmp.path().join("scratch");
+    let vfs = Arc::new(Vfs::new(Routing::Fixed(editable_over(
+        std::slice::from_ref(&layer),
+        &scratch,
+        8,
+    ))));
+    let node = vfs.lookup(0, ROOT, b"big").unwrap().node;
+    // As a kernel with one FUSE queue per core sends the WRITEs of one large write: at once,
+    // by node id, each to its own part of the file.
+    let writers: Vec<_> = (0..4u64)
+        .map(|k| {
+            let vfs = vfs.clone();
+            std::thread::spawn(move || vfs.write(node, 0, k << 20, &[b'w' + k as u8; 4096]))
+        })
+        .collect();
+    for writer in writers {
+        assert_eq!(writer.join().unwrap().unwrap(), 4096);
+    }
+    let mut expected = lower;
+    for k in 0..4usize {
+        expected[k << 20..(k << 20) + 4096].fill(b'w' + k as u8);
+    }
+    assert!(
+        fs::read(scratch.join("big")).unwrap() == expected,
+        "a write was lost"
+    );
+    let left: Vec<_> = fs::read_dir(&scratch)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["big"], "a copy was left behind");
+}
