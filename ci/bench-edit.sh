@@ -69,15 +69,6 @@ up() {
     esac
 }
 
-down() {
-    case $1 in
-    spfs-fuse | spfs-fuse-ro) down_spfs "$1" ;;
-    fuse-overlayfs) unmount_fuse "$mnt/fuse-overlayfs" ;;
-    overlay) if mountpoint -q "$mnt/overlay"; then umount "$mnt/overlay" || umount -l "$mnt/overlay"; fi ;;
-    plain) ;;
-    esac
-}
-
 root_of() {
     case $1 in
     plain) echo "$work/plain" ;;

@@ -76,15 +76,6 @@ up() {
     esac
 }
 
-down() {
-    case $1 in
-    spfs-fuse | spfs-fuse-many) down_spfs "$1" ;;
-    fuse-overlayfs) unmount_fuse "$mnt/fuse-overlayfs" ;;
-    overlay) if mountpoint -q "$mnt/overlay"; then umount "$mnt/overlay" || umount -l "$mnt/overlay"; fi ;;
-    plain) ;;
-    esac
-}
-
 cleanup() {
     local s
     for s in spfs-fuse spfs-fuse-many fuse-overlayfs overlay; do down "$s" || true; done

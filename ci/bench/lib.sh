@@ -97,6 +97,16 @@ down_spfs() {
     if mountpoint -q "$mnt/$name"; then fusermount3 -uz "$mnt/$name"; fi
 }
 
+# down SERVING: its mount gone (an spfs-fuse serving's service shut down too).
+down() {
+    case $1 in
+    spfs-fuse*) down_spfs "$1" ;;
+    fuse-overlayfs) unmount_fuse "$mnt/fuse-overlayfs" ;;
+    overlay) if mountpoint -q "$mnt/overlay"; then umount "$mnt/overlay" || umount -l "$mnt/overlay"; fi ;;
+    plain) ;;
+    esac
+}
+
 # unmount_fuse DIR: a FUSE mount gone, politely if it can be.
 unmount_fuse() {
     if mountpoint -q "$1"; then fusermount3 -u "$1" || fusermount3 -uz "$1"; fi
