@@ -677,6 +677,10 @@ impl Edit {
     /// when it is in the scratch already. Held until the copy is in place, so a request that
     /// waited finds it there and copies nothing.
     fn claim_copy(&self, i: u32) -> Option<CopyClaim<'_>> {
+        // Every WRITE asks: one already copied (the common case) takes no mutex.
+        if self.is_upper(i) {
+            return None;
+        }
         let mut copying = lock_set(&self.copying);
         while copying.contains(&i) {
             copying = self.copied.wait(copying).unwrap_or_else(|e| e.into_inner());
