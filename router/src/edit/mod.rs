@@ -12,6 +12,8 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use crate::node::NodeId;
+
 mod ffi;
 mod load;
 mod overlay;
@@ -32,6 +34,23 @@ pub(crate) const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 /// The core's temp names: readers take them for whiteouts of an impossible name, so one a
 /// crash leaves behind changes nothing (and loading the scratch removes it).
 pub(crate) const TEMP_PREFIX: &str = ".wh..wh..tmp.";
+
+/// What the kernel must forget after the core changed a view behind its back (a reset): the
+/// frontend turns each into a FUSE notification (`FUSE_NOTIFY_INVAL_ENTRY` /
+/// `FUSE_NOTIFY_INVAL_INODE`), sent after [`crate::View::reset`] returned.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Invalidation {
+    /// The entry `name` of directory `parent`, positive or negative: the next lookup of the
+    /// name must reach the service.
+    Entry {
+        /// The directory's node id.
+        parent: NodeId,
+        /// The name in it.
+        name: Vec<u8>,
+    },
+    /// A node's attributes and cached pages (and, for a directory, its cached listing).
+    Node(NodeId),
+}
 
 /// Why a scratch directory cannot be used.
 #[derive(Debug, thiserror::Error)]
