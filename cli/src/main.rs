@@ -38,6 +38,13 @@ enum Command {
     Edit(client::EditCmdArgs),
     /// List what an editable runtime changed: added (+), modified (~) and removed (-) paths.
     Diff(client::DiffArgs),
+    /// Write an editable runtime's changes into an spfs repository as a layer (or a platform
+    /// of its layers plus that layer); prints the digest. The runtime carries on from the
+    /// committed stack with no changes.
+    Commit(client::CommitArgs),
+    /// Throw away an editable runtime's changes since its last commit: all, or those at the
+    /// paths named and below.
+    Reset(client::ResetArgs),
     /// Unmount and remove stale `spfs-<pid>` volumes whose process is gone.
     Sweep(sweep_cmd::SweepArgs),
     /// Ask the service to unmount and exit; it forgets its runtimes (a restart by a signal
@@ -58,6 +65,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => client::run(args),
         Command::Edit(args) => client::edit(args),
         Command::Diff(args) => client::diff(args),
+        Command::Commit(args) => client::commit(args),
+        Command::Reset(args) => client::reset(args),
         Command::Sweep(args) => sweep_cmd::run(args),
         Command::Shutdown(args) => client::shutdown(args),
         Command::Info(args) => client::info(args),

@@ -191,6 +191,112 @@ impl fmt::Display for UnknownChangeKind {
 
 impl std::error::Error for UnknownChangeKind {}
 
+/// What a commit writes (`spfs-fuse commit layer|platform`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CommitKind {
+    /// A layer of the runtime's changes.
+    Layer,
+    /// A platform of the runtime's layers plus the new layer.
+    Platform,
+}
+
+impl CommitKind {
+    /// The name the command line and the logs use: `layer` or `platform`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CommitKind::Layer => "layer",
+            CommitKind::Platform => "platform",
+        }
+    }
+}
+
+impl fmt::Display for CommitKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl From<CommitKind> for pb::CommitKind {
+    fn from(kind: CommitKind) -> pb::CommitKind {
+        match kind {
+            CommitKind::Layer => pb::CommitKind::Layer,
+            CommitKind::Platform => pb::CommitKind::Platform,
+        }
+    }
+}
+
+/// A commit kind on the wire that this side does not know (or none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownCommitKind(pub i32);
+
+impl fmt::Display for UnknownCommitKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown commit kind {} (expected layer or platform)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownCommitKind {}
+
+impl TryFrom<i32> for CommitKind {
+    type Error = UnknownCommitKind;
+
+    /// The kind's number on the wire; an unspecified or newer kind is refused, not guessed.
+    fn try_from(kind: i32) -> Result<CommitKind, UnknownCommitKind> {
+        match pb::CommitKind::try_from(kind) {
+            Ok(pb::CommitKind::Layer) => Ok(CommitKind::Layer),
+            Ok(pb::CommitKind::Platform) => Ok(CommitKind::Platform),
+            Ok(pb::CommitKind::Unspecified) | Err(_) => Err(UnknownCommitKind(kind)),
+        }
+    }
+}
+
+/// How far a commit has come: running totals (`spfs-fuse commit` shows them on a terminal).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitProgress {
+    /// Files hashed so far.
+    pub files_hashed: u64,
+    /// Bytes hashed so far.
+    pub bytes_hashed: u64,
+    /// New payloads written so far.
+    pub files_written: u64,
+    /// Bytes of new payloads written so far.
+    pub bytes_written: u64,
+    /// Files to hash in all; 0 while unknown.
+    pub files_total: u64,
+    /// Bytes to hash in all; 0 while unknown.
+    pub bytes_total: u64,
+}
+
+impl From<CommitProgress> for pb::CommitProgress {
+    fn from(p: CommitProgress) -> pb::CommitProgress {
+        pb::CommitProgress {
+            files_hashed: p.files_hashed,
+            bytes_hashed: p.bytes_hashed,
+            files_written: p.files_written,
+            bytes_written: p.bytes_written,
+            files_total: p.files_total,
+            bytes_total: p.bytes_total,
+        }
+    }
+}
+
+impl From<pb::CommitProgress> for CommitProgress {
+    fn from(p: pb::CommitProgress) -> CommitProgress {
+        CommitProgress {
+            files_hashed: p.files_hashed,
+            bytes_hashed: p.bytes_hashed,
+            files_written: p.files_written,
+            bytes_written: p.bytes_written,
+            files_total: p.files_total,
+            bytes_total: p.bytes_total,
+        }
+    }
+}
+
 /// What `Status` reports about the service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceStatus {

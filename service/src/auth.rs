@@ -2,6 +2,9 @@
 //! processes it owns, and sees only its own runtimes; root may do anything. The uids come from
 //! the socket's peer credentials, read on every call.
 
+use std::path::Path;
+
+use spfs_router::Owner;
 use spfs_router::process::ProcessTable;
 
 use spfs_proto::status::{Layout, RuntimeStatus, ServiceStatus};
@@ -38,6 +41,26 @@ pub(crate) fn may_remove(caller_uid: u32, runtime: &RuntimeStatus) -> Result<(),
 /// Allows `caller_uid` to make `runtime` editable when it could remove it: the owner or root.
 pub(crate) fn may_make_editable(caller_uid: u32, runtime: &RuntimeStatus) -> Result<(), HostError> {
     may_change(caller_uid, runtime, "make editable")
+}
+
+/// Allows `caller_uid` to commit `runtime` when it could remove it: the owner or root. The
+/// repository is checked apart ([`may_write_repo`]).
+pub(crate) fn may_commit(caller_uid: u32, runtime: &RuntimeStatus) -> Result<(), HostError> {
+    may_change(caller_uid, runtime, "commit")
+}
+
+/// Allows `caller_uid` to reset `runtime` when it could remove it: the owner or root.
+pub(crate) fn may_reset(caller_uid: u32, runtime: &RuntimeStatus) -> Result<(), HostError> {
+    may_change(caller_uid, runtime, "reset")
+}
+
+/// Allows `owner` (the caller, checked when it is not the service's user or root) to write
+/// a commit into `repo`: the service writes with its own rights, so a caller whose own could
+/// not is refused, naming the directory that refuses.
+pub(crate) fn may_write_repo(owner: &Owner, repo: &Path) -> Result<(), HostError> {
+    owner
+        .check_writable_repo(repo)
+        .map_err(|err| HostError::PermissionDenied(err.to_string()))
 }
 
 /// Allows the owner of `runtime`, or root, to `action` it.

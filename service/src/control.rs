@@ -1,8 +1,12 @@
 //! The `spfs.fuse.v1.Vfs` gRPC service: every call finds out who is calling, runs the host call
 //! on a blocking thread, and turns the result into a reply (errors through `convert`).
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use spfs_proto::status::{CommitKind, CommitProgress};
 use spfs_proto::v1 as pb;
 use spfs_proto::v1::vfs_server::Vfs;
 use spfs_router::Owner;
@@ -13,8 +17,17 @@ use tracing::Instrument;
 
 use spfs_router::process::{ExitWatcher, ProcessTable, SystemProcessTable};
 
+use crate::commit::{CommitJob, tag_user};
 use crate::host::{Edit, Host, HostError};
 use crate::{auth, convert};
+
+/// How often a commit's progress goes to the client at most: a terminal line redrawn ten
+/// times a second reads as smooth, and the writer's threads are not slowed by the channel.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// The events of one commit, as the client reads them.
+type CommitEvents =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::CommitEvent, Status>> + Send>>;
 
 /// How callers are identified.
 #[derive(Debug, Clone, Copy)]
@@ -114,8 +127,145 @@ fn refuse(err: &HostError) -> Status {
     status
 }
 
+/// The job a Commit request asks for, by `caller`; refused when malformed.
+fn commit_job(
+    request: pb::CommitRequest,
+    caller: Caller,
+    service_uid: u32,
+) -> Result<(u32, CommitJob), HostError> {
+    let pb::CommitRequest {
+        root_pid,
+        kind,
+        repo,
+        tag,
+        encoding_format,
+        digest_strategy,
+        user,
+    } = request;
+    let kind =
+        CommitKind::try_from(kind).map_err(|err| HostError::InvalidCommit(err.to_string()))?;
+    let repo = PathBuf::from(repo);
+    if !repo.is_absolute() {
+        return Err(HostError::InvalidCommit(format!(
+            "the repository {} is not an absolute path",
+            repo.display()
+        )));
+    }
+    let user = if user.is_empty() {
+        tag_user(|_| None, caller.uid)
+    } else {
+        user
+    };
+    // The service's own user needs no change of owner: the files are its own already.
+    let owner = (caller.uid, caller.gid);
+    Ok((
+        root_pid,
+        CommitJob {
+            kind,
+            repo,
+            tag: (!tag.is_empty()).then_some(tag),
+            encoding_format,
+            digest_strategy,
+            user,
+            owner: (caller.uid != service_uid).then_some(owner),
+        },
+    ))
+}
+
 #[tonic::async_trait]
 impl Vfs for VfsService {
+    type CommitStream = CommitEvents;
+
+    async fn commit(
+        &self,
+        request: Request<pb::CommitRequest>,
+    ) -> Result<Response<CommitEvents>, Status> {
+        let caller = self.caller(&request)?;
+        let (root_pid, job) = commit_job(request.into_inner(), caller, self.service_uid)
+            .map_err(|err| refuse(&err))?;
+        let span = tracing::info_span!("commit", caller_uid = caller.uid, caller_pid = ?caller.pid, root_pid, kind = %job.kind);
+        let service_uid = self.service_uid;
+        // Checked before the stream starts, so a refusal is the call's own status.
+        let checking = job.repo.clone();
+        self.on_host(move |host| {
+            let runtime = host
+                .runtime(root_pid)
+                .ok_or(HostError::NoSuchRuntime(root_pid))?;
+            auth::may_commit(caller.uid, &runtime)?;
+            let owner = Owner::for_caller(caller.uid, caller.gid, service_uid);
+            auth::may_write_repo(&owner, &checking)
+        })
+        .instrument(span.clone())
+        .await
+        .map_err(|err| refuse(&err))?;
+
+        let (events, received) = tokio::sync::mpsc::channel(16);
+        let host = Arc::clone(&self.host);
+        let committing = async move {
+            let progress_events = events.clone();
+            let last = Mutex::new(None::<Instant>);
+            let result = tokio::task::spawn_blocking(move || {
+                let progress = |totals: CommitProgress| {
+                    let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+                    if last.is_some_and(|at| at.elapsed() < PROGRESS_EVERY) {
+                        return;
+                    }
+                    *last = Some(Instant::now());
+                    // A full channel or a client gone drops this event: the commit goes on,
+                    // and the next event carries the newer totals.
+                    let _ = progress_events.try_send(Ok(pb::CommitEvent {
+                        event: Some(pb::commit_event::Event::Progress(totals.into())),
+                    }));
+                };
+                host.commit(root_pid, &job, &progress)
+            })
+            .await
+            .unwrap_or_else(|err| Err(HostError::Internal(format!("the commit failed: {err}"))));
+            let event = match result {
+                Ok(committed) => Ok(pb::CommitEvent {
+                    event: Some(pb::commit_event::Event::Result(pb::CommitResult {
+                        digest: committed.digest.to_string(),
+                        kind: pb::CommitKind::from(committed.kind).into(),
+                        tag: committed.tag.unwrap_or_default(),
+                        runtime: Some(committed.runtime.into()),
+                    })),
+                }),
+                Err(err) => Err(refuse(&err)),
+            };
+            // The client may be gone; the commit stands either way.
+            let _ = events.send(event).await;
+        };
+        // A commit runs to its end even when the client goes away: nothing is left half-done.
+        tokio::spawn(committing.instrument(span));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(received),
+        )))
+    }
+
+    async fn reset(
+        &self,
+        request: Request<pb::ResetRequest>,
+    ) -> Result<Response<pb::ResetResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let pb::ResetRequest { root_pid, paths } = request.into_inner();
+        let span = tracing::info_span!("reset", caller_uid = caller.uid, caller_pid = ?caller.pid, root_pid);
+        async move {
+            let paths: Vec<PathBuf> = paths.into_iter().map(PathBuf::from).collect();
+            self.on_host(move |host| {
+                let runtime = host
+                    .runtime(root_pid)
+                    .ok_or(HostError::NoSuchRuntime(root_pid))?;
+                auth::may_reset(caller.uid, &runtime)?;
+                host.reset(root_pid, &paths)
+            })
+            .await
+            .map_err(|err| refuse(&err))?;
+            Ok(Response::new(pb::ResetResponse {}))
+        }
+        .instrument(span)
+        .await
+    }
+
     async fn mount(
         &self,
         request: Request<pb::MountRequest>,

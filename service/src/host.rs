@@ -14,15 +14,20 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use spfs_frontends::sweep::{self, volume_name};
 use spfs_frontends::{MountError, Platform, Session, SessionConfig, Transport};
 use spfs_probe::Backend;
-use spfs_proto::status::{Change, ChangeKind, Layout, RuntimeStatus, ScratchStatus, ServiceStatus};
+use spfs_proto::status::{
+    Change, ChangeKind, CommitKind, Layout, RuntimeStatus, ScratchStatus, ServiceStatus,
+};
 use spfs_router::process::{ProcessTable, SystemProcessTable};
 use spfs_router::{
-    Attr, EditError, Owner, RequestCounters, RouteError, Router, Routing, Runtime, Scratch,
-    Timestamp, Vfs, edit,
+    Attr, EditError, Invalidation, Owner, RequestCounters, RouteError, Router, Routing, Runtime,
+    Scratch, Timestamp, Vfs, edit,
 };
 
+use crate::commit::{
+    CommitJob, Committed, ProgressSink, committed_spec, pin_stack, platform_layers, repos_after,
+};
 use crate::state::{SavedRuntime, SavedScratch, StateFile};
-use crate::{convert, scratches};
+use crate::{convert, scratches, write};
 
 /// Why a control call on the host failed. The gRPC service maps each variant to a status code.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +82,13 @@ pub enum HostError {
     /// `edit` of a runtime that is editable already.
     #[error("the runtime of root process {0} is editable already")]
     AlreadyEditable(u32),
+    /// A commit that cannot be made as asked (a platform of a directory layer, a bad tag or
+    /// setting); the message says why.
+    #[error("{0}")]
+    InvalidCommit(String),
+    /// Writing a commit into the repository failed; the message names the repository.
+    #[error("{0}")]
+    Write(String),
     /// Anything else: a host call that died, ...
     #[error("{0}")]
     Internal(String),
@@ -98,6 +110,12 @@ pub trait Mount: Send + Sync + std::fmt::Debug {
     fn mountpoint(&self) -> &Path;
     /// Unmounts it.
     fn unmount(self: Box<Self>) -> Result<(), MountError>;
+    /// Tells the kernel to forget what it cached of `what` (after a reset changed the view
+    /// behind its back). Never called from a FUSE request. Failures are logged: the kernel
+    /// shows the change once its caches expire.
+    fn invalidate(&self, what: &[Invalidation]) {
+        let _ = what;
+    }
 }
 
 /// How the host mounts: a session of a [`Vfs`] at a path under a volume name.
@@ -211,6 +229,9 @@ pub struct Host {
     saved: Mutex<BTreeMap<u32, SavedRuntime>>,
     /// Requests served by every mount, the removed ones' included, for status.
     requests: Arc<RequestCounters>,
+    /// One commit per runtime at a time, by root pid: a commit builds on the stack the one
+    /// before it left.
+    commits: Mutex<BTreeMap<u32, Arc<Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Host {
@@ -357,6 +378,7 @@ impl Host {
             processes,
             saved: Mutex::new(BTreeMap::new()),
             requests,
+            commits: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -608,6 +630,107 @@ impl Host {
             .collect())
     }
 
+    /// The live editable runtime of `root_pid`.
+    fn editable(&self, root_pid: u32) -> Result<Arc<Runtime>, HostError> {
+        let runtime = self
+            .router
+            .runtimes()
+            .into_iter()
+            .find(|r| r.root_pid == root_pid && self.router.is_alive(r))
+            .ok_or(HostError::NoSuchRuntime(root_pid))?;
+        if runtime.view.scratch().is_none() {
+            return Err(HostError::NotEditable(root_pid));
+        }
+        Ok(runtime)
+    }
+
+    /// The stack `runtime` shows now: the env spec and repositories of its last commit, or
+    /// of its registration.
+    fn stack_of(&self, runtime: &Runtime) -> (String, Vec<PathBuf>) {
+        lock(&self.saved)
+            .get(&runtime.root_pid)
+            .filter(|saved| saved.start_time == runtime.start_time)
+            .map_or_else(
+                || (runtime.spec.to_string(), runtime.repos.clone()),
+                |saved| (saved.env_spec.clone(), saved.repos.clone()),
+            )
+    }
+
+    /// Writes the changes of the editable runtime of `root_pid` into `job.repo` as a layer
+    /// (or a platform of its stack plus that layer), tags it, and carries the runtime on from
+    /// the committed stack with an empty scratch; the state file holds that stack before the
+    /// scratch is emptied, so a service killed at any point restores a runtime that shows
+    /// what it showed. Running totals go to `progress`.
+    pub fn commit(
+        &self,
+        root_pid: u32,
+        job: &CommitJob,
+        progress: ProgressSink<'_>,
+    ) -> Result<Committed, HostError> {
+        let runtime = self.editable(root_pid)?;
+        let turn = Arc::clone(lock(&self.commits).entry(root_pid).or_default());
+        let _turn = lock(&turn);
+        let (spec, repos) = self.stack_of(&runtime);
+        let stack = pin_stack(&spec, &repos)?;
+        let platform = match job.kind {
+            CommitKind::Layer => None,
+            CommitKind::Platform => Some(platform_layers(&stack)?),
+        };
+        let digest = write::commit_view(&runtime.view, |tree| {
+            let digest = write::write(tree, job, platform.as_deref(), progress)?;
+            let after = committed_spec(&stack, job.kind, digest);
+            self.restack(&runtime, after, repos_after(&repos, &job.repo));
+            Ok(digest)
+        })?;
+        tracing::info!(root_pid, kind = %job.kind, %digest, repo = %job.repo.display(), tag = job.tag.as_deref(), "committed");
+        Ok(Committed {
+            digest,
+            kind: job.kind,
+            tag: job.tag.clone(),
+            runtime: self.runtime_status(&runtime),
+        })
+    }
+
+    /// Records that `runtime` now shows `env_spec` over `repos` (after a commit), in status
+    /// and in the state file, so a restart restores the committed stack.
+    fn restack(&self, runtime: &Runtime, env_spec: String, repos: Vec<PathBuf>) {
+        let mut saved = lock(&self.saved);
+        if let Some(entry) = saved
+            .get_mut(&runtime.root_pid)
+            .filter(|saved| saved.start_time == runtime.start_time)
+        {
+            entry.env_spec = env_spec;
+            entry.repos = repos;
+            self.persist(&saved);
+        }
+    }
+
+    /// Throws away the changes of the editable runtime of `root_pid` since its last commit:
+    /// all of them, or those at `paths` (inside the view) and below; then tells the kernel to
+    /// forget what it cached of them, so its processes see the layers below at once.
+    pub fn reset(&self, root_pid: u32, paths: &[PathBuf]) -> Result<(), HostError> {
+        let runtime = self.editable(root_pid)?;
+        let forget = write::reset_view(&runtime.view, paths)?;
+        tracing::info!(
+            root_pid,
+            paths = paths.len(),
+            invalidations = forget.len(),
+            "reset"
+        );
+        if forget.is_empty() {
+            return Ok(());
+        }
+        match &self.shared {
+            Some(shared) => shared.invalidate(&forget),
+            None => {
+                if let Some(volume) = lock(&self.volumes).get(&root_pid) {
+                    volume.invalidate(&forget);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Removes the runtime of `root_pid` (and unmounts its own mount, if it has one).
     pub fn unmount(&self, root_pid: u32) -> Result<(), HostError> {
         let _changes = self.serialise();
@@ -617,6 +740,7 @@ impl Host {
     /// [`Host::unmount`] for a caller that holds the `changes` lock.
     fn remove(&self, root_pid: u32) -> Result<(), HostError> {
         let runtime = self.router.unregister(root_pid)?;
+        lock(&self.commits).remove(&root_pid);
         let mut saved = lock(&self.saved);
         if saved.remove(&root_pid).is_some() {
             self.persist(&saved);
@@ -819,7 +943,7 @@ impl Host {
         };
         RuntimeStatus {
             root_pid: runtime.root_pid,
-            env_spec: runtime.spec.to_string(),
+            env_spec: self.stack_of(runtime).0,
             owner_uid: runtime.owner_uid,
             mount_point,
             alive: self.router.is_alive(runtime),

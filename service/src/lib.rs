@@ -11,6 +11,7 @@
 //! failure; an explicit backend that fails to mount stops the service with its hint.
 
 mod auth;
+pub mod commit;
 mod control;
 mod convert;
 pub mod hints;
@@ -19,6 +20,7 @@ mod reaper;
 pub mod scratches;
 mod socket;
 pub mod state;
+mod write;
 
 use std::io::{self, IsTerminal};
 use std::net::SocketAddr;

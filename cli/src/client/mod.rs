@@ -1,9 +1,11 @@
-//! The client commands: `mount`, `unmount`, `status`, `run`, `diff`, `shutdown`, and `info`.
+//! The client commands: `mount`, `unmount`, `status`, `run`, `edit`, `diff`, `commit`, `reset`,
+//! `shutdown`, and `info`.
 //!
 //! Each one connects to the service (over its Unix socket, or TCP with `--connect`), makes one
 //! or two calls with a deadline, and prints the result. `mount` and `run` start a service when
 //! none answers. `info` needs no service: it resolves a spec right here.
 
+mod commit;
 mod connect;
 mod info;
 mod run;
@@ -22,6 +24,7 @@ use spfs_proto::v1 as pb;
 use crate::endpoint::SocketArgs;
 use connect::{CALL_DEADLINE, Client, MOUNT_DEADLINE, Target, call, request};
 
+pub use commit::{CommitArgs, ResetArgs, commit, reset};
 pub(crate) use connect::backend_of;
 pub use info::{InfoArgs, info};
 pub use run::run;

@@ -71,14 +71,14 @@ impl Owner {
         // Resolve symlinks first, so the bits checked are those of the directories the
         // service will really walk.
         match std::fs::canonicalize(dir) {
-            Ok(real) => self.check_path(&real, R_OK | X_OK, dir, groups),
+            Ok(real) => self.check_path(&real, R_OK | X_OK, dir, groups, "read"),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 match dir
                     .ancestors()
                     .skip(1)
                     .find_map(|a| std::fs::canonicalize(a).ok())
                 {
-                    Some(existing) => self.check_path(&existing, X_OK, dir, groups),
+                    Some(existing) => self.check_path(&existing, X_OK, dir, groups, "read"),
                     None => Ok(()),
                 }
             }
@@ -90,14 +90,43 @@ impl Owner {
         }
     }
 
+    /// Checks that the owner may commit into the spfs repository `repo`: every directory
+    /// above it searchable, `repo` and those of its `objects`, `payloads` and `tags`
+    /// directories that exist writable and searchable. A repository that does not exist yet
+    /// needs its nearest existing ancestor writable (the commit makes it). Always passes for a
+    /// trusted owner, whose writes the kernel checks itself.
+    pub fn check_writable_repo(&self, repo: &Path) -> Result<(), AccessError> {
+        let Some(groups) = &self.checked_groups else {
+            return Ok(());
+        };
+        let existing = repo
+            .ancestors()
+            .find_map(|a| std::fs::canonicalize(a).ok().map(|real| (a, real)));
+        let Some((found, real)) = existing else {
+            return Ok(());
+        };
+        self.check_path(&real, W_OK | X_OK, repo, groups, "write")?;
+        if found != repo {
+            return Ok(());
+        }
+        for sub in ["objects", "payloads", "tags"] {
+            if let Ok(real) = std::fs::canonicalize(repo.join(sub)) {
+                self.check_path(&real, W_OK | X_OK, repo, groups, "write")?;
+            }
+        }
+        Ok(())
+    }
+
     /// Checks search permission on every directory of `real` (absolute, no symlinks) above
-    /// its last component, and `last` on the last one; errors name `named`.
+    /// its last component, and `last` on the last one; errors name `named` and what the
+    /// owner wanted to do with it (`action`: read, write).
     fn check_path(
         &self,
         real: &Path,
         last: u32,
         named: &Path,
         groups: &[u32],
+        action: &'static str,
     ) -> Result<(), AccessError> {
         let mut steps: Vec<&Path> = real.ancestors().collect();
         steps.reverse();
@@ -118,11 +147,19 @@ impl Owner {
                 groups,
             );
             if have & need != need {
+                let missing = need & !have;
                 return Err(AccessError::Denied {
                     uid: self.uid,
+                    action,
                     layer: named.to_path_buf(),
                     path: step.to_path_buf(),
-                    need: if need == X_OK { "search" } else { "read" },
+                    need: if missing & W_OK != 0 {
+                        "write"
+                    } else if missing & R_OK != 0 {
+                        "read"
+                    } else {
+                        "search"
+                    },
                 });
             }
         }
@@ -131,13 +168,14 @@ impl Owner {
 }
 
 const R_OK: u32 = 4;
+const W_OK: u32 = 2;
 const X_OK: u32 = 1;
 
 /// The `rwx` bits (as 4/2/1) that `uid` with `gid` and `groups` gets on a file with `mode`,
 /// owned by `file_uid`:`file_gid`, by the classic owner/group/other rule.
 fn allowed(mode: u32, file_uid: u32, file_gid: u32, uid: u32, gid: u32, groups: &[u32]) -> u32 {
     if uid == 0 {
-        return R_OK | X_OK | 2;
+        return R_OK | W_OK | X_OK;
     }
     if file_uid == uid {
         (mode >> 6) & 7
@@ -152,15 +190,17 @@ fn allowed(mode: u32, file_uid: u32, file_gid: u32, uid: u32, gid: u32, groups: 
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
     /// A directory on the way lacks the permission the owner needs.
-    #[error("uid {uid} may not read {layer:?}: no {need} permission on {path:?}")]
+    #[error("uid {uid} may not {action} {layer:?}: no {need} permission on {path:?}")]
     Denied {
         /// The registering user.
         uid: u32,
+        /// What they wanted to do with it: `read`, or `write` (a commit's repository).
+        action: &'static str,
         /// The layer or repository named in the registration.
         layer: PathBuf,
         /// The directory whose bits refuse.
         path: PathBuf,
-        /// `read` or `search`.
+        /// `read`, `write` or `search`.
         need: &'static str,
     },
     /// The path cannot be inspected at all.
@@ -273,6 +313,50 @@ mod tests {
             .check_readable_dir(&locked.join("nope"))
             .unwrap_err();
         assert!(err.to_string().contains("no search permission"), "{err}");
+    }
+
+    #[test]
+    fn a_commit_needs_write_permission_on_the_repository_and_its_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        std::fs::create_dir_all(repo.join("objects")).unwrap();
+        std::fs::create_dir_all(repo.join("tags")).unwrap();
+        let me = std::fs::metadata(tmp.path()).unwrap();
+        let stranger = Owner {
+            uid: me.uid() + 4242,
+            gid: me.gid() + 4242,
+            checked_groups: Some(vec![]),
+        };
+        let mode = |dir: &Path, mode| {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        mode(tmp.path(), 0o755);
+        for dir in [repo.clone(), repo.join("objects"), repo.join("tags")] {
+            mode(&dir, 0o777);
+        }
+        stranger.check_writable_repo(&repo).unwrap();
+        mode(&repo.join("tags"), 0o755);
+        let err = stranger.check_writable_repo(&repo).unwrap_err().to_string();
+        assert!(
+            err.contains("may not write") && err.contains("no write permission"),
+            "{err}"
+        );
+        assert!(err.contains("tags"), "{err}");
+        mode(&repo, 0o755);
+        let err = stranger.check_writable_repo(&repo).unwrap_err().to_string();
+        assert!(err.contains("no write permission"), "{err}");
+        // A repository to be made needs its nearest existing ancestor writable.
+        let err = stranger
+            .check_writable_repo(&repo.join("new/deeper"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no write permission"), "{err}");
+        stranger
+            .check_writable_repo(&repo.join("objects/new"))
+            .unwrap();
+        Owner::trusted(stranger.uid, stranger.gid)
+            .check_writable_repo(&repo)
+            .unwrap();
     }
 
     #[test]
