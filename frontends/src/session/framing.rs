@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 
 use fuse_backend_rs::api::server::Server;
 
-use super::message::{AbiBytes, IN_HEADER_LEN, InHeader, answer, expects_reply, put_error_reply};
+use super::message::{
+    AbiBytes, IN_HEADER_LEN, InHeader, answer, expects_reply, put_error_reply, write_message,
+};
 use crate::adapter::Adapter;
 
 /// How requests are delimited on a connection.
@@ -109,25 +111,11 @@ where
         result
     }
 
-    /// Sends one whole reply.
-    fn send(&self, reply: &[u8]) -> io::Result<()> {
+    /// Sends one whole reply (or notification).
+    pub(crate) fn send(&self, reply: &[u8]) -> io::Result<()> {
         let mut io = &self.io;
         match self.framing {
-            Framing::Message => {
-                let written = loop {
-                    match io.write(reply) {
-                        Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                        other => break other?,
-                    }
-                };
-                if written != reply.len() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        format!("the device took {written} of {} reply bytes", reply.len()),
-                    ));
-                }
-                Ok(())
-            }
+            Framing::Message => write_message(io, reply),
             Framing::Stream => {
                 let _sending = self
                     .send_lock
@@ -136,6 +124,18 @@ where
                 io.write_all(reply)
             }
         }
+    }
+}
+
+/// Notifications go the way replies go: one write on a device, under the send lock on a
+/// stream (libfuse-t serialises them with its replies, `fuse_kern_chan.c`).
+impl<S> crate::invalidate::NotifyChannel for Connection<S>
+where
+    S: Send + Sync,
+    for<'a> &'a S: Read + Write,
+{
+    fn notify(&self, message: &[u8]) -> io::Result<()> {
+        self.send(message)
     }
 }
 

@@ -1,0 +1,260 @@
+//! Kernel invalidation on a real `/dev/fuse` mount: what the kernel caches below the root
+//! (pages, attributes, entries, negative entries and listings, all for a long time:
+//! `policy.rs`) goes stale when the core changes a view behind its back, as a reset does, and
+//! the session's [`Invalidator`] makes the kernel forget it. Each test first shows the stale
+//! answer the kernel keeps without a notification (so it would fail if the kernel stopped
+//! caching, or if the notifications did nothing), then sends the notifications and shows the
+//! new state; with and without FUSE over io_uring, whose connections still take notifications
+//! as a write(2) to the device.
+//!
+//! The change behind the kernel's back is made with the editable core's own calls on the
+//! mounted [`Vfs`] (a write, a create, an unlink), never through the mount.
+//!
+//! [`Invalidator`]: spfs_frontends::Invalidator
+
+#![cfg(target_os = "linux")]
+
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use spfs_frontends::{Session, SessionConfig, Transport};
+use spfs_router::spec::ResolvedSpec;
+use spfs_router::{Caller, Invalidation, NodeId, ROOT, Routing, Scratch, Vfs, View};
+use spfs_testkit::{require_fuse, root_attr};
+
+/// An editable per-runtime volume of a layer with `bin/tool`, `share/x/tool` and
+/// `share/x/other`, and the core behind it.
+struct Mounted {
+    _tmp: tempfile::TempDir,
+    vfs: Arc<Vfs>,
+    session: Session,
+    mnt: PathBuf,
+}
+
+fn mount(io_uring: bool) -> Mounted {
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = tmp.path().join("layer");
+    fs::create_dir_all(layer.join("bin")).unwrap();
+    fs::write(layer.join("bin/tool"), b"tool bytes").unwrap();
+    fs::create_dir_all(layer.join("share/x")).unwrap();
+    fs::write(layer.join("share/x/tool"), b"tool").unwrap();
+    fs::write(layer.join("share/x/other"), b"other").unwrap();
+    let view = View::build(
+        7,
+        &ResolvedSpec::of_directories([layer.clone()]),
+        &root_attr(),
+        (0, 0),
+    )
+    .with_scratch(Scratch::open(&tmp.path().join("scratch"), true).unwrap());
+    let vfs = Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))));
+    let mnt = tmp.path().join("mnt");
+    let config = SessionConfig {
+        mountpoint: mnt.clone(),
+        fsname: "spfs-test".into(),
+        volname: "spfs-test".into(),
+        transport: Transport::Device,
+        threads: 2,
+        io_uring,
+        nfs_server: None,
+        other_users: false,
+    };
+    let session = Session::mount(vfs.clone(), &config).unwrap();
+    let mnt = mnt.canonicalize().unwrap();
+    Mounted {
+        _tmp: tmp,
+        vfs,
+        session,
+        mnt,
+    }
+}
+
+/// The caller the core's calls are made as: this process, root.
+fn me() -> Caller {
+    Caller {
+        pid: std::process::id(),
+        uid: 0,
+        gid: 0,
+    }
+}
+
+impl Mounted {
+    /// The node id the core gives `path` (relative to the mount).
+    fn node(&self, path: &str) -> NodeId {
+        path.split('/').fold(ROOT, |dir, name| {
+            self.vfs
+                .lookup(me().pid, dir, name.as_bytes())
+                .unwrap()
+                .node
+        })
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// Writes `data` over file `path` in the core, behind the kernel's back.
+    fn write_behind(&self, path: &str, data: &[u8]) {
+        let node = self.node(path);
+        let handle = self.vfs.open(me().pid, node, true).unwrap();
+        self.vfs.write(node, handle, 0, data).unwrap();
+        self.vfs.release(handle);
+    }
+
+    /// Creates file `name` in directory `dir` holding `data`, behind the kernel's back.
+    fn create_behind(&self, dir: &str, name: &str, data: &[u8]) {
+        let (attr, handle) = self
+            .vfs
+            .create(&me(), self.node(dir), name.as_bytes(), 0o644)
+            .unwrap();
+        self.vfs.write(attr.node, handle, 0, data).unwrap();
+        self.vfs.release(handle);
+    }
+
+    /// Removes file `name` from directory `dir`, behind the kernel's back.
+    fn unlink_behind(&self, dir: &str, name: &str) {
+        self.vfs
+            .unlink(&me(), self.node(dir), name.as_bytes())
+            .unwrap();
+    }
+}
+
+/// The sorted names of directory `path`.
+fn listing(path: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn exists(path: &Path) -> bool {
+    match fs::symlink_metadata(path) {
+        Ok(_) => true,
+        Err(err) if err.kind() == ErrorKind::NotFound => false,
+        Err(err) => panic!("{}: {err}", path.display()),
+    }
+}
+
+fn entry(parent: NodeId, name: &str) -> Invalidation {
+    Invalidation::Entry {
+        parent,
+        name: name.as_bytes().to_vec(),
+    }
+}
+
+#[test]
+fn a_files_new_content_shows_after_its_node_is_invalidated() {
+    new_content(false);
+}
+
+#[test]
+fn a_files_new_content_shows_after_its_node_is_invalidated_over_io_uring() {
+    new_content(true);
+}
+
+fn new_content(io_uring: bool) {
+    if !require_fuse() {
+        return;
+    }
+    let m = mount(io_uring);
+    let tool = m.path("bin/tool");
+    assert_eq!(fs::read(&tool).unwrap(), b"tool bytes");
+    assert_eq!(fs::metadata(&tool).unwrap().size(), 10);
+
+    m.write_behind("bin/tool", b"new content, longer");
+    assert_eq!(
+        fs::read(&tool).unwrap(),
+        b"tool bytes",
+        "without a notification the kernel answers from its page cache"
+    );
+    assert_eq!(
+        fs::metadata(&tool).unwrap().size(),
+        10,
+        "and its attributes"
+    );
+
+    m.session
+        .invalidator()
+        .invalidate(&[Invalidation::Node(m.node("bin/tool"))])
+        .unwrap();
+    assert_eq!(fs::metadata(&tool).unwrap().size(), 19);
+    assert_eq!(fs::read(&tool).unwrap(), b"new content, longer");
+    assert_eq!(io_uring, m.session.io_uring_answers().is_some());
+}
+
+#[test]
+fn names_made_and_removed_behind_the_kernel_show_after_their_entries_are_invalidated() {
+    names(false);
+}
+
+#[test]
+fn names_made_and_removed_behind_the_kernel_show_after_invalidation_over_io_uring() {
+    names(true);
+}
+
+/// In `share/x`, two levels down: the listing of a directory directly under the root
+/// refreshes by itself, since every walk through it LOOKs it up again (entry timeout 0 at the
+/// root, DESIGN.md §4 rule 3) and the reply's new mtime drops its cached listing.
+fn names(io_uring: bool) {
+    if !require_fuse() {
+        return;
+    }
+    let m = mount(io_uring);
+    let dir = m.path("share/x");
+    let (new, other) = (dir.join("new"), dir.join("other"));
+    // The kernel now holds a negative entry for `new`, an entry and attributes for `other`,
+    // and the listing of `share/x`.
+    assert!(!exists(&new));
+    assert_eq!(fs::read(&other).unwrap(), b"other");
+    // Twice: a listing leaves the directory's atime invalid (`fuse_invalidate_atime`), and
+    // the next one refreshes its attributes with a GETATTR, whose mtime would drop the
+    // cached listing. From then on the listing comes from the cache.
+    assert_eq!(listing(&dir), ["other", "tool"]);
+    assert_eq!(listing(&dir), ["other", "tool"]);
+
+    m.create_behind("share/x", "new", b"made behind");
+    m.unlink_behind("share/x", "other");
+    assert!(
+        !exists(&new),
+        "without a notification the miss is still cached"
+    );
+    assert!(exists(&other), "and so is the removed name");
+    assert_eq!(listing(&dir), ["other", "tool"], "and the listing");
+
+    let x = m.node("share/x");
+    m.session
+        .invalidator()
+        .invalidate(&[entry(x, "new"), entry(x, "other"), Invalidation::Node(x)])
+        .unwrap();
+    assert_eq!(fs::read(&new).unwrap(), b"made behind");
+    assert!(!exists(&other));
+    assert_eq!(listing(&dir), ["new", "tool"]);
+}
+
+/// What the kernel never cached, or no longer has, is not an error: the core may name more
+/// than the kernel holds (a reset does not know what was looked up).
+#[test]
+fn invalidating_what_the_kernel_never_cached_succeeds() {
+    if !require_fuse() {
+        return;
+    }
+    let m = mount(false);
+    let invalidator = m.session.invalidator();
+    let bin = m.node("bin");
+    invalidator
+        .invalidate(&[
+            entry(bin, "never-looked-up"),
+            Invalidation::Node(m.node("share/x/other")),
+            Invalidation::Node(0x0000_7777_0000_0001),
+            entry(0x0000_7777_0000_0001, "x"),
+        ])
+        .unwrap();
+    // After the session ends the handle sends nothing, and says so by succeeding.
+    let Mounted { session, _tmp, .. } = m;
+    drop(session);
+    invalidator.invalidate(&[Invalidation::Node(bin)]).unwrap();
+}
