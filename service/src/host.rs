@@ -132,6 +132,12 @@ impl Mount for Session {
     fn unmount(self: Box<Self>) -> Result<(), MountError> {
         Session::unmount(*self)
     }
+
+    fn invalidate(&self, what: &[Invalidation]) {
+        if let Err(err) = self.invalidator().invalidate(what) {
+            tracing::warn!(mountpoint = %self.mountpoint().display(), error = %err, "cannot tell the kernel to forget what a reset changed; it shows once its caches expire");
+        }
+    }
 }
 
 /// The real mounter: FUSE sessions over one transport.

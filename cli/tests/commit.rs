@@ -1,0 +1,581 @@
+//! `spfs-fuse commit` and `spfs-fuse reset` through the binary and a real service on real
+//! mounts (Linux `/dev/fuse`), in the shared and the per-runtime layouts: what an editable
+//! runtime showed is what a fresh runtime of the commit shows (listing, modes, content
+//! hashes), over several commits in a row and for a platform; the runtime carries on from
+//! the committed stack (status, `diff`, a restart) with its processes' working directories and
+//! open files intact; a writer racing a commit loses nothing; a reset shows at once; the
+//! caller must be able to write the repository and owns what the commit writes; and a service
+//! killed (SIGKILL) during commits leaves a repository that validates and a runtime that
+//! commits again.
+
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+mod support;
+use spfs_testkit::require_fuse;
+use support::mounts::{Shell, put};
+use support::{BIN, OTHER_UID, Service, Sleeper, eventually, ok, stderr};
+
+/// A lower layer with a file to keep, one to overwrite, one to delete, a directory to replace
+/// by a file and a file to replace by a directory.
+fn lower(dir: &Path) -> String {
+    let layer = dir.join("lower");
+    put(&layer, "keep", b"keep\n");
+    put(&layer, "over", b"before\n");
+    put(&layer, "gone", b"gone\n");
+    put(&layer, "swap/inner", b"inner\n");
+    put(&layer, "back", b"a file below\n");
+    put(&layer, "deep/a/b/c", b"deep\n");
+    layer.to_str().unwrap().to_owned()
+}
+
+/// What a process sees under `place`: every path with its type, mode, size and link target,
+/// then every file's content hash, as one line (sorted, so two views compare by `==`).
+fn snapshot(shell: &mut Shell, place: &str) -> String {
+    shell.ask(&format!(
+        "cd {place} && find . -mindepth 1 -printf '%p %y %m %s %l\\n' | LC_ALL=C sort && \
+         find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum"
+    ))
+}
+
+/// A shell in a fresh runtime of `spec` (read-only), its view's place, and the runtime's root.
+fn fresh(service: &Service, spec: &str, repo: &Path) -> (Shell, String) {
+    let shell = Shell::nested(1);
+    let out = service.cli(&[
+        "mount",
+        "--root-process",
+        &shell.pid().to_string(),
+        "--repo",
+        repo.to_str().unwrap(),
+        spec,
+    ]);
+    let place = ok(&out).trim().to_owned();
+    (shell, place)
+}
+
+/// An editable runtime of `spec` rooted at a new shell; returns the shell and its place.
+fn editable(service: &Service, spec: &str, repo: &Path) -> (Shell, String) {
+    let shell = Shell::nested(1);
+    let out = service.cli(&[
+        "mount",
+        "--edit",
+        "--root-process",
+        &shell.pid().to_string(),
+        "--repo",
+        repo.to_str().unwrap(),
+        spec,
+    ]);
+    let place = ok(&out).trim().to_owned();
+    (shell, place)
+}
+
+/// `commit KIND` of the runtime of `root` into `repo` (tagged `tag`); returns the digest.
+fn commit(service: &Service, root: u32, kind: &str, repo: &Path, tag: &str) -> String {
+    let out = service.cli(&[
+        "commit",
+        kind,
+        "--root-process",
+        &root.to_string(),
+        "--repo",
+        repo.to_str().unwrap(),
+        "--tag",
+        tag,
+    ]);
+    let digest = ok(&out).trim().to_owned();
+    assert_eq!(digest.len(), spfs_storage::DIGEST_STRING_LEN, "{digest}");
+    digest
+}
+
+/// The env spec `status` shows for the runtime of `root`.
+fn env_spec(service: &Service, root: u32) -> String {
+    let status = service.status_json();
+    status["runtimes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["root_pid"] == root)
+        .unwrap_or_else(|| panic!("no runtime of {root} in {status}"))["env_spec"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Every object, payload and tag of `repo` checks out.
+fn assert_valid(repo: &Path) {
+    if !repo.exists() {
+        return;
+    }
+    let repo = spfs_storage::Repository::open(repo).unwrap();
+    if let Err(err) = repo.check() {
+        panic!("the repository does not validate: {err}");
+    }
+}
+
+/// Edits the view at `place` through `shell` as the issue lists: create, overwrite, delete a
+/// lower file, replace a lower directory by a file and a lower file by a directory, and a
+/// mode and a symlink.
+fn edit(shell: &mut Shell, place: &str) {
+    let answer = shell.ask(&format!(
+        "cd {place} && echo new > added && echo after > over && rm gone && rm -r swap && \
+         echo now a file > swap && rm back && mkdir back && echo below > back/x && \
+         chmod 0751 keep && ln -s keep link && mkdir -p deep/a/b2 && echo ok"
+    ));
+    assert_eq!(answer, "ok");
+}
+
+/// The round trip in `service`'s layout: edit, commit a layer, and a fresh runtime of the
+/// lower layer plus the new tag shows what the edited view showed; the runtime carries on
+/// from the committed stack (status, an empty diff, the same view), and three more commits in
+/// a row do the same, each one's tag a new version.
+fn round_trip(service: &Service) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = lower(dir.path());
+    let repo = dir.path().join("repo");
+    let (mut shell, place) = editable(service, &spec, &repo);
+    let root = shell.pid();
+    edit(&mut shell, &place);
+    let edited = snapshot(&mut shell, &place);
+
+    let digest = commit(service, root, "layer", &repo, "test/edit");
+    assert_valid(&repo);
+    assert_eq!(snapshot(&mut shell, &place), edited, "the commit changed the view");
+    assert_eq!(env_spec(service, root), format!("{spec}+{digest}"));
+    let diff = ok(&service.cli(&["diff", "--root-process", &root.to_string()]));
+    assert_eq!(diff, "", "the scratch is not empty after the commit");
+    {
+        let (mut other, there) = fresh(service, &format!("{spec}+test/edit"), &repo);
+        assert_eq!(snapshot(&mut other, &there), edited);
+    }
+    let info = ok(&service.cli(&[
+        "info",
+        "--repo",
+        repo.to_str().unwrap(),
+        "test/edit",
+        "--json",
+    ]));
+    assert!(info.contains(&digest), "{info}");
+
+    // Several commits in a row: each on top of the last.
+    let mut digests = vec![digest];
+    for round in 0..3 {
+        let answer = shell.ask(&format!(
+            "cd {place} && echo round {round} >> over && rm -f added && echo {round} > r{round} \
+             && echo ok"
+        ));
+        assert_eq!(answer, "ok");
+        let edited = snapshot(&mut shell, &place);
+        let digest = commit(service, root, "layer", &repo, "test/edit");
+        assert_eq!(snapshot(&mut shell, &place), edited);
+        digests.push(digest);
+        let stack = std::iter::once(spec.clone())
+            .chain(digests.iter().cloned())
+            .collect::<Vec<_>>()
+            .join("+");
+        assert_eq!(env_spec(service, root), stack);
+        let (mut other, there) = fresh(service, &stack, &repo);
+        assert_eq!(snapshot(&mut other, &there), edited, "round {round}");
+    }
+    assert_valid(&repo);
+    // The tag's versions are the commits, newest first.
+    for (back, digest) in digests.iter().rev().enumerate() {
+        let info = ok(&service.cli(&[
+            "info",
+            "--repo",
+            repo.to_str().unwrap(),
+            &format!("test/edit~{back}"),
+            "--json",
+        ]));
+        assert!(info.contains(digest.as_str()), "test/edit~{back}: {info}");
+    }
+}
+
+#[test]
+fn a_commit_shows_in_a_fresh_runtime_exactly_as_edited_in_the_shared_layout() {
+    if !require_fuse() {
+        return;
+    }
+    round_trip(&Service::start());
+}
+
+#[test]
+fn a_commit_shows_in_a_fresh_runtime_exactly_as_edited_in_the_per_runtime_layout() {
+    if !require_fuse() {
+        return;
+    }
+    round_trip(&Service::per_runtime());
+}
+
+/// `commit platform`: refused for a stack with a directory layer; from an spfs stack, a
+/// platform of its layers plus the new one, which a fresh runtime shows alone as the edited
+/// view, and the runtime carries on from it.
+fn platform(service: &Service) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = lower(dir.path());
+    let repo = dir.path().join("repo");
+    let (mut shell, place) = editable(service, &spec, &repo);
+    edit(&mut shell, &place);
+    let out = service.cli(&[
+        "commit",
+        "platform",
+        "--root-process",
+        &shell.pid().to_string(),
+        "--repo",
+        repo.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(&spec) && err.contains("platform"), "{err}");
+    let base = commit(service, shell.pid(), "layer", &repo, "test/base");
+
+    // A runtime of spfs layers alone: the base commit, alone, on an empty spec.
+    let (mut first, first_place) = editable(service, "-", &repo);
+    let answer = first.ask(&format!(
+        "cd {first_place} && echo one > one && mkdir d && echo two > d/two && echo ok"
+    ));
+    assert_eq!(answer, "ok");
+    let layer = commit(service, first.pid(), "layer", &repo, "test/one");
+    let (mut second, second_place) = editable(service, &format!("{base}+test/one"), &repo);
+    let answer = second.ask(&format!(
+        "cd {second_place} && rm one && echo three > d/three && echo ok"
+    ));
+    assert_eq!(answer, "ok");
+    let edited = snapshot(&mut second, &second_place);
+    let digest = commit(service, second.pid(), "platform", &repo, "test/platform");
+    assert_valid(&repo);
+    assert_eq!(env_spec(service, second.pid()), digest);
+    assert_eq!(snapshot(&mut second, &second_place), edited);
+    let (mut other, there) = fresh(service, "test/platform", &repo);
+    assert_eq!(snapshot(&mut other, &there), edited);
+    let info = ok(&service.cli(&[
+        "info",
+        "--repo",
+        repo.to_str().unwrap(),
+        "test/platform",
+        "--json",
+    ]));
+    assert!(
+        info.contains(&base) && info.contains(&layer),
+        "the platform holds the stack: {info}"
+    );
+}
+
+#[test]
+fn commit_platform_writes_the_stack_plus_the_changes_in_the_shared_layout() {
+    if !require_fuse() {
+        return;
+    }
+    platform(&Service::start());
+}
+
+#[test]
+fn commit_platform_writes_the_stack_plus_the_changes_in_the_per_runtime_layout() {
+    if !require_fuse() {
+        return;
+    }
+    platform(&Service::per_runtime());
+}
+
+/// A process of the runtime keeps its working directory and open files (read and write)
+/// across a commit, and a write after the commit lands in the new scratch.
+fn cwd_and_open_files(service: &Service) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = lower(dir.path());
+    let repo = dir.path().join("repo");
+    let (mut shell, place) = editable(service, &spec, &repo);
+    let answer = shell.ask(&format!(
+        "mkdir -p {place}/work/sub && echo hello > {place}/work/sub/log && \
+         cd {place}/work/sub && exec 3< {place}/over && exec 4>> {place}/work/sub/log && \
+         exec 5< {place}/deep/a/b/c && echo ok"
+    ));
+    assert_eq!(answer, "ok");
+    commit(service, shell.pid(), "layer", &repo, "test/cwd");
+    assert_eq!(
+        shell.ask("pwd && ls && cat <&3 && cat <&5"),
+        format!("{place}/work/sub log before deep")
+    );
+    assert_eq!(shell.ask("echo appended >&4 && cat log"), "hello appended");
+    assert_eq!(shell.ask("echo more > new && cat new"), "more");
+    let diff = ok(&service.cli(&["diff", "--root-process", &shell.pid().to_string()]));
+    assert!(
+        diff.contains("~ /work/sub/log") && diff.contains("+ /work/sub/new"),
+        "only what changed after the commit: {diff}"
+    );
+    assert!(!diff.contains("/over"), "{diff}");
+}
+
+#[test]
+fn processes_keep_their_working_directory_and_open_files_across_a_commit_shared() {
+    if !require_fuse() {
+        return;
+    }
+    cwd_and_open_files(&Service::start());
+}
+
+#[test]
+fn processes_keep_their_working_directory_and_open_files_across_a_commit_per_runtime() {
+    if !require_fuse() {
+        return;
+    }
+    cwd_and_open_files(&Service::per_runtime());
+}
+
+/// A writer in the runtime creates numbered files while commits run: every file it made
+/// (acknowledged) is in the view afterwards, and in a fresh runtime of the last commit.
+#[test]
+fn a_writer_racing_commits_loses_nothing() {
+    if !require_fuse() {
+        return;
+    }
+    let service = Service::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = lower(dir.path());
+    let repo = dir.path().join("repo");
+    let (mut shell, place) = editable(&service, &spec, &repo);
+    let done = dir.path().join("done");
+    let answer = shell.ask(&format!(
+        "mkdir {place}/w && ( i=0; while [ $i -lt 400 ]; do echo $i > {place}/w/$i || break; \
+         i=$((i+1)); done; echo $i > {done} ) > /dev/null 2>&1 & echo started"
+    ));
+    assert_eq!(answer, "started");
+    let mut commits = 0;
+    while !done.exists() {
+        commit(&service, shell.pid(), "layer", &repo, "test/race");
+        commits += 1;
+    }
+    let written = std::fs::read_to_string(&done).unwrap();
+    assert_eq!(written.trim(), "400", "the writer failed");
+    let last = commit(&service, shell.pid(), "layer", &repo, "test/race");
+    assert!(commits >= 1);
+    let count = shell.ask(&format!("ls {place}/w | wc -l"));
+    assert_eq!(count, "400");
+    let stack = env_spec(&service, shell.pid());
+    assert!(stack.ends_with(&last), "{stack}");
+    let (mut other, there) = fresh(&service, &stack, &repo);
+    assert_eq!(other.ask(&format!("ls {there}/w | wc -l")), "400");
+    assert_eq!(other.ask(&format!("cat {there}/w/399")), "399");
+    assert_valid(&repo);
+}
+
+/// `reset PATH` and `reset` through the binary: a process of the runtime sees the layers
+/// below at once (contents, a removed file back, an added one gone), other changes stay.
+fn reset(service: &Service) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = lower(dir.path());
+    let repo = dir.path().join("repo");
+    let (mut shell, place) = editable(service, &spec, &repo);
+    let root = shell.pid().to_string();
+    edit(&mut shell, &place);
+    // Read through the mount first, so the kernel has it cached.
+    assert_eq!(shell.ask(&format!("cat {place}/over")), "after");
+    assert_eq!(
+        shell.ask(&format!("cat {place}/gone")),
+        format!("cat: {place}/gone: No such file or directory")
+    );
+
+    ok(&service.cli(&["reset", "--root-process", &root, "/over", "gone"]));
+    assert_eq!(shell.ask(&format!("cat {place}/over {place}/gone")), "before gone");
+    assert_eq!(shell.ask(&format!("cat {place}/added")), "new");
+    let diff = ok(&service.cli(&["diff", "--root-process", &root]));
+    assert!(!diff.contains("/over") && !diff.contains("/gone"), "{diff}");
+    assert!(diff.contains("+ /added"), "{diff}");
+
+    // A path under the mount point names the same path of the view.
+    ok(&service.cli(&["reset", "--root-process", &root, &format!("{place}/swap")]));
+    assert_eq!(shell.ask(&format!("cat {place}/swap/inner")), "inner");
+
+    ok(&service.cli(&["reset", "--root-process", &root]));
+    let (mut lower_only, there) = fresh(service, &spec, &repo);
+    assert_eq!(
+        snapshot(&mut shell, &place),
+        snapshot(&mut lower_only, &there)
+    );
+    assert_eq!(ok(&service.cli(&["diff", "--root-process", &root])), "");
+
+    // After a commit, reset goes back to the commit, not to the start.
+    assert_eq!(shell.ask(&format!("echo c > {place}/committed && echo ok")), "ok");
+    commit(service, shell.pid(), "layer", &repo, "test/reset");
+    assert_eq!(shell.ask(&format!("echo later > {place}/committed && echo ok")), "ok");
+    ok(&service.cli(&["reset", "--root-process", &root]));
+    assert_eq!(shell.ask(&format!("cat {place}/committed")), "c");
+}
+
+#[test]
+fn reset_throws_changes_away_and_the_runtime_sees_it_at_once_shared() {
+    if !require_fuse() {
+        return;
+    }
+    reset(&Service::start());
+}
+
+#[test]
+fn reset_throws_changes_away_and_the_runtime_sees_it_at_once_per_runtime() {
+    if !require_fuse() {
+        return;
+    }
+    reset(&Service::per_runtime());
+}
+
+/// The caller must be able to write the repository (refused before anything is written,
+/// naming the directory), and what the commit writes belongs to the caller.
+#[test]
+fn a_commit_needs_the_callers_write_permission_and_writes_the_callers_files() {
+    if !require_fuse() {
+        return;
+    }
+    let service = Service::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = lower(dir.path());
+    for path in [dir.path().to_owned(), PathBuf::from(&spec), service.socket()] {
+        let mode = if path == service.socket() { 0o666 } else { 0o755 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    // The service's own directory, so the second user reaches the socket.
+    let socket_dir = service.socket().parent().unwrap().to_owned();
+    std::fs::set_permissions(&socket_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_other = |args: &[&str]| {
+        Command::new(BIN)
+            .arg(args[0])
+            .arg("--socket")
+            .arg(service.socket())
+            .args(&args[1..])
+            .uid(OTHER_UID)
+            .gid(OTHER_UID)
+            .output()
+            .unwrap()
+    };
+    let mut root = Sleeper::as_uid(OTHER_UID);
+    ok(&as_other(&["mount", "--edit", "--root-process", &root.pid(), &spec]));
+    let scratch = service.status_json()["runtimes"][0]["scratch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    put(Path::new(&scratch), "theirs", b"theirs\n");
+
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = as_other(&[
+        "commit",
+        "layer",
+        "--root-process",
+        &root.pid(),
+        "--repo",
+        locked.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("permission denied") && err.contains("no write permission"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&locked).unwrap().count(), 0);
+
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let repo = open.join("repo");
+    let out = as_other(&[
+        "commit",
+        "layer",
+        "--root-process",
+        &root.pid(),
+        "--repo",
+        repo.to_str().unwrap(),
+        "--tag",
+        "theirs/commit",
+    ]);
+    ok(&out);
+    let mut seen = 0;
+    for entry in walk(&repo) {
+        let meta = std::fs::symlink_metadata(&entry).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (OTHER_UID, OTHER_UID),
+            "{} belongs to the service's user",
+            entry.display()
+        );
+        seen += 1;
+    }
+    assert!(seen > 5, "{seen} entries");
+    root.end();
+}
+
+/// Every path under `dir`, `dir` included.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut all = vec![dir.to_owned()];
+    let mut i = 0;
+    while i < all.len() {
+        if all[i].is_dir() && !all[i].is_symlink() {
+            let mut children: Vec<PathBuf> = std::fs::read_dir(&all[i])
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            all.append(&mut children);
+        }
+        i += 1;
+    }
+    all
+}
+
+/// A few dozen SIGKILLs of the service while it commits a scratch of many files: after each,
+/// the repository validates and no tag names a missing object; the restarted service restores
+/// the runtime, which shows what it showed; and a last commit succeeds and shows in a fresh
+/// runtime.
+#[test]
+fn a_service_killed_during_commits_leaves_a_valid_repository_and_commits_again() {
+    if !require_fuse() {
+        return;
+    }
+    let kills: usize = std::env::var("SPFS_FUSE_COMMIT_KILLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(30);
+    let mut service = Service::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = lower(dir.path());
+    let repo = dir.path().join("repo");
+    let (mut shell, place) = editable(&service, &spec, &repo);
+    let root = shell.pid();
+    let answer = shell.ask(&format!(
+        "cd {place} && mkdir many && cd many && i=0; while [ $i -lt 1500 ]; do \
+         echo file $i > f$i; i=$((i+1)); done; head -c 8000000 /dev/urandom > big && cd / && \
+         echo ok"
+    ));
+    assert_eq!(answer, "ok");
+    let edited = snapshot(&mut shell, &place);
+    for round in 0..kills {
+        let mut client = Command::new(BIN)
+            .args(["commit", "layer", "--socket"])
+            .arg(service.socket())
+            .args(["--root-process", &root.to_string(), "--repo"])
+            .arg(&repo)
+            .args(["--tag", "test/killed"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Spread the kills over the commit: from before the first payload to after the tag.
+        std::thread::sleep(Duration::from_millis(5 + (round as u64 * 37) % 400));
+        service.kill();
+        let _ = client.wait();
+        assert_valid(&repo);
+        service.spawn();
+        eventually("the runtime to be restored", || {
+            service.status_json()["runtimes"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+        });
+        assert_eq!(snapshot(&mut shell, &place), edited, "after kill {round}");
+    }
+    let digest = commit(&service, root, "layer", &repo, "test/killed");
+    assert_valid(&repo);
+    let stack = env_spec(&service, root);
+    assert!(stack.ends_with(&digest), "{stack}");
+    let (mut other, there) = fresh(&service, &stack, &repo);
+    assert_eq!(snapshot(&mut other, &there), edited);
+    assert_eq!(snapshot(&mut shell, &place), edited);
+}
