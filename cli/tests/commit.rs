@@ -110,9 +110,12 @@ fn assert_valid(repo: &Path) {
         return;
     }
     let repo = spfs_storage::Repository::open(repo).unwrap();
-    if let Err(err) = repo.check() {
-        panic!("the repository does not validate: {err}");
-    }
+    let report = repo.check().expect("the repository can be read");
+    assert!(
+        report.problems.is_empty(),
+        "the repository does not validate: {:?}",
+        report.problems
+    );
 }
 
 /// Edits the view at `place` through `shell` as the issue lists: create, overwrite, delete a
@@ -142,7 +145,11 @@ fn round_trip(service: &Service) {
 
     let digest = commit(service, root, "layer", &repo, "test/edit");
     assert_valid(&repo);
-    assert_eq!(snapshot(&mut shell, &place), edited, "the commit changed the view");
+    assert_eq!(
+        snapshot(&mut shell, &place),
+        edited,
+        "the commit changed the view"
+    );
     assert_eq!(env_spec(service, root), format!("{spec}+{digest}"));
     let diff = ok(&service.cli(&["diff", "--root-process", &root.to_string()]));
     assert_eq!(diff, "", "the scratch is not empty after the commit");
@@ -336,9 +343,10 @@ fn a_writer_racing_commits_loses_nothing() {
     let repo = dir.path().join("repo");
     let (mut shell, place) = editable(&service, &spec, &repo);
     let done = dir.path().join("done");
+    let done_at = done.display();
     let answer = shell.ask(&format!(
         "mkdir {place}/w && ( i=0; while [ $i -lt 400 ]; do echo $i > {place}/w/$i || break; \
-         i=$((i+1)); done; echo $i > {done} ) > /dev/null 2>&1 & echo started"
+         i=$((i+1)); done; echo $i > {done_at} ) > /dev/null 2>&1 & echo started"
     ));
     assert_eq!(answer, "started");
     let mut commits = 0;
@@ -377,7 +385,10 @@ fn reset(service: &Service) {
     );
 
     ok(&service.cli(&["reset", "--root-process", &root, "/over", "gone"]));
-    assert_eq!(shell.ask(&format!("cat {place}/over {place}/gone")), "before gone");
+    assert_eq!(
+        shell.ask(&format!("cat {place}/over {place}/gone")),
+        "before gone"
+    );
     assert_eq!(shell.ask(&format!("cat {place}/added")), "new");
     let diff = ok(&service.cli(&["diff", "--root-process", &root]));
     assert!(!diff.contains("/over") && !diff.contains("/gone"), "{diff}");
@@ -396,9 +407,15 @@ fn reset(service: &Service) {
     assert_eq!(ok(&service.cli(&["diff", "--root-process", &root])), "");
 
     // After a commit, reset goes back to the commit, not to the start.
-    assert_eq!(shell.ask(&format!("echo c > {place}/committed && echo ok")), "ok");
+    assert_eq!(
+        shell.ask(&format!("echo c > {place}/committed && echo ok")),
+        "ok"
+    );
     commit(service, shell.pid(), "layer", &repo, "test/reset");
-    assert_eq!(shell.ask(&format!("echo later > {place}/committed && echo ok")), "ok");
+    assert_eq!(
+        shell.ask(&format!("echo later > {place}/committed && echo ok")),
+        "ok"
+    );
     ok(&service.cli(&["reset", "--root-process", &root]));
     assert_eq!(shell.ask(&format!("cat {place}/committed")), "c");
 }
@@ -429,8 +446,16 @@ fn a_commit_needs_the_callers_write_permission_and_writes_the_callers_files() {
     let service = Service::start();
     let dir = tempfile::tempdir().unwrap();
     let spec = lower(dir.path());
-    for path in [dir.path().to_owned(), PathBuf::from(&spec), service.socket()] {
-        let mode = if path == service.socket() { 0o666 } else { 0o755 };
+    for path in [
+        dir.path().to_owned(),
+        PathBuf::from(&spec),
+        service.socket(),
+    ] {
+        let mode = if path == service.socket() {
+            0o666
+        } else {
+            0o755
+        };
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
     // The service's own directory, so the second user reaches the socket.
@@ -448,7 +473,13 @@ fn a_commit_needs_the_callers_write_permission_and_writes_the_callers_files() {
             .unwrap()
     };
     let mut root = Sleeper::as_uid(OTHER_UID);
-    ok(&as_other(&["mount", "--edit", "--root-process", &root.pid(), &spec]));
+    ok(&as_other(&[
+        "mount",
+        "--edit",
+        "--root-process",
+        &root.pid(),
+        &spec,
+    ]));
     let scratch = service.status_json()["runtimes"][0]["scratch"]
         .as_str()
         .unwrap()
