@@ -560,12 +560,7 @@ impl Host {
     /// carry on. The state file keeps the scratch for a restart.
     pub fn make_editable(&self, root_pid: u32, edit: &Edit) -> Result<RuntimeStatus, HostError> {
         let _changes = self.serialise();
-        let runtime = self
-            .router
-            .runtimes()
-            .into_iter()
-            .find(|r| r.root_pid == root_pid && self.router.is_alive(r))
-            .ok_or(HostError::NoSuchRuntime(root_pid))?;
+        let runtime = self.live(root_pid)?;
         if runtime.view.scratch().is_some() {
             return Err(HostError::AlreadyEditable(root_pid));
         }
@@ -636,14 +631,18 @@ impl Host {
             .collect())
     }
 
-    /// The live editable runtime of `root_pid`.
-    fn editable(&self, root_pid: u32) -> Result<Arc<Runtime>, HostError> {
-        let runtime = self
-            .router
+    /// The runtime of `root_pid`, if its root still runs.
+    fn live(&self, root_pid: u32) -> Result<Arc<Runtime>, HostError> {
+        self.router
             .runtimes()
             .into_iter()
             .find(|r| r.root_pid == root_pid && self.router.is_alive(r))
-            .ok_or(HostError::NoSuchRuntime(root_pid))?;
+            .ok_or(HostError::NoSuchRuntime(root_pid))
+    }
+
+    /// The live editable runtime of `root_pid`.
+    fn editable(&self, root_pid: u32) -> Result<Arc<Runtime>, HostError> {
+        let runtime = self.live(root_pid)?;
         if runtime.view.scratch().is_none() {
             return Err(HostError::NotEditable(root_pid));
         }
