@@ -269,6 +269,8 @@ const SMALL_FILE: u64 = 4 << 20;
 const COPY_BUFFER: usize = 1 << 20;
 /// How long spfs waits for a tag's lock (`TagLock::new`, storage/fs/tag.rs).
 const TAG_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// The character-device type bit of `st_mode` (a `u16` in macOS's libc, so spelled here).
+const S_IFCHR: u32 = 0o020_000;
 /// What this writer puts in a tag lock file, so a lock left by a killed process can be told
 /// from a live one (spfs's own locks are empty and are only waited for).
 const LOCK_PREFIX: &str = "spfs-fuse pid ";
@@ -589,8 +591,21 @@ impl RepoWriter {
         source: &Path,
         buf: &mut Vec<u8>,
     ) -> WriteResult<(Digest, u64, bool)> {
-        let mut f = File::open(source).map_err(io_err("open", source))?;
-        let len = f.metadata().map_err(io_err("stat", source))?.len();
+        // O_NOFOLLOW: a file replaced by a symlink since the walk is not followed (the service
+        // reads as root; a link must not pull another file into the repository).
+        let mut f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(source)
+            .map_err(io_err("open", source))?;
+        let meta = f.metadata().map_err(io_err("stat", source))?;
+        if !meta.is_file() {
+            return Err(WriteError::Unsupported {
+                path: source.to_owned(),
+                mode: meta.mode(),
+            });
+        }
+        let len = meta.len();
         if len <= SMALL_FILE {
             buf.clear();
             f.read_to_end(buf).map_err(io_err("read", source))?;
@@ -1209,7 +1224,7 @@ fn children_of(dir: &Path) -> WriteResult<BTreeMap<String, Node>> {
                 mode,
                 children: children_of(&path)?,
             }
-        } else if mode & libc::S_IFCHR != 0 && meta.rdev() == 0 {
+        } else if mode & S_IFCHR != 0 && meta.rdev() == 0 {
             // spfs's `is_removed_entry` (runtime/overlayfs.rs): the S_IFCHR bit and device 0.
             Node::Mask { mode }
         } else if ft.is_file() {

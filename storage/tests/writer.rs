@@ -548,3 +548,89 @@ fn everything_written_belongs_to_the_owner() {
     let m = fs::metadata(root.join("objects")).unwrap();
     assert_eq!(m.uid(), 0);
 }
+
+/// Commit speed on a directory named by `SPFS_WRITE_BENCH_DIR`, into a new repository beside
+/// it: `cargo test --release -p spfs-storage --test writer -- --ignored --nocapture`.
+/// Compare with `cp -a DIR X` plus `sha256sum` of every file.
+#[test]
+#[ignore = "a measurement: run by hand with SPFS_WRITE_BENCH_DIR"]
+fn measure_commit_speed() {
+    let Some(dir) = std::env::var_os("SPFS_WRITE_BENCH_DIR") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let repo = dir.with_extension("bench-repo");
+    let _ = fs::remove_dir_all(&repo);
+    empty_repo(&repo);
+    let started = std::time::Instant::now();
+    let t = tree_of_dir(&dir).unwrap();
+    let walked = started.elapsed();
+    let w = RepoWriter::open(&repo, WriteSettings::default(), None).unwrap();
+    let bytes = std::sync::atomic::AtomicU64::new(0);
+    let m = w
+        .write_tree(&t, &|p| {
+            if let Progress::File { bytes: b, .. } = p {
+                bytes.fetch_add(b, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+        .unwrap();
+    w.write_layer(m).unwrap();
+    let all = started.elapsed();
+    eprintln!(
+        "walk {walked:?}, commit {all:?} for {} MiB",
+        bytes.into_inner() >> 20
+    );
+    // A second commit of the same tree: every payload exists, nothing is written.
+    let again = std::time::Instant::now();
+    assert_eq!(w.write_tree(&t, &quiet).unwrap(), m);
+    eprintln!("again (all payloads present) {:?}", again.elapsed());
+    fs::remove_dir_all(&repo).unwrap();
+}
+
+#[test]
+fn what_spfs_cannot_store_is_refused_naming_the_path() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = empty_repo(&tmp.path().join("repo"));
+    let w = RepoWriter::open(&root, WriteSettings::default(), None).unwrap();
+    // A FIFO: "unsupported special file".
+    let dir = tmp.path().join("fifo");
+    fs::create_dir(&dir).unwrap();
+    let fifo = std::ffi::CString::new(dir.join("p").as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let err = tree_of_dir(&dir).unwrap_err();
+    assert!(
+        matches!(&err, WriteError::Unsupported { path, .. } if path.ends_with("fifo/p")),
+        "{err}"
+    );
+    // A name that is not UTF-8.
+    let dir = tmp.path().join("latin1");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join(std::ffi::OsStr::from_bytes(b"caf\xe9")), "x").unwrap();
+    let err = tree_of_dir(&dir).unwrap_err();
+    assert!(err.to_string().contains("not UTF-8"), "{err}");
+    // A file replaced by a symlink after the walk is not followed.
+    let dir = tmp.path().join("swap");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("f"), "content").unwrap();
+    let t = tree_of_dir(&dir).unwrap();
+    fs::remove_file(dir.join("f")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("f")).unwrap();
+    let err = w.write_tree(&t, &quiet).unwrap_err();
+    assert!(err.to_string().contains("swap/f"), "{err}");
+    // Names a tree cannot hold, and a root that is not a directory.
+    for bad in ["", ".", "..", "a/b"] {
+        let t = Node::Dir {
+            mode: 0o040755,
+            children: [(bad.to_owned(), Node::Mask { mode: 0o020000 })].into(),
+        };
+        assert!(
+            matches!(w.write_tree(&t, &quiet), Err(WriteError::BadName { .. })),
+            "{bad:?}"
+        );
+    }
+    let err = w.write_tree(&Node::Mask { mode: 0 }, &quiet).unwrap_err();
+    assert!(matches!(err, WriteError::RootNotADirectory), "{err}");
+    assert!(Repository::open(&root).unwrap().check().unwrap().is_ok());
+}
