@@ -652,22 +652,7 @@ impl RepoWriter {
 
     /// Stores `bytes` as the payload `digest` unless it exists; whether it was written.
     fn write_payload_bytes(&self, digest: &Digest, bytes: &[u8]) -> WriteResult<bool> {
-        let path = self.repo.payload_path(digest);
-        if path.symlink_metadata().is_ok() {
-            return Ok(false);
-        }
-        let work = self.repo.root().join("payloads/work");
-        let (tmp, mut out) = self.temp_file(&work)?;
-        let written = out.write_all(bytes).map_err(io_err("write", &tmp));
-        drop(out);
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        #[cfg(feature = "testing")]
-        self.fail(FailPoint::PayloadTemp)?;
-        self.persist(&tmp, &path)?;
-        Ok(true)
+        self.store(Store::Payloads, digest, bytes)
     }
 
     /// Encodes and stores a blob, layer or platform; returns its digest.
@@ -679,12 +664,20 @@ impl RepoWriter {
 
     /// Stores an object file unless it exists (spfs's `write_object`); whether it was written.
     fn write_object(&self, digest: &Digest, bytes: &[u8]) -> WriteResult<bool> {
-        let path = self.repo.object_path(digest);
+        self.store(Store::Objects, digest, bytes)
+    }
+
+    /// Writes `bytes` as `digest` in `store` through a temporary file in its `work/`, unless
+    /// the file exists; whether it was written.
+    fn store(&self, store: Store, digest: &Digest, bytes: &[u8]) -> WriteResult<bool> {
+        let (path, work) = match store {
+            Store::Objects => (self.repo.object_path(digest), "objects/work"),
+            Store::Payloads => (self.repo.payload_path(digest), "payloads/work"),
+        };
         if path.symlink_metadata().is_ok() {
             return Ok(false);
         }
-        let work = self.repo.root().join("objects/work");
-        let (tmp, mut out) = self.temp_file(&work)?;
+        let (tmp, mut out) = self.temp_file(&self.repo.root().join(work))?;
         let written = out.write_all(bytes).map_err(io_err("write", &tmp));
         drop(out);
         if let Err(e) = written {
@@ -692,7 +685,10 @@ impl RepoWriter {
             return Err(e);
         }
         #[cfg(feature = "testing")]
-        self.fail(FailPoint::ObjectTemp)?;
+        self.fail(match store {
+            Store::Objects => FailPoint::ObjectTemp,
+            Store::Payloads => FailPoint::PayloadTemp,
+        })?;
         self.persist(&tmp, &path)?;
         Ok(true)
     }
@@ -776,6 +772,13 @@ impl RepoWriter {
         }
         Ok(())
     }
+}
+
+/// The two content-addressed stores of a repository.
+#[derive(Clone, Copy)]
+enum Store {
+    Objects,
+    Payloads,
 }
 
 /// A tag stream's `<name>.tag.lock`, removed when dropped.
