@@ -16,6 +16,7 @@ use crate::node::NodeId;
 
 mod ffi;
 mod load;
+mod lower;
 mod overlay;
 #[cfg(target_os = "linux")]
 #[path = "sys_linux.rs"]
