@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use super::commit::{CommitError, commit_tree};
 use super::ffi::{c_path, check};
+use super::gate::Gate;
 use super::lower::Lower;
 use super::{OPAQUE_MARKER, Scratch, TEMP_PREFIX, WHITEOUT_PREFIX, sys};
 use crate::error::FsError;
@@ -27,6 +29,7 @@ use crate::vfs::{
     Caller, DirEntry, DirectoryReplier, RenameMode, SetAttr, StatFs, TimeSet, XattrSet,
 };
 use crate::view::{Attr, BLOCK_SIZE, FileKind, Timestamp, View};
+use spfs_storage::write::Node;
 
 /// Deeper than this, a path walk is taken for a loop in the state (it cannot happen: a
 /// directory is never moved into itself).
@@ -69,6 +72,10 @@ pub struct Edit {
     /// copy the whole file.
     copying: Mutex<HashSet<u32>>,
     copied: Condvar,
+    /// Held shared by every change, alone by a commit.
+    gate: Gate,
+    /// Frozen generations made so far (their directories' numbers).
+    generations: AtomicU64,
 }
 
 /// The claim on copying up one lower file (see [`Edit::claim_copy`]); dropped, it wakes
@@ -648,6 +655,8 @@ impl Edit {
             temps: AtomicU64::new(0),
             copying: Mutex::default(),
             copied: Condvar::new(),
+            gate: Gate::default(),
+            generations: AtomicU64::new(0),
         }
     }
 
@@ -664,6 +673,96 @@ impl Edit {
     /// Whether anything changed (or a loaded scratch held changes).
     pub(crate) fn changed(&self) -> bool {
         self.changed.load(Ordering::Acquire)
+    }
+
+    /// The commit gate: held by a change that outlives a call here (a frontend's write into
+    /// the file [`Edit::writable`] handed out).
+    pub(crate) fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    /// The changes since the last commit (or the start), over what the view showed then.
+    pub(crate) fn diff(&self, view: &View) -> Result<Vec<super::Change>, super::DiffError> {
+        let g = self.read();
+        let (_, lower) = g.parts(view);
+        super::diff::diff_over(&lower, self.scratch.dir())
+    }
+
+    /// Commits: with the gate closed, the scratch's tree goes to `write`; when it succeeds,
+    /// the view carries on from it ([`Edit::rebase`]). A failed `write` changes nothing.
+    pub(crate) fn commit<T, E>(
+        &self,
+        view: &View,
+        write: impl FnOnce(&Node) -> Result<T, E>,
+    ) -> Result<T, CommitError<E>> {
+        let _closed = self.gate.close();
+        let tree = {
+            let g = self.read();
+            let (_, lower) = g.parts(view);
+            commit_tree(&lower, self.scratch.dir())?
+        };
+        let out = write(&tree).map_err(CommitError::Write)?;
+        self.rebase()?;
+        Ok(out)
+    }
+
+    /// After a commit: the scratch's entries move (renames in one filesystem) into a frozen
+    /// generation's directory, the current state becomes that generation, and an empty state
+    /// over it carries on with the next fresh index. Nothing the view shows changes, no node
+    /// id changes, and open files keep their files (the same inodes, moved).
+    fn rebase<E>(&self) -> Result<(), CommitError<E>> {
+        let mut g = self.write();
+        let root = self.scratch.dir();
+        let failed = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CommitError::Rebase { path, source }
+        };
+        let mut dir;
+        loop {
+            let n = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+            dir = root.join(format!("{TEMP_PREFIX}gen-{n}"));
+            match fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+                other => break other.map_err(failed(&dir))?,
+            }
+        }
+        let names = fs::read_dir(root)
+            .and_then(|d| {
+                d.map(|e| e.map(|e| e.file_name()))
+                    .collect::<io::Result<Vec<_>>>()
+            })
+            .map_err(failed(root))?;
+        let mut moved = Vec::new();
+        for name in names {
+            if name.as_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
+                continue;
+            }
+            if let Err(err) = fs::rename(root.join(&name), dir.join(&name)) {
+                // Put back what moved: the view stays as it was, over the old stack.
+                for back in moved.iter().rev() {
+                    if let Err(err) = fs::rename(dir.join(back), root.join(back)) {
+                        tracing::error!(name = ?back, error = %err, "cannot move a scratch entry back after a failed rebase");
+                    }
+                }
+                let _ = fs::remove_dir(&dir);
+                return Err(failed(&root.join(&name))(err));
+            }
+            moved.push(name);
+        }
+        let locked = &mut *g;
+        let state = std::mem::take(&mut locked.state);
+        let next = state.next;
+        locked.base = Some(Arc::new(Frozen {
+            dir: dir.clone(),
+            state,
+            base: locked.base.take(),
+        }));
+        locked.state = State {
+            next,
+            ..State::default()
+        };
+        tracing::info!(scratch = %root.display(), generation = %dir.display(), "the view carries on from its commit");
+        Ok(())
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Locked> {
@@ -1125,6 +1224,7 @@ impl Edit {
         what: Make<'_>,
         pin: bool,
     ) -> Result<Attr, FsError> {
+        let _pass = self.gate.enter();
         let mode = if matches!(what, Make::Symlink(_)) {
             0o777
         } else {
@@ -1153,6 +1253,7 @@ impl Edit {
         parent: u32,
         name: &[u8],
     ) -> Result<Attr, FsError> {
+        let _pass = self.gate.enter();
         check_name(name)?;
         let mut g = self.write();
         let (st, lower) = g.split(view);
@@ -1198,6 +1299,7 @@ impl Edit {
         name: &[u8],
         dir: bool,
     ) -> Result<(), FsError> {
+        let _pass = self.gate.enter();
         let mut g = self.write();
         let (st, lower) = g.split(view);
         let lower = &lower;
@@ -1248,6 +1350,7 @@ impl Edit {
         (new_parent, new_name): (u32, &[u8]),
         mode: RenameMode,
     ) -> Result<(), FsError> {
+        let _pass = self.gate.enter();
         if mode == RenameMode::Exchange {
             return Err(FsError::Invalid("RENAME_EXCHANGE is not supported".into()));
         }
@@ -1359,6 +1462,7 @@ impl Edit {
         i: u32,
         changes: &SetAttr,
     ) -> Result<Attr, FsError> {
+        let _pass = self.gate.enter();
         if i == 0 {
             return Err(FsError::Unsupported("changing the root"));
         }
@@ -1482,6 +1586,7 @@ impl Edit {
         name: &[u8],
         value: Option<(&[u8], XattrSet)>,
     ) -> Result<(), FsError> {
+        let _pass = self.gate.enter();
         if i == 0 {
             return Err(FsError::Unsupported("changing the root"));
         }
