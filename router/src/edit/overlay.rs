@@ -224,6 +224,20 @@ fn write_marker(path: &Path) -> io::Result<()> {
     }
 }
 
+/// The longest name a directory entry can have, on Linux and macOS alike.
+const NAME_MAX: usize = 255;
+
+/// Removes the whiteout of `name` in `dir`, if there is one. A name longer than
+/// `NAME_MAX - 4` cannot have one (`.wh.NAME` would be too long), so there is nothing to
+/// remove: asking the filesystem would answer ENAMETOOLONG for a name the caller may make.
+fn remove_whiteout(dir: &Path, name: &[u8]) -> Result<(), FsError> {
+    if WHITEOUT_PREFIX.len() + name.len() > NAME_MAX {
+        return Ok(());
+    }
+    let wh = whiteout(dir, name);
+    remove_if_present(&wh).map_err(failed(&wh))
+}
+
 /// Writes the whiteout of `name` in `dir`, unless it is there.
 fn write_whiteout(dir: &Path, name: &[u8]) -> io::Result<()> {
     write_marker(&whiteout(dir, name))
@@ -1201,8 +1215,7 @@ impl Edit {
             let _ = remove_any(&tmp);
             return Err(err);
         }
-        let wh = whiteout(&dir, name);
-        remove_if_present(&wh).map_err(failed(&wh))?;
+        remove_whiteout(&dir, name)?;
         let index = st
             .add(parent, name, kind)
             .ok_or_else(|| FsError::Invalid("the view has no node ids left".into()))?;
@@ -1282,8 +1295,7 @@ impl Edit {
         let dir = self.upper_dir(st, lower, files, parent)?;
         let target = dir.join(os(name));
         fs::hard_link(&from, &target).map_err(failed(&target))?;
-        let wh = whiteout(&dir, name);
-        remove_if_present(&wh).map_err(failed(&wh))?;
+        remove_whiteout(&dir, name)?;
         st.entry(lower, i).names.push((parent, name.to_vec()));
         st.delta(parent).insert(name.to_vec(), Some(i));
         self.attr_in(st, lower, i)
@@ -1438,8 +1450,7 @@ impl Edit {
         {
             tracing::warn!(path = %tmp.display(), error = %err, "cannot remove a replaced directory's leftovers");
         }
-        let wh = whiteout(&to_dir, new_name);
-        remove_if_present(&wh).map_err(failed(&wh))?;
+        remove_whiteout(&to_dir, new_name)?;
         if let Some(d) = dst {
             st.entry(lower, d)
                 .names
