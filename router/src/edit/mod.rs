@@ -5,7 +5,9 @@
 //! `.wh.NAME` whiteouts and `.wh..wh..opq` opaque markers. So `LAYERS+SCRATCH` registered
 //! read-only shows what the editable runtime showed, and a scratch outlives the service.
 
+mod commit;
 mod diff;
+pub use commit::{CommitError, MASK_MODE};
 pub use diff::{Change, ChangeKind, DiffError, diff};
 
 use std::fs::File;
@@ -15,7 +17,9 @@ use std::path::{Path, PathBuf};
 use crate::node::NodeId;
 
 mod ffi;
+mod gate;
 mod load;
+mod lower;
 mod overlay;
 #[cfg(target_os = "linux")]
 #[path = "sys_linux.rs"]
@@ -23,6 +27,7 @@ mod sys;
 #[cfg(target_os = "macos")]
 #[path = "sys_macos.rs"]
 mod sys;
+mod walk;
 
 pub(crate) use overlay::{Edit, Make};
 pub(crate) use sys::fallocate;
