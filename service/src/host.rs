@@ -612,11 +612,13 @@ impl Host {
             .into_iter()
             .find(|r| r.root_pid == root_pid)
             .ok_or(HostError::NoSuchRuntime(root_pid))?;
-        let scratch = runtime
+        if runtime.view.scratch().is_none() {
+            return Err(HostError::NotEditable(root_pid));
+        }
+        // The view's own diff: after a commit, against the stack it carries on from.
+        let changes = runtime
             .view
-            .scratch()
-            .ok_or(HostError::NotEditable(root_pid))?;
-        let changes = edit::diff(&runtime.view, scratch.dir())
+            .diff()
             .map_err(|err| HostError::Scratch(err.to_string()))?;
         Ok(changes
             .into_iter()
