@@ -136,6 +136,14 @@ impl Repository {
         })
     }
 
+    /// A repository at `root` without looking at the disk (for the writer's `init`).
+    pub(crate) fn unchecked(root: &Path) -> Self {
+        Repository {
+            root: root.to_owned(),
+            tag_namespace: None,
+        }
+    }
+
     /// Selects a tag namespace (`SPFS_STORAGE__TAG_NAMESPACE`): tags are then read from
     /// `tags/<c1>#ns/<c2>#ns/…/`. `None` is the default namespace.
     pub fn with_tag_namespace(mut self, namespace: Option<&str>) -> Self {

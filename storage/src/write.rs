@@ -242,6 +242,9 @@ pub enum WriteError {
     /// A tag name spfs does not accept.
     #[error("invalid tag {0:?}: expected [org/]name with [A-Za-z0-9._-] (no ~N)")]
     BadTag(String),
+    /// A tag user holding a NUL (the record stores it NUL-terminated).
+    #[error("invalid tag user {0:?}: it holds a NUL")]
+    BadUser(String),
     /// Another writer holds the tag's lock for longer than spfs waits (5 s).
     #[error("tag already locked, cannot edit: {0} exists")]
     TagLocked(PathBuf),
@@ -304,6 +307,35 @@ impl RepoWriter {
             #[cfg(feature = "testing")]
             fail_at: None,
         })
+    }
+
+    /// Like [`RepoWriter::open`], but first makes `root` a repository when it is not one yet,
+    /// as `spfs init repo` does: `objects/`, `payloads/`, `tags/` (mode 0777, owned) and a
+    /// `VERSION` naming the spfs version whose format this writes (0.44.0).
+    pub fn init(
+        root: &Path,
+        settings: WriteSettings,
+        owner: Option<(u32, u32)>,
+    ) -> WriteResult<Self> {
+        let dirs = RepoWriter {
+            repo: Repository::unchecked(root),
+            settings,
+            owner,
+            threads: 1,
+            #[cfg(feature = "testing")]
+            fail_at: None,
+        };
+        for dir in ["objects", "payloads", "tags"] {
+            dirs.ensure_dir(&root.join(dir))?;
+        }
+        let version = root.join("VERSION");
+        if version.symlink_metadata().is_err() {
+            let (tmp, mut f) = dirs.temp_file(&root.join("objects/work"))?;
+            f.write_all(b"0.44.0").map_err(io_err("write", &tmp))?;
+            drop(f);
+            dirs.persist(&tmp, &version)?;
+        }
+        Self::open(root, settings, owner)
     }
 
     /// Writes tags into a namespace (`SPFS_STORAGE__TAG_NAMESPACE`); `None`: the default one.
@@ -430,6 +462,9 @@ impl RepoWriter {
         let spec = TagSpec::parse(tag)
             .filter(|s| s.version() == 0)
             .ok_or_else(|| WriteError::BadTag(tag.to_owned()))?;
+        if user.contains('\0') {
+            return Err(WriteError::BadUser(user.to_owned()));
+        }
         let path = self.repo.tags_dir().join(spec.rel_file());
         if let Some(parent) = path.parent() {
             self.ensure_dir(parent)?;

@@ -634,3 +634,20 @@ fn what_spfs_cannot_store_is_refused_naming_the_path() {
     assert!(matches!(err, WriteError::RootNotADirectory), "{err}");
     assert!(Repository::open(&root).unwrap().check().unwrap().is_ok());
 }
+
+#[test]
+fn init_makes_a_repository_spfs_and_the_reader_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("new/repo");
+    let w = RepoWriter::init(&root, WriteSettings::default(), None).unwrap();
+    assert_eq!(fs::read_to_string(root.join("VERSION")).unwrap(), "0.44.0");
+    for dir in ["objects", "payloads", "tags"] {
+        assert!(root.join(dir).is_dir(), "{dir}");
+    }
+    let m = w.write_tree(&tree(&[]), &quiet).unwrap();
+    assert!(Repository::open(&root).unwrap().has_object(&m));
+    // Again: nothing changes, nothing fails.
+    RepoWriter::init(&root, WriteSettings::default(), None).unwrap();
+    let err = w.write_tag("t", m, "a\0b").unwrap_err();
+    assert!(matches!(err, WriteError::BadUser(_)), "{err}");
+}
