@@ -34,10 +34,12 @@ fn lower(dir: &Path) -> String {
 }
 
 /// What a process sees under `place`: every path with its type, mode, size and link target,
-/// then every file's content hash, as one line (sorted, so two views compare by `==`).
+/// then every file's content hash, as one line (sorted, so two views compare by `==`). A
+/// directory's size is left out: it is the host filesystem's, not layer data.
 fn snapshot(shell: &mut Shell, place: &str) -> String {
     shell.ask(&format!(
-        "cd {place} && find . -mindepth 1 -printf '%p %y %m %s %l\\n' | LC_ALL=C sort && \
+        "cd {place} && find . -mindepth 1 \\( -type d -printf '%p d %m\\n' \\) -o \
+         -printf '%p %y %m %s %l\\n' | LC_ALL=C sort && \
          find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum"
     ))
 }
@@ -57,18 +59,17 @@ fn fresh(service: &Service, spec: &str, repo: &Path) -> (Shell, String) {
     (shell, place)
 }
 
-/// An editable runtime of `spec` rooted at a new shell; returns the shell and its place.
+/// An editable runtime of `spec` rooted at a new shell, its spfs items (if any) found in
+/// `repo`; returns the shell and its place.
 fn editable(service: &Service, spec: &str, repo: &Path) -> (Shell, String) {
     let shell = Shell::nested(1);
-    let out = service.cli(&[
-        "mount",
-        "--edit",
-        "--root-process",
-        &shell.pid().to_string(),
-        "--repo",
-        repo.to_str().unwrap(),
-        spec,
-    ]);
+    let root = shell.pid().to_string();
+    let mut args = vec!["mount", "--edit", "--root-process", &root];
+    if repo.exists() {
+        args.extend(["--repo", repo.to_str().unwrap()]);
+    }
+    args.push(spec);
+    let out = service.cli(&args);
     let place = ok(&out).trim().to_owned();
     (shell, place)
 }
@@ -102,6 +103,17 @@ fn env_spec(service: &Service, root: u32) -> String {
         .as_str()
         .unwrap()
         .to_owned()
+}
+
+/// `info --json` of `reference` in `repo` (no service involved).
+fn info_json(repo: &Path, reference: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["info", "--json", "--repo"])
+        .arg(repo)
+        .arg(reference)
+        .output()
+        .unwrap();
+    ok(&out)
 }
 
 /// Every object, payload and tag of `repo` checks out.
@@ -157,13 +169,7 @@ fn round_trip(service: &Service) {
         let (mut other, there) = fresh(service, &format!("{spec}+test/edit"), &repo);
         assert_eq!(snapshot(&mut other, &there), edited);
     }
-    let info = ok(&service.cli(&[
-        "info",
-        "--repo",
-        repo.to_str().unwrap(),
-        "test/edit",
-        "--json",
-    ]));
+    let info = info_json(&repo, "test/edit");
     assert!(info.contains(&digest), "{info}");
 
     // Several commits in a row: each on top of the last.
@@ -189,14 +195,8 @@ fn round_trip(service: &Service) {
     assert_valid(&repo);
     // The tag's versions are the commits, newest first.
     for (back, digest) in digests.iter().rev().enumerate() {
-        let info = ok(&service.cli(&[
-            "info",
-            "--repo",
-            repo.to_str().unwrap(),
-            &format!("test/edit~{back}"),
-            "--json",
-        ]));
-        assert!(info.contains(digest.as_str()), "test/edit~{back}: {info}");
+        let shown = info_json(&repo, &format!("test/edit~{back}"));
+        assert!(shown.contains(digest.as_str()), "test/edit~{back}: {shown}");
     }
 }
 
@@ -257,13 +257,7 @@ fn platform(service: &Service) {
     assert_eq!(snapshot(&mut second, &second_place), edited);
     let (mut other, there) = fresh(service, "test/platform", &repo);
     assert_eq!(snapshot(&mut other, &there), edited);
-    let info = ok(&service.cli(&[
-        "info",
-        "--repo",
-        repo.to_str().unwrap(),
-        "test/platform",
-        "--json",
-    ]));
+    let info = info_json(&repo, "test/platform");
     assert!(
         info.contains(&base) && info.contains(&layer),
         "the platform holds the stack: {info}"
@@ -286,27 +280,83 @@ fn commit_platform_writes_the_stack_plus_the_changes_in_the_per_runtime_layout()
     platform(&Service::per_runtime());
 }
 
+/// A root process running `script` in the background of nothing: it stays the root of its
+/// runtime while it runs (a job a shell puts in the background is orphaned, and leaves the
+/// runtime, when that shell ends). The script first waits for the runtime's place in
+/// `<dir>/place` and finds it in `$P`; killed on drop.
+struct Root(std::process::Child);
+
+impl Root {
+    fn spawn(dir: &Path, script: &str) -> Root {
+        let place = dir.join("place");
+        let script = format!(
+            "while [ ! -e {0} ]; do sleep 0.01; done; P=$(cat {0}); {script}",
+            place.display()
+        );
+        Root(Command::new("sh").arg("-c").arg(script).spawn().unwrap())
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Registers its editable runtime of `spec` and tells the script where the view is.
+    fn edit(&self, service: &Service, dir: &Path, spec: &str) -> String {
+        let out = service.cli(&[
+            "mount",
+            "--edit",
+            "--root-process",
+            &self.pid().to_string(),
+            spec,
+        ]);
+        let place = ok(&out).trim().to_owned();
+        let temp = dir.join("place.tmp");
+        std::fs::write(&temp, &place).unwrap();
+        std::fs::rename(temp, dir.join("place")).unwrap();
+        place
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for the file `path` and returns what it holds.
+fn wait_for(path: &Path) -> String {
+    eventually(&format!("{}", path.display()), || path.exists());
+    std::fs::read_to_string(path).unwrap()
+}
+
 /// A process of the runtime keeps its working directory and open files (read and write)
 /// across a commit, and a write after the commit lands in the new scratch.
 fn cwd_and_open_files(service: &Service) {
     let dir = tempfile::tempdir().unwrap();
     let spec = lower(dir.path());
     let repo = dir.path().join("repo");
-    let (mut shell, place) = editable(service, &spec, &repo);
-    let answer = shell.ask(&format!(
-        "mkdir -p {place}/work/sub && echo hello > {place}/work/sub/log && \
-         cd {place}/work/sub && exec 3< {place}/over && exec 4>> {place}/work/sub/log && \
-         exec 5< {place}/deep/a/b/c && echo ok"
-    ));
-    assert_eq!(answer, "ok");
-    commit(service, shell.pid(), "layer", &repo, "test/cwd");
-    assert_eq!(
-        shell.ask("pwd && ls && cat <&3 && cat <&5"),
-        format!("{place}/work/sub log before deep")
+    let d = dir.path().display();
+    let root = Root::spawn(
+        dir.path(),
+        &format!(
+            "mkdir -p $P/work/sub && echo hello > $P/work/sub/log && cd $P/work/sub && \
+             exec 3< $P/over 4>> $P/work/sub/log 5< $P/deep/a/b/c && touch {d}/opened && \
+             while [ ! -e {d}/go ]; do sleep 0.01; done; \
+             {{ pwd; ls; cat <&3; cat <&5; echo appended >&4; cat log; echo more > new; \
+             cat new; }} > {d}/out.tmp 2>&1; mv {d}/out.tmp {d}/out; sleep 60"
+        ),
     );
-    assert_eq!(shell.ask("echo appended >&4 && cat log"), "hello appended");
-    assert_eq!(shell.ask("echo more > new && cat new"), "more");
-    let diff = ok(&service.cli(&["diff", "--root-process", &shell.pid().to_string()]));
+    let place = root.edit(service, dir.path(), &spec);
+    wait_for(&dir.path().join("opened"));
+    commit(service, root.pid(), "layer", &repo, "test/cwd");
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let out = wait_for(&dir.path().join("out"));
+    assert_eq!(
+        out,
+        format!("{place}/work/sub\nlog\nbefore\ndeep\nhello\nappended\nmore\n")
+    );
+    let diff = ok(&service.cli(&["diff", "--root-process", &root.pid().to_string()]));
     assert!(
         diff.contains("~ /work/sub/log") && diff.contains("+ /work/sub/new"),
         "only what changed after the commit: {diff}"
@@ -341,27 +391,49 @@ fn a_writer_racing_commits_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let spec = lower(dir.path());
     let repo = dir.path().join("repo");
-    let (mut shell, place) = editable(&service, &spec, &repo);
+    let d = dir.path().display();
+    let root = Root::spawn(
+        dir.path(),
+        &format!(
+            "mkdir $P/w && i=0; while [ $i -lt 400 ]; do echo $i > $P/w/$i || break; \
+             i=$((i+1)); done; echo $i > {d}/done; \
+             while [ ! -e {d}/check ]; do sleep 0.01; done; \
+             {{ ls $P/w | wc -l; cat $P/w/399; }} > {d}/count.tmp 2>&1; \
+             mv {d}/count.tmp {d}/count; sleep 60"
+        ),
+    );
+    root.edit(&service, dir.path(), &spec);
     let done = dir.path().join("done");
-    let done_at = done.display();
-    let answer = shell.ask(&format!(
-        "mkdir {place}/w && ( i=0; while [ $i -lt 400 ]; do echo $i > {place}/w/$i || break; \
-         i=$((i+1)); done; echo $i > {done_at} ) > /dev/null 2>&1 & echo started"
-    ));
-    assert_eq!(answer, "started");
+    let try_commit = || {
+        let out = service.cli(&[
+            "commit",
+            "layer",
+            "--root-process",
+            &root.pid().to_string(),
+            "--repo",
+            repo.to_str().unwrap(),
+            "--tag",
+            "test/race",
+        ]);
+        // Before the writer's first file, or after its last, there is nothing to commit.
+        let made = out.status.success();
+        assert!(
+            made || stderr(&out).contains("nothing to commit"),
+            "{}",
+            stderr(&out)
+        );
+        made
+    };
     let mut commits = 0;
     while !done.exists() {
-        commit(&service, shell.pid(), "layer", &repo, "test/race");
-        commits += 1;
+        commits += usize::from(try_commit());
     }
-    let written = std::fs::read_to_string(&done).unwrap();
-    assert_eq!(written.trim(), "400", "the writer failed");
-    let last = commit(&service, shell.pid(), "layer", &repo, "test/race");
-    assert!(commits >= 1);
-    let count = shell.ask(&format!("ls {place}/w | wc -l"));
-    assert_eq!(count, "400");
-    let stack = env_spec(&service, shell.pid());
-    assert!(stack.ends_with(&last), "{stack}");
+    assert_eq!(wait_for(&done).trim(), "400", "the writer failed");
+    try_commit();
+    assert!(commits >= 1, "no commit raced the writer");
+    std::fs::write(dir.path().join("check"), "").unwrap();
+    assert_eq!(wait_for(&dir.path().join("count")), "400\n399\n");
+    let stack = env_spec(&service, root.pid());
     let (mut other, there) = fresh(&service, &stack, &repo);
     assert_eq!(other.ask(&format!("ls {there}/w | wc -l")), "400");
     assert_eq!(other.ask(&format!("cat {there}/w/399")), "399");

@@ -38,10 +38,7 @@ pub(crate) fn write(
 ) -> Result<Digest, HostError> {
     let failed = |err: WriteError| match err {
         WriteError::BadSetting { .. } => HostError::InvalidCommit(err.to_string()),
-        _ => HostError::Write(format!(
-            "cannot commit into {}: {err}",
-            job.repo.display()
-        )),
+        _ => HostError::Write(format!("cannot commit into {}: {err}", job.repo.display())),
     };
     let settings = WriteSettings::from_values(
         Some(job.encoding_format.as_str()),
@@ -60,7 +57,7 @@ pub(crate) fn write(
     if empty && (platform.is_none() || platform.is_some_and(<[Digest]>::is_empty)) {
         return Err(nothing());
     }
-    let writer = RepoWriter::open(&job.repo, settings, job.owner).map_err(failed)?;
+    let writer = RepoWriter::init(&job.repo, settings, job.owner).map_err(failed)?;
     let layer = if empty {
         None
     } else {
