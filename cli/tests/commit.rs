@@ -636,21 +636,32 @@ fn a_service_killed_during_commits_leaves_a_valid_repository_and_commits_again()
     let kills: usize = std::env::var("SPFS_FUSE_COMMIT_KILLS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(30);
+        .unwrap_or(24);
     let mut service = Service::start();
     let dir = tempfile::tempdir().unwrap();
     let spec = lower(dir.path());
     let repo = dir.path().join("repo");
     let (mut shell, place) = editable(&service, &spec, &repo);
     let root = shell.pid();
-    let answer = shell.ask(&format!(
-        "cd {place} && mkdir many && cd many && i=0; while [ $i -lt 1500 ]; do \
-         echo file $i > f$i; i=$((i+1)); done; head -c 8000000 /dev/urandom > big && cd / && \
-         echo ok"
-    ));
-    assert_eq!(answer, "ok");
-    let edited = snapshot(&mut shell, &place);
+    // Each round changes many files, so each commit has much to write when the kill comes.
+    let change = |shell: &mut Shell, round: usize| {
+        let answer = shell.ask(&format!(
+            "mkdir -p {place}/many && cd {place}/many && i=0; while [ $i -lt 400 ]; do \
+             echo round {round} file $i > f$i; i=$((i+1)); done; \
+             head -c 16000000 /dev/urandom > big && cd / && echo ok"
+        ));
+        assert_eq!(answer, "ok");
+    };
+    // How long such a commit takes, to spread the kills over it.
+    change(&mut shell, kills + 1);
+    let started = std::time::Instant::now();
+    commit(&service, root, "layer", &repo, "test/killed");
+    let took = started.elapsed().as_millis() as u64;
+    let span = took * 3 / 2 + 1;
+    let (mut interrupted, mut finished) = (0, 0);
     for round in 0..kills {
+        change(&mut shell, round);
+        let edited = snapshot(&mut shell, &place);
         let mut client = Command::new(BIN)
             .args(["commit", "layer", "--socket"])
             .arg(service.socket())
@@ -662,9 +673,13 @@ fn a_service_killed_during_commits_leaves_a_valid_repository_and_commits_again()
             .spawn()
             .unwrap();
         // Spread the kills over the commit: from before the first payload to after the tag.
-        std::thread::sleep(Duration::from_millis(5 + (round as u64 * 37) % 400));
+        std::thread::sleep(Duration::from_millis(span * round as u64 / kills as u64));
         service.kill();
-        let _ = client.wait();
+        if client.wait().unwrap().success() {
+            finished += 1;
+        } else {
+            interrupted += 1;
+        }
         assert_valid(&repo);
         service.spawn();
         eventually("the runtime to be restored", || {
@@ -674,6 +689,16 @@ fn a_service_killed_during_commits_leaves_a_valid_repository_and_commits_again()
         });
         assert_eq!(snapshot(&mut shell, &place), edited, "after kill {round}");
     }
+    eprintln!(
+        "a commit took {took} ms; {interrupted} commits killed midway, {finished} finished \
+         before the kill"
+    );
+    assert!(
+        interrupted * 3 >= kills,
+        "too few kills landed during a commit"
+    );
+    change(&mut shell, kills);
+    let edited = snapshot(&mut shell, &place);
     let digest = commit(&service, root, "layer", &repo, "test/killed");
     assert_valid(&repo);
     let stack = env_spec(&service, root);
