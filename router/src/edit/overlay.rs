@@ -754,7 +754,8 @@ impl Edit {
             }
         }
         let mut seen = HashSet::new();
-        out.retain(|i| seen.insert(i.clone()));
+        // The root's attributes are the same in every view and never change.
+        out.retain(|i| *i != Invalidation::Node(crate::node::ROOT) && seen.insert(i.clone()));
         tracing::info!(scratch = %self.scratch.dir().display(), paths = paths.len(), invalidations = out.len(), "reset");
         Ok(out)
     }
