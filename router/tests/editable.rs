@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{Seen, root_attr, walk};
+use common::{Seen, materialize, root_attr, walk};
 use spfs_router::spec::ResolvedSpec;
 use spfs_router::{
     Attr, Caller, FileKind, FsError, Invalidation, NodeId, ROOT, RenameMode, Routing, Scratch,
@@ -1015,29 +1015,6 @@ fn view_of(vfs: &Vfs) -> Arc<View> {
     match vfs.routing() {
         Routing::Fixed(view) => view.clone(),
         Routing::Shared(_) => panic!("a fixed routing"),
-    }
-}
-
-/// Writes commit tree `node` out as a directory layer at `dir` (masks as `.wh.` whiteouts),
-/// reading the files' content now, as a writer does.
-fn materialize(node: &Node, dir: &Path) {
-    match node {
-        Node::Dir { mode, children } => {
-            fs::create_dir_all(dir).unwrap();
-            for (name, child) in children {
-                match child {
-                    Node::Mask { .. } => fs::write(dir.join(format!(".wh.{name}")), b"").unwrap(),
-                    _ => materialize(child, &dir.join(name)),
-                }
-            }
-            fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o7777)).unwrap();
-        }
-        Node::File { mode, source } => {
-            fs::copy(source, dir).unwrap();
-            fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o7777)).unwrap();
-        }
-        Node::Symlink { target, .. } => std::os::unix::fs::symlink(target, dir).unwrap(),
-        Node::Mask { .. } => unreachable!("masks are written by their directory"),
     }
 }
 

@@ -16,13 +16,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{root_attr, walk};
+use common::{materialize, root_attr, walk};
 use proptest::prelude::*;
 use spfs_router::spec::ResolvedSpec;
 use spfs_router::{
     Caller, FsError, NodeId, ROOT, RenameMode, Routing, Scratch, SetAttr, ToErrno, Vfs, View,
 };
-use spfs_storage::write::Node;
 
 const DIRS: [&str; 5] = ["", "d", "d/s", "e", "n"];
 const NAMES: [&str; 5] = ["a", "b", "s", "n", "f"];
@@ -259,6 +258,27 @@ fn apply_plain(root: &Path, op: &Op) -> Result<(), i32> {
     Ok(())
 }
 
+/// A temp dir holding the layer, the plain reference directory (a copy of it) and a scratch
+/// path.
+fn setup() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let [layer, plain, scratch] = ["layer", "plain", "scratch"].map(|n| tmp.path().join(n));
+    make_layer(&layer);
+    make_layer(&plain);
+    (tmp, layer, plain, scratch)
+}
+
+/// The editable view of `layers` with scratch `scratch`, owned by the tests' user.
+fn editable(id: u32, layers: Vec<PathBuf>, scratch: &Path) -> View {
+    View::build(
+        id,
+        &ResolvedSpec::of_directories(layers),
+        &root_attr(),
+        (me().uid, me().gid),
+    )
+    .with_scratch(Scratch::open(scratch, true).unwrap())
+}
+
 fn read_only(dirs: Vec<PathBuf>) -> Arc<Vfs> {
     let view = View::build(
         99,
@@ -276,19 +296,8 @@ proptest! {
     fn an_editable_view_behaves_as_a_plain_directory_and_its_scratch_round_trips(
         ops in prop::collection::vec(op(), 1..24)
     ) {
-        let tmp = tempfile::tempdir().unwrap();
-        let layer = tmp.path().join("layer");
-        let plain = tmp.path().join("plain");
-        let scratch = tmp.path().join("scratch");
-        make_layer(&layer);
-        make_layer(&plain);
-        let view = View::build(
-            3,
-            &ResolvedSpec::of_directories([layer.clone()]),
-            &root_attr(),
-            (me().uid, me().gid),
-        )
-        .with_scratch(Scratch::open(&scratch, true).unwrap());
+        let (_tmp, layer, plain, scratch) = setup();
+        let view = editable(3, vec![layer.clone()], &scratch);
         let vfs = Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))));
         for op in &ops {
             let got = apply_view(&vfs, op);
@@ -303,13 +312,7 @@ proptest! {
         prop_assert_eq!(&seen, &walk(&read_only(vec![layer.clone(), scratch.clone()]), 0), "view vs LAYERS+SCRATCH");
         // Registered again, the durable scratch shows the same tree.
         drop(vfs);
-        let again = View::build(
-            4,
-            &ResolvedSpec::of_directories([layer.clone()]),
-            &root_attr(),
-            (me().uid, me().gid),
-        )
-        .with_scratch(Scratch::open(&scratch, true).unwrap());
+        let again = editable(4, vec![layer.clone()], &scratch);
         prop_assert_eq!(&seen, &walk(&Arc::new(Vfs::new(Routing::Fixed(Arc::new(again)))), 0), "view vs reloaded scratch");
         let names: Vec<_> = walkdir(&scratch);
         prop_assert!(names.iter().all(|n| !n.contains(".wh..wh..tmp.")), "no temp file left: {:?}", names);
@@ -348,28 +351,6 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// Writes commit tree `node` out as a directory layer at `dir` (masks as `.wh.` whiteouts).
-fn materialize(node: &Node, dir: &Path) {
-    match node {
-        Node::Dir { mode, children } => {
-            fs::create_dir_all(dir).unwrap();
-            for (name, child) in children {
-                match child {
-                    Node::Mask { .. } => fs::write(dir.join(format!(".wh.{name}")), b"").unwrap(),
-                    _ => materialize(child, &dir.join(name)),
-                }
-            }
-            fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o7777)).unwrap();
-        }
-        Node::File { mode, source } => {
-            fs::copy(source, dir).unwrap();
-            fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o7777)).unwrap();
-        }
-        Node::Symlink { target, .. } => std::os::unix::fs::symlink(target, dir).unwrap(),
-        Node::Mask { .. } => unreachable!("masks are written by their directory"),
-    }
-}
-
 /// Copies tree `from` to `to` (which must not exist), modes and symlinks kept. (Not `cp`: a
 /// child process forked while another test reopens its scratch would hold that test's lock.)
 fn copy_tree(from: &Path, to: &Path) {
@@ -396,23 +377,12 @@ proptest! {
     fn commits_change_nothing_the_view_shows_and_reset_goes_back_to_the_last_commit(
         steps in prop::collection::vec(step(), 1..32)
     ) {
-        let tmp = tempfile::tempdir().unwrap();
-        let layer = tmp.path().join("layer");
-        let plain = tmp.path().join("plain");
-        let scratch = tmp.path().join("scratch");
-        make_layer(&layer);
-        make_layer(&plain);
+        let (tmp, layer, plain, scratch) = setup();
         // What the plain directory held at the last commit: a reset goes back to it.
         let mut base = tmp.path().join("base-start");
         copy_tree(&plain, &base);
         let view = Arc::new(
-            View::build(
-                3,
-                &ResolvedSpec::of_directories([layer.clone()]),
-                &root_attr(),
-                (me().uid, me().gid),
-            )
-            .with_scratch(Scratch::open(&scratch, true).unwrap()),
+            editable(3, vec![layer.clone()], &scratch),
         );
         let vfs = Arc::new(Vfs::new(Routing::Fixed(view.clone())));
         let mut layers = vec![layer.clone()];
@@ -458,13 +428,7 @@ proptest! {
         prop_assert_eq!(&seen, &walk(&read_only(stack), 0), "view vs LAYERS+COMMITTED+SCRATCH");
         // Registered again over the committed stack, the scratch shows the same tree.
         drop((vfs, view));
-        let again = View::build(
-            4,
-            &ResolvedSpec::of_directories(layers),
-            &root_attr(),
-            (me().uid, me().gid),
-        )
-        .with_scratch(Scratch::open(&scratch, true).unwrap());
+        let again = editable(4, layers, &scratch);
         prop_assert_eq!(&seen, &walk(&Arc::new(Vfs::new(Routing::Fixed(Arc::new(again)))), 0), "view vs reloaded scratch");
         let names: Vec<_> = walkdir(&scratch);
         prop_assert!(names.iter().all(|n| !n.contains(".wh..wh..tmp.")), "no temp file left: {:?}", names);
