@@ -26,7 +26,7 @@ pub mod vfs;
 pub mod view;
 
 pub use access::{AccessError, Owner};
-pub use edit::{CommitError, EditError, Invalidation, Scratch};
+pub use edit::{CommitError, EditError, Invalidation, ResetError, Scratch};
 pub use error::{FsError, RouteError, SpecError, ToErrno};
 pub use node::{NodeId, ROOT, ViewId};
 pub use process::{Pid, ProcessInfo, ProcessTable};

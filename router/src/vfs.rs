@@ -175,6 +175,28 @@ impl Vfs {
         &self.routing
     }
 
+    /// Resets editable view `view`, which this filesystem serves ([`View::reset`]), and lets
+    /// go of the files it held open for the reset entries, so that reads of a node that now
+    /// stands for its lower entry read that one. Returns what the kernel must forget.
+    pub fn reset(
+        &self,
+        view: &View,
+        paths: &[std::path::PathBuf],
+    ) -> Result<Vec<crate::Invalidation>, crate::edit::ResetError> {
+        let forget = view.reset(paths)?;
+        for what in &forget {
+            // A node that now stands for its lower entry reads that one; one that is gone
+            // keeps its file for the programs holding it open, as an unlinked file.
+            if let crate::Invalidation::Node(node) = what
+                && let Some((_, index)) = node::decode(*node)
+                && view.edit().is_some_and(|e| e.kind(view, index).is_ok())
+            {
+                self.files.drop_file(*node);
+            }
+        }
+        Ok(forget)
+    }
+
     /// The view the root shows to `caller`.
     fn root_view(&self, caller: Pid) -> Arc<View> {
         match &self.routing {

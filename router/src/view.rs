@@ -26,7 +26,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use crate::edit::{
-    Change, CommitError, DiffError, Edit, OPAQUE_MARKER, Scratch, TEMP_PREFIX, WHITEOUT_PREFIX,
+    Change, CommitError, DiffError, Edit, Invalidation, OPAQUE_MARKER, ResetError, Scratch,
+    TEMP_PREFIX, WHITEOUT_PREFIX,
 };
 use crate::error::FsError;
 use crate::node::{self, NodeId, ViewId};
@@ -428,6 +429,18 @@ impl View {
             Some(edit) => edit.diff(self),
             None => Ok(Vec::new()),
         }
+    }
+
+    /// Throws away this editable view's changes since its last commit (or since it started),
+    /// with its commit gate closed: all of them when `paths` is empty, else those at each path
+    /// (inside the view: `/dir/file`) and below it (docs/SEMANTICS.md, "Reset"). Returns what
+    /// the kernel must forget. Files the serving [`crate::Vfs`] holds open for reset entries
+    /// stay as they were: serve resets through [`crate::Vfs::reset`], which also lets go of them.
+    pub fn reset(&self, paths: &[PathBuf]) -> Result<Vec<Invalidation>, ResetError> {
+        self.edit
+            .get()
+            .ok_or(ResetError::NotEditable)?
+            .reset(self, paths)
     }
 
     /// Commits this editable view (issue 17): closes its commit gate (every change waits,

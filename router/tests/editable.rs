@@ -8,11 +8,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{Seen, root_attr, walk};
+use common::{Seen, materialize, root_attr, walk};
 use spfs_router::spec::ResolvedSpec;
 use spfs_router::{
-    Attr, Caller, FileKind, FsError, NodeId, ROOT, RenameMode, Routing, Scratch, SetAttr, TimeSet,
-    Timestamp, ToErrno, Vfs, View,
+    Attr, Caller, FileKind, FsError, Invalidation, NodeId, ROOT, RenameMode, Routing, Scratch,
+    SetAttr, TimeSet, Timestamp, ToErrno, Vfs, View,
 };
 use spfs_storage::write::Node;
 
@@ -1018,29 +1018,6 @@ fn view_of(vfs: &Vfs) -> Arc<View> {
     }
 }
 
-/// Writes commit tree `node` out as a directory layer at `dir` (masks as `.wh.` whiteouts),
-/// reading the files' content now, as a writer does.
-fn materialize(node: &Node, dir: &Path) {
-    match node {
-        Node::Dir { mode, children } => {
-            fs::create_dir_all(dir).unwrap();
-            for (name, child) in children {
-                match child {
-                    Node::Mask { .. } => fs::write(dir.join(format!(".wh.{name}")), b"").unwrap(),
-                    _ => materialize(child, &dir.join(name)),
-                }
-            }
-            fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o7777)).unwrap();
-        }
-        Node::File { mode, source } => {
-            fs::copy(source, dir).unwrap();
-            fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o7777)).unwrap();
-        }
-        Node::Symlink { target, .. } => std::os::unix::fs::symlink(target, dir).unwrap(),
-        Node::Mask { .. } => unreachable!("masks are written by their directory"),
-    }
-}
-
 /// Commits the view of `vfs` into directory layer `dir`.
 fn commit_into(vfs: &Vfs, dir: &Path) {
     view_of(vfs)
@@ -1363,4 +1340,127 @@ fn writers_racing_commits_lose_no_acknowledged_write() {
             "an acknowledged write is in no commit and not in the scratch"
         );
     }
+}
+
+// ---- reset (issue 16) ----
+
+/// What the layers `layers` alone show.
+fn layers_walk(layers: &[PathBuf]) -> std::collections::BTreeMap<Vec<u8>, Seen> {
+    let view = View::build(
+        9,
+        &ResolvedSpec::of_directories(layers.to_vec()),
+        &root_attr(),
+        (0, 0),
+    );
+    walk(&Arc::new(Vfs::new(Routing::Fixed(Arc::new(view)))), 0)
+}
+
+fn reset(f: &Fixture, paths: &[&str]) -> Vec<Invalidation> {
+    let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+    f.vfs.reset(&view_of(&f.vfs), &paths).unwrap()
+}
+
+#[test]
+fn reset_throws_every_change_away_and_names_what_the_kernel_must_forget() {
+    let f = fixture();
+    let a = f.node("dir/a");
+    let held = f.vfs.open(0, a, true).unwrap();
+    f.vfs.write(a, held, 0, b"A").unwrap();
+    change_everything(&f);
+    let new = f.node("new");
+    let held_new = f.vfs.open(0, new, false).unwrap();
+    let forget = reset(&f, &[]);
+    assert_eq!(walk(&f.vfs, 0), layers_walk(&[f.layer()]));
+    assert_eq!(changes_left(&f), Vec::<String>::new());
+    assert!(!view_of(&f.vfs).has_changes());
+    let entry = |parent, name: &str| Invalidation::Entry {
+        parent,
+        name: name.as_bytes().to_vec(),
+    };
+    for want in [
+        entry(ROOT, "new"),
+        entry(ROOT, "empty"),
+        entry(f.node("dir"), "b"),
+        Invalidation::Node(a),
+        Invalidation::Node(f.node("dir")),
+    ] {
+        assert!(forget.contains(&want), "{want:?} missing from {forget:?}");
+    }
+    // The copied-up file's node is the lower file again, open handle included; the new
+    // file's handle reads it as an unlinked file.
+    assert_eq!(f.vfs.read(a, held, 0, 10).unwrap(), b"a");
+    assert_eq!(f.vfs.read(new, held_new, 0, 20).unwrap(), b"new file");
+    assert_eq!(f.vfs.getattr(0, new).unwrap_err().to_errno(), libc::ENOENT);
+    f.vfs.release(held);
+    f.vfs.release(held_new);
+    // And the view takes changes again.
+    f.vfs.write(a, 0, 0, b"B").unwrap();
+    assert_eq!(f.read("dir/a"), b"B");
+}
+
+#[test]
+fn reset_after_a_commit_shows_the_committed_stack() {
+    let f = fixture();
+    change_everything(&f);
+    let c1 = f.tmp.path().join("c1");
+    commit_into(&f.vfs, &c1);
+    let committed = walk(&f.vfs, 0);
+    f.vfs.write(f.node("new"), 0, 0, b"NEW").unwrap();
+    f.vfs.unlink(&me(), f.node("dir"), b"a").unwrap();
+    f.vfs.mkdir(&me(), ROOT, b"later", 0o755).unwrap();
+    reset(&f, &[]);
+    assert_eq!(walk(&f.vfs, 0), committed);
+    assert_eq!(layers_walk(&[f.layer(), c1]), committed);
+    assert_eq!(changes_left(&f), Vec::<String>::new());
+}
+
+#[test]
+fn reset_of_paths_throws_away_the_changes_there_and_below_only() {
+    let f = fixture();
+    change_everything(&f);
+    f.vfs
+        .rename(
+            &me(),
+            (ROOT, b"file"),
+            (ROOT, b"moved"),
+            RenameMode::Replace,
+        )
+        .unwrap();
+    let lower = layers_walk(&[f.layer()]);
+    // A directory: everything below it is the layers' again, the rest stays changed.
+    reset(&f, &["/dir"]);
+    let now = walk(&f.vfs, 0);
+    for (path, seen) in &lower {
+        if path.starts_with(b"dir") {
+            assert_eq!(
+                now.get(path),
+                Some(seen),
+                "{}",
+                String::from_utf8_lossy(path)
+            );
+        }
+    }
+    assert!(now.contains_key(&b"new"[..]) && now.contains_key(&b"made/ln"[..]));
+    assert_eq!(read_only_walk(&[f.layer()], &f.scratch()), now);
+    // A path under a directory the runtime added: the layers have nothing there.
+    reset(&f, &["made/ln"]);
+    assert!(!walk(&f.vfs, 0).contains_key(&b"made/ln"[..]));
+    // A lower file moved away: it is back at its path, and its new name is gone.
+    reset(&f, &["/file"]);
+    let now = walk(&f.vfs, 0);
+    assert_eq!(now.get(&b"file"[..]), lower.get(&b"file"[..]));
+    assert!(!now.contains_key(&b"moved"[..]));
+    // A lower directory replaced by a file: the directory and its entries are back.
+    reset(&f, &["/empty", "/new"]);
+    let now = walk(&f.vfs, 0);
+    assert_eq!(now.get(&b"empty"[..]), lower.get(&b"empty"[..]));
+    assert!(!now.contains_key(&b"new"[..]));
+    assert_eq!(read_only_walk(&[f.layer()], &f.scratch()), now);
+    assert_eq!(changes_left(&f), ["made"]);
+    // Bad paths are refused, naming them.
+    let view = view_of(&f.vfs);
+    let err = view.reset(&[PathBuf::from("/dir/../x")]).unwrap_err();
+    assert!(err.to_string().contains("/dir/../x"), "{err}");
+    let err = view.reset(&[PathBuf::from("/nothing/here")]).unwrap_err();
+    assert!(err.to_string().contains("/nothing/here"), "{err}");
 }

@@ -57,6 +57,28 @@ pub enum Invalidation {
     Node(NodeId),
 }
 
+/// Why a reset failed. Paths are reset in the order given; an error stops there.
+#[derive(Debug, thiserror::Error)]
+pub enum ResetError {
+    /// The view is read-only.
+    #[error("the view is not editable")]
+    NotEditable,
+    /// A path with `.`, `..` or an empty name.
+    #[error("{0:?} is not a path inside the view (no `.` or `..`)")]
+    Invalid(PathBuf),
+    /// A path whose parent is not a directory of the view.
+    #[error("the parent of {0:?} is not a directory of the view")]
+    NotFound(PathBuf),
+    /// Changing the scratch failed.
+    #[error("cannot reset {path:?} in the scratch: {source}")]
+    Scratch {
+        /// The entry of the scratch.
+        path: PathBuf,
+        /// What the filesystem said.
+        source: std::io::Error,
+    },
+}
+
 /// Why a scratch directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum EditError {

@@ -13,7 +13,7 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -21,8 +21,9 @@ use super::commit::{CommitError, commit_tree};
 use super::ffi::{c_path, check};
 use super::gate::Gate;
 use super::lower::Lower;
+use super::{Invalidation, ResetError};
 use super::{OPAQUE_MARKER, Scratch, TEMP_PREFIX, WHITEOUT_PREFIX, sys};
-use crate::error::FsError;
+use crate::error::{FsError, ToErrno};
 use crate::files::OpenFiles;
 use crate::node::NodeId;
 use crate::vfs::{
@@ -718,6 +719,227 @@ impl Edit {
         let out = write(&tree).map_err(CommitError::Write)?;
         self.rebase()?;
         Ok(out)
+    }
+
+    /// Throws away changes since the last commit (or the start), with the gate closed:
+    /// everything when `paths` is empty (or names the root), else the changes at each path
+    /// and below it (docs/SEMANTICS.md, "Reset"). Returns what the kernel must forget.
+    pub(crate) fn reset(
+        &self,
+        view: &View,
+        paths: &[PathBuf],
+    ) -> Result<Vec<Invalidation>, ResetError> {
+        let mut parsed = Vec::new();
+        for path in paths {
+            let mut names = Vec::new();
+            for part in path.components() {
+                match part {
+                    Component::RootDir | Component::CurDir if names.is_empty() => {}
+                    Component::Normal(name) => names.push(name.as_bytes().to_vec()),
+                    _ => return Err(ResetError::Invalid(path.clone())),
+                }
+            }
+            parsed.push((path, names));
+        }
+        let _closed = self.gate.close();
+        let mut g = self.write();
+        let (st, lower) = g.split(view);
+        let lower = &lower;
+        let mut out = Vec::new();
+        if parsed.is_empty() || parsed.iter().any(|(_, names)| names.is_empty()) {
+            self.reset_all(st, lower, &mut out)?;
+        } else {
+            for (path, names) in &parsed {
+                self.reset_path(st, lower, path, names, &mut out)?;
+            }
+        }
+        let mut seen = HashSet::new();
+        // The root's attributes are the same in every view and never change.
+        out.retain(|i| *i != Invalidation::Node(crate::node::ROOT) && seen.insert(i.clone()));
+        tracing::info!(scratch = %self.scratch.dir().display(), paths = paths.len(), invalidations = out.len(), "reset");
+        Ok(out)
+    }
+
+    /// Resets every change: the scratch is emptied (but for frozen generations).
+    fn reset_all(
+        &self,
+        st: &mut State,
+        lower: &dyn Lower<'_>,
+        out: &mut Vec<Invalidation>,
+    ) -> Result<(), ResetError> {
+        for (&dir, delta) in &st.dirs {
+            out.extend(delta.keys().map(|name| Invalidation::Entry {
+                parent: lower.node_id(dir),
+                name: name.clone(),
+            }));
+            out.push(Invalidation::Node(lower.node_id(dir)));
+        }
+        out.extend(
+            st.entries
+                .keys()
+                .map(|&i| Invalidation::Node(lower.node_id(i))),
+        );
+        let root = self.scratch.dir();
+        let failed = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ResetError::Scratch { path, source }
+        };
+        for entry in fs::read_dir(root).map_err(failed(root))? {
+            let name = entry.map_err(failed(root))?.file_name();
+            if !name.as_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
+                let path = root.join(&name);
+                remove_any(&path).map_err(failed(&path))?;
+            }
+        }
+        st.entries.clear();
+        st.dirs.clear();
+        Ok(())
+    }
+
+    /// Resets the changes at view path `path` (its `names`) and below.
+    fn reset_path(
+        &self,
+        st: &mut State,
+        lower: &dyn Lower<'_>,
+        path: &Path,
+        names: &[Vec<u8>],
+        out: &mut Vec<Invalidation>,
+    ) -> Result<(), ResetError> {
+        let failed = |at: &Path| {
+            let at = at.to_path_buf();
+            move |source| ResetError::Scratch { path: at, source }
+        };
+        let scratch_err = |err: FsError| ResetError::Scratch {
+            path: path.to_path_buf(),
+            source: io::Error::from_raw_os_error(err.to_errno()),
+        };
+        let Some((name, parents)) = names.split_last() else {
+            return Err(ResetError::Invalid(path.to_path_buf()));
+        };
+        let mut dir = 0;
+        for part in parents {
+            dir = st
+                .child(lower, dir, part)
+                .filter(|&c| st.kind(lower, c) == Some(FileKind::Directory))
+                .ok_or_else(|| ResetError::NotFound(path.to_path_buf()))?;
+        }
+        let entry = |parent: u32, name: &[u8]| Invalidation::Entry {
+            parent: lower.node_id(parent),
+            name: name.to_vec(),
+        };
+        out.push(entry(dir, name));
+        let current = st.child(lower, dir, name);
+        let below = lower.child(dir, name);
+        if st.is_upper(dir) {
+            let up = self.upper_path(st, lower, dir).map_err(scratch_err)?;
+            let at = up.join(os(name));
+            if fs::symlink_metadata(&at).is_ok() {
+                // Out of sight at once, then removed.
+                let tmp = self.temp_in(&up);
+                fs::rename(&at, &tmp).map_err(failed(&at))?;
+                if let Err(err) = remove_any(&tmp) {
+                    tracing::warn!(path = %tmp.display(), error = %err, "cannot remove a reset entry's leftovers");
+                }
+            }
+            remove_whiteout(&up, name).map_err(scratch_err)?;
+        }
+        for i in current
+            .into_iter()
+            .chain(below.filter(|&l| Some(l) != current))
+        {
+            if st.entries.contains_key(&i) || st.dirs.contains_key(&i) {
+                self.forget_subtree(st, lower, i, (dir, name), out)?;
+            }
+            out.push(Invalidation::Node(lower.node_id(i)));
+        }
+        if let Some(delta) = st.dirs.get_mut(&dir) {
+            delta.remove(name.as_slice());
+        }
+        Ok(())
+    }
+
+    /// Forgets the changes of entry `c`, linked as `at`, and of what lies below it: a lower
+    /// entry shows its lower self again, at its lower path only (its other names go, as an
+    /// unlink takes them); a new one is gone, but for its hard links elsewhere. The scratch
+    /// below `at` is gone already.
+    fn forget_subtree(
+        &self,
+        st: &mut State,
+        lower: &dyn Lower<'_>,
+        c: u32,
+        at: (u32, &[u8]),
+        out: &mut Vec<Invalidation>,
+    ) -> Result<(), ResetError> {
+        out.push(Invalidation::Node(lower.node_id(c)));
+        let others: Vec<(u32, Vec<u8>)> = st.entries.get(&c).map_or_else(Vec::new, |e| {
+            e.names
+                .iter()
+                .filter(|(p, n)| !(*p == at.0 && n == at.1))
+                .cloned()
+                .collect()
+        });
+        if lower.kind(c).is_none() && !others.is_empty() {
+            if let Some(e) = st.entries.get_mut(&c) {
+                e.names.retain(|(p, n)| !(*p == at.0 && n == at.1));
+            }
+            return Ok(());
+        }
+        for (p, n) in others {
+            self.unlink_name(st, lower, p, &n)?;
+            out.push(Invalidation::Entry {
+                parent: lower.node_id(p),
+                name: n,
+            });
+        }
+        if st.kind(lower, c) == Some(FileKind::Directory) {
+            let mut children: Vec<(Vec<u8>, u32)> = st
+                .list(lower, c)
+                .into_iter()
+                .chain(lower.list(c))
+                .map(|(n, i)| (n.to_vec(), i))
+                .collect();
+            children.sort_by_key(|(_, i)| *i);
+            children.dedup_by_key(|(_, i)| *i);
+            for (name, child) in children {
+                if st.entries.contains_key(&child) || st.dirs.contains_key(&child) {
+                    self.forget_subtree(st, lower, child, (c, &name), out)?;
+                }
+            }
+            st.dirs.remove(&c);
+        }
+        st.entries.remove(&c);
+        Ok(())
+    }
+
+    /// Takes name `name` of directory `p` away in the scratch and the state, as an unlink
+    /// does (a whiteout where the lower has the name); a directory already gone is fine.
+    fn unlink_name(
+        &self,
+        st: &mut State,
+        lower: &dyn Lower<'_>,
+        p: u32,
+        name: &[u8],
+    ) -> Result<(), ResetError> {
+        let failed = |at: &Path| {
+            let at = at.to_path_buf();
+            move |source| ResetError::Scratch { path: at, source }
+        };
+        if let Some(i) = st.child(lower, p, name)
+            && let Ok(up) = self.upper_path(st, lower, p)
+        {
+            let at = up.join(os(name));
+            remove_any(&at).map_err(failed(&at))?;
+            if st.lower_has(lower, p, name) {
+                match write_whiteout(&up, name) {
+                    Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                        return Err(failed(&up)(err));
+                    }
+                    _ => {}
+                }
+            }
+            st.unname(lower, p, name, i);
+        }
+        Ok(())
     }
 
     /// After a commit: the scratch's entries move (renames in one filesystem) into a frozen
