@@ -44,33 +44,27 @@ fn snapshot(shell: &mut Shell, place: &str) -> String {
     ))
 }
 
-/// A shell in a fresh runtime of `spec` (read-only), its view's place, and the runtime's root.
+/// A shell in a fresh read-only runtime of `spec`, its spfs items (if any) found in `repo`;
+/// returns the shell and its view's place.
 fn fresh(service: &Service, spec: &str, repo: &Path) -> (Shell, String) {
-    let shell = Shell::nested(1);
-    let out = service.cli(&[
-        "mount",
-        "--root-process",
-        &shell.pid().to_string(),
-        "--repo",
-        repo.to_str().unwrap(),
-        spec,
-    ]);
-    let place = ok(&out).trim().to_owned();
-    (shell, place)
+    register(service, spec, repo, &[])
 }
 
-/// An editable runtime of `spec` rooted at a new shell, its spfs items (if any) found in
-/// `repo`; returns the shell and its place.
+/// [`fresh`], editable.
 fn editable(service: &Service, spec: &str, repo: &Path) -> (Shell, String) {
+    register(service, spec, repo, &["--edit"])
+}
+
+fn register(service: &Service, spec: &str, repo: &Path, flags: &[&str]) -> (Shell, String) {
     let shell = Shell::nested(1);
     let root = shell.pid().to_string();
-    let mut args = vec!["mount", "--edit", "--root-process", &root];
+    let mut args = vec!["mount", "--root-process", &root];
+    args.extend(flags);
     if repo.exists() {
         args.extend(["--repo", repo.to_str().unwrap()]);
     }
     args.push(spec);
-    let out = service.cli(&args);
-    let place = ok(&out).trim().to_owned();
+    let place = ok(&service.cli(&args)).trim().to_owned();
     (shell, place)
 }
 
@@ -449,17 +443,33 @@ fn reset(service: &Service) {
     let (mut shell, place) = editable(service, &spec, &repo);
     let root = shell.pid().to_string();
     edit(&mut shell, &place);
-    // Read through the mount first, so the kernel has it cached.
-    assert_eq!(shell.ask(&format!("cat {place}/over")), "after");
+    // Read through the mount first, so the kernel has it cached: contents and sizes, a
+    // missing name, the listings of the root and of a directory below it.
+    let seen = |shell: &mut Shell| {
+        shell.ask(&format!(
+            "cd {place} && cat over; wc -c < over; stat -c %s over; cat gone; ls; ls deep/a; \
+             cd /"
+        ))
+    };
+    let before = seen(&mut shell);
     assert_eq!(
-        shell.ask(&format!("cat {place}/gone")),
-        format!("cat: {place}/gone: No such file or directory")
+        before,
+        "after 6 6 cat: gone: No such file or directory added back deep keep link over swap b b2"
     );
+    assert_eq!(seen(&mut shell), before);
 
-    ok(&service.cli(&["reset", "--root-process", &root, "/over", "gone"]));
+    ok(&service.cli(&[
+        "reset",
+        "--root-process",
+        &root,
+        "/over",
+        "gone",
+        "deep/a/b2",
+    ]));
     assert_eq!(
-        shell.ask(&format!("cat {place}/over {place}/gone")),
-        "before gone"
+        seen(&mut shell),
+        "before 7 7 gone added back deep gone keep link over swap b",
+        "the runtime sees the reset at once"
     );
     assert_eq!(shell.ask(&format!("cat {place}/added")), "new");
     let diff = ok(&service.cli(&["diff", "--root-process", &root]));

@@ -88,7 +88,7 @@ pub(crate) fn platform_layers(stack: &[Pinned]) -> Result<Vec<Digest>, HostError
         .iter()
         .map(|layer| match layer {
             Pinned::Spfs(digest) => Ok(*digest),
-            Pinned::Directory(path) => Err(HostError::InvalidCommit(format!(
+            Pinned::Directory(path) => Err(HostError::Refused(format!(
                 "cannot commit a platform: the layer {} is a directory, and a platform holds \
                  spfs layers only; commit a layer instead, or register the runtime with spfs \
                  layers alone",

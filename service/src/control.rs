@@ -142,11 +142,10 @@ fn commit_job(
         digest_strategy,
         user,
     } = request;
-    let kind =
-        CommitKind::try_from(kind).map_err(|err| HostError::InvalidCommit(err.to_string()))?;
+    let kind = CommitKind::try_from(kind).map_err(|err| HostError::Refused(err.to_string()))?;
     let repo = PathBuf::from(repo);
     if !repo.is_absolute() {
-        return Err(HostError::InvalidCommit(format!(
+        return Err(HostError::Refused(format!(
             "the repository {} is not an absolute path",
             repo.display()
         )));

@@ -26,7 +26,7 @@ pub(crate) fn host_error_to_status(err: &HostError) -> Status {
         HostError::Scratch(_) => Code::FailedPrecondition,
         // The runtime exists; only registering it editable would give it changes to list.
         HostError::NotEditable(_) | HostError::AlreadyEditable(_) => Code::FailedPrecondition,
-        HostError::InvalidCommit(_) => Code::InvalidArgument,
+        HostError::Refused(_) => Code::InvalidArgument,
         HostError::Mount { .. } | HostError::Write(_) | HostError::Internal(_) => Code::Internal,
     };
     let message = match err.hint() {

@@ -19,8 +19,8 @@ use spfs_proto::status::{
 };
 use spfs_router::process::{ProcessTable, SystemProcessTable};
 use spfs_router::{
-    Attr, EditError, Invalidation, Owner, RequestCounters, RouteError, Router, Routing, Runtime,
-    Scratch, Timestamp, Vfs, edit,
+    Attr, EditError, Invalidation, Owner, RequestCounters, ResetError, RouteError, Router, Routing,
+    Runtime, Scratch, Timestamp, Vfs, View, edit,
 };
 
 use crate::commit::{
@@ -82,10 +82,10 @@ pub enum HostError {
     /// `edit` of a runtime that is editable already.
     #[error("the runtime of root process {0} is editable already")]
     AlreadyEditable(u32),
-    /// A commit that cannot be made as asked (a platform of a directory layer, a bad tag or
-    /// setting); the message says why.
+    /// A commit or reset that cannot be made as asked (a platform of a directory layer, a bad
+    /// tag or setting, nothing to commit, a path not in the view); the message says why.
     #[error("{0}")]
-    InvalidCommit(String),
+    Refused(String),
     /// Writing a commit into the repository failed; the message names the repository.
     #[error("{0}")]
     Write(String),
@@ -115,6 +115,42 @@ pub trait Mount: Send + Sync + std::fmt::Debug {
     /// shows the change once its caches expire.
     fn invalidate(&self, what: &[Invalidation]) {
         let _ = what;
+    }
+    /// Resets `view`, which this mount serves ([`View::reset`]), letting go of the files the
+    /// mount's filesystem holds open for the reset entries; returns what the kernel must
+    /// forget.
+    fn reset(&self, view: &View, paths: &[PathBuf]) -> Result<Vec<Invalidation>, ResetError> {
+        view.reset(paths)
+    }
+}
+
+/// A mount and the filesystem it serves, so that a reset goes through that filesystem.
+struct Served {
+    mount: Box<dyn Mount>,
+    vfs: Arc<Vfs>,
+}
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.mount.fmt(f)
+    }
+}
+
+impl Mount for Served {
+    fn mountpoint(&self) -> &Path {
+        self.mount.mountpoint()
+    }
+
+    fn unmount(self: Box<Self>) -> Result<(), MountError> {
+        self.mount.unmount()
+    }
+
+    fn invalidate(&self, what: &[Invalidation]) {
+        self.mount.invalidate(what);
+    }
+
+    fn reset(&self, view: &View, paths: &[PathBuf]) -> Result<Vec<Invalidation>, ResetError> {
+        self.vfs.reset(view, paths)
     }
 }
 
@@ -717,24 +753,28 @@ impl Host {
     /// forget what it cached of them, so its processes see the layers below at once.
     pub fn reset(&self, root_pid: u32, paths: &[PathBuf]) -> Result<(), HostError> {
         let runtime = self.editable(root_pid)?;
-        let forget = write::reset_view(&runtime.view, paths)?;
+        // Through the mount serving the view: it lets go of the files it held open for the
+        // reset entries, then tells the kernel what to forget.
+        let reset = |mount: &dyn Mount| {
+            let forget = mount
+                .reset(&runtime.view, paths)
+                .map_err(write::reset_refused)?;
+            mount.invalidate(&forget);
+            Ok::<_, HostError>(forget.len())
+        };
+        let forgotten = match &self.shared {
+            Some(shared) => reset(shared.as_ref())?,
+            None => match lock(&self.volumes).get(&root_pid) {
+                Some(volume) => reset(volume.as_ref())?,
+                None => return Err(HostError::NoSuchRuntime(root_pid)),
+            },
+        };
         tracing::info!(
             root_pid,
             paths = paths.len(),
-            invalidations = forget.len(),
+            invalidations = forgotten,
             "reset"
         );
-        if forget.is_empty() {
-            return Ok(());
-        }
-        match &self.shared {
-            Some(shared) => shared.invalidate(&forget),
-            None => {
-                if let Some(volume) = lock(&self.volumes).get(&root_pid) {
-                    volume.invalidate(&forget);
-                }
-            }
-        }
         Ok(())
     }
 
@@ -986,9 +1026,10 @@ fn mount(
     path: &Path,
     name: &str,
 ) -> Result<Box<dyn Mount>, HostError> {
-    mounter
-        .mount(vfs, path, name)
-        .map_err(|err| mount_failure(config.backend, err))
+    let mount = mounter
+        .mount(Arc::clone(&vfs), path, name)
+        .map_err(|err| mount_failure(config.backend, err))?;
+    Ok(Box::new(Served { mount, vfs }))
 }
 
 /// Unmounts the mount of one runtime; a per-runtime volume's directory goes too if it is

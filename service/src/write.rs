@@ -1,11 +1,10 @@
 //! The glue between the host and the two halves of a commit: the core's view (its commit
 //! gate, walk and rebase; its reset) and the storage writer.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use spfs_proto::status::CommitProgress;
-use spfs_router::{CommitError, Invalidation, View};
+use spfs_router::{CommitError, ResetError, View};
 use spfs_storage::Digest;
 use spfs_storage::write::{Node, Progress, RepoWriter, WriteError, WriteSettings};
 
@@ -20,7 +19,7 @@ pub(crate) fn commit_view(
 ) -> Result<Digest, HostError> {
     view.commit(write).map_err(|err| match err {
         CommitError::Write(err) => err,
-        CommitError::NotUtf8(_) => HostError::InvalidCommit(err.to_string()),
+        CommitError::NotUtf8(_) => HostError::Refused(err.to_string()),
         CommitError::NotEditable | CommitError::Scratch { .. } | CommitError::Rebase { .. } => {
             HostError::Internal(err.to_string())
         }
@@ -37,7 +36,7 @@ pub(crate) fn write(
     progress: ProgressSink<'_>,
 ) -> Result<Digest, HostError> {
     let failed = |err: WriteError| match err {
-        WriteError::BadSetting { .. } => HostError::InvalidCommit(err.to_string()),
+        WriteError::BadSetting { .. } => HostError::Refused(err.to_string()),
         _ => HostError::Write(format!("cannot commit into {}: {err}", job.repo.display())),
     };
     let settings = WriteSettings::from_values(
@@ -50,7 +49,7 @@ pub(crate) fn write(
     // `commit_platform`, Error::NothingToCommit).
     let empty = matches!(tree, Node::Dir { children, .. } if children.is_empty());
     let nothing = || {
-        HostError::InvalidCommit(
+        HostError::Refused(
             "nothing to commit: the runtime has no changes since its last commit".into(),
         )
     };
@@ -118,11 +117,12 @@ impl Totals {
     }
 }
 
-/// Throws away `view`'s changes at `paths` (all when empty); returns what the kernel must
-/// forget.
-pub(crate) fn reset_view(view: &View, paths: &[PathBuf]) -> Result<Vec<Invalidation>, HostError> {
-    let _ = (view, paths);
-    Err(HostError::Internal(
-        "this build cannot reset yet (the core's View::reset is missing)".into(),
-    ))
+/// A reset the core refused, as the host reports it.
+pub(crate) fn reset_refused(err: ResetError) -> HostError {
+    match err {
+        ResetError::Invalid(_) | ResetError::NotFound(_) => HostError::Refused(err.to_string()),
+        ResetError::NotEditable | ResetError::Scratch { .. } => {
+            HostError::Internal(err.to_string())
+        }
+    }
 }
