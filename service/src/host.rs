@@ -1071,6 +1071,7 @@ fn sweep_volumes(volumes_dir: &Path) {
 mod tests {
     use std::collections::BTreeSet;
 
+    use spfs_proto::status::CommitProgress;
     use spfs_router::process::FakeProcessTable;
 
     use super::*;
@@ -1688,6 +1689,81 @@ mod tests {
         host.shut_down();
         assert!(!default.exists());
         assert!(durable.exists());
+    }
+
+    /// A commit job into `repo` of `kind`, tagged `test/commit`.
+    fn job(repo: &Path, kind: CommitKind) -> CommitJob {
+        CommitJob {
+            kind,
+            repo: repo.to_owned(),
+            tag: Some("test/commit".into()),
+            encoding_format: String::new(),
+            digest_strategy: String::new(),
+            user: "tester@host".into(),
+            owner: None,
+        }
+    }
+
+    #[test]
+    fn a_commit_restacks_the_runtime_in_status_the_state_file_and_a_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        let repo = dir.path().join("repo");
+        let lower = dir.path().join("lower");
+        std::fs::create_dir_all(&lower).unwrap();
+        std::fs::write(lower.join("old"), "old").unwrap();
+        let spec = lower.to_str().unwrap().to_owned();
+        let processes = Arc::new(FakeProcessTable::new());
+        processes.spawn(40, 1, 7, 501);
+        let owner = Owner::trusted(501, 20);
+        let (host, _) = start_keeping(Layout::Shared, &processes, &state, dir.path());
+        host.mount(40, &spec, &owner, &[], &Edit::DefaultScratch)
+            .unwrap();
+        let scratch = spfs_probe::defaults::default_scratch(dir.path(), 40, 7);
+        std::fs::write(scratch.join("new"), "new").unwrap();
+
+        let platform = host
+            .commit(40, &job(&repo, CommitKind::Platform), &|_| {})
+            .unwrap_err();
+        assert!(matches!(platform, HostError::Refused(_)), "{platform}");
+        let totals = Mutex::new(CommitProgress::default());
+        let committed = host
+            .commit(40, &job(&repo, CommitKind::Layer), &|p| {
+                *lock(&totals) = p;
+            })
+            .unwrap();
+        let after = format!("{spec}+{}", committed.digest);
+        assert_eq!(committed.runtime.env_spec, after);
+        assert_eq!(host.status().runtimes[0].env_spec, after);
+        assert_eq!(lock(&totals).files_hashed, 1);
+        assert_eq!(lock(&totals).bytes_written, 3);
+        let saved = StateFile::new(&state).load().unwrap();
+        assert_eq!(saved[0].env_spec, after);
+        assert_eq!(saved[0].repos, [repo.clone()]);
+        assert_eq!(host.diff(40).unwrap(), []);
+        let nothing = host
+            .commit(40, &job(&repo, CommitKind::Layer), &|_| {})
+            .unwrap_err();
+        assert!(
+            nothing.to_string().contains("nothing to commit"),
+            "{nothing}"
+        );
+
+        // A restart restores the committed stack, and the view shows the commit.
+        host.stop();
+        let (host, _) = start_keeping(Layout::Shared, &processes, &state, dir.path());
+        assert_eq!(host.restore(), [40]);
+        assert_eq!(host.status().runtimes[0].env_spec, after);
+        assert_eq!(host.diff(40).unwrap(), []);
+        std::fs::write(scratch.join("later"), "later").unwrap();
+        assert_eq!(host.diff(40).unwrap().len(), 1);
+        host.reset(40, &[]).unwrap();
+        assert_eq!(host.diff(40).unwrap(), []);
+        assert!(!scratch.join("later").exists());
+        assert!(matches!(
+            host.reset(41, &[]),
+            Err(HostError::NoSuchRuntime(41))
+        ));
     }
 
     #[test]
