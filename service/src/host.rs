@@ -1739,7 +1739,7 @@ mod tests {
         assert_eq!(lock(&totals).bytes_written, 3);
         let saved = StateFile::new(&state).load().unwrap();
         assert_eq!(saved[0].env_spec, after);
-        assert_eq!(saved[0].repos, [repo.clone()]);
+        assert_eq!(saved[0].repos, std::slice::from_ref(&repo));
         assert_eq!(host.diff(40).unwrap(), []);
         let nothing = host
             .commit(40, &job(&repo, CommitKind::Layer), &|_| {})
