@@ -211,10 +211,10 @@ impl Meter {
         if !self.terminal {
             return;
         }
-        let total = if p.files_total > 0 {
-            format!("/{} files ({})", p.files_total, size(p.bytes_total))
-        } else {
-            " files".to_owned()
+        let total = match (p.files_total, p.bytes_total) {
+            (0, _) => " files".to_owned(),
+            (files, 0) => format!("/{files} files"),
+            (files, bytes) => format!("/{files} files ({})", size(bytes)),
         };
         let mut err = std::io::stderr().lock();
         let _ = write!(
