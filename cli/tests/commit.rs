@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 mod support;
@@ -68,9 +68,9 @@ fn register(service: &Service, spec: &str, repo: &Path, flags: &[&str]) -> (Shel
     (shell, place)
 }
 
-/// `commit KIND` of the runtime of `root` into `repo` (tagged `tag`); returns the digest.
-fn commit(service: &Service, root: u32, kind: &str, repo: &Path, tag: &str) -> String {
-    let out = service.cli(&[
+/// `commit KIND` of the runtime of `root` into `repo`, tagged `tag`.
+fn try_commit(service: &Service, root: u32, kind: &str, repo: &Path, tag: &str) -> Output {
+    service.cli(&[
         "commit",
         kind,
         "--root-process",
@@ -79,8 +79,14 @@ fn commit(service: &Service, root: u32, kind: &str, repo: &Path, tag: &str) -> S
         repo.to_str().unwrap(),
         "--tag",
         tag,
-    ]);
-    let digest = ok(&out).trim().to_owned();
+    ])
+}
+
+/// [`try_commit`], which must succeed; returns the digest.
+fn commit(service: &Service, root: u32, kind: &str, repo: &Path, tag: &str) -> String {
+    let digest = ok(&try_commit(service, root, kind, repo, tag))
+        .trim()
+        .to_owned();
     assert_eq!(digest.len(), spfs_storage::DIGEST_STRING_LEN, "{digest}");
     digest
 }
@@ -398,17 +404,8 @@ fn a_writer_racing_commits_loses_nothing() {
     );
     root.edit(&service, dir.path(), &spec);
     let done = dir.path().join("done");
-    let try_commit = || {
-        let out = service.cli(&[
-            "commit",
-            "layer",
-            "--root-process",
-            &root.pid().to_string(),
-            "--repo",
-            repo.to_str().unwrap(),
-            "--tag",
-            "test/race",
-        ]);
+    let commit_if_any = || {
+        let out = try_commit(&service, root.pid(), "layer", &repo, "test/race");
         // Before the writer's first file, or after its last, there is nothing to commit.
         let made = out.status.success();
         assert!(
@@ -420,10 +417,10 @@ fn a_writer_racing_commits_loses_nothing() {
     };
     let mut commits = 0;
     while !done.exists() {
-        commits += usize::from(try_commit());
+        commits += usize::from(commit_if_any());
     }
     assert_eq!(wait_for(&done).trim(), "400", "the writer failed");
-    try_commit();
+    commit_if_any();
     assert!(commits >= 1, "no commit raced the writer");
     std::fs::write(dir.path().join("check"), "").unwrap();
     assert_eq!(wait_for(&dir.path().join("count")), "400\n399\n");
