@@ -698,9 +698,9 @@ impl Edit {
 
     /// The changes since the last commit (or the start), over what the view showed then.
     pub(crate) fn diff(&self, view: &View) -> Result<Vec<super::Change>, super::DiffError> {
-        let g = self.read();
-        let (_, lower) = g.parts(view);
-        super::diff::diff_over(&lower, self.scratch.dir())
+        // A generation never changes: the walk needs no lock, so changes go on meanwhile.
+        let base = self.read().base.clone();
+        super::diff::diff_over(&below(view, &base), self.scratch.dir())
     }
 
     /// Commits: with the gate closed, the scratch's tree goes to `write`; when it succeeds,
