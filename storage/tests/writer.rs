@@ -651,3 +651,31 @@ fn init_makes_a_repository_spfs_and_the_reader_open() {
     let err = w.write_tag("t", m, "a\0b").unwrap_err();
     assert!(matches!(err, WriteError::BadUser(_)), "{err}");
 }
+
+/// `SPFS_STORAGE__ENCODING_FORMAT=legacy` alone (SPFS-FORMAT.md §5): legacy bodies, salted
+/// digests. The digests are the current fixture's, the manifest body the legacy fixture's.
+#[test]
+fn legacy_encoding_with_salted_digests_mixes_the_two_fixtures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let current = FixtureRepo::copy("current", &tmp.path().join("current"));
+    let legacy = FixtureRepo::copy("legacy", &tmp.path().join("legacy"));
+    let repo = Repository::open(&current.root).unwrap();
+    let manifest = digest(&current.tag("dev/lower")["manifest"]);
+    let dir = tmp.path().join("render");
+    spfs_testkit::render_manifest(&repo, &manifest, &dir);
+    let out = empty_repo(&tmp.path().join("out"));
+    let settings = WriteSettings::from_values(Some("legacy"), None).unwrap();
+    let w = RepoWriter::open(&out, settings, None).unwrap();
+    let m = w.write_tree(&tree_of_dir(&dir).unwrap(), &quiet).unwrap();
+    assert_eq!(m, manifest);
+    assert_eq!(
+        w.write_layer(m).unwrap(),
+        digest(&current.tag("dev/lower")["digest"])
+    );
+    let ours = fs::read(out.join("objects").join(m.rel_path())).unwrap();
+    let theirs_digest = digest(&legacy.tag("dev/lower")["manifest"]);
+    let theirs = fs::read(legacy.root.join("objects").join(theirs_digest.rel_path())).unwrap();
+    assert_eq!(&ours[9..11], &[1, 0], "salted, legacy encoding");
+    assert_eq!(&ours[17..], &theirs[17..]);
+    assert!(Repository::open(&out).unwrap().check().unwrap().is_ok());
+}
