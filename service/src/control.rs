@@ -150,11 +150,6 @@ fn commit_job(
             repo.display()
         )));
     }
-    let user = if user.is_empty() {
-        tag_user(|_| None, caller.uid)
-    } else {
-        user
-    };
     // The service's own user needs no change of owner: the files are its own already.
     let owner = (caller.uid, caller.gid);
     Ok((
@@ -204,6 +199,11 @@ impl Vfs for VfsService {
             let progress_events = events.clone();
             let last = Mutex::new(None::<Instant>);
             let result = tokio::task::spawn_blocking(move || {
+                let mut job = job;
+                if job.user.is_empty() {
+                    // Reads the user database: off the async threads.
+                    job.user = tag_user(|_| None, caller.uid);
+                }
                 let progress = |totals: CommitProgress| {
                     let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
                     if last.is_some_and(|at| at.elapsed() < PROGRESS_EVERY) {
