@@ -13,6 +13,12 @@ Linux)
     command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
     command -v stress-ng >/dev/null 2>&1 || need+=(stress-ng)
     command -v fio >/dev/null 2>&1 || need+=(fio)
+    # CPython's own test suite, for the opt-in test of an editable view of /usr
+    # (cli/tests/editable_tools.rs): Debian ships it apart from the interpreter.
+    if [ "${SPFS_FUSE_CPYTHON_TESTS:-}" = 1 ] &&
+        ! /usr/bin/python3 -c 'import test.test_compileall' >/dev/null 2>&1; then
+        need+=("libpython$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')-testsuite")
+    fi
     if [ "${#need[@]}" -gt 0 ]; then
         sudo_cmd=()
         [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)

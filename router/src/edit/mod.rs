@@ -5,7 +5,9 @@
 //! `.wh.NAME` whiteouts and `.wh..wh..opq` opaque markers. So `LAYERS+SCRATCH` registered
 //! read-only shows what the editable runtime showed, and a scratch outlives the service.
 
+mod commit;
 mod diff;
+pub use commit::{CommitError, MASK_MODE};
 pub use diff::{Change, ChangeKind, DiffError, diff};
 
 use std::fs::File;
@@ -15,7 +17,9 @@ use std::path::{Path, PathBuf};
 use crate::node::NodeId;
 
 mod ffi;
+mod gate;
 mod load;
+mod lower;
 mod overlay;
 #[cfg(target_os = "linux")]
 #[path = "sys_linux.rs"]
@@ -23,6 +27,7 @@ mod sys;
 #[cfg(target_os = "macos")]
 #[path = "sys_macos.rs"]
 mod sys;
+mod walk;
 
 pub(crate) use overlay::{Edit, Make};
 pub(crate) use sys::fallocate;
@@ -50,6 +55,28 @@ pub enum Invalidation {
     },
     /// A node's attributes and cached pages (and, for a directory, its cached listing).
     Node(NodeId),
+}
+
+/// Why a reset failed. Paths are reset in the order given; an error stops there.
+#[derive(Debug, thiserror::Error)]
+pub enum ResetError {
+    /// The view is read-only.
+    #[error("the view is not editable")]
+    NotEditable,
+    /// A path with `.`, `..` or an empty name.
+    #[error("{0:?} is not a path inside the view (no `.` or `..`)")]
+    Invalid(PathBuf),
+    /// A path whose parent is not a directory of the view.
+    #[error("the parent of {0:?} is not a directory of the view")]
+    NotFound(PathBuf),
+    /// Changing the scratch failed.
+    #[error("cannot reset {path:?} in the scratch: {source}")]
+    Scratch {
+        /// The entry of the scratch.
+        path: PathBuf,
+        /// What the filesystem said.
+        source: std::io::Error,
+    },
 }
 
 /// Why a scratch directory cannot be used.

@@ -29,6 +29,9 @@ enum Item {
 
 use Item::{Dir, File, Link};
 
+/// The longest name a whiteout can hide (`.wh.` + 251 bytes = `NAME_MAX`), a lower file.
+pub const LONG_NAME: &str = "LLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLLL";
+
 /// The layers, bottom first.
 const LAYERS: [Layer; 3] = [
     &[
@@ -46,6 +49,7 @@ const LAYERS: [Layer; 3] = [
         ("e", Dir(0o755)),
         ("lnk", Link("a")),
         ("x", Link("dir/sub")),
+        (LONG_NAME, File(0o644, 6, 8)),
     ],
     &[
         ("a", File(0o600, 20, 11)),

@@ -12,8 +12,25 @@ use proptest::prelude::*;
 use super::layers::fill;
 use super::tree::{check, cpath, digest, join, lstat, names, stat_line, xattr_names, xattr_value};
 
-/// Names new entries take: most collide with lower ones (see `layers.rs`).
-pub const NAMES: [&str; 10] = ["a", "b", "c", "d", "e", "n", "m", "sub", "dir", "x"];
+/// Names new entries take: most collide with lower ones (see `layers.rs`); the two long ones
+/// are the longest name whose `.wh.` whiteout fits in `NAME_MAX` (251 bytes, also a lower
+/// file) and `NAME_MAX` itself (255).
+pub const NAMES: [&str; 12] = [
+    "a",
+    "b",
+    "c",
+    "d",
+    "e",
+    "n",
+    "m",
+    "sub",
+    "dir",
+    "x",
+    super::layers::LONG_NAME,
+    MAX_NAME,
+];
+/// A name of `NAME_MAX` (255) bytes.
+const MAX_NAME: &str = "MMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMMM";
 /// Symlink targets: relative ones inside the tree, dangling ones, and one out of the tree
 /// (`../a` from the top, which exists on neither side: nothing ever creates through a link).
 const TARGETS: [&str; 7] = [
