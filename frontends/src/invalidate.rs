@@ -73,8 +73,9 @@ impl Invalidator {
         }
     }
 
-    /// One for a mount that takes no notifications at all: sends nothing.
-    pub(crate) fn none(mountpoint: &Path) -> Invalidator {
+    /// One for a mount that takes no notifications at all (or a session that could not
+    /// keep its device): sends nothing, and is not [`honoured`](Invalidator::honoured).
+    pub fn none(mountpoint: &Path) -> Invalidator {
         Invalidator {
             shared: Arc::new(Shared {
                 mountpoint: mountpoint.to_path_buf(),

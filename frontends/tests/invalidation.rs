@@ -8,7 +8,9 @@
 //! as a write(2) to the device.
 //!
 //! The change behind the kernel's back is made with the editable core's own calls on the
-//! mounted [`Vfs`] (a write, a create, an unlink), never through the mount.
+//! mounted [`Vfs`] (a write, a create, an unlink), never through the mount; and, end to end,
+//! by the core's reset of changes made through the mount, with the invalidations the reset
+//! itself returns.
 //!
 //! [`Invalidator`]: spfs_frontends::Invalidator
 
@@ -29,6 +31,7 @@ use spfs_testkit::{require_fuse, root_attr};
 /// `share/x/other`, and the core behind it.
 struct Mounted {
     _tmp: tempfile::TempDir,
+    view: Arc<View>,
     vfs: Arc<Vfs>,
     session: Session,
     mnt: PathBuf,
@@ -49,7 +52,8 @@ fn mount(io_uring: bool) -> Mounted {
         (0, 0),
     )
     .with_scratch(Scratch::open(&tmp.path().join("scratch"), true).unwrap());
-    let vfs = Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))));
+    let view = Arc::new(view);
+    let vfs = Arc::new(Vfs::new(Routing::Fixed(view.clone())));
     let mnt = tmp.path().join("mnt");
     let config = SessionConfig {
         mountpoint: mnt.clone(),
@@ -65,6 +69,7 @@ fn mount(io_uring: bool) -> Mounted {
     let mnt = mnt.canonicalize().unwrap();
     Mounted {
         _tmp: tmp,
+        view,
         vfs,
         session,
         mnt,
@@ -233,6 +238,68 @@ fn names(io_uring: bool) {
     assert_eq!(fs::read(&new).unwrap(), b"made behind");
     assert!(!exists(&other));
     assert_eq!(listing(&dir), ["new", "tool"]);
+}
+
+/// The reset end to end: changes made through the mount (so the kernel caches the edited
+/// state), then the core's reset behind the kernel's back, which the kernel does not see
+/// until the service hands the reset's own invalidations to the session.
+#[test]
+fn a_reset_shows_after_the_invalidations_it_returns_are_sent() {
+    reset_all(false);
+}
+
+#[test]
+fn a_reset_shows_after_the_invalidations_it_returns_are_sent_over_io_uring() {
+    reset_all(true);
+}
+
+fn reset_all(io_uring: bool) {
+    if !require_fuse() {
+        return;
+    }
+    let m = mount(io_uring);
+    let (tool, dir) = (m.path("bin/tool"), m.path("share/x"));
+    fs::write(&tool, b"edited through the mount").unwrap();
+    fs::write(dir.join("new"), b"new").unwrap();
+    fs::remove_file(dir.join("other")).unwrap();
+    let edited = |m: &Mounted| {
+        (
+            fs::read(m.path("bin/tool")).unwrap(),
+            exists(&m.path("share/x/new")),
+            exists(&m.path("share/x/other")),
+            listing(&m.path("share/x")),
+        )
+    };
+    let want_edited = (
+        b"edited through the mount".to_vec(),
+        true,
+        false,
+        vec!["new".to_string(), "tool".to_string()],
+    );
+    // Twice, so the listing is cached (see `names`).
+    assert_eq!(edited(&m), want_edited);
+    assert_eq!(edited(&m), want_edited);
+
+    let forget = m.vfs.reset(&m.view, &[]).unwrap();
+    assert!(!forget.is_empty());
+    assert_eq!(
+        edited(&m),
+        want_edited,
+        "without notifications the kernel shows the edits"
+    );
+
+    m.session.invalidator().invalidate(&forget).unwrap();
+    assert_eq!(
+        edited(&m),
+        (
+            b"tool bytes".to_vec(),
+            false,
+            true,
+            vec!["other".to_string(), "tool".to_string()]
+        ),
+        "after them, the layers: {forget:?}"
+    );
+    assert_eq!(fs::metadata(&tool).unwrap().size(), 10);
 }
 
 /// What the kernel never cached, or no longer has, is not an error: the core may name more

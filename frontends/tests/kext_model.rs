@@ -661,3 +661,44 @@ fn the_kext_audits_notifications_and_answers_for_what_it_does_not_hold() {
     kext.server_died();
     assert_eq!(kext.device_write(&root), Err(libc::ENOTCONN));
 }
+
+/// The reset end to end on a Mac: A edits through the kext (so the kext caches the edited
+/// file's data and size), the core's reset runs behind its back, and the kext shows the edits
+/// until the reset's own invalidations reach it; then A sees the layers again.
+#[test]
+fn a_reset_shows_through_the_kext_after_the_invalidations_it_returns() {
+    let fs = shared_editable();
+    let mut kext = Kext::mount(fs.vfs.clone(), &macfuse_shared());
+    let fd = kext.open_rw(A, "bin/tool").unwrap();
+    assert_eq!(kext.write(A, fd, 0, b"edited by A").unwrap(), 11);
+    kext.close(A, fd);
+    kext.write_file(A, "bin/made", b"made").unwrap();
+    let edited = |kext: &mut Kext| {
+        (
+            kext.read_file(A, "bin/tool").unwrap(),
+            kext.lstat(A, "bin/tool").unwrap().size,
+            kext.lstat(A, "bin/made").is_ok(),
+        )
+    };
+    assert_eq!(edited(&mut kext), (b"edited by A".to_vec(), 11, true));
+
+    let Routing::Shared(router) = fs.vfs.routing() else {
+        unreachable!("the shared layout")
+    };
+    let forget = fs.vfs.reset(&router.resolve(A), &[]).unwrap();
+    assert_eq!(
+        edited(&mut kext).0,
+        b"edited by A",
+        "the UBC still holds the edit"
+    );
+
+    kext.invalidator().invalidate(&forget).unwrap();
+    let results = kext.take_writes();
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Ok(()) | Err(libc::ENOENT))),
+        "{results:?}"
+    );
+    assert_eq!(edited(&mut kext), (b"aaaa".to_vec(), 4, false));
+}

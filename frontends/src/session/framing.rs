@@ -658,7 +658,12 @@ mod tests {
         use crate::invalidate::Invalidator;
         use spfs_router::Invalidation;
 
-        let (kernel, device) = super::super::testing::seqpacket_pair();
+        // A datagram pair keeps message boundaries as the device does, on macOS too.
+        let (kernel, device) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let (kernel, device) = (
+            std::os::fd::OwnedFd::from(kernel),
+            std::os::fd::OwnedFd::from(device),
+        );
         let connection = Arc::new(Connection::new(File::from(device), Framing::Message));
         let invalidator = Invalidator::new(std::path::Path::new("/spfs"), connection, true);
         let what = [
