@@ -1726,6 +1726,13 @@ mod tests {
             .commit(40, &job(&repo, CommitKind::Platform), &|_| {})
             .unwrap_err();
         assert!(matches!(platform, HostError::Refused(_)), "{platform}");
+        let bad_tag = CommitJob {
+            tag: Some("bad tag~1".into()),
+            ..job(&repo, CommitKind::Layer)
+        };
+        let err = host.commit(40, &bad_tag, &|_| {}).unwrap_err();
+        assert!(matches!(err, HostError::Refused(_)), "{err}");
+        assert_eq!(host.diff(40).unwrap().len(), 1, "a failed commit kept the changes");
         let totals = Mutex::new(CommitProgress::default());
         let committed = host
             .commit(40, &job(&repo, CommitKind::Layer), &|p| {
@@ -1736,7 +1743,9 @@ mod tests {
         assert_eq!(committed.runtime.env_spec, after);
         assert_eq!(host.status().runtimes[0].env_spec, after);
         assert_eq!(lock(&totals).files_hashed, 1);
-        assert_eq!(lock(&totals).bytes_written, 3);
+        assert_eq!(lock(&totals).bytes_hashed, 3);
+        // The failed commit wrote the payload already: it is not written again.
+        assert_eq!(lock(&totals).bytes_written, 0);
         let saved = StateFile::new(&state).load().unwrap();
         assert_eq!(saved[0].env_spec, after);
         assert_eq!(saved[0].repos, std::slice::from_ref(&repo));

@@ -36,7 +36,9 @@ pub(crate) fn write(
     progress: ProgressSink<'_>,
 ) -> Result<Digest, HostError> {
     let failed = |err: WriteError| match err {
-        WriteError::BadSetting { .. } => HostError::Refused(err.to_string()),
+        WriteError::BadSetting { .. } | WriteError::BadTag(_) | WriteError::BadUser(_) => {
+            HostError::Refused(err.to_string())
+        }
         _ => HostError::Write(format!("cannot commit into {}: {err}", job.repo.display())),
     };
     let settings = WriteSettings::from_values(
