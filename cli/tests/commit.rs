@@ -651,23 +651,23 @@ fn a_service_killed_during_commits_leaves_a_valid_repository_and_commits_again()
     let (mut shell, place) = editable(&service, &spec, &repo);
     let root = shell.pid();
     // Each round changes many files, so each commit has much to write when the kill comes.
-    let change = |shell: &mut Shell, round: usize| {
+    let change = |shell: &mut Shell, service: &Service, round: usize| {
         let answer = shell.ask(&format!(
             "mkdir -p {place}/many && cd {place}/many && i=0; while [ $i -lt 400 ]; do \
              echo round {round} file $i > f$i; i=$((i+1)); done; \
              head -c 16000000 /dev/urandom > big && cd / && echo ok"
         ));
-        assert_eq!(answer, "ok");
+        assert_eq!(answer, "ok", "the service's log:\n{}", service.log());
     };
     // How long such a commit takes, to spread the kills over it.
-    change(&mut shell, kills + 1);
+    change(&mut shell, &service, kills + 1);
     let started = std::time::Instant::now();
     commit(&service, root, "layer", &repo, "test/killed");
     let took = started.elapsed().as_millis() as u64;
     let span = took * 3 / 2 + 1;
     let (mut interrupted, mut finished) = (0, 0);
     for round in 0..kills {
-        change(&mut shell, round);
+        change(&mut shell, &service, round);
         let edited = snapshot(&mut shell, &place);
         let mut client = Command::new(BIN)
             .args(["commit", "layer", "--socket"])
@@ -704,7 +704,7 @@ fn a_service_killed_during_commits_leaves_a_valid_repository_and_commits_again()
         interrupted * 3 >= kills,
         "too few kills landed during a commit"
     );
-    change(&mut shell, kills);
+    change(&mut shell, &service, kills);
     let edited = snapshot(&mut shell, &place);
     let digest = commit(&service, root, "layer", &repo, "test/killed");
     assert_valid(&repo);

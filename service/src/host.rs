@@ -1732,7 +1732,11 @@ mod tests {
         };
         let err = host.commit(40, &bad_tag, &|_| {}).unwrap_err();
         assert!(matches!(err, HostError::Refused(_)), "{err}");
-        assert_eq!(host.diff(40).unwrap().len(), 1, "a failed commit kept the changes");
+        assert_eq!(
+            host.diff(40).unwrap().len(),
+            1,
+            "a failed commit kept the changes"
+        );
         let totals = Mutex::new(CommitProgress::default());
         let committed = host
             .commit(40, &job(&repo, CommitKind::Layer), &|p| {
