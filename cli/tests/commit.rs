@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod support;
 use spfs_testkit::require_fuse;
@@ -659,16 +659,17 @@ fn a_service_killed_during_commits_leaves_a_valid_repository_and_commits_again()
         ));
         assert_eq!(answer, "ok", "the service's log:\n{}", service.log());
     };
-    // How long such a commit takes, to spread the kills over it.
+    // How long such a commit takes, to spread the kills over it; a commit that finishes
+    // before its kill teaches the estimate again (the machine's load changes).
     change(&mut shell, &service, kills + 1);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     commit(&service, root, "layer", &repo, "test/killed");
-    let took = started.elapsed().as_millis() as u64;
-    let span = took * 3 / 2 + 1;
+    let mut took = started.elapsed();
     let (mut interrupted, mut finished) = (0, 0);
     for round in 0..kills {
         change(&mut shell, &service, round);
         let edited = snapshot(&mut shell, &place);
+        let started = Instant::now();
         let mut client = Command::new(BIN)
             .args(["commit", "layer", "--socket"])
             .arg(service.socket())
@@ -679,10 +680,24 @@ fn a_service_killed_during_commits_leaves_a_valid_repository_and_commits_again()
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        // Spread the kills over the commit: from before the first payload to after the tag.
-        std::thread::sleep(Duration::from_millis(span * round as u64 / kills as u64));
+        // From before the first payload to the tag and the rebase (20% to 100% of a commit),
+        // and now and then after it.
+        let share = if round % 6 == 5 { 6 } else { round as u32 % 5 + 1 };
+        let kill_at = took * share / 5;
+        let mut exited = None;
+        while started.elapsed() < kill_at && exited.is_none() {
+            exited = client.try_wait().unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
         service.kill();
-        if client.wait().unwrap().success() {
+        let status = match exited {
+            Some(status) => {
+                took = started.elapsed();
+                status
+            }
+            None => client.wait().unwrap(),
+        };
+        if status.success() {
             finished += 1;
         } else {
             interrupted += 1;
@@ -697,7 +712,7 @@ fn a_service_killed_during_commits_leaves_a_valid_repository_and_commits_again()
         assert_eq!(snapshot(&mut shell, &place), edited, "after kill {round}");
     }
     eprintln!(
-        "a commit took {took} ms; {interrupted} commits killed midway, {finished} finished \
+        "a commit took {took:?} last; {interrupted} commits killed midway, {finished} finished \
          before the kill"
     );
     assert!(
