@@ -1464,3 +1464,44 @@ fn reset_of_paths_throws_away_the_changes_there_and_below_only() {
     let err = view.reset(&[PathBuf::from("/nothing/here")]).unwrap_err();
     assert!(err.to_string().contains("/nothing/here"), "{err}");
 }
+
+#[test]
+fn a_removed_file_still_open_and_an_opaque_root_survive_a_commit() {
+    let f = fixture();
+    let (attr, handle) = f.vfs.create(&me(), ROOT, b"gone", 0o600).unwrap();
+    f.vfs.write(attr.node, handle, 0, b"still here").unwrap();
+    f.vfs.unlink(&me(), ROOT, b"gone").unwrap();
+    commit_into(&f.vfs, &f.tmp.path().join("c1"));
+    assert_eq!(f.vfs.read(attr.node, handle, 0, 64).unwrap(), b"still here");
+    f.vfs.write(attr.node, handle, 0, b"STILL").unwrap();
+    assert_eq!(f.vfs.read(attr.node, handle, 0, 64).unwrap(), b"STILL here");
+    // A reset changes nothing for it either.
+    reset(&f, &[]);
+    f.vfs.write(attr.node, handle, 5, b"!").unwrap();
+    assert_eq!(f.vfs.read(attr.node, handle, 0, 64).unwrap(), b"STILL!here");
+    f.vfs.release(handle);
+
+    // A scratch whose root replaced the layers' (left by hand or an earlier tool): the
+    // commit masks every name of the layers it does not hold again.
+    let tmp = tempfile::tempdir().unwrap();
+    make_layer(&tmp.path().join("layer"));
+    let scratch = tmp.path().join("scratch");
+    fs::create_dir_all(&scratch).unwrap();
+    fs::write(scratch.join(".wh..wh..opq"), b"").unwrap();
+    fs::write(scratch.join("file"), b"mine").unwrap();
+    let view = editable_over(&[tmp.path().join("layer")], &scratch, 6);
+    let mut masks = Vec::new();
+    view.commit(|tree| {
+        let Node::Dir { children, .. } = tree else {
+            panic!()
+        };
+        masks = children
+            .iter()
+            .filter(|(_, n)| matches!(n, Node::Mask { .. }))
+            .map(|(name, _)| name.clone())
+            .collect();
+        Err::<(), _>("only looking")
+    })
+    .unwrap_err();
+    assert_eq!(masks, ["dir", "empty", "link"]);
+}

@@ -338,6 +338,9 @@ enum Step {
     Change(Op),
     Commit,
     Reset,
+    /// A reset of one path: the n-th changed path (`spfs-fuse diff`), or with none, a name of
+    /// `NAMES` in a directory of `DIRS`.
+    ResetPath(usize, usize, usize),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -348,7 +351,34 @@ fn step() -> impl Strategy<Value = Step> {
         8 => change.prop_map(Step::Change),
         1 => Just(Step::Commit),
         1 => Just(Step::Reset),
+        2 => (0..64usize, 0..DIRS.len(), 0..NAMES.len()).prop_map(|(k, d, n)| Step::ResetPath(k, d, n)),
     ]
+}
+
+/// Writes what a walk saw as a plain directory at `root`.
+fn write_tree(seen: &std::collections::BTreeMap<Vec<u8>, common::Seen>, root: &Path) {
+    fs::create_dir(root).unwrap();
+    // Parents first (a walk's keys sort a directory before its entries); modes last, so a
+    // read-only directory is filled before it closes.
+    for (path, what) in seen {
+        let at = root.join(String::from_utf8_lossy(path).as_ref());
+        match what {
+            common::Seen::Dir(_) => fs::create_dir(&at).unwrap(),
+            common::Seen::File(mode, bytes) => {
+                fs::write(&at, bytes).unwrap();
+                fs::set_permissions(&at, fs::Permissions::from_mode(*mode)).unwrap();
+            }
+            common::Seen::Symlink(target) => {
+                std::os::unix::fs::symlink(String::from_utf8_lossy(target).as_ref(), &at).unwrap()
+            }
+        }
+    }
+    for (path, what) in seen.iter().rev() {
+        if let common::Seen::Dir(mode) = what {
+            let at = root.join(String::from_utf8_lossy(path).as_ref());
+            fs::set_permissions(&at, fs::Permissions::from_mode(*mode)).unwrap();
+        }
+    }
 }
 
 /// Copies tree `from` to `to` (which must not exist), modes and symlinks kept. (Not `cp`: a
@@ -418,6 +448,44 @@ proptest! {
                     vfs.reset(&view, &[]).unwrap();
                     fs::remove_dir_all(&plain).unwrap();
                     copy_tree(&base, &plain);
+                }
+                Step::ResetPath(k, d, n) => {
+                    let changed = view.diff().unwrap();
+                    let rel = match changed.get(k % changed.len().max(1)) {
+                        Some(change) => change.path.strip_prefix("/").unwrap().to_path_buf(),
+                        None => Path::new(DIRS[*d]).join(NAMES[*n]),
+                    };
+                    let before = walk(&vfs, 0);
+                    let parent_is_dir = fs::symlink_metadata(plain.join(rel.parent().unwrap())).is_ok_and(|m| m.is_dir());
+                    match vfs.reset(&view, &[Path::new("/").join(&rel)]) {
+                        Err(spfs_router::ResetError::NotFound(_)) => {
+                            prop_assert!(!parent_is_dir, "reset {:?} refused", rel);
+                            continue;
+                        }
+                        other => {
+                            prop_assert!(parent_is_dir, "reset {:?} under no directory", rel);
+                            other.unwrap();
+                        }
+                    }
+                    let after = walk(&vfs, 0);
+                    let key = rel.to_string_lossy().into_owned().into_bytes();
+                    let under = |p: &[u8]| p == key.as_slice() || p.starts_with(&[key.as_slice(), b"/"].concat());
+                    // At the path and below: the last commit's tree, or nothing (under an
+                    // added or replaced parent).
+                    let at_base: Vec<_> = walk(&read_only(vec![base.clone()]), 0).into_iter().filter(|(p, _)| under(p)).collect();
+                    let at_view: Vec<_> = after.iter().filter(|(p, _)| under(p)).map(|(p, s)| (p.clone(), s.clone())).collect();
+                    prop_assert!(at_view.is_empty() || at_view == at_base, "reset {:?}: {:?} vs the commit's {:?}", rel, at_view, at_base);
+                    // Elsewhere nothing new appears.
+                    for (path, seen) in after.iter().filter(|(p, _)| !under(p)) {
+                        prop_assert_eq!(before.get(path), Some(seen), "{:?} changed outside the reset path", String::from_utf8_lossy(path));
+                    }
+                    // The scratch holds exactly the remaining changes.
+                    let mut stack = layers.clone();
+                    stack.push(scratch.clone());
+                    prop_assert_eq!(&after, &walk(&read_only(stack), 0), "reset {:?}: view vs LAYERS+COMMITTED+SCRATCH", rel);
+                    // The reference follows the view from here on.
+                    fs::remove_dir_all(&plain).unwrap();
+                    write_tree(&after, &plain);
                 }
             }
         }

@@ -774,10 +774,16 @@ impl Edit {
             }));
             out.push(Invalidation::Node(lower.node_id(dir)));
         }
+        // A removed file still open (copied up, no name) is no change anyone sees: it stays,
+        // and its open file with it.
+        let detached = |i: u32, e: &Entry| {
+            e.upper && e.names.is_empty() && e.kind == FileKind::File && lower.location(i).is_none()
+        };
         out.extend(
             st.entries
-                .keys()
-                .map(|&i| Invalidation::Node(lower.node_id(i))),
+                .iter()
+                .filter(|(i, e)| !detached(**i, e))
+                .map(|(&i, _)| Invalidation::Node(lower.node_id(i))),
         );
         let root = self.scratch.dir();
         let failed = |path: &Path| {
@@ -791,7 +797,7 @@ impl Edit {
                 remove_any(&path).map_err(failed(&path))?;
             }
         }
-        st.entries.clear();
+        st.entries.retain(|i, e| detached(*i, e));
         st.dirs.clear();
         Ok(())
     }
@@ -993,8 +999,26 @@ impl Edit {
             state,
             base: locked.base.take(),
         }));
+        // Removed files still open live only in their open files (no name, so in no
+        // commit): they stay the new state's, written in place as before.
+        let detached = locked.base.as_ref().map_or_else(HashMap::new, |g| {
+            g.state
+                .entries
+                .iter()
+                .filter(|(_, e)| e.upper && e.names.is_empty() && e.kind == FileKind::File)
+                .map(|(&i, e)| {
+                    let entry = Entry {
+                        kind: e.kind,
+                        names: Vec::new(),
+                        upper: true,
+                    };
+                    (i, entry)
+                })
+                .collect()
+        });
         locked.state = State {
             next,
+            entries: detached,
             ..State::default()
         };
         tracing::info!(scratch = %root.display(), generation = %dir.display(), "the view carries on from its commit");

@@ -58,7 +58,9 @@ pub(super) fn walk<V: Visit>(
     scratch: &Path,
     visit: &mut V,
 ) -> Result<(), V::Error> {
-    walk_dir(lower, scratch, Path::new("/"), Some(0), false, visit)
+    // Only a scratch an earlier runtime left (or one written by hand) has an opaque root.
+    let opaque = scratch.join(OsStr::from_bytes(OPAQUE)).exists();
+    walk_dir(lower, scratch, Path::new("/"), Some(0), opaque, visit)
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DiffError + '_ {
