@@ -381,7 +381,7 @@ impl RepoWriter {
             return Err(WriteError::RootNotADirectory);
         };
         let mut leaves: Vec<&Node> = Vec::new();
-        collect_leaves(children, &mut leaves);
+        collect_leaves(Path::new(""), children, &mut leaves)?;
         progress(Progress::Planned {
             files: leaves.len() as u64,
         });
@@ -392,15 +392,9 @@ impl RepoWriter {
             .zip(blobs)
             .collect();
         let mut legacy: HashMap<Digest, Vec<u8>> = HashMap::new();
-        let mut builder = ManifestBuilder::with_entries(blobs.len());
-        let trees = build_dir(
-            &mut builder,
-            Path::new(""),
-            children,
-            &blobs,
-            &mut legacy,
-            self.settings.encoding == Encoding::FlatBuffers,
-        )?;
+        let flatbuffers = self.settings.encoding == Encoding::FlatBuffers;
+        let mut builder = ManifestBuilder::with_entries(if flatbuffers { blobs.len() } else { 0 });
+        let trees = build_dir(&mut builder, children, &blobs, &mut legacy, flatbuffers)?;
         // The legacy body: the root tree, the count of the others, the others in stored order.
         let tree_bytes = |d: &Digest| legacy.get(d).map(Vec::as_slice).unwrap_or_default();
         let mut body = Vec::with_capacity(trees.iter().map(|t| tree_bytes(&t.1).len()).sum());
@@ -1053,15 +1047,22 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// The files and symlinks below `children`, depth first.
-fn collect_leaves<'a>(children: &'a BTreeMap<String, Node>, out: &mut Vec<&'a Node>) {
-    for node in children.values() {
+/// The files and symlinks below `children`, depth first; every name checked before anything
+/// is written.
+fn collect_leaves<'a>(
+    path: &Path,
+    children: &'a BTreeMap<String, Node>,
+    out: &mut Vec<&'a Node>,
+) -> WriteResult<()> {
+    for (name, node) in children {
+        check_name(path, name)?;
         match node {
-            Node::Dir { children, .. } => collect_leaves(children, out),
+            Node::Dir { children, .. } => collect_leaves(&path.join(name), children, out)?,
             Node::File { .. } | Node::Symlink { .. } => out.push(node),
             Node::Mask { .. } => {}
         }
     }
+    Ok(())
 }
 
 /// Appends one entry's legacy encoding (SPFS-FORMAT.md §7).
@@ -1101,7 +1102,6 @@ fn check_name(parent: &Path, name: &str) -> WriteResult<()> {
 /// (tree, digest) pairs; `legacy` gets each distinct tree's legacy encoding.
 fn build_dir(
     b: &mut ManifestBuilder<'_>,
-    path: &Path,
     children: &BTreeMap<String, Node>,
     blobs: &HashMap<*const Node, (Digest, u64)>,
     legacy: &mut HashMap<Digest, Vec<u8>>,
@@ -1119,8 +1119,7 @@ fn build_dir(
         else {
             continue;
         };
-        check_name(path, name)?;
-        let sub = build_dir(b, &path.join(name), grand, blobs, legacy, flatbuffers)?;
+        let sub = build_dir(b, grand, blobs, legacy, flatbuffers)?;
         let e = EncodeEntry {
             name,
             kind: RAW_TREE,
@@ -1158,7 +1157,6 @@ fn build_dir(
                 size: 0,
             },
         };
-        check_name(path, name)?;
         if flatbuffers {
             wips.push(b.entry(&e));
         }
