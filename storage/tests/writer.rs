@@ -679,3 +679,18 @@ fn legacy_encoding_with_salted_digests_mixes_the_two_fixtures() {
     assert_eq!(&ours[17..], &theirs[17..]);
     assert!(Repository::open(&out).unwrap().check().unwrap().is_ok());
 }
+
+#[test]
+fn the_fixtures_spfs_wrote_pass_the_check() {
+    for name in FIXTURES {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = FixtureRepo::copy(name, &tmp.path().join(name));
+        let report = Repository::open(&f.root).unwrap().check().unwrap();
+        assert!(report.is_ok(), "{name}: {:?}", report.problems);
+        assert_eq!((report.objects, report.payloads), (41, 25), "{name}");
+        assert_eq!(
+            report.tag_streams, 16,
+            "{name}: 15 and one in namespace team"
+        );
+    }
+}
