@@ -831,7 +831,7 @@ impl TagLock {
                 Ok(mut f) => {
                     let guard = TagLock(lock);
                     writer.own_file(&f, &guard.0)?;
-                    f.write_all(format!("{LOCK_PREFIX}{}\n", std::process::id()).as_bytes())
+                    f.write_all(lock_content(std::process::id()).as_bytes())
                         .map_err(io_err("write", &guard.0))?;
                     return Ok(guard);
                 }
@@ -862,18 +862,41 @@ impl Drop for TagLock {
     }
 }
 
-/// Whether a lock file names (in this writer's format) a process that no longer exists.
+/// This host's name (empty when it cannot be read): a lock names its host, so that a lock
+/// taken on another host sharing the repository (NFS) is never taken for a dead process here.
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer and its length are valid; gethostname writes at most that much.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return String::new();
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+/// What a tag lock taken by process `pid` of this host holds.
+fn lock_content(pid: u32) -> String {
+    format!("{LOCK_PREFIX}{pid} host {}\n", host_name())
+}
+
+/// Whether a lock file names (in this writer's format) a process of this host that no
+/// longer exists.
 fn lock_holder_is_gone(lock: &Path) -> bool {
     let Ok(text) = fs::read_to_string(lock) else {
         return false;
     };
-    let Some(pid) = text
+    let Some((pid, host)) = text
         .strip_prefix(LOCK_PREFIX)
-        .and_then(|p| p.trim().parse::<libc::pid_t>().ok())
-        .filter(|&p| p > 0)
+        .and_then(|rest| rest.trim_end_matches('\n').split_once(" host "))
     else {
         return false;
     };
+    let Some(pid) = pid.parse::<libc::pid_t>().ok().filter(|&p| p > 0) else {
+        return false;
+    };
+    if host != host_name() {
+        return false;
+    }
     // SAFETY: kill with signal 0 only checks whether the process exists.
     let alive = unsafe { libc::kill(pid, 0) } == 0
         || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);

@@ -317,11 +317,16 @@ fn a_lock_left_by_a_dead_process_is_broken_and_a_live_one_waited_for() {
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let dead = child.id();
     child.wait().unwrap();
-    fs::write(
-        root.join("tags/t.tag.lock"),
-        format!("spfs-fuse pid {dead}\n"),
-    )
-    .unwrap();
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let host = host.trim();
+    // Another host's lock is never broken: its process may well be alive there.
+    let lock = root.join("tags/t.tag.lock");
+    fs::write(&lock, format!("spfs-fuse pid {dead} host elsewhere\n")).unwrap();
+    let started = std::time::Instant::now();
+    let err = w.write_tag("t", Digest::of(b"x"), "u").unwrap_err();
+    assert!(matches!(err, WriteError::TagLocked(_)), "{err}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(5));
+    fs::write(&lock, format!("spfs-fuse pid {dead} host {host}\n")).unwrap();
     w.write_tag("t", Digest::of(b"x"), "u").unwrap();
     // spfs's own (empty) lock is waited for, then refused after 5 s.
     fs::write(root.join("tags/t.tag.lock"), "").unwrap();
