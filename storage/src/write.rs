@@ -506,9 +506,14 @@ impl RepoWriter {
             .mode(0o666)
             .open(&work)
             .map_err(io_err("create", &work))?;
-        self.own_file(&f, &work)?;
-        f.write_all(&bytes).map_err(io_err("write", &work))?;
+        let written = self
+            .own_file(&f, &work)
+            .and_then(|()| f.write_all(&bytes).map_err(io_err("write", &work)));
         drop(f);
+        if let Err(e) = written {
+            let _ = fs::remove_file(&work);
+            return Err(e);
+        }
         #[cfg(feature = "testing")]
         self.fail(FailPoint::TagWork)?;
         if let Err(e) = fs::rename(&work, &path) {
