@@ -381,7 +381,7 @@ impl RepoWriter {
             return Err(WriteError::RootNotADirectory);
         };
         let mut leaves: Vec<&Node> = Vec::new();
-        collect_leaves(children, &mut leaves);
+        collect_leaves(Path::new(""), children, &mut leaves)?;
         progress(Progress::Planned {
             files: leaves.len() as u64,
         });
@@ -392,15 +392,9 @@ impl RepoWriter {
             .zip(blobs)
             .collect();
         let mut legacy: HashMap<Digest, Vec<u8>> = HashMap::new();
-        let mut builder = ManifestBuilder::with_entries(blobs.len());
-        let trees = build_dir(
-            &mut builder,
-            Path::new(""),
-            children,
-            &blobs,
-            &mut legacy,
-            self.settings.encoding == Encoding::FlatBuffers,
-        )?;
+        let flatbuffers = self.settings.encoding == Encoding::FlatBuffers;
+        let mut builder = ManifestBuilder::with_entries(if flatbuffers { blobs.len() } else { 0 });
+        let trees = build_dir(&mut builder, children, &blobs, &mut legacy, flatbuffers)?;
         // The legacy body: the root tree, the count of the others, the others in stored order.
         let tree_bytes = |d: &Digest| legacy.get(d).map(Vec::as_slice).unwrap_or_default();
         let mut body = Vec::with_capacity(trees.iter().map(|t| tree_bytes(&t.1).len()).sum());
@@ -512,9 +506,14 @@ impl RepoWriter {
             .mode(0o666)
             .open(&work)
             .map_err(io_err("create", &work))?;
-        self.own_file(&f, &work)?;
-        f.write_all(&bytes).map_err(io_err("write", &work))?;
+        let written = self
+            .own_file(&f, &work)
+            .and_then(|()| f.write_all(&bytes).map_err(io_err("write", &work)));
         drop(f);
+        if let Err(e) = written {
+            let _ = fs::remove_file(&work);
+            return Err(e);
+        }
         #[cfg(feature = "testing")]
         self.fail(FailPoint::TagWork)?;
         if let Err(e) = fs::rename(&work, &path) {
@@ -837,7 +836,7 @@ impl TagLock {
                 Ok(mut f) => {
                     let guard = TagLock(lock);
                     writer.own_file(&f, &guard.0)?;
-                    f.write_all(format!("{LOCK_PREFIX}{}\n", std::process::id()).as_bytes())
+                    f.write_all(lock_content(std::process::id()).as_bytes())
                         .map_err(io_err("write", &guard.0))?;
                     return Ok(guard);
                 }
@@ -868,18 +867,41 @@ impl Drop for TagLock {
     }
 }
 
-/// Whether a lock file names (in this writer's format) a process that no longer exists.
+/// This host's name (empty when it cannot be read): a lock names its host, so that a lock
+/// taken on another host sharing the repository (NFS) is never taken for a dead process here.
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer and its length are valid; gethostname writes at most that much.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return String::new();
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+/// What a tag lock taken by process `pid` of this host holds.
+fn lock_content(pid: u32) -> String {
+    format!("{LOCK_PREFIX}{pid} host {}\n", host_name())
+}
+
+/// Whether a lock file names (in this writer's format) a process of this host that no
+/// longer exists.
 fn lock_holder_is_gone(lock: &Path) -> bool {
     let Ok(text) = fs::read_to_string(lock) else {
         return false;
     };
-    let Some(pid) = text
+    let Some((pid, host)) = text
         .strip_prefix(LOCK_PREFIX)
-        .and_then(|p| p.trim().parse::<libc::pid_t>().ok())
-        .filter(|&p| p > 0)
+        .and_then(|rest| rest.trim_end_matches('\n').split_once(" host "))
     else {
         return false;
     };
+    let Some(pid) = pid.parse::<libc::pid_t>().ok().filter(|&p| p > 0) else {
+        return false;
+    };
+    if host != host_name() {
+        return false;
+    }
     // SAFETY: kill with signal 0 only checks whether the process exists.
     let alive = unsafe { libc::kill(pid, 0) } == 0
         || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
@@ -1053,15 +1075,22 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// The files and symlinks below `children`, depth first.
-fn collect_leaves<'a>(children: &'a BTreeMap<String, Node>, out: &mut Vec<&'a Node>) {
-    for node in children.values() {
+/// The files and symlinks below `children`, depth first; every name checked before anything
+/// is written.
+fn collect_leaves<'a>(
+    path: &Path,
+    children: &'a BTreeMap<String, Node>,
+    out: &mut Vec<&'a Node>,
+) -> WriteResult<()> {
+    for (name, node) in children {
+        check_name(path, name)?;
         match node {
-            Node::Dir { children, .. } => collect_leaves(children, out),
+            Node::Dir { children, .. } => collect_leaves(&path.join(name), children, out)?,
             Node::File { .. } | Node::Symlink { .. } => out.push(node),
             Node::Mask { .. } => {}
         }
     }
+    Ok(())
 }
 
 /// Appends one entry's legacy encoding (SPFS-FORMAT.md §7).
@@ -1101,7 +1130,6 @@ fn check_name(parent: &Path, name: &str) -> WriteResult<()> {
 /// (tree, digest) pairs; `legacy` gets each distinct tree's legacy encoding.
 fn build_dir(
     b: &mut ManifestBuilder<'_>,
-    path: &Path,
     children: &BTreeMap<String, Node>,
     blobs: &HashMap<*const Node, (Digest, u64)>,
     legacy: &mut HashMap<Digest, Vec<u8>>,
@@ -1119,8 +1147,7 @@ fn build_dir(
         else {
             continue;
         };
-        check_name(path, name)?;
-        let sub = build_dir(b, &path.join(name), grand, blobs, legacy, flatbuffers)?;
+        let sub = build_dir(b, grand, blobs, legacy, flatbuffers)?;
         let e = EncodeEntry {
             name,
             kind: RAW_TREE,
@@ -1158,7 +1185,6 @@ fn build_dir(
                 size: 0,
             },
         };
-        check_name(path, name)?;
         if flatbuffers {
             wips.push(b.entry(&e));
         }
