@@ -22,7 +22,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use spfs_frontends::{Session, SessionConfig, Transport};
+#[path = "support/config.rs"]
+mod config;
+
+use config::device_config;
+use spfs_frontends::Session;
 use spfs_router::spec::ResolvedSpec;
 use spfs_router::{Caller, Invalidation, NodeId, ROOT, Routing, Scratch, Vfs, View};
 use spfs_testkit::{require_fuse, root_attr};
@@ -55,17 +59,7 @@ fn mount(io_uring: bool) -> Mounted {
     let view = Arc::new(view);
     let vfs = Arc::new(Vfs::new(Routing::Fixed(view.clone())));
     let mnt = tmp.path().join("mnt");
-    let config = SessionConfig {
-        mountpoint: mnt.clone(),
-        fsname: "spfs-test".into(),
-        volname: "spfs-test".into(),
-        transport: Transport::Device,
-        threads: 2,
-        io_uring,
-        nfs_server: None,
-        other_users: false,
-    };
-    let session = Session::mount(vfs.clone(), &config).unwrap();
+    let session = Session::mount(vfs.clone(), &device_config(&mnt, io_uring)).unwrap();
     let mnt = mnt.canonicalize().unwrap();
     Mounted {
         _tmp: tmp,
