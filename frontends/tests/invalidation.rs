@@ -319,3 +319,56 @@ fn invalidating_what_the_kernel_never_cached_succeeds() {
     drop(session);
     invalidator.invalidate(&[Invalidation::Node(bin)]).unwrap();
 }
+
+/// Notifications never wait on the service: sent while other threads walk, stat, read and
+/// list the very names and nodes they name (each such request holding the kernel's locks the
+/// notification needs, until a worker answers it), every one of them returns. Prints what a
+/// notification costs.
+#[test]
+fn notifications_sent_while_requests_are_in_flight_all_return() {
+    for io_uring in [false, true] {
+        if !require_fuse() {
+            return;
+        }
+        let m = mount(io_uring);
+        let (x, tool) = (m.node("share/x"), m.node("share/x/tool"));
+        let what = [
+            entry(x, "tool"),
+            Invalidation::Node(tool),
+            Invalidation::Node(x),
+        ];
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let busy: Vec<_> = (0..4)
+            .map(|_| {
+                let (dir, stop) = (m.path("share/x"), stop.clone());
+                std::thread::spawn(move || {
+                    let mut rounds = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        assert_eq!(fs::read(dir.join("tool")).unwrap(), b"tool");
+                        assert!(!exists(&dir.join("missing")));
+                        assert_eq!(listing(&dir), ["other", "tool"]);
+                        rounds += 1;
+                    }
+                    rounds
+                })
+            })
+            .collect();
+        let invalidator = m.session.invalidator();
+        // Half a second of notifications, so they overlap many requests.
+        let started = std::time::Instant::now();
+        let mut rounds = 0u32;
+        while started.elapsed() < std::time::Duration::from_millis(500) {
+            invalidator.invalidate(&what).unwrap();
+            rounds += 1;
+        }
+        let elapsed = started.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let walks: u64 = busy.into_iter().map(|t| t.join().unwrap()).sum();
+        eprintln!(
+            "io_uring {io_uring}: {} notifications in {elapsed:?} ({:.1} us each) beside {walks} \
+             walks of 4 threads",
+            rounds as usize * what.len(),
+            elapsed.as_secs_f64() * 1e6 / f64::from(rounds) / what.len() as f64,
+        );
+    }
+}
