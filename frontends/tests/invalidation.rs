@@ -296,6 +296,36 @@ fn reset_all(io_uring: bool) {
     assert_eq!(fs::metadata(&tool).unwrap().size(), 10);
 }
 
+/// `reset PATH`: only what changed at the path and below is thrown away and forgotten; the
+/// kernel keeps showing the other edits, which are still the view's.
+#[test]
+fn a_reset_of_one_path_shows_there_after_its_invalidations_and_nowhere_else() {
+    if !require_fuse() {
+        return;
+    }
+    let m = mount(false);
+    let (tool, dir) = (m.path("bin/tool"), m.path("share/x"));
+    fs::write(&tool, b"edited").unwrap();
+    fs::write(dir.join("new"), b"new").unwrap();
+    fs::remove_file(dir.join("other")).unwrap();
+    for _ in 0..2 {
+        assert_eq!(listing(&dir), ["new", "tool"]);
+    }
+    assert!(!exists(&dir.join("other")));
+
+    let forget = m.vfs.reset(&m.view, &[PathBuf::from("share/x")]).unwrap();
+    assert!(exists(&dir.join("new")), "stale until the notifications");
+    m.session.invalidator().invalidate(&forget).unwrap();
+    assert_eq!(listing(&dir), ["other", "tool"]);
+    assert!(!exists(&dir.join("new")));
+    assert_eq!(fs::read(dir.join("other")).unwrap(), b"other");
+    assert_eq!(
+        fs::read(&tool).unwrap(),
+        b"edited",
+        "outside the path: kept"
+    );
+}
+
 /// What the kernel never cached, or no longer has, is not an error: the core may name more
 /// than the kernel holds (a reset does not know what was looked up).
 #[test]
