@@ -22,7 +22,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use spfs_frontends::{Session, SessionConfig, Transport};
+#[path = "support/config.rs"]
+mod config;
+
+use config::device_config;
+use spfs_frontends::Session;
 use spfs_router::spec::ResolvedSpec;
 use spfs_router::{Caller, Invalidation, NodeId, ROOT, Routing, Scratch, Vfs, View};
 use spfs_testkit::{require_fuse, root_attr};
@@ -55,17 +59,7 @@ fn mount(io_uring: bool) -> Mounted {
     let view = Arc::new(view);
     let vfs = Arc::new(Vfs::new(Routing::Fixed(view.clone())));
     let mnt = tmp.path().join("mnt");
-    let config = SessionConfig {
-        mountpoint: mnt.clone(),
-        fsname: "spfs-test".into(),
-        volname: "spfs-test".into(),
-        transport: Transport::Device,
-        threads: 2,
-        io_uring,
-        nfs_server: None,
-        other_users: false,
-    };
-    let session = Session::mount(vfs.clone(), &config).unwrap();
+    let session = Session::mount(vfs.clone(), &device_config(&mnt, io_uring)).unwrap();
     let mnt = mnt.canonicalize().unwrap();
     Mounted {
         _tmp: tmp,
@@ -302,6 +296,36 @@ fn reset_all(io_uring: bool) {
     assert_eq!(fs::metadata(&tool).unwrap().size(), 10);
 }
 
+/// `reset PATH`: only what changed at the path and below is thrown away and forgotten; the
+/// kernel keeps showing the other edits, which are still the view's.
+#[test]
+fn a_reset_of_one_path_shows_there_after_its_invalidations_and_nowhere_else() {
+    if !require_fuse() {
+        return;
+    }
+    let m = mount(false);
+    let (tool, dir) = (m.path("bin/tool"), m.path("share/x"));
+    fs::write(&tool, b"edited").unwrap();
+    fs::write(dir.join("new"), b"new").unwrap();
+    fs::remove_file(dir.join("other")).unwrap();
+    for _ in 0..2 {
+        assert_eq!(listing(&dir), ["new", "tool"]);
+    }
+    assert!(!exists(&dir.join("other")));
+
+    let forget = m.vfs.reset(&m.view, &[PathBuf::from("share/x")]).unwrap();
+    assert!(exists(&dir.join("new")), "stale until the notifications");
+    m.session.invalidator().invalidate(&forget).unwrap();
+    assert_eq!(listing(&dir), ["other", "tool"]);
+    assert!(!exists(&dir.join("new")));
+    assert_eq!(fs::read(dir.join("other")).unwrap(), b"other");
+    assert_eq!(
+        fs::read(&tool).unwrap(),
+        b"edited",
+        "outside the path: kept"
+    );
+}
+
 /// What the kernel never cached, or no longer has, is not an error: the core may name more
 /// than the kernel holds (a reset does not know what was looked up).
 #[test]
@@ -324,4 +348,57 @@ fn invalidating_what_the_kernel_never_cached_succeeds() {
     let Mounted { session, _tmp, .. } = m;
     drop(session);
     invalidator.invalidate(&[Invalidation::Node(bin)]).unwrap();
+}
+
+/// Notifications never wait on the service: sent while other threads walk, stat, read and
+/// list the very names and nodes they name (each such request holding the kernel's locks the
+/// notification needs, until a worker answers it), every one of them returns. Prints what a
+/// notification costs.
+#[test]
+fn notifications_sent_while_requests_are_in_flight_all_return() {
+    for io_uring in [false, true] {
+        if !require_fuse() {
+            return;
+        }
+        let m = mount(io_uring);
+        let (x, tool) = (m.node("share/x"), m.node("share/x/tool"));
+        let what = [
+            entry(x, "tool"),
+            Invalidation::Node(tool),
+            Invalidation::Node(x),
+        ];
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let busy: Vec<_> = (0..4)
+            .map(|_| {
+                let (dir, stop) = (m.path("share/x"), stop.clone());
+                std::thread::spawn(move || {
+                    let mut rounds = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        assert_eq!(fs::read(dir.join("tool")).unwrap(), b"tool");
+                        assert!(!exists(&dir.join("missing")));
+                        assert_eq!(listing(&dir), ["other", "tool"]);
+                        rounds += 1;
+                    }
+                    rounds
+                })
+            })
+            .collect();
+        let invalidator = m.session.invalidator();
+        // Half a second of notifications, so they overlap many requests.
+        let started = std::time::Instant::now();
+        let mut rounds = 0u32;
+        while started.elapsed() < std::time::Duration::from_millis(500) {
+            invalidator.invalidate(&what).unwrap();
+            rounds += 1;
+        }
+        let elapsed = started.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let walks: u64 = busy.into_iter().map(|t| t.join().unwrap()).sum();
+        eprintln!(
+            "io_uring {io_uring}: {} notifications in {elapsed:?} ({:.1} us each) beside {walks} \
+             walks of 4 threads",
+            rounds as usize * what.len(),
+            elapsed.as_secs_f64() * 1e6 / f64::from(rounds) / what.len() as f64,
+        );
+    }
 }
