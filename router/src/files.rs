@@ -158,6 +158,12 @@ impl OpenFiles {
         make_room(&mut shard);
     }
 
+    /// Lets go of `node`'s file, handles and all: after a reset the node stands for another
+    /// file (its lower one), which the next read opens.
+    pub(crate) fn drop_file(&self, node: NodeId) {
+        self.shard(node).retain(|s| s.node != node);
+    }
+
     /// `node`'s cached file, if any, without opening it.
     pub(crate) fn peek(&self, node: NodeId) -> Option<Arc<File>> {
         take(&mut self.shard(node), node, false)

@@ -26,7 +26,7 @@ pub mod vfs;
 pub mod view;
 
 pub use access::{AccessError, Owner};
-pub use edit::{EditError, Scratch};
+pub use edit::{CommitError, EditError, Invalidation, ResetError, Scratch};
 pub use error::{FsError, RouteError, SpecError, ToErrno};
 pub use node::{NodeId, ROOT, ViewId};
 pub use process::{Pid, ProcessInfo, ProcessTable};
@@ -35,6 +35,6 @@ pub use spec::{EnvSpec, LayerRef, LayerSource, ResolvedItem, ResolvedSpec};
 pub use traffic::{OutsiderLookups, RequestCounters, RequestTotals};
 pub use vfs::{
     Caller, DirEntry, DirectoryReplier, RenameMode, Routing, SetAttr, StatFs, TimeSet, Vfs,
-    XattrSet,
+    Writable, XattrSet,
 };
 pub use view::{Attr, FileKind, Timestamp, View};

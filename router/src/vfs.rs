@@ -175,6 +175,28 @@ impl Vfs {
         &self.routing
     }
 
+    /// Resets editable view `view`, which this filesystem serves ([`View::reset`]), and lets
+    /// go of the files it held open for the reset entries, so that reads of a node that now
+    /// stands for its lower entry read that one. Returns what the kernel must forget.
+    pub fn reset(
+        &self,
+        view: &View,
+        paths: &[std::path::PathBuf],
+    ) -> Result<Vec<crate::Invalidation>, crate::edit::ResetError> {
+        let forget = view.reset(paths)?;
+        for what in &forget {
+            // A node that now stands for its lower entry reads that one; one that is gone
+            // keeps its file for the programs holding it open, as an unlinked file.
+            if let crate::Invalidation::Node(node) = what
+                && let Some((_, index)) = node::decode(*node)
+                && view.edit().is_some_and(|e| e.kind(view, index).is_ok())
+            {
+                self.files.drop_file(*node);
+            }
+        }
+        Ok(forget)
+    }
+
     /// The view the root shows to `caller`.
     fn root_view(&self, caller: Pid) -> Arc<View> {
         match &self.routing {
@@ -368,6 +390,7 @@ impl Vfs {
         let (view, index) = self.locate(caller, node)?;
         if let Some(edit) = view.edit() {
             if write {
+                let _pass = edit.gate().enter();
                 edit.writable(&view, &self.files, index)?;
             }
             if view.changes().is_some() {
@@ -708,13 +731,47 @@ impl Vfs {
     /// The writable file of file `node` (through `handle`, or by node id alone with handle 0),
     /// copied up on its first change: a frontend writes the request's data into it straight
     /// from its own buffer, as [`Vfs::write`] does from a slice.
-    pub fn writable_file(&self, node: NodeId, handle: u64) -> Result<Arc<File>, FsError> {
+    pub fn writable_file(&self, node: NodeId, handle: u64) -> Result<Writable, FsError> {
         if handle != 0 && handle != node {
             return Err(FsError::BadHandle(handle));
         }
         let (view, index) = self.locate(0, node)?;
         let edit = view.edit().ok_or(FsError::ReadOnly)?;
-        edit.writable(&view, &self.files, index)
+        edit.gate().enter_unguarded();
+        let file = edit.writable(&view, &self.files, index);
+        let inside = Inside(view);
+        Ok(Writable {
+            file: file?,
+            _inside: inside,
+        })
+    }
+}
+
+/// A writable file of an editable view ([`Vfs::writable_file`]): until it is dropped, the
+/// write into it is inside the view's commit gate, so a commit waits for it to land.
+#[derive(Debug)]
+pub struct Writable {
+    file: Arc<File>,
+    _inside: Inside,
+}
+
+impl std::ops::Deref for Writable {
+    type Target = Arc<File>;
+
+    fn deref(&self) -> &Arc<File> {
+        &self.file
+    }
+}
+
+/// A change inside a view's commit gate, leaving on drop.
+#[derive(Debug)]
+struct Inside(Arc<View>);
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        if let Some(edit) = self.0.edit() {
+            edit.gate().leave();
+        }
     }
 }
 

@@ -25,7 +25,10 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use crate::edit::{Edit, OPAQUE_MARKER, Scratch, WHITEOUT_PREFIX};
+use crate::edit::{
+    Change, CommitError, DiffError, Edit, Invalidation, OPAQUE_MARKER, ResetError, Scratch,
+    TEMP_PREFIX, WHITEOUT_PREFIX,
+};
 use crate::error::FsError;
 use crate::node::{self, NodeId, ViewId};
 use crate::spec::{LayerSource, ResolvedSpec};
@@ -407,8 +410,54 @@ impl View {
     pub fn has_changes(&self) -> bool {
         self.edit.get().is_some_and(|edit| {
             edit.changed()
-                && std::fs::read_dir(edit.scratch().dir()).is_ok_and(|mut d| d.next().is_some())
+                && std::fs::read_dir(edit.scratch().dir()).is_ok_and(|mut d| {
+                    // A frozen generation's directory and temp files are no changes.
+                    d.any(|e| {
+                        e.is_ok_and(|e| {
+                            !e.file_name().as_bytes().starts_with(TEMP_PREFIX.as_bytes())
+                        })
+                    })
+                })
         })
+    }
+
+    /// What this editable view changed since its last commit (or since it started), over
+    /// the stack it then carried on from, ordered by path (`spfs-fuse diff`); empty for a
+    /// read-only view.
+    pub fn diff(&self) -> Result<Vec<Change>, DiffError> {
+        match self.edit.get() {
+            Some(edit) => edit.diff(self),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Throws away this editable view's changes since its last commit (or since it started),
+    /// with its commit gate closed: all of them when `paths` is empty, else those at each path
+    /// (inside the view: `/dir/file`) and below it (docs/SEMANTICS.md, "Reset"). Returns what
+    /// the kernel must forget. Files the serving [`crate::Vfs`] holds open for reset entries
+    /// stay as they were: serve resets through [`crate::Vfs::reset`], which also lets go of them.
+    pub fn reset(&self, paths: &[PathBuf]) -> Result<Vec<Invalidation>, ResetError> {
+        self.edit
+            .get()
+            .ok_or(ResetError::NotEditable)?
+            .reset(self, paths)
+    }
+
+    /// Commits this editable view (issue 17): closes its commit gate (every change waits,
+    /// reads go on), walks the scratch against the stack below it into the tree of a new
+    /// layer, hands it to `write` (which writes it into a repository and records the
+    /// runtime's new stack), and when `write` succeeds carries on from it: the scratch is
+    /// empty again, the view shows the same entries under the same node ids, open files and
+    /// working directories keep working, and later changes are over the committed stack.
+    /// An error from `write` leaves the view exactly as it was.
+    pub fn commit<T, E>(
+        &self,
+        write: impl FnOnce(&spfs_storage::write::Node) -> Result<T, E>,
+    ) -> Result<T, CommitError<E>> {
+        self.edit
+            .get()
+            .ok_or(CommitError::NotEditable)?
+            .commit(self, write)
     }
 
     /// The owner (uid, gid) the view was built for: spfs entries show it, and only it (or

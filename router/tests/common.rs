@@ -2,7 +2,12 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::sync::Arc;
+
+use spfs_storage::write::Node;
 
 use spfs_router::{Attr, DirEntry, DirectoryReplier, FileKind, NodeId, Pid, ROOT, Vfs};
 pub use spfs_testkit::root_attr;
@@ -100,5 +105,28 @@ fn walk_dir(
                 seen.insert(path, Seen::Symlink(target));
             }
         }
+    }
+}
+
+/// Writes commit tree `node` out as a directory layer at `dir` (masks as `.wh.` whiteouts),
+/// reading the files' content now, as a writer does.
+pub fn materialize(node: &Node, dir: &Path) {
+    match node {
+        Node::Dir { mode, children } => {
+            fs::create_dir_all(dir).unwrap();
+            for (name, child) in children {
+                match child {
+                    Node::Mask { .. } => fs::write(dir.join(format!(".wh.{name}")), b"").unwrap(),
+                    _ => materialize(child, &dir.join(name)),
+                }
+            }
+            fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o7777)).unwrap();
+        }
+        Node::File { mode, source } => {
+            fs::copy(source, dir).unwrap();
+            fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o7777)).unwrap();
+        }
+        Node::Symlink { target, .. } => std::os::unix::fs::symlink(target, dir).unwrap(),
+        Node::Mask { .. } => unreachable!("masks are written by their directory"),
     }
 }

@@ -8,12 +8,13 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{Seen, root_attr, walk};
+use common::{Seen, materialize, root_attr, walk};
 use spfs_router::spec::ResolvedSpec;
 use spfs_router::{
-    Attr, Caller, FileKind, FsError, NodeId, ROOT, RenameMode, Routing, Scratch, SetAttr, TimeSet,
-    Timestamp, ToErrno, Vfs, View,
+    Attr, Caller, FileKind, FsError, Invalidation, NodeId, ROOT, RenameMode, Routing, Scratch,
+    SetAttr, TimeSet, Timestamp, ToErrno, Vfs, View,
 };
+use spfs_storage::write::Node;
 
 /// The owner of the test views: whoever runs the tests, so new entries need no chown.
 fn me() -> Caller {
@@ -1005,4 +1006,502 @@ fn concurrent_writes_to_one_lower_file_copy_it_up_once_and_all_land() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left, ["big"], "a copy was left behind");
+}
+
+// ---- commit (issue 17) ----
+
+/// The view a fixed routing serves.
+fn view_of(vfs: &Vfs) -> Arc<View> {
+    match vfs.routing() {
+        Routing::Fixed(view) => view.clone(),
+        Routing::Shared(_) => panic!("a fixed routing"),
+    }
+}
+
+/// Commits the view of `vfs` into directory layer `dir`.
+fn commit_into(vfs: &Vfs, dir: &Path) {
+    view_of(vfs)
+        .commit(|tree| {
+            materialize(tree, dir);
+            Ok::<_, std::io::Error>(())
+        })
+        .unwrap();
+}
+
+/// Every path's node id, through lookups.
+fn node_ids(vfs: &Vfs) -> std::collections::BTreeMap<String, NodeId> {
+    fn go(
+        vfs: &Vfs,
+        dir: NodeId,
+        prefix: &str,
+        out: &mut std::collections::BTreeMap<String, NodeId>,
+    ) {
+        for (name, attr) in common::list(vfs, 0, dir) {
+            let path = format!("{prefix}/{}", String::from_utf8_lossy(&name));
+            if attr.kind == FileKind::Directory {
+                go(vfs, attr.node, &path, out);
+            }
+            out.insert(path, attr.node);
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    go(vfs, ROOT, "", &mut out);
+    out
+}
+
+/// Changes of every kind: a new file, a copied-up one, a removed lower file, a new tree, a
+/// directory replaced by a new (opaque) one, a lower directory replaced by a file.
+fn change_everything(f: &Fixture) {
+    let (attr, handle) = f.vfs.create(&me(), ROOT, b"new", 0o640).unwrap();
+    f.vfs.write(attr.node, handle, 0, b"new file").unwrap();
+    f.vfs.release(handle);
+    f.vfs.write(f.node("dir/a"), 0, 0, b"A").unwrap();
+    f.vfs.unlink(&me(), f.node("dir"), b"b").unwrap();
+    let made = f.vfs.mkdir(&me(), ROOT, b"made", 0o750).unwrap();
+    f.vfs.symlink(&me(), made.node, b"ln", b"../new").unwrap();
+    f.vfs.unlink(&me(), f.node("dir/sub"), b"deep").unwrap();
+    f.vfs.rmdir(&me(), f.node("dir"), b"sub").unwrap();
+    let sub = f.vfs.mkdir(&me(), f.node("dir"), b"sub", 0o700).unwrap();
+    f.vfs.create(&me(), sub.node, b"fresh", 0o600).unwrap();
+    f.vfs.rmdir(&me(), ROOT, b"empty").unwrap();
+    f.vfs.create(&me(), ROOT, b"empty", 0o644).unwrap();
+}
+
+/// The scratch's entries besides the core's temp names (a frozen generation among them).
+fn changes_left(f: &Fixture) -> Vec<String> {
+    let mut names = f.upper("");
+    names.retain(|n| !n.starts_with(".wh..wh..tmp."));
+    names
+}
+
+#[test]
+fn the_commit_tree_holds_the_scratch_with_masks_for_what_it_removed() {
+    let f = fixture();
+    change_everything(&f);
+    // Neither the core's temp files nor an NFS client's silly renames are changes.
+    fs::write(f.scratch().join(".wh..wh..tmp.9.9"), b"").unwrap();
+    fs::write(f.scratch().join("dir/.nfs0000001"), b"").unwrap();
+    let mut seen = None;
+    view_of(&f.vfs)
+        .commit(|tree| {
+            seen = Some(tree.clone());
+            Err::<(), _>("not now")
+        })
+        .unwrap_err();
+    let Some(Node::Dir { children, .. }) = seen else {
+        panic!("a directory at the root")
+    };
+    let names: Vec<&str> = children.keys().map(String::as_str).collect();
+    assert_eq!(names, ["dir", "empty", "made", "new"]);
+    assert!(matches!(children["new"], Node::File { mode, ref source }
+        if mode == 0o100640 && source == &f.scratch().join("new")));
+    assert!(matches!(
+        children["empty"],
+        Node::File { mode: 0o100644, .. }
+    ));
+    let Node::Dir {
+        children: made,
+        mode,
+    } = &children["made"]
+    else {
+        panic!()
+    };
+    assert_eq!(*mode, 0o040750);
+    assert_eq!(
+        made["ln"],
+        Node::Symlink {
+            mode: 0o120777,
+            target: "../new".into()
+        }
+    );
+    let Node::Dir { children: dir, .. } = &children["dir"] else {
+        panic!()
+    };
+    let names: Vec<&str> = dir.keys().map(String::as_str).collect();
+    assert_eq!(names, ["a", "b", "sub"], "no temp or .nfs file");
+    assert_eq!(dir["b"], Node::Mask { mode: 0o020000 });
+    // The opaque directory: its own entries plus a mask for each lower name it hides.
+    let Node::Dir { children: sub, .. } = &dir["sub"] else {
+        panic!()
+    };
+    assert!(matches!(sub["fresh"], Node::File { .. }));
+    assert_eq!(sub["deep"], Node::Mask { mode: 0o020000 });
+    assert_eq!(sub.len(), 2);
+}
+
+#[test]
+fn a_failed_write_leaves_the_view_exactly_as_it_was() {
+    let f = fixture();
+    change_everything(&f);
+    let before = walk(&f.vfs, 0);
+    let ids = node_ids(&f.vfs);
+    let upper = f.upper("");
+    let err = view_of(&f.vfs)
+        .commit(|_| Err::<(), _>("the repository is full"))
+        .unwrap_err();
+    assert!(err.to_string().contains("the repository is full"), "{err}");
+    assert_eq!(f.upper(""), upper);
+    assert_eq!(walk(&f.vfs, 0), before);
+    assert_eq!(node_ids(&f.vfs), ids);
+    // And a commit afterwards works.
+    commit_into(&f.vfs, &f.tmp.path().join("c1"));
+    assert_eq!(
+        read_only_walk(&[f.layer(), f.tmp.path().join("c1")], &f.scratch()),
+        before
+    );
+}
+
+#[test]
+fn a_non_utf8_name_fails_the_commit_naming_it() {
+    let f = fixture();
+    let name = b"bad\xff";
+    f.vfs.create(&me(), ROOT, name, 0o600).unwrap();
+    let err = view_of(&f.vfs)
+        .commit(|_| Ok::<_, std::io::Error>(()))
+        .unwrap_err();
+    assert!(matches!(err, spfs_router::CommitError::NotUtf8(_)), "{err}");
+    assert!(err.to_string().contains("bad"), "{err}");
+    assert!(view_of(&f.vfs).has_changes());
+}
+
+#[test]
+fn after_a_commit_the_view_carries_on_unchanged_over_the_committed_stack() {
+    let f = fixture();
+    change_everything(&f);
+    let before = walk(&f.vfs, 0);
+    let ids = node_ids(&f.vfs);
+    // A program holds a copied-up file and a new one open across the commit.
+    let a = f.node("dir/a");
+    let held = f.vfs.open(0, a, false).unwrap();
+    let new = f.node("new");
+    let held_new = f.vfs.open(0, new, true).unwrap();
+    let c1 = f.tmp.path().join("c1");
+    commit_into(&f.vfs, &c1);
+
+    assert_eq!(walk(&f.vfs, 0), before, "the view changed");
+    assert_eq!(node_ids(&f.vfs), ids, "a node id changed");
+    assert_eq!(
+        changes_left(&f),
+        Vec::<String>::new(),
+        "the new scratch is not empty"
+    );
+    let view = view_of(&f.vfs);
+    assert!(!view.has_changes());
+    assert_eq!(view.diff().unwrap(), []);
+    assert_eq!(
+        read_only_walk(&[f.layer(), c1.clone()], &f.scratch()),
+        before
+    );
+    assert_eq!(f.vfs.read(a, held, 0, 10).unwrap(), b"A");
+
+    // Later changes copy up from the committed generation and land in the new scratch only.
+    f.vfs.write(new, held_new, 8, b", again").unwrap();
+    f.vfs.release(held_new);
+    f.vfs.release(held);
+    assert_eq!(f.read("new"), b"new file, again");
+    assert_eq!(
+        fs::read(f.scratch().join("new")).unwrap(),
+        b"new file, again"
+    );
+    // A committed file removed leaves a whiteout: the committed layer has it.
+    f.vfs.unlink(&me(), f.node("made"), b"ln").unwrap();
+    assert!(f.scratch().join("made/.wh.ln").exists());
+    // A directory committed earlier now has a lower part.
+    let err = f
+        .vfs
+        .rename(
+            &me(),
+            (ROOT, b"made"),
+            (ROOT, b"moved"),
+            RenameMode::Replace,
+        )
+        .unwrap_err();
+    assert_eq!(err.to_errno(), libc::EXDEV);
+    let later = f.vfs.mkdir(&me(), ROOT, b"later", 0o755).unwrap();
+    assert!(
+        !ids.values().any(|&id| id == later.node),
+        "an id was reused"
+    );
+    assert_eq!(changes_left(&f), ["later", "made", "new"]);
+    let lines: Vec<String> = view
+        .diff()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{:?} {}", c.kind, c.path.display()))
+        .collect();
+    assert_eq!(lines, ["Added /later", "Removed /made/ln", "Modified /new"]);
+    let now = walk(&f.vfs, 0);
+    assert_eq!(read_only_walk(&[f.layer(), c1.clone()], &f.scratch()), now);
+
+    // A second commit, then a third of nothing.
+    let c2 = f.tmp.path().join("c2");
+    commit_into(&f.vfs, &c2);
+    assert_eq!(walk(&f.vfs, 0), now);
+    assert_eq!(changes_left(&f), Vec::<String>::new());
+    assert_eq!(
+        read_only_walk(&[f.layer(), c1.clone(), c2.clone()], &f.scratch()),
+        now
+    );
+    let c3 = f.tmp.path().join("c3");
+    commit_into(&f.vfs, &c3);
+    assert_eq!(fs::read_dir(&c3).unwrap().count(), 0);
+
+    // The scratch registered again over the committed stack shows the same view.
+    let (layer, scratch, tmp) = (f.layer(), f.scratch(), f.tmp);
+    drop((f.vfs, view));
+    let again = editable_over(&[layer, c1, c2], &scratch, 5);
+    assert!(!again.has_changes());
+    assert_eq!(walk(&Arc::new(Vfs::new(Routing::Fixed(again))), 0), now);
+    assert_eq!(
+        fs::read_dir(&scratch).unwrap().count(),
+        0,
+        "a generation was left"
+    );
+    drop(tmp);
+}
+
+#[test]
+fn writers_racing_commits_lose_no_acknowledged_write() {
+    const RECORD: usize = 8;
+    const WRITERS: usize = 4;
+    let f = fixture();
+    let (attr, handle) = f.vfs.create(&me(), ROOT, b"log", 0o644).unwrap();
+    let node = attr.node;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Writer `t` writes its records `i` at slot `i * WRITERS + t`, one after another: a
+    // record is acknowledged when its write returned.
+    let record = |t: usize, i: usize| format!("{t}:{i:05}\n").into_bytes();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|t| {
+            let (vfs, stop) = (f.vfs.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut acked = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && acked < 20_000 {
+                    let at = (acked * WRITERS + t) * RECORD;
+                    vfs.write(node, handle, at as u64, &record(t, acked))
+                        .unwrap();
+                    acked += 1;
+                }
+                acked
+            })
+        })
+        .collect();
+    // Each writer's records in `bytes`: how many, checking they are whole and come first.
+    let count = |bytes: &[u8], t: usize, what: &str| {
+        let mut present = 0;
+        for (slot, chunk) in bytes.chunks(RECORD).enumerate().skip(t).step_by(WRITERS) {
+            let i = slot / WRITERS;
+            if chunk == record(t, i) {
+                assert_eq!(
+                    present, i,
+                    "{what}: writer {t}'s record {i} without an earlier one"
+                );
+                present += 1;
+            } else {
+                assert!(
+                    chunk.iter().all(|&b| b == 0),
+                    "{what}: a torn record {chunk:?}"
+                );
+            }
+        }
+        present
+    };
+    let mut layers = vec![f.layer()];
+    for k in 0..30 {
+        let dir = f.tmp.path().join(format!("c{k}"));
+        view_of(&f.vfs)
+            .commit(|tree| {
+                materialize(tree, &dir);
+                // The rest of a real commit (objects, the tag, the state file) takes a while.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                Ok::<_, std::io::Error>(())
+            })
+            .unwrap();
+        layers.push(dir.clone());
+        if let Ok(bytes) = fs::read(dir.join("log")) {
+            for t in 0..WRITERS {
+                count(&bytes, t, &format!("commit {k}"));
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked: Vec<usize> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    f.vfs.release(handle);
+    let Some(Seen::File(_, stacked)) = read_only_walk(&layers, &f.scratch()).remove(&b"log"[..])
+    else {
+        panic!("no log in the committed stack and scratch")
+    };
+    let seen = f.vfs.read(node, 0, 0, 64 << 20).unwrap();
+    for (t, &acked) in acked.iter().enumerate() {
+        assert_eq!(count(&seen, t, "the view"), acked, "the view lost a write");
+        assert_eq!(
+            count(&stacked, t, "the stack"),
+            acked,
+            "an acknowledged write is in no commit and not in the scratch"
+        );
+    }
+}
+
+// ---- reset (issue 16) ----
+
+/// What the layers `layers` alone show.
+fn layers_walk(layers: &[PathBuf]) -> std::collections::BTreeMap<Vec<u8>, Seen> {
+    let view = View::build(
+        9,
+        &ResolvedSpec::of_directories(layers.to_vec()),
+        &root_attr(),
+        (0, 0),
+    );
+    walk(&Arc::new(Vfs::new(Routing::Fixed(Arc::new(view)))), 0)
+}
+
+fn reset(f: &Fixture, paths: &[&str]) -> Vec<Invalidation> {
+    let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+    f.vfs.reset(&view_of(&f.vfs), &paths).unwrap()
+}
+
+#[test]
+fn reset_throws_every_change_away_and_names_what_the_kernel_must_forget() {
+    let f = fixture();
+    let a = f.node("dir/a");
+    let held = f.vfs.open(0, a, true).unwrap();
+    f.vfs.write(a, held, 0, b"A").unwrap();
+    change_everything(&f);
+    let new = f.node("new");
+    let held_new = f.vfs.open(0, new, false).unwrap();
+    let forget = reset(&f, &[]);
+    assert_eq!(walk(&f.vfs, 0), layers_walk(&[f.layer()]));
+    assert_eq!(changes_left(&f), Vec::<String>::new());
+    assert!(!view_of(&f.vfs).has_changes());
+    let entry = |parent, name: &str| Invalidation::Entry {
+        parent,
+        name: name.as_bytes().to_vec(),
+    };
+    for want in [
+        entry(ROOT, "new"),
+        entry(ROOT, "empty"),
+        entry(f.node("dir"), "b"),
+        Invalidation::Node(a),
+        Invalidation::Node(f.node("dir")),
+    ] {
+        assert!(forget.contains(&want), "{want:?} missing from {forget:?}");
+    }
+    // The copied-up file's node is the lower file again, open handle included; the new
+    // file's handle reads it as an unlinked file.
+    assert_eq!(f.vfs.read(a, held, 0, 10).unwrap(), b"a");
+    assert_eq!(f.vfs.read(new, held_new, 0, 20).unwrap(), b"new file");
+    assert_eq!(f.vfs.getattr(0, new).unwrap_err().to_errno(), libc::ENOENT);
+    f.vfs.release(held);
+    f.vfs.release(held_new);
+    // And the view takes changes again.
+    f.vfs.write(a, 0, 0, b"B").unwrap();
+    assert_eq!(f.read("dir/a"), b"B");
+}
+
+#[test]
+fn reset_after_a_commit_shows_the_committed_stack() {
+    let f = fixture();
+    change_everything(&f);
+    let c1 = f.tmp.path().join("c1");
+    commit_into(&f.vfs, &c1);
+    let committed = walk(&f.vfs, 0);
+    f.vfs.write(f.node("new"), 0, 0, b"NEW").unwrap();
+    f.vfs.unlink(&me(), f.node("dir"), b"a").unwrap();
+    f.vfs.mkdir(&me(), ROOT, b"later", 0o755).unwrap();
+    reset(&f, &[]);
+    assert_eq!(walk(&f.vfs, 0), committed);
+    assert_eq!(layers_walk(&[f.layer(), c1]), committed);
+    assert_eq!(changes_left(&f), Vec::<String>::new());
+}
+
+#[test]
+fn reset_of_paths_throws_away_the_changes_there_and_below_only() {
+    let f = fixture();
+    change_everything(&f);
+    f.vfs
+        .rename(
+            &me(),
+            (ROOT, b"file"),
+            (ROOT, b"moved"),
+            RenameMode::Replace,
+        )
+        .unwrap();
+    let lower = layers_walk(&[f.layer()]);
+    // A directory: everything below it is the layers' again, the rest stays changed.
+    reset(&f, &["/dir"]);
+    let now = walk(&f.vfs, 0);
+    for (path, seen) in &lower {
+        if path.starts_with(b"dir") {
+            assert_eq!(
+                now.get(path),
+                Some(seen),
+                "{}",
+                String::from_utf8_lossy(path)
+            );
+        }
+    }
+    assert!(now.contains_key(&b"new"[..]) && now.contains_key(&b"made/ln"[..]));
+    assert_eq!(read_only_walk(&[f.layer()], &f.scratch()), now);
+    // A path under a directory the runtime added: the layers have nothing there.
+    reset(&f, &["made/ln"]);
+    assert!(!walk(&f.vfs, 0).contains_key(&b"made/ln"[..]));
+    // A lower file moved away: it is back at its path, and its new name is gone.
+    reset(&f, &["/file"]);
+    let now = walk(&f.vfs, 0);
+    assert_eq!(now.get(&b"file"[..]), lower.get(&b"file"[..]));
+    assert!(!now.contains_key(&b"moved"[..]));
+    // A lower directory replaced by a file: the directory and its entries are back.
+    reset(&f, &["/empty", "/new"]);
+    let now = walk(&f.vfs, 0);
+    assert_eq!(now.get(&b"empty"[..]), lower.get(&b"empty"[..]));
+    assert!(!now.contains_key(&b"new"[..]));
+    assert_eq!(read_only_walk(&[f.layer()], &f.scratch()), now);
+    assert_eq!(changes_left(&f), ["made"]);
+    // Bad paths are refused, naming them.
+    let view = view_of(&f.vfs);
+    let err = view.reset(&[PathBuf::from("/dir/../x")]).unwrap_err();
+    assert!(err.to_string().contains("/dir/../x"), "{err}");
+    let err = view.reset(&[PathBuf::from("/nothing/here")]).unwrap_err();
+    assert!(err.to_string().contains("/nothing/here"), "{err}");
+}
+
+#[test]
+fn a_removed_file_still_open_and_an_opaque_root_survive_a_commit() {
+    let f = fixture();
+    let (attr, handle) = f.vfs.create(&me(), ROOT, b"gone", 0o600).unwrap();
+    f.vfs.write(attr.node, handle, 0, b"still here").unwrap();
+    f.vfs.unlink(&me(), ROOT, b"gone").unwrap();
+    commit_into(&f.vfs, &f.tmp.path().join("c1"));
+    assert_eq!(f.vfs.read(attr.node, handle, 0, 64).unwrap(), b"still here");
+    f.vfs.write(attr.node, handle, 0, b"STILL").unwrap();
+    assert_eq!(f.vfs.read(attr.node, handle, 0, 64).unwrap(), b"STILL here");
+    // A reset changes nothing for it either.
+    reset(&f, &[]);
+    f.vfs.write(attr.node, handle, 5, b"!").unwrap();
+    assert_eq!(f.vfs.read(attr.node, handle, 0, 64).unwrap(), b"STILL!here");
+    f.vfs.release(handle);
+
+    // A scratch whose root replaced the layers' (left by hand or an earlier tool): the
+    // commit masks every name of the layers it does not hold again.
+    let tmp = tempfile::tempdir().unwrap();
+    make_layer(&tmp.path().join("layer"));
+    let scratch = tmp.path().join("scratch");
+    fs::create_dir_all(&scratch).unwrap();
+    fs::write(scratch.join(".wh..wh..opq"), b"").unwrap();
+    fs::write(scratch.join("file"), b"mine").unwrap();
+    let view = editable_over(&[tmp.path().join("layer")], &scratch, 6);
+    let mut masks = Vec::new();
+    view.commit(|tree| {
+        let Node::Dir { children, .. } = tree else {
+            panic!()
+        };
+        masks = children
+            .iter()
+            .filter(|(_, n)| matches!(n, Node::Mask { .. }))
+            .map(|(name, _)| name.clone())
+            .collect();
+        Err::<(), _>("only looking")
+    })
+    .unwrap_err();
+    assert_eq!(masks, ["dir", "empty", "link"]);
 }

@@ -4,6 +4,10 @@
 //! scratch registered read-only on top of the layers (`LAYERS+SCRATCH`) must show the same
 //! tree again. The only difference allowed is overlayfs's: renaming a directory that has a
 //! lower part answers `EXDEV` (and the reference skips it).
+//!
+//! A second model mixes commits and resets into the changes: a commit changes nothing the
+//! view shows and leaves an empty scratch (`LAYERS+COMMITTED+SCRATCH` shows the view); a
+//! reset goes back to what the plain directory held at the last commit.
 
 mod common;
 
@@ -12,7 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{root_attr, walk};
+use common::{materialize, root_attr, walk};
 use proptest::prelude::*;
 use spfs_router::spec::ResolvedSpec;
 use spfs_router::{
@@ -254,6 +258,27 @@ fn apply_plain(root: &Path, op: &Op) -> Result<(), i32> {
     Ok(())
 }
 
+/// A temp dir holding the layer, the plain reference directory (a copy of it) and a scratch
+/// path.
+fn setup() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let [layer, plain, scratch] = ["layer", "plain", "scratch"].map(|n| tmp.path().join(n));
+    make_layer(&layer);
+    make_layer(&plain);
+    (tmp, layer, plain, scratch)
+}
+
+/// The editable view of `layers` with scratch `scratch`, owned by the tests' user.
+fn editable(id: u32, layers: Vec<PathBuf>, scratch: &Path) -> View {
+    View::build(
+        id,
+        &ResolvedSpec::of_directories(layers),
+        &root_attr(),
+        (me().uid, me().gid),
+    )
+    .with_scratch(Scratch::open(scratch, true).unwrap())
+}
+
 fn read_only(dirs: Vec<PathBuf>) -> Arc<Vfs> {
     let view = View::build(
         99,
@@ -271,19 +296,8 @@ proptest! {
     fn an_editable_view_behaves_as_a_plain_directory_and_its_scratch_round_trips(
         ops in prop::collection::vec(op(), 1..24)
     ) {
-        let tmp = tempfile::tempdir().unwrap();
-        let layer = tmp.path().join("layer");
-        let plain = tmp.path().join("plain");
-        let scratch = tmp.path().join("scratch");
-        make_layer(&layer);
-        make_layer(&plain);
-        let view = View::build(
-            3,
-            &ResolvedSpec::of_directories([layer.clone()]),
-            &root_attr(),
-            (me().uid, me().gid),
-        )
-        .with_scratch(Scratch::open(&scratch, true).unwrap());
+        let (_tmp, layer, plain, scratch) = setup();
+        let view = editable(3, vec![layer.clone()], &scratch);
         let vfs = Arc::new(Vfs::new(Routing::Fixed(Arc::new(view))));
         for op in &ops {
             let got = apply_view(&vfs, op);
@@ -298,13 +312,7 @@ proptest! {
         prop_assert_eq!(&seen, &walk(&read_only(vec![layer.clone(), scratch.clone()]), 0), "view vs LAYERS+SCRATCH");
         // Registered again, the durable scratch shows the same tree.
         drop(vfs);
-        let again = View::build(
-            4,
-            &ResolvedSpec::of_directories([layer.clone()]),
-            &root_attr(),
-            (me().uid, me().gid),
-        )
-        .with_scratch(Scratch::open(&scratch, true).unwrap());
+        let again = editable(4, vec![layer.clone()], &scratch);
         prop_assert_eq!(&seen, &walk(&Arc::new(Vfs::new(Routing::Fixed(Arc::new(again)))), 0), "view vs reloaded scratch");
         let names: Vec<_> = walkdir(&scratch);
         prop_assert!(names.iter().all(|n| !n.contains(".wh..wh..tmp.")), "no temp file left: {:?}", names);
@@ -322,4 +330,175 @@ fn walkdir(dir: &Path) -> Vec<String> {
         }
     }
     out
+}
+
+/// A step of the commit and reset model: a change, a commit, or a reset of everything.
+#[derive(Debug, Clone)]
+enum Step {
+    Change(Op),
+    Commit,
+    Reset,
+    /// A reset of one path: the n-th changed path (`spfs-fuse diff`), or with none, a name of
+    /// `NAMES` in a directory of `DIRS`.
+    ResetPath(usize, usize, usize),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    // No hard links: a commit stores none (spfs keeps no link identity), so two names of one
+    // file become two files in the committed layer while the view keeps showing one node.
+    let change = op().prop_filter("no hard links", |op| !matches!(op, Op::Link(..)));
+    prop_oneof![
+        8 => change.prop_map(Step::Change),
+        1 => Just(Step::Commit),
+        1 => Just(Step::Reset),
+        2 => (0..64usize, 0..DIRS.len(), 0..NAMES.len()).prop_map(|(k, d, n)| Step::ResetPath(k, d, n)),
+    ]
+}
+
+/// Writes what a walk saw as a plain directory at `root`.
+fn write_tree(seen: &std::collections::BTreeMap<Vec<u8>, common::Seen>, root: &Path) {
+    fs::create_dir(root).unwrap();
+    // Parents first (a walk's keys sort a directory before its entries); modes last, so a
+    // read-only directory is filled before it closes.
+    for (path, what) in seen {
+        let at = root.join(String::from_utf8_lossy(path).as_ref());
+        match what {
+            common::Seen::Dir(_) => fs::create_dir(&at).unwrap(),
+            common::Seen::File(mode, bytes) => {
+                fs::write(&at, bytes).unwrap();
+                fs::set_permissions(&at, fs::Permissions::from_mode(*mode)).unwrap();
+            }
+            common::Seen::Symlink(target) => {
+                std::os::unix::fs::symlink(String::from_utf8_lossy(target).as_ref(), &at).unwrap()
+            }
+        }
+    }
+    for (path, what) in seen.iter().rev() {
+        if let common::Seen::Dir(mode) = what {
+            let at = root.join(String::from_utf8_lossy(path).as_ref());
+            fs::set_permissions(&at, fs::Permissions::from_mode(*mode)).unwrap();
+        }
+    }
+}
+
+/// Copies tree `from` to `to` (which must not exist), modes and symlinks kept. (Not `cp`: a
+/// child process forked while another test reopens its scratch would hold that test's lock.)
+fn copy_tree(from: &Path, to: &Path) {
+    let meta = fs::symlink_metadata(from).unwrap();
+    if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(from).unwrap(), to).unwrap();
+    } else if meta.is_dir() {
+        fs::create_dir(to).unwrap();
+        for entry in fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+        fs::set_permissions(to, meta.permissions()).unwrap();
+    } else {
+        fs::copy(from, to).unwrap();
+        fs::set_permissions(to, meta.permissions()).unwrap();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn commits_change_nothing_the_view_shows_and_reset_goes_back_to_the_last_commit(
+        steps in prop::collection::vec(step(), 1..32)
+    ) {
+        let (tmp, layer, plain, scratch) = setup();
+        // What the plain directory held at the last commit: a reset goes back to it.
+        let mut base = tmp.path().join("base-start");
+        copy_tree(&plain, &base);
+        let view = Arc::new(
+            editable(3, vec![layer.clone()], &scratch),
+        );
+        let vfs = Arc::new(Vfs::new(Routing::Fixed(view.clone())));
+        let mut layers = vec![layer.clone()];
+        for (k, step) in steps.iter().enumerate() {
+            match step {
+                Step::Change(op) => {
+                    let got = apply_view(&vfs, op);
+                    if got == Err(libc::EXDEV) {
+                        continue;
+                    }
+                    let want = apply_plain(&plain, op);
+                    prop_assert_eq!(got, want, "{:?}", op);
+                }
+                Step::Commit => {
+                    let before = walk(&vfs, 0);
+                    let dir = tmp.path().join(format!("commit{k}"));
+                    view.commit(|tree| {
+                        materialize(tree, &dir);
+                        Ok::<_, std::io::Error>(())
+                    })
+                    .unwrap();
+                    layers.push(dir);
+                    prop_assert_eq!(&walk(&vfs, 0), &before, "the commit changed the view");
+                    let left: Vec<String> = walkdir(&scratch)
+                        .into_iter()
+                        .filter(|p| !p.contains(".wh..wh..tmp."))
+                        .collect();
+                    prop_assert!(left.is_empty(), "the new scratch holds {:?}", left);
+                    base = tmp.path().join(format!("base{k}"));
+                    copy_tree(&plain, &base);
+                }
+                Step::Reset => {
+                    vfs.reset(&view, &[]).unwrap();
+                    fs::remove_dir_all(&plain).unwrap();
+                    copy_tree(&base, &plain);
+                }
+                Step::ResetPath(k, d, n) => {
+                    let changed = view.diff().unwrap();
+                    let rel = match changed.get(k % changed.len().max(1)) {
+                        Some(change) => change.path.strip_prefix("/").unwrap().to_path_buf(),
+                        None => Path::new(DIRS[*d]).join(NAMES[*n]),
+                    };
+                    let before = walk(&vfs, 0);
+                    let parent_is_dir = fs::symlink_metadata(plain.join(rel.parent().unwrap())).is_ok_and(|m| m.is_dir());
+                    match vfs.reset(&view, &[Path::new("/").join(&rel)]) {
+                        Err(spfs_router::ResetError::NotFound(_)) => {
+                            prop_assert!(!parent_is_dir, "reset {:?} refused", rel);
+                            continue;
+                        }
+                        other => {
+                            prop_assert!(parent_is_dir, "reset {:?} under no directory", rel);
+                            other.unwrap();
+                        }
+                    }
+                    let after = walk(&vfs, 0);
+                    let key = rel.to_string_lossy().into_owned().into_bytes();
+                    let under = |p: &[u8]| p == key.as_slice() || p.starts_with(&[key.as_slice(), b"/"].concat());
+                    // At the path and below: the last commit's tree, or nothing (under an
+                    // added or replaced parent).
+                    let at_base: Vec<_> = walk(&read_only(vec![base.clone()]), 0).into_iter().filter(|(p, _)| under(p)).collect();
+                    let at_view: Vec<_> = after.iter().filter(|(p, _)| under(p)).map(|(p, s)| (p.clone(), s.clone())).collect();
+                    prop_assert!(at_view.is_empty() || at_view == at_base, "reset {:?}: {:?} vs the commit's {:?}", rel, at_view, at_base);
+                    // Elsewhere nothing new appears.
+                    for (path, seen) in after.iter().filter(|(p, _)| !under(p)) {
+                        prop_assert_eq!(before.get(path), Some(seen), "{:?} changed outside the reset path", String::from_utf8_lossy(path));
+                    }
+                    // The scratch holds exactly the remaining changes.
+                    let mut stack = layers.clone();
+                    stack.push(scratch.clone());
+                    prop_assert_eq!(&after, &walk(&read_only(stack), 0), "reset {:?}: view vs LAYERS+COMMITTED+SCRATCH", rel);
+                    // The reference follows the view from here on.
+                    fs::remove_dir_all(&plain).unwrap();
+                    write_tree(&after, &plain);
+                }
+            }
+        }
+        let seen = walk(&vfs, 0);
+        prop_assert_eq!(&seen, &walk(&read_only(vec![plain.clone()]), 0), "view vs plain directory");
+        let mut stack = layers.clone();
+        stack.push(scratch.clone());
+        prop_assert_eq!(&seen, &walk(&read_only(stack), 0), "view vs LAYERS+COMMITTED+SCRATCH");
+        // Registered again over the committed stack, the scratch shows the same tree.
+        drop((vfs, view));
+        let again = editable(4, layers, &scratch);
+        prop_assert_eq!(&seen, &walk(&Arc::new(Vfs::new(Routing::Fixed(Arc::new(again)))), 0), "view vs reloaded scratch");
+        let names: Vec<_> = walkdir(&scratch);
+        prop_assert!(names.iter().all(|n| !n.contains(".wh..wh..tmp.")), "no temp file left: {:?}", names);
+    }
 }

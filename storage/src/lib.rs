@@ -62,6 +62,7 @@ mod manifest;
 mod object;
 mod repo;
 mod tag;
+pub mod write;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -10,18 +10,12 @@
 //! removed, and the same holds inside it, where nothing of the lower one shows. Names starting
 //! with `.wh..wh.` other than the opaque marker are the core's temporary files: not changes.
 
-use std::collections::BTreeSet;
-use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::{OPAQUE_MARKER as OPAQUE, WHITEOUT_PREFIX as WHITEOUT};
+use super::lower::Lower;
+use super::walk::{Met, Visit, walk};
 use crate::view::{FileKind, View};
-
-/// Names with this prefix are the format's own: the opaque marker and the core's temporary
-/// files ([`super::TEMP_PREFIX`]), never whiteouts of a real name.
-const RESERVED: &[u8] = b".wh..wh.";
 
 /// What happened to one path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -59,120 +53,58 @@ pub enum DiffError {
 /// The changes the scratch directory `scratch` holds over `lower` (the view of the layers
 /// below it), ordered by path.
 pub fn diff(lower: &View, scratch: &Path) -> Result<Vec<Change>, DiffError> {
-    let mut changes = Vec::new();
-    let root = Dir {
-        real: scratch,
-        path: Path::new("/"),
-        below: Some(0),
-        opaque: false,
-    };
-    walk(lower, &root, &mut changes)?;
-    changes.sort();
-    Ok(changes)
+    diff_over(&lower, scratch)
 }
 
-/// A directory of the scratch being compared.
-struct Dir<'a> {
-    /// Where it is on disk.
-    real: &'a Path,
-    /// Its path inside the view.
-    path: &'a Path,
-    /// The lower view's directory of the same path, if it has one.
-    below: Option<u32>,
-    /// Whether it hides the lower directory's entries (its own marker, or an opaque parent).
-    opaque: bool,
+/// The changes the scratch directory `scratch` holds over `lower`, ordered by path.
+pub(super) fn diff_over(lower: &dyn Lower<'_>, scratch: &Path) -> Result<Vec<Change>, DiffError> {
+    let mut changes = Changes(Vec::new());
+    walk(lower, scratch, &mut changes)?;
+    changes.0.sort();
+    Ok(changes.0)
 }
 
-fn walk(lower: &View, dir: &Dir<'_>, changes: &mut Vec<Change>) -> Result<(), DiffError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| DiffError::Io { path, source }
-    };
-    let mut names: Vec<OsString> = std::fs::read_dir(dir.real)
-        .map_err(io(dir.real))?
-        .map(|entry| entry.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .map_err(io(dir.real))?;
-    names.sort();
-    let present: BTreeSet<&[u8]> = names
-        .iter()
-        .map(|n| n.as_bytes())
-        .filter(|n| !n.starts_with(WHITEOUT))
-        .collect();
-    let mut change = |path: PathBuf, kind| changes.push(Change { path, kind });
+/// The diff's visitor: what the walk meets, as changes.
+struct Changes(Vec<Change>);
 
-    if dir.opaque
-        && let Some(below) = dir.below
-    {
-        // Everything of the lower directory that the scratch does not hold again is gone.
-        for index in lower.children(below) {
-            let name = lower.name(index);
-            if !present.contains(name) {
-                change(
-                    dir.path.join(std::ffi::OsStr::from_bytes(name)),
-                    ChangeKind::Removed,
-                );
-            }
-        }
+impl Visit for Changes {
+    type Error = DiffError;
+
+    fn removed(&mut self, path: &Path) -> Result<(), DiffError> {
+        self.0.push(Change {
+            path: path.to_path_buf(),
+            kind: ChangeKind::Removed,
+        });
+        Ok(())
     }
-    let mut subdirs = Vec::new();
-    for name in &names {
-        let bytes = name.as_bytes();
-        if bytes.starts_with(RESERVED) {
-            continue;
-        }
-        if let Some(hidden) = bytes.strip_prefix(WHITEOUT) {
-            // An entry of the same name in the scratch wins over its whiteout; in an opaque
-            // directory the lower entries were listed above.
-            let below = dir.below.and_then(|d| lower.child(d, hidden));
-            if !dir.opaque && !present.contains(hidden) && below.is_some() {
-                change(
-                    dir.path.join(std::ffi::OsStr::from_bytes(hidden)),
-                    ChangeKind::Removed,
-                );
-            }
-            continue;
-        }
-        let real = dir.real.join(name);
-        let path = dir.path.join(name);
-        let meta = std::fs::symlink_metadata(&real).map_err(io(&real))?;
-        let below = dir.below.and_then(|d| lower.child(d, bytes));
-        if !meta.is_dir() {
-            let kind = match below {
-                Some(_) => ChangeKind::Modified,
-                None => ChangeKind::Added,
-            };
-            change(path, kind);
-            continue;
-        }
-        let below_dir = below.filter(|&i| lower.kind(i) == FileKind::Directory);
-        let opaque = dir.opaque || real.join(std::ffi::OsStr::from_bytes(OPAQUE)).exists();
-        match below {
-            None => change(path.clone(), ChangeKind::Added),
+
+    fn entry(&mut self, lower: &dyn Lower<'_>, entry: &Met<'_>) -> Result<(), DiffError> {
+        let kind = match entry.below {
+            None => Some(ChangeKind::Added),
+            // A file or symlink in the scratch replaced what was there, or changed it.
+            Some(_) if !entry.meta.is_dir() => Some(ChangeKind::Modified),
             // A file replaced by a directory, or a directory replaced by a new one.
-            Some(_) if below_dir.is_none() || opaque => change(path.clone(), ChangeKind::Modified),
-            Some(index) => {
-                let attr = lower.attr(index);
-                if meta.mode() & 0o7777 != attr.perm
-                    || meta.uid() != attr.uid
-                    || meta.gid() != attr.gid
-                {
-                    change(path.clone(), ChangeKind::Modified);
-                }
+            Some(index) if lower.kind(index) != Some(FileKind::Directory) || entry.opaque => {
+                Some(ChangeKind::Modified)
             }
-        }
-        subdirs.push((real, path, below_dir, opaque));
-    }
-    for (real, path, below, opaque) in subdirs {
-        let sub = Dir {
-            real: &real,
-            path: &path,
-            below,
-            opaque,
+            // A directory is also copied up just to hold a changed child: a change only when
+            // its mode or owner differ.
+            Some(index) => lower.attr(index).ok().and_then(|attr| {
+                let meta = entry.meta;
+                (meta.mode() & 0o7777 != attr.perm
+                    || meta.uid() != attr.uid
+                    || meta.gid() != attr.gid)
+                    .then_some(ChangeKind::Modified)
+            }),
         };
-        walk(lower, &sub, changes)?;
+        if let Some(kind) = kind {
+            self.0.push(Change {
+                path: entry.path.to_path_buf(),
+                kind,
+            });
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -7,15 +7,22 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use super::lower::Lower;
 use super::overlay::State;
 use super::{OPAQUE_MARKER, TEMP_PREFIX, WHITEOUT_PREFIX};
-use crate::view::{FileKind, View, entry_kind};
+use crate::view::{FileKind, entry_kind};
 
 /// Hard links found so far: (device, inode) to the index that took it first.
 pub(super) type Links = HashMap<(u64, u64), u32>;
 
 /// Loads scratch directory `path`, the upper part of directory `dir`, into `state`.
-pub(super) fn load_dir(state: &mut State, lower: &View, dir: u32, path: &Path, links: &mut Links) {
+pub(super) fn load_dir(
+    state: &mut State,
+    lower: &dyn Lower<'_>,
+    dir: u32,
+    path: &Path,
+    links: &mut Links,
+) {
     let entries = match fs::read_dir(path) {
         Ok(entries) => entries,
         Err(err) => {
@@ -34,12 +41,12 @@ pub(super) fn load_dir(state: &mut State, lower: &View, dir: u32, path: &Path, l
     }
     let has = |wanted: &[u8]| names.iter().any(|e| e.file_name().as_bytes() == wanted);
     let opaque = has(OPAQUE_MARKER);
-    let lower_dir = (dir as usize) < lower.len() && lower.kind(dir) == FileKind::Directory;
+    let lower_dir = lower.is_dir(dir);
     if opaque && lower_dir {
         // Only the root can be a lower directory with a marker (any other opaque directory
         // is loaded as a new one): everything below it is hidden.
-        for index in lower.children(dir) {
-            state.hide(dir, lower.name(index));
+        for (name, _) in lower.list(dir) {
+            state.hide(dir, name);
         }
     }
     for entry in &names {
@@ -83,9 +90,7 @@ pub(super) fn load_dir(state: &mut State, lower: &View, dir: u32, path: &Path, l
                     .path()
                     .join(std::ffi::OsStr::from_bytes(OPAQUE_MARKER))
                     .exists()
-                && lower
-                    .child(dir, bytes)
-                    .is_some_and(|c| lower.kind(c) == FileKind::Directory);
+                && lower.child(dir, bytes).is_some_and(|c| lower.is_dir(c));
             let index = match merged {
                 true => lower.child(dir, bytes).map(|c| state.merge(lower, c)),
                 false => state.add(dir, bytes, kind),

@@ -5,15 +5,21 @@
 //! `.wh.NAME` whiteouts and `.wh..wh..opq` opaque markers. So `LAYERS+SCRATCH` registered
 //! read-only shows what the editable runtime showed, and a scratch outlives the service.
 
+mod commit;
 mod diff;
+pub use commit::{CommitError, MASK_MODE};
 pub use diff::{Change, ChangeKind, DiffError, diff};
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use crate::node::NodeId;
+
 mod ffi;
+mod gate;
 mod load;
+mod lower;
 mod overlay;
 #[cfg(target_os = "linux")]
 #[path = "sys_linux.rs"]
@@ -21,6 +27,7 @@ mod sys;
 #[cfg(target_os = "macos")]
 #[path = "sys_macos.rs"]
 mod sys;
+mod walk;
 
 pub(crate) use overlay::{Edit, Make};
 pub(crate) use sys::fallocate;
@@ -32,6 +39,45 @@ pub(crate) const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 /// The core's temp names: readers take them for whiteouts of an impossible name, so one a
 /// crash leaves behind changes nothing (and loading the scratch removes it).
 pub(crate) const TEMP_PREFIX: &str = ".wh..wh..tmp.";
+
+/// What the kernel must forget after the core changed a view behind its back (a reset): the
+/// frontend turns each into a FUSE notification (`FUSE_NOTIFY_INVAL_ENTRY` /
+/// `FUSE_NOTIFY_INVAL_INODE`), sent after [`crate::View::reset`] returned.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Invalidation {
+    /// The entry `name` of directory `parent`, positive or negative: the next lookup of the
+    /// name must reach the service.
+    Entry {
+        /// The directory's node id.
+        parent: NodeId,
+        /// The name in it.
+        name: Vec<u8>,
+    },
+    /// A node's attributes and cached pages (and, for a directory, its cached listing).
+    Node(NodeId),
+}
+
+/// Why a reset failed. Paths are reset in the order given; an error stops there.
+#[derive(Debug, thiserror::Error)]
+pub enum ResetError {
+    /// The view is read-only.
+    #[error("the view is not editable")]
+    NotEditable,
+    /// A path with `.`, `..` or an empty name.
+    #[error("{0:?} is not a path inside the view (no `.` or `..`)")]
+    Invalid(PathBuf),
+    /// A path whose parent is not a directory of the view.
+    #[error("the parent of {0:?} is not a directory of the view")]
+    NotFound(PathBuf),
+    /// Changing the scratch failed.
+    #[error("cannot reset {path:?} in the scratch: {source}")]
+    Scratch {
+        /// The entry of the scratch.
+        path: PathBuf,
+        /// What the filesystem said.
+        source: std::io::Error,
+    },
+}
 
 /// Why a scratch directory cannot be used.
 #[derive(Debug, thiserror::Error)]

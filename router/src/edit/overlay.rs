@@ -13,19 +13,24 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use super::commit::{CommitError, commit_tree};
 use super::ffi::{c_path, check};
+use super::gate::Gate;
+use super::lower::Lower;
+use super::{Invalidation, ResetError};
 use super::{OPAQUE_MARKER, Scratch, TEMP_PREFIX, WHITEOUT_PREFIX, sys};
-use crate::error::FsError;
+use crate::error::{FsError, ToErrno};
 use crate::files::OpenFiles;
 use crate::node::NodeId;
 use crate::vfs::{
     Caller, DirEntry, DirectoryReplier, RenameMode, SetAttr, StatFs, TimeSet, XattrSet,
 };
 use crate::view::{Attr, BLOCK_SIZE, FileKind, Timestamp, View};
+use spfs_storage::write::Node;
 
 /// Deeper than this, a path walk is taken for a loop in the state (it cannot happen: a
 /// directory is never moved into itself).
@@ -61,13 +66,17 @@ pub struct Edit {
     /// Set at the first change (or when a loaded scratch held some); until then every request
     /// goes the read-only way, without taking the lock.
     changed: AtomicBool,
-    state: RwLock<State>,
+    state: RwLock<Locked>,
     temps: AtomicU64,
     /// Lower files being copied up outside the lock: one copy per file at a time, since a
     /// large write arrives as several WRITEs at once (one per FUSE queue) and each would
     /// copy the whole file.
     copying: Mutex<HashSet<u32>>,
     copied: Condvar,
+    /// Held shared by every change, alone by a commit.
+    gate: Gate,
+    /// Frozen generations made so far (their directories' numbers).
+    generations: AtomicU64,
 }
 
 /// The claim on copying up one lower file (see [`Edit::claim_copy`]); dropped, it wakes
@@ -266,7 +275,7 @@ impl State {
     }
 
     /// Loading: lower directory `i` has an upper part, merged with it.
-    pub(super) fn merge(&mut self, lower: &View, i: u32) -> u32 {
+    pub(super) fn merge(&mut self, lower: &dyn Lower<'_>, i: u32) -> u32 {
         self.entry(lower, i).upper = true;
         i
     }
@@ -297,10 +306,18 @@ impl State {
         self.delta(dir).insert(name.to_vec(), Some(i));
     }
 
-    fn kind(&self, lower: &View, i: u32) -> Option<FileKind> {
+    /// An empty state over `lower`, fresh indexes starting past it.
+    pub(super) fn over(lower: &dyn Lower<'_>) -> State {
+        State {
+            next: lower.len() as u32,
+            ..State::default()
+        }
+    }
+
+    fn kind(&self, lower: &dyn Lower<'_>, i: u32) -> Option<FileKind> {
         match self.entries.get(&i) {
             Some(entry) => Some(entry.kind),
-            None => ((i as usize) < lower.len()).then(|| lower.kind(i)),
+            None => lower.kind(i),
         }
     }
 
@@ -309,37 +326,39 @@ impl State {
     }
 
     /// Where entry `i` is linked (its first name); `None` for the root and detached entries.
-    fn location<'a>(&'a self, lower: &'a View, i: u32) -> Option<(u32, &'a [u8])> {
+    fn location<'r, 'l: 'r>(&'r self, lower: &dyn Lower<'l>, i: u32) -> Option<(u32, &'r [u8])> {
         if i == 0 {
             return None;
         }
         match self.entries.get(&i) {
             Some(entry) => entry.names.first().map(|(p, n)| (*p, n.as_slice())),
-            None if (i as usize) < lower.len() => Some((lower.parent(i), lower.name(i))),
-            None => None,
+            None => lower.location(i),
         }
     }
 
     /// The parent of entry `i` (the root and detached entries are their own).
-    fn parent(&self, lower: &View, i: u32) -> u32 {
+    fn parent(&self, lower: &dyn Lower<'_>, i: u32) -> u32 {
         self.location(lower, i).map_or(i, |(p, _)| p)
     }
 
-    /// Directory `i` and its parents up to the root, `i` first.
-    fn ancestors<'a>(&'a self, lower: &'a View, i: u32) -> impl Iterator<Item = u32> + 'a {
-        let mut next = Some(i);
-        std::iter::from_fn(move || {
-            let at = next?;
-            next = (at != 0)
-                .then(|| self.parent(lower, at))
-                .filter(|p| *p != at);
-            Some(at)
-        })
-        .take(MAX_DEPTH)
+    /// Whether `a` is directory `i` or one of its parents.
+    fn has_ancestor(&self, lower: &dyn Lower<'_>, i: u32, a: u32) -> bool {
+        let mut at = i;
+        for _ in 0..MAX_DEPTH {
+            if at == a {
+                return true;
+            }
+            let parent = self.parent(lower, at);
+            if at == 0 || parent == at {
+                return false;
+            }
+            at = parent;
+        }
+        false
     }
 
     /// Entry `i`'s path relative to the scratch; `None` when it or a parent is detached.
-    fn path(&self, lower: &View, i: u32) -> Option<PathBuf> {
+    fn path(&self, lower: &dyn Lower<'_>, i: u32) -> Option<PathBuf> {
         let mut parts = Vec::new();
         let mut at = i;
         while at != 0 {
@@ -354,50 +373,42 @@ impl State {
     }
 
     /// Whether a lower entry named `name` lies under directory `dir` (hidden or not).
-    fn lower_has(&self, lower: &View, dir: u32, name: &[u8]) -> bool {
-        (dir as usize) < lower.len()
-            && lower.kind(dir) == FileKind::Directory
-            && lower.child(dir, name).is_some()
+    fn lower_has(&self, lower: &dyn Lower<'_>, dir: u32, name: &[u8]) -> bool {
+        lower.child(dir, name).is_some()
     }
 
-    fn child(&self, lower: &View, dir: u32, name: &[u8]) -> Option<u32> {
+    fn child(&self, lower: &dyn Lower<'_>, dir: u32, name: &[u8]) -> Option<u32> {
         if let Some(found) = self.dirs.get(&dir).and_then(|d| d.get(name)) {
             return *found;
         }
-        if (dir as usize) < lower.len() && lower.kind(dir) == FileKind::Directory {
-            return lower.child(dir, name);
-        }
-        None
+        lower.child(dir, name)
     }
 
     /// The entries of directory `dir`, by name.
-    fn list(&self, lower: &View, dir: u32) -> Vec<(Vec<u8>, u32)> {
+    fn list<'r, 'l: 'r>(&'r self, lower: &dyn Lower<'l>, dir: u32) -> Vec<(&'r [u8], u32)> {
         let delta = self.dirs.get(&dir);
-        let mut out: Vec<(Vec<u8>, u32)> = Vec::new();
-        if (dir as usize) < lower.len() && lower.kind(dir) == FileKind::Directory {
-            for index in lower.children(dir) {
-                let name = lower.name(index);
-                if delta.is_none_or(|d| !d.contains_key(name)) {
-                    out.push((name.to_vec(), index));
-                }
-            }
-        }
+        let mut out: Vec<(&'r [u8], u32)> = lower.list(dir);
         if let Some(delta) = delta {
-            out.extend(delta.iter().filter_map(|(n, i)| i.map(|i| (n.clone(), i))));
-            out.sort_by(|a, b| a.0.cmp(&b.0));
+            out.retain(|(name, _)| !delta.contains_key(*name));
+            out.extend(
+                delta
+                    .iter()
+                    .filter_map(|(n, i)| i.map(|i| (n.as_slice(), i))),
+            );
+            out.sort_by(|a, b| a.0.cmp(b.0));
         }
         out
     }
 
-    fn is_empty_dir(&self, lower: &View, dir: u32) -> bool {
+    fn is_empty_dir(&self, lower: &dyn Lower<'_>, dir: u32) -> bool {
         self.list(lower, dir).is_empty()
     }
 
     /// The entry of `i`, made from its lower entry on its first change.
-    fn entry(&mut self, lower: &View, i: u32) -> &mut Entry {
+    fn entry(&mut self, lower: &dyn Lower<'_>, i: u32) -> &mut Entry {
         self.entries.entry(i).or_insert_with(|| Entry {
-            kind: lower.kind(i),
-            names: vec![(lower.parent(i), lower.name(i).to_vec())],
+            kind: lower.kind(i).unwrap_or(FileKind::File),
+            names: lower.names(i),
             upper: false,
         })
     }
@@ -407,7 +418,7 @@ impl State {
     }
 
     /// Takes `name` out of `dir`, which held entry `i` under it.
-    fn unname(&mut self, lower: &View, dir: u32, name: &[u8], i: u32) {
+    fn unname(&mut self, lower: &dyn Lower<'_>, dir: u32, name: &[u8], i: u32) {
         if self.lower_has(lower, dir, name) {
             self.delta(dir).insert(name.to_vec(), None);
         } else {
@@ -427,6 +438,208 @@ impl State {
     }
 }
 
+/// The overlay's state behind its lock: what changed, and what it changed it over.
+#[derive(Debug, Default)]
+struct Locked {
+    /// The last commit's frozen generation; `None` before the first commit (the changes lie
+    /// on the view's layers).
+    base: Option<Arc<Frozen>>,
+    state: State,
+}
+
+impl Locked {
+    /// The state and its lower, for reading.
+    fn parts<'a>(&'a self, view: &'a View) -> (&'a State, Below<'a>) {
+        (&self.state, below(view, &self.base))
+    }
+
+    /// The state and its lower, for a change.
+    fn split<'a>(&'a mut self, view: &'a View) -> (&'a mut State, Below<'a>) {
+        (&mut self.state, below(view, &self.base))
+    }
+}
+
+fn below<'a>(view: &'a View, base: &'a Option<Arc<Frozen>>) -> Below<'a> {
+    Below {
+        view,
+        generation: base.as_deref(),
+    }
+}
+
+/// A frozen generation: the overlay as it was at a commit, read-only, its upper entries
+/// moved into `dir` (a temp name in the scratch, so loading the scratch removes it and
+/// walkers skip it). It serves what the runtime saw, under the same indexes, until the
+/// runtime ends.
+#[derive(Debug)]
+pub(super) struct Frozen {
+    dir: PathBuf,
+    state: State,
+    base: Option<Arc<Frozen>>,
+}
+
+/// The lower of an overlay's current state: the view's layers, or a frozen generation (over
+/// its own lower).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Below<'a> {
+    view: &'a View,
+    generation: Option<&'a Frozen>,
+}
+
+impl<'a> Below<'a> {
+    /// The lower of generation `generation`.
+    fn of(&self, generation: &'a Frozen) -> Below<'a> {
+        below(self.view, &generation.base)
+    }
+}
+
+impl<'a> Lower<'a> for Below<'a> {
+    fn len(&self) -> usize {
+        match self.generation {
+            None => self.view.len(),
+            Some(g) => g.state.next as usize,
+        }
+    }
+
+    fn kind(&self, i: u32) -> Option<FileKind> {
+        match self.generation {
+            None => (&self.view).kind(i),
+            Some(g) => g.state.kind(&self.of(g), i),
+        }
+    }
+
+    fn location(&self, i: u32) -> Option<(u32, &'a [u8])> {
+        match self.generation {
+            None => self.view.location(i),
+            Some(g) => g.state.location(&self.of(g), i),
+        }
+    }
+
+    fn names(&self, i: u32) -> Vec<(u32, Vec<u8>)> {
+        match self.generation {
+            None => (&self.view).names(i),
+            Some(g) => match g.state.entries.get(&i) {
+                Some(entry) => entry.names.clone(),
+                None => self.of(g).names(i),
+            },
+        }
+    }
+
+    fn child(&self, dir: u32, name: &[u8]) -> Option<u32> {
+        match self.generation {
+            None => (&self.view).child(dir, name),
+            Some(g) => {
+                let lower = self.of(g);
+                (g.state.kind(&lower, dir) == Some(FileKind::Directory))
+                    .then(|| g.state.child(&lower, dir, name))
+                    .flatten()
+            }
+        }
+    }
+
+    fn list(&self, dir: u32) -> Vec<(&'a [u8], u32)> {
+        match self.generation {
+            None => self.view.list(dir),
+            Some(g) => {
+                let lower = self.of(g);
+                match g.state.kind(&lower, dir) == Some(FileKind::Directory) {
+                    true => g.state.list(&lower, dir),
+                    false => Vec::new(),
+                }
+            }
+        }
+    }
+
+    fn attr(&self, i: u32) -> Result<Attr, FsError> {
+        match self.generation {
+            None => (&self.view).attr(i),
+            Some(g) => attr_in(&g.dir, &g.state, &self.of(g), i),
+        }
+    }
+
+    fn open(&self, i: u32) -> Result<File, FsError> {
+        match self.generation {
+            None => (&self.view).open(i),
+            Some(g) => {
+                let lower = self.of(g);
+                check_file(&g.state, &lower, i)?;
+                if !g.state.is_upper(i) {
+                    return lower.open(i);
+                }
+                let path = upper_path(&g.dir, &g.state, &lower, i)?;
+                // Read-only: a generation never changes; a write copies the file up first.
+                fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&path)
+                    .map_err(failed(&path))
+            }
+        }
+    }
+
+    fn target(&self, i: u32) -> Result<Vec<u8>, FsError> {
+        match self.generation {
+            None => (&self.view).target(i),
+            Some(g) => {
+                let lower = self.of(g);
+                if !g.state.is_upper(i) {
+                    return lower.target(i);
+                }
+                let path = upper_path(&g.dir, &g.state, &lower, i)?;
+                fs::read_link(&path)
+                    .map(|t| t.into_os_string().into_encoded_bytes())
+                    .map_err(failed(&path))
+            }
+        }
+    }
+
+    fn node_id(&self, i: u32) -> NodeId {
+        self.view.node_id(i)
+    }
+}
+
+/// Entry `i`'s path under upper directory `dir`; detached entries have none.
+fn upper_path(dir: &Path, st: &State, lower: &dyn Lower<'_>, i: u32) -> Result<PathBuf, FsError> {
+    st.path(lower, i)
+        .map(|rel| dir.join(rel))
+        .ok_or_else(|| FsError::StaleNode(lower.node_id(i)))
+}
+
+/// The attributes of entry `i` of state `st`, whose upper entries lie under `dir`.
+fn attr_in(dir: &Path, st: &State, lower: &dyn Lower<'_>, i: u32) -> Result<Attr, FsError> {
+    if i == 0 {
+        return lower.attr(0);
+    }
+    let kind = st
+        .kind(lower, i)
+        .ok_or_else(|| FsError::StaleNode(lower.node_id(i)))?;
+    let dir_links = || {
+        2 + st
+            .list(lower, i)
+            .iter()
+            .filter(|(_, c)| st.kind(lower, *c) == Some(FileKind::Directory))
+            .count() as u32
+    };
+    if !st.is_upper(i) {
+        let mut attr = lower.attr(i)?;
+        if kind == FileKind::Directory && st.dirs.contains_key(&i) {
+            attr.nlink = dir_links();
+        }
+        if st.entries.get(&i).is_some_and(|e| e.names.is_empty()) {
+            // Removed (and maybe still open): no name links to it any more.
+            attr.nlink = 0;
+        }
+        return Ok(attr);
+    }
+    let path = upper_path(dir, st, lower, i)?;
+    let meta = fs::symlink_metadata(&path).map_err(failed(&path))?;
+    let nlink = if kind == FileKind::Directory {
+        dir_links()
+    } else {
+        meta.nlink() as u32
+    };
+    Ok(attr_of(&meta, lower.node_id(i), kind, nlink))
+}
+
 /// What a new entry is made as.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Make<'a> {
@@ -441,11 +654,9 @@ pub(crate) enum Make<'a> {
 impl Edit {
     /// The overlay of `lower` with `scratch` on top, loading what an earlier runtime left in a
     /// durable scratch (and removing the core's leftover temp files).
-    pub(crate) fn load(scratch: Scratch, lower: &View) -> Edit {
-        let mut state = State {
-            next: lower.len() as u32,
-            ..State::default()
-        };
+    pub(crate) fn load(scratch: Scratch, view: &View) -> Edit {
+        let lower = &view;
+        let mut state = State::over(lower);
         let mut links = HashMap::new();
         super::load::load_dir(&mut state, lower, 0, scratch.dir(), &mut links);
         let changed = !state.entries.is_empty() || !state.dirs.is_empty();
@@ -455,10 +666,12 @@ impl Edit {
         Edit {
             scratch,
             changed: AtomicBool::new(changed),
-            state: RwLock::new(state),
+            state: RwLock::new(Locked { base: None, state }),
             temps: AtomicU64::new(0),
             copying: Mutex::default(),
             copied: Condvar::new(),
+            gate: Gate::default(),
+            generations: AtomicU64::new(0),
         }
     }
 
@@ -477,18 +690,349 @@ impl Edit {
         self.changed.load(Ordering::Acquire)
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, State> {
+    /// The commit gate: held by a change that outlives a call here (a frontend's write into
+    /// the file [`Edit::writable`] handed out).
+    pub(crate) fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    /// The changes since the last commit (or the start), over what the view showed then.
+    pub(crate) fn diff(&self, view: &View) -> Result<Vec<super::Change>, super::DiffError> {
+        // A generation never changes: the walk needs no lock, so changes go on meanwhile.
+        let base = self.read().base.clone();
+        super::diff::diff_over(&below(view, &base), self.scratch.dir())
+    }
+
+    /// Commits: with the gate closed, the scratch's tree goes to `write`; when it succeeds,
+    /// the view carries on from it ([`Edit::rebase`]). A failed `write` changes nothing.
+    pub(crate) fn commit<T, E>(
+        &self,
+        view: &View,
+        write: impl FnOnce(&Node) -> Result<T, E>,
+    ) -> Result<T, CommitError<E>> {
+        let _closed = self.gate.close();
+        let tree = {
+            let g = self.read();
+            let (_, lower) = g.parts(view);
+            commit_tree(&lower, self.scratch.dir())?
+        };
+        let out = write(&tree).map_err(CommitError::Write)?;
+        self.rebase()?;
+        Ok(out)
+    }
+
+    /// Throws away changes since the last commit (or the start), with the gate closed:
+    /// everything when `paths` is empty (or names the root), else the changes at each path
+    /// and below it (docs/SEMANTICS.md, "Reset"). Returns what the kernel must forget.
+    pub(crate) fn reset(
+        &self,
+        view: &View,
+        paths: &[PathBuf],
+    ) -> Result<Vec<Invalidation>, ResetError> {
+        let mut parsed = Vec::new();
+        for path in paths {
+            let mut names = Vec::new();
+            for part in path.components() {
+                match part {
+                    Component::RootDir | Component::CurDir if names.is_empty() => {}
+                    Component::Normal(name) => names.push(name.as_bytes().to_vec()),
+                    _ => return Err(ResetError::Invalid(path.clone())),
+                }
+            }
+            parsed.push((path, names));
+        }
+        let _closed = self.gate.close();
+        let mut g = self.write();
+        let (st, lower) = g.split(view);
+        let lower = &lower;
+        let mut out = Vec::new();
+        if parsed.is_empty() || parsed.iter().any(|(_, names)| names.is_empty()) {
+            self.reset_all(st, lower, &mut out)?;
+        } else {
+            for (path, names) in &parsed {
+                self.reset_path(st, lower, path, names, &mut out)?;
+            }
+        }
+        let mut seen = HashSet::new();
+        // The root's attributes are the same in every view and never change.
+        out.retain(|i| *i != Invalidation::Node(crate::node::ROOT) && seen.insert(i.clone()));
+        tracing::info!(scratch = %self.scratch.dir().display(), paths = paths.len(), invalidations = out.len(), "reset");
+        Ok(out)
+    }
+
+    /// Resets every change: the scratch is emptied (but for frozen generations).
+    fn reset_all(
+        &self,
+        st: &mut State,
+        lower: &dyn Lower<'_>,
+        out: &mut Vec<Invalidation>,
+    ) -> Result<(), ResetError> {
+        for (&dir, delta) in &st.dirs {
+            out.extend(delta.keys().map(|name| Invalidation::Entry {
+                parent: lower.node_id(dir),
+                name: name.clone(),
+            }));
+            out.push(Invalidation::Node(lower.node_id(dir)));
+        }
+        // A removed file still open (copied up, no name) is no change anyone sees: it stays,
+        // and its open file with it.
+        let detached = |i: u32, e: &Entry| {
+            e.upper && e.names.is_empty() && e.kind == FileKind::File && lower.location(i).is_none()
+        };
+        out.extend(
+            st.entries
+                .iter()
+                .filter(|(i, e)| !detached(**i, e))
+                .map(|(&i, _)| Invalidation::Node(lower.node_id(i))),
+        );
+        let root = self.scratch.dir();
+        let failed = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ResetError::Scratch { path, source }
+        };
+        for entry in fs::read_dir(root).map_err(failed(root))? {
+            let name = entry.map_err(failed(root))?.file_name();
+            if !name.as_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
+                let path = root.join(&name);
+                remove_any(&path).map_err(failed(&path))?;
+            }
+        }
+        st.entries.retain(|i, e| detached(*i, e));
+        st.dirs.clear();
+        Ok(())
+    }
+
+    /// Resets the changes at view path `path` (its `names`) and below.
+    fn reset_path(
+        &self,
+        st: &mut State,
+        lower: &dyn Lower<'_>,
+        path: &Path,
+        names: &[Vec<u8>],
+        out: &mut Vec<Invalidation>,
+    ) -> Result<(), ResetError> {
+        let failed = |at: &Path| {
+            let at = at.to_path_buf();
+            move |source| ResetError::Scratch { path: at, source }
+        };
+        let scratch_err = |err: FsError| ResetError::Scratch {
+            path: path.to_path_buf(),
+            source: io::Error::from_raw_os_error(err.to_errno()),
+        };
+        let Some((name, parents)) = names.split_last() else {
+            return Err(ResetError::Invalid(path.to_path_buf()));
+        };
+        let mut dir = 0;
+        for part in parents {
+            dir = st
+                .child(lower, dir, part)
+                .filter(|&c| st.kind(lower, c) == Some(FileKind::Directory))
+                .ok_or_else(|| ResetError::NotFound(path.to_path_buf()))?;
+        }
+        let entry = |parent: u32, name: &[u8]| Invalidation::Entry {
+            parent: lower.node_id(parent),
+            name: name.to_vec(),
+        };
+        out.push(entry(dir, name));
+        let current = st.child(lower, dir, name);
+        let below = lower.child(dir, name);
+        if st.is_upper(dir) {
+            let up = self.upper_path(st, lower, dir).map_err(scratch_err)?;
+            let at = up.join(os(name));
+            if fs::symlink_metadata(&at).is_ok() {
+                // Out of sight at once, then removed.
+                let tmp = self.temp_in(&up);
+                fs::rename(&at, &tmp).map_err(failed(&at))?;
+                if let Err(err) = remove_any(&tmp) {
+                    tracing::warn!(path = %tmp.display(), error = %err, "cannot remove a reset entry's leftovers");
+                }
+            }
+            remove_whiteout(&up, name).map_err(scratch_err)?;
+        }
+        for i in current
+            .into_iter()
+            .chain(below.filter(|&l| Some(l) != current))
+        {
+            if st.entries.contains_key(&i) || st.dirs.contains_key(&i) {
+                self.forget_subtree(st, lower, i, (dir, name), out)?;
+            }
+            out.push(Invalidation::Node(lower.node_id(i)));
+        }
+        if let Some(delta) = st.dirs.get_mut(&dir) {
+            delta.remove(name.as_slice());
+        }
+        Ok(())
+    }
+
+    /// Forgets the changes of entry `c`, linked as `at`, and of what lies below it: a lower
+    /// entry shows its lower self again, at its lower path only (its other names go, as an
+    /// unlink takes them); a new one is gone, but for its hard links elsewhere. The scratch
+    /// below `at` is gone already.
+    fn forget_subtree(
+        &self,
+        st: &mut State,
+        lower: &dyn Lower<'_>,
+        c: u32,
+        at: (u32, &[u8]),
+        out: &mut Vec<Invalidation>,
+    ) -> Result<(), ResetError> {
+        out.push(Invalidation::Node(lower.node_id(c)));
+        let others: Vec<(u32, Vec<u8>)> = st.entries.get(&c).map_or_else(Vec::new, |e| {
+            e.names
+                .iter()
+                .filter(|(p, n)| !(*p == at.0 && n == at.1))
+                .cloned()
+                .collect()
+        });
+        if lower.kind(c).is_none() && !others.is_empty() {
+            if let Some(e) = st.entries.get_mut(&c) {
+                e.names.retain(|(p, n)| !(*p == at.0 && n == at.1));
+            }
+            return Ok(());
+        }
+        for (p, n) in others {
+            self.unlink_name(st, lower, p, &n)?;
+            out.push(Invalidation::Entry {
+                parent: lower.node_id(p),
+                name: n,
+            });
+        }
+        if st.kind(lower, c) == Some(FileKind::Directory) {
+            let mut children: Vec<(Vec<u8>, u32)> = st
+                .list(lower, c)
+                .into_iter()
+                .chain(lower.list(c))
+                .map(|(n, i)| (n.to_vec(), i))
+                .collect();
+            children.sort_by_key(|(_, i)| *i);
+            children.dedup_by_key(|(_, i)| *i);
+            for (name, child) in children {
+                if st.entries.contains_key(&child) || st.dirs.contains_key(&child) {
+                    self.forget_subtree(st, lower, child, (c, &name), out)?;
+                }
+            }
+            st.dirs.remove(&c);
+        }
+        st.entries.remove(&c);
+        Ok(())
+    }
+
+    /// Takes name `name` of directory `p` away in the scratch and the state, as an unlink
+    /// does (a whiteout where the lower has the name); a directory already gone is fine.
+    fn unlink_name(
+        &self,
+        st: &mut State,
+        lower: &dyn Lower<'_>,
+        p: u32,
+        name: &[u8],
+    ) -> Result<(), ResetError> {
+        let failed = |at: &Path| {
+            let at = at.to_path_buf();
+            move |source| ResetError::Scratch { path: at, source }
+        };
+        if let Some(i) = st.child(lower, p, name)
+            && let Ok(up) = self.upper_path(st, lower, p)
+        {
+            let at = up.join(os(name));
+            remove_any(&at).map_err(failed(&at))?;
+            if st.lower_has(lower, p, name) {
+                match write_whiteout(&up, name) {
+                    Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                        return Err(failed(&up)(err));
+                    }
+                    _ => {}
+                }
+            }
+            st.unname(lower, p, name, i);
+        }
+        Ok(())
+    }
+
+    /// After a commit: the scratch's entries move (renames in one filesystem) into a frozen
+    /// generation's directory, the current state becomes that generation, and an empty state
+    /// over it carries on with the next fresh index. Nothing the view shows changes, no node
+    /// id changes, and open files keep their files (the same inodes, moved).
+    fn rebase<E>(&self) -> Result<(), CommitError<E>> {
+        let mut g = self.write();
+        let root = self.scratch.dir();
+        let failed = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CommitError::Rebase { path, source }
+        };
+        let mut dir;
+        loop {
+            let n = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+            dir = root.join(format!("{TEMP_PREFIX}gen-{n}"));
+            match fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+                other => break other.map_err(failed(&dir))?,
+            }
+        }
+        let names = fs::read_dir(root)
+            .and_then(|d| {
+                d.map(|e| e.map(|e| e.file_name()))
+                    .collect::<io::Result<Vec<_>>>()
+            })
+            .map_err(failed(root))?;
+        let mut moved = Vec::new();
+        for name in names {
+            if name.as_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
+                continue;
+            }
+            if let Err(err) = fs::rename(root.join(&name), dir.join(&name)) {
+                // Put back what moved: the view stays as it was, over the old stack.
+                for back in moved.iter().rev() {
+                    if let Err(err) = fs::rename(dir.join(back), root.join(back)) {
+                        tracing::error!(name = ?back, error = %err, "cannot move a scratch entry back after a failed rebase");
+                    }
+                }
+                let _ = fs::remove_dir(&dir);
+                return Err(failed(&root.join(&name))(err));
+            }
+            moved.push(name);
+        }
+        let locked = &mut *g;
+        let state = std::mem::take(&mut locked.state);
+        let next = state.next;
+        locked.base = Some(Arc::new(Frozen {
+            dir: dir.clone(),
+            state,
+            base: locked.base.take(),
+        }));
+        // Removed files still open live only in their open files (no name, so in no
+        // commit): they stay the new state's, written in place as before.
+        let detached = locked.base.as_ref().map_or_else(HashMap::new, |g| {
+            g.state
+                .entries
+                .iter()
+                .filter(|(_, e)| e.upper && e.names.is_empty() && e.kind == FileKind::File)
+                .map(|(&i, e)| {
+                    let entry = Entry {
+                        kind: e.kind,
+                        names: Vec::new(),
+                        upper: true,
+                    };
+                    (i, entry)
+                })
+                .collect()
+        });
+        locked.state = State {
+            next,
+            entries: detached,
+            ..State::default()
+        };
+        tracing::info!(scratch = %root.display(), generation = %dir.display(), "the view carries on from its commit");
+        Ok(())
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Locked> {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The lock for a change: from now on requests take the overlay's way.
-    fn write(&self) -> RwLockWriteGuard<'_, State> {
+    fn write(&self) -> RwLockWriteGuard<'_, Locked> {
         self.changed.store(true, Ordering::Release);
         self.state.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn abs(&self, rel: &Path) -> PathBuf {
-        self.scratch.dir().join(rel)
     }
 
     fn temp_in(&self, dir: &Path) -> PathBuf {
@@ -496,83 +1040,56 @@ impl Edit {
         dir.join(format!("{TEMP_PREFIX}{}.{n}", std::process::id()))
     }
 
-    fn stale(lower: &View, i: u32) -> FsError {
+    fn stale(lower: &dyn Lower<'_>, i: u32) -> FsError {
         FsError::StaleNode(lower.node_id(i))
     }
 
     /// Entry `i`'s scratch path; detached entries have none.
-    fn upper_path(&self, st: &State, lower: &View, i: u32) -> Result<PathBuf, FsError> {
-        st.path(lower, i)
-            .map(|rel| self.abs(&rel))
-            .ok_or_else(|| Self::stale(lower, i))
+    fn upper_path(&self, st: &State, lower: &dyn Lower<'_>, i: u32) -> Result<PathBuf, FsError> {
+        upper_path(self.scratch.dir(), st, lower, i)
     }
 
     // ---- reads ----
 
     /// The kind of entry `i`.
-    pub(crate) fn kind(&self, lower: &View, i: u32) -> Result<FileKind, FsError> {
-        self.read()
-            .kind(lower, i)
-            .ok_or_else(|| Self::stale(lower, i))
+    pub(crate) fn kind(&self, view: &View, i: u32) -> Result<FileKind, FsError> {
+        let g = self.read();
+        let (st, lower) = g.parts(view);
+        st.kind(&lower, i).ok_or_else(|| Self::stale(&lower, i))
     }
 
-    fn attr_in(&self, st: &State, lower: &View, i: u32) -> Result<Attr, FsError> {
-        if i == 0 {
-            return Ok(lower.attr(0));
-        }
-        let kind = st.kind(lower, i).ok_or_else(|| Self::stale(lower, i))?;
-        let dir_links = || {
-            2 + st
-                .list(lower, i)
-                .iter()
-                .filter(|(_, c)| st.kind(lower, *c) == Some(FileKind::Directory))
-                .count() as u32
-        };
-        if !st.is_upper(i) {
-            let mut attr = lower.attr(i);
-            if kind == FileKind::Directory && st.dirs.contains_key(&i) {
-                attr.nlink = dir_links();
-            }
-            if st.entries.get(&i).is_some_and(|e| e.names.is_empty()) {
-                // Removed (and maybe still open): no name links to it any more.
-                attr.nlink = 0;
-            }
-            return Ok(attr);
-        }
-        let path = self.upper_path(st, lower, i)?;
-        let meta = fs::symlink_metadata(&path).map_err(failed(&path))?;
-        let nlink = if kind == FileKind::Directory {
-            dir_links()
-        } else {
-            meta.nlink() as u32
-        };
-        Ok(attr_of(&meta, lower.node_id(i), kind, nlink))
+    fn attr_in(&self, st: &State, lower: &dyn Lower<'_>, i: u32) -> Result<Attr, FsError> {
+        attr_in(self.scratch.dir(), st, lower, i)
     }
 
     /// The attributes of entry `i`.
-    pub(crate) fn attr(&self, lower: &View, i: u32) -> Result<Attr, FsError> {
-        self.attr_in(&self.read(), lower, i)
+    pub(crate) fn attr(&self, view: &View, i: u32) -> Result<Attr, FsError> {
+        let g = self.read();
+        let (st, lower) = g.parts(view);
+        self.attr_in(st, &lower, i)
     }
 
     /// The attributes of a detached entry `i`, from the file still open for it.
-    pub(crate) fn attr_of_open(&self, lower: &View, i: u32, file: &File) -> Result<Attr, FsError> {
-        let kind = self.kind(lower, i)?;
+    pub(crate) fn attr_of_open(&self, view: &View, i: u32, file: &File) -> Result<Attr, FsError> {
+        let kind = self.kind(view, i)?;
         let meta = file.metadata().map_err(|source| FsError::Scratch {
-            path: PathBuf::from(format!("node {}", lower.node_id(i))),
+            path: PathBuf::from(format!("node {}", view.node_id(i))),
             source,
         })?;
-        Ok(attr_of(&meta, lower.node_id(i), kind, meta.nlink() as u32))
+        Ok(attr_of(&meta, view.node_id(i), kind, meta.nlink() as u32))
     }
 
     /// The entry named `name` in directory `dir` (node id `parent`, for errors).
     pub(crate) fn lookup(
         &self,
-        lower: &View,
+        view: &View,
         dir: u32,
         parent: NodeId,
         name: &[u8],
     ) -> Result<Attr, FsError> {
-        let st = self.read();
+        let g = self.read();
+        let (st, lower) = g.parts(view);
+        let lower = &lower;
         if st.kind(lower, dir) != Some(FileKind::Directory) {
             return Err(FsError::NotADirectory(parent));
         }
@@ -582,7 +1099,7 @@ impl Edit {
             _ => st.child(lower, dir, name),
         };
         let index = found.ok_or_else(|| not_found(parent, name))?;
-        self.attr_in(&st, lower, index)
+        self.attr_in(st, lower, index)
     }
 
     /// Lists directory `dir` (node id `node`) from `offset`, as [`crate::vfs::Vfs::readdir`]:
@@ -591,23 +1108,23 @@ impl Edit {
     /// not read whole each time.
     pub(crate) fn readdir(
         &self,
-        lower: &View,
+        view: &View,
         dir: u32,
         node: NodeId,
         offset: u64,
         replier: &mut dyn DirectoryReplier,
     ) -> Result<(), FsError> {
-        let st = self.read();
+        let g = self.read();
+        let (st, lower) = g.parts(view);
+        let lower = &lower;
         if st.kind(lower, dir) != Some(FileKind::Directory) {
             return Err(FsError::NotADirectory(node));
         }
         let dots = [(&b"."[..], dir), (&b".."[..], st.parent(lower, dir))];
         let entries = st.list(lower, dir);
-        let all = dots
-            .into_iter()
-            .chain(entries.iter().map(|(n, i)| (n.as_slice(), *i)));
+        let all = dots.into_iter().chain(entries.iter().copied());
         for (at, (name, index)) in all.enumerate().skip(offset as usize) {
-            let attr = self.attr_in(&st, lower, index)?;
+            let attr = self.attr_in(st, lower, index)?;
             let offset = at as u64 + 1;
             if !replier.add(DirEntry { name, attr, offset }) {
                 break;
@@ -617,31 +1134,35 @@ impl Edit {
     }
 
     /// Opens file `i` for reads (and writes, when it is in the scratch).
-    pub(crate) fn open(&self, lower: &View, i: u32) -> Result<File, FsError> {
-        let st = self.read();
-        check_file(&st, lower, i)?;
+    pub(crate) fn open(&self, view: &View, i: u32) -> Result<File, FsError> {
+        let g = self.read();
+        let (st, lower) = g.parts(view);
+        let lower = &lower;
+        check_file(st, lower, i)?;
         if st.is_upper(i) {
-            let path = self.upper_path(&st, lower, i)?;
+            let path = self.upper_path(st, lower, i)?;
             open_upper(&path).map_err(failed(&path))
         } else {
-            lower.source(i)?.open()
+            lower.open(i)
         }
     }
 
     /// The target of symlink `i`.
-    pub(crate) fn readlink(&self, lower: &View, i: u32) -> Result<Vec<u8>, FsError> {
-        let st = self.read();
+    pub(crate) fn readlink(&self, view: &View, i: u32) -> Result<Vec<u8>, FsError> {
+        let g = self.read();
+        let (st, lower) = g.parts(view);
+        let lower = &lower;
         let node = lower.node_id(i);
         if st.kind(lower, i) != Some(FileKind::Symlink) {
             return Err(FsError::NotASymlink(node));
         }
         if st.is_upper(i) {
-            let path = self.upper_path(&st, lower, i)?;
+            let path = self.upper_path(st, lower, i)?;
             fs::read_link(&path)
                 .map(|t| t.into_os_string().into_encoded_bytes())
                 .map_err(failed(&path))
         } else {
-            lower.source(i)?.target()
+            lower.target(i)
         }
     }
 
@@ -670,7 +1191,7 @@ impl Edit {
 
     /// Whether entry `i` exists in the scratch (so its file can be written as it is).
     pub(crate) fn is_upper(&self, i: u32) -> bool {
-        self.read().is_upper(i)
+        self.read().state.is_upper(i)
     }
 
     // ---- changes ----
@@ -680,7 +1201,7 @@ impl Edit {
     fn copy_up(
         &self,
         st: &mut State,
-        lower: &View,
+        lower: &dyn Lower<'_>,
         files: &OpenFiles,
         i: u32,
     ) -> Result<(), FsError> {
@@ -709,12 +1230,21 @@ impl Edit {
     /// A copy of lower file `i`'s content, mode, owner and times in the scratch, made before
     /// the lock is taken so that other requests do not wait for a large file's copy; `None`
     /// when there is nothing to copy (or it failed: the copy under the lock says why).
-    fn prepare(&self, lower: &View, i: u32) -> Option<Prepared> {
-        if (i as usize) >= lower.len() || lower.kind(i) != FileKind::File || self.is_upper(i) {
+    fn prepare(&self, view: &View, i: u32) -> Option<Prepared> {
+        let base = {
+            let g = self.read();
+            if g.state.is_upper(i) {
+                return None;
+            }
+            g.base.clone()
+        };
+        let lower = below(view, &base);
+        if lower.kind(i) != Some(FileKind::File) {
             return None;
         }
         let tmp = Prepared(self.temp_in(self.scratch.dir()));
-        self.make_copy(lower, i, &lower.attr(i), &tmp.0).ok()?;
+        self.make_copy(&lower, i, &lower.attr(i).ok()?, &tmp.0)
+            .ok()?;
         Some(tmp)
     }
 
@@ -722,7 +1252,7 @@ impl Edit {
     fn copy_up_with(
         &self,
         st: &mut State,
-        lower: &View,
+        lower: &dyn Lower<'_>,
         files: &OpenFiles,
         i: u32,
         prepared: Option<Prepared>,
@@ -730,14 +1260,14 @@ impl Edit {
         if st.is_upper(i) {
             return Ok(());
         }
-        if (i as usize) >= lower.len() {
+        if lower.kind(i).is_none() {
             return Err(Self::stale(lower, i));
         }
         let Some((parent, name)) = st.location(lower, i).map(|(p, n)| (p, n.to_vec())) else {
             return self.copy_up_removed(st, lower, files, i, prepared);
         };
         let dir = self.upper_dir(st, lower, files, parent)?;
-        let attr = lower.attr(i);
+        let attr = lower.attr(i)?;
         let target = dir.join(os(&name));
         let tmp = self.temp_in(&dir);
         // Overlayfs keeps the parent's times across a copy-up: it is not a change the
@@ -779,12 +1309,12 @@ impl Edit {
     fn copy_up_removed(
         &self,
         st: &mut State,
-        lower: &View,
+        lower: &dyn Lower<'_>,
         files: &OpenFiles,
         i: u32,
         prepared: Option<Prepared>,
     ) -> Result<(), FsError> {
-        let attr = lower.attr(i);
+        let attr = lower.attr(i)?;
         if attr.kind != FileKind::File {
             return Err(Self::stale(lower, i));
         }
@@ -809,12 +1339,18 @@ impl Edit {
     }
 
     /// Makes the copy of lower entry `i` at `tmp`.
-    fn make_copy(&self, lower: &View, i: u32, attr: &Attr, tmp: &Path) -> Result<(), FsError> {
+    fn make_copy(
+        &self,
+        lower: &dyn Lower<'_>,
+        i: u32,
+        attr: &Attr,
+        tmp: &Path,
+    ) -> Result<(), FsError> {
         let io = failed(tmp);
         match attr.kind {
             FileKind::Directory => fs::DirBuilder::new().mode(0o700).create(tmp).map_err(io)?,
             FileKind::File => {
-                let mut source = lower.source(i)?.open()?;
+                let mut source = lower.open(i)?;
                 let mut out = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -824,7 +1360,7 @@ impl Edit {
                 io::copy(&mut source, &mut out).map_err(failed(tmp))?;
             }
             FileKind::Symlink => {
-                let target = lower.source(i)?.target()?;
+                let target = lower.target(i)?;
                 std::os::unix::fs::symlink(os(&target), tmp).map_err(io)?;
             }
         }
@@ -854,7 +1390,7 @@ impl Edit {
     fn upper_dir(
         &self,
         st: &mut State,
-        lower: &View,
+        lower: &dyn Lower<'_>,
         files: &OpenFiles,
         dir: u32,
     ) -> Result<PathBuf, FsError> {
@@ -872,7 +1408,7 @@ impl Edit {
     fn place(
         &self,
         st: &mut State,
-        lower: &View,
+        lower: &dyn Lower<'_>,
         files: &OpenFiles,
         caller: &Caller,
         parent: u32,
@@ -939,7 +1475,7 @@ impl Edit {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn make(
         &self,
-        lower: &View,
+        view: &View,
         files: &OpenFiles,
         caller: &Caller,
         (parent, name): (u32, &[u8]),
@@ -947,13 +1483,16 @@ impl Edit {
         what: Make<'_>,
         pin: bool,
     ) -> Result<Attr, FsError> {
+        let _pass = self.gate.enter();
         let mode = if matches!(what, Make::Symlink(_)) {
             0o777
         } else {
             mode
         };
-        let mut st = self.write();
-        let (index, path) = self.place(&mut st, lower, files, caller, parent, name, mode, what)?;
+        let mut g = self.write();
+        let (st, lower) = g.split(view);
+        let lower = &lower;
+        let (index, path) = self.place(st, lower, files, caller, parent, name, mode, what)?;
         if pin {
             let file = open_upper(&path).map_err(failed(&path))?;
             files.put(lower.node_id(index), file);
@@ -961,20 +1500,23 @@ impl Edit {
                 Err(Self::stale(lower, index))
             })?;
         }
-        self.attr_in(&st, lower, index)
+        self.attr_in(st, lower, index)
     }
 
     /// Links file `i` as `name` in `parent`.
     pub(crate) fn link(
         &self,
-        lower: &View,
+        view: &View,
         files: &OpenFiles,
         i: u32,
         parent: u32,
         name: &[u8],
     ) -> Result<Attr, FsError> {
+        let _pass = self.gate.enter();
         check_name(name)?;
-        let mut st = self.write();
+        let mut g = self.write();
+        let (st, lower) = g.split(view);
+        let lower = &lower;
         let node = lower.node_id(i);
         let parent_node = lower.node_id(parent);
         if st.kind(lower, parent) != Some(FileKind::Directory) {
@@ -994,28 +1536,31 @@ impl Edit {
             }
             Some(_) => {}
         }
-        self.copy_up(&mut st, lower, files, i)?;
-        let from = self.upper_path(&st, lower, i)?;
-        let dir = self.upper_dir(&mut st, lower, files, parent)?;
+        self.copy_up(st, lower, files, i)?;
+        let from = self.upper_path(st, lower, i)?;
+        let dir = self.upper_dir(st, lower, files, parent)?;
         let target = dir.join(os(name));
         fs::hard_link(&from, &target).map_err(failed(&target))?;
         remove_whiteout(&dir, name)?;
         st.entry(lower, i).names.push((parent, name.to_vec()));
         st.delta(parent).insert(name.to_vec(), Some(i));
-        self.attr_in(&st, lower, i)
+        self.attr_in(st, lower, i)
     }
 
     /// Removes `name` from `parent`: a non-directory, or with `dir` an empty directory. The
     /// whiteout goes first, so a crash never shows the lower entry again.
     pub(crate) fn remove(
         &self,
-        lower: &View,
+        view: &View,
         files: &OpenFiles,
         parent: u32,
         name: &[u8],
         dir: bool,
     ) -> Result<(), FsError> {
-        let mut st = self.write();
+        let _pass = self.gate.enter();
+        let mut g = self.write();
+        let (st, lower) = g.split(view);
+        let lower = &lower;
         let parent_node = lower.node_id(parent);
         if st.kind(lower, parent) != Some(FileKind::Directory) {
             return Err(FsError::NotADirectory(parent_node));
@@ -1031,7 +1576,7 @@ impl Edit {
             (true, true) if !st.is_empty_dir(lower, index) => return Err(FsError::NotEmpty(node)),
             _ => {}
         }
-        let up = self.upper_dir(&mut st, lower, files, parent)?;
+        let up = self.upper_dir(st, lower, files, parent)?;
         if st.lower_has(lower, parent, name) {
             write_whiteout(&up, name).map_err(failed(&up))?;
         }
@@ -1045,7 +1590,7 @@ impl Edit {
                     tracing::warn!(path = %tmp.display(), error = %err, "cannot remove a removed directory's leftovers");
                 }
             } else {
-                keep_if_last(&st, lower, files, index, &path);
+                keep_if_last(st, lower, files, index, &path);
                 fs::remove_file(&path).map_err(failed(&path))?;
             }
         }
@@ -1057,17 +1602,20 @@ impl Edit {
     /// Renames `name` in `parent` to `new_name` in `new_parent`.
     pub(crate) fn rename(
         &self,
-        lower: &View,
+        view: &View,
         files: &OpenFiles,
         (parent, name): (u32, &[u8]),
         (new_parent, new_name): (u32, &[u8]),
         mode: RenameMode,
     ) -> Result<(), FsError> {
+        let _pass = self.gate.enter();
         if mode == RenameMode::Exchange {
             return Err(FsError::Invalid("RENAME_EXCHANGE is not supported".into()));
         }
         check_name(new_name)?;
-        let mut st = self.write();
+        let mut g = self.write();
+        let (st, lower) = g.split(view);
+        let lower = &lower;
         for dir in [parent, new_parent] {
             if st.kind(lower, dir) != Some(FileKind::Directory) {
                 return Err(FsError::NotADirectory(lower.node_id(dir)));
@@ -1088,14 +1636,14 @@ impl Edit {
         // As the kernel checks, in its order: the VFS's (a source that holds the target's
         // directory, a target that holds the source's, the same file, the kinds), then
         // overlayfs's (EXDEV for a directory with a lower part, then the target's emptiness).
-        if st.ancestors(lower, new_parent).any(|a| a == src) {
+        if st.has_ancestor(lower, new_parent, src) {
             return Err(FsError::Invalid(
                 "a directory cannot move into itself".into(),
             ));
         }
         if let Some(d) = dst {
             let d_node = lower.node_id(d);
-            if st.ancestors(lower, parent).any(|a| a == d) {
+            if st.has_ancestor(lower, parent, d) {
                 return Err(FsError::NotEmpty(d_node));
             }
             if d == src {
@@ -1108,7 +1656,7 @@ impl Edit {
                 _ => {}
             }
         }
-        if kind == FileKind::Directory && (src as usize) < lower.len() {
+        if kind == FileKind::Directory && lower.kind(src).is_some() {
             return Err(FsError::CrossDevice(src_node));
         }
         if let Some(d) = dst
@@ -1117,9 +1665,9 @@ impl Edit {
         {
             return Err(FsError::NotEmpty(lower.node_id(d)));
         }
-        self.copy_up(&mut st, lower, files, src)?;
-        let from_dir = self.upper_dir(&mut st, lower, files, parent)?;
-        let to_dir = self.upper_dir(&mut st, lower, files, new_parent)?;
+        self.copy_up(st, lower, files, src)?;
+        let from_dir = self.upper_dir(st, lower, files, parent)?;
+        let to_dir = self.upper_dir(st, lower, files, new_parent)?;
         let from = from_dir.join(os(name));
         let to = to_dir.join(os(new_name));
         if kind == FileKind::Directory && st.lower_has(lower, new_parent, new_name) {
@@ -1140,7 +1688,7 @@ impl Edit {
             write_whiteout(&from_dir, name).map_err(failed(&from_dir))?;
         }
         if let Some(d) = dst {
-            keep_if_last(&st, lower, files, d, &to);
+            keep_if_last(st, lower, files, d, &to);
         }
         fs::rename(&from, &to).map_err(failed(&to))?;
         if let Some(tmp) = aside
@@ -1166,25 +1714,28 @@ impl Edit {
     /// Changes entry `i`'s attributes, copying it up first.
     pub(crate) fn setattr(
         &self,
-        lower: &View,
+        view: &View,
         files: &OpenFiles,
         i: u32,
         changes: &SetAttr,
     ) -> Result<Attr, FsError> {
+        let _pass = self.gate.enter();
         if i == 0 {
             return Err(FsError::Unsupported("changing the root"));
         }
-        let node = lower.node_id(i);
+        let node = view.node_id(i);
         let _claim = self.claim_copy(i);
-        let prepared = self.prepare(lower, i);
-        let mut st = self.write();
+        let prepared = self.prepare(view, i);
+        let mut g = self.write();
+        let (st, lower) = g.split(view);
+        let lower = &lower;
         let kind = st.kind(lower, i).ok_or(FsError::StaleNode(node))?;
-        self.copy_up_with(&mut st, lower, files, i, prepared)?;
-        let Ok(path) = self.upper_path(&st, lower, i) else {
+        self.copy_up_with(st, lower, files, i, prepared)?;
+        let Ok(path) = self.upper_path(st, lower, i) else {
             // Detached: only its open file can still change.
-            drop(st);
+            drop(g);
             let file = files.peek(node).ok_or(FsError::StaleNode(node))?;
-            return self.setattr_open(lower, i, &file, changes);
+            return self.setattr_open(view, i, &file, changes);
         };
         let io = failed(&path);
         if changes.uid.is_some() || changes.gid.is_some() {
@@ -1206,18 +1757,18 @@ impl Edit {
         if changes.atime.is_some() || changes.mtime.is_some() {
             set_times(&path, changes.atime, changes.mtime).map_err(io)?;
         }
-        self.attr_in(&st, lower, i)
+        self.attr_in(st, lower, i)
     }
 
     /// Changes a detached file's attributes through its open file.
     fn setattr_open(
         &self,
-        lower: &View,
+        view: &View,
         i: u32,
         file: &File,
         changes: &SetAttr,
     ) -> Result<Attr, FsError> {
-        let path = PathBuf::from(format!("node {}", lower.node_id(i)));
+        let path = PathBuf::from(format!("node {}", view.node_id(i)));
         let io = failed(&path);
         if let Some(mode) = changes.mode {
             file.set_permissions(fs::Permissions::from_mode(mode & 0o7777))
@@ -1237,64 +1788,73 @@ impl Edit {
                 return Err(io(io::Error::last_os_error()));
             }
         }
-        self.attr_of_open(lower, i, file)
+        self.attr_of_open(view, i, file)
     }
 
     /// The writable file of file `i` (node id `node`), copied up on the first change.
     pub(crate) fn writable(
         &self,
-        lower: &View,
+        view: &View,
         files: &OpenFiles,
         i: u32,
     ) -> Result<Arc<File>, FsError> {
-        let node = lower.node_id(i);
+        let node = view.node_id(i);
         if let Some(_claim) = self.claim_copy(i) {
-            let prepared = self.prepare(lower, i);
-            let mut st = self.write();
-            check_file(&st, lower, i)?;
-            self.copy_up_with(&mut st, lower, files, i, prepared)?;
+            let prepared = self.prepare(view, i);
+            let mut g = self.write();
+            let (st, lower) = g.split(view);
+            let lower = &lower;
+            check_file(st, lower, i)?;
+            self.copy_up_with(st, lower, files, i, prepared)?;
         }
-        files.get(node, false, || self.open(lower, i))
+        files.get(node, false, || self.open(view, i))
     }
 
     /// The value of extended attribute `name` of entry `i` (lower entries have none).
-    pub(crate) fn getxattr(&self, lower: &View, i: u32, name: &[u8]) -> Result<Vec<u8>, FsError> {
-        let st = self.read();
+    pub(crate) fn getxattr(&self, view: &View, i: u32, name: &[u8]) -> Result<Vec<u8>, FsError> {
+        let g = self.read();
+        let (st, lower) = g.parts(view);
+        let lower = &lower;
         if !st.is_upper(i) {
             return Err(FsError::NoAttribute);
         }
-        let path = self.upper_path(&st, lower, i)?;
+        let path = self.upper_path(st, lower, i)?;
         sys::get_xattr(&path, name).map_err(xattr_failed(&path))
     }
 
     /// The extended attribute names of entry `i`.
-    pub(crate) fn listxattr(&self, lower: &View, i: u32) -> Result<Vec<u8>, FsError> {
-        let st = self.read();
+    pub(crate) fn listxattr(&self, view: &View, i: u32) -> Result<Vec<u8>, FsError> {
+        let g = self.read();
+        let (st, lower) = g.parts(view);
+        let lower = &lower;
         if !st.is_upper(i) {
             return Ok(Vec::new());
         }
-        let path = self.upper_path(&st, lower, i)?;
+        let path = self.upper_path(st, lower, i)?;
         sys::list_xattr(&path).map_err(failed(&path))
     }
 
     /// Sets (or with `value` `None`, removes) extended attribute `name` of entry `i`.
     pub(crate) fn setxattr(
         &self,
-        lower: &View,
+        view: &View,
         files: &OpenFiles,
         i: u32,
         name: &[u8],
         value: Option<(&[u8], XattrSet)>,
     ) -> Result<(), FsError> {
+        let _pass = self.gate.enter();
         if i == 0 {
             return Err(FsError::Unsupported("changing the root"));
         }
-        let mut st = self.write();
+        let mut g = self.write();
+        let (st, lower) = g.split(view);
+        let lower = &lower;
         if value.is_none() && !st.is_upper(i) {
             return Err(FsError::NoAttribute);
         }
-        self.copy_up(&mut st, lower, files, i)?;
-        let path = self.upper_path(&st, lower, i)?;
+        self.copy_up(st, lower, files, i)?;
+        let path = self.upper_path(st, lower, i)?;
         match value {
             Some((value, how)) => sys::set_xattr(
                 &path,
@@ -1327,7 +1887,7 @@ fn xattr_failed(path: &Path) -> impl FnOnce(io::Error) -> FsError + '_ {
 
 /// Keeps the file of upper file `i` at `path` open when its last name is about to go: a
 /// program may still have it open, and a kernel in no-open mode never said so.
-fn keep_if_last(st: &State, lower: &View, files: &OpenFiles, i: u32, path: &Path) {
+fn keep_if_last(st: &State, lower: &dyn Lower<'_>, files: &OpenFiles, i: u32, path: &Path) {
     let last = st.entries.get(&i).is_some_and(|e| e.names.len() <= 1);
     if !last || !st.is_upper(i) || st.kind(lower, i) != Some(FileKind::File) {
         return;
@@ -1385,7 +1945,7 @@ impl Drop for Prepared {
 
 /// Refuses what cannot be opened as a file: directories, symlinks (`ELOOP`, as `O_NOFOLLOW`
 /// would) and unknown entries.
-fn check_file(st: &State, lower: &View, i: u32) -> Result<(), FsError> {
+fn check_file(st: &State, lower: &dyn Lower<'_>, i: u32) -> Result<(), FsError> {
     let node = lower.node_id(i);
     match st.kind(lower, i) {
         None => Err(FsError::StaleNode(node)),
