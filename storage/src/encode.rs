@@ -1,16 +1,16 @@
-//! Writing object files, for tests and benchmarks: spfs-fuse itself never writes to a
-//! repository. The bytes follow SPFS-FORMAT.md exactly, so what this writes reads back through
-//! [`Repository`](super::Repository) and hashes to the digest it returns.
+//! Writing object files from given parts, for tests and benchmarks (the commit writer is
+//! [`crate::write`]). The bytes follow SPFS-FORMAT.md exactly, so what this writes reads back
+//! through [`Repository`](super::Repository) and hashes to the digest it returns.
 
 use sha2::Digest as _;
 
 use super::digest::Digest;
-use super::fb::{self, EncodeEntry};
-use super::manifest::{EntryKind, RAW_BLOB, RAW_MASK, RAW_TREE};
+use super::fb::{self, EncodeEntry, entry_kind_byte};
+use super::manifest::EntryKind;
 use super::object::{
-    AnnotationValue, DigestStrategy, Encoding, HashPrefix, Header, Object, ObjectKind,
-    object_hasher,
+    DigestStrategy, Encoding, HashPrefix, Header, Object, ObjectKind, object_hasher,
 };
+use super::write::{WriteSettings, legacy_entry, small_object_file};
 
 /// One entry of a tree to encode.
 #[derive(Clone, Copy, Debug)]
@@ -27,11 +27,15 @@ pub struct TreeEntry<'a> {
     pub size: u64,
 }
 
-fn raw_kind(kind: EntryKind) -> u8 {
-    match kind {
-        EntryKind::File | EntryKind::Symlink => RAW_BLOB,
-        EntryKind::Dir => RAW_TREE,
-        EntryKind::Mask => RAW_MASK,
+impl<'a> TreeEntry<'a> {
+    fn encode(&self) -> EncodeEntry<'a> {
+        EncodeEntry {
+            name: self.name,
+            kind: entry_kind_byte(self.kind),
+            object: self.object,
+            mode: self.mode,
+            size: self.size,
+        }
     }
 }
 
@@ -40,16 +44,7 @@ fn legacy_tree(out: &mut Vec<u8>, entries: &[TreeEntry<'_>]) {
     sorted.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     out.extend_from_slice(&(sorted.len() as u64).to_be_bytes());
     for e in sorted {
-        out.extend_from_slice(e.object.as_bytes());
-        out.extend_from_slice(match e.kind {
-            EntryKind::Dir => b"tree\0",
-            EntryKind::Mask => b"mask\0",
-            EntryKind::File | EntryKind::Symlink => b"file\0",
-        });
-        out.extend_from_slice(&u64::from(e.mode).to_be_bytes());
-        out.extend_from_slice(&e.size.to_be_bytes());
-        out.extend_from_slice(e.name.as_bytes());
-        out.push(0);
+        legacy_entry(out, &e.encode());
     }
 }
 
@@ -59,16 +54,6 @@ pub fn tree_digest(entries: &[TreeEntry<'_>]) -> Digest {
     let mut buf = Vec::new();
     legacy_tree(&mut buf, entries);
     Digest::of(&buf)
-}
-
-fn header(kind: ObjectKind, encoding: Encoding, strategy: DigestStrategy) -> Vec<u8> {
-    Header {
-        strategy,
-        encoding,
-        kind,
-    }
-    .to_bytes()
-    .to_vec()
 }
 
 /// A manifest object file (`trees[0]` is the root) and its digest.
@@ -87,23 +72,19 @@ pub fn manifest_file(
     let mut h = object_hasher(HashPrefix::of(strategy, ObjectKind::Manifest));
     h.update(&legacy);
     let digest = Digest::from_bytes(h.finalize().into());
-    let mut out = header(ObjectKind::Manifest, encoding, strategy);
+    let mut out = Header {
+        strategy,
+        encoding,
+        kind: ObjectKind::Manifest,
+    }
+    .to_bytes()
+    .to_vec();
     match encoding {
         Encoding::Legacy => out.extend_from_slice(&legacy),
         Encoding::FlatBuffers => {
             let trees: Vec<Vec<EncodeEntry<'_>>> = trees
                 .iter()
-                .map(|t| {
-                    t.iter()
-                        .map(|e| EncodeEntry {
-                            name: e.name,
-                            kind: raw_kind(e.kind),
-                            object: e.object,
-                            mode: e.mode,
-                            size: e.size,
-                        })
-                        .collect()
-                })
+                .map(|t| t.iter().map(TreeEntry::encode).collect())
                 .collect();
             out.extend_from_slice(&fb::encode_manifest(&trees));
         }
@@ -119,58 +100,5 @@ pub fn object_file(
     encoding: Encoding,
     strategy: DigestStrategy,
 ) -> (Digest, Vec<u8>) {
-    let kind = object.kind();
-    let mut hashed = Vec::new();
-    let mut legacy = Vec::new();
-    match object {
-        Object::Blob(b) => {
-            legacy.extend_from_slice(b.payload.as_bytes());
-            legacy.extend_from_slice(&b.size.to_be_bytes());
-        }
-        Object::Layer(l) => {
-            if let Some(m) = &l.manifest {
-                legacy.extend_from_slice(m.as_bytes());
-            }
-            hashed.extend_from_slice(&legacy);
-            for a in &l.annotations {
-                hashed.extend_from_slice(a.key.as_bytes());
-                hashed.push(0);
-                match &a.value {
-                    AnnotationValue::String(s) => {
-                        hashed.push(1);
-                        hashed.extend_from_slice(s.as_bytes());
-                        hashed.push(0);
-                    }
-                    AnnotationValue::Digest(d) => {
-                        hashed.push(2);
-                        hashed.extend_from_slice(d.as_bytes());
-                    }
-                }
-            }
-        }
-        Object::Platform(p) => {
-            legacy.extend_from_slice(&(p.stack.len() as u64).to_be_bytes());
-            for d in p.stack.iter().rev() {
-                legacy.extend_from_slice(d.as_bytes());
-            }
-        }
-        Object::Manifest(_) => {}
-    }
-    if !matches!(object, Object::Layer(_)) {
-        hashed.clone_from(&legacy);
-    }
-    let digest = match object {
-        Object::Blob(b) => b.payload,
-        _ => {
-            let mut h = object_hasher(HashPrefix::of(strategy, kind));
-            h.update(&hashed);
-            Digest::from_bytes(h.finalize().into())
-        }
-    };
-    let mut out = header(kind, encoding, strategy);
-    match encoding {
-        Encoding::Legacy => out.extend_from_slice(&legacy),
-        Encoding::FlatBuffers => out.extend_from_slice(&fb::encode_small(object)),
-    }
-    (digest, out)
+    small_object_file(object, WriteSettings { encoding, strategy })
 }

@@ -1,7 +1,7 @@
 //! The FlatBuffers object encoding (SPFS-FORMAT.md §8), with a schema written by hand from
 //! the format notes in the shape `flatc` would generate: one accessor type per table, a
-//! [`Verifiable`] impl per table that checks exactly what the accessors read, and a builder
-//! for tests and benchmarks.
+//! [`Verifiable`] impl per table that checks exactly what the accessors read, and the
+//! builders the writer uses (field order as spfs's generated code pushes them).
 //!
 //! Every buffer is checked by the `flatbuffers` verifier ([`flatbuffers::root_with_opts`])
 //! before any accessor runs; the accessors' `unsafe` blocks rely on that.
@@ -506,15 +506,23 @@ pub(crate) fn decode_manifest(body: &[u8]) -> Result<RawManifest<'_>, String> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Writing, for tests and benchmarks.
+// Writing, byte for byte as spfs 0.44 writes.
+//
+// spfs builds every object with `flatc`'s generated `create` functions, which push a table's
+// fields largest first (8-byte scalars, then 4-byte fields: offsets, the `Digest` struct and
+// u32s; then bytes), each size class in reverse declaration order (flatc's `sortbysize`
+// with `ForAllTableFields(..., reverse)`). Checked against the fixtures' bytes: an Entry
+// holds size at +44, name +40, mode +36, object +4 (storage/tests/writer.rs compares every
+// object spfs wrote). Each object gets a fresh builder: spfs resets its thread-local one,
+// which also resets the alignment `finish_minimal` pads to.
 
+pub(crate) use write::{EncodeEntry, ManifestBuilder, Wip, encode_small};
 #[cfg(any(test, feature = "testing"))]
-pub(crate) use write::{EncodeEntry, encode_manifest, encode_small};
+pub(crate) use write::{encode_manifest, entry_kind_byte};
 
-#[cfg(any(test, feature = "testing"))]
 mod write {
     use super::*;
-    use flatbuffers::{FlatBufferBuilder, WIPOffset};
+    use flatbuffers::{FlatBufferBuilder, TableFinishedWIPOffset, UnionWIPOffset, WIPOffset};
 
     /// One entry to encode.
     #[derive(Clone, Copy, Debug)]
@@ -526,14 +534,27 @@ mod write {
         pub size: u64,
     }
 
+    /// The stored `EntryKind` byte of a manifest entry kind.
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn entry_kind_byte(kind: crate::manifest::EntryKind) -> u8 {
+        use crate::manifest::EntryKind;
+        match kind {
+            EntryKind::File | EntryKind::Symlink => RAW_BLOB,
+            EntryKind::Dir => RAW_TREE,
+            EntryKind::Mask => RAW_MASK,
+        }
+    }
+
+    /// `AnyObject::create` then `finish_minimal`: the object offset (4 bytes) is pushed
+    /// before the union tag (1 byte).
     pub(super) fn finish(
         fbb: &mut FlatBufferBuilder<'_>,
         kind: ObjectKind,
-        object: WIPOffset<flatbuffers::UnionWIPOffset>,
+        object: WIPOffset<UnionWIPOffset>,
     ) -> Vec<u8> {
         let start = fbb.start_table();
-        fbb.push_slot::<u8>(field(0), union_tag(kind), 0);
         fbb.push_slot_always(field(1), object);
+        fbb.push_slot::<u8>(field(0), union_tag(kind), 0);
         let root = fbb.end_table(start);
         fbb.finish_minimal(root);
         fbb.finished_data().to_vec()
@@ -562,6 +583,8 @@ mod write {
             Object::Layer(l) => {
                 let mut annotations = Vec::new();
                 for a in &l.annotations {
+                    // spfs's LayerBuilder: the key string, then the value table, then the
+                    // Annotation (data, key, then the 1-byte data_type).
                     let key = fbb.create_string(&a.key);
                     let (ty, value) = match &a.value {
                         AnnotationValue::String(s) => {
@@ -577,17 +600,17 @@ mod write {
                         }
                     };
                     let start = fbb.start_table();
+                    fbb.push_slot_always(field(2), value);
                     fbb.push_slot_always(field(0), key);
                     fbb.push_slot::<u8>(field(1), ty, 0);
-                    fbb.push_slot_always(field(2), value);
                     annotations.push(fbb.end_table(start));
                 }
                 let annotations = fbb.create_vector(&annotations);
                 let start = fbb.start_table();
+                fbb.push_slot_always(field(1), annotations);
                 if let Some(m) = l.manifest {
                     fbb.push_slot_always(field(0), FbDigest(*m.as_bytes()));
                 }
-                fbb.push_slot_always(field(1), annotations);
                 let t = fbb.end_table(start);
                 finish(&mut fbb, ObjectKind::Layer, t.as_union_value())
             }
@@ -595,34 +618,70 @@ mod write {
         }
     }
 
-    /// Encodes a FlatBuffers manifest body from its trees (`trees[0]` is the root).
-    pub(crate) fn encode_manifest(trees: &[Vec<EncodeEntry<'_>>]) -> Vec<u8> {
-        let mut fbb =
-            FlatBufferBuilder::with_capacity(trees.iter().map(Vec::len).sum::<usize>() * 96);
-        let mut tree_offsets = Vec::with_capacity(trees.len());
-        let mut entry_offsets = Vec::new();
-        for tree in trees {
-            entry_offsets.clear();
-            for e in tree {
-                let name = fbb.create_string(e.name);
-                let start = fbb.start_table();
-                fbb.push_slot::<u64>(field(3), e.size, 0);
-                fbb.push_slot_always(field(1), FbDigest(*e.object.as_bytes()));
-                fbb.push_slot_always(field(4), name);
-                fbb.push_slot::<u32>(field(2), e.mode, 0);
-                fbb.push_slot::<u8>(field(0), e.kind, 0);
-                entry_offsets.push(fbb.end_table(start));
+    /// Builds a manifest's FlatBuffer in the order the caller creates entries and trees, as
+    /// spfs's `ManifestBuilder::build_from_entry` does (sub-trees before the tree holding
+    /// them; trees spfs drops as duplicates still take their bytes in the buffer).
+    pub(crate) struct ManifestBuilder<'f> {
+        fbb: FlatBufferBuilder<'f>,
+    }
+
+    /// A tree or entry under construction in a [`ManifestBuilder`].
+    pub(crate) type Wip = WIPOffset<TableFinishedWIPOffset>;
+
+    impl ManifestBuilder<'_> {
+        /// A builder with room for about `entries` entries.
+        pub(crate) fn with_entries(entries: usize) -> Self {
+            ManifestBuilder {
+                fbb: FlatBufferBuilder::with_capacity(entries.saturating_mul(96).max(1024)),
             }
-            let entries = fbb.create_vector(&entry_offsets);
-            let start = fbb.start_table();
-            fbb.push_slot_always(field(0), entries);
-            tree_offsets.push(fbb.end_table(start));
         }
-        let trees = fbb.create_vector(&tree_offsets);
-        let start = fbb.start_table();
-        fbb.push_slot_always(field(0), trees);
-        let t = fbb.end_table(start);
-        finish(&mut fbb, ObjectKind::Manifest, t.as_union_value())
+
+        /// `Entry::build`: the name string, then the table (size, name, mode, object, kind).
+        pub(crate) fn entry(&mut self, e: &EncodeEntry<'_>) -> Wip {
+            let name = self.fbb.create_string(e.name);
+            let start = self.fbb.start_table();
+            self.fbb.push_slot::<u64>(field(3), e.size, 0);
+            self.fbb.push_slot_always(field(4), name);
+            self.fbb.push_slot::<u32>(field(2), e.mode, 0);
+            self.fbb
+                .push_slot_always(field(1), FbDigest(*e.object.as_bytes()));
+            self.fbb.push_slot::<u8>(field(0), e.kind, 0);
+            self.fbb.end_table(start)
+        }
+
+        /// A tree of already built entries, in the given order.
+        pub(crate) fn tree(&mut self, entries: &[Wip]) -> Wip {
+            let entries = self.fbb.create_vector(entries);
+            let start = self.fbb.start_table();
+            self.fbb.push_slot_always(field(0), entries);
+            self.fbb.end_table(start)
+        }
+
+        /// The manifest body holding `trees` (the root first).
+        pub(crate) fn finish(mut self, trees: &[Wip]) -> Vec<u8> {
+            let trees = self.fbb.create_vector(trees);
+            let start = self.fbb.start_table();
+            self.fbb.push_slot_always(field(0), trees);
+            let t = self.fbb.end_table(start);
+            finish(&mut self.fbb, ObjectKind::Manifest, t.as_union_value())
+        }
+    }
+
+    /// Encodes a FlatBuffers manifest body from its trees (`trees[0]` is the root), each tree
+    /// built after the one before it (not spfs's order: for tests of the reader).
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn encode_manifest(trees: &[Vec<EncodeEntry<'_>>]) -> Vec<u8> {
+        let mut b = ManifestBuilder::with_entries(trees.iter().map(Vec::len).sum());
+        let mut built = Vec::with_capacity(trees.len());
+        let mut entries = Vec::new();
+        for tree in trees {
+            entries.clear();
+            for e in tree {
+                entries.push(b.entry(e));
+            }
+            built.push(b.tree(&entries));
+        }
+        b.finish(&built)
     }
 }
 

@@ -1,5 +1,5 @@
-//! A reader of spfs filesystem repositories (spfs 0.44; the format is described in the
-//! project's SPFS-FORMAT.md).
+//! A reader (and, in [`write`], a writer) of spfs filesystem repositories (spfs 0.44; the
+//! format is described in the project's SPFS-FORMAT.md).
 //!
 //! It reads both object encodings (FlatBuffers and legacy) and both digest strategies, tag
 //! streams with their older versions (`name~N`), platforms, layers, manifests and payload
@@ -48,10 +48,14 @@
 //!   share is the [`ObjectSource`] trait.
 //! - [`default_storage_root`]: `SPFS_STORAGE__ROOT`, else spfs's default.
 //!
+//! - [`Repository::check`]: the whole repository (objects, payloads, references, tags).
+//! - [`write`]: the writer of commits ([`write::RepoWriter`], [`write::tree_of_dir`]).
+//!
 //! Corrupt or truncated objects give [`SpfsError::CorruptObject`] naming the object's file;
 //! every byte read from disk is bounds-checked, and FlatBuffers are checked by the
 //! `flatbuffers` verifier before they are read. Nothing here panics on bad input.
 
+mod check;
 mod digest;
 #[cfg(feature = "testing")]
 pub mod encode;
@@ -67,6 +71,7 @@ pub mod write;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+pub use check::CheckReport;
 pub use digest::{DIGEST_SIZE, DIGEST_STRING_LEN, Digest, PartialDigest};
 pub use error::{Result, SpfsError};
 pub use manifest::{Entry, EntryKind, MAX_MANIFEST_ENTRIES, Manifest};

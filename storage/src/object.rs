@@ -360,7 +360,7 @@ pub(crate) fn object_hasher(prefix: HashPrefix) -> Sha256 {
 }
 
 /// The digest of a blob, layer or platform, from its legacy body (SPFS-FORMAT.md §9).
-fn small_object_digest(header: &Header, object: &Object, path: &Path) -> Result<Digest> {
+pub(crate) fn small_object_digest(header: &Header, object: &Object, path: &Path) -> Result<Digest> {
     let mut h = object_hasher(hash_prefix(header, path)?);
     match object {
         // A blob's digest is its payload's.

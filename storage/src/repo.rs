@@ -136,6 +136,14 @@ impl Repository {
         })
     }
 
+    /// A repository at `root` without looking at the disk (for the writer's `init`).
+    pub(crate) fn unchecked(root: &Path) -> Self {
+        Repository {
+            root: root.to_owned(),
+            tag_namespace: None,
+        }
+    }
+
     /// Selects a tag namespace (`SPFS_STORAGE__TAG_NAMESPACE`): tags are then read from
     /// `tags/<c1>#ns/<c2>#ns/…/`. `None` is the default namespace.
     pub fn with_tag_namespace(mut self, namespace: Option<&str>) -> Self {
@@ -149,7 +157,7 @@ impl Repository {
     }
 
     /// The `tags/` directory of the selected namespace.
-    fn tags_dir(&self) -> PathBuf {
+    pub(crate) fn tags_dir(&self) -> PathBuf {
         let mut p = self.root.join("tags");
         if let Some(ns) = &self.tag_namespace {
             for part in ns.split('/').filter(|s| !s.is_empty()) {
@@ -418,13 +426,20 @@ fn read_manifest_from(src: &(impl ObjectSource + ?Sized), digest: &Digest) -> Re
     }
 }
 
-fn expand_stack(src: &(impl ObjectSource + ?Sized), items: &[Digest]) -> Result<Vec<MountLayer>> {
-    // Step 1: drop repeated items, keeping the last occurrence.
+/// A stack of items, bottom first, with repeats dropped keeping the **last** occurrence: spfs's
+/// `Stack::push` (graph/stack.rs), which both runtimes and new platform objects use.
+pub(crate) fn stack_keep_last(items: &[Digest]) -> Vec<Digest> {
     let mut stack: Vec<Digest> = Vec::with_capacity(items.len());
     for d in items {
         stack.retain(|s| s != d);
         stack.push(*d);
     }
+    stack
+}
+
+fn expand_stack(src: &(impl ObjectSource + ?Sized), items: &[Digest]) -> Result<Vec<MountLayer>> {
+    // Step 1: drop repeated items, keeping the last occurrence.
+    let stack = stack_keep_last(items);
     // Step 2: expand. A platform met again adds only layers already present, which step 3
     // drops, so each platform is expanded once: hostile stacks that repeat a platform at
     // every level would otherwise expand exponentially.

@@ -1,6 +1,7 @@
 //! What the tests of every spfs-fuse crate share: whether this host can mount FUSE (the mount
 //! gate), the spfs fixture repositories the repository carries, and the root attributes test
-//! routers are built with. A dev-dependency only; nothing here ships.
+//! routers are built with, and rendering a manifest to a directory (what `spfs commit --path`
+//! would read back). A dev-dependency only; nothing here ships.
 
 use std::path::{Path, PathBuf};
 
@@ -142,4 +143,58 @@ impl FixtureRepo {
         }
         cases
     }
+}
+
+/// Renders manifest `digest` (a layer's or a manifest) of `repo` into the empty or missing
+/// directory `to`, as overlayfs would hold it as an upper directory: directories, files with
+/// their payload's content, symlinks, and masks as whiteouts (character devices 0/0, which
+/// need root), every entry with its stored mode. Returns whether the manifest holds masks.
+pub fn render_manifest(
+    repo: &spfs_storage::Repository,
+    digest: &spfs_storage::Digest,
+    to: &Path,
+) -> bool {
+    use spfs_storage::{EntryKind, ObjectSource};
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+
+    let m = repo.read_manifest(digest).expect("the manifest reads");
+    std::fs::create_dir_all(to).unwrap();
+    let mut masks = false;
+    let mut modes = Vec::new();
+    // Breadth first: every directory comes before its children.
+    for (i, e) in m.entries().iter().enumerate() {
+        let path = to.join(std::ffi::OsStr::from_bytes(&m.path(i)));
+        match e.kind() {
+            EntryKind::Dir => std::fs::create_dir(&path).unwrap(),
+            EntryKind::File => {
+                std::fs::copy(repo.payload_path(&e.digest()), &path).unwrap();
+            }
+            EntryKind::Symlink => {
+                let target = std::fs::read(repo.payload_path(&e.digest())).unwrap();
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), &path).unwrap();
+            }
+            EntryKind::Mask => {
+                masks = true;
+                let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+                // SAFETY: a valid NUL-terminated path; mknod has no other preconditions.
+                let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, 0) };
+                assert_eq!(
+                    rc,
+                    0,
+                    "mknod {}: {}",
+                    path.display(),
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+        if e.kind() != EntryKind::Symlink {
+            modes.push((path, e.mode() & 0o7777));
+        }
+    }
+    // Modes last, deepest first, so read-only directories do not stop their own rendering.
+    for (path, mode) in modes.into_iter().rev() {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    masks
 }
