@@ -96,6 +96,21 @@ pub enum MountError {
     },
 }
 
+/// Why a mount's kernel could not be told to forget what it cached.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidateError {
+    /// The kernel refused a notification (or the connection to it failed).
+    #[error("the kernel of {mountpoint:?} refused to forget {what}: {source}")]
+    Refused {
+        /// The mount point.
+        mountpoint: PathBuf,
+        /// What it was told to forget: "entry NAME of node P" or "node N".
+        what: String,
+        /// What the device or socket answered.
+        source: io::Error,
+    },
+}
+
 /// `: <error>` after a message, or nothing.
 struct Suffix<'e>(Option<&'e io::Error>);
 

@@ -8,17 +8,20 @@
 //!   FUSE-T);
 //! - [`mountpoint`]: stale-mount detection and clearing;
 //! - [`sweep`]: unmounting and removing stale per-runtime volumes;
-//! - [`error`]: mount errors.
+//! - [`invalidate`]: telling a mount's kernel what to forget after a reset;
+//! - [`error`]: mount and invalidation errors.
 
 pub mod adapter;
 pub mod error;
+pub mod invalidate;
 pub mod mountpoint;
 mod platform;
 pub mod policy;
 pub mod session;
 pub mod sweep;
 
-pub use error::{MountError, MountFailure};
+pub use error::{InvalidateError, MountError, MountFailure};
+pub use invalidate::{Invalidator, NotifyChannel};
 pub use mountpoint::{is_stale_error, is_stale_mount};
 pub use platform::{force_unmount, in_mount_table, raise_open_file_limit};
 pub use policy::{KernelPolicy, Platform, RoutingKind};

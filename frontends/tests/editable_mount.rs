@@ -23,7 +23,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use spfs_frontends::{Session, SessionConfig, Transport};
+#[path = "support/config.rs"]
+mod config;
+
+use config::device_config;
+use spfs_frontends::Session;
 use spfs_router::process::SystemProcessTable;
 use spfs_router::spec::ResolvedSpec;
 use spfs_router::{Owner, Router, Routing, Scratch, Vfs, View};
@@ -78,19 +82,6 @@ fn snapshot(root: &Path) -> HashMap<PathBuf, (Vec<u8>, u32)> {
         }
     }
     all
-}
-
-fn config(mountpoint: &Path, io_uring: bool) -> SessionConfig {
-    SessionConfig {
-        mountpoint: mountpoint.to_path_buf(),
-        fsname: "spfs-test".into(),
-        volname: "spfs-test".into(),
-        transport: Transport::Device,
-        threads: 2,
-        io_uring,
-        nfs_server: None,
-        other_users: false,
-    }
 }
 
 /// A view of `layer` with id `id`, editable over `scratch` when given.
@@ -571,7 +562,7 @@ fn mount(vfs: Vfs, tmp: &Path) -> (Session, PathBuf) {
 /// Mounts `vfs` at `tmp/mnt`, through FUSE over io_uring where the kernel offers it.
 fn mount_with(vfs: Vfs, tmp: &Path, io_uring: bool) -> (Session, PathBuf) {
     let mountpoint = tmp.join("mnt");
-    let session = Session::mount(Arc::new(vfs), &config(&mountpoint, io_uring)).unwrap();
+    let session = Session::mount(Arc::new(vfs), &device_config(&mountpoint, io_uring)).unwrap();
     (session, mountpoint)
 }
 

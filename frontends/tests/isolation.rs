@@ -18,9 +18,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-use spfs_frontends::{Session, SessionConfig, Transport};
+use spfs_frontends::Session;
 use spfs_router::{Owner, Router, Routing, Scratch, Vfs};
 use spfs_testkit::require_fuse;
+use support::config::device_config;
 use support::system_router;
 use support::views::{expected, make_layers, observation, put};
 
@@ -193,20 +194,7 @@ fn the_same_holds_for_writes_over_fuse_over_io_uring() {
 /// Mounts the shared layout of `router` at `mount` through the device, two workers.
 fn mount_shared(router: &Arc<Router>, mount: &Path, io_uring: bool) -> Session {
     let vfs = Arc::new(Vfs::new(Routing::Shared(router.clone())));
-    Session::mount(
-        vfs,
-        &SessionConfig {
-            mountpoint: mount.to_path_buf(),
-            fsname: "spfs-test".into(),
-            volname: "spfs-test".into(),
-            transport: Transport::Device,
-            threads: 2,
-            io_uring,
-            nfs_server: None,
-            other_users: false,
-        },
-    )
-    .unwrap()
+    Session::mount(vfs, &device_config(mount, io_uring)).unwrap()
 }
 
 /// Makes `child` the root of a runtime whose view is the directory `layer`, editable over

@@ -522,3 +522,183 @@ fn a_name_created_again_gets_a_new_node_so_no_stale_vnode_answers() {
     assert_eq!(kext.lstat(A, "again").unwrap().size, 10);
     assert_eq!(kext.read_file(A, "again").unwrap(), b"0123456789");
 }
+
+/// The caller the core's calls behind the kext's back are made as: runtime A's root.
+fn as_a() -> spfs_router::Caller {
+    spfs_router::Caller {
+        pid: A,
+        uid: 0,
+        gid: 0,
+    }
+}
+
+/// The node id the core gives `path` in A's view.
+fn node_of(vfs: &Vfs, path: &str) -> u64 {
+    path.split('/').fold(spfs_router::ROOT, |dir, name| {
+        vfs.lookup(A, dir, name.as_bytes()).unwrap().node
+    })
+}
+
+/// Writes `data` over file `path` of A's view in the core, behind the kext's back.
+fn write_behind(vfs: &Vfs, path: &str, data: &[u8]) {
+    let node = node_of(vfs, path);
+    let handle = vfs.open(A, node, true).unwrap();
+    vfs.write(node, handle, 0, data).unwrap();
+    vfs.release(handle);
+}
+
+/// A reset on a Mac: a file of A's changed in the core stays stale in the kext (its data in
+/// the UBC, its size on the vnode: a LOOKUP reply does not refresh an existing vnode) until
+/// INVAL_INODE, which drops both and fetches the attributes again.
+#[test]
+fn a_files_new_content_shows_through_the_kext_after_its_node_is_invalidated() {
+    let fs = shared_editable();
+    let mut kext = Kext::mount(fs.vfs.clone(), &macfuse_shared());
+    assert_eq!(kext.read_file(A, "bin/tool").unwrap(), b"aaaa");
+    write_behind(&fs.vfs, "bin/tool", b"changed behind");
+    assert_eq!(
+        kext.read_file(A, "bin/tool").unwrap(),
+        b"aaaa",
+        "stale data"
+    );
+    assert_eq!(kext.lstat(A, "bin/tool").unwrap().size, 4, "stale size");
+
+    let getattrs = kext.sent(Opcode::Getattr);
+    kext.invalidator()
+        .invalidate(&[spfs_router::Invalidation::Node(node_of(
+            &fs.vfs, "bin/tool",
+        ))])
+        .unwrap();
+    assert_eq!(kext.take_writes(), [Ok(())]);
+    assert_eq!(
+        kext.sent(Opcode::Getattr),
+        getattrs + 1,
+        "the GETATTR thread"
+    );
+    assert_eq!(kext.lstat(A, "bin/tool").unwrap().size, 14);
+    assert_eq!(kext.read_file(A, "bin/tool").unwrap(), b"changed behind");
+}
+
+/// On a volume that keeps the name cache (a per-runtime volume: no `novncache`), a name
+/// removed in the core answers from the cache until INVAL_ENTRY purges it; a name made in
+/// the core shows at once (the kext caches no misses). INVAL_ENTRY alone leaves a changed
+/// file's vnode stale: the core must name the node too.
+#[test]
+fn names_removed_behind_the_kext_go_after_inval_entry_and_changed_files_need_inval_inode() {
+    let fs = shared_editable();
+    let policy = with_option(macfuse_shared(), MountOption::NoVnCache, false);
+    let mut kext = Kext::mount(fs.vfs.clone(), &policy);
+    assert_eq!(kext.read_file(A, "bin/tool").unwrap(), b"aaaa");
+    assert_eq!(kext.lstat(A, "bin/gone").unwrap_err(), libc::ENOENT);
+    let bin = node_of(&fs.vfs, "bin");
+    let tool = node_of(&fs.vfs, "bin/tool");
+    fs.vfs
+        .create(&as_a(), bin, b"gone", 0o644)
+        .map(|(_, handle)| fs.vfs.release(handle))
+        .unwrap();
+    assert!(kext.lstat(A, "bin/gone").is_ok(), "no miss was cached");
+    fs.vfs.unlink(&as_a(), bin, b"gone").unwrap();
+    write_behind(&fs.vfs, "bin/tool", b"changed behind");
+    let lookups = kext.sent(Opcode::Lookup);
+    assert!(
+        kext.lstat(A, "bin/gone").is_ok(),
+        "answered from the name cache"
+    );
+    assert_eq!(kext.sent(Opcode::Lookup), lookups, "without asking");
+
+    let entry = |name: &[u8]| spfs_router::Invalidation::Entry {
+        parent: bin,
+        name: name.to_vec(),
+    };
+    kext.invalidator()
+        .invalidate(&[entry(b"gone"), entry(b"tool")])
+        .unwrap();
+    assert_eq!(kext.take_writes(), [Ok(()), Ok(())]);
+    assert_eq!(kext.lstat(A, "bin/gone").unwrap_err(), libc::ENOENT);
+    assert_eq!(
+        kext.lstat(A, "bin/tool").unwrap().size,
+        4,
+        "looked up again, but the vnode keeps its attributes"
+    );
+    kext.invalidator()
+        .invalidate(&[spfs_router::Invalidation::Node(tool)])
+        .unwrap();
+    assert_eq!(kext.take_writes(), [Ok(())]);
+    assert_eq!(kext.read_file(A, "bin/tool").unwrap(), b"changed behind");
+}
+
+/// What the kext refuses of a notification: a length that is not the header's, a code past
+/// the ABI's, a body of the wrong size (`EINVAL`), a node or parent it holds no vnode of
+/// (`ENOENT`: nothing to forget, which the service's `Invalidator` counts as done), and
+/// anything once the mount is dead (`ENOTCONN`).
+#[test]
+fn the_kext_audits_notifications_and_answers_for_what_it_does_not_hold() {
+    let fs = shared();
+    let mut kext = Kext::mount(fs.vfs.clone(), &macfuse_shared());
+    let header = |len: usize, code: i32| {
+        [
+            (len as u32).to_ne_bytes().as_slice(),
+            &code.to_ne_bytes(),
+            &0u64.to_ne_bytes(),
+        ]
+        .concat()
+    };
+    let inode_body = [7u64.to_ne_bytes(), 0u64.to_ne_bytes(), 0u64.to_ne_bytes()].concat();
+    let good = [header(40, 2), inode_body.clone()].concat();
+    assert_eq!(kext.device_write(&good), Err(libc::ENOENT), "no vnode 7");
+    assert_eq!(kext.device_write(&good[..39]), Err(libc::EINVAL), "torn");
+    let unknown = [header(40, 7), inode_body.clone()].concat();
+    assert_eq!(kext.device_write(&unknown), Err(libc::EINVAL));
+    let short = [header(32, 2), inode_body[..16].to_vec()].concat();
+    assert_eq!(kext.device_write(&short), Err(libc::EINVAL));
+    let root = [
+        header(40, 2),
+        spfs_router::ROOT.to_ne_bytes().to_vec(),
+        vec![0; 16],
+    ]
+    .concat();
+    assert_eq!(kext.device_write(&root), Ok(()));
+    kext.server_died();
+    assert_eq!(kext.device_write(&root), Err(libc::ENOTCONN));
+}
+
+/// The reset end to end on a Mac: A edits through the kext (so the kext caches the edited
+/// file's data and size), the core's reset runs behind its back, and the kext shows the edits
+/// until the reset's own invalidations reach it; then A sees the layers again.
+#[test]
+fn a_reset_shows_through_the_kext_after_the_invalidations_it_returns() {
+    let fs = shared_editable();
+    let mut kext = Kext::mount(fs.vfs.clone(), &macfuse_shared());
+    let fd = kext.open_rw(A, "bin/tool").unwrap();
+    assert_eq!(kext.write(A, fd, 0, b"edited by A").unwrap(), 11);
+    kext.close(A, fd);
+    kext.write_file(A, "bin/made", b"made").unwrap();
+    let edited = |kext: &mut Kext| {
+        (
+            kext.read_file(A, "bin/tool").unwrap(),
+            kext.lstat(A, "bin/tool").unwrap().size,
+            kext.lstat(A, "bin/made").is_ok(),
+        )
+    };
+    assert_eq!(edited(&mut kext), (b"edited by A".to_vec(), 11, true));
+
+    let Routing::Shared(router) = fs.vfs.routing() else {
+        unreachable!("the shared layout")
+    };
+    let forget = fs.vfs.reset(&router.resolve(A), &[]).unwrap();
+    assert_eq!(
+        edited(&mut kext).0,
+        b"edited by A",
+        "the UBC still holds the edit"
+    );
+
+    kext.invalidator().invalidate(&forget).unwrap();
+    let results = kext.take_writes();
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Ok(()) | Err(libc::ENOENT))),
+        "{results:?}"
+    );
+    assert_eq!(edited(&mut kext), (b"aaaa".to_vec(), 4, false));
+}

@@ -13,6 +13,7 @@
 //! over from the channels once registered after INIT; the channels keep serving what still
 //! comes through the device (FORGET, INTERRUPT).
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -22,9 +23,11 @@ use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{FuseChannel, FuseSession};
 use spfs_router::Vfs;
 
+use super::message::write_message;
 use super::{Mounted, SessionConfig, Transport, uring};
 use crate::adapter::Adapter;
 use crate::error::{MountError, MountFailure};
+use crate::invalidate::{Invalidator, NotifyChannel};
 use crate::policy::{KernelPolicy, Platform, RoutingKind};
 use crate::{mountpoint, platform};
 
@@ -36,7 +39,24 @@ struct DeviceSession {
     owner: JoinHandle<Result<(), MountError>>,
     /// Requests FUSE over io_uring answers, when the session serves through it.
     io_uring: Option<uring::Answers>,
+    invalidator: Invalidator,
 }
+
+/// The connection's `/dev/fuse` descriptor (a duplicate of the session's), where the service
+/// writes notifications. With FUSE over io_uring too: the kernel takes notifications only from
+/// a write(2) to the device (`fs/fuse/dev.c`, `fuse_dev_do_write`: unique 0 goes to
+/// `fuse_notify`), never from a queue's commit.
+struct DeviceChannel(File);
+
+impl NotifyChannel for DeviceChannel {
+    fn notify(&self, message: &[u8]) -> std::io::Result<()> {
+        write_message(&self.0, message)
+    }
+}
+
+/// What the session thread reports once mounted: the io_uring queues' answer count when they
+/// serve, and a duplicate of the device for notifications.
+type Started = (Option<uring::Answers>, Option<File>);
 
 /// Prepares the mount point (clearing a stale mount), mounts read-only and starts serving
 /// `vfs` on `config.threads` threads.
@@ -60,7 +80,13 @@ pub(super) fn mount(vfs: Arc<Vfs>, config: &SessionConfig) -> Result<Box<dyn Mou
             )
         })?;
     match mounted_rx.recv() {
-        Ok(Ok(io_uring)) => Ok(Box::new(DeviceSession {
+        Ok(Ok((io_uring, device))) => Ok(Box::new(DeviceSession {
+            invalidator: match device {
+                Some(device) => {
+                    Invalidator::new(&config.mountpoint, Arc::new(DeviceChannel(device)), true)
+                }
+                None => Invalidator::none(&config.mountpoint),
+            },
             mountpoint: config.mountpoint.clone(),
             stop: stop_tx,
             owner,
@@ -93,6 +119,10 @@ impl Mounted for DeviceSession {
     fn io_uring_answers(&self) -> Option<u64> {
         self.io_uring.as_ref().map(uring::Answers::total)
     }
+
+    fn invalidator(&self) -> Invalidator {
+        self.invalidator.clone()
+    }
 }
 
 /// The session thread: mounts, starts the workers (and the io_uring queues, where the kernel
@@ -101,7 +131,7 @@ impl Mounted for DeviceSession {
 fn own_session(
     vfs: Arc<Vfs>,
     config: &SessionConfig,
-    mounted: &mpsc::Sender<Result<Option<uring::Answers>, MountError>>,
+    mounted: &mpsc::Sender<Result<Started, MountError>>,
     stop: &mpsc::Receiver<()>,
 ) -> Result<(), MountError> {
     let failed =
@@ -110,8 +140,8 @@ fn own_session(
         |message: String| device_failure(&config.mountpoint, Path::new("/dev/fuse"), message);
     // Set before unmounting, so workers tell the end of the session from a failure.
     let unmounting = Arc::new(AtomicBool::new(false));
-    type Started = (FuseSession, Arc<Server<Adapter>>, Vec<JoinHandle<()>>);
-    let started: Result<Started, MountError> = (|| {
+    type Running = (FuseSession, Arc<Server<Adapter>>, Vec<JoinHandle<()>>);
+    let started: Result<Running, MountError> = (|| {
         let policy = KernelPolicy::new(
             Platform::Linux,
             Transport::Device,
@@ -164,7 +194,13 @@ fn own_session(
             None
         }
     };
-    let _ = mounted.send(Ok(queues.as_ref().map(uring::Queues::answers)));
+    let device = session.get_fuse_file().and_then(|device| {
+        device
+            .try_clone()
+            .map_err(|e| tracing::warn!(error = %e, "no descriptor for notifications: resets will wait for the kernel's timeouts"))
+            .ok()
+    });
+    let _ = mounted.send(Ok((queues.as_ref().map(uring::Queues::answers), device)));
     // The mount's device number, which tells our mount from anything mounted there later.
     let device = platform::mount_device(&config.mountpoint).ok().flatten();
     // Either a stop message or the sender dropped: both mean unmount.

@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 
 use fuse_backend_rs::api::server::Server;
 
-use super::message::{AbiBytes, IN_HEADER_LEN, InHeader, answer, expects_reply, put_error_reply};
+use super::message::{
+    AbiBytes, IN_HEADER_LEN, InHeader, answer, expects_reply, put_error_reply, write_message,
+};
 use crate::adapter::Adapter;
 
 /// How requests are delimited on a connection.
@@ -109,25 +111,11 @@ where
         result
     }
 
-    /// Sends one whole reply.
-    fn send(&self, reply: &[u8]) -> io::Result<()> {
+    /// Sends one whole reply (or notification).
+    pub(crate) fn send(&self, reply: &[u8]) -> io::Result<()> {
         let mut io = &self.io;
         match self.framing {
-            Framing::Message => {
-                let written = loop {
-                    match io.write(reply) {
-                        Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                        other => break other?,
-                    }
-                };
-                if written != reply.len() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        format!("the device took {written} of {} reply bytes", reply.len()),
-                    ));
-                }
-                Ok(())
-            }
+            Framing::Message => write_message(io, reply),
             Framing::Stream => {
                 let _sending = self
                     .send_lock
@@ -136,6 +124,18 @@ where
                 io.write_all(reply)
             }
         }
+    }
+}
+
+/// Notifications go the way replies go: one write on a device, under the send lock on a
+/// stream (libfuse-t serialises them with its replies, `fuse_kern_chan.c`).
+impl<S> crate::invalidate::NotifyChannel for Connection<S>
+where
+    S: Send + Sync,
+    for<'a> &'a S: Read + Write,
+{
+    fn notify(&self, message: &[u8]) -> io::Result<()> {
+        self.send(message)
     }
 }
 
@@ -353,6 +353,7 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixStream;
 
+    use super::super::message::OUT_HEADER_LEN;
     use fuse_backend_rs::abi::fuse_abi::{
         AttrOut, EntryOut, ForgetIn, GetattrIn, InitOut, Opcode, OpenIn, OpenOut, ReadIn,
     };
@@ -587,5 +588,97 @@ mod tests {
         assert_eq!(header.error, 0);
         drop(peer);
         assert!(workers.join(Duration::from_secs(5)));
+    }
+
+    /// FUSE-T's socket carries notifications between replies (libfuse-t serialises both,
+    /// `fuse_kern_chan.c`): sent from another thread while two workers answer, each arrives
+    /// whole, byte for byte, and no reply is torn by one.
+    #[test]
+    fn notifications_on_a_stream_never_interleave_with_replies() {
+        use crate::invalidate::Invalidator;
+        use spfs_router::Invalidation;
+
+        const LOOKUPS: u64 = 300;
+        let layer = tempfile::tempdir().unwrap();
+        let (mut peer, workers, connection) = start(layer.path(), 2);
+        peer.write_all(&request(Opcode::Init, 1, 0, &init_body()))
+            .unwrap();
+        reply(&peer);
+        let invalidator = Invalidator::new(std::path::Path::new("/spfs"), connection, false);
+        let what: Vec<Invalidation> = (0..LOOKUPS)
+            .map(|i| Invalidation::Entry {
+                parent: 2 + i,
+                name: format!("name-{i}").into_bytes(),
+            })
+            .collect();
+        let sender = {
+            let (invalidator, what) = (invalidator.clone(), what.clone());
+            std::thread::spawn(move || invalidator.invalidate(&what).unwrap())
+        };
+        // Read while writing: a unix socket's buffer counts each small message at its
+        // kernel size, and a peer that only wrote would stall both sides.
+        let reader = {
+            let peer = peer.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let (mut replies, mut notified) = (0, Vec::new());
+                while replies < LOOKUPS || (notified.len() as u64) < LOOKUPS {
+                    let (error, unique, body) = reply(&peer);
+                    if unique == 0 {
+                        notified.push((error, body));
+                    } else {
+                        assert_eq!(error, 0, "LOOKUP {unique}");
+                        let _: EntryOut = super::super::testing::body(&body);
+                        replies += 1;
+                    }
+                }
+                notified
+            })
+        };
+        for unique in 0..LOOKUPS {
+            peer.write_all(&request(Opcode::Lookup, 100 + unique, ROOT, b"hello\0"))
+                .unwrap();
+        }
+        let notified = reader.join().unwrap();
+        sender.join().unwrap();
+        for ((code, body), item) in notified.iter().zip(&what) {
+            assert_eq!(*code, 3, "INVAL_ENTRY");
+            assert_eq!(
+                body[..],
+                super::super::message::notification(item)[OUT_HEADER_LEN..]
+            );
+        }
+        drop(peer);
+        assert!(workers.join(Duration::from_secs(5)));
+    }
+
+    /// macFUSE's device takes one message per write: a notification is one write of the
+    /// whole message.
+    #[test]
+    fn a_notification_on_a_device_is_one_whole_message() {
+        use crate::invalidate::Invalidator;
+        use spfs_router::Invalidation;
+
+        // A datagram pair keeps message boundaries as the device does, on macOS too.
+        let (kernel, device) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let (kernel, device) = (
+            std::os::fd::OwnedFd::from(kernel),
+            std::os::fd::OwnedFd::from(device),
+        );
+        let connection = Arc::new(Connection::new(File::from(device), Framing::Message));
+        let invalidator = Invalidator::new(std::path::Path::new("/spfs"), connection, true);
+        let what = [
+            Invalidation::Node(0x0000_0003_0000_0009),
+            Invalidation::Entry {
+                parent: 0x0000_0003_0000_0002,
+                name: b"tool".to_vec(),
+            },
+        ];
+        invalidator.invalidate(&what).unwrap();
+        let mut kernel = File::from(kernel);
+        let mut buf = vec![0u8; 4096];
+        for item in &what {
+            let n = kernel.read(&mut buf).unwrap();
+            assert_eq!(buf[..n], super::super::message::notification(item)[..]);
+        }
     }
 }

@@ -34,6 +34,7 @@ use super::protocol::{self, FUSE_T_RWSIZE, FUSE_T_SOCKET_BUFFER};
 use super::{Mounted, SessionConfig, Transport};
 use crate::adapter::Adapter;
 use crate::error::{MountError, MountFailure};
+use crate::invalidate::Invalidator;
 use crate::platform;
 use crate::policy::{KernelPolicy, Platform, RoutingKind};
 
@@ -250,6 +251,13 @@ impl FuseT {
 impl Mounted for FuseT {
     fn unmount(self: Box<Self>) -> Result<(), MountError> {
         (*self).stop()
+    }
+
+    /// Sent on the FUSE socket as libfuse-t sends them; `go-nfsv4` accepts and drops them
+    /// (commontoolsinc/labs#4737, FUSE-T 1.2.7), so not honoured: the NFS client's attribute
+    /// cache decides when a change shows (`noattrcache` makes that at once).
+    fn invalidator(&self) -> Invalidator {
+        Invalidator::new(&self.mountpoint, self.connection.clone(), false)
     }
 }
 

@@ -30,6 +30,7 @@ use super::protocol;
 use super::{Mounted, SessionConfig, Transport};
 use crate::adapter::Adapter;
 use crate::error::{MountError, MountFailure};
+use crate::invalidate::Invalidator;
 use crate::platform;
 use crate::policy::{KernelPolicy, MountOption, Platform, RoutingKind};
 
@@ -275,6 +276,13 @@ impl Mounted for MacFuse {
             tracing::warn!(mountpoint = %self.mountpoint.display(), "FUSE workers still running after unmount");
         }
         result
+    }
+
+    /// Written to the device like a reply. The kext acts on INVAL_ENTRY and INVAL_INODE
+    /// (osxfuse/kext `fuse_ipc.c`, `fuse_ipc_notify_handler`; ABI 7.12+, which INIT gives),
+    /// INVAL_INODE only on a synchronous mount, which ours is (no `nosyncwrites`).
+    fn invalidator(&self) -> Invalidator {
+        Invalidator::new(&self.mountpoint, self.connection.clone(), true)
     }
 }
 

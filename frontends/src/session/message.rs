@@ -17,11 +17,15 @@
 use std::fs::File;
 use std::mem::size_of;
 
-use fuse_backend_rs::abi::fuse_abi::Opcode;
 pub(crate) use fuse_backend_rs::abi::fuse_abi::{InHeader, OutHeader};
+use fuse_backend_rs::abi::fuse_abi::{
+    NotifyInvalEntryOut, NotifyInvalInodeOut, NotifyOpcode, Opcode,
+};
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader, Writer};
 use vm_memory::ByteValued;
+
+use spfs_router::Invalidation;
 
 use crate::adapter::Adapter;
 
@@ -63,6 +67,64 @@ pub(crate) fn put_error_reply(reply: &mut [u8], unique: u64, errno: i32) -> usiz
         unique,
     };
     header.write_to(reply).unwrap_or(0)
+}
+
+/// The FUSE notification that makes the kernel forget `what`, as libfuse composes it
+/// (`fuse_lowlevel_notify_inval_entry` / `_inode`): a reply header with unique 0 and the
+/// notify code in its error field, then `fuse_notify_inval_entry_out` and the name with its
+/// NUL (Linux wants exactly `namelen + 1` bytes after the struct, `fs/fuse/dev.c`), or
+/// `fuse_notify_inval_inode_out` with offset 0 and length 0: every cached page and the
+/// attributes. The codes and structs are the same in Linux's and macFUSE's `fuse_kernel.h`.
+pub(crate) fn notification(what: &Invalidation) -> Vec<u8> {
+    let (code, body) = match what {
+        Invalidation::Entry { parent, name } => {
+            let out = NotifyInvalEntryOut {
+                parent: *parent,
+                namelen: name.len() as u32,
+                padding: 0,
+            };
+            let body = [out.as_slice(), name, &[0]].concat();
+            (NotifyOpcode::InvalEntry, body)
+        }
+        Invalidation::Node(node) => {
+            let out = NotifyInvalInodeOut {
+                ino: *node,
+                off: 0,
+                len: 0,
+            };
+            (NotifyOpcode::InvalInode, out.as_slice().to_vec())
+        }
+    };
+    let header = OutHeader {
+        len: (OUT_HEADER_LEN + body.len()) as u32,
+        error: code as i32,
+        unique: 0,
+    };
+    [header.as_slice(), &body].concat()
+}
+
+/// Writes one whole message (a reply or a notification) to a FUSE device in one `write(2)`,
+/// as the device wants it: a short write is an error, never a partial message.
+pub(crate) fn write_message(
+    mut device: impl std::io::Write,
+    message: &[u8],
+) -> std::io::Result<()> {
+    let written = loop {
+        match device.write(message) {
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            other => break other?,
+        }
+    };
+    if written != message.len() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::WriteZero,
+            format!(
+                "the device took {written} of {} message bytes",
+                message.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Requests the kernel expects no reply to.
@@ -178,6 +240,34 @@ mod tests {
         assert_eq!(reply[4..8], (-libc::ENOENT).to_ne_bytes());
         assert_eq!(reply[8..16], 7u64.to_ne_bytes());
         assert_eq!(reply[16..], [0xff; 4], "nothing past the header is touched");
+    }
+
+    /// `<linux/fuse.h>` (and macFUSE's `fuse_kernel.h`): a notification is a
+    /// `fuse_out_header` with unique 0 and the code in `error` (INVAL_INODE 2, INVAL_ENTRY 3),
+    /// then `fuse_notify_inval_inode_out` {ino, off, len} or `fuse_notify_inval_entry_out`
+    /// {parent, namelen, padding} and the name with a NUL.
+    #[test]
+    fn notifications_have_the_kernel_layout() {
+        let entry = notification(&Invalidation::Entry {
+            parent: 0x0000_0002_0000_0007,
+            name: b"tool".to_vec(),
+        });
+        assert_eq!(entry.len(), 16 + 16 + 5);
+        assert_eq!(entry[0..4], 37u32.to_ne_bytes());
+        assert_eq!(entry[4..8], 3i32.to_ne_bytes());
+        assert_eq!(entry[8..16], 0u64.to_ne_bytes());
+        assert_eq!(entry[16..24], 0x0000_0002_0000_0007u64.to_ne_bytes());
+        assert_eq!(entry[24..28], 4u32.to_ne_bytes());
+        assert_eq!(entry[28..32], [0; 4]);
+        assert_eq!(&entry[32..], b"tool\0");
+
+        let node = notification(&Invalidation::Node(42));
+        assert_eq!(node.len(), 16 + 24);
+        assert_eq!(node[0..4], 40u32.to_ne_bytes());
+        assert_eq!(node[4..8], 2i32.to_ne_bytes());
+        assert_eq!(node[8..16], 0u64.to_ne_bytes());
+        assert_eq!(node[16..24], 42u64.to_ne_bytes());
+        assert_eq!(node[24..40], [0; 16], "offset 0, length 0: everything");
     }
 
     #[test]

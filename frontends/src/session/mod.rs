@@ -21,10 +21,12 @@ use std::sync::Arc;
 use spfs_router::Vfs;
 
 use crate::error::MountError;
+use crate::invalidate::Invalidator;
 use crate::mountpoint;
 
 mod message;
 pub use message::MemoryServer;
+pub(crate) use message::notification;
 #[cfg(test)]
 mod testing;
 
@@ -116,6 +118,9 @@ trait Mounted: Send + Sync {
     /// Unmounts and stops the workers.
     fn unmount(self: Box<Self>) -> Result<(), MountError>;
 
+    /// What tells this mount's kernel to forget what it cached.
+    fn invalidator(&self) -> Invalidator;
+
     /// Requests answered through FUSE over io_uring; `None` where the session does not use it.
     fn io_uring_answers(&self) -> Option<u64> {
         None
@@ -126,6 +131,7 @@ trait Mounted: Send + Sync {
 pub struct Session {
     mountpoint: PathBuf,
     mounted: Option<Box<dyn Mounted>>,
+    invalidator: Invalidator,
 }
 
 impl std::fmt::Debug for Session {
@@ -152,6 +158,7 @@ impl Session {
         );
         Ok(Session {
             mountpoint: config.mountpoint.clone(),
+            invalidator: mounted.invalidator(),
             mounted: Some(mounted),
         })
     }
@@ -159,6 +166,12 @@ impl Session {
     /// Where the session is mounted.
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// What tells this mount's kernel to forget what it cached (after a reset of one of its
+    /// views): clone it freely; it sends nothing once the session has ended.
+    pub fn invalidator(&self) -> Invalidator {
+        self.invalidator.clone()
     }
 
     /// How many requests FUSE over io_uring has answered, or `None` when the session reads
@@ -176,6 +189,7 @@ impl Session {
         let Some(mounted) = self.mounted.take() else {
             return Ok(());
         };
+        self.invalidator.close();
         let result = mounted.unmount();
         tracing::info!(mountpoint = %self.mountpoint.display(), "unmounted");
         result

@@ -1,6 +1,8 @@
 //! Helpers for the isolation tests beyond `spfs-testkit`'s: a router over the host's real
-//! processes, and the views the tests observe (`views.rs`).
+//! processes, the views the tests observe (`views.rs`), and the mount configuration
+//! (`config.rs`).
 
+pub mod config;
 pub mod views;
 
 use std::sync::Arc;

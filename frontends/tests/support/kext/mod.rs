@@ -31,7 +31,16 @@
 //! | a write goes to the server as WRITE with the open mode's handle, and the vnode's cached data and size follow it (UBC) | `fuse_vnop_write`, `fuse_vnop_strategy` | `fuse_vnops.c` |
 //! | unlink purges the vnode's names from the name cache before and after UNLINK, and drops the directory's and the vnode's attributes | `fuse_vnop_remove`, `fuse_internal_remove` | `fuse_vnops.c`, `fuse_internal.c` |
 //! | rename purges the source's names, sends RENAME, drops both directories' attributes, purges the target's names (a directory moved: the directories' names too); the vnode, and its node id, stay | `fuse_vnop_rename`, `fuse_internal_rename` | `fuse_vnops.c`, `fuse_internal.c` |
+//! | a message written to the device with unique 0 is a notification: its length must match the header's, its code be one the ABI (7.12+) has, its size that code's; POLL, STORE and RETRIEVE are taken and ignored | `fuse_device_write`, `fuse_ipc_notify_handler`, `fuse_ipc_notify_audit`, `fuse_abi_is_notify_supported` | `fuse_device.c`, `fuse_ipc.c`, `fuse_ipc.h` |
+//! | INVAL_ENTRY: `ENOENT` unless the parent has a vnode; a name cache hit purges the child's names (`cache_purge`), and the parent's attributes are dropped; the child vnode keeps its attributes and data | `fuse_notify_inval_entry`, `fuse_notify_lookup` | `fuse_notify.c` |
+//! | INVAL_INODE: `ENOENT` unless the node has a vnode; drops its attributes and (offset >= 0) its UBC data, then a regular file's attributes are fetched again with GETATTR (a kernel thread's, pid 0); a GETATTR answering `ENOENT` makes the vnode disappear (its names purged) | `fuse_notify_inval_inode`, `fuse_notify_getattr` | `fuse_notify.c` |
 //! | the server dead: `getattr` of the root faked (directory, mode 0700), of anything else `ENXIO`; `open`, `lookup`, `readdir`, `readlink` and `read` answer `ENXIO`; `close` sends nothing | `fuse_vnop_getattr`, `fuse_vnop_open`, `fuse_vnop_lookup`, `fuse_vnop_readdir`, `fuse_vnop_readlink`, `fuse_vnop_read`, `fuse_vnop_close` | `fuse_vnops.c` |
+//!
+//! INVAL_INODE is modelled as macFUSE 3.10.5 and later do it: the open kext casts the node id
+//! to a 32-bit `ino_t` (macfuse/macfuse#664, fixed after the last open release), which would
+//! drop the view id from our node ids. Notifications run in the order written, one at a time;
+//! the kext's GETATTR thread runs at once here. INVAL_INODE on a mount with `nosyncwrites`
+//! (`ENOSYS`) is left out: no policy here sets it.
 //!
 //! Left out, because nothing here depends on them: vnode reclaim (and its FORGET), `.` and
 //! `..` lookups (the kext sends GETATTR for them), symlinks in the middle of a path, XNU's own
@@ -50,17 +59,19 @@ pub mod wire;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{
-    Attr, AttrOut, CreateIn, EntryOut, GetattrIn, InitIn, Kstatfs, Opcode, OpenIn, OpenOut, ReadIn,
-    ReleaseIn, RenameIn, StatfsOut, WriteIn, WriteOut,
+    Attr, AttrOut, CreateIn, EntryOut, GetattrIn, InitIn, Kstatfs, NotifyInvalEntryOut,
+    NotifyInvalInodeOut, Opcode, OpenIn, OpenOut, OutHeader, ReadIn, ReleaseIn, RenameIn,
+    StatfsOut, WriteIn, WriteOut,
 };
 use fuse_backend_rs::api::filesystem::FsOptions;
 use spfs_frontends::adapter::Adapter;
 use spfs_frontends::policy::{KernelPolicy, MountOption};
 use spfs_frontends::session::MemoryServer;
+use spfs_frontends::{Invalidator, NotifyChannel};
 use spfs_router::{ROOT, Vfs};
 
 /// The kext's I/O size: 16 pages of 4 KiB (`FUSE_DEFAULT_IOSIZE`).
@@ -163,7 +174,30 @@ pub struct Kext {
     unique: u64,
     sent: BTreeMap<u32, u64>,
     reply: Vec<u8>,
+    /// What the service wrote to the device since the model last read it.
+    written: Arc<Outbox>,
 }
+
+/// The device's write side as the service's [`Invalidator`] sees it: messages wait here until
+/// [`Kext::take_writes`] runs them through the kext, one at a time, in order.
+#[derive(Default)]
+struct Outbox(Mutex<Vec<Vec<u8>>>);
+
+impl NotifyChannel for Outbox {
+    fn notify(&self, message: &[u8]) -> std::io::Result<()> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(message.to_vec());
+        Ok(())
+    }
+}
+
+/// macFUSE's notification codes (`fuse_kernel.h`): POLL, INVAL_INODE, INVAL_ENTRY, STORE,
+/// RETRIEVE, DELETE; `FUSE_NOTIFY_CODE_MAX` is 7.
+const NOTIFY_INVAL_INODE: i32 = 2;
+const NOTIFY_INVAL_ENTRY: i32 = 3;
+const NOTIFY_CODE_MAX: i32 = 7;
 
 impl Kext {
     /// Mounts `vfs` as the macFUSE session would with `policy`: the adapter answers under that
@@ -179,6 +213,7 @@ impl Kext {
             unique: 0,
             sent: BTreeMap::new(),
             reply: vec![0; wire::REPLY_BYTES],
+            written: Arc::default(),
         };
         // The root vnode exists from the mount on, its attributes not yet known.
         kext.vnodes.insert(
@@ -665,5 +700,121 @@ impl Kext {
         }
         let out: StatfsOut = wire::read(&self.send(Opcode::Statfs, ROOT, pid, &[])?);
         Ok(out.st)
+    }
+}
+
+impl Kext {
+    /// The service's handle for this mount: what it writes lands on the model's device.
+    pub fn invalidator(&self) -> Invalidator {
+        Invalidator::new(
+            std::path::Path::new("/Volumes/model"),
+            self.written.clone(),
+            true,
+        )
+    }
+
+    /// Runs every message the service has written through the kext (`fuse_device_write`),
+    /// in order; returns each one's result (what the service's write(2) would have
+    /// answered).
+    pub fn take_writes(&mut self) -> Vec<Result<(), Errno>> {
+        let written = std::mem::take(
+            &mut *self
+                .written
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        written
+            .iter()
+            .map(|message| self.device_write(message))
+            .collect()
+    }
+
+    /// `fuse_device_write` of one unsolicited message (unique 0): the header audit, then
+    /// `fuse_ipc_notify_handler`.
+    pub fn device_write(&mut self, message: &[u8]) -> Result<(), Errno> {
+        let head = std::mem::size_of::<OutHeader>();
+        if self.dead {
+            return Err(libc::ENOTCONN);
+        }
+        if message.len() < head {
+            return Err(libc::EINVAL);
+        }
+        let header: OutHeader = wire::read(message);
+        if header.len as usize != message.len() || header.unique != 0 {
+            // A reply to no request is the model's to refuse; the kext drops it.
+            return Err(libc::EINVAL);
+        }
+        let body = &message[head..];
+        // `fuse_abi_is_notify_supported`, then `fuse_ipc_notify_audit`.
+        let code = header.error;
+        if !(0..NOTIFY_CODE_MAX).contains(&code) {
+            return Err(libc::EINVAL);
+        }
+        match code {
+            NOTIFY_INVAL_INODE => {
+                if body.len() != std::mem::size_of::<NotifyInvalInodeOut>() {
+                    return Err(libc::EINVAL);
+                }
+                self.inval_inode(&wire::read(body))
+            }
+            NOTIFY_INVAL_ENTRY => {
+                let fixed = std::mem::size_of::<NotifyInvalEntryOut>();
+                if body.len() < fixed {
+                    return Err(libc::EINVAL);
+                }
+                let out: NotifyInvalEntryOut = wire::read(body);
+                let namelen = out.namelen as usize;
+                if namelen > body.len() - fixed {
+                    return Err(libc::EINVAL);
+                }
+                if namelen > 255 {
+                    return Err(libc::ENAMETOOLONG);
+                }
+                self.inval_entry(out.parent, &body[fixed..fixed + namelen])
+            }
+            // POLL, STORE and RETRIEVE are not implemented (taken and ignored); DELETE is
+            // not modelled: nothing here sends it.
+            _ => Ok(()),
+        }
+    }
+
+    /// `fuse_notify_inval_entry` through `fuse_notify_lookup`.
+    fn inval_entry(&mut self, parent: u64, name: &[u8]) -> Result<(), Errno> {
+        if !self.vnodes.contains_key(&parent) {
+            return Err(libc::ENOENT);
+        }
+        if let Some(&child) = self.names.get(&(parent, name.to_vec())) {
+            self.purge(child);
+        }
+        self.invalidate_attr(parent);
+        Ok(())
+    }
+
+    /// `fuse_notify_inval_inode`, with `fuse_notify_getattr` run at once.
+    fn inval_inode(&mut self, out: &NotifyInvalInodeOut) -> Result<(), Errno> {
+        let vnode = self.vnodes.get_mut(&out.ino).ok_or(libc::ENOENT)?;
+        vnode.attr_valid = Duration::ZERO;
+        if out.off >= 0 {
+            // `ubc_msync(UBC_INVALIDATE)` of the range; the model keeps whole files only.
+            vnode.data = None;
+        }
+        if vnode.attr.mode & S_IFMT != S_IFREG {
+            return Ok(());
+        }
+        let getattr = GetattrIn::default();
+        match self.send(Opcode::Getattr, out.ino, 0, wire::bytes(&getattr)) {
+            Ok(body) => {
+                let attr: AttrOut = wire::read(&body);
+                let attr_valid = self.deadline(attr.attr_valid, attr.attr_valid_nsec);
+                let vnode = self.vnodes.entry(out.ino).or_default();
+                vnode.attr = attr.attr;
+                vnode.attr_valid = attr_valid;
+            }
+            // `fuse_internal_vnode_disappear`: its names go, the vnode is revoked.
+            Err(libc::ENOENT) => self.purge(out.ino),
+            Err(_) => {}
+        }
+        Ok(())
     }
 }

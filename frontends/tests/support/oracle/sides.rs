@@ -86,7 +86,22 @@ impl Overlay {
 
     fn unmount(&mut self) -> Result<(), String> {
         if self.mounted {
-            nix::mount::umount(&self.mnt).map_err(|e| format!("umount {:?}: {e}", self.mnt))?;
+            // EBUSY for a moment: most likely a child another test thread forks, holding a
+            // copy of a descriptor into this mount until it execs (seen twice in whole-suite
+            // runs on a loaded machine, never alone). Anything longer is a real leak, and
+            // fails.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                match nix::mount::umount(&self.mnt) {
+                    Err(nix::errno::Errno::EBUSY) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    result => {
+                        result.map_err(|e| format!("umount {:?}: {e}", self.mnt))?;
+                        break;
+                    }
+                }
+            }
             self.mounted = false;
         }
         Ok(())
