@@ -101,6 +101,9 @@ pub enum EditError {
     },
 }
 
+/// How long [`Scratch::open`] waits for a held lock before it calls the scratch in use.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A scratch directory held for one runtime: locked (`flock`) while it is held, so a second
 /// live runtime cannot write into it, even from another service.
 #[derive(Debug)]
@@ -136,14 +139,24 @@ impl Scratch {
             Err(err) => return Err(io(err)),
         }
         let lock = File::open(dir).map_err(io)?;
-        // SAFETY: flock on a descriptor this function owns.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        // A lock just released can still be held for a moment by a child another thread of
+        // this process forked while the descriptor was open (flock locks follow the open
+        // file, and the child keeps it until its exec closes it): wait that out before
+        // calling the scratch in use.
+        let deadline = std::time::Instant::now() + LOCK_GRACE;
+        loop {
+            // SAFETY: flock on a descriptor this function owns.
+            if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                break;
+            }
             let err = std::io::Error::last_os_error();
-            return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                EditError::InUse(dir.to_path_buf())
-            } else {
-                io(err)
-            });
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(io(err));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(EditError::InUse(dir.to_path_buf()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
         Ok(Scratch {
             dir: dir.to_path_buf(),
