@@ -682,7 +682,11 @@ fn a_service_killed_during_commits_leaves_a_valid_repository_and_commits_again()
             .unwrap();
         // From before the first payload to the tag and the rebase (20% to 100% of a commit),
         // and now and then after it.
-        let share = if round % 6 == 5 { 6 } else { round as u32 % 5 + 1 };
+        let share = if round % 6 == 5 {
+            6
+        } else {
+            round as u32 % 5 + 1
+        };
         let kill_at = took * share / 5;
         let mut exited = None;
         while started.elapsed() < kill_at && exited.is_none() {
