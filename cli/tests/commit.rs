@@ -733,3 +733,62 @@ fn a_service_killed_during_commits_leaves_a_valid_repository_and_commits_again()
     assert_eq!(snapshot(&mut other, &there), edited);
     assert_eq!(snapshot(&mut shell, &place), edited);
 }
+
+/// On a terminal a commit shows its progress on stderr (files and bytes hashed and written,
+/// redrawn in place); anywhere else it prints the digest alone. `script` gives it a terminal.
+#[test]
+fn a_commit_shows_progress_on_a_terminal_and_is_quiet_elsewhere() {
+    if !require_fuse() {
+        return;
+    }
+    let service = Service::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = lower(dir.path());
+    let repo = dir.path().join("repo");
+    let (mut shell, place) = editable(&service, &spec, &repo);
+    let root = shell.pid().to_string();
+    edit(&mut shell, &place);
+    let command = |tag: &str| {
+        format!(
+            "{BIN} commit layer --socket {} --root-process {root} --repo {} --tag {tag}",
+            service.socket().display(),
+            repo.display()
+        )
+    };
+    // Everything the terminal got (stdout and stderr alike), to a file beside the repository.
+    let typescript = dir.path().join("typescript");
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c", &command("test/tty")])
+        .arg(&typescript)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = std::fs::read_to_string(&typescript).unwrap();
+    assert!(
+        shown.contains("\r\x1b[Khashed ") && shown.contains("wrote "),
+        "no progress line on the terminal: {shown:?}"
+    );
+    let digest = info_json(&repo, "test/tty");
+    assert!(
+        shown
+            .lines()
+            .any(|line| line.len() >= 56 && digest.contains(&line[..56])),
+        "{shown:?}"
+    );
+
+    // Not a terminal: the digest on stdout, nothing on stderr.
+    assert_eq!(
+        shell.ask(&format!("echo more > {place}/more && echo ok")),
+        "ok"
+    );
+    let out = try_commit(&service, shell.pid(), "layer", &repo, "test/quiet");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        printed.len(),
+        spfs_storage::DIGEST_STRING_LEN + 1,
+        "{printed:?}"
+    );
+}
