@@ -200,21 +200,7 @@ fn round_trip(service: &Service) {
     }
 }
 
-#[test]
-fn a_commit_shows_in_a_fresh_runtime_exactly_as_edited_in_the_shared_layout() {
-    if !require_fuse() {
-        return;
-    }
-    round_trip(&Service::start());
-}
-
-#[test]
-fn a_commit_shows_in_a_fresh_runtime_exactly_as_edited_in_the_per_runtime_layout() {
-    if !require_fuse() {
-        return;
-    }
-    round_trip(&Service::per_runtime());
-}
+support::in_both_layouts!(round_trip: a_commit_shows_in_a_fresh_runtime_exactly_as_edited_in_the_shared_layout, a_commit_shows_in_a_fresh_runtime_exactly_as_edited_in_the_per_runtime_layout);
 
 /// `commit platform`: refused for a stack with a directory layer; from an spfs stack, a
 /// platform of its layers plus the new one, which a fresh runtime shows alone as the edited
@@ -264,21 +250,7 @@ fn platform(service: &Service) {
     );
 }
 
-#[test]
-fn commit_platform_writes_the_stack_plus_the_changes_in_the_shared_layout() {
-    if !require_fuse() {
-        return;
-    }
-    platform(&Service::start());
-}
-
-#[test]
-fn commit_platform_writes_the_stack_plus_the_changes_in_the_per_runtime_layout() {
-    if !require_fuse() {
-        return;
-    }
-    platform(&Service::per_runtime());
-}
+support::in_both_layouts!(platform: commit_platform_writes_the_stack_plus_the_changes_in_the_shared_layout, commit_platform_writes_the_stack_plus_the_changes_in_the_per_runtime_layout);
 
 /// A root process running `script` in the background of nothing: it stays the root of its
 /// runtime while it runs (a job a shell puts in the background is orphaned, and leaves the
@@ -364,21 +336,7 @@ fn cwd_and_open_files(service: &Service) {
     assert!(!diff.contains("/over"), "{diff}");
 }
 
-#[test]
-fn processes_keep_their_working_directory_and_open_files_across_a_commit_shared() {
-    if !require_fuse() {
-        return;
-    }
-    cwd_and_open_files(&Service::start());
-}
-
-#[test]
-fn processes_keep_their_working_directory_and_open_files_across_a_commit_per_runtime() {
-    if !require_fuse() {
-        return;
-    }
-    cwd_and_open_files(&Service::per_runtime());
-}
+support::in_both_layouts!(cwd_and_open_files: processes_keep_their_working_directory_and_open_files_across_a_commit_shared, processes_keep_their_working_directory_and_open_files_across_a_commit_per_runtime);
 
 /// A writer in the runtime creates numbered files while commits run: every file it made
 /// (acknowledged) is in the view afterwards, and in a fresh runtime of the last commit.
@@ -499,21 +457,7 @@ fn reset(service: &Service) {
     assert_eq!(shell.ask(&format!("cat {place}/committed")), "c");
 }
 
-#[test]
-fn reset_throws_changes_away_and_the_runtime_sees_it_at_once_shared() {
-    if !require_fuse() {
-        return;
-    }
-    reset(&Service::start());
-}
-
-#[test]
-fn reset_throws_changes_away_and_the_runtime_sees_it_at_once_per_runtime() {
-    if !require_fuse() {
-        return;
-    }
-    reset(&Service::per_runtime());
-}
+support::in_both_layouts!(reset: reset_throws_changes_away_and_the_runtime_sees_it_at_once_shared, reset_throws_changes_away_and_the_runtime_sees_it_at_once_per_runtime);
 
 /// The caller must be able to write the repository (refused before anything is written,
 /// naming the directory), and what the commit writes belongs to the caller.

@@ -19,6 +19,29 @@ pub fn assert_dead_mount(err: &std::io::Error, what: &str) {
     assert!(spfs_frontends::is_stale_error(err), "{what}: {err}");
 }
 
+/// Two tests of one scenario `$scenario(&Service)`: `$shared` on a service of the shared
+/// layout, `$per_runtime` on one of the per-runtime layout; each skips where FUSE is unusable.
+#[allow(unused_macros)]
+macro_rules! in_both_layouts {
+    ($scenario:ident: $shared:ident, $per_runtime:ident) => {
+        #[test]
+        fn $shared() {
+            if spfs_testkit::require_fuse() {
+                $scenario(&support::Service::start());
+            }
+        }
+
+        #[test]
+        fn $per_runtime() {
+            if spfs_testkit::require_fuse() {
+                $scenario(&support::Service::per_runtime());
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use in_both_layouts;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_spfs-fuse");
 pub const READY: Duration = Duration::from_secs(15);
 
