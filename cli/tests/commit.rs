@@ -736,3 +736,58 @@ fn a_commit_shows_progress_on_a_terminal_and_is_quiet_elsewhere() {
         "{printed:?}"
     );
 }
+
+/// The encoding and digest strategy come from spfs's own variables, spelled in any case as
+/// spfs takes them (the fixtures' `legacy` repository was written with lower-case `legacy`):
+/// the layer object's header says which (SPFS-FORMAT.md §5: byte 9 the strategy, byte 10 the
+/// encoding), and spfs 0.44's defaults apply without them.
+#[test]
+fn a_commit_takes_spfs_settings_from_the_environment_in_any_case() {
+    if !require_fuse() {
+        return;
+    }
+    let service = Service::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = lower(dir.path());
+    let repo = dir.path().join("repo");
+    let (mut shell, place) = editable(&service, &spec, &repo);
+    let root = shell.pid().to_string();
+    let mut header = |env: &[(&str, &str)], name: &str| {
+        assert_eq!(
+            shell.ask(&format!("echo {name} > {place}/{name} && echo ok")),
+            "ok"
+        );
+        let out = Command::new(BIN)
+            .args(["commit", "layer", "--socket"])
+            .arg(service.socket())
+            .args(["--root-process", &root, "--repo"])
+            .arg(&repo)
+            .env_remove("SPFS_STORAGE__ENCODING_FORMAT")
+            .env_remove("SPFS_STORAGE__DIGEST_STRATEGY")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let digest = spfs_storage::Digest::parse(ok(&out).trim()).unwrap();
+        let path = spfs_storage::Repository::open(&repo)
+            .unwrap()
+            .object_path(&digest);
+        std::fs::read(path).unwrap()[9..11].to_vec()
+    };
+    assert_eq!(header(&[], "a"), [1, 1], "FlatBuffers, WithKindAndSalt");
+    assert_eq!(
+        header(
+            &[
+                ("SPFS_STORAGE__ENCODING_FORMAT", "legacy"),
+                ("SPFS_STORAGE__DIGEST_STRATEGY", "legacy")
+            ],
+            "b"
+        ),
+        [0, 0]
+    );
+    assert_eq!(
+        header(&[("SPFS_STORAGE__ENCODING_FORMAT", "LEGACY")], "c"),
+        [1, 0],
+        "salted digests in the legacy encoding"
+    );
+    assert_valid(&repo);
+}

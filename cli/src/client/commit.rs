@@ -52,20 +52,22 @@ pub struct CommitArgs {
     /// older ones.
     #[arg(long, value_name = "TAG")]
     tag: Option<String>,
-    /// The encoding of new objects, as spfs reads it.
+    /// The encoding of new objects, as spfs reads it (in any case: `legacy` too).
     #[arg(
         long,
         env = "SPFS_STORAGE__ENCODING_FORMAT",
         value_parser = ["FlatBuffers", "Legacy"],
+        ignore_case = true,
         default_value = "FlatBuffers",
         value_name = "FORMAT"
     )]
     encoding_format: String,
-    /// The digest strategy of new objects, as spfs reads it.
+    /// The digest strategy of new objects, as spfs reads it (in any case).
     #[arg(
         long,
         env = "SPFS_STORAGE__DIGEST_STRATEGY",
         value_parser = ["WithKindAndSalt", "Legacy"],
+        ignore_case = true,
         default_value = "WithKindAndSalt",
         value_name = "STRATEGY"
     )]
