@@ -141,6 +141,52 @@ fn run_returns_the_exit_code_and_leaves_no_runtime() {
     );
 }
 
+/// A process the command daemonizes (its parent exits at once, it lives on) stays in the
+/// runtime while the command runs: `run` adopts it as the child subreaper of the command's
+/// tree (Linux), so it reads the view where init's child would see nothing, and it is reaped
+/// once it ends, leaving no zombie behind while the command still runs.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_process_the_command_daemonizes_stays_in_the_runtime_and_is_reaped() {
+    if !require_fuse() {
+        return;
+    }
+    let service = Service::start();
+    let layer = tempfile::tempdir().unwrap();
+    put(layer.path(), "hello", b"from the view\n");
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("out");
+    let script = format!(
+        r#"(sh -c 'sleep 0.3; cat "$SPFS_ROOT/hello" > {out} 2>&1; echo "parent $PPID" >> {out}' &)
+        sleep 1.2
+        # run's children: this shell only, once the daemon ended and was reaped.
+        ps -o stat= --ppid $PPID | grep -c Z || true"#,
+        out = out.display()
+    );
+    let run = service.cli(&[
+        "run",
+        layer.path().to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let seen = std::fs::read_to_string(&out).unwrap();
+    let run_pid = seen.lines().last().unwrap().trim_start_matches("parent ");
+    assert!(seen.starts_with("from the view\n"), "{seen}");
+    assert_ne!(run_pid, "1", "the daemon was adopted by init: {seen}");
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "0\n",
+        "a zombie was left"
+    );
+}
+
 #[test]
 fn a_256_mib_file_reads_back_intact_with_8_readers() {
     if !require_fuse() {

@@ -8,6 +8,12 @@
 mod commit;
 mod connect;
 mod info;
+#[cfg(target_os = "linux")]
+#[path = "orphans_linux.rs"]
+mod orphans;
+#[cfg(target_os = "macos")]
+#[path = "orphans_macos.rs"]
+mod orphans;
 mod run;
 
 use std::ffi::OsString;

@@ -1,6 +1,7 @@
 //! `spfs-fuse run ENV_SPEC -- CMD [ARGS...]`: register a runtime rooted at this process, run
 //! CMD as its child with `SPFS_ROOT` set, remove the runtime when CMD ends, exit with CMD's
-//! status.
+//! status. On Linux, processes CMD daemonizes are adopted here and so stay in the runtime
+//! while CMD runs.
 
 use std::ffi::OsString;
 use std::io;
@@ -12,7 +13,7 @@ use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::connect::{self, Target};
-use super::{RunArgs, block_on, current_dir, register, unregister};
+use super::{RunArgs, block_on, current_dir, orphans, register, unregister};
 
 /// Runs `spfs-fuse run`.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -66,6 +67,10 @@ async fn run_child(command: &[OsString], mount_point: &std::path::Path) -> io::R
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut sigquit = signal(SignalKind::quit())?;
+    // Before the child exists, so every process of its tree that outlives its parent is
+    // adopted here, in the runtime, and reaped when it ends (`orphans`).
+    let adopting = orphans::adopt();
+    let mut sigchld = signal(SignalKind::child())?;
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .env("SPFS_ROOT", mount_point)
@@ -81,6 +86,10 @@ async fn run_child(command: &[OsString], mount_point: &std::path::Path) -> io::R
             _ = sigquit.recv() => (Signal::SIGQUIT, true),
             _ = sighup.recv() => (Signal::SIGHUP, true),
             _ = sigterm.recv() => (Signal::SIGTERM, false),
+            _ = sigchld.recv(), if adopting => {
+                orphans::reap(pid);
+                continue;
+            }
         };
         if from_terminal && in_terminal_foreground() {
             continue;
