@@ -82,7 +82,7 @@ pub use object::{
 pub use repo::{
     MAX_PLATFORM_DEPTH, MountLayer, ObjectSource, Reference, Repositories, Repository, Resolved,
 };
-pub use tag::{TagRecord, TagSpec, parse_tag_file};
+pub use tag::{TagRecord, TagSpec, encode_tag_file, parse_tag_file};
 
 /// The environment variable naming the spfs storage root.
 pub const STORAGE_ROOT_ENV: &str = "SPFS_STORAGE__ROOT";

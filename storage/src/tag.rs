@@ -114,6 +114,47 @@ pub struct TagRecord {
 }
 
 impl TagRecord {
+    /// A record of these fields, its digest computed from them.
+    pub fn new(
+        org: &str,
+        name: &str,
+        target: Digest,
+        user: &str,
+        time: &str,
+        parent: Digest,
+    ) -> TagRecord {
+        let mut record = TagRecord {
+            org: org.to_owned(),
+            name: name.to_owned(),
+            target,
+            user: user.to_owned(),
+            time: time.to_owned(),
+            parent,
+            digest: Digest::NULL,
+        };
+        record.digest = Digest::of(&record.payload());
+        record
+    }
+
+    /// The record's payload (SPFS-FORMAT.md §11.2), as [`parse_tag_file`] reads it: org,
+    /// name, target, user, time, parent. Its SHA-256 is the record's digest.
+    pub fn payload(&self) -> Vec<u8> {
+        let mut p = Vec::with_capacity(
+            self.org.len() + self.name.len() + self.user.len() + self.time.len() + 68,
+        );
+        for s in [&self.org, &self.name] {
+            p.extend_from_slice(s.as_bytes());
+            p.push(0);
+        }
+        p.extend_from_slice(self.target.as_bytes());
+        for s in [&self.user, &self.time] {
+            p.extend_from_slice(s.as_bytes());
+            p.push(0);
+        }
+        p.extend_from_slice(self.parent.as_bytes());
+        p
+    }
+
     /// The tag path: `org/name`, or `name` when the org is empty.
     pub fn path(&self) -> String {
         if self.org.is_empty() {
@@ -122,6 +163,17 @@ impl TagRecord {
             format!("{}/{}", self.org, self.name)
         }
     }
+}
+
+/// A tag stream file's bytes: `records`, oldest first, each framed by its length.
+pub fn encode_tag_file<'a>(records: impl IntoIterator<Item = &'a TagRecord>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for r in records {
+        let payload = r.payload();
+        bytes.extend_from_slice(&(payload.len() as i64).to_be_bytes());
+        bytes.extend_from_slice(&payload);
+    }
+    bytes
 }
 
 /// The largest record a reader accepts (a guard against hostile lengths).
@@ -267,20 +319,15 @@ mod tests {
     }
 
     fn record(org: &str, name: &str, target: Digest, parent: Digest) -> Vec<u8> {
-        let mut p = Vec::new();
-        for s in [org, name] {
-            p.extend_from_slice(s.as_bytes());
-            p.push(0);
-        }
-        p.extend_from_slice(target.as_bytes());
-        for s in ["dev@fixtures.local", "2026-11-22T07:37:14.515250+00:00"] {
-            p.extend_from_slice(s.as_bytes());
-            p.push(0);
-        }
-        p.extend_from_slice(parent.as_bytes());
-        let mut out = (p.len() as i64).to_be_bytes().to_vec();
-        out.extend_from_slice(&p);
-        out
+        let r = TagRecord::new(
+            org,
+            name,
+            target,
+            "dev@fixtures.local",
+            "2026-11-22T07:37:14.515250+00:00",
+            parent,
+        );
+        encode_tag_file([&r])
     }
 
     #[test]

@@ -25,6 +25,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use chrono::{DateTime, SubsecRound as _, Utc};
 use sha2::{Digest as _, Sha256};
 
 use super::digest::Digest;
@@ -36,7 +37,7 @@ use super::object::{
     object_hasher, small_object_digest,
 };
 use super::repo::{Repository, stack_keep_last};
-use super::tag::{TagRecord, TagSpec, parse_tag_file};
+use super::tag::{TagRecord, TagSpec, encode_tag_file, parse_tag_file};
 
 /// A directory tree to commit, as spfs's tracking manifest holds it. Names are UTF-8 (spfs
 /// refuses others); a directory's children sorted by name bytes. Modes are whole `st_mode`s,
@@ -476,26 +477,19 @@ impl RepoWriter {
             tracing::debug!(tag, %target, "tag already points there");
             return Ok(());
         }
-        let (time, nanos) = now_rfc3339();
-        let mut new = TagRecord {
-            org: spec.org().unwrap_or_default().to_owned(),
-            name: spec.name().to_owned(),
+        let now = Utc::now();
+        let new = TagRecord::new(
+            spec.org().unwrap_or_default(),
+            spec.name(),
             target,
-            user: user.to_owned(),
-            time,
-            parent: records.first().map_or(Digest::NULL, |head| head.digest),
-            digest: Digest::NULL,
-        };
-        new.digest = Digest::of(&record_payload(&new));
-        let Some(stream) = insert_in_time_order(records, new, nanos, &path)? else {
+            user,
+            &spfs_time(now),
+            records.first().map_or(Digest::NULL, |head| head.digest),
+        );
+        let Some(stream) = insert_in_time_order(records, new, now, &path)? else {
             return Ok(());
         };
-        let mut bytes = Vec::new();
-        for r in &stream {
-            let payload = record_payload(r);
-            bytes.extend_from_slice(&(payload.len() as i64).to_be_bytes());
-            bytes.extend_from_slice(&payload);
-        }
+        let bytes = encode_tag_file(&stream);
         let mut work = path.clone().into_os_string();
         work.push(".work");
         let work = PathBuf::from(work);
@@ -908,22 +902,6 @@ fn lock_holder_is_gone(lock: &Path) -> bool {
     !alive
 }
 
-/// A tag record's payload (SPFS-FORMAT.md §11.2): org, name, target, user, time, parent.
-fn record_payload(r: &TagRecord) -> Vec<u8> {
-    let mut p = Vec::with_capacity(r.org.len() + r.name.len() + r.user.len() + r.time.len() + 68);
-    for s in [&r.org, &r.name] {
-        p.extend_from_slice(s.as_bytes());
-        p.push(0);
-    }
-    p.extend_from_slice(r.target.as_bytes());
-    for s in [&r.user, &r.time] {
-        p.extend_from_slice(s.as_bytes());
-        p.push(0);
-    }
-    p.extend_from_slice(r.parent.as_bytes());
-    p
-}
-
 /// The stream (oldest first) with `new` inserted as spfs's `insert_tag_in_namespace` does:
 /// walking from the newest record, before the first one that sorts below it by (time,
 /// target, parent, user) (`Tag`'s `Ord`); `None` when an equal record exists (spfs then
@@ -931,11 +909,11 @@ fn record_payload(r: &TagRecord) -> Vec<u8> {
 fn insert_in_time_order(
     newest_first: Vec<TagRecord>,
     new: TagRecord,
-    new_nanos: i128,
+    new_time: DateTime<Utc>,
     path: &Path,
 ) -> WriteResult<Option<VecDeque<TagRecord>>> {
-    let key = |r: &TagRecord, nanos: i128| (nanos, r.target, r.parent, r.user.clone());
-    let new_key = key(&new, new_nanos);
+    let key = |r: &TagRecord, time: DateTime<Utc>| (time, r.target, r.parent, r.user.clone());
+    let new_key = key(&new, new_time);
     let mut out = VecDeque::with_capacity(newest_first.len() + 1);
     let mut new = Some(new);
     for next in newest_first {
@@ -943,11 +921,11 @@ fn insert_in_time_order(
             out.push_front(next);
             continue;
         }
-        let nanos = parse_rfc3339(&next.time).ok_or_else(|| SpfsError::CorruptTag {
+        let time = parse_time(&next.time).ok_or_else(|| SpfsError::CorruptTag {
             path: path.to_owned(),
             reason: format!("record time {:?} is not RFC 3339", next.time),
         })?;
-        match key(&next, nanos).cmp(&new_key) {
+        match key(&next, time).cmp(&new_key) {
             std::cmp::Ordering::Less => {
                 if let Some(n) = new.take() {
                     out.push_front(n);
@@ -964,115 +942,17 @@ fn insert_in_time_order(
     Ok(Some(out))
 }
 
-/// Now as spfs writes it (`Utc::now().trunc_subsecs(6)`, `to_rfc3339()`), and in nanoseconds.
-fn now_rfc3339() -> (String, i128) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let micros = now.subsec_micros();
-    (
-        format_rfc3339(now.as_secs() as i64, micros * 1000),
-        i128::from(now.as_secs()) * 1_000_000_000 + i128::from(micros) * 1000,
-    )
+/// `time` as spfs writes it in a tag record: `trunc_subsecs(6)`, then `to_rfc3339()` (the
+/// fraction with the fewest of 0, 3 or 6 digits that hold it, and `+00:00`).
+fn spfs_time(time: DateTime<Utc>) -> String {
+    time.trunc_subsecs(6).to_rfc3339()
 }
 
-/// chrono's `to_rfc3339` of a UTC time: `%Y-%m-%dT%H:%M:%S`, the fraction with 0, 3, 6 or 9
-/// digits (the fewest that hold it), then `+00:00`.
-fn format_rfc3339(secs: i64, nanos: u32) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let frac = if nanos == 0 {
-        String::new()
-    } else if nanos.is_multiple_of(1_000_000) {
-        format!(".{:03}", nanos / 1_000_000)
-    } else if nanos.is_multiple_of(1000) {
-        format!(".{:06}", nanos / 1000)
-    } else {
-        format!(".{nanos:09}")
-    };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{frac}+00:00",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-/// Parses an RFC 3339 time (any offset) into nanoseconds since the epoch.
-fn parse_rfc3339(s: &str) -> Option<i128> {
-    let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = s.get(r)?;
-        part.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| part.parse().ok())?
-    };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    if !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut nanos: i128 = 0;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        let digits = s.get(start..i)?;
-        if digits.is_empty() {
-            return None;
-        }
-        let mut padded: String = digits.chars().take(9).collect();
-        while padded.len() < 9 {
-            padded.push('0');
-        }
-        nanos = padded.parse().ok()?;
-    }
-    let offset_secs: i64 = match b.get(i)? {
-        b'Z' | b'z' if i + 1 == b.len() => 0,
-        sign @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
-            let v = num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60;
-            if *sign == b'-' { -v } else { v }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(y, mo, d);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_secs;
-    Some(i128::from(secs) * 1_000_000_000 + nanos)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day count since 1970-01-01 (inverse of [`days_from_civil`]).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
+/// An RFC 3339 time (any offset), in UTC.
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// The files and symlinks below `children`, depth first; every name checked before anything
@@ -1306,21 +1186,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn times_format_as_chrono_does() {
-        assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00+00:00");
+    fn times_are_written_and_read_as_spfs_does() {
+        let at = |secs, nanos| DateTime::from_timestamp(secs, nanos).unwrap();
+        assert_eq!(spfs_time(at(0, 0)), "1970-01-01T00:00:00+00:00");
         assert_eq!(
-            format_rfc3339(1_795_333_034, 515_250_000),
+            spfs_time(at(1_795_333_034, 515_250_789)),
             "2026-11-22T07:37:14.515250+00:00"
         );
         assert_eq!(
-            format_rfc3339(1_795_333_034, 515_000_000),
+            spfs_time(at(1_795_333_034, 515_000_000)),
             "2026-11-22T07:37:14.515+00:00"
         );
         for (s, secs, nanos) in [
             (
                 "2026-11-22T07:37:14.515250+00:00",
-                1_795_333_034i128,
-                515_250_000i128,
+                1_795_333_034,
+                515_250_000,
             ),
             (
                 "2026-11-22T08:37:14.51525+01:00",
@@ -1330,7 +1211,7 @@ mod tests {
             ("2026-11-22T07:37:14Z", 1_795_333_034, 0),
             ("2000-02-29T00:00:00-00:30", 951_784_200, 0),
         ] {
-            assert_eq!(parse_rfc3339(s), Some(secs * 1_000_000_000 + nanos), "{s}");
+            assert_eq!(parse_time(s), Some(at(secs, nanos)), "{s}");
         }
         for bad in [
             "",
@@ -1339,11 +1220,7 @@ mod tests {
             "2026-13-22T07:37:14Z",
             "2026-11-22T07:37:14.+00:00",
         ] {
-            assert_eq!(parse_rfc3339(bad), None, "{bad}");
-        }
-        for days in [-800_000i64, -1, 0, 59, 10_957, 20_000, 2_000_000] {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
+            assert_eq!(parse_time(bad), None, "{bad}");
         }
     }
 

@@ -282,19 +282,16 @@ fn tags_append_versions_in_time_order_and_skip_the_same_target() {
     assert!(!root.join("tags/team/nested/t.tag.work").exists());
     // A record from the future stays the newest: the new one goes before it (time order).
     let mut future = before.clone();
-    let mut p = Vec::new();
-    for s in ["team/nested", "t"] {
-        p.extend_from_slice(s.as_bytes());
-        p.push(0);
-    }
-    p.extend_from_slice(c.as_bytes());
-    for s in ["dev@future", "2999-01-01T00:00:00+00:00"] {
-        p.extend_from_slice(s.as_bytes());
-        p.push(0);
-    }
-    p.extend_from_slice(h[0].digest.as_bytes());
-    future.extend_from_slice(&(p.len() as i64).to_be_bytes());
-    future.extend_from_slice(&p);
+    future.extend(spfs_storage::encode_tag_file([
+        &spfs_storage::TagRecord::new(
+            "team/nested",
+            "t",
+            c,
+            "dev@future",
+            "2999-01-01T00:00:00+00:00",
+            h[0].digest,
+        ),
+    ]));
     fs::write(&file, &future).unwrap();
     w.write_tag("team/nested/t", a, "dev@here").unwrap();
     let h = repo.tag_history("team/nested/t").unwrap();
