@@ -33,6 +33,15 @@ fn lower(dir: &Path) -> String {
     layer.to_str().unwrap().to_owned()
 }
 
+/// A test's directory with the [`lower`] layer in it, and where its repository goes
+/// (`<dir>/repo`, made by the first commit).
+fn setting() -> (tempfile::TempDir, String, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = lower(dir.path());
+    let repo = dir.path().join("repo");
+    (dir, spec, repo)
+}
+
 /// What a process sees under `place`: every path with its type, mode, size and link target,
 /// then every file's content hash, as one line (sorted, so two views compare by `==`). A
 /// directory's size is left out: it is the host filesystem's, not layer data.
@@ -147,9 +156,7 @@ fn edit(shell: &mut Shell, place: &str) {
 /// from the committed stack (status, an empty diff, the same view), and three more commits in
 /// a row do the same, each one's tag a new version.
 fn round_trip(service: &Service) {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = lower(dir.path());
-    let repo = dir.path().join("repo");
+    let (_dir, spec, repo) = setting();
     let (mut shell, place) = editable(service, &spec, &repo);
     let root = shell.pid();
     edit(&mut shell, &place);
@@ -200,15 +207,17 @@ fn round_trip(service: &Service) {
     }
 }
 
-support::in_both_layouts!(round_trip: a_commit_shows_in_a_fresh_runtime_exactly_as_edited_in_the_shared_layout, a_commit_shows_in_a_fresh_runtime_exactly_as_edited_in_the_per_runtime_layout);
+support::in_both_layouts!(
+    round_trip:
+        a_commit_shows_in_a_fresh_runtime_exactly_as_edited_in_the_shared_layout,
+        a_commit_shows_in_a_fresh_runtime_exactly_as_edited_in_the_per_runtime_layout
+);
 
 /// `commit platform`: refused for a stack with a directory layer; from an spfs stack, a
 /// platform of its layers plus the new one, which a fresh runtime shows alone as the edited
 /// view, and the runtime carries on from it.
 fn platform(service: &Service) {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = lower(dir.path());
-    let repo = dir.path().join("repo");
+    let (_dir, spec, repo) = setting();
     let (mut shell, place) = editable(service, &spec, &repo);
     edit(&mut shell, &place);
     let out = service.cli(&[
@@ -250,7 +259,11 @@ fn platform(service: &Service) {
     );
 }
 
-support::in_both_layouts!(platform: commit_platform_writes_the_stack_plus_the_changes_in_the_shared_layout, commit_platform_writes_the_stack_plus_the_changes_in_the_per_runtime_layout);
+support::in_both_layouts!(
+    platform:
+        commit_platform_writes_the_stack_plus_the_changes_in_the_shared_layout,
+        commit_platform_writes_the_stack_plus_the_changes_in_the_per_runtime_layout
+);
 
 /// A root process running `script` in the background of nothing: it stays the root of its
 /// runtime while it runs (a job a shell puts in the background is orphaned, and leaves the
@@ -305,9 +318,7 @@ fn wait_for(path: &Path) -> String {
 /// A process of the runtime keeps its working directory and open files (read and write)
 /// across a commit, and a write after the commit lands in the new scratch.
 fn cwd_and_open_files(service: &Service) {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = lower(dir.path());
-    let repo = dir.path().join("repo");
+    let (dir, spec, repo) = setting();
     let d = dir.path().display();
     let root = Root::spawn(
         dir.path(),
@@ -336,7 +347,11 @@ fn cwd_and_open_files(service: &Service) {
     assert!(!diff.contains("/over"), "{diff}");
 }
 
-support::in_both_layouts!(cwd_and_open_files: processes_keep_their_working_directory_and_open_files_across_a_commit_shared, processes_keep_their_working_directory_and_open_files_across_a_commit_per_runtime);
+support::in_both_layouts!(
+    cwd_and_open_files:
+        processes_keep_their_working_directory_and_open_files_across_a_commit_shared,
+        processes_keep_their_working_directory_and_open_files_across_a_commit_per_runtime
+);
 
 /// A writer in the runtime creates numbered files while commits run: every file it made
 /// (acknowledged) is in the view afterwards, and in a fresh runtime of the last commit.
@@ -346,9 +361,7 @@ fn a_writer_racing_commits_loses_nothing() {
         return;
     }
     let service = Service::start();
-    let dir = tempfile::tempdir().unwrap();
-    let spec = lower(dir.path());
-    let repo = dir.path().join("repo");
+    let (dir, spec, repo) = setting();
     let d = dir.path().display();
     let root = Root::spawn(
         dir.path(),
@@ -392,9 +405,7 @@ fn a_writer_racing_commits_loses_nothing() {
 /// `reset PATH` and `reset` through the binary: a process of the runtime sees the layers
 /// below at once (contents, a removed file back, an added one gone), other changes stay.
 fn reset(service: &Service) {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = lower(dir.path());
-    let repo = dir.path().join("repo");
+    let (_dir, spec, repo) = setting();
     let (mut shell, place) = editable(service, &spec, &repo);
     let root = shell.pid().to_string();
     edit(&mut shell, &place);
@@ -457,7 +468,11 @@ fn reset(service: &Service) {
     assert_eq!(shell.ask(&format!("cat {place}/committed")), "c");
 }
 
-support::in_both_layouts!(reset: reset_throws_changes_away_and_the_runtime_sees_it_at_once_shared, reset_throws_changes_away_and_the_runtime_sees_it_at_once_per_runtime);
+support::in_both_layouts!(
+    reset:
+        reset_throws_changes_away_and_the_runtime_sees_it_at_once_shared,
+        reset_throws_changes_away_and_the_runtime_sees_it_at_once_per_runtime
+);
 
 /// The caller must be able to write the repository (refused before anything is written,
 /// naming the directory), and what the commit writes belongs to the caller.
@@ -589,9 +604,7 @@ fn a_service_killed_during_commits_leaves_a_valid_repository_and_commits_again()
         .and_then(|n| n.parse().ok())
         .unwrap_or(24);
     let mut service = Service::start();
-    let dir = tempfile::tempdir().unwrap();
-    let spec = lower(dir.path());
-    let repo = dir.path().join("repo");
+    let (_dir, spec, repo) = setting();
     let (mut shell, place) = editable(&service, &spec, &repo);
     let root = shell.pid();
     // Each round changes many files, so each commit has much to write when the kill comes.
@@ -686,9 +699,7 @@ fn a_commit_shows_progress_on_a_terminal_and_is_quiet_elsewhere() {
         return;
     }
     let service = Service::start();
-    let dir = tempfile::tempdir().unwrap();
-    let spec = lower(dir.path());
-    let repo = dir.path().join("repo");
+    let (dir, spec, repo) = setting();
     let (mut shell, place) = editable(&service, &spec, &repo);
     let root = shell.pid().to_string();
     edit(&mut shell, &place);
@@ -747,9 +758,7 @@ fn a_commit_takes_spfs_settings_from_the_environment_in_any_case() {
         return;
     }
     let service = Service::start();
-    let dir = tempfile::tempdir().unwrap();
-    let spec = lower(dir.path());
-    let repo = dir.path().join("repo");
+    let (_dir, spec, repo) = setting();
     let (mut shell, place) = editable(&service, &spec, &repo);
     let root = shell.pid().to_string();
     let mut header = |env: &[(&str, &str)], name: &str| {

@@ -457,7 +457,11 @@ fn writes_land_in_the_scratch(service: &Service) {
     assert!(default_scratches(service).is_empty());
 }
 
-support::in_both_layouts!(writes_land_in_the_scratch: writes_through_the_shared_mount_land_in_the_scratch_and_read_back_as_a_layer, writes_through_a_per_runtime_volume_land_in_the_scratch_and_read_back_as_a_layer);
+support::in_both_layouts!(
+    writes_land_in_the_scratch:
+        writes_through_the_shared_mount_land_in_the_scratch_and_read_back_as_a_layer,
+        writes_through_a_per_runtime_volume_land_in_the_scratch_and_read_back_as_a_layer
+);
 
 /// Regression (finding F-service-1): over FUSE io_uring, which the service uses by default
 /// where the kernel offers it, every write answered `ENOSYS`; read(2) on `/dev/fuse` took
@@ -563,4 +567,8 @@ fn edit_makes_a_running_runtime_editable(service: &Service) {
     );
 }
 
-support::in_both_layouts!(edit_makes_a_running_runtime_editable: edit_makes_a_running_runtime_editable_in_the_shared_layout, edit_makes_a_running_runtime_editable_on_its_own_volume);
+support::in_both_layouts!(
+    edit_makes_a_running_runtime_editable:
+        edit_makes_a_running_runtime_editable_in_the_shared_layout,
+        edit_makes_a_running_runtime_editable_on_its_own_volume
+);
