@@ -153,14 +153,9 @@ pub fn tag_user(env: impl Fn(&str) -> Option<String>, uid: u32) -> String {
 
 /// This host's name, if it has one.
 fn host_name() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: `buf` is valid for `buf.len()` bytes; gethostname writes at most that many.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8(buf[..end].to_vec()).ok()
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
 }
 
 #[cfg(test)]

@@ -864,13 +864,9 @@ impl Drop for TagLock {
 /// This host's name (empty when it cannot be read): a lock names its host, so that a lock
 /// taken on another host sharing the repository (NFS) is never taken for a dead process here.
 fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer and its length are valid; gethostname writes at most that much.
-    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
-        return String::new();
-    }
-    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..len]).into_owned()
+    nix::unistd::gethostname()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// What a tag lock taken by process `pid` of this host holds.
