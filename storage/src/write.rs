@@ -892,10 +892,9 @@ fn lock_holder_is_gone(lock: &Path) -> bool {
     if host != host_name() {
         return false;
     }
-    // SAFETY: kill with signal 0 only checks whether the process exists.
-    let alive = unsafe { libc::kill(pid, 0) } == 0
-        || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
-    !alive
+    // No signal: only whether the process exists (EPERM: it does, another user's).
+    let probe = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None);
+    probe == Err(nix::errno::Errno::ESRCH)
 }
 
 /// The stream (oldest first) with `new` inserted as spfs's `insert_tag_in_namespace` does:
