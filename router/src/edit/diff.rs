@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use super::lower::Lower;
 use super::walk::{Met, Visit, walk};
-use crate::view::{FileKind, View};
+use crate::view::FileKind;
 
 /// What happened to one path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -48,12 +48,6 @@ pub enum DiffError {
         /// What the filesystem said.
         source: std::io::Error,
     },
-}
-
-/// The changes the scratch directory `scratch` holds over `lower` (the view of the layers
-/// below it), ordered by path.
-pub fn diff(lower: &View, scratch: &Path) -> Result<Vec<Change>, DiffError> {
-    diff_over(&lower, scratch)
 }
 
 /// The changes the scratch directory `scratch` holds over `lower`, ordered by path.
@@ -113,7 +107,7 @@ mod tests {
 
     use super::*;
     use crate::spec::ResolvedSpec;
-    use crate::view::{Attr, Timestamp};
+    use crate::view::{Attr, Timestamp, View};
 
     /// The view of the one directory layer `layer`, as the service builds it.
     fn view_of(layer: &Path) -> View {
@@ -163,7 +157,7 @@ mod tests {
     fn an_empty_scratch_changed_nothing() {
         let (_layer, view) = lower();
         let scratch = tempfile::tempdir().unwrap();
-        assert_eq!(diff(&view, scratch.path()).unwrap(), []);
+        assert_eq!(diff_over(&&view, scratch.path()).unwrap(), []);
     }
 
     #[test]
@@ -188,7 +182,7 @@ mod tests {
         put(s, ".wh..wh..tmp.42", "");
         put(s, ".wh.never", "");
         assert_eq!(
-            lines(&diff(&view, s).unwrap()),
+            lines(&diff_over(&&view, s).unwrap()),
             [
                 "- /dir/a",
                 "+ /dir/c",
@@ -211,7 +205,7 @@ mod tests {
         put(s, "tree/x", "new x");
         put(s, "tree/w", "w");
         assert_eq!(
-            lines(&diff(&view, s).unwrap()),
+            lines(&diff_over(&&view, s).unwrap()),
             ["~ /tree", "+ /tree/w", "~ /tree/x", "- /tree/y"]
         );
     }
@@ -236,7 +230,7 @@ mod tests {
         put(s, ".wh.keep", "");
         put(s, "keep", "again");
         assert_eq!(
-            lines(&diff(&view, s).unwrap()),
+            lines(&diff_over(&&view, s).unwrap()),
             ["~ /dir", "~ /keep", "~ /tree"]
         );
     }
@@ -244,7 +238,7 @@ mod tests {
     #[test]
     fn a_missing_scratch_is_an_error_naming_it() {
         let (_layer, view) = lower();
-        let err = diff(&view, Path::new("/nonexistent/scratch")).unwrap_err();
+        let err = diff_over(&&view, Path::new("/nonexistent/scratch")).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/scratch"), "{err}");
     }
 }

@@ -8,7 +8,7 @@
 mod commit;
 mod diff;
 pub use commit::{CommitError, MASK_MODE};
-pub use diff::{Change, ChangeKind, DiffError, diff};
+pub use diff::{Change, ChangeKind, DiffError};
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
